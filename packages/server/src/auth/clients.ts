@@ -1,0 +1,258 @@
+import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import type { JWK } from 'jose';
+import type { Store } from '../store/types.ts';
+import { isCovered, looksLikeSmartScope, parseSmartScope, splitScope } from './smart-scopes.ts';
+
+export const AUTH_METHODS = [
+  'tls_client_auth',
+  'self_signed_tls_client_auth',
+  'private_key_jwt',
+  'client_secret_basic',
+  'client_secret_post',
+  'none',
+] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+
+/** What carevault itself knows about a client, beside the engine's OAuth metadata. */
+export interface ClientPolicy {
+  /** Scopes the client may be granted; SMART scopes here also cover narrower requests. */
+  scopes: string[];
+  orgOid?: string | undefined;
+  orgName?: string | undefined;
+  /** IUA subject_role codes (system|code). */
+  roles?: string[] | undefined;
+  /** IUA purpose_of_use codes (system|code) the client may claim; the first is the default. */
+  purposeOfUse?: string[] | undefined;
+  tokenFormat: 'jwt' | 'opaque';
+  tokenAlg: 'ES256' | 'RS256';
+}
+
+interface StoredMetadata {
+  oidc: Record<string, unknown>;
+  carevault: ClientPolicy;
+}
+
+export class ClientInputError extends Error {}
+
+export interface NewClient {
+  clientId: string;
+  auth: AuthMethod;
+  scopes: string[];
+  orgOid?: string | undefined;
+  orgName?: string | undefined;
+  roles?: string[] | undefined;
+  purposeOfUse?: string[] | undefined;
+  jwks?: { keys: JWK[] } | undefined;
+  jwksUri?: string | undefined;
+  /** PEM of the certificate a self_signed_tls_client_auth client registers. */
+  selfSignedCertPem?: string | undefined;
+  redirectUris?: string[] | undefined;
+  tokenFormat?: 'jwt' | 'opaque' | undefined;
+  tokenAlg?: 'ES256' | 'RS256' | undefined;
+}
+
+const CLIENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$/;
+const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
+const SECRET_PREFIX = 'sha256:';
+
+/**
+ * Client secrets are 256-bit random values we generate, so a single SHA-256 is enough to make a leaked
+ * database useless (a slow KDF adds nothing against a secret that cannot be guessed).
+ */
+export function hashSecret(secret: string): string {
+  return SECRET_PREFIX + createHash('sha256').update(secret).digest('base64url');
+}
+
+export function secretMatches(stored: string | undefined, presented: string): boolean {
+  if (!stored?.startsWith(SECRET_PREFIX)) return false;
+  const a = Buffer.from(stored);
+  const b = Buffer.from(hashSecret(presented));
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export function validateScopes(scopes: string[]): void {
+  for (const s of scopes) {
+    if (!/^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s))
+      throw new ClientInputError(`scope "${s}" has characters RFC 6749 does not allow`);
+    if (looksLikeSmartScope(s) && !parseSmartScope(s)) {
+      throw new ClientInputError(
+        `scope "${s}" is not a valid SMART scope (e.g. system/Observation.rs or system/*.read)`,
+      );
+    }
+  }
+}
+
+function publicJwks(jwks: { keys: JWK[] } | undefined): { keys: JWK[] } | undefined {
+  if (!jwks) return undefined;
+  if (!Array.isArray(jwks.keys) || jwks.keys.length === 0)
+    throw new ClientInputError('JWKS must have a non-empty "keys" array');
+  for (const k of jwks.keys) {
+    if (typeof k !== 'object' || k === null || typeof k.kty !== 'string')
+      throw new ClientInputError('every JWK needs "kty"');
+    if ('d' in k || k.kty === 'oct')
+      throw new ClientInputError('JWKS must contain public keys only (found private or symmetric key material)');
+    if (!k.kid) throw new ClientInputError('every JWK needs a "kid" (SMART key selection relies on it)');
+  }
+  return jwks;
+}
+
+export class ClientRegistry {
+  constructor(private readonly store: Store) {}
+
+  async register(input: NewClient): Promise<{ clientId: string; clientSecret?: string }> {
+    if (!CLIENT_ID_RE.test(input.clientId)) {
+      throw new ClientInputError(
+        'client_id must be 1-128 characters of A-Z a-z 0-9 . _ ~ - and start with a letter or digit',
+      );
+    }
+    if (await this.store.clients.get(input.clientId))
+      throw new ClientInputError(`client "${input.clientId}" already exists`);
+    validateScopes(input.scopes);
+    if (input.orgOid !== undefined && !OID_RE.test(input.orgOid.replace(/^urn:oid:/, ''))) {
+      throw new ClientInputError(
+        `organization OID "${input.orgOid}" is not a dotted OID such as 2.16.840.1.113883.2.4.6.1`,
+      );
+    }
+    const oidc: Record<string, unknown> = {
+      client_id: input.clientId,
+      token_endpoint_auth_method: input.auth,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+    };
+    let clientSecret: string | undefined;
+    switch (input.auth) {
+      case 'tls_client_auth':
+        // The platform CA issues the certificate with CN = client_id (seed 000: registration issues a certificate).
+        oidc.tls_client_auth_subject_dn = `CN=${input.clientId}`;
+        oidc.tls_client_certificate_bound_access_tokens = true;
+        break;
+      case 'self_signed_tls_client_auth': {
+        if (!input.selfSignedCertPem)
+          throw new ClientInputError('self_signed_tls_client_auth needs the client certificate');
+        let cert: X509Certificate;
+        try {
+          cert = new X509Certificate(input.selfSignedCertPem);
+        } catch {
+          throw new ClientInputError('the client certificate is not a PEM X.509 certificate');
+        }
+        const jwk = cert.publicKey.export({ format: 'jwk' }) as JWK;
+        oidc.jwks = {
+          keys: [
+            {
+              ...jwk,
+              kid: `cert-${cert.fingerprint256.replace(/:/g, '').slice(0, 16)}`,
+              x5c: [cert.raw.toString('base64')],
+            },
+          ],
+        };
+        oidc.tls_client_certificate_bound_access_tokens = true;
+        break;
+      }
+      case 'private_key_jwt':
+        if (!input.jwks === !input.jwksUri)
+          throw new ClientInputError('private_key_jwt needs exactly one of --jwks FILE or --jwks-uri URL');
+        if (input.jwks) oidc.jwks = publicJwks(input.jwks);
+        if (input.jwksUri) {
+          let u: URL;
+          try {
+            u = new URL(input.jwksUri);
+          } catch {
+            throw new ClientInputError(`jwks_uri "${input.jwksUri}" is not an absolute URL`);
+          }
+          if (u.protocol !== 'https:' && u.protocol !== 'http:')
+            throw new ClientInputError('jwks_uri must be an http(s) URL');
+          oidc.jwks_uri = u.href;
+        }
+        break;
+      case 'client_secret_basic':
+      case 'client_secret_post':
+        clientSecret = randomBytes(32).toString('base64url');
+        oidc.client_secret = hashSecret(clientSecret);
+        break;
+      case 'none':
+        if (!input.redirectUris?.length)
+          throw new ClientInputError('a public client (auth none) needs at least one --redirect-uri');
+        oidc.grant_types = ['authorization_code', 'refresh_token'];
+        oidc.response_types = ['code'];
+        break;
+      default:
+        throw new ClientInputError(`unknown auth method; use one of ${AUTH_METHODS.join(', ')}`);
+    }
+    if (input.redirectUris?.length) {
+      oidc.redirect_uris = input.redirectUris;
+      if (input.auth !== 'none') {
+        oidc.grant_types = ['client_credentials', 'authorization_code', 'refresh_token'];
+        oidc.response_types = ['code'];
+      }
+    }
+    const policy: ClientPolicy = {
+      scopes: input.scopes,
+      orgOid: input.orgOid?.replace(/^urn:oid:/, ''),
+      orgName: input.orgName,
+      roles: input.roles,
+      purposeOfUse: input.purposeOfUse,
+      tokenFormat: input.tokenFormat ?? 'jwt',
+      tokenAlg: input.tokenAlg ?? 'ES256',
+    };
+    const metadata: StoredMetadata = { oidc, carevault: policy };
+    await this.store.clients.insert({
+      clientId: input.clientId,
+      metadata: metadata as unknown as Record<string, unknown>,
+      disabled: false,
+      createdAt: Math.floor(Date.now() / 1000),
+    });
+    return clientSecret ? { clientId: input.clientId, clientSecret } : { clientId: input.clientId };
+  }
+
+  /** OAuth metadata as the engine sees it; undefined for unknown or disabled clients. */
+  async engineMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
+    const record = await this.store.clients.get(clientId);
+    if (!record || record.disabled) return undefined;
+    return (record.metadata as unknown as StoredMetadata).oidc;
+  }
+
+  async policy(clientId: string): Promise<ClientPolicy | undefined> {
+    const record = await this.store.clients.get(clientId);
+    if (!record || record.disabled) return undefined;
+    return (record.metadata as unknown as StoredMetadata).carevault;
+  }
+
+  /** Public view for `client list/show`: never the secret hash. */
+  async describe(clientId?: string) {
+    const records = clientId
+      ? [await this.store.clients.get(clientId)].filter((r) => r !== undefined)
+      : await this.store.clients.list();
+    return records.map((r) => {
+      const { oidc, carevault } = r.metadata as unknown as StoredMetadata;
+      return {
+        client_id: r.clientId,
+        auth: oidc.token_endpoint_auth_method,
+        disabled: r.disabled,
+        scope: carevault.scopes.join(' '),
+        org_oid: carevault.orgOid,
+        org_name: carevault.orgName,
+        tls_client_auth_subject_dn: oidc.tls_client_auth_subject_dn,
+        jwks_uri: oidc.jwks_uri,
+        redirect_uris: oidc.redirect_uris,
+        token_format: carevault.tokenFormat,
+        created_at: new Date(r.createdAt * 1000).toISOString(),
+      };
+    });
+  }
+
+  async setDisabled(clientId: string, disabled: boolean): Promise<boolean> {
+    return this.store.clients.setDisabled(clientId, disabled);
+  }
+}
+
+/** Scopes to grant for a token request: all registered ones when none were asked for, else the request if covered. */
+export function grantableScopes(
+  requested: string | undefined,
+  policy: ClientPolicy,
+): { granted: string[]; refused: string[] } {
+  const asked = splitScope(requested);
+  if (asked.length === 0) return { granted: [...policy.scopes], refused: [] };
+  const refused = asked.filter((s) => !isCovered(s, policy.scopes));
+  return { granted: asked.filter((s) => !refused.includes(s)), refused };
+}

@@ -1,0 +1,155 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { Store } from '../store/types.ts';
+import type { ClientRegistry } from './clients.ts';
+import { introspectJwt } from './introspection.ts';
+import type { KeyRing } from './keys.ts';
+import { extendDiscovery } from './metadata.ts';
+import type { CertificateSource } from './mtls.ts';
+import { createProvider } from './provider.ts';
+import { revokeJwt } from './revocation.ts';
+import { type AccessTokenClaims, TokenVerifier } from './verifier.ts';
+
+export interface AuthOptions {
+  issuer: string;
+  fhirBase: string;
+  accessTokenTtl: number;
+  store: Store;
+  clients: ClientRegistry;
+  keys: KeyRing;
+  certificates: CertificateSource;
+  log: Logger;
+}
+
+const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
+
+/**
+ * The authorization server: the oidc-provider engine plus carevault's SMART/IUA layer, and the
+ * verifier resource servers use. The engine is rebuilt when the signing keys change so a rotated key is
+ * published without a restart.
+ */
+export class AuthServer {
+  readonly verifier: TokenVerifier;
+  private provider: Provider;
+  private handler: (req: IncomingMessage, res: ServerResponse) => void;
+  private jwks: JWTVerifyGetKey;
+  private keyFingerprint: string;
+
+  constructor(private readonly options: AuthOptions) {
+    this.jwks = createLocalJWKSet({ keys: options.keys.publicJwks() });
+    this.keyFingerprint = options.keys.fingerprint();
+    this.verifier = new TokenVerifier({
+      issuer: options.issuer,
+      keys: () => this.jwks,
+      isRevoked: (jti) => options.store.revocations.isRevoked(jti),
+      opaque: (token) => this.findOpaque(token),
+    });
+    this.provider = this.build();
+    this.handler = this.provider.callback();
+  }
+
+  get engine(): Provider {
+    return this.provider;
+  }
+
+  /** Node request handler for /oauth/* and the discovery documents. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.handler(req, res);
+  }
+
+  /** Picks up keys written by `carevault keys rotate` and keys whose activation time has come. */
+  refreshKeys(): boolean {
+    this.options.keys.reloadIfChanged();
+    const fingerprint = this.options.keys.fingerprint();
+    if (fingerprint === this.keyFingerprint) return false;
+    this.keyFingerprint = fingerprint;
+    this.jwks = createLocalJWKSet({ keys: this.options.keys.publicJwks() });
+    this.provider = this.build();
+    this.handler = this.provider.callback();
+    this.options.log.info({ keys: fingerprint.split('|')[1] }, 'signing keys changed; published JWKS updated');
+    return true;
+  }
+
+  private build(): Provider {
+    const { log } = this.options;
+    const provider = createProvider(this.options);
+    provider.use(async (ctx, next) => {
+      await next();
+      await this.afterRoute(ctx as KoaContextWithOIDC);
+    });
+    provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+      log.error(
+        { err: { message: err.message, name: err.name }, route: ctx.oidc?.route },
+        'authorization server error',
+      );
+    });
+    return provider;
+  }
+
+  private async afterRoute(ctx: KoaContextWithOIDC): Promise<void> {
+    const route = ctx.oidc?.route;
+    if (route === 'token') {
+      ctx.set('pragma', 'no-cache');
+      ctx.set('cache-control', 'no-store');
+      return;
+    }
+    if (route === 'discovery' && ctx.status === 200) {
+      extendDiscovery(ctx);
+      return;
+    }
+    if (route !== 'introspection' && route !== 'revocation') return;
+    const body = ctx.body as { error?: string } | undefined;
+    const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
+    // The engine refuses JWTs only after it has authenticated the caller; we take over from there.
+    if (
+      body?.error !== 'unsupported_token_type' ||
+      !ctx.oidc.client ||
+      typeof token !== 'string' ||
+      !JWT_SHAPE.test(token)
+    ) {
+      return;
+    }
+    if (route === 'introspection') {
+      if (ctx.oidc.client.clientAuthMethod === 'none') {
+        ctx.status = 200;
+        ctx.body = { active: false };
+        return;
+      }
+      await introspectJwt(ctx, this.verifier);
+    } else {
+      await revokeJwt(ctx, this.verifier, this.options.store);
+    }
+  }
+
+  private async findOpaque(token: string): Promise<AccessTokenClaims | undefined> {
+    const { ClientCredentials, AccessToken } = this.provider;
+    const found = (await ClientCredentials.find(token)) ?? (await AccessToken.find(token));
+    if (!found?.isValid) return undefined;
+    const t = found as unknown as {
+      jti: string;
+      clientId: string;
+      accountId?: string;
+      scope?: string;
+      aud?: string | string[];
+      exp: number;
+      iat: number;
+      extra?: Record<string, unknown>;
+      'x5t#S256'?: string;
+    };
+    return {
+      ...t.extra,
+      iss: this.options.issuer,
+      sub: t.accountId ?? t.clientId,
+      client_id: t.clientId,
+      scope: t.scope,
+      aud: t.aud,
+      exp: t.exp,
+      iat: t.iat,
+      jti: t.jti,
+      ...(t['x5t#S256'] ? { cnf: { 'x5t#S256': t['x5t#S256'] } } : {}),
+    };
+  }
+}

@@ -1,0 +1,130 @@
+import { Command, Option } from 'commander';
+import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
+import { ClientInputError } from './auth/clients.ts';
+import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
+import { ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
+import { serve } from './serve.ts';
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function dataDirOption(cmd: Command): Command {
+  return cmd.option('--data-dir <dir>', 'data directory (env CAREVAULT_DATA_DIR, default ./data)');
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Runs an admin action: JSON on stdout, a one-line error on stderr and exit code 1 on failure. */
+async function admin(fn: () => Promise<unknown>): Promise<void> {
+  try {
+    print(await fn());
+  } catch (err) {
+    if (err instanceof ClientInputError || err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw err;
+  }
+}
+
+const program = new Command('carevault')
+  .description('carevault: secure health-data exchange platform')
+  .showHelpAfterError();
+
+dataDirOption(
+  program
+    .command('serve')
+    .description('run the platform (HTTPS)')
+    .option('--port <n>', 'port (env CAREVAULT_PORT, default 8443)')
+    .option('--host <h>', 'bind address (env CAREVAULT_HOST, default 127.0.0.1)')
+    .option('--base-url <url>', 'public base URL (env CAREVAULT_BASE_URL, default https://localhost:<port>)')
+    .option('--access-token-ttl <seconds>', 'access token lifetime (env CAREVAULT_ACCESS_TOKEN_TTL, default 300)')
+    .option(
+      '--trusted-cert-header <name>',
+      'header carrying the client certificate from a TLS-terminating proxy (off by default)',
+    ),
+).action(async (o: ConfigInput) => {
+  try {
+    await serve(loadConfig(o));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+});
+
+const client = program.command('client').description('manage registered clients (external systems)');
+dataDirOption(
+  client
+    .command('add <client_id>')
+    .description('register a client; prints {client_id, client_secret?, cert?, key?}')
+    .addOption(
+      new Option('--auth <method>', 'client authentication method')
+        .choices([
+          'tls_client_auth',
+          'self_signed_tls_client_auth',
+          'private_key_jwt',
+          'client_secret_basic',
+          'client_secret_post',
+          'none',
+        ])
+        .makeOptionMandatory(),
+    )
+    .option('--scope <scopes>', 'space-separated scopes the client may be granted')
+    .option('--org-oid <oid>', 'organization OID (IUA subject_organization_id)')
+    .option('--org-name <name>', 'organization name (IUA subject_organization)')
+    .option('--role <system|code>', 'IUA subject_role (repeatable)', collect)
+    .option('--purpose-of-use <code>', 'IUA purpose_of_use the client may claim, e.g. TREAT (repeatable)', collect)
+    .option('--jwks <file>', 'JWKS file with the public keys for private_key_jwt')
+    .option('--jwks-uri <url>', 'JWKS URL for private_key_jwt')
+    .option('--cert <file>', 'certificate to register for self_signed_tls_client_auth (generated if absent)')
+    .option('--redirect-uri <url>', 'redirect URI (repeatable)', collect)
+    .option('--token-format <format>', 'jwt (default) or opaque access tokens')
+    .option('--token-alg <alg>', 'ES256 (default) or RS256 access-token signatures')
+    .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
+).action((id: string, o) => admin(() => addClient(loadConfig(o), id, o)));
+dataDirOption(client.command('list').description('list clients')).action((o) =>
+  admin(() => listClients(loadConfig(o))),
+);
+dataDirOption(client.command('show <client_id>').description('show one client')).action((id: string, o) =>
+  admin(() => listClients(loadConfig(o), id)),
+);
+dataDirOption(client.command('disable <client_id>').description('disable a client (its token requests fail)')).action(
+  (id: string, o) => admin(() => setClientDisabled(loadConfig(o), id, true)),
+);
+dataDirOption(client.command('enable <client_id>').description('re-enable a disabled client')).action((id: string, o) =>
+  admin(() => setClientDisabled(loadConfig(o), id, false)),
+);
+
+const keys = program.command('keys').description('token signing keys');
+dataDirOption(keys.command('list').description('list signing keys (no key material)')).action((o) =>
+  admin(async () => (await KeyRing.open(loadConfig(o).dataDir)).list()),
+);
+dataDirOption(
+  keys
+    .command('rotate')
+    .description(
+      'add a new signing key: published now, signing after --activate-after; the old one stays published for --retention',
+    )
+    .addOption(new Option('--alg <alg>', 'algorithm').choices([...SIGNING_ALGS]).default('ES256'))
+    .option('--activate-after <seconds>', 'delay before the new key signs', '60')
+    .option('--retention <seconds>', 'how long the replaced key stays published', '86400'),
+).action((o: { alg: SigningAlg; activateAfter: string; retention: string; dataDir?: string }) =>
+  admin(async () => {
+    const activateAfter = Number(o.activateAfter);
+    const retention = Number(o.retention);
+    if (!Number.isInteger(activateAfter) || activateAfter < 0)
+      throw new ConfigError('--activate-after must be a whole number of seconds');
+    if (!Number.isInteger(retention) || retention < 0)
+      throw new ConfigError('--retention must be a whole number of seconds');
+    const ring = await KeyRing.open(loadConfig(o).dataDir);
+    const key = await ring.rotate(o.alg, activateAfter, retention);
+    return { kid: key.kid, alg: key.alg, activateAt: new Date(key.activateAt * 1000).toISOString() };
+  }),
+);
+
+await program.parseAsync(process.argv);

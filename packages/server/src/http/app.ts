@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ClientRegistry } from '../auth/clients.ts';
+import { AuthServer } from '../auth/index.ts';
+import { KeyRing } from '../auth/keys.ts';
+import { certificateSource } from '../auth/mtls.ts';
+import type { Config } from '../config/index.ts';
+import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
+import { openStore } from '../store/index.ts';
+import type { Store } from '../store/types.ts';
+import { loggerOptions } from './logger.ts';
+import { oauthRoutes } from './oauth-routes.ts';
+
+export interface Platform {
+  app: FastifyInstance;
+  auth: AuthServer;
+  store: Store;
+  clients: ClientRegistry;
+  keys: KeyRing;
+  pki: Pki;
+  config: Config;
+  issuer: string;
+  fhirBase: string;
+  close(): Promise<void>;
+}
+
+const KEY_CHECK_INTERVAL_MS = 5_000;
+
+/** Builds the whole platform on one HTTPS listener (not yet listening). */
+export async function buildPlatform(config: Config): Promise<Platform> {
+  const hostNames = [
+    new URL(config.baseUrl).hostname,
+    ...(config.host === '0.0.0.0' || config.host === '::' ? [] : [config.host]),
+  ];
+  const pki = await ensureDevPki(config.dataDir, hostNames);
+  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  const keys = await KeyRing.open(config.dataDir);
+  const clients = new ClientRegistry(store);
+  const issuer = config.baseUrl;
+  const fhirBase = `${config.baseUrl}/fhir`;
+
+  const app = Fastify({
+    logger: loggerOptions(config.logLevel),
+    https: {
+      key: pki.server.keyPem,
+      cert: pki.server.certPem,
+      ca: pki.ca.certPem,
+      // Ask every client for a certificate, require none: mTLS clients authenticate with it, others need not.
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+    genReqId: () => randomUUID(),
+    trustProxy: config.trustedCertHeader !== undefined,
+    forceCloseConnections: true,
+  });
+  const auth = new AuthServer({
+    issuer,
+    fhirBase,
+    accessTokenTtl: config.accessTokenTtl,
+    store,
+    clients,
+    keys,
+    certificates: certificateSource(pki.ca.certPem, config.trustedCertHeader),
+    log: app.log as unknown as Logger,
+  });
+  if (config.trustedCertHeader) auth.engine.proxy = true;
+
+  await app.register(oauthRoutes, { auth });
+
+  const timer = setInterval(() => {
+    try {
+      if (auth.refreshKeys() && config.trustedCertHeader) auth.engine.proxy = true;
+      void store.sweep(Math.floor(Date.now() / 1000));
+    } catch (err) {
+      app.log.error({ err }, 'periodic maintenance failed');
+    }
+  }, KEY_CHECK_INTERVAL_MS);
+  timer.unref();
+
+  return {
+    app,
+    auth,
+    store,
+    clients,
+    keys,
+    pki,
+    config,
+    issuer,
+    fhirBase,
+    async close() {
+      clearInterval(timer);
+      await app.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,167 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type {
+  ClientRecord,
+  ClientStore,
+  OidcPayloadRecord,
+  OidcPayloadStore,
+  RevocationStore,
+  Store,
+} from '../types.ts';
+import { MIGRATIONS } from './schema.ts';
+
+type Db = Database.Database;
+
+interface PayloadRow {
+  payload: string;
+  expires_at: number | null;
+  consumed_at: number | null;
+}
+
+function toPayload(row: PayloadRow | undefined, now: number): OidcPayloadRecord | undefined {
+  if (!row) return undefined;
+  if (row.expires_at !== null && row.expires_at <= now) return undefined;
+  const payload = JSON.parse(row.payload) as Record<string, unknown>;
+  if (row.consumed_at !== null) payload.consumed = row.consumed_at;
+  return { payload, expiresAt: row.expires_at, consumed: row.consumed_at !== null };
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+function oidcStore(db: Db): OidcPayloadStore {
+  const upsert = db.prepare(
+    `INSERT INTO oidc_payloads (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+     ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
+       user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`,
+  );
+  const find = db.prepare('SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND id = ?');
+  const findByUid = db.prepare(
+    'SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND uid = ? LIMIT 1',
+  );
+  const findByUserCode = db.prepare(
+    'SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND user_code = ? LIMIT 1',
+  );
+  const insertIfAbsent = db.prepare(
+    `INSERT INTO oidc_payloads (model, id, payload, expires_at) VALUES (?, ?, '{}', ?)
+     ON CONFLICT (model, id) DO UPDATE SET expires_at = excluded.expires_at, payload = '{}'
+       WHERE oidc_payloads.expires_at <= ?`,
+  );
+  const consume = db.prepare('UPDATE oidc_payloads SET consumed_at = ? WHERE model = ? AND id = ?');
+  const destroy = db.prepare('DELETE FROM oidc_payloads WHERE model = ? AND id = ?');
+  const revokeByGrantId = db.prepare('DELETE FROM oidc_payloads WHERE grant_id = ?');
+  return {
+    async upsert(model, id, payload, expiresAt, index) {
+      upsert.run(
+        model,
+        id,
+        JSON.stringify(payload),
+        index.grantId ?? null,
+        index.userCode ?? null,
+        index.uid ?? null,
+        expiresAt,
+      );
+    },
+    async find(model, id) {
+      return toPayload(find.get(model, id) as PayloadRow | undefined, nowSeconds());
+    },
+    async findBy(model, column, value) {
+      const stmt = column === 'uid' ? findByUid : findByUserCode;
+      return toPayload(stmt.get(model, value) as PayloadRow | undefined, nowSeconds());
+    },
+    async insertIfAbsent(model, id, expiresAt) {
+      // An expired row with the same id may be reused; a live one means "seen before".
+      return insertIfAbsent.run(model, id, expiresAt, nowSeconds()).changes === 1;
+    },
+    async consume(model, id, at) {
+      consume.run(at, model, id);
+    },
+    async destroy(model, id) {
+      destroy.run(model, id);
+    },
+    async revokeByGrantId(grantId) {
+      revokeByGrantId.run(grantId);
+    },
+  };
+}
+
+interface ClientRow {
+  client_id: string;
+  metadata: string;
+  disabled: number;
+  created_at: number;
+}
+
+const toClient = (row: ClientRow): ClientRecord => ({
+  clientId: row.client_id,
+  metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+  disabled: row.disabled === 1,
+  createdAt: row.created_at,
+});
+
+function clientStore(db: Db): ClientStore {
+  const insert = db.prepare('INSERT INTO clients (client_id, metadata, disabled, created_at) VALUES (?, ?, ?, ?)');
+  const get = db.prepare('SELECT * FROM clients WHERE client_id = ?');
+  const list = db.prepare('SELECT * FROM clients ORDER BY client_id');
+  const setDisabled = db.prepare('UPDATE clients SET disabled = ? WHERE client_id = ?');
+  return {
+    async insert(record) {
+      insert.run(record.clientId, JSON.stringify(record.metadata), record.disabled ? 1 : 0, record.createdAt);
+    },
+    async get(clientId) {
+      const row = get.get(clientId) as ClientRow | undefined;
+      return row ? toClient(row) : undefined;
+    },
+    async list() {
+      return (list.all() as ClientRow[]).map(toClient);
+    },
+    async setDisabled(clientId, disabled) {
+      return setDisabled.run(disabled ? 1 : 0, clientId).changes === 1;
+    },
+  };
+}
+
+function revocationStore(db: Db): RevocationStore {
+  const revoke = db.prepare('INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING');
+  const check = db.prepare('SELECT 1 FROM revoked_tokens WHERE jti = ?');
+  return {
+    async revoke(jti, expiresAt) {
+      revoke.run(jti, expiresAt);
+    },
+    async isRevoked(jti) {
+      return check.get(jti) !== undefined;
+    },
+  };
+}
+
+export function openSqliteStore(file: string): Store {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  const version = db.pragma('user_version', { simple: true }) as number;
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] as string);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  const sweepPayloads = db.prepare('DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?');
+  const sweepRevoked = db.prepare('DELETE FROM revoked_tokens WHERE expires_at <= ?');
+  return {
+    dialect: 'sqlite',
+    clients: clientStore(db),
+    oidc: oidcStore(db),
+    revocations: revocationStore(db),
+    async sweep(now) {
+      sweepPayloads.run(now);
+      sweepRevoked.run(now);
+    },
+    async close() {
+      if (db.open) db.close();
+    },
+  };
+}
