@@ -24,8 +24,6 @@ export interface AuthOptions {
   log: Logger;
 }
 
-const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
-
 /**
  * The authorization server: the oidc-provider engine plus carevault's SMART/IUA layer, and the
  * verifier resource servers use. The engine is rebuilt when the signing keys change so a rotated key is
@@ -104,14 +102,7 @@ export class AuthServer {
     const body = ctx.body as { error?: string } | undefined;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
     // The engine refuses JWTs only after it has authenticated the caller; we take over from there.
-    if (
-      body?.error !== 'unsupported_token_type' ||
-      !ctx.oidc.client ||
-      typeof token !== 'string' ||
-      !JWT_SHAPE.test(token)
-    ) {
-      return;
-    }
+    if (body?.error !== 'unsupported_token_type' || !ctx.oidc.client || typeof token !== 'string') return;
     if (route === 'introspection') {
       if (ctx.oidc.client.clientAuthMethod === 'none') {
         ctx.status = 200;

@@ -85,7 +85,16 @@ export function createProvider(deps: ProviderDeps): Provider {
       clientCredentials: { enabled: true },
       // ITI-102: only authenticated callers may introspect, so public clients learn nothing here.
       introspection: { enabled: true, allowedPolicy: async (_ctx, client) => client.clientAuthMethod !== 'none' },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // RFC 7009 §2.1: only the client a token was issued to may revoke it (same rule as revocation.ts for JWTs).
+        allowedPolicy: async (_ctx, client, token) => {
+          if (token.clientId !== client.clientId) {
+            throw new errors.UnauthorizedClient('client is not authorized to revoke the presented token');
+          }
+          return true;
+        },
+      },
       userinfo: { enabled: false },
       mTLS: {
         enabled: true,

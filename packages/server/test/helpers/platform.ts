@@ -1,0 +1,77 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { type ClientAddOptions, addClient } from '../../src/admin/clients.ts';
+import { type Config, loadConfig } from '../../src/config/index.ts';
+import { buildPlatform, type Platform } from '../../src/http/app.ts';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface TestPlatform extends Platform {
+  base: string;
+  tokenUrl: string;
+  dataDir: string;
+  ca: string;
+  /** An HTTPS agent that trusts the platform CA, optionally presenting a client certificate. */
+  agent(cert?: { cert: string; key: string }): Agent;
+  fetch: typeof undiciFetch;
+  register(clientId: string, options: ClientAddOptions): Promise<Record<string, string>>;
+  stop(): Promise<void>;
+}
+
+/** A real platform on 127.0.0.1 with a fresh data dir, for one test file. */
+export async function startPlatform(overrides: Partial<Record<string, string>> = {}): Promise<TestPlatform> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'carevault-test-'));
+  const port = await freePort();
+  const config: Config = loadConfig(
+    { port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides },
+    {},
+  );
+  const platform = await buildPlatform(config);
+  await platform.app.listen({ port, host: '127.0.0.1' });
+  const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
+  const agents: Agent[] = [];
+  const base = platform.issuer;
+  return {
+    ...platform,
+    base,
+    tokenUrl: `${base}/oauth/token`,
+    dataDir,
+    ca,
+    agent(cert) {
+      const a = new Agent({ connect: { ca, ...(cert ? { cert: cert.cert, key: cert.key } : {}) } });
+      agents.push(a);
+      return a;
+    },
+    fetch: undiciFetch,
+    register: (clientId, options) => addClient(config, clientId, options),
+    async stop() {
+      await Promise.all(agents.map((a) => a.close()));
+      await platform.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function readPair(out: Record<string, string>): { cert: string; key: string } {
+  return { cert: readFileSync(out.cert as string, 'utf8'), key: readFileSync(out.key as string, 'utf8') };
+}
+
+export function decodeJwt(token: string): { header: Record<string, unknown>; payload: Record<string, unknown> } {
+  const [h, p] = token.split('.');
+  return {
+    header: JSON.parse(Buffer.from(h as string, 'base64url').toString()),
+    payload: JSON.parse(Buffer.from(p as string, 'base64url').toString()),
+  };
+}
