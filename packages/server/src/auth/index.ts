@@ -92,6 +92,7 @@ export class AuthServer {
     if (route === 'token') {
       ctx.set('pragma', 'no-cache');
       ctx.set('cache-control', 'no-store');
+      refineGrantTypeError(ctx);
       return;
     }
     if (route === 'discovery' && ctx.status === 200) {
@@ -99,6 +100,7 @@ export class AuthServer {
       return;
     }
     if (route !== 'introspection' && route !== 'revocation') return;
+    requireCallerAuthentication(ctx);
     const body = ctx.body as { error?: string } | undefined;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;
     // The engine refuses JWTs only after it has authenticated the caller; we take over from there.
@@ -143,4 +145,28 @@ export class AuthServer {
       ...(t['x5t#S256'] ? { cnf: { 'x5t#S256': t['x5t#S256'] } } : {}),
     };
   }
+}
+
+/**
+ * RFC 6749 §5.2 names the error for an authenticated client using a grant it is not registered for
+ * `unauthorized_client`; the engine says `invalid_request`.
+ */
+function refineGrantTypeError(ctx: KoaContextWithOIDC): void {
+  const body = ctx.body as { error?: string } | undefined;
+  const grantType = (ctx.oidc.params as { grant_type?: string } | undefined)?.grant_type;
+  const client = ctx.oidc.client;
+  if (ctx.status !== 400 || body?.error !== 'invalid_request' || !client || !grantType) return;
+  if (client.grantTypes?.includes(grantType)) return;
+  ctx.body = { error: 'unauthorized_client', error_description: 'this client is not registered for the requested grant type' };
+}
+
+/** RFC 7662 §2.1 / ITI-102: a caller that presented no credentials at all gets 401, not a generic 400. */
+function requireCallerAuthentication(ctx: KoaContextWithOIDC): void {
+  const body = ctx.body as { error?: string } | undefined;
+  const params = (ctx.oidc.params ?? {}) as { client_id?: string; client_assertion?: string };
+  if (ctx.status !== 400 || body?.error !== 'invalid_request' || ctx.oidc.client) return;
+  if (ctx.get('authorization') || params.client_id || params.client_assertion) return;
+  ctx.status = 401;
+  ctx.set('www-authenticate', 'Basic realm="carevault"');
+  ctx.body = { error: 'invalid_client', error_description: 'client authentication is required' };
 }
