@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, createHmac } from 'node:crypto';
+import { createHmac, createPrivateKey, createPublicKey } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,12 +19,18 @@ const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
 before(async () => {
   p = await startPlatform();
-  secret = (await p.register('sec', { auth: 'client_secret_basic', scope: 'system/Patient.rs', purposeOfUse: ['TREAT'] }))
-    .client_secret as string;
-  tlsPair = readPair(await p.register('tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'o') }));
+  secret = (
+    await p.register('sec', { auth: 'client_secret_basic', scope: 'system/Patient.rs', purposeOfUse: ['TREAT'] })
+  ).client_secret as string;
+  tlsPair = readPair(
+    await p.register('tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'o') }),
+  );
   const rsa = await generateKeyPair('RS384', { extractable: true, modulusLength: 2048 });
   rsaPrivate = rsa.privateKey;
-  rsaPublicPem = createPublicKey(createPrivateKey((await exportPem(rsa.privateKey)) as string)).export({ type: 'spki', format: 'pem' }) as string;
+  rsaPublicPem = createPublicKey(createPrivateKey((await exportPem(rsa.privateKey)) as string)).export({
+    type: 'spki',
+    format: 'pem',
+  }) as string;
   const jwks = join(p.dataDir, 'jwks.json');
   writeFileSync(jwks, JSON.stringify({ keys: [{ ...(await exportJWK(rsa.publicKey)), kid: 'rsa1', alg: 'RS384' }] }));
   await p.register('jwt-client', { auth: 'private_key_jwt', jwks, scope: 'system/*.rs' });
@@ -74,7 +80,14 @@ async function expectError(
 
 function assertion(claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ iss: 'jwt-client', sub: 'jwt-client', aud: p.tokenUrl, jti: crypto.randomUUID(), exp: now + 120, ...claims })
+  return new SignJWT({
+    iss: 'jwt-client',
+    sub: 'jwt-client',
+    aud: p.tokenUrl,
+    jti: crypto.randomUUID(),
+    exp: now + 120,
+    ...claims,
+  })
     .setProtectedHeader({ alg: 'RS384', kid: 'rsa1', typ: 'JWT', ...header })
     .sign(rsaPrivate);
 }
@@ -131,7 +144,11 @@ describe('token endpoint: client authentication failures → invalid_client', ()
   });
 
   test('tls_client_auth without a certificate (F02)', async () => {
-    await expectError(await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu'), [400, 401], 'invalid_client');
+    await expectError(
+      await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu'),
+      [400, 401],
+      'invalid_client',
+    );
   });
 
   test('tls_client_auth with a certificate from another CA, same CN', async () => {
@@ -144,7 +161,9 @@ describe('token endpoint: client authentication failures → invalid_client', ()
   });
 
   test("tls_client_auth with another client's certificate (F03)", async () => {
-    const other = readPair(await p.register('other-tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'o') }));
+    const other = readPair(
+      await p.register('other-tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'o') }),
+    );
     const r = await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: other });
     await expectError(r, [400, 401], 'invalid_client');
   });
@@ -153,9 +172,16 @@ describe('token endpoint: client authentication failures → invalid_client', ()
     const ok = await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: tlsPair });
     assert.equal(ok.status, 200, ok.text);
     await p.clients.setDisabled('tcu', true);
-    await expectError(await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: tlsPair }), [400, 401], 'invalid_client');
+    await expectError(
+      await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: tlsPair }),
+      [400, 401],
+      'invalid_client',
+    );
     await p.clients.setDisabled('tcu', false);
-    assert.equal((await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: tlsPair })).status, 200);
+    assert.equal(
+      (await post('/oauth/token', 'grant_type=client_credentials&client_id=tcu', { cert: tlsPair })).status,
+      200,
+    );
   });
 
   test('a public client cannot use client_credentials (C29)', async () => {
@@ -183,7 +209,13 @@ describe('token endpoint: bad client assertions → invalid_client (E02 E04–E1
       async () => {
         const { privateKey } = await generateKeyPair('RS384');
         const now = Math.floor(Date.now() / 1000);
-        return new SignJWT({ iss: 'jwt-client', sub: 'jwt-client', aud: p.tokenUrl, jti: crypto.randomUUID(), exp: now + 60 })
+        return new SignJWT({
+          iss: 'jwt-client',
+          sub: 'jwt-client',
+          aud: p.tokenUrl,
+          jti: crypto.randomUUID(),
+          exp: now + 60,
+        })
           .setProtectedHeader({ alg: 'RS384', kid: 'rsa1' })
           .sign(privateKey);
       },
@@ -214,7 +246,10 @@ describe('token endpoint: bad client assertions → invalid_client (E02 E04–E1
 
   test('wrong client_assertion_type (E02)', async () => {
     const jwt = await assertion();
-    const r = await post('/oauth/token', `grant_type=client_credentials&client_assertion_type=not_an_assertion_type&client_assertion=${jwt}`);
+    const r = await post(
+      '/oauth/token',
+      `grant_type=client_credentials&client_assertion_type=not_an_assertion_type&client_assertion=${jwt}`,
+    );
     assert.ok(r.status === 400 || r.status === 401, r.text);
     assert.ok(['invalid_request', 'invalid_client'].includes(r.json.error as string), r.text);
   });
@@ -222,15 +257,21 @@ describe('token endpoint: bad client assertions → invalid_client (E02 E04–E1
 
 describe('token endpoint: scope, resource and IUA parameters', () => {
   test('an unregistered scope → invalid_scope naming it (E13)', async () => {
-    const r = await post('/oauth/token', 'grant_type=client_credentials&scope=system/Patient.rs%20system/Observation.rs', {
-      headers: basic('sec', secret),
-    });
+    const r = await post(
+      '/oauth/token',
+      'grant_type=client_credentials&scope=system/Patient.rs%20system/Observation.rs',
+      {
+        headers: basic('sec', secret),
+      },
+    );
     await expectError(r, 400, 'invalid_scope');
     assert.equal(r.json.scope, 'system/Observation.rs');
   });
 
   test('a broader permission than registered → invalid_scope (system/Patient.cruds)', async () => {
-    const r = await post('/oauth/token', 'grant_type=client_credentials&scope=system/Patient.cruds', { headers: basic('sec', secret) });
+    const r = await post('/oauth/token', 'grant_type=client_credentials&scope=system/Patient.cruds', {
+      headers: basic('sec', secret),
+    });
     await expectError(r, 400, 'invalid_scope');
   });
 
@@ -249,9 +290,13 @@ describe('token endpoint: scope, resource and IUA parameters', () => {
   });
 
   test('purpose_of_use must be one the client is registered for', async () => {
-    const ok = await post('/oauth/token', 'grant_type=client_credentials&purpose_of_use=TREAT', { headers: basic('sec', secret) });
+    const ok = await post('/oauth/token', 'grant_type=client_credentials&purpose_of_use=TREAT', {
+      headers: basic('sec', secret),
+    });
     assert.equal(ok.status, 200, ok.text);
-    const bad = await post('/oauth/token', 'grant_type=client_credentials&purpose_of_use=HMARKT', { headers: basic('sec', secret) });
+    const bad = await post('/oauth/token', 'grant_type=client_credentials&purpose_of_use=HMARKT', {
+      headers: basic('sec', secret),
+    });
     await expectError(bad, 400, 'invalid_request');
   });
 });

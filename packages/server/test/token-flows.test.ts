@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { exportJWK, generateKeyPair } from 'jose';
 import * as client from 'openid-client';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { discover } from './helpers/oidc-client.ts';
 import { decodeJwt, readPair, startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -65,14 +65,22 @@ describe('client_credentials with tls_client_auth (seed 000, rows F01 F05 D06)',
   });
 
   test('a narrower SMART scope than the registered wildcard is granted as asked', async () => {
-    const out = await p.register('narrow-tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'out') });
+    const out = await p.register('narrow-tcu', {
+      auth: 'tls_client_auth',
+      scope: 'system/*.rs',
+      out: join(p.dataDir, 'out'),
+    });
     const config = await discover(p.base, 'narrow-tcu', client.TlsClientAuth(), p.agent(readPair(out)));
     const tokens = await client.clientCredentialsGrant(config, { scope: 'system/Observation.rs system/Patient.read' });
     assert.equal(tokens.scope, 'system/Observation.rs system/Patient.read');
   });
 
   test('self_signed_tls_client_auth binds the token to the registered self-signed certificate (F04)', async () => {
-    const out = await p.register('selfsigned', { auth: 'self_signed_tls_client_auth', scope: 'system/Patient.rs', out: join(p.dataDir, 'out') });
+    const out = await p.register('selfsigned', {
+      auth: 'self_signed_tls_client_auth',
+      scope: 'system/Patient.rs',
+      out: join(p.dataDir, 'out'),
+    });
     const pair = readPair(out);
     const config = await discover(p.base, 'selfsigned', client.TlsClientAuth(), p.agent(pair));
     const tokens = await client.clientCredentialsGrant(config);
@@ -179,7 +187,12 @@ describe('introspection (ITI-102) and revocation (RFC 7009) through openid-clien
   before(async () => {
     const rsOut = await p.register('resource-server', { auth: 'client_secret_basic', scope: 'system/Patient.rs' });
     rs = await discover(p.base, 'resource-server', client.ClientSecretBasic(rsOut.client_secret), p.agent());
-    const out = await p.register('holder', { auth: 'tls_client_auth', scope: 'system/*.rs', orgOid: '2.999.1', out: join(p.dataDir, 'out') });
+    const out = await p.register('holder', {
+      auth: 'tls_client_auth',
+      scope: 'system/*.rs',
+      orgOid: '2.999.1',
+      out: join(p.dataDir, 'out'),
+    });
     holder = await discover(p.base, 'holder', client.TlsClientAuth(), p.agent(readPair(out)));
   });
 
@@ -195,7 +208,9 @@ describe('introspection (ITI-102) and revocation (RFC 7009) through openid-clien
     assert.equal(info.aud, p.fhirBase);
     assert.equal(info.exp, jwt.exp, 'exp is the token exp (G09)');
     assert.equal(info.jti, jwt.jti);
-    assert.deepEqual((info as Record<string, unknown>).extensions, { ihe_iua: { subject_organization_id: 'urn:oid:2.999.1' } });
+    assert.deepEqual((info as Record<string, unknown>).extensions, {
+      ihe_iua: { subject_organization_id: 'urn:oid:2.999.1' },
+    });
     assert.deepEqual(info.cnf, jwt.cnf);
   });
 
@@ -237,7 +252,9 @@ describe('introspection (ITI-102) and revocation (RFC 7009) through openid-clien
     assert.equal(info.active, true);
     assert.equal(info.scope, 'system/Observation.rs');
     assert.equal(info.aud, p.fhirBase);
-    assert.deepEqual((info as Record<string, unknown>).extensions, { ihe_iua: { subject_organization_id: 'urn:oid:2.999.2' } });
+    assert.deepEqual((info as Record<string, unknown>).extensions, {
+      ihe_iua: { subject_organization_id: 'urn:oid:2.999.2' },
+    });
     const claims = await p.auth.verifier.verify(tokens.access_token);
     assert.equal(claims.client_id, 'opaque-client');
     await client.tokenRevocation(cfg, tokens.access_token);

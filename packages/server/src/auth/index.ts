@@ -157,7 +157,10 @@ function refineGrantTypeError(ctx: KoaContextWithOIDC): void {
   const client = ctx.oidc.client;
   if (ctx.status !== 400 || body?.error !== 'invalid_request' || !client || !grantType) return;
   if (client.grantTypes?.includes(grantType)) return;
-  ctx.body = { error: 'unauthorized_client', error_description: 'this client is not registered for the requested grant type' };
+  ctx.body = {
+    error: 'unauthorized_client',
+    error_description: 'this client is not registered for the requested grant type',
+  };
 }
 
 /** RFC 7662 §2.1 / ITI-102: a caller that presented no credentials at all gets 401, not a generic 400. */

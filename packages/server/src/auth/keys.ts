@@ -129,7 +129,12 @@ export class KeyRing {
     const key = await newKey(alg, t + activateAfter);
     const keys = this.file.keys
       .filter((k) => k.retiredAt === undefined || k.retiredAt + retentionSeconds > t)
-      .map((k) => (k.alg === alg && k.retiredAt === undefined ? { ...k, retiredAt: key.activateAt } : k));
+      // Every older key of this alg stops signing when the new one starts, including a still-pending one.
+      .map((k) =>
+        k.alg === alg && (k.retiredAt === undefined || k.retiredAt > key.activateAt)
+          ? { ...k, retiredAt: key.activateAt }
+          : k,
+      );
     this.file = { ...this.file, keys: [...keys, key] };
     writeSecretFile(this.path, JSON.stringify(this.file, null, 2));
     this.mtimeMs = statSync(this.path).mtimeMs;

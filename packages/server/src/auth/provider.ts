@@ -36,7 +36,17 @@ export const OAUTH_ROUTES = {
   credential: '/oauth/credential',
 } as const;
 
-const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
+const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = [
+  'ES256',
+  'ES384',
+  'ES512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+];
 
 function requestBody(ctx: KoaContextWithOIDC): Record<string, unknown> {
   return ((ctx.oidc as unknown as { body?: Record<string, unknown> }).body ?? {}) as Record<string, unknown>;

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { type ClientAddOptions, addClient } from '../../src/admin/clients.ts';
+import { addClient, type ClientAddOptions } from '../../src/admin/clients.ts';
 import { type Config, loadConfig } from '../../src/config/index.ts';
 import { buildPlatform, type Platform } from '../../src/http/app.ts';
 
@@ -34,10 +34,7 @@ export interface TestPlatform extends Platform {
 export async function startPlatform(overrides: Partial<Record<string, string>> = {}): Promise<TestPlatform> {
   const dataDir = mkdtempSync(join(tmpdir(), 'carevault-test-'));
   const port = await freePort();
-  const config: Config = loadConfig(
-    { port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides },
-    {},
-  );
+  const config: Config = loadConfig({ port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides }, {});
   const platform = await buildPlatform(config);
   await platform.app.listen({ port, host: '127.0.0.1' });
   const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
