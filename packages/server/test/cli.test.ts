@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { Agent, fetch } from 'undici';
+import { freePort } from './helpers/platform.ts';
+
+// The admin CLI and `serve` as separate processes, the way an operator runs them.
+const BIN = fileURLToPath(new URL('../bin/carevault.js', import.meta.url));
+const run = promisify(execFile);
+let dataDir: string;
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], { timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+before(() => {
+  dataDir = mkdtempSync(join(tmpdir(), 'carevault-cli-'));
+});
+after(() => {
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('carevault client …', () => {
+  test('client add --auth tls_client_auth issues a CA-signed certificate with CN = client_id (seed 000)', async () => {
+    const out = join(dataDir, 'certs');
+    const r = await cli('client', 'add', 'bestclinic-tcu', '--auth', 'tls_client_auth', '--scope', 'system/*.rs', '--org-oid', '2.16.528.1.1007', '--out', out);
+    assert.equal(r.code, 0, r.stderr);
+    const json = JSON.parse(r.stdout) as Record<string, string>;
+    assert.equal(json.client_id, 'bestclinic-tcu');
+    assert.equal(json.cert, join(out, 'bestclinic-tcu.pem'));
+    assert.equal(json.key, join(out, 'bestclinic-tcu-key.pem'));
+    assert.equal(json.ca, join(dataDir, 'pki', 'ca.pem'));
+    assert.equal(json.client_secret, undefined);
+    const cert = new X509Certificate(readFileSync(json.cert as string));
+    assert.equal(cert.subject, 'CN=bestclinic-tcu');
+    assert.ok(cert.verify(new X509Certificate(readFileSync(json.ca as string)).publicKey));
+    assert.equal(statSync(json.key as string).mode & 0o777, 0o600);
+  });
+
+  test('client add --auth client_secret_basic prints the secret once; list and show never do', async () => {
+    const r = await cli('client', 'add', 'portal', '--auth', 'client_secret_basic', '--scope', 'system/Patient.rs');
+    assert.equal(r.code, 0, r.stderr);
+    const { client_secret } = JSON.parse(r.stdout) as { client_secret: string };
+    assert.ok(client_secret.length >= 40);
+    const list = await cli('client', 'list');
+    assert.equal(list.code, 0);
+    const clients = JSON.parse(list.stdout) as { client_id: string; scope: string }[];
+    assert.deepEqual(clients.map((c) => c.client_id), ['bestclinic-tcu', 'portal']);
+    assert.ok(!list.stdout.includes(client_secret) && !list.stdout.includes('sha256:'));
+    const show = JSON.parse((await cli('client', 'show', 'portal')).stdout) as { scope: string; disabled: boolean };
+    assert.equal(show.scope, 'system/Patient.rs');
+    assert.equal(show.disabled, false);
+  });
+
+  test('client disable / enable', async () => {
+    assert.deepEqual(JSON.parse((await cli('client', 'disable', 'portal')).stdout), { client_id: 'portal', disabled: true });
+    assert.equal(JSON.parse((await cli('client', 'show', 'portal')).stdout).disabled, true);
+    assert.equal((await cli('client', 'enable', 'portal')).code, 0);
+  });
+
+  test('bad input gets a one-line error and a non-zero exit, never a stack trace', async () => {
+    const cases: [string[], RegExp][] = [
+      [['client', 'add', 'portal', '--auth', 'client_secret_basic'], /already exists/],
+      [['client', 'add', 'x', '--auth', 'bogus'], /Allowed choices/],
+      [['client', 'add', 'bad id!', '--auth', 'client_secret_basic'], /client_id must be/],
+      [['client', 'add', 'y', '--auth', 'client_secret_basic', '--scope', 'system/Observation.dus'], /not a valid SMART scope/],
+      [['client', 'add', 'z', '--auth', 'private_key_jwt'], /exactly one of --jwks/],
+      [['client', 'add', 'z', '--auth', 'private_key_jwt', '--jwks', '/nonexistent.json'], /file not found/],
+      [['client', 'add', 'w', '--auth', 'tls_client_auth', '--org-oid', 'not-an-oid'], /OID/],
+      [['client', 'show', 'nobody'], /not found/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(...args);
+      assert.notEqual(r.code, 0, args.join(' '));
+      assert.match(r.stderr, message);
+      assert.ok(!/\n\s+at /.test(r.stderr), `stack trace for ${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+});
+
+describe('carevault keys …', () => {
+  test('keys list shows metadata only; keys rotate adds a key', async () => {
+    const list = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string; alg: string; jwk?: unknown }[];
+    assert.deepEqual(list.map((k) => k.alg).sort(), ['ES256', 'RS256']);
+    assert.ok(list.every((k) => k.jwk === undefined));
+    const rotated = JSON.parse((await cli('keys', 'rotate', '--alg', 'ES256', '--activate-after', '0')).stdout) as { kid: string };
+    const after = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string }[];
+    assert.ok(after.some((k) => k.kid === rotated.kid));
+    assert.notEqual((await cli('keys', 'rotate', '--activate-after', '-1')).code, 0);
+  });
+});
+
+describe('carevault serve', () => {
+  test('serves HTTPS with the dev PKI, prints issuer, FHIR base and ca.pem, and stops on SIGTERM', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', String(port), '--data-dir', dataDir], {
+      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' },
+    });
+    let stdout = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const deadline = Date.now() + 30_000;
+    while (!stdout.includes('carevault is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(stdout, new RegExp(`issuer: +https://localhost:${port}\\n`));
+    assert.match(stdout, new RegExp(`FHIR base: +https://localhost:${port}/fhir\\n`));
+    assert.ok(stdout.includes(join(dataDir, 'pki', 'ca.pem')));
+
+    const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) } });
+    const res = await fetch(`https://localhost:${port}/.well-known/openid-configuration`, { dispatcher: agent });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { issuer: string }).issuer, `https://localhost:${port}`);
+    // Clients registered by the CLI earlier are served by this process.
+    const cert = { cert: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu.pem')), key: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu-key.pem')) };
+    const mtls = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')), ...cert } });
+    const token = await fetch(`https://localhost:${port}/oauth/token`, {
+      method: 'POST',
+      dispatcher: mtls,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&client_id=bestclinic-tcu',
+    });
+    assert.equal(token.status, 200);
+    await token.arrayBuffer();
+    await agent.close();
+    await mtls.close();
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  });
+
+  test('invalid configuration is a clear error', async () => {
+    const r = await cli('serve', '--port', 'abc');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /port must be an integer/);
+  });
+});
