@@ -35,7 +35,19 @@ after(() => {
 describe('carevault client …', () => {
   test('client add --auth tls_client_auth issues a CA-signed certificate with CN = client_id (seed 000)', async () => {
     const out = join(dataDir, 'certs');
-    const r = await cli('client', 'add', 'bestclinic-tcu', '--auth', 'tls_client_auth', '--scope', 'system/*.rs', '--org-oid', '2.16.528.1.1007', '--out', out);
+    const r = await cli(
+      'client',
+      'add',
+      'bestclinic-tcu',
+      '--auth',
+      'tls_client_auth',
+      '--scope',
+      'system/*.rs',
+      '--org-oid',
+      '2.16.528.1.1007',
+      '--out',
+      out,
+    );
     assert.equal(r.code, 0, r.stderr);
     const json = JSON.parse(r.stdout) as Record<string, string>;
     assert.equal(json.client_id, 'bestclinic-tcu');
@@ -57,7 +69,10 @@ describe('carevault client …', () => {
     const list = await cli('client', 'list');
     assert.equal(list.code, 0);
     const clients = JSON.parse(list.stdout) as { client_id: string; scope: string }[];
-    assert.deepEqual(clients.map((c) => c.client_id), ['bestclinic-tcu', 'portal']);
+    assert.deepEqual(
+      clients.map((c) => c.client_id),
+      ['bestclinic-tcu', 'portal'],
+    );
     assert.ok(!list.stdout.includes(client_secret) && !list.stdout.includes('sha256:'));
     const show = JSON.parse((await cli('client', 'show', 'portal')).stdout) as { scope: string; disabled: boolean };
     assert.equal(show.scope, 'system/Patient.rs');
@@ -65,7 +80,10 @@ describe('carevault client …', () => {
   });
 
   test('client disable / enable', async () => {
-    assert.deepEqual(JSON.parse((await cli('client', 'disable', 'portal')).stdout), { client_id: 'portal', disabled: true });
+    assert.deepEqual(JSON.parse((await cli('client', 'disable', 'portal')).stdout), {
+      client_id: 'portal',
+      disabled: true,
+    });
     assert.equal(JSON.parse((await cli('client', 'show', 'portal')).stdout).disabled, true);
     assert.equal((await cli('client', 'enable', 'portal')).code, 0);
   });
@@ -75,7 +93,10 @@ describe('carevault client …', () => {
       [['client', 'add', 'portal', '--auth', 'client_secret_basic'], /already exists/],
       [['client', 'add', 'x', '--auth', 'bogus'], /Allowed choices/],
       [['client', 'add', 'bad id!', '--auth', 'client_secret_basic'], /client_id must be/],
-      [['client', 'add', 'y', '--auth', 'client_secret_basic', '--scope', 'system/Observation.dus'], /not a valid SMART scope/],
+      [
+        ['client', 'add', 'y', '--auth', 'client_secret_basic', '--scope', 'system/Observation.dus'],
+        /not a valid SMART scope/,
+      ],
       [['client', 'add', 'z', '--auth', 'private_key_jwt'], /exactly one of --jwks/],
       [['client', 'add', 'z', '--auth', 'private_key_jwt', '--jwks', '/nonexistent.json'], /file not found/],
       [['client', 'add', 'w', '--auth', 'tls_client_auth', '--org-oid', 'not-an-oid'], /OID/],
@@ -95,7 +116,9 @@ describe('carevault keys …', () => {
     const list = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string; alg: string; jwk?: unknown }[];
     assert.deepEqual(list.map((k) => k.alg).sort(), ['ES256', 'RS256']);
     assert.ok(list.every((k) => k.jwk === undefined));
-    const rotated = JSON.parse((await cli('keys', 'rotate', '--alg', 'ES256', '--activate-after', '0')).stdout) as { kid: string };
+    const rotated = JSON.parse((await cli('keys', 'rotate', '--alg', 'ES256', '--activate-after', '0')).stdout) as {
+      kid: string;
+    };
     const after = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string }[];
     assert.ok(after.some((k) => k.kid === rotated.kid));
     assert.notEqual((await cli('keys', 'rotate', '--activate-after', '-1')).code, 0);
@@ -114,7 +137,8 @@ describe('carevault serve', () => {
     });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     const deadline = Date.now() + 30_000;
-    while (!stdout.includes('carevault is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!stdout.includes('carevault is running') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
     assert.match(stdout, new RegExp(`issuer: +https://localhost:${port}\\n`));
     assert.match(stdout, new RegExp(`FHIR base: +https://localhost:${port}/fhir\\n`));
     assert.ok(stdout.includes(join(dataDir, 'pki', 'ca.pem')));
@@ -124,7 +148,10 @@ describe('carevault serve', () => {
     assert.equal(res.status, 200);
     assert.equal(((await res.json()) as { issuer: string }).issuer, `https://localhost:${port}`);
     // Clients registered by the CLI earlier are served by this process.
-    const cert = { cert: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu.pem')), key: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu-key.pem')) };
+    const cert = {
+      cert: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu.pem')),
+      key: readFileSync(join(dataDir, 'certs', 'bestclinic-tcu-key.pem')),
+    };
     const mtls = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')), ...cert } });
     const token = await fetch(`https://localhost:${port}/oauth/token`, {
       method: 'POST',

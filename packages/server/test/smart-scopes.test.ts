@@ -12,13 +12,23 @@ describe('parseSmartScope', () => {
   });
 
   test('v2 scopes with granular queries', () => {
-    const s = parseSmartScope('patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory');
+    const s = parseSmartScope(
+      'patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory',
+    );
     assert.equal(s?.version, 2);
     assert.equal(s?.query, 'category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory');
   });
 
   test('malformed scopes are rejected (B17)', () => {
-    for (const bad of ['system/Observation.dus', 'system/Observation.rr', 'system/Observation.', 'system/observation.rs', 'system/Observation.read?category=x', 'admin/Patient.rs', 'system/Observation.rs?=x']) {
+    for (const bad of [
+      'system/Observation.dus',
+      'system/Observation.rr',
+      'system/Observation.',
+      'system/observation.rs',
+      'system/Observation.read?category=x',
+      'admin/Patient.rs',
+      'system/Observation.rs?=x',
+    ]) {
       assert.equal(parseSmartScope(bad), undefined, bad);
     }
   });
@@ -48,7 +58,11 @@ describe('isCovered', () => {
 });
 
 describe('grantableScopes', () => {
-  const policy = { scopes: ['system/*.rs', 'ns:cara:scp.Contributor'], tokenFormat: 'jwt' as const, tokenAlg: 'ES256' as const };
+  const policy = {
+    scopes: ['system/*.rs', 'ns:cara:scp.Contributor'],
+    tokenFormat: 'jwt' as const,
+    tokenAlg: 'ES256' as const,
+  };
   test('no scope requested → all registered scopes', () => {
     assert.deepEqual(grantableScopes(undefined, policy), { granted: policy.scopes, refused: [] });
   });
