@@ -3,7 +3,6 @@ import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
-import { serve } from './serve.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -47,6 +46,8 @@ dataDirOption(
     ),
 ).action(async (o: ConfigInput) => {
   try {
+    // Imported here so admin commands do not load the OAuth engine.
+    const { serve } = await import('./serve.ts');
     await serve(loadConfig(o));
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -3,6 +3,8 @@ import type { Store } from '../store/types.ts';
 import type { ClientRegistry } from './clients.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
+/** How long a claimed jti is remembered: longer than client assertions (≤ 5 min) and DPoP proofs live. */
+const REPLAY_CLAIM_SECONDS = 3600;
 
 /**
  * oidc-provider's storage adapter over the carevault store. Clients come from the registry
@@ -31,6 +33,8 @@ export function createAdapterFactory(store: Store, clients: ClientRegistry) {
     }
     return {
       async upsert(id, payload, expiresIn) {
+        // find() already claimed this jti for longer than any assertion may live; a second write buys nothing.
+        if (model === 'ReplayDetection' && expiresIn !== undefined && expiresIn <= REPLAY_CLAIM_SECONDS) return;
         const expiresAt = expiresIn ? nowSeconds() + expiresIn : null;
         await store.oidc.upsert(model, id, payload as Record<string, unknown>, expiresAt, {
           grantId: payload.grantId,
@@ -41,8 +45,8 @@ export function createAdapterFactory(store: Store, clients: ClientRegistry) {
       async find(id) {
         if (model === 'ReplayDetection') {
           // Claim the id atomically here: oidc-provider's find-then-save would let two concurrent
-          // requests with the same jti both pass. A provisional expiry is replaced by the following upsert.
-          const fresh = await store.oidc.insertIfAbsent(model, id, nowSeconds() + 600);
+          // requests with the same jti both pass.
+          const fresh = await store.oidc.insertIfAbsent(model, id, nowSeconds() + REPLAY_CLAIM_SECONDS);
           return fresh ? undefined : { jti: id };
         }
         return (await store.oidc.find(model, id))?.payload as AdapterPayload | undefined;

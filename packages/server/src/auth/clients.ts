@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { JWK } from 'jose';
-import type { Store } from '../store/types.ts';
+import type { ClientRecord, Store } from '../store/types.ts';
 import { isCovered, looksLikeSmartScope, parseSmartScope, splitScope } from './smart-scopes.ts';
 
 export const AUTH_METHODS = [
@@ -96,8 +96,26 @@ function publicJwks(jwks: { keys: JWK[] } | undefined): { keys: JWK[] } | undefi
   return jwks;
 }
 
+/**
+ * How long a looked-up client is reused. A token request reads its client three times (engine, scope
+ * policy, IUA claims); a change made by the CLI in another process is seen within this time.
+ */
+const CACHE_MS = 1000;
+
 export class ClientRegistry {
+  private readonly cache = new Map<string, { at: number; record: ClientRecord | undefined }>();
+
   constructor(private readonly store: Store) {}
+
+  private async record(clientId: string): Promise<ClientRecord | undefined> {
+    const now = Date.now();
+    const hit = this.cache.get(clientId);
+    if (hit && now - hit.at < CACHE_MS) return hit.record;
+    const record = await this.store.clients.get(clientId);
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(clientId, { at: now, record });
+    return record;
+  }
 
   async register(input: NewClient): Promise<{ clientId: string; clientSecret?: string }> {
     if (!CLIENT_ID_RE.test(input.clientId)) {
@@ -202,18 +220,19 @@ export class ClientRegistry {
       disabled: false,
       createdAt: Math.floor(Date.now() / 1000),
     });
+    this.cache.delete(input.clientId);
     return clientSecret ? { clientId: input.clientId, clientSecret } : { clientId: input.clientId };
   }
 
   /** OAuth metadata as the engine sees it; undefined for unknown or disabled clients. */
   async engineMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
-    const record = await this.store.clients.get(clientId);
+    const record = await this.record(clientId);
     if (!record || record.disabled) return undefined;
     return (record.metadata as unknown as StoredMetadata).oidc;
   }
 
   async policy(clientId: string): Promise<ClientPolicy | undefined> {
-    const record = await this.store.clients.get(clientId);
+    const record = await this.record(clientId);
     if (!record || record.disabled) return undefined;
     return (record.metadata as unknown as StoredMetadata).carevault;
   }
@@ -242,6 +261,7 @@ export class ClientRegistry {
   }
 
   async setDisabled(clientId: string, disabled: boolean): Promise<boolean> {
+    this.cache.delete(clientId);
     return this.store.clients.setDisabled(clientId, disabled);
   }
 }

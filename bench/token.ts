@@ -1,0 +1,183 @@
+/**
+ * Token endpoint throughput, measured against a real `carevault serve` child process over HTTPS with
+ * keep-alive, next to a raw ES256 sign+verify loop measured in the same run (reference/perf.md: the
+ * ceiling for private_key_jwt issuance is about one ES256 verify + one ES256 sign per token).
+ *
+ *   npm run bench:token            (about 30 s; prints one line per scenario)
+ */
+import { spawn } from 'node:child_process';
+import { createSign, createVerify, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, importJWK, SignJWT } from 'jose';
+import { Agent, request } from 'undici';
+import { addClient } from '../packages/server/src/admin/clients.ts';
+import { loadConfig } from '../packages/server/src/config/index.ts';
+import { freePort } from '../packages/server/test/helpers/platform.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+
+function rawEs256PerSecond(): number {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const data = Buffer.from('x'.repeat(300));
+  const end = performance.now() + 2000;
+  let n = 0;
+  while (performance.now() < end) {
+    const sig = createSign('SHA256').update(data).sign({ key: privateKey, dsaEncoding: 'ieee-p1363' });
+    createVerify('SHA256').update(data).verify({ key: publicKey, dsaEncoding: 'ieee-p1363' }, sig);
+    n++;
+  }
+  return n / 2;
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+}
+
+async function run(
+  name: string,
+  pid: number,
+  agent: Agent,
+  url: string,
+  body: () => string,
+  headers: Record<string, string>,
+): Promise<{ name: string; wall: number; perCpu: number; errors: number }> {
+  let ok = 0;
+  let errors = 0;
+  const cpu0 = cpuSeconds(pid);
+  const start = performance.now();
+  const end = start + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
+        const res = await request(url, { method: 'POST', dispatcher: agent, headers, body: body() });
+        await res.body.arrayBuffer();
+        if (res.statusCode === 200) ok++;
+        else errors++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = cpuSeconds(pid) - cpu0;
+  return { name, wall: ok / elapsed, perCpu: ok / Math.max(cpu, 0.01), errors };
+}
+
+async function main() {
+  const dataDir = mkdtempSync(join(tmpdir(), 'carevault-bench-'));
+  const port = await freePort();
+  const config = loadConfig({ dataDir, port }, {});
+  const base = `https://localhost:${port}`;
+
+  // Clients: one per method measured, plus a resource server that introspects.
+  const mtls = await addClient(config, 'bench-mtls', {
+    auth: 'tls_client_auth',
+    scope: 'system/*.rs',
+    out: join(dataDir, 'c'),
+  });
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'b1', alg: 'ES256' };
+  writeFileSync(join(dataDir, 'jwks.json'), JSON.stringify({ keys: [jwk] }));
+  await addClient(config, 'bench-jwt', {
+    auth: 'private_key_jwt',
+    jwks: join(dataDir, 'jwks.json'),
+    scope: 'system/*.rs',
+  });
+  const rs = await addClient(config, 'bench-rs', { auth: 'client_secret_basic', scope: 'system/Patient.rs' });
+
+  const child = spawn(
+    process.execPath,
+    ['packages/server/bin/carevault.js', 'serve', '--port', String(port), '--data-dir', dataDir],
+    {
+      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d) => String(d).includes('carevault is running') && resolve()),
+  );
+  const pid = child.pid as number;
+  const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'));
+  const plain = new Agent({ connect: { ca }, connections: CONCURRENCY });
+  const withCert = new Agent({
+    connect: { ca, cert: readFileSync(mtls.cert as string), key: readFileSync(mtls.key as string) },
+    connections: CONCURRENCY,
+  });
+  const form = { 'content-type': 'application/x-www-form-urlencoded' };
+
+  // Client assertions are signed before the clock starts so the client side does not cap the rate.
+  const key = await importJWK({ ...(await exportJWK(privateKey)), alg: 'ES256' }, 'ES256');
+  const assertions: string[] = [];
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < 60_000; i++) {
+    const a = await new SignJWT({
+      iss: 'bench-jwt',
+      sub: 'bench-jwt',
+      aud: `${base}/oauth/token`,
+      jti: randomUUID(),
+      exp: now + 280,
+    })
+      .setProtectedHeader({ alg: 'ES256', kid: 'b1' })
+      .sign(key);
+    assertions.push(
+      `grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=${a}`,
+    );
+  }
+  let next = 0;
+  const tokenRes = await request(`${base}/oauth/token`, {
+    method: 'POST',
+    dispatcher: withCert,
+    headers: form,
+    body: 'grant_type=client_credentials&client_id=bench-mtls',
+  });
+  const { access_token } = (await tokenRes.body.json()) as { access_token: string };
+
+  const raw = rawEs256PerSecond();
+  const results = [
+    await run(
+      'private_key_jwt (ES256 assertion → ES256 JWT)',
+      pid,
+      plain,
+      `${base}/oauth/token`,
+      () => assertions[next++ % assertions.length] as string,
+      form,
+    ),
+    await run(
+      'tls_client_auth (cert-bound ES256 JWT)',
+      pid,
+      withCert,
+      `${base}/oauth/token`,
+      () => 'grant_type=client_credentials&client_id=bench-mtls',
+      form,
+    ),
+    await run(
+      'introspection of a JWT (client_secret_basic caller)',
+      pid,
+      plain,
+      `${base}/oauth/introspect`,
+      () => `token=${access_token}`,
+      {
+        ...form,
+        authorization: `Basic ${Buffer.from(`bench-rs:${rs.client_secret}`).toString('base64')}`,
+      },
+    ),
+  ];
+
+  console.log(`raw node:crypto ES256 sign+verify pairs: ${raw.toFixed(0)}/s (one core) — the per-token crypto ceiling`);
+  for (const r of results) {
+    console.log(
+      `${r.name}: ${r.wall.toFixed(0)}/s wall, ${r.perCpu.toFixed(0)} per server CPU-second, ` +
+        `ratio to raw ES256 pair ${(r.perCpu / raw).toFixed(2)}${r.errors ? `, ${r.errors} non-200` : ''}`,
+    );
+  }
+  console.log(`(goal: ≥ 3000 tokens per server CPU-second; ${CONCURRENCY} in flight, keep-alive, ${SECONDS} s each)`);
+  await plain.close();
+  await withCert.close();
+  child.kill('SIGTERM');
+  await new Promise((r) => child.on('exit', r));
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+await main();
