@@ -21,6 +21,7 @@ export interface AuthOptions {
   clients: ClientRegistry;
   keys: KeyRing;
   certificates: CertificateSource;
+  outboundCa: string[];
   log: Logger;
 }
 

@@ -1,5 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import Provider, { type Configuration, errors, type KoaContextWithOIDC } from 'oidc-provider';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { assertClientAssertion } from './client-assertion.ts';
@@ -8,6 +9,7 @@ import { renderErrorPage } from './error-page.ts';
 import { iuaClaims, PurposeOfUseError } from './iua-claims.ts';
 import type { KeyRing } from './keys.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
+import { assertRequestedTokenType } from './requested-token-type.ts';
 
 export interface ProviderDeps {
   issuer: string;
@@ -17,6 +19,8 @@ export interface ProviderDeps {
   clients: ClientRegistry;
   keys: KeyRing;
   certificates: CertificateSource;
+  /** Trust anchors for outbound fetches (client jwks_uri): the system roots plus the platform CA. */
+  outboundCa: string[];
 }
 
 export const OAUTH_ROUTES = {
@@ -128,6 +132,7 @@ export function createProvider(deps: ProviderDeps): Provider {
           }
           const policy = await clients.policy(client.clientId);
           if (!policy) throw new errors.InvalidClient('client is not registered');
+          assertRequestedTokenType(requestBody(ctx).requested_token_type);
           const params = ctx.oidc.params as { scope?: string };
           const { granted, refused } = grantableScopes(params.scope, policy);
           if (refused.length > 0) {
@@ -175,6 +180,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       RefreshToken: 14 * 86400,
     },
     renderError: renderErrorPage,
+    fetch: outboundFetch(deps.outboundCa),
   };
 
   const provider = new Provider(deps.issuer, configuration);
@@ -183,4 +189,13 @@ export function createProvider(deps: ProviderDeps): Provider {
     return secretMatches(this.clientSecret, actual);
   };
   return provider;
+}
+
+/** Fetch for client JWKS URLs: bounded in time, trusting the system roots and the platform CA. */
+function outboundFetch(ca: string[]): NonNullable<Configuration['fetch']> {
+  const agent = new Agent({ connect: { ca, timeout: 5_000 }, headersTimeout: 5_000, bodyTimeout: 5_000 });
+  return ((url: URL | string, options: Record<string, unknown>) =>
+    undiciFetch(url, { ...options, dispatcher: agent } as Parameters<typeof undiciFetch>[1])) as unknown as NonNullable<
+    Configuration['fetch']
+  >;
 }

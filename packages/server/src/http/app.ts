@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { rootCertificates } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ClientRegistry } from '../auth/clients.ts';
@@ -28,7 +29,10 @@ export interface Platform {
 const KEY_CHECK_INTERVAL_MS = 5_000;
 
 /** Builds the whole platform on one HTTPS listener (not yet listening). */
-export async function buildPlatform(config: Config): Promise<Platform> {
+export async function buildPlatform(
+  config: Config,
+  options: { logStream?: NodeJS.WritableStream } = {},
+): Promise<Platform> {
   const hostNames = [
     new URL(config.baseUrl).hostname,
     ...(config.host === '0.0.0.0' || config.host === '::' ? [] : [config.host]),
@@ -41,7 +45,7 @@ export async function buildPlatform(config: Config): Promise<Platform> {
   const fhirBase = `${config.baseUrl}/fhir`;
 
   const app = Fastify({
-    logger: loggerOptions(config.logLevel),
+    logger: { ...loggerOptions(config.logLevel), ...(options.logStream ? { stream: options.logStream } : {}) },
     https: {
       key: pki.server.keyPem,
       cert: pki.server.certPem,
@@ -63,6 +67,7 @@ export async function buildPlatform(config: Config): Promise<Platform> {
     clients,
     keys,
     certificates: certificateSource(pki.ca.certPem, config.trustedCertHeader),
+    outboundCa: [...rootCertificates, pki.ca.certPem],
     log: app.log as unknown as Logger,
   });
   if (config.trustedCertHeader) auth.engine.proxy = true;

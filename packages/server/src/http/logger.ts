@@ -9,7 +9,7 @@ export function redactUrl(url: string): string {
 }
 
 /** pino options: JSON lines with request id; no Authorization header, cookie or secret query value. */
-export function loggerOptions(level: string): FastifyServerOptions['logger'] {
+export function loggerOptions(level: string): Exclude<FastifyServerOptions['logger'], boolean | undefined> {
   return {
     level,
     redact: {
