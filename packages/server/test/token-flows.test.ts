@@ -170,6 +170,24 @@ describe('client_credentials with client_secret_basic (IUA 3.71.4.1.2.1, C11 C28
     assert.equal(typeof body.expires_in, 'number');
   });
 
+  test('a client registered for RS256 gets RS256-signed tokens from the published RSA key (X3)', async () => {
+    const out = await p.register('rsa-client', {
+      auth: 'client_secret_basic',
+      scope: 'system/Patient.rs',
+      tokenAlg: 'RS256',
+    });
+    const config = await discover(p.base, 'rsa-client', client.ClientSecretBasic(out.client_secret), p.agent());
+    const tokens = await client.clientCredentialsGrant(config);
+    const { header } = decodeJwt(tokens.access_token);
+    assert.equal(header.alg, 'RS256');
+    assert.equal(header.typ, 'at+jwt');
+    const jwks = (await (await p.fetch(`${p.base}/oauth/jwks`, { dispatcher: p.agent() })).json()) as {
+      keys: { kid: string; kty: string }[];
+    };
+    assert.equal(jwks.keys.find((k) => k.kid === header.kid)?.kty, 'RSA');
+    assert.equal((await p.auth.verifier.verify(tokens.access_token)).client_id, 'rsa-client');
+  });
+
   test('the stored secret is a hash, not the secret', async () => {
     const out = await p.register('hash-check', { auth: 'client_secret_post', scope: 'system/Patient.rs' });
     const record = await p.store.clients.get('hash-check');
