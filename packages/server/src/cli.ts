@@ -1,8 +1,10 @@
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
+import { accountAdd, grantAdd, grantList, partitionAdd, partitionList } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
+import { VaultInputError } from './vault/partitions.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -19,7 +21,7 @@ async function admin(fn: () => Promise<unknown>): Promise<void> {
   try {
     print(await fn());
   } catch (err) {
-    if (err instanceof ClientInputError || err instanceof ConfigError) {
+    if (err instanceof ClientInputError || err instanceof ConfigError || err instanceof VaultInputError) {
       process.stderr.write(`error: ${err.message}\n`);
       process.exitCode = 1;
       return;
@@ -126,6 +128,37 @@ dataDirOption(
     const key = await ring.rotate(o.alg, activateAfter, retention);
     return { kid: key.kid, alg: key.alg, activateAt: new Date(key.activateAt * 1000).toISOString() };
   }),
+);
+
+const account = program.command('account').description('accounts and their vaults');
+dataDirOption(
+  account
+    .command('add')
+    .description('create an account and its vault; prints {accountUrn, partition}')
+    .option('--urn <urn>', 'account URN, urn:cara:account:<id> (generated if absent); the partition is <id>')
+    .option('--mpi-id <urn>', 'MPI identifier urn:cara:mpi_id:<oid>/<uuid> (repeatable)', collect),
+).action((o) => admin(() => accountAdd(loadConfig(o), o)));
+
+const partition = program.command('partition').description('vaults (data partitions)');
+dataDirOption(partition.command('add <name>').description('create a vault not tied to an account')).action(
+  (name: string, o) => admin(() => partitionAdd(loadConfig(o), name)),
+);
+dataDirOption(partition.command('list').description('list vaults')).action((o) =>
+  admin(() => partitionList(loadConfig(o))),
+);
+
+const grant = program.command('grant').description('standing access of clients or organizations to vaults');
+dataDirOption(
+  grant
+    .command('add')
+    .description('grant a client, or every client of an organization, access to a vault')
+    .requiredOption('--partition <name>', 'the vault')
+    .option('--client <client_id>', 'a registered client')
+    .option('--org-oid <oid>', 'an organization OID (matches the IUA subject_organization_id of tokens)')
+    .requiredOption('--scope <scopes>', 'SMART system scopes, e.g. "system/Observation.cruds system/Patient.rs"'),
+).action((o) => admin(() => grantAdd(loadConfig(o), o)));
+dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
+  (o) => admin(() => grantList(loadConfig(o), o.partition)),
 );
 
 await program.parseAsync(process.argv);

@@ -7,6 +7,7 @@ import { AuthServer } from '../auth/index.ts';
 import { KeyRing } from '../auth/keys.ts';
 import { certificateSource } from '../auth/mtls.ts';
 import type { Config } from '../config/index.ts';
+import { fhirRoutes } from '../fhir/plugin.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
@@ -72,7 +73,9 @@ export async function buildPlatform(
   });
   if (config.trustedCertHeader) auth.engine.proxy = true;
 
+  const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   await app.register(oauthRoutes, { auth });
+  await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates });
 
   const timer = setInterval(() => {
     try {

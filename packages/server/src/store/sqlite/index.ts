@@ -9,7 +9,9 @@ import type {
   RevocationStore,
   Store,
 } from '../types.ts';
+import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
+import { partitionStore } from './vault.ts';
 
 type Db = Database.Database;
 
@@ -154,6 +156,8 @@ export function openSqliteStore(file: string): Store {
   return {
     dialect: 'sqlite',
     clients: clientStore(db),
+    partitions: partitionStore(db),
+    resources: resourceStore(db),
     oidc: oidcStore(db),
     revocations: revocationStore(db),
     async sweep(now) {

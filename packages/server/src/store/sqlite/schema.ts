@@ -1,6 +1,4 @@
 /** SQLite schema, applied idempotently at open. Versioned through PRAGMA user_version. */
-export const SCHEMA_VERSION = 1;
-
 export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE IF NOT EXISTS clients (
@@ -30,5 +28,50 @@ export const MIGRATIONS: readonly string[] = [
     jti        TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
   ) STRICT;
+  `,
+  `
+  -- Vaults: one partition per account (or named use case). Every FHIR table leads with the partition.
+  CREATE TABLE IF NOT EXISTS partitions (
+    name        TEXT PRIMARY KEY,
+    account_urn TEXT UNIQUE,
+    created_at  INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS account_identifiers (
+    partition TEXT NOT NULL REFERENCES partitions (name),
+    value     TEXT NOT NULL UNIQUE,
+    PRIMARY KEY (partition, value)
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS partition_grants (
+    partition    TEXT NOT NULL REFERENCES partitions (name),
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('client', 'org')),
+    subject      TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (partition, subject_kind, subject)
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS partition_grants_subject ON partition_grants (subject_kind, subject);
+
+  -- Current version of each resource, JSON served as stored; content is NULL once deleted.
+  CREATE TABLE IF NOT EXISTS resources (
+    partition    TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    content      TEXT,
+    PRIMARY KEY (partition, type, id)
+  ) STRICT, WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS resource_versions (
+    partition    TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated TEXT NOT NULL,
+    method       TEXT NOT NULL CHECK (method IN ('POST', 'PUT', 'PATCH', 'DELETE')),
+    content      TEXT,
+    PRIMARY KEY (partition, type, id, version)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS resource_versions_time ON resource_versions (partition, last_updated);
+  CREATE INDEX IF NOT EXISTS resource_versions_type_time ON resource_versions (partition, type, last_updated);
   `,
 ];

@@ -1,0 +1,70 @@
+import type { CapabilityStatement, CapabilityStatementRestResourceInteraction } from 'fhir/r4.js';
+import { RESOURCE_TYPES } from './resource-types.ts';
+
+export interface CapabilityOptions {
+  issuer: string;
+  /** FHIR base of the vault. */
+  base: string;
+}
+
+/**
+ * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
+ * update-as-create, delete and history for every R4 type; no search or conditional interactions yet.
+ */
+export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
+  const oauth = `${o.issuer}/oauth`;
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: '2026-11-22',
+    publisher: 'carevault',
+    kind: 'instance',
+    software: { name: 'carevault', version: '0.1.0' },
+    implementation: { description: 'carevault FHIR vault', url: o.base },
+    fhirVersion: '4.0.1',
+    format: ['json', 'application/fhir+json'],
+    rest: [
+      {
+        mode: 'server',
+        security: {
+          cors: true,
+          service: [
+            {
+              coding: [
+                { system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' },
+                { system: 'http://profiles.ihe.net/fhir/ihe.securityTypes/CodeSystem/securityTypes', code: 'IUA' },
+              ],
+            },
+          ],
+          extension: [
+            {
+              url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+              extension: [
+                { url: 'token', valueUri: `${oauth}/token` },
+                { url: 'authorize', valueUri: `${oauth}/authorize` },
+                { url: 'introspect', valueUri: `${oauth}/introspect` },
+                { url: 'revoke', valueUri: `${oauth}/revoke` },
+              ],
+            },
+          ],
+        },
+        resource: [...RESOURCE_TYPES].map((type) => ({
+          type,
+          interaction: ['read', 'vread', 'create', 'update', 'delete', 'history-instance', 'history-type'].map(
+            (code) => ({
+              code: code as CapabilityStatementRestResourceInteraction['code'],
+            }),
+          ),
+          versioning: 'versioned' as const,
+          readHistory: true,
+          updateCreate: true,
+          conditionalCreate: false,
+          conditionalRead: 'not-supported' as const,
+          conditionalUpdate: false,
+          conditionalDelete: 'not-supported' as const,
+        })),
+        interaction: [{ code: 'history-system' }],
+      },
+    ],
+  };
+}

@@ -1,0 +1,49 @@
+import type { OperationOutcome } from 'fhir/r4.js';
+
+/** FHIR issue-type codes we answer with (http://hl7.org/fhir/issue-type). */
+export type IssueCode =
+  | 'invalid'
+  | 'structure'
+  | 'required'
+  | 'value'
+  | 'security'
+  | 'login'
+  | 'forbidden'
+  | 'not-found'
+  | 'deleted'
+  | 'not-supported'
+  | 'conflict'
+  | 'too-costly'
+  | 'exception'
+  | 'throttled'
+  | 'informational';
+
+/** An error that becomes an OperationOutcome with this HTTP status; `diagnostics` is safe to show. */
+export class FhirError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: IssueCode,
+    readonly diagnostics: string,
+    readonly headers: Record<string, string> = {},
+    readonly expression?: string[],
+  ) {
+    super(diagnostics);
+  }
+}
+
+export function operationOutcome(
+  severity: 'fatal' | 'error' | 'warning' | 'information',
+  code: IssueCode,
+  diagnostics: string,
+  expression?: string[],
+): OperationOutcome {
+  return {
+    resourceType: 'OperationOutcome',
+    issue: [{ severity, code, diagnostics, ...(expression ? { expression } : {}) }],
+  };
+}
+
+/** The one answer for a vault that does not exist and a vault the caller may not see (no disclosure). */
+export const vaultNotFound = () => new FhirError(404, 'not-found', 'Resource not found');
+export const resourceNotFound = (type: string, id: string) =>
+  new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);

@@ -1,0 +1,105 @@
+import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+
+export interface HistoryParams {
+  type?: string | undefined;
+  id?: string | undefined;
+  /** The raw query string values. */
+  query: Record<string, unknown>;
+  /** Path below the vault base, e.g. "/Patient/1/_history". */
+  path: string;
+}
+
+const DEFAULT_COUNT = 50;
+const MAX_COUNT = 1000;
+
+function single(query: Record<string, unknown>, name: string): string | undefined {
+  const v = query[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new FhirError(400, 'invalid', `${name} may be given once`);
+  return v;
+}
+
+function parseSince(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  // FHIR instant, or a date / dateTime with optional zone (search "_since" takes an instant).
+  if (!/^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(value)) {
+    throw new FhirError(400, 'value', `_since "${value}" is not a FHIR instant such as 2024-01-01T00:00:00Z`);
+  }
+  const t = Date.parse(value.length === 4 ? `${value}-01-01` : value.length === 7 ? `${value}-01` : value);
+  if (Number.isNaN(t)) throw new FhirError(400, 'value', `_since "${value}" is not a valid date`);
+  return new Date(t).toISOString();
+}
+
+function parseCount(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_COUNT;
+  if (!/^\d{1,7}$/.test(value)) throw new FhirError(400, 'value', `_count "${value}" must be a whole number`);
+  return Math.max(1, Math.min(Number(value), MAX_COUNT));
+}
+
+type Cursor = NonNullable<HistoryQuery['before']>;
+
+function encodeCursor(v: StoredVersion): string {
+  return Buffer.from(JSON.stringify([v.lastUpdated, v.type, v.id, v.version])).toString('base64url');
+}
+
+function decodeCursor(value: string | undefined): Cursor | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const parsed = JSON.parse(Buffer.from(value, 'base64url').toString()) as unknown;
+    if (
+      Array.isArray(parsed) &&
+      parsed.length === 4 &&
+      typeof parsed[0] === 'string' &&
+      typeof parsed[1] === 'string' &&
+      typeof parsed[2] === 'string' &&
+      Number.isInteger(parsed[3])
+    ) {
+      return { lastUpdated: parsed[0], type: parsed[1], id: parsed[2], version: parsed[3] };
+    }
+  } catch {}
+  throw new FhirError(400, 'value', '_cursor is not a cursor this server issued');
+}
+
+const STATUS: Record<StoredVersion['method'], string> = {
+  POST: '201 Created',
+  PUT: '200 OK',
+  PATCH: '200 OK',
+  DELETE: '204 No Content',
+};
+
+/**
+ * history (http.html#history) for an instance, a type or the whole vault: newest first, `_since`, `_count`
+ * with a `next` link that pages back in time from a stable cursor. Built as text around the stored JSON.
+ */
+export async function history(ctx: FhirContext, params: HistoryParams): Promise<string> {
+  const count = parseCount(single(params.query, '_count'));
+  const since = parseSince(single(params.query, '_since'));
+  const before = decodeCursor(single(params.query, '_cursor'));
+  const rows = await ctx.store.resources.history(ctx.partition, {
+    type: params.type,
+    id: params.id,
+    since,
+    before,
+    limit: count + 1,
+  });
+  const page = rows.slice(0, count);
+  const kept = new URLSearchParams();
+  if (since) kept.set('_since', since);
+  kept.set('_count', String(count));
+  const self = `${ctx.base}${params.path}?${kept}${before ? `&_cursor=${single(params.query, '_cursor')}` : ''}`;
+  const links = [{ relation: 'self', url: self }];
+  const last = page[page.length - 1];
+  if (rows.length > count && last) {
+    links.push({ relation: 'next', url: `${ctx.base}${params.path}?${kept}&_cursor=${encodeCursor(last)}` });
+  }
+  const entries = page.map((v) => {
+    const request = JSON.stringify({ method: v.method, url: v.method === 'POST' ? v.type : `${v.type}/${v.id}` });
+    const status = v.version === 1 && v.method === 'PUT' ? '201 Created' : STATUS[v.method];
+    const response = JSON.stringify({ status, etag: `W/"${v.version}"`, lastModified: v.lastUpdated });
+    const resource = v.content === undefined ? '' : `,"resource":${v.content}`;
+    return `{"fullUrl":${JSON.stringify(`${ctx.base}/${v.type}/${v.id}`)}${resource},"request":${request},"response":${response}}`;
+  });
+  return `{"resourceType":"Bundle","type":"history","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+}

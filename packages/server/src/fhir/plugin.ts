@@ -1,0 +1,235 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuthServer } from '../auth/index.ts';
+import type { CertificateSource } from '../auth/mtls.ts';
+import type { Store, StoredVersion } from '../store/types.ts';
+import { PARTITION_RE } from '../vault/partitions.ts';
+import { decide, type Interaction, resolveVaultAccess } from '../vault/policy.ts';
+import { authenticate, insufficientScope } from './bearer.ts';
+import { capabilityStatement } from './capability.ts';
+import type { FhirContext } from './context.ts';
+import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
+import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
+import { create } from './interactions/create.ts';
+import { remove } from './interactions/delete.ts';
+import { history } from './interactions/history.ts';
+import { read, vread } from './interactions/read.ts';
+import { update } from './interactions/update.ts';
+import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
+
+export interface FhirPluginOptions {
+  issuer: string;
+  fhirBase: string;
+  store: Store;
+  auth: AuthServer;
+  certificates: CertificateSource;
+}
+
+/** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
+export const FHIR_BODY_LIMIT = 16 * 1024 * 1024;
+
+type Params = { partition: string; type?: string; id?: string; vid?: string };
+
+/** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
+export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
+  app.removeAllContentTypeParsers();
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser(
+    ['application/fhir+json', 'application/json', 'application/json+fhir'],
+    { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
+    json,
+  );
+  app.addContentTypeParser('*', { bodyLimit: FHIR_BODY_LIMIT }, (req, _payload, done) => {
+    done(
+      new FhirError(
+        415,
+        'not-supported',
+        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not supported; send application/fhir+json`,
+      ),
+      undefined,
+    );
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    if (err instanceof FhirError) {
+      void reply
+        .code(err.status)
+        .headers(err.headers)
+        .type(FHIR_JSON)
+        .send(operationOutcome('error', err.code, err.diagnostics, err.expression));
+      return;
+    }
+    const e = err as { statusCode?: number; code?: string; message: string };
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      const code = e.statusCode === 413 ? 'too-costly' : e.statusCode === 415 ? 'not-supported' : 'structure';
+      const diagnostics =
+        e.statusCode === 413
+          ? `request body exceeds ${FHIR_BODY_LIMIT} bytes`
+          : e.code?.startsWith('FST_ERR_CTP')
+            ? 'request body is not valid JSON'
+            : 'bad request';
+      void reply
+        .code(e.statusCode)
+        .type(FHIR_JSON)
+        .send(operationOutcome('error', code, diagnostics));
+      return;
+    }
+    req.log.error({ err: { message: e.message, code: e.code } }, 'FHIR request failed');
+    void reply
+      .code(500)
+      .type(FHIR_JSON)
+      .send(operationOutcome('fatal', 'exception', 'internal error'));
+  });
+  app.setNotFoundHandler((_req, reply) => {
+    void reply
+      .code(404)
+      .type(FHIR_JSON)
+      .send(operationOutcome('error', 'not-found', 'no such FHIR endpoint'));
+  });
+
+  // Format first (406 needs no token), then the token (401), then the vault (404) — all before the body is
+  // parsed, so a caller learns nothing about a vault, or about body rules, until it holds a token that reaches it.
+  app.decorateRequest('fhir', null);
+  app.addHook('onRequest', async (req) => {
+    const q = req.query as Record<string, unknown>;
+    assertAcceptsJson(req.headers.accept, q._format);
+    const route = req.routeOptions.url;
+    if (!route || route.endsWith('/metadata')) return;
+    (req as FastifyRequest & { fhir: FhirContext | null }).fhir = await resolveContext(
+      req as FastifyRequest<{ Params: Params }>,
+    );
+  });
+
+  const resolveContext = async (req: FastifyRequest<{ Params: Params }>): Promise<FhirContext> => {
+    const { partition } = req.params;
+    const base = `${o.fhirBase}/${partition}`;
+    const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
+    const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase, base]);
+    if (!PARTITION_RE.test(partition)) throw vaultNotFound();
+    const access = await resolveVaultAccess(o.store, partition, claims);
+    if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
+    return { store: o.store, partition, base, access };
+  };
+  const context = async (req: FastifyRequest): Promise<FhirContext> => {
+    const ctx = (req as FastifyRequest & { fhir: FhirContext | null }).fhir;
+    if (!ctx) throw new Error('FHIR context missing');
+    return ctx;
+  };
+
+  const allow = (ctx: FhirContext, type: string, interaction: Interaction) => {
+    const d = decide(ctx.access, type, interaction);
+    if (!d.allowed) throw insufficientScope(d.reason);
+  };
+
+  const typeOf = (req: FastifyRequest<{ Params: Params }>): string => {
+    const type = req.params.type as string;
+    if (!RESOURCE_TYPES.has(type)) throw new FhirError(404, 'not-supported', `${type} is not an R4 resource type`);
+    return type;
+  };
+  const idOf = (req: FastifyRequest<{ Params: Params }>): string => {
+    const id = req.params.id as string;
+    if (!ID_RE.test(id)) throw new FhirError(400, 'value', 'id must be 1-64 characters of A-Z a-z 0-9 - .');
+    return id;
+  };
+
+  const sendVersion = (reply: FastifyReply, status: number, v: StoredVersion, base: string, prefer?: string) => {
+    void reply
+      .code(status)
+      .type(FHIR_JSON)
+      .header('etag', `W/"${v.version}"`)
+      .header('last-modified', new Date(v.lastUpdated).toUTCString());
+    if (status === 201) void reply.header('location', `${base}/${v.type}/${v.id}/_history/${v.version}`);
+    const mode = /return=(minimal|representation|OperationOutcome)/.exec(prefer ?? '')?.[1];
+    if (mode === 'minimal') return reply.send();
+    if (mode === 'OperationOutcome') {
+      return reply.send(
+        operationOutcome('information', 'informational', `${v.type}/${v.id} version ${v.version} stored`),
+      );
+    }
+    return reply.send(v.content);
+  };
+
+  app.get<{ Params: Params }>('/:partition/metadata', async (req, reply) => {
+    // The statement is the same for every vault and needs no token, so it says nothing about whether one exists.
+    if (!PARTITION_RE.test(req.params.partition)) throw vaultNotFound();
+    return reply
+      .type(FHIR_JSON)
+      .send(capabilityStatement({ issuer: o.issuer, base: `${o.fhirBase}/${req.params.partition}` }));
+  });
+
+  app.get<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'read');
+    return sendVersion(reply, 200, await read(ctx, type, idOf(req)), ctx.base);
+  });
+
+  app.get<{ Params: Params }>('/:partition/:type/:id/_history/:vid', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'vread');
+    return sendVersion(reply, 200, await vread(ctx, type, idOf(req), req.params.vid as string), ctx.base);
+  });
+
+  const sendHistory = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);
+  app.get<{ Params: Params }>('/:partition/:type/:id/_history', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    const id = idOf(req);
+    allow(ctx, type, 'history-instance');
+    const q = req.query as Record<string, unknown>;
+    return sendHistory(reply, await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history` }));
+  });
+  app.get<{ Params: Params }>('/:partition/:type/_history', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'history-type');
+    const q = req.query as Record<string, unknown>;
+    return sendHistory(reply, await history(ctx, { type, query: q, path: `/${type}/_history` }));
+  });
+  app.get<{ Params: Params }>('/:partition/_history', async (req, reply) => {
+    const ctx = await context(req);
+    allow(ctx, '*', 'history-system');
+    const q = req.query as Record<string, unknown>;
+    return sendHistory(reply, await history(ctx, { query: q, path: '/_history' }));
+  });
+
+  const requireJsonBody = (req: FastifyRequest) => {
+    if (bodyMediaType(req.headers['content-type']) !== 'json') {
+      throw new FhirError(415, 'not-supported', 'send the resource as application/fhir+json');
+    }
+  };
+
+  app.post<{ Params: Params }>('/:partition/:type', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'create');
+    requireJsonBody(req);
+    return sendVersion(reply, 201, await create(ctx, type, req.body), ctx.base, String(req.headers.prefer ?? ''));
+  });
+
+  app.put<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    const id = idOf(req);
+    allow(ctx, type, 'update');
+    requireJsonBody(req);
+    // SMART: update-as-create is covered by the update permission.
+    const ifMatch = req.headers['if-match'];
+    const { version, created } = await update(
+      ctx,
+      type,
+      id,
+      req.body,
+      typeof ifMatch === 'string' ? ifMatch : undefined,
+    );
+    return sendVersion(reply, created ? 201 : 200, version, ctx.base, String(req.headers.prefer ?? ''));
+  });
+
+  app.delete<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'delete');
+    await remove(ctx, type, idOf(req));
+    return reply.code(204).send();
+  });
+}

@@ -1,0 +1,115 @@
+import type Database from 'better-sqlite3';
+import type { HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
+
+interface VersionRow {
+  type: string;
+  id: string;
+  version: number;
+  last_updated: string;
+  method: StoredVersion['method'];
+  content: string | null;
+}
+
+const toVersion = (r: VersionRow): StoredVersion => ({
+  type: r.type,
+  id: r.id,
+  version: r.version,
+  lastUpdated: r.last_updated,
+  method: r.method,
+  content: r.content ?? undefined,
+});
+
+export function resourceStore(db: Database.Database): ResourceStore {
+  const current = db.prepare(
+    `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
+       JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
+      WHERE r.partition = ? AND r.type = ? AND r.id = ?`,
+  );
+  const version = db.prepare(
+    'SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE partition = ? AND type = ? AND id = ? AND version = ?',
+  );
+  const upsertCurrent = db.prepare(
+    `INSERT INTO resources (partition, type, id, version, last_updated, content) VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT (partition, type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated,
+       content = excluded.content`,
+  );
+  const insertVersion = db.prepare(
+    'INSERT INTO resource_versions (partition, type, id, version, last_updated, method, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  );
+
+  // History pages go back in time by (last_updated, type, id, version) so a page boundary is stable.
+  function historyStatement(q: HistoryQuery) {
+    const where = ['partition = @partition'];
+    if (q.type) where.push('type = @type');
+    if (q.id) where.push('id = @id');
+    if (q.since) where.push('last_updated >= @since');
+    if (q.before) {
+      where.push('(last_updated, type, id, version) < (@bLastUpdated, @bType, @bId, @bVersion)');
+    }
+    return db.prepare(
+      `SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE ${where.join(' AND ')}
+        ORDER BY last_updated DESC, type DESC, id DESC, version DESC LIMIT @limit`,
+    );
+  }
+  const historyCache = new Map<string, Database.Statement>();
+
+  let inTransaction = false;
+
+  return {
+    async current(partition, type, id) {
+      const row = current.get(partition, type, id) as VersionRow | undefined;
+      return row ? toVersion(row) : undefined;
+    },
+    async version(partition, type, id, v) {
+      const row = version.get(partition, type, id, v) as VersionRow | undefined;
+      return row ? toVersion(row) : undefined;
+    },
+    async history(partition, q) {
+      const key = `${!!q.type}${!!q.id}${!!q.since}${!!q.before}`;
+      let stmt = historyCache.get(key);
+      if (!stmt) {
+        stmt = historyStatement(q);
+        historyCache.set(key, stmt);
+      }
+      const rows = stmt.all({
+        partition,
+        type: q.type,
+        id: q.id,
+        since: q.since,
+        bLastUpdated: q.before?.lastUpdated,
+        bType: q.before?.type,
+        bId: q.before?.id,
+        bVersion: q.before?.version,
+        limit: q.limit,
+      }) as VersionRow[];
+      return rows.map(toVersion);
+    },
+    async transaction(partition, fn) {
+      if (inTransaction) throw new Error('nested resource transaction');
+      const tx: ResourceTransaction = {
+        async current(type, id) {
+          const row = current.get(partition, type, id) as VersionRow | undefined;
+          return row ? toVersion(row) : undefined;
+        },
+        async write(w) {
+          insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
+          upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
+        },
+      };
+      // better-sqlite3 is synchronous: as long as `fn` awaits only tx calls (already-settled promises),
+      // everything between BEGIN and COMMIT runs in microtasks and no other request can interleave.
+      db.exec('BEGIN IMMEDIATE');
+      inTransaction = true;
+      try {
+        const result = await fn(tx);
+        db.exec('COMMIT');
+        return result;
+      } catch (err) {
+        if (db.inTransaction) db.exec('ROLLBACK');
+        throw err;
+      } finally {
+        inTransaction = false;
+      }
+    },
+  };
+}

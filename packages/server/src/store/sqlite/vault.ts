@@ -1,0 +1,90 @@
+import type Database from 'better-sqlite3';
+import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
+
+interface PartitionRow {
+  name: string;
+  account_urn: string | null;
+  created_at: number;
+}
+
+interface GrantRow {
+  partition: string;
+  subject_kind: 'client' | 'org';
+  subject: string;
+  scope: string;
+  created_at: number;
+}
+
+const toGrant = (r: GrantRow): GrantRecord => ({
+  partition: r.partition,
+  subjectKind: r.subject_kind,
+  subject: r.subject,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+export function partitionStore(db: Database.Database): PartitionStore {
+  const insert = db.prepare(
+    'INSERT INTO partitions (name, account_urn, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+  );
+  const insertIdentifier = db.prepare(
+    'INSERT INTO account_identifiers (partition, value) VALUES (?, ?) ON CONFLICT DO NOTHING',
+  );
+  const get = db.prepare('SELECT * FROM partitions WHERE name = ?');
+  const list = db.prepare('SELECT * FROM partitions ORDER BY name');
+  const identifiers = db.prepare('SELECT value FROM account_identifiers WHERE partition = ? ORDER BY value');
+  const putGrant = db.prepare(
+    `INSERT INTO partition_grants (partition, subject_kind, subject, scope, created_at) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (partition, subject_kind, subject) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
+  );
+  const grantsFor = db.prepare(
+    `SELECT * FROM partition_grants WHERE partition = ?
+       AND ((subject_kind = 'client' AND subject = ?) OR (subject_kind = 'org' AND subject = ?))`,
+  );
+  const grantsOf = db.prepare('SELECT * FROM partition_grants WHERE partition = ? ORDER BY subject_kind, subject');
+  const allGrants = db.prepare('SELECT * FROM partition_grants ORDER BY partition, subject_kind, subject');
+
+  const create = db.transaction((r: PartitionRecord): boolean => {
+    if (insert.run(r.name, r.accountUrn ?? null, r.createdAt).changes !== 1) return false;
+    for (const value of r.identifiers) {
+      if (insertIdentifier.run(r.name, value).changes !== 1) throw new DuplicateIdentifier();
+    }
+    return true;
+  });
+  const toPartition = (row: PartitionRow): PartitionRecord => ({
+    name: row.name,
+    accountUrn: row.account_urn ?? undefined,
+    identifiers: (identifiers.all(row.name) as { value: string }[]).map((i) => i.value),
+    createdAt: row.created_at,
+  });
+
+  return {
+    async create(record) {
+      try {
+        return create(record);
+      } catch (err) {
+        if (err instanceof DuplicateIdentifier || (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE')
+          return false;
+        throw err;
+      }
+    },
+    async get(name) {
+      const row = get.get(name) as PartitionRow | undefined;
+      return row ? toPartition(row) : undefined;
+    },
+    async list() {
+      return (list.all() as PartitionRow[]).map(toPartition);
+    },
+    async putGrant(g) {
+      putGrant.run(g.partition, g.subjectKind, g.subject, g.scope, g.createdAt);
+    },
+    async grantsFor(partition, clientId, orgOid) {
+      return (grantsFor.all(partition, clientId, orgOid ?? null) as GrantRow[]).map(toGrant);
+    },
+    async listGrants(partition) {
+      return ((partition ? grantsOf.all(partition) : allGrants.all()) as GrantRow[]).map(toGrant);
+    },
+  };
+}
+
+class DuplicateIdentifier extends Error {}

@@ -1,0 +1,396 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { importJWK, SignJWT } from 'jose';
+import { account, type Caller, fhir, grant, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// FHIR R4 REST on a vault, enforced by the token (ITI-72) and the vault's grants.
+let p: TestPlatform;
+let tcu: Caller; // seed 000's technical user: mTLS, certificate-bound token, granted on alice_1234
+let reader: Caller; // granted read-only through its organization
+let stranger: Caller; // valid token, no grant anywhere
+
+const OBS = (id?: string) => ({
+  resourceType: 'Observation',
+  ...(id ? { id } : {}),
+  status: 'final',
+  code: { coding: [{ system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }] },
+  valueQuantity: { value: 72, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+});
+
+before(async () => {
+  p = await startPlatform();
+  await account(p, 'urn:cara:account:alice_1234');
+  await partition(p, 'bob_5678');
+  tcu = await mtlsClient(p, 'bestclinic-tcu', 'system/*.cruds');
+  await grant(p, {
+    partition: 'alice_1234',
+    client: 'bestclinic-tcu',
+    scope: 'system/Observation.cruds system/Patient.cruds',
+  });
+  await grant(p, { partition: 'bob_5678', client: 'bestclinic-tcu', scope: 'system/Observation.rs' });
+  reader = await secretClient(p, 'viewer', 'system/*.rs', { orgOid: '2.16.528.1.1007.3.3.1234' });
+  await grant(p, { partition: 'alice_1234', orgOid: '2.16.528.1.1007.3.3.1234', scope: 'system/*.rs' });
+  stranger = await secretClient(p, 'stranger', 'system/*.cruds');
+});
+after(() => p.stop());
+
+describe('CARA flow: PUT-by-UUID of Observations (seed 000)', () => {
+  test('the first PUT creates (201), the same PUT again updates to version 2 with the same id', async () => {
+    const id = crypto.randomUUID();
+    const first = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id));
+    assert.equal(first.status, 201, first.text);
+    assert.equal(first.headers.get('location'), `${p.fhirBase}/alice_1234/Observation/${id}/_history/1`);
+    assert.equal(first.headers.get('etag'), 'W/"1"');
+    const second = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id));
+    assert.equal(second.status, 200);
+    assert.equal(second.headers.get('etag'), 'W/"2"');
+    const read = await fhir(p, reader, 'GET', `/alice_1234/Observation/${id}`);
+    assert.equal(read.status, 200);
+    assert.equal(read.json.id, id);
+    assert.deepEqual((read.json.meta as Record<string, string>).versionId, '2');
+    assert.deepEqual(read.json.valueQuantity, OBS().valueQuantity);
+  });
+});
+
+describe('REST interactions (J rows)', () => {
+  test('create: 201, server-assigned id, Location, ETag, Last-Modified; client id and meta ignored (J12)', async () => {
+    const r = await fhir(p, tcu, 'POST', '/alice_1234/Patient', {
+      resourceType: 'Patient',
+      id: 'mine',
+      meta: {
+        versionId: '99',
+        lastUpdated: '2000-01-01T00:00:00Z',
+        tag: [{ system: 'https://terminology.cara.ch/CodeSystem/fhirvault-namespace', code: 'cara:scp' }],
+      },
+      name: [{ family: 'Muster' }],
+    });
+    assert.equal(r.status, 201, r.text);
+    assert.notEqual(r.json.id, 'mine');
+    const meta = r.json.meta as { versionId: string; lastUpdated: string; tag: unknown[] };
+    assert.equal(meta.versionId, '1');
+    assert.notEqual(meta.lastUpdated, '2000-01-01T00:00:00Z');
+    assert.equal(meta.tag.length, 1, 'other meta is kept');
+    assert.equal(r.headers.get('location'), `${p.fhirBase}/alice_1234/Patient/${r.json.id}/_history/1`);
+    assert.ok(r.headers.get('last-modified'));
+    assert.match(r.headers.get('content-type') ?? '', /^application\/fhir\+json; ?charset=utf-8$/);
+  });
+
+  test('read (J08), unknown id (J09), vread (J11), HEAD (J51)', async () => {
+    const created = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS());
+    const id = created.json.id as string;
+    const read = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`);
+    assert.equal(read.text, created.text, 'the stored JSON is served as-is');
+    assert.equal(read.headers.get('etag'), 'W/"1"');
+    const head = await fhir(p, tcu, 'HEAD', `/alice_1234/Observation/${id}`);
+    assert.equal(head.status, 200);
+    assert.equal(head.text, '');
+    assert.equal(head.headers.get('etag'), 'W/"1"');
+    const v1 = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history/1`);
+    assert.equal(v1.status, 200);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history/2`)).status, 404);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history/x`)).status, 404);
+    const missing = await fhir(p, tcu, 'GET', '/alice_1234/Observation/does-not-exist');
+    assert.equal(missing.status, 404);
+    assert.equal(missing.json.resourceType, 'OperationOutcome');
+    assert.equal((missing.json.issue as { code: string }[])[0]?.code, 'not-found');
+  });
+
+  test('update: If-Match stale → 412, current → 200 (J19); id rules (J17)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    const stale = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id), { 'if-match': 'W/"7"' });
+    assert.equal(stale.status, 412);
+    const ok = await fhir(
+      p,
+      tcu,
+      'PUT',
+      `/alice_1234/Observation/${id}`,
+      { ...OBS(id), status: 'amended' },
+      { 'if-match': 'W/"1"' },
+    );
+    assert.equal(ok.status, 200);
+    assert.equal(ok.json.status, 'amended');
+    assert.equal((await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS())).status, 400, 'no id in body');
+    assert.equal((await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS('other'))).status, 400, 'id mismatch');
+    assert.equal(
+      (await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id), { 'if-match': 'garbage' })).status,
+      400,
+    );
+  });
+
+  test('delete → 204, read → 410, delete again → 204, history keeps versions (J10 J22 J24)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id));
+    assert.equal((await fhir(p, tcu, 'DELETE', `/alice_1234/Observation/${id}`)).status, 204);
+    const gone = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`);
+    assert.equal(gone.status, 410);
+    assert.equal((gone.json.issue as { code: string }[])[0]?.code, 'deleted');
+    assert.equal((await fhir(p, tcu, 'DELETE', `/alice_1234/Observation/${id}`)).status, 204);
+    assert.equal((await fhir(p, tcu, 'DELETE', '/alice_1234/Observation/never-was')).status, 404);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history/3`)).status, 410);
+    const h = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history`);
+    assert.equal(h.json.type, 'history');
+    const entries = h.json.entry as { resource?: { meta: { versionId: string } }; request: { method: string } }[];
+    assert.deepEqual(
+      entries.map((e) => e.request.method),
+      ['DELETE', 'PUT', 'POST'],
+    );
+    assert.equal(entries[0]?.resource, undefined);
+    assert.equal(entries[1]?.resource?.meta.versionId, '2');
+  });
+
+  test('history paging: _count and next links walk back without gaps or repeats (J25)', async () => {
+    await partition(p, 'paging');
+    await grant(p, { partition: 'paging', client: 'bestclinic-tcu', scope: 'system/*.cruds' });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await fhir(p, tcu, 'POST', '/paging/Observation', OBS())).json.id as string);
+    const seen: string[] = [];
+    let url: string | undefined = '/paging/_history?_count=2';
+    while (url) {
+      const page = await fhir(p, tcu, 'GET', url);
+      assert.equal(page.status, 200, page.text);
+      const entries = (page.json.entry as { resource: { id: string } }[]) ?? [];
+      assert.ok(entries.length <= 2);
+      seen.push(...entries.map((e) => e.resource.id));
+      const next = (page.json.link as { relation: string; url: string }[]).find((l) => l.relation === 'next');
+      url = next ? next.url.slice(p.fhirBase.length) : undefined;
+    }
+    assert.deepEqual(seen, [...ids].reverse());
+    const since = await fhir(
+      p,
+      tcu,
+      'GET',
+      `/paging/Observation/_history?_since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`,
+    );
+    assert.deepEqual(since.json.entry, []);
+    assert.equal((await fhir(p, tcu, 'GET', '/paging/_history?_since=yesterday')).status, 400);
+    assert.equal((await fhir(p, tcu, 'GET', '/paging/_history?_cursor=Zm9v')).status, 400);
+  });
+
+  test('Prefer: return=minimal / OperationOutcome (J48)', async () => {
+    const minimal = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS(), { prefer: 'return=minimal' });
+    assert.equal(minimal.status, 201);
+    assert.equal(minimal.text, '');
+    assert.ok(minimal.headers.get('location'));
+    const oo = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS(), { prefer: 'return=OperationOutcome' });
+    assert.equal(oo.json.resourceType, 'OperationOutcome');
+  });
+
+  test('content negotiation: JSON only (J03–J07)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    assert.equal(
+      (await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`, undefined, { accept: 'application/json' })).status,
+      200,
+    );
+    const xml = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`, undefined, {
+      accept: 'application/fhir+xml',
+    });
+    assert.equal(xml.status, 406);
+    assert.equal(xml.json.resourceType, 'OperationOutcome');
+    assert.equal(
+      (await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}?_format=json`, undefined, { accept: 'text/html' }))
+        .status,
+      200,
+    );
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}?_format=xml`)).status, 406);
+    const post = await fhir(p, tcu, 'POST', '/alice_1234/Observation', '<Observation/>', {
+      'content-type': 'application/xml',
+    });
+    assert.equal(post.status, 415);
+    assert.equal(post.json.resourceType, 'OperationOutcome');
+  });
+
+  test('bad bodies get 4xx OperationOutcomes, never a 500 or a stack trace (J13)', async () => {
+    const cases: [unknown, number][] = [
+      ['{"resourceType":', 400],
+      ['[1,2]', 400],
+      ['"just a string"', 400],
+      [{ resourceType: 'Patient' }, 400],
+      [{ resourceType: 'Observation', id: 'has space' }, 400],
+      [{ resourceType: 'Observation', meta: 'x' }, 400],
+      ['{"resourceType":"Observation","__proto__":{"polluted":true}}', 400],
+      [`${'['.repeat(100_000)}${']'.repeat(100_000)}`, 400],
+    ];
+    for (const [body, status] of cases) {
+      const r = await fhir(p, tcu, 'POST', '/alice_1234/Observation', body);
+      assert.equal(r.status, status, `${String(body).slice(0, 40)} → ${r.text}`);
+      assert.equal(r.json.resourceType, 'OperationOutcome');
+      assert.ok(!/\n\s+at |SQLITE|sqlite/i.test(r.text), r.text);
+    }
+    const huge = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/alice_1234/Observation',
+      `{"resourceType":"Observation","note":[{"text":"${'x'.repeat(20 * 1024 * 1024)}"}]}`,
+    );
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json.resourceType, 'OperationOutcome');
+    assert.equal((await fhir(p, tcu, 'GET', '/alice_1234/NotAType/1')).status, 404);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${'a'.repeat(65)}`)).status, 400);
+    const injection = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${encodeURIComponent("1' OR '1'='1")}`);
+    assert.equal(injection.status, 400);
+  });
+
+  test('metadata: a CapabilityStatement that states what is supported (J01 A20 A21)', async () => {
+    const r = await fhir(p, undefined, 'GET', '/alice_1234/metadata');
+    assert.equal(r.status, 200);
+    const cs = r.json as unknown as {
+      fhirVersion: string;
+      kind: string;
+      format: string[];
+      rest: {
+        mode: string;
+        resource: { type: string; updateCreate: boolean; interaction: { code: string }[]; searchParam?: unknown }[];
+        security: {
+          service: { coding: { code: string }[] }[];
+          extension: { url: string; extension: { url: string; valueUri: string }[] }[];
+        };
+      }[];
+    };
+    assert.equal(cs.fhirVersion, '4.0.1');
+    assert.equal(cs.kind, 'instance');
+    assert.ok(cs.format.includes('json'));
+    const rest = cs.rest[0];
+    assert.equal(rest?.mode, 'server');
+    const types = new Set(rest?.resource.map((x) => x.type));
+    assert.ok(types.size > 140, `${types.size} R4 resource types`);
+    for (const t of ['Patient', 'Observation', 'CarePlan', 'AuditEvent', 'Provenance', 'MeasureReport'])
+      assert.ok(types.has(t), t);
+    for (const t of ['Resource', 'DomainResource', 'Quantity']) assert.ok(!types.has(t), t);
+    const obs = rest?.resource.find((x) => x.type === 'Observation');
+    assert.equal(obs?.updateCreate, true);
+    assert.ok(!obs?.interaction.some((i) => i.code === 'search-type'), 'search is not claimed before it exists');
+    assert.ok(rest?.security.service[0]?.coding.some((c) => c.code === 'IUA'));
+    const oauth = rest?.security.extension.find((e) => e.url.endsWith('oauth-uris'));
+    assert.equal(oauth?.extension.find((e) => e.url === 'token')?.valueUri, p.tokenUrl);
+  });
+});
+
+describe('ITI-72 enforcement (I rows)', () => {
+  test('no token → 401 with a bare Bearer challenge (I02)', async () => {
+    const r = await fhir(p, undefined, 'GET', '/alice_1234/Observation/x');
+    assert.equal(r.status, 401);
+    assert.equal(r.headers.get('www-authenticate'), 'Bearer realm="carevault"');
+    assert.equal(r.json.resourceType, 'OperationOutcome');
+  });
+
+  test('bad tokens → 401 invalid_token (I03 I04 I05)', async () => {
+    const jwk = p.keys.privateJwks().find((k) => k.alg === 'ES256');
+    const key = await importJWK(jwk as object, 'ES256');
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (claims: Record<string, unknown>) =>
+      new SignJWT({
+        iss: p.issuer,
+        aud: p.fhirBase,
+        client_id: 'bestclinic-tcu',
+        sub: 'bestclinic-tcu',
+        scope: 'system/*.cruds',
+        jti: crypto.randomUUID(),
+        iat: now,
+        exp: now + 60,
+        ...claims,
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: jwk?.kid as string })
+        .sign(key);
+    const tampered = `${reader.token.split('.')[0]}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(reader.token.split('.')[1] as string, 'base64url').toString()), scope: 'system/*.cruds' })).toString('base64url')}.${reader.token.split('.')[2]}`;
+    for (const token of [
+      await sign({ exp: now - 10 }),
+      await sign({ aud: 'https://elsewhere.example/fhir' }),
+      tampered,
+      'not-a-token',
+    ]) {
+      const r = await fhir(p, { token }, 'GET', '/alice_1234/Observation/x');
+      assert.equal(r.status, 401, token.slice(0, 20));
+      assert.match(r.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    }
+  });
+
+  test('query-string tokens are refused; an empty or doubled Authorization header is 400 (I06 I07)', async () => {
+    const q = await fhir(p, undefined, 'GET', `/alice_1234/Observation/x?access_token=${reader.token}`);
+    assert.equal(q.status, 401);
+    assert.equal(
+      (await fhir(p, undefined, 'GET', '/alice_1234/Observation/x', undefined, { authorization: 'Bearer ' })).status,
+      400,
+    );
+  });
+
+  test('missing scope → 403 insufficient_scope, with the reason (I08 X1)', async () => {
+    const r = await fhir(p, reader, 'POST', '/alice_1234/Observation', OBS());
+    assert.equal(r.status, 403);
+    assert.match(r.headers.get('www-authenticate') ?? '', /error="insufficient_scope"/);
+    assert.equal((r.json.issue as { code: string }[])[0]?.code, 'forbidden');
+    // The grant, not the token, limits bob_5678 to reading.
+    const w = await fhir(p, tcu, 'POST', '/bob_5678/Observation', OBS());
+    assert.equal(w.status, 403);
+    assert.match(w.text, /grants of this vault/);
+  });
+
+  test('another vault answers exactly like a missing one: 404, same body (I15 X11)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    const denied = await fhir(p, stranger, 'GET', `/alice_1234/Observation/${id}`);
+    const absent = await fhir(p, stranger, 'GET', `/no_such_vault/Observation/${id}`);
+    assert.equal(denied.status, 404);
+    assert.equal(denied.text, absent.text);
+    assert.equal((await fhir(p, stranger, 'GET', '/alice_1234/_history')).status, 404);
+    assert.equal((await fhir(p, stranger, 'PUT', `/alice_1234/Observation/${id}`, OBS(id))).status, 404);
+    assert.equal((await fhir(p, stranger, 'DELETE', `/alice_1234/Observation/${id}`)).status, 404);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`)).status, 200, 'untouched');
+    // Ids are per vault: the same id in bob_5678 is a different (here: missing) resource.
+    assert.equal((await fhir(p, tcu, 'GET', `/bob_5678/Observation/${id}`)).status, 404);
+  });
+
+  test('history never crosses vaults (I16)', async () => {
+    const alice = (await fhir(p, reader, 'GET', '/alice_1234/_history?_count=1000')).json.entry as {
+      fullUrl: string;
+    }[];
+    const bob = (await fhir(p, tcu, 'GET', '/bob_5678/Observation/_history?_count=1000')).json.entry as {
+      fullUrl: string;
+    }[];
+    assert.ok(alice.length > 0);
+    assert.ok(alice.every((e) => e.fullUrl.startsWith(`${p.fhirBase}/alice_1234/`)));
+    assert.ok(bob.every((e) => e.fullUrl.startsWith(`${p.fhirBase}/bob_5678/`)));
+  });
+
+  test('a certificate-bound token needs its certificate at the FHIR endpoint (F06 F07)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    const withoutCert = await fhir(p, { token: tcu.token }, 'GET', `/alice_1234/Observation/${id}`);
+    assert.equal(withoutCert.status, 401);
+    assert.match(withoutCert.headers.get('www-authenticate') ?? '', /invalid_token/);
+  });
+
+  test('a token for one vault (resource = …/fhir/alice_1234) does not open another', async () => {
+    const { client_secret } = await p.register('scoped', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    await grant(p, { partition: 'alice_1234', client: 'scoped', scope: 'system/*.rs' });
+    await grant(p, { partition: 'bob_5678', client: 'scoped', scope: 'system/*.rs' });
+    const { tokenWithSecret } = await import('./helpers/fhir.ts');
+    const token = await tokenWithSecret(
+      p,
+      'scoped',
+      client_secret as string,
+      `grant_type=client_credentials&resource=${encodeURIComponent(`${p.fhirBase}/alice_1234`)}`,
+    );
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 200);
+    assert.equal((await fhir(p, { token }, 'GET', '/bob_5678/_history')).status, 401);
+  });
+
+  test('a revoked token is refused at the FHIR endpoint (H01)', async () => {
+    const { client_secret } = await p.register('revoker', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    await grant(p, { partition: 'alice_1234', client: 'revoker', scope: 'system/*.rs' });
+    const { tokenWithSecret } = await import('./helpers/fhir.ts');
+    const token = await tokenWithSecret(p, 'revoker', client_secret as string);
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 200);
+    const res = await p.fetch(`${p.base}/oauth/revoke`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: {
+        authorization: `Basic ${Buffer.from(`revoker:${client_secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: `token=${token}`,
+    });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 401);
+  });
+});
