@@ -111,6 +111,80 @@ describe('carevault client …', () => {
   });
 });
 
+describe('carevault account / partition / grant …', () => {
+  test('account add makes a vault named after the URN suffix; grants attach clients and organizations', async () => {
+    const mpi = 'urn:cara:mpi_id:2.16.756.5.30.1.127.3.10.3/0d7c8f1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f';
+    const a = await cli('account', 'add', '--urn', 'urn:cara:account:alice_1234', '--mpi-id', mpi);
+    assert.equal(a.code, 0, a.stderr);
+    assert.deepEqual(JSON.parse(a.stdout), { accountUrn: 'urn:cara:account:alice_1234', partition: 'alice_1234' });
+    const generated = JSON.parse((await cli('account', 'add')).stdout) as { accountUrn: string; partition: string };
+    assert.equal(generated.accountUrn, `urn:cara:account:${generated.partition}`);
+    assert.equal((await cli('partition', 'add', 'research')).code, 0);
+    const list = JSON.parse((await cli('partition', 'list')).stdout) as { partition: string; mpiIds: string[] }[];
+    assert.deepEqual(list.find((x) => x.partition === 'alice_1234')?.mpiIds, [mpi]);
+    assert.ok(list.some((x) => x.partition === 'research'));
+
+    const g = await cli(
+      'grant',
+      'add',
+      '--partition',
+      'alice_1234',
+      '--client',
+      'bestclinic-tcu',
+      '--scope',
+      'system/Observation.cruds',
+    );
+    assert.equal(g.code, 0, g.stderr);
+    assert.equal(
+      (
+        await cli(
+          'grant',
+          'add',
+          '--partition',
+          'alice_1234',
+          '--org-oid',
+          'urn:oid:2.16.528.1',
+          '--scope',
+          'system/*.rs',
+        )
+      ).code,
+      0,
+    );
+    const grants = JSON.parse((await cli('grant', 'list', '--partition', 'alice_1234')).stdout) as Record<
+      string,
+      string
+    >[];
+    assert.deepEqual(grants, [
+      { partition: 'alice_1234', client: 'bestclinic-tcu', scope: 'system/Observation.cruds' },
+      { partition: 'alice_1234', org_oid: '2.16.528.1', scope: 'system/*.rs' },
+    ]);
+  });
+
+  test('bad vault input gets a one-line error', async () => {
+    const cases: [string[], RegExp][] = [
+      [['account', 'add', '--urn', 'urn:cara:account:alice_1234'], /already exists/],
+      [['account', 'add', '--urn', 'urn:other:x'], /urn:cara:account/],
+      [['account', 'add', '--mpi-id', 'not-an-mpi-id'], /MPI id/],
+      [['partition', 'add', 'bad/name'], /partition name/],
+      [['grant', 'add', '--partition', 'nope', '--client', 'bestclinic-tcu', '--scope', 'system/*.rs'], /not found/],
+      [
+        ['grant', 'add', '--partition', 'alice_1234', '--client', 'nobody', '--scope', 'system/*.rs'],
+        /client "nobody" not found/,
+      ],
+      [
+        ['grant', 'add', '--partition', 'alice_1234', '--client', 'bestclinic-tcu', '--scope', 'patient/*.rs'],
+        /SMART system scope/,
+      ],
+      [['grant', 'add', '--partition', 'alice_1234', '--scope', 'system/*.rs'], /exactly one of --client or --org-oid/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(...args);
+      assert.notEqual(r.code, 0, args.join(' '));
+      assert.match(r.stderr, message);
+    }
+  });
+});
+
 describe('carevault keys …', () => {
   test('keys list shows metadata only; keys rotate adds a key', async () => {
     const list = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string; alg: string; jwk?: unknown }[];

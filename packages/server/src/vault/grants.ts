@@ -19,7 +19,7 @@ export async function addGrant(
   if (scopes.length === 0) throw new VaultInputError('--scope is required, e.g. "system/*.rs"');
   for (const s of scopes) {
     const parsed = parseSmartScope(s);
-    if (!parsed || parsed.context !== 'system') {
+    if (parsed?.context !== 'system') {
       throw new VaultInputError(`grant scope "${s}" must be a SMART system scope such as system/Observation.cruds`);
     }
   }

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Bundle, CapabilityStatement, Patient } from 'fhir/r4.js';
+import { Client } from 'fhir-kit-client';
+import { Agent, setGlobalDispatcher } from 'undici';
+import { account, grant, mtlsClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// fhir-kit-client, a third-party FHIR client, against the running HTTPS server with a real,
+// certificate-bound token (it uses the global fetch, so the mTLS agent is installed globally in this process).
+let p: TestPlatform;
+let client: InstanceType<typeof Client>;
+
+before(async () => {
+  p = await startPlatform();
+  await account(p, 'urn:cara:account:kit_1');
+  const tcu = await mtlsClient(p, 'kit-tcu', 'system/*.cruds');
+  await grant(p, { partition: 'kit_1', client: 'kit-tcu', scope: 'system/*.cruds' });
+  setGlobalDispatcher(new Agent({ connect: { ca: p.ca, cert: tcu.pair?.cert, key: tcu.pair?.key } }));
+  client = new Client({ baseUrl: `${p.fhirBase}/kit_1`, bearerToken: tcu.token });
+});
+after(() => p.stop());
+
+test('fhir-kit-client: capabilityStatement, create, read, update, vread, history, delete', async () => {
+  const cs = (await client.capabilityStatement()) as unknown as CapabilityStatement;
+  assert.equal(cs.fhirVersion, '4.0.1');
+
+  const created = (await client.create({
+    resourceType: 'Patient',
+    body: { resourceType: 'Patient', name: [{ family: 'Kit', given: ['Fhir'] }], birthDate: '2010-05-01' },
+  })) as unknown as Patient & { id: string };
+  assert.ok(created.id);
+  assert.equal(created.meta?.versionId, '1');
+
+  const read = (await client.read({ resourceType: 'Patient', id: created.id })) as unknown as Patient;
+  assert.equal(read.birthDate, '2010-05-01');
+
+  const updated = (await client.update({
+    resourceType: 'Patient',
+    id: created.id,
+    body: { ...read, birthDate: '2010-05-02' } as never,
+  })) as unknown as Patient;
+  assert.equal(updated.meta?.versionId, '2');
+
+  const v1 = (await client.vread({ resourceType: 'Patient', id: created.id, version: '1' })) as unknown as Patient;
+  assert.equal(v1.birthDate, '2010-05-01');
+
+  const history = (await client.history({ resourceType: 'Patient', id: created.id })) as unknown as Bundle;
+  assert.equal(history.type, 'history');
+  assert.equal(history.entry?.length, 2);
+
+  await client.delete({ resourceType: 'Patient', id: created.id });
+  await assert.rejects(
+    client.read({ resourceType: 'Patient', id: created.id }),
+    (err: { response?: { status: number } }) => {
+      assert.equal(err.response?.status, 410);
+      return true;
+    },
+  );
+});
