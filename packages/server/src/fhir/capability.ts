@@ -1,5 +1,6 @@
 import type { CapabilityStatement, CapabilityStatementRestResourceInteraction } from 'fhir/r4.js';
 import { RESOURCE_TYPES } from './resource-types.ts';
+import { SEARCH_PARAMETERS } from './search/definitions.ts';
 
 export interface CapabilityOptions {
   issuer: string;
@@ -7,9 +8,53 @@ export interface CapabilityOptions {
   base: string;
 }
 
+let resourceList: CapabilityStatement['rest'] extends (infer R)[] | undefined
+  ? NonNullable<R extends { resource?: infer X } ? X : never>
+  : never;
+
+/** Per-type capabilities do not depend on the vault; built once. */
+function resources() {
+  resourceList ??= [...RESOURCE_TYPES].map((type) => ({
+    type,
+    interaction: ['read', 'vread', 'create', 'update', 'delete', 'history-instance', 'history-type', 'search-type'].map(
+      (code) => ({
+        code: code as CapabilityStatementRestResourceInteraction['code'],
+      }),
+    ),
+    versioning: 'versioned' as const,
+    readHistory: true,
+    updateCreate: true,
+    conditionalCreate: false,
+    conditionalRead: 'not-supported' as const,
+    conditionalUpdate: false,
+    conditionalDelete: 'not-supported' as const,
+    searchInclude: references(type).map((p) => `${type}:${p}`),
+    searchRevInclude: [...RESOURCE_TYPES].flatMap((source) =>
+      references(source)
+        .filter((p) => SEARCH_PARAMETERS[source]?.[p]?.targets?.includes(type))
+        .map((p) => `${source}:${p}`),
+    ),
+    searchParam: [
+      { name: '_id', type: 'token' as const },
+      { name: '_lastUpdated', type: 'date' as const },
+      ...Object.entries(SEARCH_PARAMETERS[type] ?? {})
+        .filter(([, d]) => d.type !== 'composite')
+        .map(([name, d]) => ({ name, type: d.type })),
+    ],
+  }));
+  return resourceList;
+}
+
+function references(type: string): string[] {
+  return Object.entries(SEARCH_PARAMETERS[type] ?? {})
+    .filter(([, d]) => d.type === 'reference')
+    .map(([p]) => p);
+}
+
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
- * update-as-create, delete and history for every R4 type; no search or conditional interactions yet.
+ * update-as-create, delete, history and search (every non-composite R4 search parameter) for every R4 type;
+ * no conditional interactions yet.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
   const oauth = `${o.issuer}/oauth`;
@@ -48,21 +93,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
             },
           ],
         },
-        resource: [...RESOURCE_TYPES].map((type) => ({
-          type,
-          interaction: ['read', 'vread', 'create', 'update', 'delete', 'history-instance', 'history-type'].map(
-            (code) => ({
-              code: code as CapabilityStatementRestResourceInteraction['code'],
-            }),
-          ),
-          versioning: 'versioned' as const,
-          readHistory: true,
-          updateCreate: true,
-          conditionalCreate: false,
-          conditionalRead: 'not-supported' as const,
-          conditionalUpdate: false,
-          conditionalDelete: 'not-supported' as const,
-        })),
+        resource: resources(),
         interaction: [{ code: 'history-system' }],
       },
     ],

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
-import type { Store, StoredVersion } from '../store/types.ts';
+import type { SearchFilter, Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, type Interaction, resolveVaultAccess } from '../vault/policy.ts';
 import { authenticate, insufficientScope } from './bearer.ts';
@@ -13,6 +13,7 @@ import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
 import { read, vread } from './interactions/read.ts';
+import { restrictionFilter, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
@@ -37,6 +38,12 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     ['application/fhir+json', 'application/json', 'application/json+fhir'],
     { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
     json,
+  );
+  // POST [type]/_search sends its parameters as a form (http.html#search).
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string', bodyLimit: 1024 * 1024 },
+    (_req, body, done) => done(null, [...new URLSearchParams(body as string)]),
   );
   app.addContentTypeParser('*', { bodyLimit: FHIR_BODY_LIMIT }, (req, _payload, done) => {
     done(
@@ -115,9 +122,26 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return ctx;
   };
 
-  const allow = (ctx: FhirContext, type: string, interaction: Interaction) => {
+  const allow = (ctx: FhirContext, type: string, interaction: Interaction): string[] | undefined => {
     const d = decide(ctx.access, type, interaction);
     if (!d.allowed) throw insufficientScope(d.reason);
+    return d.restrictions;
+  };
+
+  /** Under granular scopes a resource may be read only if it matches one of them (I12). */
+  const assertVisible = async (ctx: FhirContext, v: StoredVersion, restrictions: string[] | undefined) => {
+    if (!restrictions) return;
+    const filter = restrictionFilter(ctx, v.type, restrictions) as SearchFilter;
+    const { matches } = await ctx.store.resources.search(ctx.partition, {
+      type: v.type,
+      filters: [{ kind: 'id', ids: [v.id] }, filter],
+      sort: [],
+      limit: 1,
+      offset: 0,
+      total: false,
+    });
+    if (matches.length === 0)
+      throw insufficientScope(`the access token's scopes for ${v.type} do not cover this resource`);
   };
 
   const typeOf = (req: FastifyRequest<{ Params: Params }>): string => {
@@ -159,14 +183,17 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   app.get<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    allow(ctx, type, 'read');
-    return sendVersion(reply, 200, await read(ctx, type, idOf(req)), ctx.base);
+    const restrictions = allow(ctx, type, 'read');
+    const v = await read(ctx, type, idOf(req));
+    await assertVisible(ctx, v, restrictions);
+    return sendVersion(reply, 200, v, ctx.base);
   });
 
   app.get<{ Params: Params }>('/:partition/:type/:id/_history/:vid', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    allow(ctx, type, 'vread');
+    const restrictions = allow(ctx, type, 'vread');
+    if (restrictions) throw insufficientScope('granular scopes do not cover version reads');
     return sendVersion(reply, 200, await vread(ctx, type, idOf(req), req.params.vid as string), ctx.base);
   });
 
@@ -175,14 +202,14 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     const id = idOf(req);
-    allow(ctx, type, 'history-instance');
+    if (allow(ctx, type, 'history-instance')) throw insufficientScope('granular scopes do not cover history');
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history` }));
   });
   app.get<{ Params: Params }>('/:partition/:type/_history', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    allow(ctx, type, 'history-type');
+    if (allow(ctx, type, 'history-type')) throw insufficientScope('granular scopes do not cover history');
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { type, query: q, path: `/${type}/_history` }));
   });
@@ -191,6 +218,30 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     allow(ctx, '*', 'history-system');
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { query: q, path: '/_history' }));
+  });
+
+  const runSearch = async (
+    req: FastifyRequest<{ Params: Params }>,
+    reply: FastifyReply,
+    params: [string, string][],
+  ) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    const restrictions = allow(ctx, type, 'search-type');
+    const strict = /handling=strict/.test(String(req.headers.prefer ?? ''));
+    return reply.type(FHIR_JSON).send(await search(ctx, type, params, { strict, restrictions }));
+  };
+  const queryParams = (req: FastifyRequest): [string, string][] => {
+    const q = req.raw.url?.split('?')[1];
+    return q ? [...new URLSearchParams(q)] : [];
+  };
+  app.get<{ Params: Params }>('/:partition/:type', (req, reply) => runSearch(req, reply, queryParams(req)));
+  app.post<{ Params: Params }>('/:partition/:type/_search', (req, reply) => {
+    const form = Array.isArray(req.body) ? (req.body as [string, string][]) : [];
+    if (req.body !== undefined && !Array.isArray(req.body)) {
+      throw new FhirError(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
+    }
+    return runSearch(req, reply, [...queryParams(req), ...form]);
   });
 
   const requireJsonBody = (req: FastifyRequest) => {

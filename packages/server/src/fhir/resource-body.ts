@@ -1,5 +1,7 @@
+import type { IndexRows } from '../store/types.ts';
 import { FhirError } from './errors.ts';
 import { ID_RE } from './resource-types.ts';
+import { extractIndex } from './search/extract.ts';
 
 /**
  * The structural minimum every written resource must meet before it is stored: a JSON object whose
@@ -31,11 +33,20 @@ export function assertResourceBody(body: unknown, type: string): Record<string, 
   return resource;
 }
 
-/** Serializes a resource as stored and served: the server owns id, meta.versionId and meta.lastUpdated. */
-export function stamp(resource: Record<string, unknown>, id: string, version: number, lastUpdated: string): string {
+/**
+ * The resource as stored and served (the server owns id, meta.versionId and meta.lastUpdated), serialized
+ * once, with its search index rows.
+ */
+export function stamp(
+  resource: Record<string, unknown>,
+  id: string,
+  version: number,
+  lastUpdated: string,
+): { content: string; index: IndexRows } {
   const { resourceType, id: _ignored, meta, ...rest } = resource;
   const ownMeta = { ...(meta as Record<string, unknown> | undefined), versionId: String(version), lastUpdated };
-  return JSON.stringify({ resourceType, id, meta: ownMeta, ...rest });
+  const stamped = { resourceType, id, meta: ownMeta, ...rest };
+  return { content: JSON.stringify(stamped), index: extractIndex(stamped) };
 }
 
 /** A timestamp for a new version: always later than the previous one, even within one millisecond. */

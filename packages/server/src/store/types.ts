@@ -97,6 +97,18 @@ export interface HistoryQuery {
   limit: number;
 }
 
+/** Search index rows of one resource version, one list per value kind (fhir/search/extract.ts fills it). */
+export interface IndexRows {
+  token: { param: string; system: string | null; code: string | null; text: string | null }[];
+  string: { param: string; norm: string; exact: string }[];
+  reference: { param: string; targetType: string | null; targetId: string | null; url: string | null }[];
+  date: { param: string; lo: number; hi: number }[];
+  number: { param: string; value: number }[];
+  quantity: { param: string; value: number; system: string | null; code: string | null }[];
+  uri: { param: string; value: string }[];
+}
+export type IndexKind = keyof IndexRows;
+
 /** One write inside a transaction; the version and timestamp are decided by the caller. */
 export interface ResourceWrite {
   type: string;
@@ -105,6 +117,62 @@ export interface ResourceWrite {
   lastUpdated: string;
   method: StoredVersion['method'];
   content: string | undefined;
+  /** Index rows of the new current version; omitted for a deletion. */
+  index?: IndexRows | undefined;
+}
+
+/** FHIR search prefixes (search.html#prefix). */
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+/** A value as the interval [lo, hi) its precision implies. */
+export interface RangeCond {
+  prefix: Prefix;
+  lo: number;
+  hi: number;
+}
+/** `system` undefined = any system; null = no system. */
+export interface TokenCond {
+  system?: string | null;
+  code?: string;
+}
+export interface ReferenceCond {
+  type?: string;
+  id?: string;
+  url?: string;
+}
+
+/** A parsed search, as the store evaluates it; values inside one filter are OR-ed, filters AND-ed. */
+export type SearchFilter =
+  | { kind: 'id'; ids: string[] }
+  | { kind: 'lastUpdated'; values: RangeCond[] }
+  | { kind: 'token'; param: string; values: TokenCond[]; not?: boolean }
+  | { kind: 'token-text'; param: string; values: string[] }
+  | { kind: 'string'; param: string; values: string[]; mode: 'prefix' | 'exact' | 'contains' }
+  | { kind: 'reference'; param: string; values: ReferenceCond[] }
+  | { kind: 'date'; param: string; values: RangeCond[] }
+  | { kind: 'number'; param: string; values: RangeCond[] }
+  | { kind: 'quantity'; param: string; values: (RangeCond & { system?: string; code?: string })[] }
+  | { kind: 'uri'; param: string; values: string[]; mode: 'exact' | 'above' | 'below' }
+  | { kind: 'missing'; param: string; index: IndexKind; missing: boolean }
+  | { kind: 'chain'; param: string; targetTypes: string[]; filter: SearchFilter }
+  | { kind: 'has'; sourceType: string; param: string; filter: SearchFilter }
+  | { kind: 'or'; filters: SearchFilter[] }
+  | { kind: 'and'; filters: SearchFilter[] };
+
+export type SortKey = { kind: 'id' } | { kind: 'lastUpdated' } | { kind: 'index'; index: IndexKind; param: string };
+
+export interface SearchQuery {
+  type: string;
+  filters: SearchFilter[];
+  sort: { key: SortKey; descending: boolean }[];
+  limit: number;
+  offset: number;
+  total: boolean;
+}
+
+export interface FoundResource {
+  type: string;
+  id: string;
+  content: string;
 }
 
 export interface ResourceTransaction {
@@ -118,6 +186,23 @@ export interface ResourceStore {
   version(partition: string, type: string, id: string, version: number): Promise<StoredVersion | undefined>;
   /** Newest first. */
   history(partition: string, query: HistoryQuery): Promise<StoredVersion[]>;
+  /** Current, undeleted resources matching the query in this partition only; `total` when asked. */
+  search(partition: string, query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
+  /** Resources that `param` of the given `sourceType` resources points to (for `_include`). */
+  referencedBy(
+    partition: string,
+    sourceType: string,
+    sourceIds: string[],
+    param: string,
+    targetType?: string,
+  ): Promise<FoundResource[]>;
+  /** Resources of `sourceType` whose `param` points to one of `targets` (for `_revinclude`). */
+  referencing(
+    partition: string,
+    sourceType: string,
+    param: string,
+    targets: { type: string; id: string }[],
+  ): Promise<FoundResource[]>;
   /**
    * Runs `fn` in one database transaction: all its writes commit together or not at all (a throw rolls
    * back). `fn` must await nothing but `tx` calls, so the embedded store can keep the transaction on one

@@ -9,6 +9,7 @@ export type Interaction =
   | 'history-instance'
   | 'history-type'
   | 'history-system'
+  | 'search-type'
   | 'create'
   | 'update'
   | 'delete';
@@ -19,6 +20,7 @@ const PERMISSION: Record<Interaction, Permission> = {
   'history-instance': 'r',
   'history-type': 's',
   'history-system': 's',
+  'search-type': 's',
   create: 'c',
   update: 'u',
   delete: 'd',
@@ -32,7 +34,11 @@ export interface VaultAccess {
   grantScopes: SmartScope[];
 }
 
-export type Decision = { allowed: true } | { allowed: false; reason: string };
+/**
+ * Allowed, possibly only for resources matching one of `restrictions` (the queries of granular SMART v2
+ * scopes such as `system/Observation.rs?category=…|laboratory`, I11/I12).
+ */
+export type Decision = { allowed: true; restrictions?: string[] } | { allowed: false; reason: string };
 
 /**
  * Whether the caller reaches the vault at all. No grant for its client or organization → undefined, and
@@ -63,29 +69,29 @@ function parse(scope: string | undefined): SmartScope[] {
     .filter((s): s is SmartScope => s !== undefined);
 }
 
-function permits(scopes: SmartScope[], type: string, permission: Permission): boolean {
-  return scopes.some(
-    (s) =>
-      // Patient and user scopes need a launch context (not issued to technical users yet); granular
-      // (?query) scopes need search-index filtering: neither is honoured here, so neither widens access.
-      s.context === 'system' &&
-      s.query === undefined &&
-      (s.resourceType === '*' || s.resourceType === type) &&
-      s.permissions.has(permission),
-  );
+const READS = new Set<Permission>(['r', 's']);
+
+function applies(s: SmartScope, type: string, permission: Permission): boolean {
+  // Patient and user scopes need a launch context, not issued to technical users yet: they never widen access.
+  return s.context === 'system' && (s.resourceType === '*' || s.resourceType === type) && s.permissions.has(permission);
 }
 
 /** `type` is a resource type, or '*' for whole-vault interactions (which then need a wildcard scope). */
 export function decide(access: VaultAccess, type: string, interaction: Interaction): Decision {
   const permission = PERMISSION[interaction];
-  if (!permits(access.tokenScopes, type, permission)) {
+  const token = access.tokenScopes.filter((s) => applies(s, type, permission));
+  const unrestricted = token.some((s) => s.query === undefined);
+  // Granular scopes narrow reads and searches only; writes need an unrestricted scope.
+  const restrictions =
+    READS.has(permission) && type !== '*' ? token.flatMap((s) => (s.query === undefined ? [] : [s.query])) : [];
+  if (!unrestricted && restrictions.length === 0) {
     return { allowed: false, reason: `the access token has no scope allowing ${interaction} of ${type}` };
   }
-  if (!permits(access.grantScopes, type, permission)) {
+  if (!access.grantScopes.some((s) => s.query === undefined && applies(s, type, permission))) {
     return {
       allowed: false,
       reason: `the grants of this vault do not allow ${interaction} of ${type} for this client`,
     };
   }
-  return { allowed: true };
+  return unrestricted ? { allowed: true } : { allowed: true, restrictions };
 }

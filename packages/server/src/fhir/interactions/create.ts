@@ -8,10 +8,10 @@ export async function create(ctx: FhirContext, type: string, body: unknown): Pro
   const resource = assertResourceBody(body, type);
   const id = randomUUID();
   const lastUpdated = nextTimestamp(undefined);
-  const content = stamp(resource, id, 1, lastUpdated);
+  const { content, index } = stamp(resource, id, 1, lastUpdated);
   const written: StoredVersion = { type, id, version: 1, lastUpdated, method: 'POST', content };
   await ctx.store.resources.transaction(ctx.partition, async (tx) => {
-    await tx.write(written);
+    await tx.write({ ...written, index });
   });
   return written;
 }

@@ -40,15 +40,9 @@ export async function update(
     }
     const version = (current?.version ?? 0) + 1;
     const lastUpdated = nextTimestamp(current?.lastUpdated);
-    const written: StoredVersion = {
-      type,
-      id,
-      version,
-      lastUpdated,
-      method: 'PUT',
-      content: stamp(resource, id, version, lastUpdated),
-    };
-    await tx.write(written);
+    const { content, index } = stamp(resource, id, version, lastUpdated);
+    const written: StoredVersion = { type, id, version, lastUpdated, method: 'PUT', content };
+    await tx.write({ ...written, index });
     return { version: written, created: current?.content === undefined };
   });
 }

@@ -1,5 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
+import { indexWriter } from './index-rows.ts';
+import { searchStatements } from './search.ts';
 
 interface VersionRow {
   type: string;
@@ -54,6 +56,8 @@ export function resourceStore(db: Database.Database): ResourceStore {
   const historyCache = new Map<string, Database.Statement>();
 
   let inTransaction = false;
+  const writeIndex = indexWriter(db);
+  const search = searchStatements(db);
 
   return {
     async current(partition, type, id) {
@@ -84,6 +88,15 @@ export function resourceStore(db: Database.Database): ResourceStore {
       }) as VersionRow[];
       return rows.map(toVersion);
     },
+    async search(partition, q) {
+      return search.search(partition, q);
+    },
+    async referencedBy(partition, sourceType, sourceIds, param, targetType) {
+      return search.referencedBy(partition, sourceType, sourceIds, param, targetType);
+    },
+    async referencing(partition, sourceType, param, targets) {
+      return search.referencing(partition, sourceType, param, targets);
+    },
     async transaction(partition, fn) {
       if (inTransaction) throw new Error('nested resource transaction');
       const tx: ResourceTransaction = {
@@ -92,6 +105,7 @@ export function resourceStore(db: Database.Database): ResourceStore {
           return row ? toVersion(row) : undefined;
         },
         async write(w) {
+          writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
           insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
           upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
         },

@@ -74,4 +74,50 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX IF NOT EXISTS resource_versions_time ON resource_versions (partition, last_updated);
   CREATE INDEX IF NOT EXISTS resource_versions_type_time ON resource_versions (partition, type, last_updated);
   `,
+  `
+  -- Search index of current versions. Every table: partition, type, id of the indexed resource, the
+  -- SearchParameter code, the value; indexed both ways (value → resources and resource → values).
+  CREATE TABLE IF NOT EXISTS idx_token (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (partition, type, param, code, system);
+  CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_string (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    norm TEXT NOT NULL, exact TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (partition, type, param, norm);
+  CREATE INDEX IF NOT EXISTS idx_string_owner ON idx_string (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_reference (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_reference_value ON idx_reference (partition, type, param, target_id, target_type);
+  CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (partition, target_type, target_id);
+  CREATE INDEX IF NOT EXISTS idx_reference_owner ON idx_reference (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_date (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    lo INTEGER NOT NULL, hi INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (partition, type, param, lo, hi);
+  CREATE INDEX IF NOT EXISTS idx_date_owner ON idx_date (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_number (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, value REAL NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_number_value ON idx_number (partition, type, param, value);
+  CREATE INDEX IF NOT EXISTS idx_number_owner ON idx_number (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_quantity (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL NOT NULL, system TEXT, code TEXT
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_quantity_value ON idx_quantity (partition, type, param, value);
+  CREATE INDEX IF NOT EXISTS idx_quantity_owner ON idx_quantity (partition, type, id);
+  CREATE TABLE IF NOT EXISTS idx_uri (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, value TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_uri_value ON idx_uri (partition, type, param, value);
+  CREATE INDEX IF NOT EXISTS idx_uri_owner ON idx_uri (partition, type, id);
+  CREATE INDEX IF NOT EXISTS resources_type_time ON resources (partition, type, last_updated, id);
+  `,
 ];

@@ -1,0 +1,24 @@
+import { readFileSync } from 'node:fs';
+
+export type SearchParamType = 'string' | 'token' | 'date' | 'uri' | 'reference' | 'quantity' | 'number' | 'composite';
+
+export interface SearchParamDef {
+  type: SearchParamType;
+  /** FHIRPath expressions that apply to this resource type; `targetType` restricts reference branches. */
+  branches: { expression: string; targetType?: string }[];
+  targets?: string[];
+  /** For composite parameters: component types and their expressions relative to each branch result. */
+  components?: { type: SearchParamType; expression: string }[];
+}
+
+/** resource type → parameter code → definition. */
+export type SearchParameterIndex = Record<string, Record<string, SearchParamDef>>;
+
+/** Generated from the official R4 definitions by scripts/generate-search-parameters.ts. */
+export const SEARCH_PARAMETERS: SearchParameterIndex = JSON.parse(
+  readFileSync(new URL('./search-parameters.json', import.meta.url), 'utf8'),
+) as SearchParameterIndex;
+
+export function searchParam(type: string, code: string): SearchParamDef | undefined {
+  return SEARCH_PARAMETERS[type]?.[code];
+}

@@ -1,0 +1,159 @@
+import { createRequire } from 'node:module';
+import type { IndexRows } from '../../store/types.ts';
+import { SEARCH_PARAMETERS, type SearchParamDef } from './definitions.ts';
+import { dateRange, FAR_FUTURE, normalizeString, relativeReference } from './values.ts';
+
+const require = createRequire(import.meta.url);
+const fhirpath = require('fhirpath') as {
+  compile(expression: string, model: unknown): (resource: unknown) => unknown[];
+};
+const model = require('fhirpath/fhir-context/r4') as unknown;
+
+type Compiled = {
+  code: string;
+  def: SearchParamDef;
+  branches: { fn: (r: unknown) => unknown[]; targetType?: string }[];
+};
+const compiled = new Map<string, Compiled[]>();
+
+function compiledFor(type: string): Compiled[] {
+  let list = compiled.get(type);
+  if (!list) {
+    list = Object.entries(SEARCH_PARAMETERS[type] ?? {})
+      .filter(([, def]) => def.type !== 'composite')
+      .map(([code, def]) => ({
+        code,
+        def,
+        branches: def.branches.map((b) => ({ fn: fhirpath.compile(b.expression, model), targetType: b.targetType })),
+      }));
+    compiled.set(type, list);
+  }
+  return list;
+}
+
+const CONTACT_SYSTEMS = new Set(['phone', 'fax', 'email', 'pager', 'url', 'sms', 'other']);
+type Obj = Record<string, unknown>;
+const str = (v: unknown): string | null => (typeof v === 'string' && v.length > 0 ? v : null);
+
+function tokens(param: string, v: unknown, out: IndexRows['token']): void {
+  if (typeof v === 'string' || typeof v === 'boolean' || typeof v === 'number') {
+    out.push({ param, system: null, code: String(v), text: null });
+    return;
+  }
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  if (Array.isArray(o.coding) || typeof o.text === 'string') {
+    const text = str(o.text);
+    for (const c of (o.coding as Obj[] | undefined) ?? []) {
+      out.push({ param, system: str(c.system), code: str(c.code), text: text ?? str(c.display) });
+    }
+    if (text && !(o.coding as unknown[] | undefined)?.length) out.push({ param, system: null, code: null, text });
+    return;
+  }
+  if ('code' in o) {
+    out.push({ param, system: str(o.system), code: str(o.code), text: str(o.display) });
+    return;
+  }
+  if ('value' in o) {
+    const isContact = typeof o.system === 'string' && CONTACT_SYSTEMS.has(o.system) && !('assigner' in o);
+    const type = o.type as Obj | undefined;
+    out.push({ param, system: isContact ? null : str(o.system), code: str(o.value), text: str(type?.text) });
+  }
+}
+
+function strings(param: string, v: unknown, out: IndexRows['string']): void {
+  const add = (s: unknown) => {
+    if (typeof s === 'string' && s.length > 0) out.push({ param, norm: normalizeString(s), exact: s });
+  };
+  if (typeof v === 'string') return add(v);
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  for (const key of ['text', 'family', 'city', 'district', 'state', 'postalCode', 'country']) add(o[key]);
+  for (const key of ['given', 'prefix', 'suffix', 'line'])
+    for (const s of (o[key] as unknown[] | undefined) ?? []) add(s);
+}
+
+function references(param: string, v: unknown, targetType: string | undefined, out: IndexRows['reference']): void {
+  const ref = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as Obj).reference : undefined;
+  if (typeof ref !== 'string' || ref.startsWith('#')) return;
+  const rel = relativeReference(ref);
+  if (targetType && rel?.type !== targetType) return;
+  if (rel) out.push({ param, targetType: rel.type, targetId: rel.id, url: null });
+  else out.push({ param, targetType: null, targetId: null, url: ref });
+}
+
+function dates(param: string, v: unknown, out: IndexRows['date']): void {
+  if (typeof v === 'string') {
+    const r = dateRange(v);
+    if (r) out.push({ param, lo: r[0], hi: r[1] });
+    return;
+  }
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  if ('start' in o || 'end' in o) {
+    const lo = typeof o.start === 'string' ? dateRange(o.start)?.[0] : undefined;
+    const hi = typeof o.end === 'string' ? dateRange(o.end)?.[1] : undefined;
+    out.push({ param, lo: lo ?? -FAR_FUTURE, hi: hi ?? FAR_FUTURE });
+    return;
+  }
+  for (const e of (o.event as unknown[] | undefined) ?? []) dates(param, e, out);
+  const bounds = (o.repeat as Obj | undefined)?.boundsPeriod;
+  if (bounds) dates(param, bounds, out);
+}
+
+function quantities(param: string, v: unknown, rows: IndexRows): void {
+  if (typeof v === 'number') {
+    rows.number.push({ param, value: v });
+    return;
+  }
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  if (typeof o.value === 'number') {
+    rows.quantity.push({ param, value: o.value, system: str(o.system), code: str(o.code) ?? str(o.unit) });
+  } else if ('low' in o || 'high' in o) {
+    for (const b of [o.low, o.high]) quantities(param, b, rows);
+  }
+}
+
+/**
+ * Search index rows for a resource, from the official R4 SearchParameter expressions evaluated with
+ * fhirpath.js (composite parameters are not indexed yet).
+ */
+export function extractIndex(resource: Record<string, unknown>): IndexRows {
+  const rows: IndexRows = { token: [], string: [], reference: [], date: [], number: [], quantity: [], uri: [] };
+  for (const { code, def, branches } of compiledFor(resource.resourceType as string)) {
+    for (const b of branches) {
+      let values: unknown[];
+      try {
+        values = b.fn(resource);
+      } catch {
+        continue; // an expression that cannot evaluate on this resource yields no index values
+      }
+      for (const v of values) {
+        switch (def.type) {
+          case 'token':
+            tokens(code, v, rows.token);
+            break;
+          case 'string':
+            strings(code, v, rows.string);
+            break;
+          case 'reference':
+            references(code, v, b.targetType, rows.reference);
+            break;
+          case 'date':
+            dates(code, v, rows.date);
+            break;
+          case 'number':
+          case 'quantity':
+            if (def.type === 'number' && typeof v === 'number') rows.number.push({ param: code, value: v });
+            else quantities(code, v, rows);
+            break;
+          case 'uri':
+            if (typeof v === 'string') rows.uri.push({ param: code, value: v });
+            break;
+        }
+      }
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,344 @@
+import type Database from 'better-sqlite3';
+import type { FoundResource, RangeCond, SearchFilter, SearchQuery, SortKey } from '../types.ts';
+import { INDEX_TABLE } from './index-rows.ts';
+
+/**
+ * Compiles a parsed FHIR search into SQL. Every value is a bound parameter; identifiers (table names)
+ * come only from fixed maps. Each filter selects ids inside one partition and type, so nothing of
+ * another vault can ever match.
+ */
+interface Sql {
+  sql: string;
+  params: unknown[];
+}
+
+/** search.html#prefix on ranges: the resource value [lo, hi) against the search value [slo, shi). */
+function rangeSql(c: RangeCond, lo = 'lo', hi = 'hi'): Sql {
+  switch (c.prefix) {
+    case 'eq':
+      return { sql: `(${lo} >= ? AND ${hi} <= ?)`, params: [c.lo, c.hi] };
+    case 'ne':
+      return { sql: `NOT (${lo} >= ? AND ${hi} <= ?)`, params: [c.lo, c.hi] };
+    case 'gt':
+      return { sql: `${hi} > ?`, params: [c.hi] };
+    case 'lt':
+      return { sql: `${lo} < ?`, params: [c.lo] };
+    case 'ge':
+      return { sql: `(${hi} > ? OR (${lo} >= ? AND ${hi} <= ?))`, params: [c.hi, c.lo, c.hi] };
+    case 'le':
+      return { sql: `(${lo} < ? OR (${lo} >= ? AND ${hi} <= ?))`, params: [c.lo, c.lo, c.hi] };
+    case 'sa':
+      return { sql: `${lo} >= ?`, params: [c.hi] };
+    case 'eb':
+      return { sql: `${hi} <= ?`, params: [c.lo] };
+    case 'ap': {
+      // "approximately": within 10% of the value's distance to now, at least the value's own precision.
+      const width = Math.max(c.hi - c.lo, Math.abs(Date.now() - c.lo) * 0.1);
+      return { sql: `(${lo} < ? AND ${hi} > ?)`, params: [c.hi + width, c.lo - width] };
+    }
+  }
+}
+
+/** Numbers and quantities are points; the search value carries the implicit range of its precision. */
+function pointSql(c: RangeCond, col = 'value'): Sql {
+  switch (c.prefix) {
+    case 'eq':
+      return { sql: `(${col} >= ? AND ${col} < ?)`, params: [c.lo, c.hi] };
+    case 'ne':
+      return { sql: `NOT (${col} >= ? AND ${col} < ?)`, params: [c.lo, c.hi] };
+    case 'gt':
+    case 'sa':
+      return { sql: `${col} > ?`, params: [(c.lo + c.hi) / 2] };
+    case 'lt':
+    case 'eb':
+      return { sql: `${col} < ?`, params: [(c.lo + c.hi) / 2] };
+    case 'ge':
+      return { sql: `${col} >= ?`, params: [(c.lo + c.hi) / 2] };
+    case 'le':
+      return { sql: `${col} <= ?`, params: [(c.lo + c.hi) / 2] };
+    case 'ap': {
+      const v = (c.lo + c.hi) / 2;
+      const d = Math.abs(v) * 0.1;
+      return { sql: `(${col} >= ? AND ${col} <= ?)`, params: [v - d, v + d] };
+    }
+  }
+}
+
+const or = (parts: Sql[]): Sql => ({
+  sql: parts.length ? `(${parts.map((p) => p.sql).join(' OR ')})` : '0',
+  params: parts.flatMap((p) => p.params),
+});
+
+/** `alias.id IN (ids of `type` in the partition whose index rows for `param` satisfy `cond`)`. */
+function indexed(
+  alias: string,
+  partition: string,
+  type: string,
+  table: string,
+  param: string,
+  cond: Sql,
+  negate = false,
+): Sql {
+  return {
+    sql: `${alias}.id ${negate ? 'NOT ' : ''}IN (SELECT id FROM ${table} WHERE partition = ? AND type = ? AND param = ? AND ${cond.sql})`,
+    params: [partition, type, param, ...cond.params],
+  };
+}
+
+export function compileFilter(
+  f: SearchFilter,
+  alias: string,
+  partition: string,
+  type: string,
+  counter = { n: 0 },
+): Sql {
+  switch (f.kind) {
+    case 'id':
+      return { sql: `${alias}.id IN (${f.ids.map(() => '?').join(',')})`, params: f.ids };
+    case 'lastUpdated':
+      return or(
+        f.values.map((c) =>
+          rangeSql(
+            c,
+            `(unixepoch(${alias}.last_updated, 'subsec') * 1000)`,
+            `(unixepoch(${alias}.last_updated, 'subsec') * 1000 + 1)`,
+          ),
+        ),
+      );
+    case 'token': {
+      const cond = or(
+        f.values.map((v) => {
+          const parts: string[] = [];
+          const params: unknown[] = [];
+          if (v.system === null) parts.push('system IS NULL');
+          else if (v.system !== undefined) {
+            parts.push('system = ?');
+            params.push(v.system);
+          }
+          if (v.code !== undefined) {
+            parts.push('code = ?');
+            params.push(v.code);
+          }
+          return { sql: parts.length ? `(${parts.join(' AND ')})` : '1', params };
+        }),
+      );
+      return indexed(alias, partition, type, 'idx_token', f.param, cond, f.not);
+    }
+    case 'token-text':
+      return indexed(
+        alias,
+        partition,
+        type,
+        'idx_token',
+        f.param,
+        or(f.values.map((v) => ({ sql: "(text IS NOT NULL AND lower(text) LIKE ? ESCAPE '\\')", params: [`${v}%`] }))),
+      );
+    case 'string': {
+      const cond = or(
+        f.values.map((v) => {
+          if (f.mode === 'exact') return { sql: 'exact = ?', params: [v] };
+          if (f.mode === 'contains') return { sql: "norm LIKE ? ESCAPE '\\'", params: [`%${v}%`] };
+          return { sql: '(norm >= ? AND norm < ?)', params: [v, `${v}\u{10ffff}`] };
+        }),
+      );
+      return indexed(alias, partition, type, 'idx_string', f.param, cond);
+    }
+    case 'reference': {
+      const cond = or(
+        f.values.map((v) => {
+          if (v.url !== undefined) return { sql: 'url = ?', params: [v.url] };
+          if (v.type !== undefined) return { sql: '(target_id = ? AND target_type = ?)', params: [v.id, v.type] };
+          return { sql: 'target_id = ?', params: [v.id] };
+        }),
+      );
+      return indexed(alias, partition, type, 'idx_reference', f.param, cond);
+    }
+    case 'date':
+      return indexed(alias, partition, type, 'idx_date', f.param, or(f.values.map((c) => rangeSql(c))));
+    case 'number':
+      return indexed(alias, partition, type, 'idx_number', f.param, or(f.values.map((c) => pointSql(c))));
+    case 'quantity':
+      return indexed(
+        alias,
+        partition,
+        type,
+        'idx_quantity',
+        f.param,
+        or(
+          f.values.map((c) => {
+            const p = pointSql(c);
+            const extra: string[] = [];
+            const params = [...p.params];
+            if (c.system !== undefined) {
+              extra.push('system = ?');
+              params.push(c.system);
+            }
+            if (c.code !== undefined) {
+              extra.push('code = ?');
+              params.push(c.code);
+            }
+            return { sql: `(${[p.sql, ...extra].join(' AND ')})`, params };
+          }),
+        ),
+      );
+    case 'uri': {
+      const cond = or(
+        f.values.map((v) => {
+          if (f.mode === 'below')
+            return {
+              sql: "(value = ? OR value LIKE ? ESCAPE '\\')",
+              params: [v, `${v.replace(/[\\%_]/g, '\\$&').replace(/\/$/, '')}/%`],
+            };
+          if (f.mode === 'above')
+            return {
+              sql: "(? = value OR ? LIKE replace(replace(replace(value, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '/%' ESCAPE '\\')",
+              params: [v, v],
+            };
+          return { sql: 'value = ?', params: [v] };
+        }),
+      );
+      return indexed(alias, partition, type, 'idx_uri', f.param, cond);
+    }
+    case 'missing': {
+      const table = INDEX_TABLE[f.index];
+      return {
+        sql: `${alias}.id ${f.missing ? 'NOT ' : ''}IN (SELECT id FROM ${table} WHERE partition = ? AND type = ? AND param = ?)`,
+        params: [partition, type, f.param],
+      };
+    }
+    case 'chain': {
+      const parts = f.targetTypes.map((targetType) => {
+        const t = `c${++counter.n}`;
+        const inner = compileFilter(f.filter, t, partition, targetType, counter);
+        return {
+          sql: `${alias}.id IN (SELECT x.id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ? AND x.target_type = ? AND x.target_id IN (SELECT ${t}.id FROM resources ${t} WHERE ${t}.partition = ? AND ${t}.type = ? AND ${t}.content IS NOT NULL AND ${inner.sql}))`,
+          params: [partition, type, f.param, targetType, partition, targetType, ...inner.params],
+        };
+      });
+      return or(parts);
+    }
+    case 'has': {
+      const s = `h${++counter.n}`;
+      const inner = compileFilter(f.filter, s, partition, f.sourceType, counter);
+      return {
+        sql: `${alias}.id IN (SELECT x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ? AND x.target_type = ? AND x.id IN (SELECT ${s}.id FROM resources ${s} WHERE ${s}.partition = ? AND ${s}.type = ? AND ${s}.content IS NOT NULL AND ${inner.sql}))`,
+        params: [partition, f.sourceType, f.param, type, partition, f.sourceType, ...inner.params],
+      };
+    }
+    case 'or':
+      return or(f.filters.map((x) => compileFilter(x, alias, partition, type, counter)));
+    case 'and': {
+      const parts = f.filters.map((x) => compileFilter(x, alias, partition, type, counter));
+      return {
+        sql: parts.length ? `(${parts.map((p) => p.sql).join(' AND ')})` : '1',
+        params: parts.flatMap((p) => p.params),
+      };
+    }
+  }
+}
+
+const SORT_COLUMN: Record<string, string> = {
+  token: 'code',
+  string: 'norm',
+  reference: 'target_id',
+  date: 'lo',
+  number: 'value',
+  quantity: 'value',
+  uri: 'value',
+};
+
+function sortSql(key: SortKey, descending: boolean, alias: string): Sql {
+  const dir = descending ? 'DESC' : 'ASC';
+  if (key.kind === 'id') return { sql: `${alias}.id ${dir}`, params: [] };
+  if (key.kind === 'lastUpdated') return { sql: `${alias}.last_updated ${dir}`, params: [] };
+  const table = INDEX_TABLE[key.index];
+  const col = SORT_COLUMN[key.index] as string;
+  // Ascending sorts by a resource's smallest value, descending by its largest (search.html#sort); no value sorts last.
+  const agg = descending ? `MAX(${key.index === 'date' ? 'hi' : col})` : `MIN(${col})`;
+  const sub = `(SELECT ${agg} FROM ${table} s WHERE s.partition = ${alias}.partition AND s.type = ${alias}.type AND s.id = ${alias}.id AND s.param = ?)`;
+  return { sql: `${sub} IS NULL, ${sub} ${dir}`, params: [key.param, key.param] };
+}
+
+export function searchStatements(db: Database.Database) {
+  const cache = new Map<string, Database.Statement>();
+  const prepare = (sql: string) => {
+    let stmt = cache.get(sql);
+    if (!stmt) {
+      if (cache.size > 500) cache.clear();
+      stmt = db.prepare(sql);
+      cache.set(sql, stmt);
+    }
+    return stmt;
+  };
+
+  function where(partition: string, q: SearchQuery): Sql {
+    const counter = { n: 0 };
+    const parts = q.filters.map((f) => compileFilter(f, 'r', partition, q.type, counter));
+    return {
+      sql: ['r.partition = ?', 'r.type = ?', 'r.content IS NOT NULL', ...parts.map((p) => p.sql)].join(' AND '),
+      params: [partition, q.type, ...parts.flatMap((p) => p.params)],
+    };
+  }
+
+  return {
+    search(partition: string, q: SearchQuery): { matches: FoundResource[]; total?: number } {
+      const w = where(partition, q);
+      const sorts = [
+        ...q.sort.map((s) => sortSql(s.key, s.descending, 'r')),
+        { sql: 'r.last_updated ASC, r.id ASC', params: [] },
+      ];
+      const matches =
+        q.limit === 0
+          ? []
+          : (prepare(
+              `SELECT r.type, r.id, r.content FROM resources r WHERE ${w.sql} ORDER BY ${sorts.map((s) => s.sql).join(', ')} LIMIT ? OFFSET ?`,
+            ).all(...w.params, ...sorts.flatMap((s) => s.params), q.limit, q.offset) as FoundResource[]);
+      if (!q.total) return { matches };
+      const { n } = prepare(`SELECT COUNT(*) AS n FROM resources r WHERE ${w.sql}`).get(...w.params) as { n: number };
+      return { matches, total: n };
+    },
+
+    referencedBy(
+      partition: string,
+      sourceType: string,
+      sourceIds: string[],
+      param: string,
+      targetType?: string,
+    ): FoundResource[] {
+      const out: FoundResource[] = [];
+      for (let i = 0; i < sourceIds.length; i += 500) {
+        const ids = sourceIds.slice(i, i + 500);
+        const rows = prepare(
+          `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+             SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ?
+               AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})`,
+        ).all(partition, partition, sourceType, param, ...ids, ...(targetType ? [targetType] : [])) as FoundResource[];
+        out.push(...rows);
+      }
+      return out;
+    },
+
+    referencing(
+      partition: string,
+      sourceType: string,
+      param: string,
+      targets: { type: string; id: string }[],
+    ): FoundResource[] {
+      const out: FoundResource[] = [];
+      const byType = new Map<string, string[]>();
+      for (const t of targets) byType.set(t.type, [...(byType.get(t.type) ?? []), t.id]);
+      for (const [targetType, ids] of byType) {
+        for (let i = 0; i < ids.length; i += 500) {
+          const chunk = ids.slice(i, i + 500);
+          const rows = prepare(
+            `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.type = ? AND r.content IS NOT NULL AND r.id IN (
+               SELECT x.id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ? AND x.target_type = ?
+                 AND x.target_id IN (${chunk.map(() => '?').join(',')}))`,
+          ).all(partition, sourceType, partition, sourceType, param, targetType, ...chunk) as FoundResource[];
+          out.push(...rows);
+        }
+      }
+      return out;
+    },
+  };
+}

@@ -1,0 +1,412 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { account, type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// FHIR search (search.html) over the index built from the official R4 SearchParameters.
+let p: TestPlatform;
+let tcu: Caller;
+let other: Caller;
+const ids: Record<string, string> = {};
+
+type Bundle = {
+  total?: number;
+  link: { relation: string; url: string }[];
+  entry?: { fullUrl: string; resource: Record<string, unknown>; search: { mode: string } }[];
+};
+
+async function put(resource: Record<string, unknown>, vault = 'v1') {
+  const r = await fhir(p, tcu, 'PUT', `/${vault}/${resource.resourceType}/${resource.id}`, resource);
+  assert.ok(r.status === 201 || r.status === 200, r.text);
+}
+
+async function searchIds(query: string, caller = tcu, vault = 'v1'): Promise<string[]> {
+  const r = await fhir(p, caller, 'GET', `/${vault}/${query}`);
+  assert.equal(r.status, 200, `${query} → ${r.text}`);
+  const b = r.json as unknown as Bundle;
+  return (b.entry ?? [])
+    .filter((e) => e.search.mode === 'match')
+    .map((e) => e.resource.id as string)
+    .sort();
+}
+
+const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category';
+
+before(async () => {
+  p = await startPlatform();
+  await account(p, 'urn:cara:account:v1');
+  await partition(p, 'v2');
+  tcu = await secretClient(p, 'search-tcu', 'system/*.cruds');
+  await grant(p, { partition: 'v1', client: 'search-tcu', scope: 'system/*.cruds' });
+  await grant(p, { partition: 'v2', client: 'search-tcu', scope: 'system/*.cruds' });
+  other = await secretClient(p, 'search-other', 'system/*.rs');
+  await grant(p, { partition: 'v2', client: 'search-other', scope: 'system/*.rs' });
+
+  await put({
+    resourceType: 'Organization',
+    id: 'org1',
+    name: 'Best Clinic',
+    identifier: [{ system: 'urn:oid:2.16.528.1', value: 'BC' }],
+  });
+  await put({
+    resourceType: 'Patient',
+    id: 'peter',
+    gender: 'male',
+    birthDate: '1990-03-15',
+    managingOrganization: { reference: 'Organization/org1' },
+    name: [{ family: 'Müller', given: ['Peter'] }],
+    identifier: [{ system: 'urn:cara:mpi', value: 'MPI-1' }],
+  });
+  await put({
+    resourceType: 'Patient',
+    id: 'anna',
+    gender: 'female',
+    birthDate: '2001-07',
+    name: [{ family: 'Smith', given: ['Anna'] }],
+  });
+  await put({ resourceType: 'Patient', id: 'nogender', name: [{ family: 'Smithers' }] });
+  const obs = (id: string, patient: string, code: string, cat: string, value: number, date: string) => ({
+    resourceType: 'Observation',
+    id,
+    status: 'final',
+    subject: { reference: `Patient/${patient}` },
+    effectiveDateTime: date,
+    category: [{ coding: [{ system: LAB, code: cat }] }],
+    code: { coding: [{ system: 'http://loinc.org', code }], text: code === '8867-4' ? 'Heart rate' : 'Glucose' },
+    valueQuantity: { value, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+    meta: { tag: [{ system: 'https://terminology.cara.ch/CodeSystem/fhirvault-namespace', code: 'cara:scp' }] },
+  });
+  await put(obs('o1', 'peter', '8867-4', 'vital-signs', 72, '2024-01-10T08:00:00Z'));
+  await put(obs('o2', 'peter', '2339-0', 'laboratory', 5.4, '2024-02-10T08:00:00Z'));
+  await put(obs('o3', 'anna', '2339-0', 'laboratory', 6.1, '2023-12-31T23:00:00Z'));
+  await put({
+    resourceType: 'Goal',
+    id: 'g1',
+    lifecycleStatus: 'active',
+    description: { text: 'walk' },
+    subject: { reference: 'Patient/peter' },
+  });
+  await put({
+    resourceType: 'CareTeam',
+    id: 'ct1',
+    status: 'active',
+    participant: [{ member: { reference: 'Organization/org1' } }],
+    subject: { reference: 'Patient/peter' },
+  });
+  await put({
+    resourceType: 'CarePlan',
+    id: 'cp1',
+    status: 'active',
+    intent: 'plan',
+    subject: { reference: 'Patient/peter' },
+    meta: {
+      profile: ['https://terminology.cara.ch/StructureDefinition/ScpCarePlan'],
+      tag: [{ system: 'https://terminology.cara.ch/CodeSystem/fhirvault-namespace', code: 'cara:scp' }],
+    },
+    goal: [{ reference: 'Goal/g1' }],
+    careTeam: [{ reference: 'CareTeam/ct1' }],
+  });
+  await put({
+    resourceType: 'Provenance',
+    id: 'prov1',
+    target: [{ reference: 'Observation/o1' }],
+    recorded: '2024-01-10T08:00:00Z',
+    agent: [{ who: { reference: 'Organization/org1' } }],
+  });
+  // Another vault with look-alike data that must never show up in v1.
+  await put({ resourceType: 'Patient', id: 'peter', gender: 'male', name: [{ family: 'Müller' }] }, 'v2');
+  await put(
+    {
+      resourceType: 'Observation',
+      id: 'x1',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/peter' },
+    },
+    'v2',
+  );
+  await put(
+    {
+      resourceType: 'Provenance',
+      id: 'provx',
+      target: [{ reference: 'Observation/o1' }],
+      recorded: '2024-01-10T08:00:00Z',
+      agent: [{ who: { display: 'x' } }],
+    },
+    'v2',
+  );
+  ids.done = 'yes';
+});
+after(() => p.stop());
+
+describe('parameter types (J26 J33–J39)', () => {
+  test('token: code, system|code, |code, system|, :not, :text (J33 J34)', async () => {
+    assert.deepEqual(await searchIds('Observation?code=2339-0'), ['o2', 'o3']);
+    assert.deepEqual(await searchIds('Observation?code=http://loinc.org|8867-4'), ['o1']);
+    assert.deepEqual(await searchIds('Observation?code=http://snomed.info/sct|8867-4'), []);
+    assert.deepEqual(await searchIds('Observation?code=http://loinc.org|'), ['o1', 'o2', 'o3']);
+    assert.deepEqual(await searchIds('Patient?gender=|male'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?gender:not=male'), ['anna', 'nogender']);
+    assert.deepEqual(await searchIds('Observation?code:text=heart'), ['o1']);
+    assert.deepEqual(await searchIds('Patient?identifier=urn:cara:mpi|MPI-1'), ['peter']);
+    assert.deepEqual(await searchIds('Observation?code=8867-4,2339-0'), ['o1', 'o2', 'o3'], 'comma = OR');
+  });
+
+  test('string: starts-with, case and accent insensitive; :exact; :contains (J35)', async () => {
+    assert.deepEqual(await searchIds('Patient?family=smi'), ['anna', 'nogender']);
+    assert.deepEqual(await searchIds('Patient?family=muller'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?family:exact=Smith'), ['anna']);
+    assert.deepEqual(await searchIds('Patient?family:exact=smith'), []);
+    assert.deepEqual(await searchIds('Patient?family:contains=ith'), ['anna', 'nogender']);
+    assert.deepEqual(await searchIds('Patient?name=pet'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?family:contains=%25'), [], 'LIKE wildcards are literal');
+  });
+
+  test('reference: Type/id ≡ id ≡ absolute URL; :Type; chaining; _has (J36)', async () => {
+    const abs = encodeURIComponent(`${p.fhirBase}/v1/Patient/peter`);
+    for (const q of [
+      'subject=Patient/peter',
+      'subject=peter',
+      `subject=${abs}`,
+      'subject:Patient=peter',
+      'patient=peter',
+    ]) {
+      assert.deepEqual(await searchIds(`Observation?${q}`), ['o1', 'o2'], q);
+    }
+    assert.deepEqual(await searchIds('Observation?subject:Patient.name=peter'), ['o1', 'o2']);
+    assert.deepEqual(await searchIds('Observation?patient.gender=female'), ['o3']);
+    assert.deepEqual(await searchIds('Observation?subject.organization.name=best'), ['o1', 'o2']);
+    assert.deepEqual(await searchIds('Patient?_has:Observation:patient:code=8867-4'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?_has:Observation:patient:code=2339-0'), ['anna', 'peter']);
+  });
+
+  test('date: precision as a range, prefixes, AND of two ranges (J37)', async () => {
+    assert.deepEqual(await searchIds('Patient?birthdate=1990'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?birthdate=ge1990-01-01&birthdate=lt2000'), ['peter']);
+    assert.deepEqual(await searchIds('Patient?birthdate=2001-07-04'), [], 'a month does not lie within a day');
+    assert.deepEqual(await searchIds('Patient?birthdate=2001'), ['anna']);
+    assert.deepEqual(await searchIds('Observation?date=2024'), ['o1', 'o2']);
+    assert.deepEqual(await searchIds('Observation?date=lt2024-01-01'), ['o3']);
+    assert.deepEqual(await searchIds('Observation?date=gt2024-01-31'), ['o2']);
+    assert.deepEqual(await searchIds('Observation?date=sa2024-01-10T08:00:00Z'), ['o2']);
+    assert.deepEqual(await searchIds('Observation?date=eb2024-01-10'), ['o3']);
+    assert.deepEqual(
+      await searchIds('Observation?date=2024-01-10T09:00:00%2B01:00'),
+      ['o1'],
+      'time zones are honoured',
+    );
+  });
+
+  test('quantity and number: prefixes and implicit precision (J38)', async () => {
+    assert.deepEqual(await searchIds('Observation?value-quantity=gt5.4'), ['o1', 'o3']);
+    assert.deepEqual(await searchIds('Observation?value-quantity=5.4'), ['o2']);
+    assert.deepEqual(await searchIds('Observation?value-quantity=5'), ['o2'], '5 means [4.5, 5.5)');
+    assert.deepEqual(await searchIds('Observation?value-quantity=5.0'), [], '5.0 means [4.95, 5.05)');
+    assert.deepEqual(await searchIds('Observation?value-quantity=6|http://unitsofmeasure.org|mg/dL'), ['o3']);
+    assert.deepEqual(await searchIds('Observation?value-quantity=le6.1||mg/dL'), ['o2', 'o3']);
+    assert.deepEqual(await searchIds('Observation?value-quantity=gt5|http://unitsofmeasure.org|kg'), []);
+  });
+
+  test(':missing (J39), _id (J28), _lastUpdated (J29), _tag, _profile', async () => {
+    assert.deepEqual(await searchIds('Patient?gender:missing=true'), ['nogender']);
+    assert.deepEqual(await searchIds('Patient?birthdate:missing=false'), ['anna', 'peter']);
+    assert.deepEqual(await searchIds('Patient?_id=anna,peter'), ['anna', 'peter']);
+    assert.deepEqual(
+      await searchIds(`Patient?_lastUpdated=gt${new Date(Date.now() + 3600_000).toISOString().slice(0, 19)}Z`),
+      [],
+    );
+    assert.deepEqual(await searchIds('Patient?_lastUpdated=gt2020-01-01'), ['anna', 'nogender', 'peter']);
+    assert.deepEqual(
+      await searchIds('Observation?_tag=https://terminology.cara.ch/CodeSystem/fhirvault-namespace|cara:scp'),
+      ['o1', 'o2', 'o3'],
+    );
+    assert.deepEqual(await searchIds('CarePlan?_profile=https://terminology.cara.ch/StructureDefinition/ScpCarePlan'), [
+      'cp1',
+    ]);
+  });
+});
+
+describe('result shaping (J26 J30 J31 J32)', () => {
+  test('searchset with match entries, self link of the applied params only, total on the last page', async () => {
+    const r = await fhir(p, tcu, 'GET', '/v1/Observation?code=2339-0&unknown-param=1');
+    const b = r.json as unknown as Bundle;
+    assert.equal((r.json as { type: string }).type, 'searchset');
+    assert.equal(b.total, 2);
+    const self = b.link.find((l) => l.relation === 'self')?.url ?? '';
+    assert.ok(self.startsWith(`${p.fhirBase}/v1/Observation?`));
+    assert.ok(self.includes('code=2339-0') && !self.includes('unknown-param'));
+    const strict = await fhir(p, tcu, 'GET', '/v1/Observation?unknown-param=1', undefined, {
+      prefer: 'handling=strict',
+    });
+    assert.equal(strict.status, 400);
+  });
+
+  test('_count pages with next links that keep _count; _total=accurate counts (J30)', async () => {
+    const seen: string[] = [];
+    let url: string | undefined = '/v1/Observation?_count=2&_total=accurate';
+    let pages = 0;
+    while (url) {
+      const r = await fhir(p, tcu, 'GET', url);
+      const b = r.json as unknown as Bundle;
+      assert.equal(b.total, 3);
+      assert.ok((b.entry ?? []).length <= 2);
+      seen.push(...(b.entry ?? []).map((e) => e.resource.id as string));
+      const next = b.link.find((l) => l.relation === 'next')?.url;
+      if (next) assert.match(next, /_count=2/);
+      url = next?.slice(p.fhirBase.length);
+      pages++;
+    }
+    assert.equal(pages, 2);
+    assert.deepEqual(seen.sort(), ['o1', 'o2', 'o3']);
+    const count = await fhir(p, tcu, 'GET', '/v1/Observation?_summary=count');
+    assert.equal((count.json as unknown as Bundle).total, 3);
+    assert.deepEqual((count.json as unknown as Bundle).entry, []);
+    const huge = await fhir(p, tcu, 'GET', '/v1/Observation?_count=1000000');
+    assert.equal(huge.status, 200, '_count is capped, not an error');
+  });
+
+  test('_sort (J31) and _elements', async () => {
+    const r = await fhir(p, tcu, 'GET', '/v1/Observation?_sort=-date');
+    assert.deepEqual(
+      ((r.json as unknown as Bundle).entry ?? []).map((e) => e.resource.id),
+      ['o2', 'o1', 'o3'],
+    );
+    const r2 = await fhir(p, tcu, 'GET', '/v1/Patient?_sort=family,-birthdate&_id=anna,nogender,peter');
+    assert.deepEqual(
+      ((r2.json as unknown as Bundle).entry ?? []).map((e) => e.resource.id),
+      ['peter', 'anna', 'nogender'],
+    );
+    const r3 = await fhir(p, tcu, 'GET', '/v1/Patient?_id=anna&_elements=gender');
+    const res = (r3.json as unknown as Bundle).entry?.[0]?.resource as Record<string, unknown>;
+    assert.equal(res.gender, 'female');
+    assert.equal(res.name, undefined);
+    assert.ok(JSON.stringify(res.meta).includes('SUBSETTED'));
+  });
+
+  test('_include, _revinclude and :iterate — the CARA context query in one request (J32, domain §1.3)', async () => {
+    const q =
+      '/v1/CarePlan?_profile=https://terminology.cara.ch/StructureDefinition/ScpCarePlan' +
+      '&_tag=https%3A%2F%2Fterminology.cara.ch%2FCodeSystem%2Ffhirvault-namespace%7Ccara:scp' +
+      '&status=active&_include=CarePlan:goal&_include=CarePlan:care-team&_include:iterate=CareTeam:participant';
+    const r = await fhir(p, tcu, 'GET', q);
+    assert.equal(r.status, 200, r.text);
+    const entries = (r.json as unknown as Bundle).entry ?? [];
+    assert.deepEqual(
+      entries.filter((e) => e.search.mode === 'match').map((e) => e.resource.id),
+      ['cp1'],
+    );
+    assert.deepEqual(
+      entries
+        .filter((e) => e.search.mode === 'include')
+        .map((e) => `${e.resource.resourceType}/${e.resource.id}`)
+        .sort(),
+      ['CareTeam/ct1', 'Goal/g1', 'Organization/org1'],
+    );
+    const rev = await fhir(
+      p,
+      tcu,
+      'GET',
+      '/v1/Observation?_id=o1&_include=Observation:patient&_revinclude=Provenance:target',
+    );
+    const revEntries = (rev.json as unknown as Bundle).entry ?? [];
+    assert.deepEqual(revEntries.map((e) => `${e.search.mode}:${e.resource.resourceType}/${e.resource.id}`).sort(), [
+      'include:Patient/peter',
+      'include:Provenance/prov1',
+      'match:Observation/o1',
+    ]);
+    const circular = await fhir(
+      p,
+      tcu,
+      'GET',
+      '/v1/Patient?_id=peter&_revinclude:iterate=Observation:patient&_include:iterate=Observation:patient',
+    );
+    assert.equal(circular.status, 200);
+  });
+
+  test('POST _search with a form gives the same result as GET (J27)', async () => {
+    const r = await p.fetch(`${p.fhirBase}/v1/Observation/_search`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${tcu.token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'code=2339-0&subject=Patient/peter',
+    });
+    const b = (await r.json()) as Bundle;
+    assert.deepEqual(
+      (b.entry ?? []).map((e) => e.resource.id),
+      ['o2'],
+    );
+  });
+});
+
+describe('vault isolation in search (I16 X11)', () => {
+  test('matches, includes, revincludes and totals stay inside the vault', async () => {
+    const r = await fhir(
+      p,
+      tcu,
+      'GET',
+      '/v1/Observation?_include=Observation:patient&_revinclude=Provenance:target&_total=accurate',
+    );
+    const b = r.json as unknown as Bundle;
+    assert.equal(b.total, 3);
+    for (const e of b.entry ?? []) assert.ok(e.fullUrl.startsWith(`${p.fhirBase}/v1/`), e.fullUrl);
+    assert.ok(!(b.entry ?? []).some((e) => e.resource.id === 'provx' || e.resource.id === 'x1'));
+    assert.deepEqual(await searchIds('Patient?_id=peter', other, 'v2'), ['peter']);
+    const v2peter = (await fhir(p, other, 'GET', '/v2/Patient?_id=peter')).json as unknown as Bundle;
+    assert.equal(v2peter.entry?.[0]?.resource.birthDate, undefined, "v2's peter is v2's own resource");
+    const denied = await fhir(p, other, 'GET', '/v1/Observation?_total=accurate');
+    assert.equal(denied.status, 404);
+  });
+
+  test('granular scopes filter searches and refuse reads outside them (I11 I12)', async () => {
+    const { client_secret } = await p.register('lab-only', {
+      auth: 'client_secret_basic',
+      scope: `system/Observation.rs?category=${LAB}|laboratory system/Patient.rs`,
+    });
+    await grant(p, { partition: 'v1', client: 'lab-only', scope: 'system/*.rs' });
+    const { tokenWithSecret } = await import('./helpers/fhir.ts');
+    const lab = { token: await tokenWithSecret(p, 'lab-only', client_secret as string) };
+    assert.deepEqual(await searchIds('Observation?patient=peter', lab), ['o2']);
+    assert.deepEqual(await searchIds('Observation', lab), ['o2', 'o3']);
+    assert.equal((await fhir(p, lab, 'GET', '/v1/Observation/o2')).status, 200);
+    assert.equal((await fhir(p, lab, 'GET', '/v1/Observation/o1')).status, 403);
+    const withInclude = await fhir(p, lab, 'GET', '/v1/Patient?_id=peter&_revinclude=Observation:patient');
+    assert.ok(
+      !((withInclude.json as unknown as Bundle).entry ?? []).some((e) => e.resource.id === 'o1'),
+      'includes respect granular scopes',
+    );
+  });
+});
+
+describe('bad search input → 400 OperationOutcome, never a 500 (J40–J42)', () => {
+  const cases = [
+    'Patient?birthdate=foo',
+    'Patient?birthdate=2024-13-01',
+    'Patient?family:above=x',
+    'Patient?gender:in=x',
+    'Observation?value-quantity=abc',
+    'Observation?_sort=nonsense',
+    'Observation?_count=-1',
+    'Observation?_include=Patient:organization',
+    'Observation?_include=*',
+    'Observation?subject:Medication=1',
+    'Observation?code-value-quantity=x',
+    "Patient?family=x'%20OR%201=1--",
+    'Patient?_has:Nope:patient:code=1',
+    'Patient?_summary=true',
+    'Patient?_id=bad%20id',
+    'Patient?gender:missing=maybe',
+  ];
+  for (const q of cases) {
+    test(q, async () => {
+      const r = await fhir(p, tcu, 'GET', `/v1/${q}`);
+      if (q.includes('OR%201=1')) {
+        assert.equal(r.status, 200, 'injection attempts are just values');
+        assert.deepEqual((r.json as unknown as Bundle).entry, []);
+        return;
+      }
+      assert.equal(r.status, 400, r.text);
+      assert.equal(r.json.resourceType, 'OperationOutcome');
+      assert.ok(!/sqlite|SELECT|\n\s+at /i.test(r.text), r.text);
+    });
+  }
+});
