@@ -261,9 +261,9 @@ describe('REST interactions (J rows)', () => {
     const obs = rest?.resource.find((x) => x.type === 'Observation');
     assert.equal(obs?.updateCreate, true);
     assert.ok(obs?.interaction.some((i) => i.code === 'search-type'));
-    assert.ok((obs?.searchParam as { name: string }[]).some((sp) => sp.name === 'patient'));
+    assert.ok(((obs?.searchParam ?? []) as { name: string }[]).some((sp) => sp.name === 'patient'));
     assert.ok(rest?.security.service[0]?.coding.some((c) => c.code === 'IUA'));
-    const oauth = rest?.security.extension.find((e) => e.url.endsWith('oauth-uris'));
+    const oauth = rest?.security.extension?.find((e) => e.url.endsWith('oauth-uris'));
     assert.equal(oauth?.extension.find((e) => e.url === 'token')?.valueUri, p.tokenUrl);
   });
 });

@@ -65,7 +65,10 @@ function strings(param: string, v: unknown, out: IndexRows['string']): void {
   const add = (s: unknown) => {
     if (typeof s === 'string' && s.length > 0) out.push({ param, norm: normalizeString(s), exact: s });
   };
-  if (typeof v === 'string') return add(v);
+  if (typeof v === 'string') {
+    add(v);
+    return;
+  }
   if (typeof v !== 'object' || v === null) return;
   const o = v as Obj;
   for (const key of ['text', 'family', 'city', 'district', 'state', 'postalCode', 'country']) add(o[key]);

@@ -75,7 +75,7 @@ function splitPipe(v: string): string[] {
   parts.push(cur);
   return parts;
 }
-const unescape = (v: string) => v.replace(/\\(.)/g, '$1');
+const unescapeValue = (v: string) => v.replace(/\\(.)/g, '$1');
 
 function prefixOf(v: string): { prefix: Prefix; rest: string } {
   const p = v.slice(0, 2);
@@ -169,7 +169,7 @@ function parseParam(
 
   if (code === '_id') {
     if (modifier) throw bad(`${name}: modifier not supported on _id`);
-    const ids = values.map(unescape);
+    const ids = values.map(unescapeValue);
     if (ids.some((id) => !ID_RE.test(id))) throw bad('_id: not a valid id');
     return { kind: 'id', ids };
   }
@@ -190,11 +190,10 @@ function parseParam(
       throw new FhirError(400, 'not-supported', `${code}: composite parameters are not supported yet`);
     return { kind: 'missing', param: code, index: INDEX_OF[def.type] as IndexKind, missing: values[0] === 'true' };
   }
-  return typedFilter(type, code, def, modifier, values, ctx);
+  return typedFilter(code, def, modifier, values, ctx);
 }
 
 function typedFilter(
-  type: string,
   code: string,
   def: SearchParamDef,
   modifier: string | undefined,
@@ -206,7 +205,11 @@ function typedFilter(
   switch (def.type) {
     case 'token': {
       if (modifier === 'text')
-        return { kind: 'token-text', param: code, values: values.map((v) => escapeLike(normalizeString(unescape(v)))) };
+        return {
+          kind: 'token-text',
+          param: code,
+          values: values.map((v) => escapeLike(normalizeString(unescapeValue(v)))),
+        };
       if (modifier && modifier !== 'not') throw unsupported();
       const conds = values.map((v) => {
         const parts = splitPipe(v);
@@ -221,7 +224,7 @@ function typedFilter(
     case 'string': {
       if (modifier && modifier !== 'exact' && modifier !== 'contains') throw unsupported();
       const mode = (modifier ?? 'prefix') as 'prefix' | 'exact' | 'contains';
-      const vals = values.map(unescape).map((v) => (mode === 'exact' ? v : normalizeString(v)));
+      const vals = values.map(unescapeValue).map((v) => (mode === 'exact' ? v : normalizeString(v)));
       return { kind: 'string', param: code, values: mode === 'contains' ? vals.map(escapeLike) : vals, mode };
     }
     case 'reference': {
@@ -231,7 +234,7 @@ function typedFilter(
       return {
         kind: 'reference',
         param: code,
-        values: values.map(unescape).map((v) => {
+        values: values.map(unescapeValue).map((v) => {
           if (modifier) {
             if (!ID_RE.test(v)) throw bad(`${code}:${modifier}: "${v}" is not an id`);
             return { type: modifier, id: v };
@@ -267,7 +270,7 @@ function typedFilter(
       return {
         kind: 'uri',
         param: code,
-        values: values.map(unescape),
+        values: values.map(unescapeValue),
         mode: (modifier ?? 'exact') as 'exact' | 'above' | 'below',
       };
     case 'composite':
