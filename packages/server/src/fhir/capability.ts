@@ -94,7 +94,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
           ],
         },
         resource: resources(),
-        interaction: [{ code: 'history-system' }],
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
       },
     ],
   };

@@ -5,6 +5,8 @@ import type { SearchFilter, Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, type Interaction, resolveVaultAccess } from '../vault/policy.ts';
 import { authenticate, insufficientScope } from './bearer.ts';
+import { parseEntries } from './bundle/entries.ts';
+import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
@@ -242,6 +244,19 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       throw new FhirError(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
     }
     return runSearch(req, reply, [...queryParams(req), ...form]);
+  });
+
+  // batch / transaction (http.html#transaction) at the vault base.
+  app.post<{ Params: Params }>('/:partition', async (req, reply) => {
+    const ctx = await context(req);
+    requireJsonBody(req);
+    const { type, entries } = parseEntries(req.body, ctx.base);
+    const representation = /return=representation/.test(String(req.headers.prefer ?? ''));
+    const results =
+      type === 'transaction'
+        ? await runTransaction(ctx, entries, representation)
+        : await runBatch(ctx, entries, representation);
+    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, type, entries, results));
   });
 
   const requireJsonBody = (req: FastifyRequest) => {

@@ -1,24 +1,28 @@
+import type { ResourceTransaction } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { resourceNotFound } from '../errors.ts';
 import { nextTimestamp } from '../resource-body.ts';
+
+/** Records a deletion inside an open transaction; false when it was already deleted. */
+export async function removeIn(tx: ResourceTransaction, type: string, id: string): Promise<boolean> {
+  const current = await tx.current(type, id);
+  if (!current) throw resourceNotFound(type, id);
+  if (current.content === undefined) return false;
+  await tx.write({
+    type,
+    id,
+    version: current.version + 1,
+    lastUpdated: nextTimestamp(current.lastUpdated),
+    method: 'DELETE',
+    content: undefined,
+  });
+  return true;
+}
 
 /**
  * delete (http.html#delete): records a deletion version (history keeps the past versions). Deleting an
  * already deleted resource succeeds again; one that never existed here is 404.
  */
 export async function remove(ctx: FhirContext, type: string, id: string): Promise<void> {
-  await ctx.store.resources.transaction(ctx.partition, async (tx) => {
-    const current = await tx.current(type, id);
-    if (!current) throw resourceNotFound(type, id);
-    if (current.content === undefined) return;
-    const version = current.version + 1;
-    await tx.write({
-      type,
-      id,
-      version,
-      lastUpdated: nextTimestamp(current.lastUpdated),
-      method: 'DELETE',
-      content: undefined,
-    });
-  });
+  await ctx.store.resources.transaction(ctx.partition, (tx) => removeIn(tx, type, id));
 }

@@ -1,18 +1,57 @@
-import type { StoredVersion } from '../../store/types.ts';
+import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
 
 /** Parses `W/"3"` (or `"3"`) into 3; anything else is a bad precondition. */
-function parseEtag(ifMatch: string): number {
+export function parseEtag(ifMatch: string): number {
   const m = /^(?:W\/)?"([1-9][0-9]{0,9})"$/.exec(ifMatch.trim());
   if (!m) throw new FhirError(400, 'value', `If-Match "${ifMatch}" is not a version ETag such as W/"3"`);
   return Number(m[1]);
 }
 
 /**
+ * Writes the next version of `type/id` inside an open transaction; `expected` is the If-Match version.
+ * Returns whether it created the resource (update-as-create).
+ */
+export async function updateIn(
+  tx: ResourceTransaction,
+  type: string,
+  id: string,
+  resource: Record<string, unknown>,
+  expected: number | undefined,
+): Promise<{ version: StoredVersion; created: boolean }> {
+  const current = await tx.current(type, id);
+  if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
+    throw new FhirError(
+      412,
+      'conflict',
+      `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
+    );
+  }
+  const version = (current?.version ?? 0) + 1;
+  const lastUpdated = nextTimestamp(current?.lastUpdated);
+  const { content, index } = stamp({ ...resource, id }, id, version, lastUpdated);
+  const written: StoredVersion = { type, id, version, lastUpdated, method: 'PUT', content };
+  await tx.write({ ...written, index });
+  return { version: written, created: current?.content === undefined };
+}
+
+/** The id rules of an update body (J17): present and equal to the URL id. */
+export function assertUpdateBody(body: unknown, type: string, id: string): Record<string, unknown> {
+  const resource = assertResourceBody(body, type);
+  if (resource.id === undefined)
+    throw new FhirError(400, 'required', 'the resource must carry its id for an update', {}, [`${type}.id`]);
+  if (resource.id !== id)
+    throw new FhirError(400, 'invalid', `resource id "${String(resource.id)}" does not match the URL id "${id}"`, {}, [
+      `${type}.id`,
+    ]);
+  return resource;
+}
+
+/**
  * update (http.html#update) with update-as-create (#upsert): the client chooses the id (seed 000 PUTs
- * Observation/<uuid>). `If-Match` must name the current version (412 otherwise). Returns whether it created.
+ * Observation/<uuid>). `If-Match` must name the current version (412 otherwise).
  */
 export async function update(
   ctx: FhirContext,
@@ -21,28 +60,7 @@ export async function update(
   body: unknown,
   ifMatch: string | undefined,
 ): Promise<{ version: StoredVersion; created: boolean }> {
-  const resource = assertResourceBody(body, type);
-  if (resource.id === undefined)
-    throw new FhirError(400, 'required', 'the resource must carry its id for an update', {}, [`${type}.id`]);
-  if (resource.id !== id)
-    throw new FhirError(400, 'invalid', `resource id "${String(resource.id)}" does not match the URL id "${id}"`, {}, [
-      `${type}.id`,
-    ]);
+  const resource = assertUpdateBody(body, type, id);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
-  return ctx.store.resources.transaction(ctx.partition, async (tx) => {
-    const current = await tx.current(type, id);
-    if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
-      throw new FhirError(
-        412,
-        'conflict',
-        `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
-      );
-    }
-    const version = (current?.version ?? 0) + 1;
-    const lastUpdated = nextTimestamp(current?.lastUpdated);
-    const { content, index } = stamp(resource, id, version, lastUpdated);
-    const written: StoredVersion = { type, id, version, lastUpdated, method: 'PUT', content };
-    await tx.write({ ...written, index });
-    return { version: written, created: current?.content === undefined };
-  });
+  return ctx.store.resources.transaction(ctx.partition, (tx) => updateIn(tx, type, id, resource, expected));
 }

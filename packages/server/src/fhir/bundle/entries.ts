@@ -1,0 +1,109 @@
+import { FhirError } from '../errors.ts';
+import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
+
+export type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE';
+
+/** One Bundle.entry of a batch or transaction, its request URL taken apart. */
+export interface EntryRequest {
+  index: number;
+  method: EntryMethod;
+  type: string;
+  id?: string | undefined;
+  versionId?: string | undefined;
+  /** The query of a search or conditional URL. */
+  query?: string | undefined;
+  fullUrl?: string | undefined;
+  resource?: Record<string, unknown> | undefined;
+  ifMatch?: string | undefined;
+  ifNoneExist?: string | undefined;
+}
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']);
+export const MAX_ENTRIES = 10_000;
+
+const fail = (index: number, message: string) => new FhirError(400, 'invalid', `entry[${index}]: ${message}`);
+
+/** Validates the Bundle shape and parses every entry's request (http.html#transaction). */
+export function parseEntries(body: unknown, base: string): { type: 'batch' | 'transaction'; entries: EntryRequest[] } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new FhirError(400, 'structure', 'the body must be a Bundle');
+  const bundle = body as Record<string, unknown>;
+  if (bundle.resourceType !== 'Bundle')
+    throw new FhirError(400, 'invalid', 'POST to the base takes a Bundle of type batch or transaction');
+  if (bundle.type !== 'batch' && bundle.type !== 'transaction')
+    throw new FhirError(400, 'invalid', `Bundle.type must be batch or transaction, not ${String(bundle.type)}`);
+  const raw = bundle.entry ?? [];
+  if (!Array.isArray(raw)) throw new FhirError(400, 'structure', 'Bundle.entry must be an array');
+  if (raw.length > MAX_ENTRIES) throw new FhirError(400, 'too-costly', `at most ${MAX_ENTRIES} entries per Bundle`);
+  const entries = raw.map((e, index) => parseEntry(e, index, base));
+  return { type: bundle.type, entries };
+}
+
+function parseEntry(e: unknown, index: number, base: string): EntryRequest {
+  if (typeof e !== 'object' || e === null) throw fail(index, 'not an object');
+  const entry = e as Record<string, unknown>;
+  const request = entry.request as Record<string, unknown> | undefined;
+  if (typeof request !== 'object' || request === null) throw fail(index, 'request is required');
+  const method = request.method;
+  if (typeof method !== 'string' || !METHODS.has(method))
+    throw fail(index, `request.method ${String(method)} is not supported (GET, HEAD, POST, PUT, DELETE)`);
+  if (typeof request.url !== 'string' || request.url.length === 0) throw fail(index, 'request.url is required');
+  let url = request.url;
+  if (url.startsWith(`${base}/`)) url = url.slice(base.length + 1);
+  if (/^[a-z]+:/i.test(url) || url.startsWith('/')) throw fail(index, 'request.url must be relative to this vault');
+  const [path, query] = [url.split('?')[0] as string, url.includes('?') ? url.slice(url.indexOf('?') + 1) : undefined];
+  const parts = path.split('/');
+  const type = parts[0] as string;
+  if (!RESOURCE_TYPES.has(type)) throw fail(index, `${type} is not an R4 resource type`);
+  const id = parts[1];
+  if (id !== undefined && !ID_RE.test(id)) throw fail(index, `"${id}" is not a valid id`);
+  let versionId: string | undefined;
+  if (parts.length === 4 && parts[2] === '_history') versionId = parts[3];
+  else if (parts.length > 2) throw fail(index, `unsupported request.url ${url}`);
+  const resource = entry.resource as Record<string, unknown> | undefined;
+  if ((method === 'POST' || method === 'PUT') && (typeof resource !== 'object' || resource === null))
+    throw fail(index, `${method} needs a resource`);
+  if (method === 'POST' && id !== undefined) throw fail(index, 'POST goes to the type, not to an id');
+  if ((method === 'PUT' || method === 'DELETE') && id === undefined && query === undefined)
+    throw fail(index, `${method} needs Type/id or a condition`);
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return {
+    index,
+    method: method as EntryMethod,
+    type,
+    id,
+    versionId,
+    query,
+    fullUrl: str(entry.fullUrl),
+    resource,
+    ifMatch: str(request.ifMatch),
+    ifNoneExist: str(request.ifNoneExist),
+  };
+}
+
+/** Applies `rewrite` to every Reference.reference (and nothing else) in a resource, contained ones included. */
+export function rewriteReferences(value: unknown, rewrite: (ref: string) => string): void {
+  if (Array.isArray(value)) {
+    for (const v of value) rewriteReferences(v, rewrite);
+    return;
+  }
+  if (typeof value !== 'object' || value === null) return;
+  const o = value as Record<string, unknown>;
+  for (const [k, v] of Object.entries(o)) {
+    if (k === 'reference' && typeof v === 'string') o[k] = rewrite(v);
+    else if (typeof v === 'object' && v !== null) rewriteReferences(v, rewrite);
+  }
+}
+
+export const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  201: '201 Created',
+  204: '204 No Content',
+  400: '400 Bad Request',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  409: '409 Conflict',
+  410: '410 Gone',
+  412: '412 Precondition Failed',
+  422: '422 Unprocessable Entity',
+};

@@ -1,0 +1,240 @@
+import { randomUUID } from 'node:crypto';
+import type { StoredVersion } from '../../store/types.ts';
+import { decide, type Interaction } from '../../vault/policy.ts';
+import { insufficientScope } from '../bearer.ts';
+import { conditionalMatches } from '../conditional.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError, operationOutcome } from '../errors.ts';
+import { createIn } from '../interactions/create.ts';
+import { removeIn } from '../interactions/delete.ts';
+import { read, vread } from '../interactions/read.ts';
+import { search } from '../interactions/search.ts';
+import { parseEtag, updateIn } from '../interactions/update.ts';
+import { assertResourceBody } from '../resource-body.ts';
+import { type EntryRequest, rewriteReferences, STATUS_TEXT } from './entries.ts';
+
+type Plan =
+  | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
+  | { kind: 'exists'; e: EntryRequest; id: string }
+  | { kind: 'update'; e: EntryRequest; id: string; resource: Record<string, unknown> }
+  | { kind: 'delete'; e: EntryRequest; id: string | undefined }
+  | { kind: 'read'; e: EntryRequest };
+
+/** Outcome of one entry, rendered into Bundle.entry.response. */
+interface EntryResult {
+  status: number;
+  version?: StoredVersion | undefined;
+  /** JSON text of a resource to return (GET results, or writes with return=representation). */
+  resource?: string | undefined;
+  outcome?: unknown;
+}
+
+const fail = (e: EntryRequest, status: number, message: string) =>
+  new FhirError(status, status === 412 ? 'conflict' : 'invalid', `entry[${e.index}]: ${message}`);
+
+function interactionOf(e: EntryRequest): Interaction {
+  switch (e.method) {
+    case 'POST':
+      return 'create';
+    case 'PUT':
+      return 'update';
+    case 'DELETE':
+      return 'delete';
+    default:
+      return e.versionId ? 'vread' : e.id ? 'read' : 'search-type';
+  }
+}
+
+async function single(ctx: FhirContext, e: EntryRequest, condition: string): Promise<string | undefined> {
+  const ids = await conditionalMatches(ctx, e.type, condition);
+  if (ids.length > 1) throw fail(e, 412, `the condition ${e.type}?${condition} matches more than one resource`);
+  return ids[0];
+}
+
+/** Decides identities: new ids for creates, matches for conditional creates/updates/deletes (http.html#trules). */
+async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
+  switch (e.method) {
+    case 'POST': {
+      const resource = assertResourceBody(e.resource, e.type);
+      if (e.ifNoneExist) {
+        const existing = await single(ctx, e, e.ifNoneExist);
+        if (existing) return { kind: 'exists', e, id: existing };
+      }
+      return { kind: 'create', e, id: randomUUID(), resource };
+    }
+    case 'PUT': {
+      const resource = assertResourceBody(e.resource, e.type);
+      if (e.query !== undefined) {
+        const match = await single(ctx, e, e.query);
+        if (match && resource.id !== undefined && resource.id !== match)
+          throw fail(e, 400, 'the resource id differs from the matched resource');
+        return { kind: 'update', e, id: match ?? (resource.id as string | undefined) ?? randomUUID(), resource };
+      }
+      if (resource.id !== e.id)
+        throw fail(e, 400, `resource id "${String(resource.id)}" does not match the URL id "${e.id}"`);
+      return { kind: 'update', e, id: e.id as string, resource };
+    }
+    case 'DELETE':
+      return { kind: 'delete', e, id: e.query !== undefined ? await single(ctx, e, e.query) : e.id };
+    default:
+      return { kind: 'read', e };
+  }
+}
+
+/** Resolves urn:uuid and conditional references (`Organization?identifier=…`) to Type/id. */
+async function resolveReferences(ctx: FhirContext, plans: Plan[], identities: Map<string, string>): Promise<void> {
+  const conditional = new Map<string, string>();
+  for (const p of plans) {
+    if (p.kind !== 'create' && p.kind !== 'update') continue;
+    const pending: string[] = [];
+    rewriteReferences(p.resource, (ref) => {
+      const mapped = identities.get(ref);
+      if (mapped) return mapped;
+      if (/^[A-Z][A-Za-z]+\?/.test(ref) && !conditional.has(ref)) pending.push(ref);
+      return ref;
+    });
+    for (const ref of pending) {
+      const [type, query] = [ref.slice(0, ref.indexOf('?')), ref.slice(ref.indexOf('?') + 1)];
+      const ids = await conditionalMatches(ctx, type, query);
+      if (ids.length !== 1)
+        throw fail(p.e, 412, `the conditional reference ${ref} matches ${ids.length} resources (needs exactly 1)`);
+      conditional.set(ref, `${type}/${ids[0]}`);
+    }
+    rewriteReferences(p.resource, (ref) => {
+      if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) {
+        throw fail(p.e, 400, `the reference ${ref} does not resolve to an entry of this transaction`);
+      }
+      return conditional.get(ref) ?? ref;
+    });
+  }
+}
+
+const ORDER: Record<Plan['kind'], number> = { delete: 0, create: 1, exists: 1, update: 2, read: 3 };
+
+/**
+ * A transaction (http.html#transaction): every entry's permission is checked first, identities and
+ * references are resolved, then DELETE → POST → PUT run in one database transaction — all or nothing —
+ * and GETs run last. Returns the result of every entry, in entry order.
+ */
+export async function runTransaction(
+  ctx: FhirContext,
+  entries: EntryRequest[],
+  returnResources: boolean,
+): Promise<EntryResult[]> {
+  const restrictions = new Map<number, string[] | undefined>();
+  for (const e of entries) {
+    const d = decide(ctx.access, e.type, interactionOf(e));
+    if (!d.allowed) throw insufficientScope(`entry[${e.index}]: ${d.reason}`);
+    restrictions.set(e.index, d.restrictions);
+  }
+  const plans: Plan[] = [];
+  const identities = new Map<string, string>();
+  const written = new Set<string>();
+  for (const e of entries) {
+    const p = await plan(ctx, e);
+    if (p.kind !== 'read' && p.id !== undefined) {
+      const key = `${e.type}/${p.id}`;
+      if (written.has(key)) throw fail(e, 400, `${key} is the target of more than one entry`);
+      written.add(key);
+      if (e.fullUrl) identities.set(e.fullUrl, key);
+    }
+    plans.push(p);
+  }
+  await resolveReferences(ctx, plans, identities);
+
+  const results = new Map<number, EntryResult>();
+  const ordered = [...plans].sort((a, b) => ORDER[a.kind] - ORDER[b.kind] || a.e.index - b.e.index);
+  await ctx.store.resources.transaction(ctx.partition, async (tx) => {
+    for (const p of ordered) {
+      switch (p.kind) {
+        case 'delete':
+          if (p.id !== undefined && (await tx.current(p.e.type, p.id))) await removeIn(tx, p.e.type, p.id);
+          results.set(p.e.index, { status: 204 });
+          break;
+        case 'create': {
+          const v = await createIn(tx, p.e.type, p.resource, p.id);
+          results.set(p.e.index, { status: 201, version: v, resource: returnResources ? v.content : undefined });
+          break;
+        }
+        case 'exists': {
+          const v = await tx.current(p.e.type, p.id);
+          results.set(p.e.index, { status: 200, version: v, resource: returnResources ? v?.content : undefined });
+          break;
+        }
+        case 'update': {
+          const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
+          const { version, created } = await updateIn(tx, p.e.type, p.id, p.resource, expected);
+          results.set(p.e.index, {
+            status: created ? 201 : 200,
+            version,
+            resource: returnResources ? version.content : undefined,
+          });
+          break;
+        }
+        case 'read':
+          break;
+      }
+    }
+  });
+  for (const p of ordered) {
+    if (p.kind === 'read') results.set(p.e.index, await readEntry(ctx, p.e, restrictions.get(p.e.index)));
+  }
+  return entries.map((e) => results.get(e.index) as EntryResult);
+}
+
+async function readEntry(ctx: FhirContext, e: EntryRequest, restrictions: string[] | undefined): Promise<EntryResult> {
+  if (e.id === undefined) {
+    return {
+      status: 200,
+      resource: await search(ctx, e.type, e.query ? [...new URLSearchParams(e.query)] : [], {
+        strict: false,
+        restrictions,
+      }),
+    };
+  }
+  if (restrictions) throw insufficientScope(`entry[${e.index}]: granular scopes do not cover reads inside bundles`);
+  const v = e.versionId ? await vread(ctx, e.type, e.id, e.versionId) : await read(ctx, e.type, e.id);
+  return { status: 200, version: v, resource: v.content };
+}
+
+/** A batch: every entry on its own (its own transaction, its own permission check); failures stay in their entry. */
+export async function runBatch(
+  ctx: FhirContext,
+  entries: EntryRequest[],
+  returnResources: boolean,
+): Promise<EntryResult[]> {
+  const results: EntryResult[] = [];
+  for (const e of entries) {
+    try {
+      const [r] = await runTransaction(ctx, [{ ...e, index: e.index }], returnResources);
+      results.push(r as EntryResult);
+    } catch (err) {
+      if (!(err instanceof FhirError)) throw err;
+      results.push({ status: err.status, outcome: operationOutcome('error', err.code, err.diagnostics) });
+    }
+  }
+  return results;
+}
+
+/** The batch-response / transaction-response Bundle, as text around the stored JSON. */
+export function responseBundle(
+  base: string,
+  type: 'batch' | 'transaction',
+  entries: EntryRequest[],
+  results: EntryResult[],
+): string {
+  const parts = results.map((r, i) => {
+    const e = entries[i] as EntryRequest;
+    const response: Record<string, unknown> = { status: STATUS_TEXT[r.status] ?? String(r.status) };
+    if (r.version) {
+      if (e.method === 'POST' || e.method === 'PUT')
+        response.location = `${r.version.type}/${r.version.id}/_history/${r.version.version}`;
+      response.etag = `W/"${r.version.version}"`;
+      response.lastModified = r.version.lastUpdated;
+    }
+    if (r.outcome) response.outcome = r.outcome;
+    const fullUrl = r.version ? `,"fullUrl":${JSON.stringify(`${base}/${r.version.type}/${r.version.id}`)}` : '';
+    return `{${r.resource ? `"resource":${r.resource},` : ''}"response":${JSON.stringify(response)}${fullUrl}}`;
+  });
+  return `{"resourceType":"Bundle","type":"${type}-response","entry":[${parts.join(',')}]}`;
+}
