@@ -62,12 +62,7 @@ describe('transaction', () => {
     );
     const patientLoc = b.entry[1]?.response.location as string;
     assert.match(patientLoc, /^Patient\/[0-9a-f-]{36}\/_history\/1$/);
-    const obs = await fhir(
-      p,
-      tcu,
-      'GET',
-      `/tx/${(b.entry[0]?.response.location as string).replace(/\/_history\/1$/, '')}`,
-    );
+    const obs = await fhir(p, tcu, 'GET', `/tx/${String(b.entry[0]?.response.location).replace(/\/_history\/1$/, '')}`);
     assert.equal((obs.json.subject as { reference: string }).reference, patientLoc.replace(/\/_history\/1$/, ''));
   });
 
@@ -179,7 +174,7 @@ describe('transaction', () => {
       ]),
     );
     assert.equal(ok.status, 200, ok.text);
-    const id = ((ok.json as unknown as Resp).entry[0]?.response.location as string).split('/')[1];
+    const id = String((ok.json as unknown as Resp).entry[0]?.response.location).split('/')[1];
     const patient = await fhir(p, tcu, 'GET', `/tx/Patient/${id}`);
     assert.equal((patient.json.managingOrganization as { reference: string }).reference, 'Organization/synthea-org');
     const other = await fhir(
@@ -251,7 +246,8 @@ describe('transaction', () => {
           request: { method: 'PUT', url: 'Patient?identifier=urn:cc|2' },
         },
       ]);
-    assert.equal((await fhir(p, tcu, 'POST', '/tx', upd('male'))).json.entry instanceof Array, true);
+    const created = (await fhir(p, tcu, 'POST', '/tx', upd('male'))).json as unknown as Resp;
+    assert.equal(created.entry[0]?.response.status, '201 Created');
     const second = await fhir(p, tcu, 'POST', '/tx', upd('female'));
     assert.equal((second.json as unknown as Resp).entry[0]?.response.status, '200 OK');
     assert.match((second.json as unknown as Resp).entry[0]?.response.etag as string, /W\/"2"/);
