@@ -213,7 +213,11 @@ describe('transaction', () => {
     assert.equal(r.status, 200, r.text);
     const b = r.json as unknown as Resp;
     assert.equal(b.entry[0]?.resource?.gender, 'female', 'the GET sees the PUT of the same transaction');
-    assert.deepEqual((b.entry[1]?.resource as { entry: unknown[] }).entry, [], 'the search runs after the DELETE');
+    assert.deepEqual(
+      (b.entry[1]?.resource as { entry: unknown[] } | undefined)?.entry,
+      [],
+      'the search runs after the DELETE',
+    );
     assert.deepEqual(
       b.entry.map((e) => e.response.status),
       ['200 OK', '200 OK', '200 OK', '204 No Content'],
