@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
+import { importCommand } from './admin/import.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
@@ -160,5 +161,12 @@ dataDirOption(
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
   (o) => admin(() => grantList(loadConfig(o), o.partition)),
 );
+
+dataDirOption(
+  program
+    .command('import <files...>')
+    .description('load FHIR Bundles (batch or transaction, e.g. Synthea) and NDJSON files into a vault')
+    .requiredOption('--partition <name>', 'the vault to load into'),
+).action((files: string[], o) => admin(() => importCommand(loadConfig(o), files, o.partition)));
 
 await program.parseAsync(process.argv);

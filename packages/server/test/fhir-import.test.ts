@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { importCommand } from '../src/admin/import.ts';
+import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// `carevault import` with the shared Synthea data; counts are the ones recorded in shared/data/README.md.
+const DATA = fileURLToPath(new URL('../../../../shared/data/', import.meta.url));
+const synthea = readdirSync(join(DATA, 'synthea'))
+  .filter((f) => f.endsWith('.json'))
+  .map((f) => join(DATA, 'synthea', f));
+const ndjson = readdirSync(join(DATA, 'bulk-ndjson'))
+  .filter((f) => f.endsWith('.ndjson'))
+  .map((f) => join(DATA, 'bulk-ndjson', f));
+
+let p: TestPlatform;
+let reader: Caller;
+
+async function total(vault: string, query: string): Promise<number> {
+  const r = await fhir(p, reader, 'GET', `/${vault}/${query}${query.includes('?') ? '&' : '?'}_summary=count`);
+  assert.equal(r.status, 200, r.text);
+  return (r.json as { total: number }).total;
+}
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'synthea');
+  await partition(p, 'bulk');
+  reader = await secretClient(p, 'import-reader', 'system/*.rs');
+  await grant(p, { partition: 'synthea', client: 'import-reader', scope: 'system/*.rs' });
+  await grant(p, { partition: 'bulk', client: 'import-reader', scope: 'system/*.rs' });
+});
+after(() => p.stop());
+
+describe('import of the Synthea Bundles (batch → transaction, urn:uuid references)', () => {
+  test('loads all 12 files and reports what it wrote', async () => {
+    assert.equal(synthea.length, 12);
+    const report = await importCommand(p.config, synthea, 'synthea');
+    assert.equal(report.files, 12);
+    assert.equal(
+      report.total,
+      1000,
+      'every entry was written (embedded Organization/Practitioner copies update the shared ones)',
+    );
+  });
+
+  test('the vault holds exactly the resources the data README lists (962)', async () => {
+    const expected: Record<string, number> = {
+      Patient: 10,
+      Organization: 17,
+      Practitioner: 17,
+      Encounter: 139,
+      Immunization: 242,
+      Claim: 139,
+      ExplanationOfBenefit: 139,
+      Condition: 54,
+      Observation: 144,
+      Procedure: 9,
+      DiagnosticReport: 18,
+      CareTeam: 17,
+      CarePlan: 17,
+    };
+    let sum = 0;
+    for (const [type, n] of Object.entries(expected)) {
+      assert.equal(await total('synthea', type), n, type);
+      sum += n;
+    }
+    assert.equal(sum, 962);
+  });
+
+  test('the README facts hold through search', async () => {
+    assert.equal(await total('synthea', 'Observation?code=http://loinc.org|8302-2'), 0);
+    assert.equal(await total('synthea', 'Observation?code=http://loinc.org|29463-7'), 9);
+    assert.equal(await total('synthea', 'Observation?code=http://loinc.org|94531-1'), 9);
+    assert.equal(await total('synthea', 'Condition?clinical-status=active'), 2);
+    assert.equal(
+      await total('synthea', 'Condition?clinical-status=active&patient=5a67c244-3dae-770c-1a41-85790f73b1b1'),
+      2,
+    );
+    assert.equal(await total('synthea', 'Encounter?patient=Patient/6a93e0ad-9bd0-6d85-34a7-015186f7880a'), 18);
+    const r = await fhir(
+      p,
+      reader,
+      'GET',
+      '/synthea/Observation?patient=6a93e0ad-9bd0-6d85-34a7-015186f7880a&_count=1',
+    );
+    const obs = (r.json as { entry: { resource: { subject: { reference: string } } }[] }).entry[0]?.resource;
+    assert.equal(
+      obs?.subject.reference,
+      'Patient/6a93e0ad-9bd0-6d85-34a7-015186f7880a',
+      'urn:uuid references were rewritten',
+    );
+  });
+});
+
+describe('import of Bulk Data NDJSON (conditional references resolved after their targets)', () => {
+  test('loads all 13 files, 7,160 resources', async () => {
+    const report = await importCommand(p.config, ndjson, 'bulk');
+    assert.equal(report.total, 7160);
+    const expected: Record<string, number> = {
+      AllergyIntolerance: 11,
+      Condition: 555,
+      Device: 16,
+      DocumentReference: 1215,
+      Encounter: 1215,
+      Immunization: 161,
+      Location: 44,
+      MedicationRequest: 1745,
+      Organization: 43,
+      Patient: 13,
+      Practitioner: 43,
+      PractitionerRole: 43,
+      Procedure: 2056,
+    };
+    for (const [type, n] of Object.entries(expected)) assert.equal(await total('bulk', type), n, type);
+    const enc = await fhir(p, reader, 'GET', '/bulk/Encounter?_count=1');
+    const participant = (
+      enc.json as { entry: { resource: { participant?: { individual?: { reference: string } }[] } }[] }
+    ).entry[0]?.resource.participant?.[0];
+    assert.match(
+      participant?.individual?.reference ?? '',
+      /^Practitioner\/[0-9a-f-]+$/,
+      'Practitioner?identifier=… became Practitioner/<id>',
+    );
+  });
+
+  test('bad input names the file and stops', async () => {
+    await assert.rejects(importCommand(p.config, [join(DATA, 'README.md')], 'bulk'), /not valid JSON/);
+    await assert.rejects(importCommand(p.config, synthea.slice(0, 1), 'no-such-vault'), /not found/);
+    await assert.rejects(importCommand(p.config, ['/nonexistent.ndjson'], 'bulk'), /file not found/);
+  });
+});
