@@ -232,6 +232,27 @@ describe('REST interactions (J rows)', () => {
     assert.equal(injection.status, 400);
   });
 
+  test('invalid resources are 422 with the path of the problem (structural validation against R4)', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ resourceType: 'Observation', code: { text: 'x' } }, 'Observation.status'],
+      [{ resourceType: 'Observation', status: 'finalized', code: { text: 'x' } }, 'Observation.status'],
+      [{ resourceType: 'Observation', status: 'final', code: { text: 'x' }, bogus: 1 }, 'Observation.bogus'],
+      [{ resourceType: 'Observation', status: 'final', code: { coding: { system: 'x' } } }, 'Observation.code.coding'],
+      [{ resourceType: 'Observation', status: 'final', code: { text: 'x' }, effectiveDateTime: '2024-13-45' }, 'Observation.effective'],
+      [{ resourceType: 'Patient', active: 'yes' }, 'Patient.active'],
+    ];
+    for (const [body, path] of cases) {
+      const r = await fhir(p, tcu, 'POST', '/alice_1234/Observation'.replace('Observation', body.resourceType as string), body);
+      assert.equal(r.status, 422, `${JSON.stringify(body)} → ${r.text}`);
+      const issue = (r.json.issue as { expression?: string[] }[])[0];
+      assert.ok(issue?.expression?.some((e) => e.startsWith(path)), `${path} in ${r.text}`);
+    }
+    const id = crypto.randomUUID();
+    const put = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, { resourceType: 'Observation', id, status: 'nope', code: { text: 'x' } });
+    assert.equal(put.status, 422);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`)).status, 404, 'nothing stored');
+  });
+
   test('metadata: a CapabilityStatement that states what is supported (J01 A20 A21)', async () => {
     const r = await fhir(p, undefined, 'GET', '/alice_1234/metadata');
     assert.equal(r.status, 200);

@@ -6,6 +6,7 @@ export type IssueCode =
   | 'structure'
   | 'required'
   | 'value'
+  | 'code-invalid'
   | 'security'
   | 'login'
   | 'forbidden'

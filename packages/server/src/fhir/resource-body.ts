@@ -4,8 +4,9 @@ import { ID_RE } from './resource-types.ts';
 import { extractIndex } from './search/extract.ts';
 
 /**
- * The structural minimum every written resource must meet before it is stored: a JSON object whose
- * resourceType is the URL's type, a syntactically valid id when present, and an object `meta`.
+ * The shape every written resource must have before anything else is looked at: a JSON object whose
+ * resourceType is the URL's type, a valid id, an object meta (400 otherwise). Structural validation
+ * (422) follows with `validate` once the id rules of the interaction are checked.
  */
 export function assertResourceBody(body: unknown, type: string): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {

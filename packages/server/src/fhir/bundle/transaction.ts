@@ -11,6 +11,7 @@ import { read, vread } from '../interactions/read.ts';
 import { search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody } from '../resource-body.ts';
+import { validate } from '../validation/validate.ts';
 import { type EntryRequest, rewriteReferences, STATUS_TEXT } from './entries.ts';
 
 type Plan =
@@ -56,6 +57,7 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
   switch (e.method) {
     case 'POST': {
       const resource = assertResourceBody(e.resource, e.type);
+      validate(resource);
       if (e.ifNoneExist) {
         const existing = await single(ctx, e, e.ifNoneExist);
         if (existing) return { kind: 'exists', e, id: existing };
@@ -68,10 +70,12 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
         const match = await single(ctx, e, e.query);
         if (match && resource.id !== undefined && resource.id !== match)
           throw fail(e, 400, 'the resource id differs from the matched resource');
+        validate(resource);
         return { kind: 'update', e, id: match ?? (resource.id as string | undefined) ?? randomUUID(), resource };
       }
       if (resource.id !== e.id)
         throw fail(e, 400, `resource id "${String(resource.id)}" does not match the URL id "${e.id}"`);
+      validate(resource);
       return { kind: 'update', e, id: e.id as string, resource };
     }
     case 'DELETE':

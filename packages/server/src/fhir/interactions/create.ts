@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { validate } from '../validation/validate.ts';
 
 /** Writes version 1 of a new resource inside an open transaction. */
 export async function createIn(
@@ -20,5 +21,6 @@ export async function createIn(
 /** create (http.html#create): a new id chosen by the server; any id in the body is ignored. */
 export async function create(ctx: FhirContext, type: string, body: unknown): Promise<StoredVersion> {
   const resource = assertResourceBody(body, type);
+  validate(resource);
   return ctx.store.resources.transaction(ctx.partition, (tx) => createIn(tx, type, resource));
 }

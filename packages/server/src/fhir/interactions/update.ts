@@ -2,6 +2,7 @@ import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { validate } from '../validation/validate.ts';
 
 /** Parses `W/"3"` (or `"3"`) into 3; anything else is a bad precondition. */
 export function parseEtag(ifMatch: string): number {
@@ -46,6 +47,7 @@ export function assertUpdateBody(body: unknown, type: string, id: string): Recor
     throw new FhirError(400, 'invalid', `resource id "${String(resource.id)}" does not match the URL id "${id}"`, {}, [
       `${type}.id`,
     ]);
+  validate(resource);
   return resource;
 }
 

@@ -1,0 +1,86 @@
+import { readFileSync } from 'node:fs';
+import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
+import { FhirError } from '../errors.ts';
+
+let indexed = false;
+let requiredCodes: Record<string, string[]> | undefined;
+
+/** Loads the generated definitions once (≈3 MB, ~50 ms), on first use. */
+function ensureLoaded(): Record<string, string[]> {
+  if (!indexed) {
+    const bundle = JSON.parse(
+      readFileSync(new URL('./structure-definitions.json', import.meta.url), 'utf8'),
+    ) as Parameters<typeof indexStructureDefinitionBundle>[0];
+    indexStructureDefinitionBundle(bundle);
+    indexed = true;
+  }
+  requiredCodes ??= JSON.parse(readFileSync(new URL('./required-codes.json', import.meta.url), 'utf8')) as Record<
+    string,
+    string[]
+  >;
+  return requiredCodes;
+}
+
+/** Values at a dotted element path (arrays flattened), e.g. Observation.component.code → every component's code. */
+function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] {
+  let current: unknown[] = [resource];
+  for (const key of path) {
+    current = current.flatMap((v) => {
+      if (typeof v !== 'object' || v === null) return [];
+      const next = (v as Record<string, unknown>)[key];
+      return next === undefined ? [] : Array.isArray(next) ? next : [next];
+    });
+  }
+  return current;
+}
+
+/**
+ * Structural validation against the R4 StructureDefinitions (@medplum/core: cardinality, types,
+ * unknown elements, invariants) plus the codes of required bindings that it does not check, such as
+ * Observation.status. A violation is 422 with the path of the problem (http.html#create).
+ */
+export function validate(resource: Record<string, unknown>): void {
+  const required = ensureLoaded();
+  try {
+    validateResource(resource as never);
+  } catch (err) {
+    if (err instanceof OperationOutcomeError) {
+      const issues = (err.outcome.issue ?? []) as {
+        severity: string;
+        diagnostics?: string;
+        details?: { text?: string };
+        expression?: string[];
+      }[];
+      const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
+      if (errors.length === 0) return;
+      const first = errors[0];
+      const expression = errors.flatMap((i) => i.expression ?? []).slice(0, 20);
+      throw new FhirError(
+        422,
+        'invalid',
+        errors
+          .map((i) => i.details?.text ?? i.diagnostics ?? 'invalid')
+          .slice(0, 10)
+          .join('; '),
+        {},
+        expression.length ? expression : first?.expression,
+      );
+    }
+    throw err;
+  }
+  const type = resource.resourceType as string;
+  for (const [path, codes] of Object.entries(required)) {
+    if (!path.startsWith(`${type}.`)) continue;
+    for (const v of valuesAt(resource, path.split('.').slice(1))) {
+      if (typeof v === 'string' && !codes.includes(v)) {
+        throw new FhirError(
+          422,
+          'code-invalid',
+          `"${v}" is not a valid code for ${path} (allowed: ${codes.slice(0, 12).join(', ')}${codes.length > 12 ? ', …' : ''})`,
+          {},
+          [path],
+        );
+      }
+    }
+  }
+}
