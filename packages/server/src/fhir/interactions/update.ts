@@ -21,6 +21,7 @@ export async function updateIn(
   id: string,
   resource: Record<string, unknown>,
   expected: number | undefined,
+  method: 'PUT' | 'PATCH' = 'PUT',
 ): Promise<{ version: StoredVersion; created: boolean }> {
   const current = await tx.current(type, id);
   if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
@@ -33,7 +34,7 @@ export async function updateIn(
   const version = (current?.version ?? 0) + 1;
   const lastUpdated = nextTimestamp(current?.lastUpdated);
   const { content, index } = stamp({ ...resource, id }, id, version, lastUpdated);
-  const written: StoredVersion = { type, id, version, lastUpdated, method: 'PUT', content };
+  const written: StoredVersion = { type, id, version, lastUpdated, method, content };
   await tx.write({ ...written, index });
   return { version: written, created: current?.content === undefined };
 }

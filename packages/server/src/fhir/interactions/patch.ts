@@ -1,0 +1,49 @@
+import { createRequire } from 'node:module';
+import type { StoredVersion } from '../../store/types.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+import { assertResourceBody } from '../resource-body.ts';
+import { validate } from '../validation/validate.ts';
+import { parseEtag, updateIn } from './update.ts';
+
+const require = createRequire(import.meta.url);
+const jsonPatch = require('fast-json-patch') as {
+  applyPatch(doc: unknown, patch: unknown[], validate?: boolean, mutate?: boolean): { newDocument: unknown };
+  JsonPatchError: new (...args: unknown[]) => Error & { name: string; index?: number };
+};
+
+/**
+ * patch (http.html#patch) with JSON Patch (RFC 6902, fast-json-patch): applied to the current version,
+ * then validated like an update. It may not change resourceType or id; If-Match works as for update.
+ */
+export async function patch(
+  ctx: FhirContext,
+  type: string,
+  id: string,
+  operations: unknown,
+  ifMatch: string | undefined,
+): Promise<StoredVersion> {
+  if (!Array.isArray(operations))
+    throw new FhirError(400, 'structure', 'a JSON Patch document is an array of operations');
+  const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
+  return ctx.store.resources.transaction(ctx.partition, async (tx) => {
+    const current = await tx.current(type, id);
+    if (!current) throw new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
+    if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);
+    let patched: unknown;
+    try {
+      patched = jsonPatch.applyPatch(JSON.parse(current.content), operations, true, false).newDocument;
+    } catch (err) {
+      const e = err as { name?: string; message?: string; index?: number };
+      if (e.name === 'TEST_OPERATION_FAILED')
+        throw new FhirError(422, 'conflict', `JSON Patch test operation ${e.index ?? ''} failed`);
+      throw new FhirError(400, 'invalid', `invalid JSON Patch: ${(e.message ?? 'error').split('\n')[0]}`);
+    }
+    const resource = assertResourceBody(patched, type);
+    if (resource.id !== id)
+      throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
+    validate(resource);
+    const { version } = await updateIn(tx, type, id, resource, expected, 'PATCH');
+    return version;
+  });
+}
