@@ -63,7 +63,7 @@ const terminology = read('valuesets.json').entry.map((e) => e.resource);
 const byUrl = new Map(terminology.map((r) => [String(r.url), r]));
 function codesOf(system: string): string[] | undefined {
   const cs = byUrl.get(system);
-  if (!cs || cs.resourceType !== 'CodeSystem' || cs.content !== 'complete') return undefined;
+  if (cs?.resourceType !== 'CodeSystem' || cs.content !== 'complete') return undefined;
   const out: string[] = [];
   const walk = (concepts: Element[] | undefined) => {
     for (const c of concepts ?? []) {
@@ -76,8 +76,9 @@ function codesOf(system: string): string[] | undefined {
 }
 function valueSetCodes(url: string): string[] | undefined {
   const vs = byUrl.get(url.split('|')[0] as string);
-  const include = (vs?.compose as { include?: Element[]; exclude?: unknown[] } | undefined)?.include;
-  if (!include?.length || (vs?.compose as { exclude?: unknown[] }).exclude) return undefined;
+  const compose = vs?.compose as { include?: Element[]; exclude?: unknown[] } | undefined;
+  const include = compose?.include;
+  if (!include?.length || compose?.exclude) return undefined;
   const codes: string[] = [];
   for (const inc of include) {
     if (inc.filter || inc.valueSet) return undefined;
