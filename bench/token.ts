@@ -5,7 +5,6 @@
  *
  *   npm run bench:token            (about 30 s; prints one line per scenario)
  */
-import { spawn } from 'node:child_process';
 import { createSign, createVerify, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,9 +14,7 @@ import { Agent, request } from 'undici';
 import { addClient } from '../packages/server/src/admin/clients.ts';
 import { loadConfig } from '../packages/server/src/config/index.ts';
 import { freePort } from '../packages/server/test/helpers/platform.ts';
-
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+import { CONCURRENCY, load, SECONDS, startServer, stopServer } from './lib.ts';
 
 function rawEs256PerSecond(): number {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -30,39 +27,6 @@ function rawEs256PerSecond(): number {
     n++;
   }
   return n / 2;
-}
-
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
-}
-
-async function run(
-  name: string,
-  pid: number,
-  agent: Agent,
-  url: string,
-  body: () => string,
-  headers: Record<string, string>,
-): Promise<{ name: string; wall: number; perCpu: number; errors: number }> {
-  let ok = 0;
-  let errors = 0;
-  const cpu0 = cpuSeconds(pid);
-  const start = performance.now();
-  const end = start + SECONDS * 1000;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < end) {
-        const res = await request(url, { method: 'POST', dispatcher: agent, headers, body: body() });
-        await res.body.arrayBuffer();
-        if (res.statusCode === 200) ok++;
-        else errors++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - start) / 1000;
-  const cpu = cpuSeconds(pid) - cpu0;
-  return { name, wall: ok / elapsed, perCpu: ok / Math.max(cpu, 0.01), errors };
 }
 
 async function main() {
@@ -87,17 +51,7 @@ async function main() {
   });
   const rs = await addClient(config, 'bench-rs', { auth: 'client_secret_basic', scope: 'system/Patient.rs' });
 
-  const child = spawn(
-    process.execPath,
-    ['packages/server/bin/carevault.js', 'serve', '--port', String(port), '--data-dir', dataDir],
-    {
-      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  await new Promise<void>((resolve) =>
-    child.stdout.on('data', (d) => String(d).includes('carevault is running') && resolve()),
-  );
+  const child = await startServer(dataDir, port);
   const pid = child.pid as number;
   const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'));
   const plain = new Agent({ connect: { ca }, connections: CONCURRENCY });
@@ -136,33 +90,24 @@ async function main() {
 
   const raw = rawEs256PerSecond();
   const results = [
-    await run(
-      'private_key_jwt (ES256 assertion → ES256 JWT)',
-      pid,
-      plain,
-      `${base}/oauth/token`,
-      () => assertions[next++ % assertions.length] as string,
-      form,
-    ),
-    await run(
-      'tls_client_auth (cert-bound ES256 JWT)',
-      pid,
-      withCert,
-      `${base}/oauth/token`,
-      () => 'grant_type=client_credentials&client_id=bench-mtls',
-      form,
-    ),
-    await run(
-      'introspection of a JWT (client_secret_basic caller)',
-      pid,
-      plain,
-      `${base}/oauth/introspect`,
-      () => `token=${access_token}`,
-      {
-        ...form,
-        authorization: `Basic ${Buffer.from(`bench-rs:${rs.client_secret}`).toString('base64')}`,
-      },
-    ),
+    await load('private_key_jwt (ES256 assertion → ES256 JWT)', pid, plain, () => ({
+      url: `${base}/oauth/token`,
+      method: 'POST',
+      headers: form,
+      body: assertions[next++ % assertions.length],
+    })),
+    await load('tls_client_auth (cert-bound ES256 JWT)', pid, withCert, () => ({
+      url: `${base}/oauth/token`,
+      method: 'POST',
+      headers: form,
+      body: 'grant_type=client_credentials&client_id=bench-mtls',
+    })),
+    await load('introspection of a JWT (client_secret_basic caller)', pid, plain, () => ({
+      url: `${base}/oauth/introspect`,
+      method: 'POST',
+      headers: { ...form, authorization: `Basic ${Buffer.from(`bench-rs:${rs.client_secret}`).toString('base64')}` },
+      body: `token=${access_token}`,
+    })),
   ];
 
   console.log(`raw node:crypto ES256 sign+verify pairs: ${raw.toFixed(0)}/s (one core) — the per-token crypto ceiling`);
@@ -175,8 +120,7 @@ async function main() {
   console.log(`(goal: ≥ 3000 tokens per server CPU-second; ${CONCURRENCY} in flight, keep-alive, ${SECONDS} s each)`);
   await plain.close();
   await withCert.close();
-  child.kill('SIGTERM');
-  await new Promise((r) => child.on('exit', r));
+  await stopServer(child);
   rmSync(dataDir, { recursive: true, force: true });
 }
 

@@ -21,7 +21,7 @@ before(async () => {
 });
 after(() => p.stop());
 
-test('fhir-kit-client: capabilityStatement, create, read, update, vread, history, delete', async () => {
+test('fhir-kit-client: capabilityStatement, create, read, update, vread, history, search, transaction, delete', async () => {
   const cs = (await client.capabilityStatement()) as unknown as CapabilityStatement;
   assert.equal(cs.fhirVersion, '4.0.1');
 
@@ -48,6 +48,58 @@ test('fhir-kit-client: capabilityStatement, create, read, update, vread, history
   const history = (await client.history({ resourceType: 'Patient', id: created.id })) as unknown as Bundle;
   assert.equal(history.type, 'history');
   assert.equal(history.entry?.length, 2);
+
+  const found = (await client.search({
+    resourceType: 'Patient',
+    searchParams: { family: 'kit', birthdate: 'ge2010' },
+  })) as unknown as Bundle;
+  assert.equal(found.type, 'searchset');
+  assert.deepEqual(
+    found.entry?.map((e) => e.resource?.id),
+    [created.id],
+  );
+
+  const tx = (await client.transaction({
+    body: {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:0c3e4a4e-1111-4b1b-9d5e-000000000001',
+          resource: {
+            resourceType: 'Encounter',
+            status: 'finished',
+            class: { code: 'AMB' },
+            subject: { reference: `Patient/${created.id}` },
+          },
+          request: { method: 'POST', url: 'Encounter' },
+        },
+        {
+          resource: {
+            resourceType: 'Observation',
+            status: 'final',
+            code: { text: 'kit' },
+            subject: { reference: `Patient/${created.id}` },
+            encounter: { reference: 'urn:uuid:0c3e4a4e-1111-4b1b-9d5e-000000000001' },
+          },
+          request: { method: 'POST', url: 'Observation' },
+        },
+      ],
+    } as never,
+  })) as unknown as Bundle;
+  assert.equal(tx.type, 'transaction-response');
+  assert.deepEqual(
+    tx.entry?.map((e) => e.response?.status),
+    ['201 Created', '201 Created'],
+  );
+  const obs = (await client.search({
+    resourceType: 'Observation',
+    searchParams: { patient: created.id, _include: 'Observation:encounter' },
+  })) as unknown as Bundle;
+  assert.deepEqual(
+    obs.entry?.map((e) => e.search?.mode),
+    ['match', 'include'],
+  );
 
   await client.delete({ resourceType: 'Patient', id: created.id });
   await assert.rejects(

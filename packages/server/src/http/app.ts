@@ -57,6 +57,8 @@ export async function buildPlatform(
       minVersion: 'TLSv1.2',
     },
     genReqId: () => randomUUID(),
+    // FHIR clients (fhir-kit-client among them) POST batches to the base with a trailing slash.
+    routerOptions: { ignoreTrailingSlash: true },
     trustProxy: config.trustedCertHeader !== undefined,
     forceCloseConnections: true,
   });

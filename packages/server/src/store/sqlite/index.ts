@@ -151,6 +151,9 @@ export function openSqliteStore(file: string): Store {
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+  // Planner statistics: refreshed at open and on every sweep, so search plans follow the data.
+  db.pragma('analysis_limit = 1000');
+  db.pragma('optimize=0x10002');
   const sweepPayloads = db.prepare('DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?');
   const sweepRevoked = db.prepare('DELETE FROM revoked_tokens WHERE expires_at <= ?');
   return {
@@ -163,6 +166,7 @@ export function openSqliteStore(file: string): Store {
     async sweep(now) {
       sweepPayloads.run(now);
       sweepRevoked.run(now);
+      db.pragma('optimize');
     },
     async close() {
       if (db.open) db.close();

@@ -55,8 +55,60 @@ export function resourceStore(db: Database.Database): ResourceStore {
   }
   const historyCache = new Map<string, Database.Statement>();
 
-  let inTransaction = false;
   const writeIndex = indexWriter(db);
+
+  // Group commit: transactions requested in the same turn of the event loop share one BEGIN/COMMIT, each
+  // inside its own SAVEPOINT, so one failing job rolls back alone and a commit is paid once per group.
+  interface Job {
+    partition: string;
+    fn: (tx: ResourceTransaction) => Promise<unknown>;
+    resolve: (value: unknown) => void;
+    reject: (err: unknown) => void;
+  }
+  let queue: Job[] = [];
+  const txFor = (partition: string): ResourceTransaction => ({
+    async current(type, id) {
+      const row = current.get(partition, type, id) as VersionRow | undefined;
+      return row ? toVersion(row) : undefined;
+    },
+    async write(w) {
+      writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
+      insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
+      upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
+    },
+  });
+  async function flush(): Promise<void> {
+    const jobs = queue;
+    queue = [];
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    // better-sqlite3 is synchronous: as long as a job awaits only tx calls (already-settled promises),
+    // everything between BEGIN and COMMIT runs in microtasks and no other request can interleave.
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      for (const job of jobs) {
+        db.exec('SAVEPOINT job');
+        try {
+          const value = await job.fn(txFor(job.partition));
+          db.exec('RELEASE job');
+          outcomes.push({ ok: true, value });
+        } catch (err) {
+          db.exec('ROLLBACK TO job');
+          db.exec('RELEASE job');
+          outcomes.push({ ok: false, value: err });
+        }
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      for (const job of jobs) job.reject(err);
+      return;
+    }
+    jobs.forEach((job, k) => {
+      const o = outcomes[k] as { ok: boolean; value: unknown };
+      if (o.ok) job.resolve(o.value);
+      else job.reject(o.value);
+    });
+  }
   const search = searchStatements(db);
 
   return {
@@ -97,33 +149,11 @@ export function resourceStore(db: Database.Database): ResourceStore {
     async referencing(partition, sourceType, param, targets) {
       return search.referencing(partition, sourceType, param, targets);
     },
-    async transaction(partition, fn) {
-      if (inTransaction) throw new Error('nested resource transaction');
-      const tx: ResourceTransaction = {
-        async current(type, id) {
-          const row = current.get(partition, type, id) as VersionRow | undefined;
-          return row ? toVersion(row) : undefined;
-        },
-        async write(w) {
-          writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
-          insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
-          upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
-        },
-      };
-      // better-sqlite3 is synchronous: as long as `fn` awaits only tx calls (already-settled promises),
-      // everything between BEGIN and COMMIT runs in microtasks and no other request can interleave.
-      db.exec('BEGIN IMMEDIATE');
-      inTransaction = true;
-      try {
-        const result = await fn(tx);
-        db.exec('COMMIT');
-        return result;
-      } catch (err) {
-        if (db.inTransaction) db.exec('ROLLBACK');
-        throw err;
-      } finally {
-        inTransaction = false;
-      }
+    transaction(partition, fn) {
+      return new Promise((resolve, reject) => {
+        queue.push({ partition, fn: fn as Job['fn'], resolve: resolve as Job['resolve'], reject });
+        if (queue.length === 1) setImmediate(flush);
+      });
     },
   };
 }

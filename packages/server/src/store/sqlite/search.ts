@@ -69,7 +69,12 @@ const or = (parts: Sql[]): Sql => ({
   params: parts.flatMap((p) => p.params),
 });
 
-/** `alias.id IN (ids of `type` in the partition whose index rows for `param` satisfy `cond`)`. */
+/**
+ * How a filter restricts `alias`: `in` drives the query from the value index (`alias.id IN (…)`), `exists`
+ * checks one candidate's own index rows (`EXISTS (… id = alias.id …)`). One filter drives; the rest check.
+ */
+type Mode = 'in' | 'exists';
+
 function indexed(
   alias: string,
   partition: string,
@@ -77,12 +82,52 @@ function indexed(
   table: string,
   param: string,
   cond: Sql,
-  negate = false,
+  negate: boolean,
+  mode: Mode,
 ): Sql {
+  if (mode === 'exists') {
+    return {
+      sql: `${negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${table} WHERE partition = ? AND type = ? AND id = ${alias}.id AND param = ? AND ${cond.sql})`,
+      params: [partition, type, param, ...cond.params],
+    };
+  }
   return {
     sql: `${alias}.id ${negate ? 'NOT ' : ''}IN (SELECT id FROM ${table} WHERE partition = ? AND type = ? AND param = ? AND ${cond.sql})`,
     params: [partition, type, param, ...cond.params],
   };
+}
+
+/** Which filter should drive: ids and references are usually the most selective, negations the least. */
+function selectivity(f: SearchFilter): number {
+  switch (f.kind) {
+    case 'id':
+      return 0;
+    case 'reference':
+    case 'chain':
+    case 'has':
+      return 1;
+    case 'token':
+      return f.not ? 9 : 2;
+    case 'string':
+    case 'uri':
+      return 3;
+    case 'missing':
+      return f.missing ? 9 : 6;
+    default:
+      return 5;
+  }
+}
+
+/** AND of filters on `alias`: the most selective one drives, the others are checked per candidate. */
+export function compileAll(
+  filters: SearchFilter[],
+  alias: string,
+  partition: string,
+  type: string,
+  counter: { n: number },
+): Sql[] {
+  const driver = [...filters].sort((a, b) => selectivity(a) - selectivity(b))[0];
+  return filters.map((f) => compileFilter(f, alias, partition, type, counter, f === driver ? 'in' : 'exists'));
 }
 
 export function compileFilter(
@@ -91,6 +136,7 @@ export function compileFilter(
   partition: string,
   type: string,
   counter = { n: 0 },
+  mode: Mode = 'in',
 ): Sql {
   switch (f.kind) {
     case 'id':
@@ -122,7 +168,7 @@ export function compileFilter(
           return { sql: parts.length ? `(${parts.join(' AND ')})` : '1', params };
         }),
       );
-      return indexed(alias, partition, type, 'idx_token', f.param, cond, f.not);
+      return indexed(alias, partition, type, 'idx_token', f.param, cond, f.not === true, mode);
     }
     case 'token-text':
       return indexed(
@@ -132,6 +178,8 @@ export function compileFilter(
         'idx_token',
         f.param,
         or(f.values.map((v) => ({ sql: "(text IS NOT NULL AND lower(text) LIKE ? ESCAPE '\\')", params: [`${v}%`] }))),
+        false,
+        mode,
       );
     case 'string': {
       const cond = or(
@@ -141,7 +189,7 @@ export function compileFilter(
           return { sql: '(norm >= ? AND norm < ?)', params: [v, `${v}\u{10ffff}`] };
         }),
       );
-      return indexed(alias, partition, type, 'idx_string', f.param, cond);
+      return indexed(alias, partition, type, 'idx_string', f.param, cond, false, mode);
     }
     case 'reference': {
       const cond = or(
@@ -151,12 +199,12 @@ export function compileFilter(
           return { sql: 'target_id = ?', params: [v.id] };
         }),
       );
-      return indexed(alias, partition, type, 'idx_reference', f.param, cond);
+      return indexed(alias, partition, type, 'idx_reference', f.param, cond, false, mode);
     }
     case 'date':
-      return indexed(alias, partition, type, 'idx_date', f.param, or(f.values.map((c) => rangeSql(c))));
+      return indexed(alias, partition, type, 'idx_date', f.param, or(f.values.map((c) => rangeSql(c))), false, mode);
     case 'number':
-      return indexed(alias, partition, type, 'idx_number', f.param, or(f.values.map((c) => pointSql(c))));
+      return indexed(alias, partition, type, 'idx_number', f.param, or(f.values.map((c) => pointSql(c))), false, mode);
     case 'quantity':
       return indexed(
         alias,
@@ -180,6 +228,8 @@ export function compileFilter(
             return { sql: `(${[p.sql, ...extra].join(' AND ')})`, params };
           }),
         ),
+        false,
+        mode,
       );
     case 'uri': {
       const cond = or(
@@ -197,7 +247,7 @@ export function compileFilter(
           return { sql: 'value = ?', params: [v] };
         }),
       );
-      return indexed(alias, partition, type, 'idx_uri', f.param, cond);
+      return indexed(alias, partition, type, 'idx_uri', f.param, cond, false, mode);
     }
     case 'missing': {
       const table = INDEX_TABLE[f.index];
@@ -273,7 +323,7 @@ export function searchStatements(db: Database.Database) {
 
   function where(partition: string, q: SearchQuery): Sql {
     const counter = { n: 0 };
-    const parts = q.filters.map((f) => compileFilter(f, 'r', partition, q.type, counter));
+    const parts = compileAll(q.filters, 'r', partition, q.type, counter);
     return {
       sql: ['r.partition = ?', 'r.type = ?', 'r.content IS NOT NULL', ...parts.map((p) => p.sql)].join(' AND '),
       params: [partition, q.type, ...parts.flatMap((p) => p.params)],
@@ -285,7 +335,7 @@ export function searchStatements(db: Database.Database) {
       const w = where(partition, q);
       const sorts = [
         ...q.sort.map((s) => sortSql(s.key, s.descending, 'r')),
-        { sql: 'r.last_updated ASC, r.id ASC', params: [] },
+        { sql: '+r.last_updated ASC, r.id ASC', params: [] },
       ];
       const matches =
         q.limit === 0

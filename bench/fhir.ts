@@ -1,0 +1,183 @@
+/**
+ * FHIR throughput against a real `carevault serve` child process over HTTPS (keep-alive, Bearer token),
+ * each next to the raw SQLite ceiling of the same operation measured in this run:
+ *   read by id · create · token+reference search · transaction ingest of the Synthea Bundles.
+ *   npm run bench:fhir        (about 40 s)
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { Agent, request } from 'undici';
+import { addClient } from '../packages/server/src/admin/clients.ts';
+import { loadConfig } from '../packages/server/src/config/index.ts';
+import { openStore } from '../packages/server/src/store/index.ts';
+import { addGrant } from '../packages/server/src/vault/grants.ts';
+import { addPartition } from '../packages/server/src/vault/partitions.ts';
+import { freePort } from '../packages/server/test/helpers/platform.ts';
+import { CONCURRENCY, load, SECONDS, startServer, stopServer } from './lib.ts';
+
+/** Bulk loaders send a few large Bundles at a time, not dozens. */
+const INGEST_CONCURRENCY = 4;
+const SYNTHEA = join(import.meta.dirname, '..', '..', 'shared', 'data', 'synthea');
+
+function observation(patient: string, i: number) {
+  return {
+    resourceType: 'Observation',
+    status: 'final',
+    category: [
+      { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] },
+    ],
+    code: { coding: [{ system: 'http://loinc.org', code: i % 2 ? '8867-4' : '29463-7', display: 'Heart rate' }] },
+    subject: { reference: `Patient/${patient}` },
+    effectiveDateTime: new Date(Date.UTC(2024, 0, 1) + i * 60_000).toISOString(),
+    valueQuantity: { value: 60 + (i % 40), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+  };
+}
+
+/** Raw better-sqlite3 on the same schema: PK reads, and inserts with ~12 index rows in 100-row transactions. */
+function rawCeilings(dbFile: string, ids: string[]): { read: number; insert: number } {
+  const db = new Database(dbFile, { readonly: true });
+  const get = db.prepare('SELECT content FROM resources WHERE partition = ? AND type = ? AND id = ?');
+  let n = 0;
+  let end = performance.now() + 2000;
+  while (performance.now() < end) {
+    get.get('bench', 'Observation', ids[n % ids.length]);
+    n++;
+  }
+  const read = n / 2;
+  db.close();
+  const scratch = new Database(':memory:');
+  scratch.exec(`CREATE TABLE r (p TEXT, t TEXT, id TEXT, v INT, lu TEXT, c TEXT, PRIMARY KEY (p, t, id)) WITHOUT ROWID;
+    CREATE TABLE x (p TEXT, t TEXT, id TEXT, param TEXT, s TEXT, c TEXT); CREATE INDEX xv ON x (p, t, param, c, s); CREATE INDEX xo ON x (p, t, id);`);
+  const ins = scratch.prepare('INSERT INTO r VALUES (?, ?, ?, 1, ?, ?)');
+  const idx = scratch.prepare('INSERT INTO x VALUES (?, ?, ?, ?, ?, ?)');
+  const content = JSON.stringify(observation('p', 1));
+  const batch = scratch.transaction((k: number) => {
+    for (let i = 0; i < 100; i++) {
+      const id = `${k}-${i}`;
+      ins.run('b', 'Observation', id, '2024-01-01T00:00:00.000Z', content);
+      for (let j = 0; j < 12; j++) idx.run('b', 'Observation', id, `p${j}`, 's', `c${j}`);
+    }
+  });
+  n = 0;
+  end = performance.now() + 2000;
+  while (performance.now() < end) batch(n++);
+  scratch.close();
+  return { read, insert: (n * 100) / 2 };
+}
+
+async function main() {
+  const dataDir = mkdtempSync(join(tmpdir(), 'carevault-bench-fhir-'));
+  const port = await freePort();
+  const config = loadConfig({ dataDir, port }, {});
+  const base = `https://localhost:${port}`;
+  const { client_secret } = await addClient(config, 'bench', { auth: 'client_secret_basic', scope: 'system/*.cruds' });
+  const store = await openStore({ dataDir, databaseUrl: undefined });
+  await addPartition(store, 'bench');
+  await addPartition(store, 'ingest');
+  await addGrant(store, { partition: 'bench', client: 'bench', scope: 'system/*.cruds' });
+  await addGrant(store, { partition: 'ingest', client: 'bench', scope: 'system/*.cruds' });
+  await store.close();
+
+  const child = await startServer(dataDir, port);
+  const pid = child.pid as number;
+  const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) }, connections: CONCURRENCY });
+  const tokenRes = await request(`${base}/oauth/token`, {
+    method: 'POST',
+    dispatcher: agent,
+    headers: {
+      authorization: `Basic ${Buffer.from(`bench:${client_secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: 'grant_type=client_credentials',
+  });
+  const { access_token } = (await tokenRes.body.json()) as { access_token: string };
+  const auth = { authorization: `Bearer ${access_token}` };
+  const json = { ...auth, 'content-type': 'application/fhir+json' };
+  const fhir = `${base}/fhir/bench`;
+
+  // Seed: 200 patients × 10 Observations, as transactions.
+  const patients = Array.from({ length: 200 }, () => randomUUID());
+  const obsIds: string[] = [];
+  for (const p of patients) {
+    const entry = [{ resource: { resourceType: 'Patient', id: p }, request: { method: 'PUT', url: `Patient/${p}` } }];
+    for (let i = 0; i < 10; i++) {
+      const id = randomUUID();
+      obsIds.push(id);
+      entry.push({
+        resource: { ...observation(p, i), id } as never,
+        request: { method: 'PUT', url: `Observation/${id}` },
+      });
+    }
+    const r = await request(fhir, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: json,
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }),
+    });
+    await r.body.arrayBuffer();
+    if (r.statusCode !== 200) throw new Error(`seed failed: ${r.statusCode}`);
+  }
+  const raw = rawCeilings(join(dataDir, 'carevault.sqlite'), obsIds);
+
+  let i = 0;
+  const read = await load('read by id', pid, agent, () => ({
+    url: `${fhir}/Observation/${obsIds[i++ % obsIds.length]}`,
+    headers: auth,
+  }));
+  const body = JSON.stringify(observation(patients[0] as string, 3));
+  const create = await load('create', pid, agent, () => ({
+    url: `${fhir}/Observation`,
+    method: 'POST',
+    headers: json,
+    body,
+  }));
+  const search = await load('search code + subject', pid, agent, () => ({
+    url: `${fhir}/Observation?code=http://loinc.org|8867-4&subject=Patient/${patients[i++ % patients.length]}`,
+    headers: auth,
+  }));
+
+  // Ingest: the Synthea patient Bundles as transactions (PUT Type/id, like `carevault import`).
+  const bundles = readdirSync(SYNTHEA)
+    .filter((f) => f.endsWith('.json') && !/Information/.test(f))
+    .map((f) => {
+      const b = JSON.parse(readFileSync(join(SYNTHEA, f), 'utf8')) as {
+        entry: { fullUrl: string; resource: { resourceType: string; id: string } }[];
+      };
+      const entry = b.entry.map((e) => ({
+        ...e,
+        request: { method: 'PUT', url: `${e.resource.resourceType}/${e.resource.id}` },
+      }));
+      return { body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }), size: entry.length };
+    });
+  let k = 0;
+  const ingest = await load(
+    'transaction ingest (Synthea, resources)',
+    pid,
+    agent,
+    () => {
+      const b = bundles[k++ % bundles.length] as { body: string; size: number };
+      return { url: `${base}/fhir/ingest`, method: 'POST', headers: json, body: b.body, weight: b.size };
+    },
+    INGEST_CONCURRENCY,
+  );
+
+  const line = (r: typeof read, ceiling: number, goal: string) =>
+    console.log(
+      `${r.name}: ${r.wall.toFixed(0)}/s wall, ${r.perCpu.toFixed(0)} per server CPU-second; raw SQLite ceiling ${ceiling.toFixed(0)}/s → ratio ${(r.perCpu / ceiling).toFixed(2)}${r.errors ? `, ${r.errors} errors` : ''} (goal ${goal})`,
+    );
+  line(read, raw.read, '≥ 10k/s');
+  line(create, raw.insert, '≥ 2k/s');
+  line(search, raw.read, 'n/a');
+  line(ingest, raw.insert, '≥ 5k resources/s');
+  console.log(
+    `(${CONCURRENCY} in flight, ingest ${INGEST_CONCURRENCY}; keep-alive; ${SECONDS} s each; server: one process)`,
+  );
+  await agent.close();
+  await stopServer(child);
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+await main();

@@ -1,0 +1,82 @@
+/** Shared pieces of the bench scripts: a server child process, a closed-loop load generator, CPU accounting. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { type Agent, request } from 'undici';
+
+export const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+export const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+
+/** utime + stime of a process, in seconds (Linux /proc, clock ticks of 1/100 s). */
+export function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+export async function startServer(dataDir: string, port: number): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['packages/server/bin/carevault.js', 'serve', '--port', String(port), '--data-dir', dataDir],
+    {
+      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    // Keep draining the server's log pipe: a full pipe would block its (synchronous) logger.
+    child.stdout?.on('data', (d) => {
+      const text = String(d);
+      if (text.includes('carevault is running')) resolve();
+      else if (/"level":(50|60)/.test(text)) process.stderr.write(`server: ${text.slice(0, 500)}\n`);
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return child;
+}
+
+export async function stopServer(child: ChildProcess): Promise<void> {
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('exit', r));
+}
+
+export interface LoadResult {
+  name: string;
+  wall: number;
+  perCpu: number;
+  errors: number;
+}
+
+/** `CONCURRENCY` callers in a loop for `SECONDS`; counts 2xx answers, and the server's CPU time. */
+export async function load(
+  name: string,
+  pid: number,
+  agent: Agent,
+  /** `weight`: how many units one successful request counts for (e.g. resources in a Bundle). */
+  make: () => { url: string; method?: string; headers?: Record<string, string>; body?: string; weight?: number },
+  concurrency = CONCURRENCY,
+): Promise<LoadResult> {
+  if (process.env.BENCH_VERBOSE) console.error(`phase: ${name}`);
+  let ok = 0;
+  let errors = 0;
+  const cpu0 = cpuSeconds(pid);
+  const start = performance.now();
+  const end = start + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const r = make();
+        const res = await request(r.url, {
+          method: (r.method ?? 'GET') as 'GET',
+          dispatcher: agent,
+          headers: r.headers,
+          body: r.body,
+        });
+        await res.body.arrayBuffer();
+        if (res.statusCode < 300) ok += r.weight ?? 1;
+        else errors++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = cpuSeconds(pid) - cpu0;
+  return { name, wall: ok / elapsed, perCpu: ok / Math.max(cpu, 0.01), errors };
+}
