@@ -207,6 +207,56 @@ describe('parameter types (J26 J33–J39)', () => {
     assert.deepEqual(await searchIds('Observation?value-quantity=gt5|http://unitsofmeasure.org|kg'), []);
   });
 
+  test('composite: code$value pairs from the same occurrence only (search.html#composite)', async () => {
+    const bp = (id: string, sys: number, dia: number) => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      subject: { reference: 'Patient/peter' },
+      code: { coding: [{ system: 'http://loinc.org', code: '85354-9' }] },
+      component: [
+        {
+          code: { coding: [{ system: 'http://loinc.org', code: '8480-6' }] },
+          valueQuantity: { value: sys, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+        {
+          code: { coding: [{ system: 'http://loinc.org', code: '8462-4' }] },
+          valueQuantity: { value: dia, unit: 'mmHg', system: 'http://unitsofmeasure.org', code: 'mm[Hg]' },
+        },
+      ],
+    });
+    await partition(p, 'bp');
+    await grant(p, { partition: 'bp', client: 'search-tcu', scope: 'system/*.cruds' });
+    await put(bp('bp1', 120, 80), 'bp');
+    await put(bp('bp2', 150, 95), 'bp');
+    await put(
+      {
+        resourceType: 'Observation',
+        id: 'glu',
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '2339-0' }] },
+        valueQuantity: { value: 6.1 },
+      },
+      'bp',
+    );
+    const ids = (q: string) => searchIds(q, tcu, 'bp');
+    assert.deepEqual(await ids('Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140'), ['bp2']);
+    assert.deepEqual(await ids('Observation?component-code-value-quantity=http://loinc.org|8480-6$gt100'), [
+      'bp1',
+      'bp2',
+    ]);
+    assert.deepEqual(
+      await ids('Observation?component-code-value-quantity=http://loinc.org|8480-6$lt90'),
+      [],
+      "80 is the diastolic's value, not the systolic's",
+    );
+    assert.deepEqual(
+      await ids('Observation?component-code-value-quantity=8462-4$90|http://unitsofmeasure.org|mm[Hg],8462-4$95'),
+      ['bp2'],
+    );
+    assert.deepEqual(await ids('Observation?code-value-quantity=http://loinc.org|2339-0$gt6'), ['glu']);
+  });
+
   test(':missing (J39), _id (J28), _lastUpdated (J29), _tag, _profile', async () => {
     assert.deepEqual(await searchIds('Patient?gender:missing=true'), ['nogender']);
     assert.deepEqual(await searchIds('Patient?birthdate:missing=false'), ['anna', 'peter']);

@@ -61,7 +61,7 @@ function references(type: string): string[] {
 
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
- * update-as-create, delete, history and search (every non-composite R4 search parameter) for every R4 type;
+ * update-as-create, delete, history and search (every R4 search parameter) for every R4 type;
  * conditional create, update and (single) delete; JSON Patch.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {

@@ -106,8 +106,25 @@ export interface IndexRows {
   number: { param: string; value: number }[];
   quantity: { param: string; value: number; system: string | null; code: string | null }[];
   uri: { param: string; value: string }[];
+  /** One row per value of one component of one composite occurrence (`row` groups the components). */
+  composite: {
+    param: string;
+    row: number;
+    comp: number;
+    system: string | null;
+    code: string | null;
+    num: number | null;
+    lo: number | null;
+    hi: number | null;
+  }[];
 }
 export type IndexKind = keyof IndexRows;
+
+/** One component of a composite search value. */
+export type CompositeCond =
+  | { kind: 'token'; system?: string | null; code?: string }
+  | { kind: 'number'; range: RangeCond; system?: string; code?: string }
+  | { kind: 'date'; range: RangeCond };
 
 /** One write inside a transaction; the version and timestamp are decided by the caller. */
 export interface ResourceWrite {
@@ -152,6 +169,7 @@ export type SearchFilter =
   | { kind: 'number'; param: string; values: RangeCond[] }
   | { kind: 'quantity'; param: string; values: (RangeCond & { system?: string; code?: string })[] }
   | { kind: 'uri'; param: string; values: string[]; mode: 'exact' | 'above' | 'below' }
+  | { kind: 'composite'; param: string; values: CompositeCond[][] }
   | { kind: 'missing'; param: string; index: IndexKind; missing: boolean }
   | { kind: 'chain'; param: string; targetTypes: string[]; filter: SearchFilter }
   | { kind: 'has'; sourceType: string; param: string; filter: SearchFilter }

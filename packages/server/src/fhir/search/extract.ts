@@ -12,20 +12,22 @@ const model = require('fhirpath/fhir-context/r4') as unknown;
 type Compiled = {
   code: string;
   def: SearchParamDef;
-  branches: { fn: (r: unknown) => unknown[]; targetType?: string }[];
+  branches: { fn: (r: unknown) => unknown[]; expression: string; targetType?: string }[];
 };
 const compiled = new Map<string, Compiled[]>();
 
 function compiledFor(type: string): Compiled[] {
   let list = compiled.get(type);
   if (!list) {
-    list = Object.entries(SEARCH_PARAMETERS[type] ?? {})
-      .filter(([, def]) => def.type !== 'composite')
-      .map(([code, def]) => ({
-        code,
-        def,
-        branches: def.branches.map((b) => ({ fn: fhirpath.compile(b.expression, model), targetType: b.targetType })),
-      }));
+    list = Object.entries(SEARCH_PARAMETERS[type] ?? {}).map(([code, def]) => ({
+      code,
+      def,
+      branches: def.branches.map((b) => ({
+        fn: fhirpath.compile(b.expression, model),
+        expression: b.expression,
+        targetType: b.targetType,
+      })),
+    }));
     compiled.set(type, list);
   }
   return list;
@@ -118,12 +120,122 @@ function quantities(param: string, v: unknown, rows: IndexRows): void {
   }
 }
 
+const compiledExpressions = new Map<string, (r: unknown) => unknown[]>();
+function compiledExpression(expression: string): (r: unknown) => unknown[] {
+  let fn = compiledExpressions.get(expression);
+  if (!fn) {
+    if (compiledExpressions.size > 5000) compiledExpressions.clear();
+    fn = fhirpath.compile(expression, model);
+    compiledExpressions.set(expression, fn);
+  }
+  return fn;
+}
+
+/** Splits a FHIRPath union at top-level pipes. */
+function unionParts(expression: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const c = expression[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) {
+      parts.push(expression.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  parts.push(expression.slice(start).trim());
+  return parts;
+}
+
+/**
+ * Composite parameters (search.html#composite): each occurrence of the base element is one `row`, and each
+ * component expression is evaluated on that same occurrence, so `code$value` pairs never mix across occurrences.
+ */
+function composites(
+  resource: Record<string, unknown>,
+  param: string,
+  def: SearchParamDef,
+  base: string,
+  occurrences: number,
+  out: IndexRows['composite'],
+): void {
+  const type = resource.resourceType as string;
+  for (let row = 0; row < Math.min(occurrences, 100); row++) {
+    (def.components ?? []).forEach((component, comp) => {
+      const expression = unionParts(component.expression)
+        .map((part) =>
+          part.startsWith('%resource.') ? `${type}.${part.slice('%resource.'.length)}` : `(${base})[${row}].${part}`,
+        )
+        .join(' | ');
+      let values: unknown[];
+      try {
+        values = compiledExpression(expression)(resource);
+      } catch {
+        return;
+      }
+      const empty = { param, row, comp, system: null, code: null, num: null, lo: null, hi: null };
+      for (const v of values) {
+        switch (component.type) {
+          case 'token': {
+            const t: IndexRows['token'] = [];
+            tokens(param, v, t);
+            for (const x of t) out.push({ ...empty, system: x.system, code: x.code });
+            break;
+          }
+          case 'quantity':
+          case 'number': {
+            const q: IndexRows = {
+              token: [],
+              string: [],
+              reference: [],
+              date: [],
+              number: [],
+              quantity: [],
+              uri: [],
+              composite: [],
+            };
+            quantities(param, v, q);
+            for (const x of q.quantity) out.push({ ...empty, num: x.value, system: x.system, code: x.code });
+            for (const x of q.number) out.push({ ...empty, num: x.value });
+            break;
+          }
+          case 'date': {
+            const d: IndexRows['date'] = [];
+            dates(param, v, d);
+            for (const x of d) out.push({ ...empty, lo: x.lo, hi: x.hi });
+            break;
+          }
+          case 'reference': {
+            const r: IndexRows['reference'] = [];
+            references(param, v, undefined, r);
+            for (const x of r) out.push({ ...empty, system: x.targetType, code: x.targetId ?? x.url });
+            break;
+          }
+          default:
+            if (typeof v === 'string') out.push({ ...empty, code: normalizeString(v) });
+        }
+      }
+    });
+  }
+}
+
 /**
  * Search index rows for a resource, from the official R4 SearchParameter expressions evaluated with
- * fhirpath.js (composite parameters are not indexed yet).
+ * fhirpath.js.
  */
 export function extractIndex(resource: Record<string, unknown>): IndexRows {
-  const rows: IndexRows = { token: [], string: [], reference: [], date: [], number: [], quantity: [], uri: [] };
+  const rows: IndexRows = {
+    token: [],
+    string: [],
+    reference: [],
+    date: [],
+    number: [],
+    quantity: [],
+    uri: [],
+    composite: [],
+  };
   for (const { code, def, branches } of compiledFor(resource.resourceType as string)) {
     for (const b of branches) {
       let values: unknown[];
@@ -156,6 +268,7 @@ export function extractIndex(resource: Record<string, unknown>): IndexRows {
             break;
         }
       }
+      if (def.type === 'composite') composites(resource, code, def, b.expression, values.length, rows.composite);
     }
   }
   return rows;

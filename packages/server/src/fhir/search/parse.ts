@@ -1,4 +1,12 @@
-import type { IndexKind, Prefix, RangeCond, SearchFilter, SearchQuery, SortKey } from '../../store/types.ts';
+import type {
+  CompositeCond,
+  IndexKind,
+  Prefix,
+  RangeCond,
+  SearchFilter,
+  SearchQuery,
+  SortKey,
+} from '../../store/types.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
@@ -104,6 +112,7 @@ function parseNumber(v: string, name: string): RangeCond {
 }
 
 const INDEX_OF: Record<string, IndexKind> = {
+  composite: 'composite',
   token: 'token',
   string: 'string',
   reference: 'reference',
@@ -186,8 +195,6 @@ function parseParam(
   if (modifier === 'missing') {
     if (values.length !== 1 || !['true', 'false'].includes(values[0] as string))
       throw bad(`${name}: use true or false`);
-    if (def.type === 'composite')
-      throw new FhirError(400, 'not-supported', `${code}: composite parameters are not supported yet`);
     return { kind: 'missing', param: code, index: INDEX_OF[def.type] as IndexKind, missing: values[0] === 'true' };
   }
   return typedFilter(code, def, modifier, values, ctx);
@@ -273,8 +280,68 @@ function typedFilter(
         values: values.map(unescapeValue),
         mode: (modifier ?? 'exact') as 'exact' | 'above' | 'below',
       };
-    case 'composite':
-      throw new FhirError(400, 'not-supported', `${code}: composite parameters are not supported yet`);
+    case 'composite': {
+      if (modifier) throw unsupported();
+      const components = def.components ?? [];
+      return {
+        kind: 'composite',
+        param: code,
+        values: values.map((v) => {
+          const parts = splitDollar(v);
+          if (parts.length !== components.length)
+            throw bad(`${code}: give ${components.length} components separated by $`);
+          return parts.map((part, k) => compositeComponent(code, (components[k] as { type: string }).type, part, ctx));
+        }),
+      };
+    }
+  }
+}
+
+/** Splits a composite value at unescaped $ (search.html#composite). */
+function splitDollar(v: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i] as string;
+    if (c === '\\' && i + 1 < v.length) cur += `\\${v[++i]}`;
+    else if (c === '$') {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+function compositeComponent(code: string, type: string, value: string, ctx: ParseContext): CompositeCond {
+  switch (type) {
+    case 'quantity':
+    case 'number': {
+      const [num, system, unit, ...extra] = splitPipe(value);
+      if (extra.length) throw bad(`${code}: use number|system|code`);
+      return {
+        kind: 'number',
+        range: parseNumber(num as string, code),
+        ...(system ? { system } : {}),
+        ...(unit ? { code: unit } : {}),
+      };
+    }
+    case 'date':
+      return { kind: 'date', range: parseDate(value, code) };
+    case 'reference': {
+      const local = value.startsWith(`${ctx.base}/`) ? value.slice(ctx.base.length + 1) : value;
+      const rel = relativeReference(unescapeValue(local));
+      return rel ? { kind: 'token', system: rel.type, code: rel.id } : { kind: 'token', code: unescapeValue(value) };
+    }
+    case 'string':
+      return { kind: 'token', code: normalizeString(unescapeValue(value)) };
+    default: {
+      const parts = splitPipe(value);
+      if (parts.length === 1) return { kind: 'token', code: parts[0] as string };
+      const [system, c] = parts as [string, string];
+      if (system === '') return { kind: 'token', system: null, code: c };
+      return c === '' ? { kind: 'token', system } : { kind: 'token', system, code: c };
+    }
   }
 }
 

@@ -9,6 +9,7 @@ export const INDEX_TABLE: Record<IndexKind, string> = {
   number: 'idx_number',
   quantity: 'idx_quantity',
   uri: 'idx_uri',
+  composite: 'idx_composite',
 };
 
 /** Replaces the index rows of one resource; called inside the write transaction. */
@@ -24,6 +25,7 @@ export function indexWriter(db: Database.Database) {
     number: db.prepare('INSERT INTO idx_number VALUES (?, ?, ?, ?, ?)'),
     quantity: db.prepare('INSERT INTO idx_quantity VALUES (?, ?, ?, ?, ?, ?, ?)'),
     uri: db.prepare('INSERT INTO idx_uri VALUES (?, ?, ?, ?, ?)'),
+    composite: db.prepare('INSERT INTO idx_composite VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
   };
   return (partition: string, type: string, id: string, rows: IndexRows | undefined, replacing: boolean) => {
     if (replacing) for (const d of del) d.run(partition, type, id);
@@ -36,5 +38,7 @@ export function indexWriter(db: Database.Database) {
     for (const r of rows.number) ins.number.run(...k, r.param, r.value);
     for (const r of rows.quantity) ins.quantity.run(...k, r.param, r.value, r.system, r.code);
     for (const r of rows.uri) ins.uri.run(...k, r.param, r.value);
+    for (const r of rows.composite)
+      ins.composite.run(...k, r.param, r.row, r.comp, r.system, r.code, r.num, r.lo, r.hi);
   };
 }

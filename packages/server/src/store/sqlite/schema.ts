@@ -120,4 +120,13 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX IF NOT EXISTS idx_uri_owner ON idx_uri (partition, type, id);
   CREATE INDEX IF NOT EXISTS resources_type_time ON resources (partition, type, last_updated, id);
   `,
+  `
+  CREATE TABLE IF NOT EXISTS idx_composite (
+    partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+    row INTEGER NOT NULL, comp INTEGER NOT NULL,
+    system TEXT, code TEXT, num REAL, lo INTEGER, hi INTEGER
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS idx_composite_value ON idx_composite (partition, type, param, comp, code, system);
+  CREATE INDEX IF NOT EXISTS idx_composite_row ON idx_composite (partition, type, id, param, row, comp);
+  `,
 ];

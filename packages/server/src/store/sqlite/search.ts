@@ -249,6 +249,53 @@ export function compileFilter(
       );
       return indexed(alias, partition, type, 'idx_uri', f.param, cond, false, mode);
     }
+    case 'composite':
+      return or(
+        f.values.map((components) => {
+          const joins: string[] = [];
+          const conds: string[] = [];
+          const params: unknown[] = [partition, type, f.param];
+          components.forEach((c, k) => {
+            const a = `k${k}`;
+            if (k > 0) {
+              joins.push(
+                `JOIN idx_composite ${a} ON ${a}.partition = k0.partition AND ${a}.type = k0.type AND ${a}.id = k0.id AND ${a}.param = k0.param AND ${a}.row = k0.row AND ${a}.comp = ${k}`,
+              );
+            }
+            if (c.kind === 'token') {
+              if (c.system === null) conds.push(`${a}.system IS NULL`);
+              else if (c.system !== undefined) {
+                conds.push(`${a}.system = ?`);
+                params.push(c.system);
+              }
+              if (c.code !== undefined) {
+                conds.push(`${a}.code = ?`);
+                params.push(c.code);
+              }
+            } else if (c.kind === 'number') {
+              const p = pointSql(c.range, `${a}.num`);
+              conds.push(p.sql);
+              params.push(...p.params);
+              if (c.system !== undefined) {
+                conds.push(`${a}.system = ?`);
+                params.push(c.system);
+              }
+              if (c.code !== undefined) {
+                conds.push(`${a}.code = ?`);
+                params.push(c.code);
+              }
+            } else {
+              const r = rangeSql(c.range, `${a}.lo`, `${a}.hi`);
+              conds.push(r.sql);
+              params.push(...r.params);
+            }
+          });
+          return {
+            sql: `${alias}.id IN (SELECT k0.id FROM idx_composite k0 ${joins.join(' ')} WHERE k0.partition = ? AND k0.type = ? AND k0.param = ? AND k0.comp = 0${conds.length ? ` AND ${conds.join(' AND ')}` : ''})`,
+            params,
+          };
+        }),
+      );
     case 'missing': {
       const table = INDEX_TABLE[f.index];
       return {
@@ -295,6 +342,7 @@ const SORT_COLUMN: Record<string, string> = {
   number: 'value',
   quantity: 'value',
   uri: 'value',
+  composite: 'code',
 };
 
 function sortSql(key: SortKey, descending: boolean, alias: string): Sql {
