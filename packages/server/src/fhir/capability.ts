@@ -46,7 +46,6 @@ function resources() {
       { name: '_id', type: 'token' as const },
       { name: '_lastUpdated', type: 'date' as const },
       ...Object.entries(SEARCH_PARAMETERS[type] ?? {})
-        .filter(([, d]) => d.type !== 'composite')
         .map(([name, d]) => ({ name, type: d.type })),
     ],
   }));
