@@ -45,8 +45,7 @@ function resources() {
     searchParam: [
       { name: '_id', type: 'token' as const },
       { name: '_lastUpdated', type: 'date' as const },
-      ...Object.entries(SEARCH_PARAMETERS[type] ?? {})
-        .map(([name, d]) => ({ name, type: d.type })),
+      ...Object.entries(SEARCH_PARAMETERS[type] ?? {}).map(([name, d]) => ({ name, type: d.type })),
     ],
   }));
   return resourceList;
