@@ -120,6 +120,10 @@ function quantities(param: string, v: unknown, rows: IndexRows): void {
   }
 }
 
+function emptyRows(): IndexRows {
+  return { token: [], string: [], reference: [], date: [], number: [], quantity: [], uri: [], composite: [] };
+}
+
 const compiledExpressions = new Map<string, (r: unknown) => unknown[]>();
 function compiledExpression(expression: string): (r: unknown) => unknown[] {
   let fn = compiledExpressions.get(expression);
@@ -186,16 +190,7 @@ function composites(
           }
           case 'quantity':
           case 'number': {
-            const q: IndexRows = {
-              token: [],
-              string: [],
-              reference: [],
-              date: [],
-              number: [],
-              quantity: [],
-              uri: [],
-              composite: [],
-            };
+            const q = emptyRows();
             quantities(param, v, q);
             for (const x of q.quantity) out.push({ ...empty, num: x.value, system: x.system, code: x.code });
             for (const x of q.number) out.push({ ...empty, num: x.value });
@@ -226,16 +221,7 @@ function composites(
  * fhirpath.js.
  */
 export function extractIndex(resource: Record<string, unknown>): IndexRows {
-  const rows: IndexRows = {
-    token: [],
-    string: [],
-    reference: [],
-    date: [],
-    number: [],
-    quantity: [],
-    uri: [],
-    composite: [],
-  };
+  const rows = emptyRows();
   for (const { code, def, branches } of compiledFor(resource.resourceType as string)) {
     for (const b of branches) {
       let values: unknown[];

@@ -1,16 +1,21 @@
-import type {
-  CompositeCond,
-  IndexKind,
-  Prefix,
-  RangeCond,
-  SearchFilter,
-  SearchQuery,
-  SortKey,
-} from '../../store/types.ts';
+import type { IndexKind, SearchFilter, SearchQuery, SortKey } from '../../store/types.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
-import { dateRange, escapeLike, normalizeString, relativeReference } from './values.ts';
+import {
+  bad,
+  compositeComponent,
+  type ParseContext,
+  parseDate,
+  parseNumber,
+  splitDollar,
+  splitPipe,
+  splitValues,
+  unescapeValue,
+} from './value-parsers.ts';
+import { escapeLike, normalizeString, relativeReference } from './values.ts';
+
+export type { ParseContext } from './value-parsers.ts';
 
 export interface IncludeDirective {
   sourceType: string;
@@ -33,8 +38,6 @@ export interface ParsedSearch {
 export const DEFAULT_COUNT = 50;
 export const MAX_COUNT = 1000;
 const MAX_OFFSET = 100_000;
-const MAX_VALUES = 100;
-const PREFIXES = new Set(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
 const CONTROL = new Set([
   '_count',
   '_offset',
@@ -48,69 +51,6 @@ const CONTROL = new Set([
   '_pretty',
 ]);
 
-const bad = (message: string) => new FhirError(400, 'invalid', message);
-
-/** Splits on commas not escaped with a backslash, and unescapes \, \| \$ \\ (search.html#escaping). */
-function splitValues(raw: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw[i] as string;
-    if (c === '\\' && i + 1 < raw.length) {
-      cur += `\\${raw[++i]}`;
-    } else if (c === ',') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  if (out.length > MAX_VALUES) throw bad(`at most ${MAX_VALUES} values per parameter`);
-  return out;
-}
-
-/** Splits a token at the first unescaped |, then unescapes. */
-function splitPipe(v: string): string[] {
-  const parts: string[] = [];
-  let cur = '';
-  for (let i = 0; i < v.length; i++) {
-    const c = v[i] as string;
-    if (c === '\\' && i + 1 < v.length) cur += v[++i];
-    else if (c === '|') {
-      parts.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  parts.push(cur);
-  return parts;
-}
-const unescapeValue = (v: string) => v.replace(/\\(.)/g, '$1');
-
-function prefixOf(v: string): { prefix: Prefix; rest: string } {
-  const p = v.slice(0, 2);
-  if (PREFIXES.has(p) && v.length > 2 && !/^[a-z]/.test(v.slice(2, 3)))
-    return { prefix: p as Prefix, rest: v.slice(2) };
-  return { prefix: 'eq', rest: v };
-}
-
-function parseDate(v: string, name: string): RangeCond {
-  const { prefix, rest } = prefixOf(v);
-  const r = dateRange(rest);
-  if (!r) throw bad(`${name}: "${v}" is not a FHIR date (e.g. 2024, 2024-05-01, ge2024-05-01T10:00:00Z)`);
-  return { prefix, lo: r[0], hi: r[1] };
-}
-
-function parseNumber(v: string, name: string): RangeCond {
-  const { prefix, rest } = prefixOf(v);
-  if (!/^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/.test(rest)) throw bad(`${name}: "${v}" is not a number`);
-  const value = Number(rest);
-  if (!Number.isFinite(value)) throw bad(`${name}: "${v}" is out of range`);
-  // Implicit precision (search.html#number): 100 means [99.5, 100.5), 100.00 means [99.995, 100.005).
-  const decimals = /\.(\d+)/.exec(rest.split(/[eE]/)[0] as string)?.[1]?.length ?? 0;
-  const exp = Number(/[eE]([+-]?\d+)/.exec(rest)?.[1] ?? 0);
-  const half = 0.5 * 10 ** (exp - decimals);
-  return { prefix, lo: value - half, hi: value + half };
-}
-
 const INDEX_OF: Record<string, IndexKind> = {
   composite: 'composite',
   token: 'token',
@@ -121,12 +61,6 @@ const INDEX_OF: Record<string, IndexKind> = {
   quantity: 'quantity',
   uri: 'uri',
 };
-
-export interface ParseContext {
-  /** Absolute base of this vault, to turn absolute references into relative ones. */
-  base: string;
-  strict: boolean;
-}
 
 /** One `name[:modifier]=value` on `type` → a filter; undefined when the parameter is unknown (lenient mode). */
 function parseParam(
@@ -293,54 +227,6 @@ function typedFilter(
           return parts.map((part, k) => compositeComponent(code, (components[k] as { type: string }).type, part, ctx));
         }),
       };
-    }
-  }
-}
-
-/** Splits a composite value at unescaped $ (search.html#composite). */
-function splitDollar(v: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  for (let i = 0; i < v.length; i++) {
-    const c = v[i] as string;
-    if (c === '\\' && i + 1 < v.length) cur += `\\${v[++i]}`;
-    else if (c === '$') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  return out;
-}
-
-function compositeComponent(code: string, type: string, value: string, ctx: ParseContext): CompositeCond {
-  switch (type) {
-    case 'quantity':
-    case 'number': {
-      const [num, system, unit, ...extra] = splitPipe(value);
-      if (extra.length) throw bad(`${code}: use number|system|code`);
-      return {
-        kind: 'number',
-        range: parseNumber(num as string, code),
-        ...(system ? { system } : {}),
-        ...(unit ? { code: unit } : {}),
-      };
-    }
-    case 'date':
-      return { kind: 'date', range: parseDate(value, code) };
-    case 'reference': {
-      const local = value.startsWith(`${ctx.base}/`) ? value.slice(ctx.base.length + 1) : value;
-      const rel = relativeReference(unescapeValue(local));
-      return rel ? { kind: 'token', system: rel.type, code: rel.id } : { kind: 'token', code: unescapeValue(value) };
-    }
-    case 'string':
-      return { kind: 'token', code: normalizeString(unescapeValue(value)) };
-    default: {
-      const parts = splitPipe(value);
-      if (parts.length === 1) return { kind: 'token', code: parts[0] as string };
-      const [system, c] = parts as [string, string];
-      if (system === '') return { kind: 'token', system: null, code: c };
-      return c === '' ? { kind: 'token', system } : { kind: 'token', system, code: c };
     }
   }
 }
