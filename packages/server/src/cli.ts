@@ -1,9 +1,11 @@
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { importCommand } from './admin/import.ts';
+import { launchCreate, userAdd, userDelegate, userList } from './admin/people.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
+import { LaunchInputError } from './auth/launch-api.ts';
 import { ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
 import { VaultInputError } from './vault/partitions.ts';
 
@@ -22,7 +24,12 @@ async function admin(fn: () => Promise<unknown>): Promise<void> {
   try {
     print(await fn());
   } catch (err) {
-    if (err instanceof ClientInputError || err instanceof ConfigError || err instanceof VaultInputError) {
+    if (
+      err instanceof ClientInputError ||
+      err instanceof ConfigError ||
+      err instanceof VaultInputError ||
+      err instanceof LaunchInputError
+    ) {
       process.stderr.write(`error: ${err.message}\n`);
       process.exitCode = 1;
       return;
@@ -87,6 +94,7 @@ dataDirOption(
     .option('--jwks-uri <url>', 'JWKS URL for private_key_jwt')
     .option('--cert <file>', 'certificate to register for self_signed_tls_client_auth (generated if absent)')
     .option('--redirect-uri <url>', 'redirect URI (repeatable)', collect)
+    .option('--name <name>', 'app name shown on the login and consent pages')
     .option('--token-format <format>', 'jwt (default) or opaque access tokens')
     .option('--token-alg <alg>', 'ES256 (default) or RS256 access-token signatures')
     .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
@@ -161,6 +169,49 @@ dataDirOption(
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
   (o) => admin(() => grantList(loadConfig(o), o.partition)),
 );
+
+const readStdin = async (): Promise<string> => {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+};
+
+const user = program.command('user').description('people who sign in to apps (SMART app launch)');
+dataDirOption(
+  user
+    .command('add <username>')
+    .description('add a user; prints {username, partition, fhirUser}')
+    .option('--password <password>', 'the password (at least 8 characters; prefer --password-stdin)')
+    .option('--password-stdin', 'read the password from standard input')
+    .option('--account <urn>', "the user's own account (urn:cara:account:<id> or partition name)")
+    .option('--fhir-user <ref>', "the user's own record, e.g. Patient/123 or Practitioner/abc"),
+).action((username: string, o) => admin(() => userAdd(loadConfig(o), username, o, readStdin)));
+dataDirOption(
+  user
+    .command('delegate <username>')
+    .description('let a user act for a patient of another account (a proxy); the consent page then offers that patient')
+    .requiredOption('--account <urn>', 'the account (urn:cara:account:<id> or partition name) of the patient')
+    .requiredOption('--patient <id>', 'the Patient id in that vault')
+    .option('--scope <scopes>', 'SMART system scopes bounding the delegate (default "system/*.rs")'),
+).action((username: string, o) => admin(() => userDelegate(loadConfig(o), username, o)));
+dataDirOption(user.command('list').description('list users (never passwords)')).action((o) =>
+  admin(() => userList(loadConfig(o))),
+);
+
+const launch = program.command('launch').description('SMART EHR launch contexts');
+dataDirOption(
+  launch
+    .command('create')
+    .description('create an EHR launch context; prints {launch, iss, expires_in} to open <app>?iss=…&launch=…')
+    .requiredOption('--partition <name>', 'the vault (or its FHIR base URL)')
+    .requiredOption('--client <client_id>', 'the app being launched')
+    .option('--patient <id>', 'patient in context')
+    .option('--encounter <id>', 'encounter in context')
+    .option('--fhir-user <ref>', 'the launching user, e.g. Practitioner/abc')
+    .option('--no-banner', 'need_patient_banner=false (the EHR shows the patient banner itself)')
+    .option('--style-url <url>', 'smart_style_url')
+    .option('--host <client_id>', "EHR host client whose grants bound the user (default: the user's own rights)"),
+).action((o) => admin(() => launchCreate(loadConfig(o), o)));
 
 dataDirOption(
   program

@@ -19,6 +19,7 @@ export interface ClientAddOptions {
   jwksUri?: string;
   cert?: string;
   redirectUri?: string[];
+  name?: string;
   tokenFormat?: string;
   tokenAlg?: string;
   out?: string;
@@ -77,6 +78,7 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
       jwksUri: o.jwksUri,
       selfSignedCertPem,
       redirectUris: o.redirectUri,
+      name: o.name,
       tokenFormat: oneOf('--token-format', o.tokenFormat, ['jwt', 'opaque'] as const),
       tokenAlg: oneOf('--token-alg', o.tokenAlg, ['ES256', 'RS256'] as const),
     }),

@@ -27,7 +27,7 @@ export async function importCommand(config: Config, files: string[], partition: 
       store,
       partition,
       base: `${config.baseUrl}/fhir/${partition}`,
-      access: { partition, clientId: 'carevault-import', tokenScopes: [all], grantScopes: [all] },
+      access: { partition, clientId: 'carevault-import', tokenScopes: [all], grantScopes: [all], person: false },
     };
     let done = 0;
     const report = await importFiles(ctx, files, {

@@ -47,6 +47,8 @@ export interface NewClient {
   /** PEM of the certificate a self_signed_tls_client_auth client registers. */
   selfSignedCertPem?: string | undefined;
   redirectUris?: string[] | undefined;
+  /** Shown to people on the login and consent pages. */
+  name?: string | undefined;
   tokenFormat?: 'jwt' | 'opaque' | undefined;
   tokenAlg?: 'ES256' | 'RS256' | undefined;
 }
@@ -197,7 +199,21 @@ export class ClientRegistry {
       default:
         throw new ClientInputError(`unknown auth method; use one of ${AUTH_METHODS.join(', ')}`);
     }
+    if (input.name !== undefined) {
+      if (!/^[\p{L}\p{N}\p{P}\p{Zs}\p{S}]{1,100}$/u.test(input.name) || /[<>]/.test(input.name))
+        throw new ClientInputError('--name must be 1-100 printable characters');
+      oidc.client_name = input.name;
+    }
     if (input.redirectUris?.length) {
+      for (const uri of input.redirectUris) {
+        let u: URL;
+        try {
+          u = new URL(uri);
+        } catch {
+          throw new ClientInputError(`redirect URI "${uri}" is not an absolute URL`);
+        }
+        if (u.hash) throw new ClientInputError(`redirect URI "${uri}" must not have a fragment`);
+      }
       oidc.redirect_uris = input.redirectUris;
       if (input.auth !== 'none') {
         oidc.grant_types = ['client_credentials', 'authorization_code', 'refresh_token'];
@@ -246,6 +262,7 @@ export class ClientRegistry {
       const { oidc, carevault } = r.metadata as unknown as StoredMetadata;
       return {
         client_id: r.clientId,
+        name: oidc.client_name,
         auth: oidc.token_endpoint_auth_method,
         disabled: r.disabled,
         scope: carevault.scopes.join(' '),

@@ -11,6 +11,7 @@ import { extendDiscovery } from './metadata.ts';
 import type { CertificateSource } from './mtls.ts';
 import { createProvider } from './provider.ts';
 import { revokeJwt } from './revocation.ts';
+import { addLaunchContext } from './token-response.ts';
 import { type AccessTokenClaims, TokenVerifier } from './verifier.ts';
 
 export interface AuthOptions {
@@ -94,6 +95,7 @@ export class AuthServer {
       ctx.set('pragma', 'no-cache');
       ctx.set('cache-control', 'no-store');
       refineGrantTypeError(ctx);
+      await addLaunchContext(ctx, this.options.store);
       return;
     }
     if (route === 'discovery' && ctx.status === 200) {

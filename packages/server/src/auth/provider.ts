@@ -8,7 +8,9 @@ import { type ClientRegistry, grantableScopes, secretMatches } from './clients.t
 import { renderErrorPage } from './error-page.ts';
 import { iuaClaims, PurposeOfUseError } from './iua-claims.ts';
 import type { KeyRing } from './keys.ts';
+import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
+import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
 
 export interface ProviderDeps {
@@ -40,7 +42,7 @@ export const OAUTH_ROUTES = {
   credential: '/oauth/credential',
 } as const;
 
-const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = [
+export const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = [
   'ES256',
   'ES384',
   'ES512',
@@ -58,16 +60,63 @@ function requestBody(ctx: KoaContextWithOIDC): Record<string, unknown> {
 
 /** Resource servers this AS issues tokens for: the FHIR base and (for launches) any vault under it. */
 function isFhirResource(resource: string, fhirBase: string): boolean {
-  if (resource === fhirBase) return true;
-  if (!resource.startsWith(`${fhirBase}/`)) return false;
-  return /^[A-Za-z0-9_-]{1,64}$/.test(resource.slice(fhirBase.length + 1));
+  return resource === fhirBase || vaultOf(resource, fhirBase) !== undefined;
 }
+
+/** The partition a vault base names (`{fhirBase}/{partition}`), or undefined. */
+export function vaultOf(resource: string, fhirBase: string): string | undefined {
+  if (!resource.startsWith(`${fhirBase}/`)) return undefined;
+  const name = resource.slice(fhirBase.length + 1);
+  return /^[A-Za-z0-9_-]{1,64}$/.test(name) ? name : undefined;
+}
+
+/** The authorization code flow and its refreshes act for a person; client credentials for the client itself. */
+function isPersonFlow(ctx: KoaContextWithOIDC): boolean {
+  if (ctx.oidc.route !== 'token') return true;
+  const grantType = (ctx.oidc.params as { grant_type?: string }).grant_type;
+  return grantType === 'authorization_code' || grantType === 'refresh_token';
+}
+
+/** IUA 3.71.4.1.2.2 and SMART App Launch require `state` (B08); the engine treats it as optional. */
+function assertState(ctx: KoaContextWithOIDC): void {
+  const state = (ctx.oidc.params as { state?: unknown }).state;
+  if (typeof state !== 'string' || state === '') throw new errors.InvalidRequest('state is required');
+}
+
+/** Origins of a client's registered redirect URIs: the only origins its browser app may call the token endpoint from (A17). */
+function redirectOrigins(redirectUris: readonly string[]): string[] {
+  return redirectUris.flatMap((u) => {
+    try {
+      return [new URL(u).origin];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** How long a person's consent (and the refresh tokens resting on it) lasts. */
+export const GRANT_TTL_SECONDS = 90 * 86400;
 
 /** The oidc-provider engine configured for carevault's SMART/IUA policy. */
 export function createProvider(deps: ProviderDeps): Provider {
   const { clients, keys, certificates, fhirBase } = deps;
   const certOf = (ctx: KoaContextWithOIDC): X509Certificate | undefined =>
     certificates.certificate({ socket: ctx.req.socket, headers: ctx.req.headers });
+
+  /** SMART context claims of a token issued for a person: what the FHIR server enforces (I13, I14). */
+  const personClaims = async (token: { grantId?: string; accountId?: string }) => {
+    if (!token.accountId) return undefined;
+    const context = await grantContext(deps.store, token.grantId);
+    if (!context) return undefined;
+    const top: Record<string, string> = {};
+    if (context.patient) top.patient = context.patient;
+    if (context.encounter) top.encounter = context.encounter;
+    if (context.fhirUser && context.partition) top.fhirUser = `${fhirBase}/${context.partition}/${context.fhirUser}`;
+    const carevault: { grant: string; vault?: string; host?: string } = { grant: token.grantId as string };
+    if (context.partition) carevault.vault = context.partition;
+    if (context.host) carevault.host = context.host;
+    return { top, carevault };
+  };
 
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.store, clients),
@@ -87,12 +136,43 @@ export function createProvider(deps: ProviderDeps): Provider {
       idTokenSigningAlgValues: ['ES256', 'RS256'],
     },
     clientDefaults: {
-      id_token_signed_response_alg: 'ES256',
+      // Inferno (A19, C19) expects RS256 id_tokens.
+      id_token_signed_response_alg: 'RS256',
       grant_types: ['client_credentials'],
       response_types: [],
     },
     responseTypes: ['code'],
-    scopes: ['openid', 'offline_access'],
+    scopes: [...PERSON_OIDC_SCOPES],
+    claims: { openid: ['sub'], fhirUser: ['fhirUser'] },
+    // SMART: `launch` binds an EHR launch context; `aud` names the FHIR base (a synonym of `resource`, X8).
+    extraParams: ['launch', 'aud'],
+    pkce: { required: () => true },
+    // Every authorization asks for consent anew: each launch carries its own context (see interaction/).
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId;
+      return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
+    },
+    rotateRefreshToken: true,
+    issueRefreshToken: async (_ctx, client, code) =>
+      client.grantTypeAllowed('refresh_token') &&
+      (code.scopes.has('offline_access') || code.scopes.has('online_access')),
+    clientBasedCORS: (_ctx, origin, client) =>
+      origin !== 'null' && redirectOrigins(client.redirectUris ?? []).includes(origin),
+    interactions: { url: (_ctx, interaction) => `/oauth/interaction/${interaction.uid}` },
+    findAccount: async (ctx, sub) => {
+      const user = await deps.store.users.get(sub);
+      if (!user || user.disabled) return undefined;
+      return {
+        accountId: sub,
+        claims: async () => {
+          const grantId = (ctx.oidc.entities.Grant as { jti?: string } | undefined)?.jti;
+          const context = await grantContext(deps.store, grantId);
+          const partition = context?.partition ?? user.partition;
+          const rel = context?.fhirUser ?? (partition === user.partition ? user.fhirUser : undefined);
+          return { sub, ...(rel && partition ? { fhirUser: `${fhirBase}/${partition}/${rel}` } : {}) };
+        },
+      };
+    },
     clockTolerance: 5,
     features: {
       devInteractions: { enabled: false },
@@ -124,7 +204,18 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => fhirBase,
+        defaultResource: (ctx) => {
+          const aud = (ctx.oidc.params as { aud?: unknown }).aud;
+          if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'resume') {
+            assertState(ctx);
+            // SMART App Launch: `aud` is required and names the FHIR server the app will use (B09).
+            if (typeof aud !== 'string' || aud === '') {
+              throw new errors.InvalidRequest('aud (the FHIR base URL) is required');
+            }
+            return aud;
+          }
+          return fhirBase;
+        },
         useGrantedResource: () => true,
         getResourceServerInfo: async (ctx, resource, client) => {
           if (!isFhirResource(resource, fhirBase)) {
@@ -133,7 +224,33 @@ export function createProvider(deps: ProviderDeps): Provider {
           const policy = await clients.policy(client.clientId);
           if (!policy) throw new errors.InvalidClient('client is not registered');
           assertRequestedTokenType(requestBody(ctx).requested_token_type);
-          const params = ctx.oidc.params as { scope?: string };
+          const params = ctx.oidc.params as { scope?: string; aud?: string };
+          const signing =
+            policy.tokenFormat === 'jwt'
+              ? { jwt: { sign: { alg: policy.tokenAlg, kid: keys.signingKid(policy.tokenAlg) } } }
+              : {};
+          if (isPersonFlow(ctx)) {
+            if (ctx.oidc.route === 'authorization') assertState(ctx);
+            if (typeof params.aud === 'string' && params.aud !== resource) {
+              throw new errors.InvalidTarget('aud and resource name different servers');
+            }
+            const partition = vaultOf(resource, fhirBase);
+            if (partition !== undefined && !(await deps.store.partitions.get(partition))) {
+              throw new errors.InvalidTarget(`aud "${resource}" is not a FHIR base of this server`);
+            }
+            const entities = ctx.oidc.entities as {
+              AuthorizationCode?: { scope?: string };
+              RefreshToken?: { scope?: string };
+            };
+            const source = params.scope ?? entities.AuthorizationCode?.scope ?? entities.RefreshToken?.scope;
+            return {
+              scope: personResourceScopes(source, policy).join(' '),
+              audience: resource,
+              accessTokenTTL: deps.accessTokenTtl,
+              accessTokenFormat: policy.tokenFormat,
+              ...signing,
+            };
+          }
           const { granted, refused } = grantableScopes(params.scope, policy);
           if (refused.length > 0) {
             throw new errors.InvalidScope('requested scope is not registered for this client', refused.join(' '));
@@ -146,9 +263,7 @@ export function createProvider(deps: ProviderDeps): Provider {
             audience: resource,
             accessTokenTTL: deps.accessTokenTtl,
             accessTokenFormat: policy.tokenFormat,
-            ...(policy.tokenFormat === 'jwt'
-              ? { jwt: { sign: { alg: policy.tokenAlg, kid: keys.signingKid(policy.tokenAlg) } } }
-              : {}),
+            ...signing,
           };
         },
       },
@@ -163,7 +278,12 @@ export function createProvider(deps: ProviderDeps): Provider {
       }
       try {
         const iua = iuaClaims(policy, requested);
-        return iua ? { extensions: { ihe_iua: iua } } : undefined;
+        const person = await personClaims(token as unknown as { grantId?: string; accountId?: string });
+        if (!iua && !person) return undefined;
+        return {
+          ...person?.top,
+          extensions: { ...(iua ? { ihe_iua: iua } : {}), ...(person ? { carevault: person.carevault } : {}) },
+        };
       } catch (err) {
         if (err instanceof PurposeOfUseError) throw new errors.InvalidRequest(err.message);
         throw err;
@@ -174,10 +294,12 @@ export function createProvider(deps: ProviderDeps): Provider {
       ClientCredentials: deps.accessTokenTtl,
       AccessToken: deps.accessTokenTtl,
       AuthorizationCode: 60,
+      IdToken: 3600,
       Interaction: 600,
       Session: 8 * 3600,
-      Grant: 14 * 86400,
-      RefreshToken: 14 * 86400,
+      Grant: GRANT_TTL_SECONDS,
+      // N35: refresh tokens stay valid for months (each rotation starts a new period).
+      RefreshToken: GRANT_TTL_SECONDS,
     },
     renderError: renderErrorPage,
     fetch: outboundFetch(deps.outboundCa),

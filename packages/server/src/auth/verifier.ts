@@ -8,7 +8,21 @@ export interface AccessTokenClaims extends JWTPayload {
   client_id?: string;
   scope?: string;
   cnf?: { 'x5t#S256'?: string };
-  extensions?: { ihe_iua?: Record<string, unknown> };
+  extensions?: { ihe_iua?: Record<string, unknown>; carevault?: PersonClaims };
+  /** SMART launch context of a person's token (token response fields, repeated in the token). */
+  patient?: string;
+  encounter?: string;
+  fhirUser?: string;
+}
+
+/** carevault's claims in a token issued to an app acting for a person (authorization code flow). */
+export interface PersonClaims {
+  /** The grant (consent) the token rests on; withdrawn or revoked grants end the token at once. */
+  grant?: string;
+  /** The vault the launch bound the token to; absent when the user may use any of their vaults. */
+  vault?: string;
+  /** EHR launch: the EHR host client whose grants bound the user in `vault`. */
+  host?: string;
 }
 
 /** Why a token was refused; `code` is the RFC 6750 error for WWW-Authenticate. */

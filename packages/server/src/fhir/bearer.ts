@@ -43,7 +43,7 @@ export async function authenticate(
   return claims;
 }
 
-function challenge(status: number, error: string, description: string): FhirError {
+export function challenge(status: number, error: string, description: string): FhirError {
   return new FhirError(status, status === 401 ? 'login' : 'invalid', description, {
     'www-authenticate': `${REALM}, error="${error}", error_description="${description}"`,
   });

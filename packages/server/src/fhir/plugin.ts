@@ -1,10 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
-import type { SearchFilter, Store, StoredVersion } from '../store/types.ts';
+import { smartConfiguration } from '../auth/smart-configuration.ts';
+import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
-import { decide, type Interaction, resolveVaultAccess } from '../vault/policy.ts';
-import { authenticate, insufficientScope } from './bearer.ts';
+import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
+import { authenticate, challenge, insufficientScope } from './bearer.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
@@ -16,7 +17,7 @@ import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
 import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
-import { restrictionFilter, search } from './interactions/search.ts';
+import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
@@ -26,6 +27,29 @@ export interface FhirPluginOptions {
   store: Store;
   auth: AuthServer;
   certificates: CertificateSource;
+}
+
+const EXPOSED = 'Location, Content-Location, ETag, Last-Modified, WWW-Authenticate, X-Request-Id, X-Correlation-Id';
+const ALLOWED_HEADERS =
+  'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-None-Exist, If-Modified-Since, X-Request-Id, X-Correlation-Id';
+
+/**
+ * CORS for browser apps (A16, N04): any origin may call, because every answer depends on a Bearer token
+ * sent explicitly, never on cookies (so no credentials mode and no cross-site request forgery).
+ */
+function allowBrowserApps(req: FastifyRequest, reply: FastifyReply): void {
+  const origin = req.headers.origin;
+  if (!origin) return;
+  void reply
+    .header('access-control-allow-origin', origin)
+    .header('vary', 'Origin')
+    .header('access-control-expose-headers', EXPOSED);
+  if (req.method === 'OPTIONS') {
+    void reply
+      .header('access-control-allow-methods', 'GET, HEAD, POST, PUT, PATCH, DELETE')
+      .header('access-control-allow-headers', ALLOWED_HEADERS)
+      .header('access-control-max-age', '600');
+  }
 }
 
 /** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
@@ -99,10 +123,13 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   // Format first (406 needs no token), then the token (401), then the vault (404) — all before the body is
   // parsed, so a caller learns nothing about a vault, or about body rules, until it holds a token that reaches it.
   app.decorateRequest('fhir', null);
-  app.addHook('onRequest', async (req) => {
+  app.addHook('onRequest', async (req, reply) => {
+    allowBrowserApps(req, reply);
+    if (req.method === 'OPTIONS') return;
+    const route = req.routeOptions.url;
+    if (route?.endsWith('/.well-known/smart-configuration')) return;
     const q = req.query as Record<string, unknown>;
     assertAcceptsJson(req.headers.accept, q._format);
-    const route = req.routeOptions.url;
     if (!route || route.endsWith('/metadata')) return;
     (req as FastifyRequest & { fhir: FhirContext | null }).fhir = await resolveContext(
       req as FastifyRequest<{ Params: Params }>,
@@ -115,6 +142,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
     const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase, base]);
     if (!PARTITION_RE.test(partition)) throw vaultNotFound();
+    if (!(await grantActive(o.store, claims)))
+      throw challenge(401, 'invalid_token', 'the grant of this token was revoked');
     const access = await resolveVaultAccess(o.store, partition, claims);
     if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
     return { store: o.store, partition, base, access };
@@ -125,26 +154,10 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return ctx;
   };
 
-  const allow = (ctx: FhirContext, type: string, interaction: Interaction): string[] | undefined => {
+  const allow = (ctx: FhirContext, type: string, interaction: Interaction): Restriction[] | undefined => {
     const d = decide(ctx.access, type, interaction);
     if (!d.allowed) throw insufficientScope(d.reason);
     return d.restrictions;
-  };
-
-  /** Under granular scopes a resource may be read only if it matches one of them (I12). */
-  const assertVisible = async (ctx: FhirContext, v: StoredVersion, restrictions: string[] | undefined) => {
-    if (!restrictions) return;
-    const filter = restrictionFilter(ctx, v.type, restrictions) as SearchFilter;
-    const { matches } = await ctx.store.resources.search(ctx.partition, {
-      type: v.type,
-      filters: [{ kind: 'id', ids: [v.id] }, filter],
-      sort: [],
-      limit: 1,
-      offset: 0,
-      total: false,
-    });
-    if (matches.length === 0)
-      throw insufficientScope(`the access token's scopes for ${v.type} do not cover this resource`);
   };
 
   const typeOf = (req: FastifyRequest<{ Params: Params }>): string => {
@@ -175,6 +188,18 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.send(v.content);
   };
 
+  // CORS preflight of browser apps (SMART App Launch: FHIR calls with an Authorization header).
+  app.options('/*', async (_req, reply) => reply.code(204).send());
+
+  // A11: JSON whatever the Accept header says; the same document for every vault, so it reveals none.
+  const sendSmartConfiguration = (reply: FastifyReply) =>
+    reply.type('application/json').header('cache-control', 'public, max-age=300').send(smartConfiguration(o.issuer));
+  app.get('/.well-known/smart-configuration', async (_req, reply) => sendSmartConfiguration(reply));
+  app.get<{ Params: Params }>('/:partition/.well-known/smart-configuration', async (req, reply) => {
+    if (!PARTITION_RE.test(req.params.partition)) throw vaultNotFound();
+    return sendSmartConfiguration(reply);
+  });
+
   app.get<{ Params: Params }>('/:partition/metadata', async (req, reply) => {
     // The statement is the same for every vault and needs no token, so it says nothing about whether one exists.
     if (!PARTITION_RE.test(req.params.partition)) throw vaultNotFound();
@@ -188,7 +213,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const type = typeOf(req);
     const restrictions = allow(ctx, type, 'read');
     const v = await read(ctx, type, idOf(req));
-    await assertVisible(ctx, v, restrictions);
+    await assertVisible(ctx, v.type, v.id, restrictions);
     return sendVersion(reply, 200, v, ctx.base);
   });
 
@@ -196,8 +221,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     const restrictions = allow(ctx, type, 'vread');
-    if (restrictions) throw insufficientScope('granular scopes do not cover version reads');
-    return sendVersion(reply, 200, await vread(ctx, type, idOf(req), req.params.vid as string), ctx.base);
+    const v = await vread(ctx, type, idOf(req), req.params.vid as string);
+    await assertVisible(ctx, type, v.id, restrictions);
+    return sendVersion(reply, 200, v, ctx.base);
   });
 
   const sendHistory = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);
@@ -205,7 +231,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     const id = idOf(req);
-    if (allow(ctx, type, 'history-instance')) throw insufficientScope('granular scopes do not cover history');
+    await assertVisible(ctx, type, id, allow(ctx, type, 'history-instance'));
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history` }));
   });
@@ -218,7 +244,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   });
   app.get<{ Params: Params }>('/:partition/_history', async (req, reply) => {
     const ctx = await context(req);
-    allow(ctx, '*', 'history-system');
+    if (allow(ctx, '*', 'history-system')) throw insufficientScope('patient scopes do not cover system history');
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { query: q, path: '/_history' }));
   });

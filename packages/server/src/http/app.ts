@@ -4,8 +4,11 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ClientRegistry } from '../auth/clients.ts';
 import { AuthServer } from '../auth/index.ts';
+import { interactionRoutes } from '../auth/interaction/routes.ts';
 import { KeyRing } from '../auth/keys.ts';
+import { launchRoutes } from '../auth/launch-api.ts';
 import { certificateSource } from '../auth/mtls.ts';
+import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
 import type { Config } from '../config/index.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
@@ -62,6 +65,7 @@ export async function buildPlatform(
     trustProxy: config.trustedCertHeader !== undefined,
     forceCloseConnections: true,
   });
+  const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   const auth = new AuthServer({
     issuer,
     fhirBase,
@@ -69,14 +73,23 @@ export async function buildPlatform(
     store,
     clients,
     keys,
-    certificates: certificateSource(pki.ca.certPem, config.trustedCertHeader),
+    certificates,
     outboundCa: [...rootCertificates, pki.ca.certPem],
     log: app.log as unknown as Logger,
   });
   if (config.trustedCertHeader) auth.engine.proxy = true;
 
-  const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   await app.register(oauthRoutes, { auth });
+  await app.register(interactionRoutes, {
+    auth,
+    store,
+    clients,
+    keys,
+    fhirBase,
+    styleUrl: `${issuer}/oauth/smart-style.json`,
+    grantTtlSeconds: GRANT_TTL_SECONDS,
+  });
+  await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
   await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates });
 
   const timer = setInterval(() => {

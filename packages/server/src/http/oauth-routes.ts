@@ -1,18 +1,56 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthServer } from '../auth/index.ts';
+import { SMART_STYLE } from '../auth/smart-configuration.ts';
+
+/**
+ * SMART apps never send `prompt`, and the engine drops `offline_access` without prompt=consent (an OIDC
+ * rule, deps.md §1). Every authorization here ends in our consent page anyway, so asking for it is exact.
+ */
+function withConsentPrompt(query: URLSearchParams): URLSearchParams {
+  const scope = query.get('scope') ?? '';
+  if (!scope.split(' ').includes('offline_access')) return query;
+  const prompt = (query.get('prompt') ?? '').split(' ').filter(Boolean);
+  if (prompt.includes('none') || prompt.includes('consent')) return query;
+  query.set('prompt', [...prompt, 'consent'].join(' '));
+  return query;
+}
 
 /**
  * Hands /oauth/* and the discovery documents to the engine. Bodies are left unread here (the engine
- * parses and size-limits its own form posts), so this plugin replaces fastify's parsers with a no-op.
+ * parses and size-limits its own form posts), so this plugin replaces fastify's parsers with a no-op —
+ * except for authorization requests, which are normalized first (see above).
  */
 export async function oauthRoutes(app: FastifyInstance, opts: { auth: AuthServer }): Promise<void> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
-  const forward = async (req: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
+  const forward = async (req: FastifyRequest, reply: FastifyReply) => {
     reply.hijack();
     opts.auth.handle(req.raw, reply.raw);
   };
   app.all('/oauth/*', forward);
   app.get('/.well-known/openid-configuration', forward);
   app.get('/.well-known/oauth-authorization-server', forward);
+  app.get('/oauth/smart-style.json', async (_req, reply) =>
+    reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=3600').send(SMART_STYLE),
+  );
+
+  await app.register(async (authorize) => {
+    authorize.addContentTypeParser(
+      'application/x-www-form-urlencoded',
+      { parseAs: 'string', bodyLimit: 64 * 1024 },
+      (_req, body, done) => done(null, body),
+    );
+    const rewrite = (req: FastifyRequest, reply: FastifyReply, query: URLSearchParams) => {
+      req.raw.url = `${req.url.split('?')[0]}?${withConsentPrompt(query)}`;
+      // authorize-post (B02): the same parameters as a GET, handed to the engine as one.
+      req.raw.method = 'GET';
+      return forward(req, reply);
+    };
+    authorize.get('/oauth/authorize', (req, reply) =>
+      rewrite(req, reply, new URLSearchParams(req.url.split('?')[1] ?? '')),
+    );
+    authorize.post('/oauth/authorize', (req, reply) =>
+      rewrite(req, reply, new URLSearchParams(typeof req.body === 'string' ? req.body : '')),
+    );
+  });
 }

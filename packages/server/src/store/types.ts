@@ -77,6 +77,40 @@ export interface PartitionStore {
   listGrants(partition?: string): Promise<GrantRecord[]>;
 }
 
+/** A person who logs in at the authorization server (SMART app launch). */
+export interface UserRecord {
+  username: string;
+  /** scrypt hash in PHC-like form (auth/passwords.ts); never a password. */
+  passwordHash: string;
+  /** The vault of the user's own account, if any. */
+  partition: string | undefined;
+  /** Relative reference (Patient/x, Practitioner/y) inside `partition`, or undefined. */
+  fhirUser: string | undefined;
+  disabled: boolean;
+  createdAt: number;
+}
+
+/** A user acting for a patient in another vault (a proxy, seed 004): what they may do there. */
+export interface DelegationRecord {
+  partition: string;
+  username: string;
+  /** Patient id inside `partition`. */
+  patient: string;
+  /** SMART system scopes bounding the delegate, e.g. `system/*.rs`. */
+  scope: string;
+  createdAt: number;
+}
+
+export interface UserStore {
+  /** False when the username is taken. */
+  insert(record: UserRecord): Promise<boolean>;
+  get(username: string): Promise<UserRecord | undefined>;
+  list(): Promise<UserRecord[]>;
+  /** Creates or replaces the delegation of one user for one patient. */
+  putDelegation(record: DelegationRecord): Promise<void>;
+  delegationsOf(username: string): Promise<DelegationRecord[]>;
+}
+
 /** A stored resource version; `content` is the JSON text exactly as served, absent for a deletion. */
 export interface StoredVersion {
   type: string;
@@ -233,6 +267,7 @@ export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   readonly clients: ClientStore;
   readonly partitions: PartitionStore;
+  readonly users: UserStore;
   readonly resources: ResourceStore;
   readonly oidc: OidcPayloadStore;
   readonly revocations: RevocationStore;

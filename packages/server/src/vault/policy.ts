@@ -1,6 +1,9 @@
+import { grantContext } from '../auth/launch-context.ts';
 import { type Permission, parseSmartScope, type SmartScope, splitScope } from '../auth/smart-scopes.ts';
 import type { AccessTokenClaims } from '../auth/verifier.ts';
+import { vaultRights } from '../people/users.ts';
 import type { Store } from '../store/types.ts';
+import { inPatientCompartment } from './compartment.ts';
 
 /** FHIR interactions, each needing one SMART v2 permission letter. */
 export type Interaction =
@@ -32,17 +35,32 @@ export interface VaultAccess {
   clientId: string;
   tokenScopes: SmartScope[];
   grantScopes: SmartScope[];
+  /**
+   * A person's token (authorization code flow): its patient/ and user/ scopes apply, system/ scopes do not.
+   * A technical user's token: only system/ scopes apply.
+   */
+  person: boolean;
+  /** The patient of the launch context: patient/ scopes reach only this patient's compartment (I13, I14). */
+  patient?: string | undefined;
 }
 
 /**
- * Allowed, possibly only for resources matching one of `restrictions` (the queries of granular SMART v2
- * scopes such as `system/Observation.rs?category=…|laboratory`, I11/I12).
+ * One way a scope narrows access: to resources matching a granular query (`?category=…`, I11/I12), to the
+ * launch patient's compartment, or both. A decision's restrictions are OR-ed: a resource is allowed when it
+ * satisfies any of them.
  */
-export type Decision = { allowed: true; restrictions?: string[] } | { allowed: false; reason: string };
+export interface Restriction {
+  query?: string | undefined;
+  patient?: string | undefined;
+}
+
+/** Allowed, possibly only for resources matching one of `restrictions`. */
+export type Decision = { allowed: true; restrictions?: Restriction[] } | { allowed: false; reason: string };
 
 /**
- * Whether the caller reaches the vault at all. No grant for its client or organization → undefined, and
- * the caller must answer exactly as for a vault that does not exist (404), so existence is not disclosed.
+ * Whether the caller reaches the vault at all. No grant for its client or organization (or, for a person,
+ * no own vault, delegation or EHR launch there) → undefined, and the caller must answer exactly as for a
+ * vault that does not exist (404), so existence is not disclosed.
  */
 export async function resolveVaultAccess(
   store: Store,
@@ -51,6 +69,30 @@ export async function resolveVaultAccess(
 ): Promise<VaultAccess | undefined> {
   const clientId = claims.client_id;
   if (!clientId) return undefined;
+  const person = claims.extensions?.carevault;
+  if (person) {
+    if (person.vault !== undefined && person.vault !== partition) return undefined;
+    if (!(await grantActive(store, claims))) return undefined;
+    let grantScopes: SmartScope[];
+    if (person.host !== undefined) {
+      // EHR launch: the EHR host vouched for its user; the user is bounded by what the host may do here.
+      grantScopes = (await store.partitions.grantsFor(partition, person.host, undefined)).flatMap((g) =>
+        parse(g.scope),
+      );
+    } else {
+      const rights = (await vaultRights(store, String(claims.sub))).filter((r) => r.partition === partition);
+      grantScopes = rights.flatMap((r) => parse(r.scope));
+    }
+    if (grantScopes.length === 0) return undefined;
+    return {
+      partition,
+      clientId,
+      tokenScopes: parse(claims.scope),
+      grantScopes,
+      person: true,
+      patient: typeof claims.patient === 'string' ? claims.patient : undefined,
+    };
+  }
   const org = claims.extensions?.ihe_iua?.subject_organization_id;
   const orgOid = typeof org === 'string' ? org.replace(/^urn:oid:/, '') : undefined;
   const grants = await store.partitions.grantsFor(partition, clientId, orgOid);
@@ -60,7 +102,18 @@ export async function resolveVaultAccess(
     clientId,
     tokenScopes: parse(claims.scope),
     grantScopes: grants.flatMap((g) => parse(g.scope)),
+    person: false,
   };
+}
+
+/**
+ * A person's token rests on a grant (consent); a revoked grant (reused code or refresh token, consent
+ * withdrawn) ends its self-contained tokens too. Technical users' tokens have no grant and are unaffected.
+ */
+export async function grantActive(store: Store, claims: AccessTokenClaims): Promise<boolean> {
+  const person = claims.extensions?.carevault;
+  if (!person) return true;
+  return person.grant !== undefined && (await grantContext(store, person.grant)) !== undefined;
 }
 
 function parse(scope: string | undefined): SmartScope[] {
@@ -71,27 +124,51 @@ function parse(scope: string | undefined): SmartScope[] {
 
 const READS = new Set<Permission>(['r', 's']);
 
-function applies(s: SmartScope, type: string, permission: Permission): boolean {
-  // Patient and user scopes need a launch context, not issued to technical users yet: they never widen access.
-  return s.context === 'system' && (s.resourceType === '*' || s.resourceType === type) && s.permissions.has(permission);
+function covers(s: SmartScope, type: string, permission: Permission): boolean {
+  return (s.resourceType === '*' || s.resourceType === type) && s.permissions.has(permission);
+}
+
+/** Which of the token's scopes count for this caller (see VaultAccess.person). */
+function counts(access: VaultAccess, s: SmartScope): boolean {
+  if (!access.person) return s.context === 'system';
+  // B14: a patient scope without a patient context grants nothing.
+  return s.context === 'user' || (s.context === 'patient' && access.patient !== undefined);
 }
 
 /** `type` is a resource type, or '*' for whole-vault interactions (which then need a wildcard scope). */
 export function decide(access: VaultAccess, type: string, interaction: Interaction): Decision {
   const permission = PERMISSION[interaction];
-  const token = access.tokenScopes.filter((s) => applies(s, type, permission));
-  const unrestricted = token.some((s) => s.query === undefined);
-  // Granular scopes narrow reads and searches only; writes need an unrestricted scope.
-  const restrictions =
-    READS.has(permission) && type !== '*' ? token.flatMap((s) => (s.query === undefined ? [] : [s.query])) : [];
+  const reads = READS.has(permission) && type !== '*';
+  const restrictions: Restriction[] = [];
+  let unrestricted = false;
+  for (const s of access.tokenScopes) {
+    if (!counts(access, s) || !covers(s, type, permission)) continue;
+    const patient =
+      s.context === 'patient' && (type === '*' || inPatientCompartment(type)) ? access.patient : undefined;
+    // Granular queries narrow reads and searches only; a write needs a scope without a query.
+    if (s.query !== undefined && !reads) continue;
+    if (patient === undefined && s.query === undefined) {
+      unrestricted = true;
+      break;
+    }
+    restrictions.push({ query: s.query, patient });
+  }
   if (!unrestricted && restrictions.length === 0) {
     return { allowed: false, reason: `the access token has no scope allowing ${interaction} of ${type}` };
   }
-  if (!access.grantScopes.some((s) => s.query === undefined && applies(s, type, permission))) {
+  if (!access.grantScopes.some((s) => s.context === 'system' && s.query === undefined && covers(s, type, permission))) {
     return {
       allowed: false,
-      reason: `the grants of this vault do not allow ${interaction} of ${type} for this client`,
+      reason: access.person
+        ? `the user may not ${interaction} ${type} in this vault`
+        : `the grants of this vault do not allow ${interaction} of ${type} for this client`,
     };
   }
   return unrestricted ? { allowed: true } : { allowed: true, restrictions };
+}
+
+/** The patient whose compartment bounds writes of `type`, when the decision narrows them to one. */
+export function writeCompartment(d: Decision): string | undefined {
+  if (!d.allowed || !d.restrictions) return undefined;
+  return d.restrictions.find((r) => r.patient !== undefined)?.patient;
 }

@@ -1,14 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { StoredVersion } from '../../store/types.ts';
-import { decide, type Interaction } from '../../vault/policy.ts';
+import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { insufficientScope } from '../bearer.ts';
+import { transact } from '../compartment-guard.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
 import { createIn } from '../interactions/create.ts';
 import { removeIn } from '../interactions/delete.ts';
 import { read, vread } from '../interactions/read.ts';
-import { search } from '../interactions/search.ts';
+import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody } from '../resource-body.ts';
 import { validate } from '../validation/validate.ts';
@@ -125,7 +126,7 @@ export async function runTransaction(
   entries: EntryRequest[],
   returnResources: boolean,
 ): Promise<EntryResult[]> {
-  const restrictions = new Map<number, string[] | undefined>();
+  const restrictions = new Map<number, Restriction[] | undefined>();
   for (const e of entries) {
     const d = decide(ctx.access, e.type, interactionOf(e));
     if (!d.allowed) throw insufficientScope(`entry[${e.index}]: ${d.reason}`);
@@ -148,7 +149,7 @@ export async function runTransaction(
 
   const results = new Map<number, EntryResult>();
   const ordered = [...plans].sort((a, b) => ORDER[a.kind] - ORDER[b.kind] || a.e.index - b.e.index);
-  await ctx.store.resources.transaction(ctx.partition, async (tx) => {
+  await transact(ctx, async (tx) => {
     for (const p of ordered) {
       switch (p.kind) {
         case 'delete':
@@ -186,7 +187,11 @@ export async function runTransaction(
   return entries.map((e) => results.get(e.index) as EntryResult);
 }
 
-async function readEntry(ctx: FhirContext, e: EntryRequest, restrictions: string[] | undefined): Promise<EntryResult> {
+async function readEntry(
+  ctx: FhirContext,
+  e: EntryRequest,
+  restrictions: Restriction[] | undefined,
+): Promise<EntryResult> {
   if (e.id === undefined) {
     return {
       status: 200,
@@ -196,8 +201,8 @@ async function readEntry(ctx: FhirContext, e: EntryRequest, restrictions: string
       }),
     };
   }
-  if (restrictions) throw insufficientScope(`entry[${e.index}]: granular scopes do not cover reads inside bundles`);
   const v = e.versionId ? await vread(ctx, e.type, e.id, e.versionId) : await read(ctx, e.type, e.id);
+  await assertVisible(ctx, e.type, e.id, restrictions);
   return { status: 200, version: v, resource: v.content };
 }
 

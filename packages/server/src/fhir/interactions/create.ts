@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
+import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
 import { validate } from '../validation/validate.ts';
@@ -22,5 +23,5 @@ export async function createIn(
 export async function create(ctx: FhirContext, type: string, body: unknown): Promise<StoredVersion> {
   const resource = assertResourceBody(body, type);
   validate(resource);
-  return ctx.store.resources.transaction(ctx.partition, (tx) => createIn(tx, type, resource));
+  return transact(ctx, (tx) => createIn(tx, type, resource));
 }

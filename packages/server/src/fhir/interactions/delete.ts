@@ -1,4 +1,5 @@
 import type { ResourceTransaction } from '../../store/types.ts';
+import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { resourceNotFound } from '../errors.ts';
 import { nextTimestamp } from '../resource-body.ts';
@@ -24,5 +25,5 @@ export async function removeIn(tx: ResourceTransaction, type: string, id: string
  * already deleted resource succeeds again; one that never existed here is 404.
  */
 export async function remove(ctx: FhirContext, type: string, id: string): Promise<void> {
-  await ctx.store.resources.transaction(ctx.partition, (tx) => removeIn(tx, type, id));
+  await transact(ctx, (tx) => removeIn(tx, type, id));
 }

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type { StoredVersion } from '../../store/types.ts';
+import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody } from '../resource-body.ts';
@@ -26,7 +27,7 @@ export async function patch(
   if (!Array.isArray(operations))
     throw new FhirError(400, 'structure', 'a JSON Patch document is an array of operations');
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
-  return ctx.store.resources.transaction(ctx.partition, async (tx) => {
+  return transact(ctx, async (tx) => {
     const current = await tx.current(type, id);
     if (!current) throw new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
     if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);

@@ -1,5 +1,7 @@
 import type { FoundResource, SearchFilter } from '../../store/types.ts';
-import { decide } from '../../vault/policy.ts';
+import { compartmentFilter } from '../../vault/compartment.ts';
+import { decide, type Restriction } from '../../vault/policy.ts';
+import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { type IncludeDirective, parseSearch } from '../search/parse.ts';
@@ -7,18 +9,48 @@ import { type IncludeDirective, parseSearch } from '../search/parse.ts';
 const MAX_INCLUDED = 1000;
 const MAX_ITERATIONS = 4;
 
-/** Granular-scope restrictions (query strings) as one OR filter that every match must also satisfy. */
+/**
+ * Scope restrictions (granular queries, the launch patient's compartment) as one filter every match must
+ * also satisfy: the restrictions are OR-ed, the parts of one restriction AND-ed.
+ */
 export function restrictionFilter(
   ctx: FhirContext,
   type: string,
-  restrictions: string[] | undefined,
+  restrictions: Restriction[] | undefined,
 ): SearchFilter | undefined {
   if (!restrictions) return undefined;
-  const filters = restrictions.map((q) => {
-    const parsed = parseSearch(type, [...new URLSearchParams(q)], { base: ctx.base, strict: true });
-    return { kind: 'and' as const, filters: parsed.query.filters };
+  const filters = restrictions.map((r): SearchFilter => {
+    const parts: SearchFilter[] = [];
+    if (r.query !== undefined) {
+      parts.push(
+        ...parseSearch(type, [...new URLSearchParams(r.query)], { base: ctx.base, strict: true }).query.filters,
+      );
+    }
+    const compartment = r.patient === undefined ? undefined : compartmentFilter(type, r.patient);
+    if (compartment) parts.push(compartment);
+    return { kind: 'and', filters: parts };
   });
   return { kind: 'or', filters };
+}
+
+/** Under restricted scopes a single resource may be read only if its current version satisfies them (I12, I14). */
+export async function assertVisible(
+  ctx: FhirContext,
+  type: string,
+  id: string,
+  restrictions: Restriction[] | undefined,
+): Promise<void> {
+  const filter = restrictionFilter(ctx, type, restrictions);
+  if (!filter) return;
+  const { matches } = await ctx.store.resources.search(ctx.partition, {
+    type,
+    filters: [{ kind: 'id', ids: [id] }, filter],
+    sort: [],
+    limit: 1,
+    offset: 0,
+    total: false,
+  });
+  if (matches.length === 0) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
 }
 
 function elementsOnly(content: string, elements: string[]): string {
@@ -42,7 +74,7 @@ export async function search(
   ctx: FhirContext,
   type: string,
   params: [string, string][],
-  options: { strict: boolean; restrictions: string[] | undefined },
+  options: { strict: boolean; restrictions: Restriction[] | undefined },
 ): Promise<string> {
   const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict });
   const { query } = parsed;
@@ -93,16 +125,39 @@ async function resolveIncludes(
   const key = (r: { type: string; id: string }) => `${r.type}/${r.id}`;
   const seen = new Set(matches.map(key));
   const included: FoundResource[] = [];
-  const readable = new Map<string, boolean>();
-  const mayRead = (type: string) => {
-    let ok = readable.get(type);
-    if (ok === undefined) {
-      const d = decide(ctx.access, type, 'read');
-      // Resources allowed only through granular scopes are left out of includes rather than filtered.
-      ok = d.allowed && !d.restrictions;
-      readable.set(type, ok);
+  const decisions = new Map<string, ReturnType<typeof decide>>();
+  const decisionFor = (type: string) => {
+    let d = decisions.get(type);
+    if (!d) {
+      d = decide(ctx.access, type, 'read');
+      decisions.set(type, d);
     }
-    return ok;
+    return d;
+  };
+  /** Included resources pass the same scope checks as reads: denied types drop out, restricted ones are filtered. */
+  const readable = async (candidates: FoundResource[]): Promise<FoundResource[]> => {
+    const byType = new Map<string, FoundResource[]>();
+    for (const r of candidates) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
+    const out: FoundResource[] = [];
+    for (const [type, list] of byType) {
+      const d = decisionFor(type);
+      if (!d.allowed) continue;
+      const filter = restrictionFilter(ctx, type, d.restrictions);
+      if (!filter) {
+        out.push(...list);
+        continue;
+      }
+      const { matches: visible } = await ctx.store.resources.search(ctx.partition, {
+        type,
+        filters: [{ kind: 'id', ids: list.map((r) => r.id) }, filter],
+        sort: [],
+        limit: list.length,
+        offset: 0,
+        total: false,
+      });
+      out.push(...visible);
+    }
+    return out;
   };
   let frontier = matches;
   for (let round = 0; round <= MAX_ITERATIONS && frontier.length > 0; round++) {
@@ -120,8 +175,9 @@ async function resolveIncludes(
       }
     }
     const fresh: FoundResource[] = [];
-    for (const r of found) {
-      if (seen.has(key(r)) || !mayRead(r.type)) continue;
+    const unseen = found.filter((r) => !seen.has(key(r)));
+    for (const r of await readable(unseen)) {
+      if (seen.has(key(r))) continue;
       seen.add(key(r));
       fresh.push(r);
       if (included.length + fresh.length > MAX_INCLUDED) {

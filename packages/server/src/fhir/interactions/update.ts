@@ -1,4 +1,5 @@
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
+import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
@@ -65,5 +66,5 @@ export async function update(
 ): Promise<{ version: StoredVersion; created: boolean }> {
   const resource = assertUpdateBody(body, type, id);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
-  return ctx.store.resources.transaction(ctx.partition, (tx) => updateIn(tx, type, id, resource, expected));
+  return transact(ctx, (tx) => updateIn(tx, type, id, resource, expected));
 }

@@ -11,6 +11,7 @@ import type {
 } from '../types.ts';
 import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
+import { userStore } from './users.ts';
 import { partitionStore } from './vault.ts';
 
 type Db = Database.Database;
@@ -160,6 +161,7 @@ export function openSqliteStore(file: string): Store {
     dialect: 'sqlite',
     clients: clientStore(db),
     partitions: partitionStore(db),
+    users: userStore(db),
     resources: resourceStore(db),
     oidc: oidcStore(db),
     revocations: revocationStore(db),

@@ -129,4 +129,24 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX IF NOT EXISTS idx_composite_value ON idx_composite (partition, type, param, comp, code, system);
   CREATE INDEX IF NOT EXISTS idx_composite_row ON idx_composite (partition, type, id, param, row, comp);
   `,
+  `
+  -- People who log in (SMART app launch). Users are global; what they reach is their own vault and delegations.
+  CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    partition     TEXT REFERENCES partitions (name),
+    fhir_user     TEXT,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE IF NOT EXISTS user_delegations (
+    partition  TEXT NOT NULL REFERENCES partitions (name),
+    username   TEXT NOT NULL REFERENCES users (username),
+    patient    TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (partition, username, patient)
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS user_delegations_user ON user_delegations (username);
+  `,
 ];

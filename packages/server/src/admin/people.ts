@@ -1,0 +1,71 @@
+import { ClientRegistry } from '../auth/clients.ts';
+import { newLaunch } from '../auth/launch-api.ts';
+import type { Config } from '../config/index.ts';
+import { addUser, delegate } from '../people/users.ts';
+import { openStore } from '../store/index.ts';
+import type { Store } from '../store/types.ts';
+
+async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+export const userAdd = (
+  config: Config,
+  username: string,
+  o: { password?: string; passwordStdin?: boolean; account?: string; fhirUser?: string },
+  readStdin: () => Promise<string>,
+) =>
+  withStore(config, async (s) => {
+    const password = o.passwordStdin ? (await readStdin()).replace(/\r?\n$/, '') : (o.password ?? '');
+    return addUser(s, { username, password, account: o.account, fhirUser: o.fhirUser });
+  });
+
+export const userDelegate = (
+  config: Config,
+  username: string,
+  o: { account: string; patient: string; scope?: string },
+) => withStore(config, (s) => delegate(s, { username, ...o }));
+
+export const userList = (config: Config) =>
+  withStore(config, async (s) =>
+    (await s.users.list()).map((u) => ({
+      username: u.username,
+      partition: u.partition,
+      fhirUser: u.fhirUser,
+      disabled: u.disabled,
+      created_at: new Date(u.createdAt * 1000).toISOString(),
+    })),
+  );
+
+/** `carevault launch create`: an EHR launch context made by an administrator (or a script standing in for the EHR). */
+export const launchCreate = (
+  config: Config,
+  o: {
+    partition: string;
+    client: string;
+    patient?: string;
+    encounter?: string;
+    fhirUser?: string;
+    banner?: boolean;
+    styleUrl?: string;
+    host?: string;
+  },
+) =>
+  withStore(config, async (s) => {
+    const created = await newLaunch(s, new ClientRegistry(s), `${config.baseUrl}/fhir`, {
+      partition: o.partition,
+      clientId: o.client,
+      patient: o.patient,
+      encounter: o.encounter,
+      fhirUser: o.fhirUser,
+      needPatientBanner: o.banner,
+      smartStyleUrl: o.styleUrl,
+      host: o.host,
+    });
+    return created;
+  });

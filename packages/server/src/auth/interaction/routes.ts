@@ -1,0 +1,253 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errors, type InteractionResults } from 'oidc-provider';
+import { LoginThrottle } from '../../people/login-throttle.ts';
+import { verifyPassword } from '../../people/passwords.ts';
+import type { Store } from '../../store/types.ts';
+import type { ClientRegistry } from '../clients.ts';
+import { errorHtml } from '../error-page.ts';
+import type { AuthServer } from '../index.ts';
+import type { KeyRing } from '../keys.ts';
+import { claimLaunch, findLaunch, type GrantContext, saveGrantContext } from '../launch-context.ts';
+import { describeScope, PERSON_OIDC_SCOPES, personResourceScopes } from '../person-scopes.ts';
+import { vaultOf } from '../provider.ts';
+import { parseSmartScope, splitScope } from '../smart-scopes.ts';
+import { csrfMatches, csrfToken } from './csrf.ts';
+import { contentSecurityPolicy } from './layout.ts';
+import { parsePatientChoice, patientChoices } from './patients.ts';
+import { consentPage, loginPage, type ScopeChoice } from './views.ts';
+
+export interface InteractionOptions {
+  auth: AuthServer;
+  store: Store;
+  clients: ClientRegistry;
+  keys: KeyRing;
+  fhirBase: string;
+  /** Default `smart_style_url` of EHR launches. */
+  styleUrl: string;
+  grantTtlSeconds: number;
+}
+
+/** Scopes that make the launch work and so are not offered for unticking. */
+const FIXED = new Set(['openid', 'launch', 'launch/patient', 'launch/encounter']);
+type Params = { uid: string };
+type Details = Awaited<ReturnType<AuthServer['engine']['interactionDetails']>>;
+
+/**
+ * The login and consent pages of the authorization code flow (SMART App Launch, IUA ITI-71): server
+ * rendered, CSRF-protected, no external assets. They drive the engine through interactionDetails /
+ * interactionResult; the grant they create carries the consented scopes and the launch context.
+ */
+export async function interactionRoutes(app: FastifyInstance, o: InteractionOptions): Promise<void> {
+  const throttle = new LoginThrottle();
+  const csrfKey = () => o.keys.cookieKeys[0] as string;
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string', bodyLimit: 16 * 1024 },
+    (_req, body, done) => done(null, new URLSearchParams(body as string)),
+  );
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, new URLSearchParams()));
+
+  const send = (reply: FastifyReply, status: number, html: (nonce: string) => string) => {
+    const nonce = randomBytes(12).toString('base64url');
+    return reply
+      .code(status)
+      .header('content-security-policy', contentSecurityPolicy(nonce))
+      .header('cache-control', 'no-store')
+      .header('x-frame-options', 'DENY')
+      .type('text/html; charset=utf-8')
+      .send(html(nonce));
+  };
+  const fail = (reply: FastifyReply, status: number, error: string, description: string) =>
+    send(reply, status, (nonce) => errorHtml(error, description, nonce));
+
+  /** Finishes the interaction (login, consent or an error for the app) and sends the browser on. */
+  const finish = async (req: FastifyRequest, reply: FastifyReply, result: InteractionResults) => {
+    const to = await o.auth.engine.interactionResult(req.raw, reply.raw, result, { mergeWithLastSubmission: true });
+    return reply.code(303).header('cache-control', 'no-store').redirect(to, 303);
+  };
+
+  const details = async (
+    req: FastifyRequest<{ Params: Params }>,
+    reply: FastifyReply,
+  ): Promise<Details | undefined> => {
+    try {
+      const d = await o.auth.engine.interactionDetails(req.raw, reply.raw);
+      if (d.uid === req.params.uid) return d;
+    } catch (err) {
+      if (!(err instanceof errors.SessionNotFound)) throw err;
+    }
+    await fail(reply, 400, 'invalid_request', 'This sign-in page has expired or was opened in another browser.');
+    return undefined;
+  };
+
+  const appName = async (clientId: string) => {
+    const meta = await o.clients.engineMetadata(clientId);
+    return typeof meta?.client_name === 'string' ? meta.client_name : clientId;
+  };
+
+  /** B12/B13: an EHR launch must name a live launch of this app; `launch` scope without one is refused. */
+  const launchProblem = async (d: Details): Promise<string | undefined> => {
+    const params = d.params as { launch?: string; scope?: string; client_id: string };
+    if (params.launch === undefined) {
+      return splitScope(params.scope).includes('launch') ? 'the launch scope needs a launch parameter' : undefined;
+    }
+    const launch = await findLaunch(o.store, params.launch, params.client_id);
+    if (!launch) return 'the launch is unknown, expired or already used';
+    const pinned = vaultOf(String((d.params as { resource?: string }).resource ?? ''), o.fhirBase);
+    if (pinned !== undefined && pinned !== launch.partition) return 'the launch belongs to another FHIR base than aud';
+    return undefined;
+  };
+
+  const consentView = async (d: Details, error?: string) => {
+    const params = d.params as { scope?: string; client_id: string; launch?: string; resource?: string };
+    const policy = await o.clients.policy(params.client_id);
+    const requested = splitScope(params.scope);
+    const resourceScopes = policy ? personResourceScopes(params.scope, policy) : [];
+    const oidc = requested.filter((s) => (PERSON_OIDC_SCOPES as readonly string[]).includes(s));
+    const scopes: ScopeChoice[] = [...oidc, ...resourceScopes].map((scope) => ({
+      scope,
+      text: describeScope(scope),
+      fixed: FIXED.has(scope),
+    }));
+    const username = String(d.session?.accountId);
+    const wantsPatient =
+      params.launch === undefined &&
+      (requested.includes('launch/patient') || resourceScopes.some((s) => s.startsWith('patient/')));
+    const launch = params.launch ? await findLaunch(o.store, params.launch, params.client_id) : undefined;
+    return {
+      uid: d.uid,
+      csrf: csrfToken(csrfKey(), d.uid),
+      appName: await appName(params.client_id),
+      username,
+      scopes,
+      patients: wantsPatient
+        ? await patientChoices(o.store, username, vaultOf(String(params.resource ?? ''), o.fhirBase))
+        : undefined,
+      launchPatient: launch?.patient ? `Patient/${launch.patient}` : undefined,
+      error,
+    };
+  };
+
+  app.get<{ Params: Params }>('/oauth/interaction/:uid', async (req, reply) => {
+    const d = await details(req, reply);
+    if (!d) return reply;
+    const problem = await launchProblem(d);
+    if (problem) return finish(req, reply, { error: 'invalid_request', error_description: problem });
+    if (d.prompt.name === 'login') {
+      const appNameText = await appName(String(d.params.client_id));
+      return send(reply, 200, (n) =>
+        loginPage({ uid: d.uid, csrf: csrfToken(csrfKey(), d.uid), appName: appNameText }, n),
+      );
+    }
+    const view = await consentView(d);
+    return send(reply, 200, (n) => consentPage(view, n));
+  });
+
+  app.post<{ Params: Params }>('/oauth/interaction/:uid/login', async (req, reply) => {
+    const d = await details(req, reply);
+    if (!d) return reply;
+    const form = formOf(req);
+    if (!csrfMatches(csrfKey(), d.uid, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    if (d.prompt.name !== 'login') return reply.redirect(`/oauth/interaction/${d.uid}`, 303);
+    const username = (form.get('username') ?? '').trim().slice(0, 128);
+    const password = (form.get('password') ?? '').slice(0, 1024);
+    const render = (status: number, error: string) =>
+      appName(String(d.params.client_id)).then((name) =>
+        send(reply, status, (n) =>
+          loginPage({ uid: d.uid, csrf: csrfToken(csrfKey(), d.uid), appName: name, username, error }, n),
+        ),
+      );
+    const wait = throttle.retryAfterMs(username, req.ip);
+    if (wait > 0) {
+      req.log.warn({ event: 'login-throttled', username }, 'login refused: too many failed attempts');
+      void reply.header('retry-after', String(Math.ceil(wait / 1000)));
+      return render(429, `Too many failed attempts. Try again in ${Math.ceil(wait / 1000)} seconds.`);
+    }
+    const user = username ? await o.store.users.get(username) : undefined;
+    const ok = (await verifyPassword(user?.passwordHash, password)) && user !== undefined && !user.disabled;
+    if (!ok) {
+      throttle.failed(username, req.ip);
+      req.log.warn({ event: 'login-failed', username }, 'login failed');
+      return render(401, 'The user name or password is not correct.');
+    }
+    throttle.succeeded(username);
+    req.log.info({ event: 'login', username }, 'login succeeded');
+    return finish(req, reply, { login: { accountId: username } });
+  });
+
+  app.post<{ Params: Params }>('/oauth/interaction/:uid/abort', async (req, reply) => {
+    const d = await details(req, reply);
+    if (!d) return reply;
+    if (!csrfMatches(csrfKey(), d.uid, formOf(req).get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    return finish(req, reply, { error: 'access_denied', error_description: 'the user cancelled the sign-in' });
+  });
+
+  app.post<{ Params: Params }>('/oauth/interaction/:uid/consent', async (req, reply) => {
+    const d = await details(req, reply);
+    if (!d) return reply;
+    const form = formOf(req);
+    if (!csrfMatches(csrfKey(), d.uid, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    if (d.prompt.name !== 'consent' || !d.session?.accountId) return reply.redirect(`/oauth/interaction/${d.uid}`, 303);
+    if (form.get('decision') !== 'allow') {
+      return finish(req, reply, { error: 'access_denied', error_description: 'the user denied access' });
+    }
+    const problem = await launchProblem(d);
+    if (problem) return finish(req, reply, { error: 'invalid_request', error_description: problem });
+    const view = await consentView(d);
+    const ticked = new Set(form.getAll('scope'));
+    const granted = view.scopes.filter((s) => s.fixed || ticked.has(s.scope)).map((s) => s.scope);
+    const params = d.params as { client_id: string; launch?: string; resource?: string };
+    const username = String(d.session.accountId);
+    const user = await o.store.users.get(username);
+    const pinned = vaultOf(String(params.resource ?? ''), o.fhirBase);
+    let context: GrantContext = { username, partition: pinned };
+    if (params.launch) {
+      const launch = await findLaunch(o.store, params.launch, params.client_id);
+      if (!launch || !(await claimLaunch(o.store, params.launch))) {
+        return finish(req, reply, { error: 'invalid_request', error_description: 'the launch was already used' });
+      }
+      const { clientId: _app, ...rest } = launch;
+      context = {
+        ...rest,
+        username,
+        fhirUser: launch.fhirUser ?? (user?.partition === launch.partition ? user.fhirUser : undefined),
+        needPatientBanner: launch.needPatientBanner ?? true,
+        smartStyleUrl: launch.smartStyleUrl ?? o.styleUrl,
+      };
+    } else if (view.patients) {
+      const picked = parsePatientChoice(form.get('patient'));
+      if (!picked || !view.patients.some((p) => p.value === `${picked.partition}/${picked.patient}`)) {
+        const again = await consentView(d, 'Choose the patient whose record the app may use.');
+        return send(reply, 400, (n) => consentPage(again, n));
+      }
+      context = { username, partition: picked.partition, patient: picked.patient };
+    }
+    if (!context.fhirUser && user?.fhirUser && (context.partition ?? user.partition) === user.partition) {
+      context.fhirUser = user.fhirUser;
+      context.partition ??= user.partition;
+    }
+    const grant = new o.auth.engine.Grant({ accountId: username, clientId: params.client_id });
+    const oidc = granted.filter((s) => parseSmartScope(s) === undefined);
+    const resource = granted.filter((s) => parseSmartScope(s) !== undefined);
+    if (oidc.length) grant.addOIDCScope(oidc.join(' '));
+    if (resource.length && params.resource) grant.addResourceScope(params.resource, resource.join(' '));
+    const grantId = await grant.save();
+    await saveGrantContext(o.store, grantId, context, Math.floor(Date.now() / 1000) + o.grantTtlSeconds);
+    req.log.info({ event: 'consent', username, client: params.client_id, scope: granted.join(' ') }, 'consent given');
+    return finish(req, reply, { consent: { grantId } });
+  });
+}
+
+/** The posted form (repeated fields such as `scope` kept); empty for anything that was not a form. */
+function formOf(req: FastifyRequest): URLSearchParams {
+  return req.body instanceof URLSearchParams ? req.body : new URLSearchParams();
+}

@@ -1,0 +1,104 @@
+import { parseSmartScope, splitScope } from '../auth/smart-scopes.ts';
+import type { DelegationRecord, Store, UserRecord } from '../store/types.ts';
+import { PARTITION_RE, VaultInputError } from '../vault/partitions.ts';
+import { hashPassword } from './passwords.ts';
+
+const USERNAME_RE = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/;
+const FHIR_USER_RE = /^(Patient|Practitioner|PractitionerRole|RelatedPerson|Person)\/[A-Za-z0-9\-.]{1,64}$/;
+const PATIENT_ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
+/** What a delegate may do unless told otherwise: read and search (a proxy reads a family member's record). */
+export const DEFAULT_DELEGATION_SCOPE = 'system/*.rs';
+/** What a user may do in their own vault. */
+const OWNER_SCOPE = 'system/*.cruds';
+
+/** `--account` takes the account URN (urn:cara:account:<id>) or the partition name itself. */
+async function partitionOf(store: Store, account: string): Promise<string> {
+  const name = account.startsWith('urn:cara:account:') ? account.slice('urn:cara:account:'.length) : account;
+  const p = PARTITION_RE.test(name) ? await store.partitions.get(name) : undefined;
+  if (!p || (account.startsWith('urn:') && p.accountUrn !== account)) {
+    throw new VaultInputError(`account "${account}" not found (create it with: carevault account add --urn …)`);
+  }
+  return p.name;
+}
+
+export interface NewUser {
+  username: string;
+  password: string;
+  account?: string | undefined;
+  fhirUser?: string | undefined;
+}
+
+/** `carevault user add`: a person who logs in; their own vault is the account's. */
+export async function addUser(store: Store, input: NewUser) {
+  if (!USERNAME_RE.test(input.username)) {
+    throw new VaultInputError(
+      'username must be 1-128 characters of A-Z a-z 0-9 . _ @ + - and start with a letter or digit',
+    );
+  }
+  if (input.password.length < 8) throw new VaultInputError('the password must have at least 8 characters');
+  if (input.password.length > 1024) throw new VaultInputError('the password must have at most 1024 characters');
+  if (input.fhirUser !== undefined && !FHIR_USER_RE.test(input.fhirUser)) {
+    throw new VaultInputError('--fhir-user must be a relative reference such as Patient/123 or Practitioner/abc');
+  }
+  const partition = input.account === undefined ? undefined : await partitionOf(store, input.account);
+  const record: UserRecord = {
+    username: input.username,
+    passwordHash: await hashPassword(input.password),
+    partition,
+    fhirUser: input.fhirUser,
+    disabled: false,
+    createdAt: Math.floor(Date.now() / 1000),
+  };
+  if (!(await store.users.insert(record))) throw new VaultInputError(`user "${input.username}" already exists`);
+  return { username: record.username, partition, fhirUser: record.fhirUser };
+}
+
+/** `carevault user delegate`: lets a user act for a patient of another vault (seed 004 proxies). */
+export async function delegate(
+  store: Store,
+  input: { username: string; account: string; patient: string; scope?: string | undefined },
+) {
+  if (!(await store.users.get(input.username))) throw new VaultInputError(`user "${input.username}" not found`);
+  const partition = await partitionOf(store, input.account);
+  const patient = input.patient.replace(/^Patient\//, '');
+  if (!PATIENT_ID_RE.test(patient)) throw new VaultInputError('--patient must be a Patient id');
+  const scopes = splitScope(input.scope ?? DEFAULT_DELEGATION_SCOPE);
+  for (const s of scopes) {
+    if (parseSmartScope(s)?.context !== 'system') {
+      throw new VaultInputError(`delegation scope "${s}" must be a SMART system scope such as system/*.rs`);
+    }
+  }
+  const record: DelegationRecord = {
+    partition,
+    username: input.username,
+    patient,
+    scope: scopes.join(' '),
+    createdAt: Math.floor(Date.now() / 1000),
+  };
+  await store.users.putDelegation(record);
+  return { username: record.username, partition, patient, scope: record.scope };
+}
+
+/** One vault a user may reach: their own (any patient there) or a delegation (one patient). */
+export interface VaultRight {
+  partition: string;
+  /** Patient the user acts for: their own fhirUser patient, or the delegated one. */
+  patient: string | undefined;
+  /** SMART system scopes bounding the user there. */
+  scope: string;
+  own: boolean;
+}
+
+export async function vaultRights(store: Store, username: string): Promise<VaultRight[]> {
+  const user = await store.users.get(username);
+  if (!user || user.disabled) return [];
+  const rights: VaultRight[] = [];
+  if (user.partition) {
+    const patient = user.fhirUser?.startsWith('Patient/') ? user.fhirUser.slice('Patient/'.length) : undefined;
+    rights.push({ partition: user.partition, patient, scope: OWNER_SCOPE, own: true });
+  }
+  for (const d of await store.users.delegationsOf(username)) {
+    rights.push({ partition: d.partition, patient: d.patient, scope: d.scope, own: false });
+  }
+  return rights;
+}

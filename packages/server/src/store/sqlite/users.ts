@@ -1,0 +1,71 @@
+import type Database from 'better-sqlite3';
+import type { DelegationRecord, UserRecord, UserStore } from '../types.ts';
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  partition: string | null;
+  fhir_user: string | null;
+  disabled: number;
+  created_at: number;
+}
+
+interface DelegationRow {
+  partition: string;
+  username: string;
+  patient: string;
+  scope: string;
+  created_at: number;
+}
+
+const toUser = (r: UserRow): UserRecord => ({
+  username: r.username,
+  passwordHash: r.password_hash,
+  partition: r.partition ?? undefined,
+  fhirUser: r.fhir_user ?? undefined,
+  disabled: r.disabled === 1,
+  createdAt: r.created_at,
+});
+
+const toDelegation = (r: DelegationRow): DelegationRecord => ({
+  partition: r.partition,
+  username: r.username,
+  patient: r.patient,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+export function userStore(db: Database.Database): UserStore {
+  const insert = db.prepare(
+    `INSERT INTO users (username, password_hash, partition, fhir_user, disabled, created_at)
+     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+  );
+  const get = db.prepare('SELECT * FROM users WHERE username = ?');
+  const list = db.prepare('SELECT * FROM users ORDER BY username');
+  const putDelegation = db.prepare(
+    `INSERT INTO user_delegations (partition, username, patient, scope, created_at) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (partition, username, patient) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
+  );
+  const delegationsOf = db.prepare('SELECT * FROM user_delegations WHERE username = ? ORDER BY partition, patient');
+  return {
+    async insert(u) {
+      return (
+        insert.run(u.username, u.passwordHash, u.partition ?? null, u.fhirUser ?? null, u.disabled ? 1 : 0, u.createdAt)
+          .changes === 1
+      );
+    },
+    async get(username) {
+      const row = get.get(username) as UserRow | undefined;
+      return row ? toUser(row) : undefined;
+    },
+    async list() {
+      return (list.all() as UserRow[]).map(toUser);
+    },
+    async putDelegation(d) {
+      putDelegation.run(d.partition, d.username, d.patient, d.scope, d.createdAt);
+    },
+    async delegationsOf(username) {
+      return (delegationsOf.all(username) as DelegationRow[]).map(toDelegation);
+    },
+  };
+}

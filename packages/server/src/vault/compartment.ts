@@ -1,0 +1,33 @@
+import { createRequire } from 'node:module';
+import type { IndexRows, SearchFilter } from '../store/types.ts';
+
+const require = createRequire(import.meta.url);
+/** Resource type → search parameters linking it to a patient (official R4 Patient CompartmentDefinition). */
+const COMPARTMENT = require('./patient-compartment.json') as Record<string, string[]>;
+
+/**
+ * Whether `type` belongs to the Patient compartment. Types outside it (Practitioner, Organization,
+ * Medication, Location…) are shared resources a patient-context token may read without restriction.
+ */
+export function inPatientCompartment(type: string): boolean {
+  return type === 'Patient' || COMPARTMENT[type] !== undefined;
+}
+
+/** The search filter selecting the resources of `type` in the compartment of Patient/`patient`. */
+export function compartmentFilter(type: string, patient: string): SearchFilter | undefined {
+  if (type === 'Patient') return { kind: 'id', ids: [patient] };
+  const params = COMPARTMENT[type];
+  if (!params) return undefined;
+  return {
+    kind: 'or',
+    filters: params.map((param) => ({ kind: 'reference', param, values: [{ type: 'Patient', id: patient }] })),
+  };
+}
+
+/** The same test on a resource about to be written, from its extracted index rows. */
+export function indexInCompartment(type: string, id: string, index: IndexRows, patient: string): boolean {
+  if (type === 'Patient') return id === patient;
+  const params = COMPARTMENT[type];
+  if (!params) return true;
+  return index.reference.some((r) => params.includes(r.param) && r.targetType === 'Patient' && r.targetId === patient);
+}
