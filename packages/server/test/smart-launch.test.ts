@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as client from 'openid-client';
-import { type Caller, fhir } from './helpers/fhir.ts';
-import { LoginDriver, type PageStop } from './helpers/login-driver.ts';
+import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
+import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
 import { discover } from './helpers/oidc-client.ts';
 import { addDelegation, addPerson, familyVault, launchFor } from './helpers/people.ts';
 import { decodeJwt, startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -18,6 +18,7 @@ let p: TestPlatform;
 let vault: string;
 let fhirBase: string;
 let app: client.Configuration;
+let auditor: Caller;
 
 before(async () => {
   p = await startPlatform();
@@ -31,6 +32,8 @@ before(async () => {
     name: 'Health Diary',
   });
   app = await discover(p.base, 'patient-app', client.None(), p.agent());
+  auditor = await secretClient(p, 'auditor', 'system/*.rs');
+  await grant(p, { partition: vault, client: 'auditor', scope: 'system/*.rs' });
 });
 after(() => p.stop());
 
@@ -57,13 +60,13 @@ async function authorizeUrl(params: Record<string, string> = {}): Promise<Launch
   return { url, verifier, state };
 }
 
-async function codeFor(launch: Launch, person: Parameters<LoginDriver['authorize']>[1] = {}): Promise<URL> {
-  const stop = await driver().authorize(launch.url.href, { username: 'anna', password: PASSWORD, ...person });
+async function codeFor(launch: Launch, person: Partial<Person> = {}): Promise<URL> {
+  const stop = await driver().authorize(launch.url.href, { ...{ username: 'anna', password: PASSWORD }, ...person });
   if (!(stop instanceof URL)) throw new Error(`stopped at ${stop.url} (${stop.status}): ${stop.html.slice(0, 300)}`);
   return stop;
 }
 
-async function tokens(person: Parameters<LoginDriver['authorize']>[1] = {}, params: Record<string, string> = {}) {
+async function tokens(person: Partial<Person> = {}, params: Record<string, string> = {}) {
   const launch = await authorizeUrl(params);
   const callback = await codeFor(launch, person);
   return client.authorizationCodeGrant(app, callback, {
@@ -132,5 +135,583 @@ describe('standalone patient launch with openid-client (code + PKCE + refresh)',
     );
     const afterRevoke = await fhir(p, as(narrower), 'GET', `/${vault}/Patient/mother`);
     assert.equal(afterRevoke.status, 401);
+  });
+});
+
+/** Starts an authorization and returns where the browser ends up before any login. */
+async function firstStop(params: Record<string, string>, drop: string[] = []): Promise<URL | PageStop> {
+  const launch = await authorizeUrl(params);
+  for (const d of drop) launch.url.searchParams.delete(d);
+  return driver().follow(launch.url.href);
+}
+
+function redirectError(stop: URL | PageStop): { error: string | null; state: string | null; code: string | null } {
+  assert.ok(stop instanceof URL, `expected a redirect to the app, got ${stop instanceof URL ? '' : stop.status}`);
+  assert.equal(stop.origin + stop.pathname, REDIRECT);
+  // response_type=token answers in the fragment (its default response mode), code flows in the query.
+  const q = stop.hash ? new URLSearchParams(stop.hash.slice(1)) : stop.searchParams;
+  return { error: q.get('error'), state: q.get('state'), code: q.get('code') };
+}
+
+describe('authorization endpoint: bad requests (B rows)', () => {
+  test('B03 B04: unknown client or unregistered redirect_uri → an error page, never a redirect', async () => {
+    const cases: Record<string, string>[] = [
+      { redirect_uri: `${REDIRECT}/x` },
+      { redirect_uri: `${REDIRECT}?a=b` },
+      { client_id: 'nobody' },
+    ];
+    for (const params of cases) {
+      const stop = await firstStop(params);
+      assert.ok(!(stop instanceof URL), JSON.stringify(params));
+      assert.equal(stop.status, 400);
+      assert.match(stop.html, /Something went wrong/);
+    }
+  });
+
+  test('B05 B06 B07 B08: bad response_type, missing or plain PKCE, missing state → error redirect', async () => {
+    assert.equal(redirectError(await firstStop({ response_type: 'token' })).error, 'unsupported_response_type');
+    const noChallenge = redirectError(await firstStop({}, ['code_challenge', 'code_challenge_method']));
+    assert.equal(noChallenge.error, 'invalid_request');
+    assert.ok(noChallenge.state);
+    assert.equal(redirectError(await firstStop({ code_challenge_method: 'plain' })).error, 'invalid_request');
+    const noState = redirectError(await firstStop({}, ['state']));
+    assert.equal(noState.error, 'invalid_request');
+    assert.equal(noState.code, null);
+  });
+
+  test('B09 N27: an aud that is not this FHIR server → no code', async () => {
+    for (const aud of ['https://evil.example/fhir', `${p.fhirBase}/no_such_vault`]) {
+      const r = redirectError(await firstStop({ aud }));
+      assert.equal(r.code, null);
+      assert.ok(r.error);
+    }
+    const missing = redirectError(await firstStop({}, ['aud']));
+    assert.equal(missing.error, 'invalid_request');
+  });
+
+  test('B10: resource in place of aud is accepted and becomes the token audience', async () => {
+    const launch = await authorizeUrl({ resource: fhirBase });
+    launch.url.searchParams.delete('aud');
+    const callback = await codeFor(launch);
+    const t = await client.authorizationCodeGrant(app, callback, {
+      pkceCodeVerifier: launch.verifier,
+      expectedState: launch.state,
+    });
+    assert.equal(decodeJwt(t.access_token).payload.aud, fhirBase);
+  });
+
+  test('B02: authorize-post takes the same parameters as a form', async () => {
+    const launch = await authorizeUrl();
+    const d = driver();
+    const stop = await d.follow(`${p.base}/oauth/authorize`, {
+      method: 'POST',
+      body: launch.url.searchParams.toString(),
+    });
+    assert.ok(!(stop instanceof URL));
+    assert.match(stop.html, /Sign in/);
+  });
+
+  test('B11: the user denies → access_denied with the state', async () => {
+    const launch = await authorizeUrl();
+    const stop = await driver().authorize(launch.url.href, { username: 'anna', password: PASSWORD, decision: 'deny' });
+    const r = redirectError(stop);
+    assert.equal(r.error, 'access_denied');
+    assert.equal(r.state, launch.state);
+  });
+
+  test('B16 B17: unknown and malformed scopes are dropped, never granted', async () => {
+    const t = await tokens(
+      {},
+      { scope: 'openid launch/patient patient/Observation.rs patient/Observation.dus foo/Bar.x system/*.cruds' },
+    );
+    assert.deepEqual((t.scope ?? '').split(' ').sort(), ['launch/patient', 'openid', 'patient/Observation.rs']);
+  });
+});
+
+async function tokenRequest(body: Record<string, string>) {
+  const res = await p.fetch(p.tokenUrl, {
+    method: 'POST',
+    dispatcher: p.agent(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(body).toString(),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown>, headers: res.headers };
+}
+
+describe('token endpoint: bad requests (C rows, Inferno N24–N26)', () => {
+  const exchange = async (verifier: string | undefined, callback: URL, extra: Record<string, string> = {}) =>
+    tokenRequest({
+      grant_type: 'authorization_code',
+      code: callback.searchParams.get('code') as string,
+      redirect_uri: REDIRECT,
+      client_id: 'patient-app',
+      ...(verifier === undefined ? {} : { code_verifier: verifier }),
+      ...extra,
+    });
+
+  test('C03–C06: absent, blank, wrong, or challenge-as-verifier PKCE → 400', async () => {
+    for (const bad of ['absent', 'blank', 'wrong', 'challenge']) {
+      const launch = await authorizeUrl();
+      const callback = await codeFor(launch);
+      const challenge = launch.url.searchParams.get('code_challenge') as string;
+      const verifier = { absent: undefined, blank: '', wrong: client.randomPKCECodeVerifier(), challenge }[bad];
+      const r = await exchange(verifier, callback);
+      assert.equal(r.status, 400, bad);
+      assert.ok(['invalid_grant', 'invalid_request'].includes(r.json.error as string), bad);
+    }
+  });
+
+  test('C07 C08 C10: bad code, bad client, other redirect_uri', async () => {
+    const bad = await tokenRequest({
+      grant_type: 'authorization_code',
+      code: 'BAD_CODE',
+      redirect_uri: REDIRECT,
+      client_id: 'patient-app',
+      code_verifier: client.randomPKCECodeVerifier(),
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error, 'invalid_grant');
+    const launch = await authorizeUrl();
+    const callback = await codeFor(launch);
+    const badClient = await exchange(launch.verifier, callback, { client_id: 'BAD_CLIENT_ID' });
+    assert.ok([400, 401].includes(badClient.status));
+    assert.equal(badClient.json.error, 'invalid_client');
+    const otherRedirect = await exchange(launch.verifier, callback, { redirect_uri: `${REDIRECT}/other` });
+    assert.equal(otherRedirect.json.error, 'invalid_grant');
+  });
+
+  test('C09 B15: a code works once; reusing it revokes what it issued', async () => {
+    const launch = await authorizeUrl();
+    const callback = await codeFor(launch);
+    const first = await exchange(launch.verifier, callback);
+    assert.equal(first.status, 200);
+    assert.equal(first.headers.get('cache-control'), 'no-store');
+    assert.equal(first.headers.get('pragma'), 'no-cache');
+    assert.equal(
+      (await fhir(p, { token: first.json.access_token as string }, 'GET', `/${vault}/Patient/mother`)).status,
+      200,
+    );
+    const again = await exchange(launch.verifier, callback);
+    assert.equal(again.status, 400);
+    assert.equal(again.json.error, 'invalid_grant');
+    assert.equal(
+      (await fhir(p, { token: first.json.access_token as string }, 'GET', `/${vault}/Patient/mother`)).status,
+      401,
+    );
+    const refresh = await tokenRequest({
+      grant_type: 'refresh_token',
+      refresh_token: first.json.refresh_token as string,
+      client_id: 'patient-app',
+    });
+    assert.equal(refresh.json.error, 'invalid_grant');
+  });
+
+  test('C25 C26: an invalid refresh token, or another client’s → invalid_grant', async () => {
+    const bad = await tokenRequest({ grant_type: 'refresh_token', refresh_token: 'INVALID', client_id: 'patient-app' });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error, 'invalid_grant');
+    await p.register('other-app', { auth: 'none', redirectUri: ['https://other.example/cb'], scope: 'patient/*.rs' });
+    const t = await tokens();
+    const stolen = await tokenRequest({
+      grant_type: 'refresh_token',
+      refresh_token: t.refresh_token as string,
+      client_id: 'other-app',
+    });
+    assert.equal(stolen.status, 400);
+    assert.equal(stolen.json.error, 'invalid_grant');
+  });
+});
+
+const ids = (bundle: Record<string, unknown>) =>
+  ((bundle.entry as { resource: { resourceType: string; id: string } }[] | undefined) ?? [])
+    .map((e) => `${e.resource.resourceType}/${e.resource.id}`)
+    .sort();
+const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
+
+describe('what a patient token reaches (I09–I14, N22)', () => {
+  let t: Caller;
+  before(async () => {
+    const granted = await tokens(
+      { untick: ['patient/Condition.rs'] },
+      { scope: 'openid fhirUser launch/patient patient/Patient.rs patient/Observation.rs patient/Condition.rs' },
+    );
+    assert.ok(!granted.scope?.split(' ').includes('patient/Condition.rs'), 'the unticked scope is not granted');
+    t = as(granted);
+  });
+
+  test('N22 I13: an unticked resource type is refused', async () => {
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Condition?patient=mother`)).status, 403);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Condition/cond-1`)).status, 403);
+  });
+
+  test('I14: only the launch patient’s compartment, in searches, reads and includes', async () => {
+    const all = await fhir(p, t, 'GET', `/${vault}/Observation`);
+    assert.deepEqual(ids(all.json), ['Observation/obs-m-lab', 'Observation/obs-m-vital']);
+    const other = await fhir(p, t, 'GET', `/${vault}/Observation?patient=child&_total=accurate`);
+    assert.equal(other.status, 200);
+    assert.deepEqual(ids(other.json), []);
+    assert.equal(other.json.total, 0);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Observation/obs-c-lab`)).status, 403);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Patient/child`)).status, 403);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Patient/child/_history`)).status, 403);
+    const patients = await fhir(p, t, 'GET', `/${vault}/Patient`);
+    assert.deepEqual(ids(patients.json), ['Patient/mother']);
+    const included = await fhir(p, t, 'GET', `/${vault}/Observation?_include=Observation:patient`);
+    assert.deepEqual(ids(included.json), ['Observation/obs-m-lab', 'Observation/obs-m-vital', 'Patient/mother']);
+    const rev = await fhir(p, t, 'GET', `/${vault}/Patient?_revinclude=Observation:patient`);
+    assert.ok(!ids(rev.json).includes('Observation/obs-c-lab'));
+  });
+
+  test('I08 I09: read scopes do not write', async () => {
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/mother' },
+    };
+    const r = await fhir(p, t, 'POST', `/${vault}/Observation`, obs);
+    assert.equal(r.status, 403);
+    assert.match(r.headers.get('www-authenticate') ?? '', /insufficient_scope/);
+  });
+
+  test('I11 I12: granular patient scopes filter searches and refuse reads outside them', async () => {
+    const g = as(
+      await tokens({}, { scope: `launch/patient patient/Observation.rs?category=${encodeURIComponent(LAB)}` }),
+    );
+    assert.deepEqual(ids((await fhir(p, g, 'GET', `/${vault}/Observation?patient=mother`)).json), [
+      'Observation/obs-m-lab',
+    ]);
+    assert.equal((await fhir(p, g, 'GET', `/${vault}/Observation/obs-m-vital`)).status, 403);
+    assert.equal((await fhir(p, g, 'GET', `/${vault}/Observation/obs-m-lab`)).status, 200);
+  });
+
+  test('patient/ write scopes write inside the compartment only', async () => {
+    const w = as(await tokens({}, { scope: 'launch/patient patient/Observation.cruds' }));
+    const mine = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'peak flow' },
+      subject: { reference: 'Patient/mother' },
+    };
+    assert.equal((await fhir(p, w, 'POST', `/${vault}/Observation`, mine)).status, 201);
+    const theirs = { ...mine, subject: { reference: 'Patient/child' } };
+    assert.equal((await fhir(p, w, 'POST', `/${vault}/Observation`, theirs)).status, 403);
+    assert.equal(
+      (await fhir(p, w, 'PUT', `/${vault}/Observation/obs-c-lab`, { ...theirs, id: 'obs-c-lab' })).status,
+      403,
+    );
+    assert.equal((await fhir(p, w, 'DELETE', `/${vault}/Observation/obs-c-lab`)).status, 403);
+    // Moving one of mine to another patient is refused as well.
+    assert.equal(
+      (await fhir(p, w, 'PUT', `/${vault}/Observation/obs-m-lab`, { ...theirs, id: 'obs-m-lab' })).status,
+      403,
+    );
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ request: { method: 'POST', url: 'Observation' }, resource: theirs }],
+    };
+    assert.equal((await fhir(p, w, 'POST', `/${vault}`, bundle)).status, 403);
+    assert.equal((await fhir(p, auditor, 'GET', `/${vault}/Observation/obs-c-lab`)).status, 200);
+  });
+
+  test('user/ scopes reach the whole vault the user may use, bounded by what the user may do', async () => {
+    const u = as(await tokens({}, { scope: 'openid user/Observation.rs user/Patient.rs' }));
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Observation/obs-c-lab`)).status, 200);
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Patient/child`)).status, 200);
+    assert.equal((await fhir(p, u, 'DELETE', `/${vault}/Observation/obs-c-lab`)).status, 403);
+  });
+});
+
+describe('delegates (seed 004 proxies)', () => {
+  let bobVault: string;
+  before(async () => {
+    ({ partition: bobVault } = await familyVault(p, 'urn:cara:account:devries', 'loader2'));
+    await addPerson(p, 'bob', PASSWORD, { account: 'urn:cara:account:devries', fhirUser: 'Patient/mother' });
+    await addDelegation(p, 'bob', 'urn:cara:account:jansen', 'child');
+  });
+
+  test('the picker lists own and delegated patients; the token is bound to the picked one', async () => {
+    const launch = await authorizeUrl({ aud: p.fhirBase });
+    const d = driver();
+    const consent = await d.authorize(launch.url.href, {
+      username: 'bob',
+      password: PASSWORD,
+      decision: undefined,
+      patient: 'none',
+    });
+    // The driver posts "none", which is not offered: the page comes back asking for a patient.
+    assert.ok(!(consent instanceof URL));
+    assert.equal(consent.status, 400);
+    assert.match(consent.html, /Choose the patient/);
+    const values = [...consent.html.matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(values.sort(), [`${bobVault}/mother`, `${vault}/child`].sort());
+    assert.match(consent.html, /Bram Jansen/);
+  });
+
+  test('acting for the child: read only, child only, that vault only', async () => {
+    const launch = await authorizeUrl({ aud: p.fhirBase });
+    const callback = await driver().authorize(launch.url.href, {
+      username: 'bob',
+      password: PASSWORD,
+      patient: `${vault}/child`,
+    });
+    assert.ok(callback instanceof URL);
+    const t = await client.authorizationCodeGrant(app, callback, {
+      pkceCodeVerifier: launch.verifier,
+      expectedState: launch.state,
+    });
+    assert.equal(t.patient, 'child');
+    const c = as(t);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Patient/child`)).status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Patient/mother`)).status, 403);
+    assert.deepEqual(ids((await fhir(p, c, 'GET', `/${vault}/Observation`)).json), ['Observation/obs-c-lab']);
+    assert.equal((await fhir(p, c, 'GET', `/${bobVault}/Patient/mother`)).status, 404);
+    const write = await tokens(
+      { username: 'bob', password: PASSWORD, patient: `${vault}/child` },
+      { aud: p.fhirBase, scope: 'launch/patient patient/Observation.cruds' },
+    );
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/child' },
+    };
+    const denied = await fhir(p, as(write), 'POST', `/${vault}/Observation`, obs);
+    assert.equal(denied.status, 403);
+    assert.match(String((denied.json.issue as { diagnostics: string }[])[0]?.diagnostics), /user may not/);
+  });
+
+  test('a vault-specific aud offers only that vault’s patients', async () => {
+    const launch = await authorizeUrl({ aud: `${p.fhirBase}/${bobVault}` });
+    const stop = await driver().authorize(launch.url.href, { username: 'bob', password: PASSWORD, patient: 'x' });
+    assert.ok(!(stop instanceof URL));
+    const values = [...stop.html.matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]);
+    assert.deepEqual(values, [`${bobVault}/mother`]);
+  });
+});
+
+describe('EHR launch (B12, B13, C16, C17, C20, N21, N30)', () => {
+  let ehr: Caller;
+  let ehrApp: client.Configuration;
+  const EHR_REDIRECT = 'https://viewer.example/cb';
+  before(async () => {
+    ehr = await secretClient(p, 'ehr-host', 'system/*.rs');
+    await grant(p, { partition: vault, client: 'ehr-host', scope: 'system/*.rs' });
+    const out = await p.register('viewer', {
+      auth: 'client_secret_basic',
+      redirectUri: [EHR_REDIRECT],
+      scope: 'patient/*.rs user/*.rs',
+      name: 'Zorgviewer',
+    });
+    ehrApp = await discover(p.base, 'viewer', client.ClientSecretBasic(out.client_secret as string), p.agent());
+    await addPerson(p, 'drwho', PASSWORD);
+  });
+
+  const createLaunch = async (body: Record<string, unknown>, token = ehr.token) => {
+    const res = await p.fetch(`${p.base}/oauth/launch`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, string> };
+  };
+
+  const launchApp = async (
+    launch: string | undefined,
+    scope = 'launch openid fhirUser patient/*.rs user/Practitioner.rs',
+  ) => {
+    const verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const url = client.buildAuthorizationUrl(ehrApp, {
+      redirect_uri: EHR_REDIRECT,
+      scope,
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state,
+      aud: fhirBase,
+      ...(launch ? { launch } : {}),
+    });
+    const stop = await driver().authorize(url.href, { username: 'drwho', password: PASSWORD });
+    return { stop, verifier, state };
+  };
+
+  test('the EHR creates a context; the token response carries patient, encounter, banner, style and fhirUser', async () => {
+    const created = await createLaunch({
+      iss: fhirBase,
+      client_id: 'viewer',
+      patient: 'mother',
+      encounter: 'enc-1',
+      fhirUser: 'Practitioner/dr-who',
+    });
+    assert.equal(created.status, 201);
+    assert.equal(created.json.iss, fhirBase);
+    const { stop, verifier, state } = await launchApp(created.json.launch);
+    assert.ok(stop instanceof URL, 'redirected back to the app');
+    const t = await client.authorizationCodeGrant(ehrApp, stop, { pkceCodeVerifier: verifier, expectedState: state });
+    assert.equal(t.patient, 'mother');
+    assert.equal(t.encounter, 'enc-1');
+    assert.equal(t.need_patient_banner, true);
+    const style = await p.fetch(t.smart_style_url as string, { dispatcher: p.agent() });
+    assert.equal(style.status, 200);
+    assert.equal(typeof ((await style.json()) as Record<string, unknown>).color_background, 'string');
+    const fhirUser = t.claims()?.fhirUser as string;
+    assert.equal(fhirUser, `${fhirBase}/Practitioner/dr-who`);
+    const c = as(t);
+    const me = await p.fetch(fhirUser, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${t.access_token}` },
+    });
+    assert.equal(me.status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Encounter/enc-1`)).status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Patient/mother`)).status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Patient/child`)).status, 403);
+  });
+
+  test('B13: a used, unknown or missing launch → invalid_request, no code and no context', async () => {
+    const created = await createLaunch({ iss: fhirBase, client_id: 'viewer', patient: 'mother' });
+    const first = await launchApp(created.json.launch);
+    assert.ok(first.stop instanceof URL && first.stop.searchParams.get('code'));
+    for (const launch of [created.json.launch, 'unknown-launch-value-123456', undefined]) {
+      const { stop } = await launchApp(launch);
+      assert.ok(stop instanceof URL);
+      assert.equal(stop.searchParams.get('error'), 'invalid_request', String(launch));
+      assert.equal(stop.searchParams.get('code'), null);
+    }
+    // A launch made for another app is unknown to this one.
+    const foreign = await createLaunch({ iss: fhirBase, client_id: 'patient-app', patient: 'mother' });
+    const { stop } = await launchApp(foreign.json.launch);
+    assert.ok(stop instanceof URL);
+    assert.equal(stop.searchParams.get('error'), 'invalid_request');
+  });
+
+  test('the launch API checks the host and the context', async () => {
+    assert.equal((await createLaunch({ iss: fhirBase, client_id: 'viewer' }, 'not-a-token')).status, 401);
+    const stranger = await secretClient(p, 'stranger', 'system/*.rs');
+    assert.equal(
+      (await createLaunch({ iss: fhirBase, client_id: 'viewer', patient: 'mother' }, stranger.token)).status,
+      404,
+    );
+    const missing = await createLaunch({ iss: fhirBase, client_id: 'viewer', patient: 'nobody' });
+    assert.equal(missing.status, 400);
+    assert.match(missing.json.error_description as string, /does not exist/);
+    assert.equal((await createLaunch({ iss: fhirBase, client_id: 'no-such-app', patient: 'mother' })).status, 400);
+    assert.equal((await createLaunch({ iss: fhirBase, client_id: 'viewer', need_patient_banner: 'yes' })).status, 400);
+    // Stored launches made by an administrator work the same way.
+    const { launch } = await launchFor(p, { partition: vault, clientId: 'viewer', patient: 'child', host: 'ehr-host' });
+    const { stop, verifier, state } = await launchApp(launch);
+    assert.ok(stop instanceof URL);
+    const t = await client.authorizationCodeGrant(ehrApp, stop, { pkceCodeVerifier: verifier, expectedState: state });
+    assert.equal(t.patient, 'child');
+  });
+});
+
+describe('login page: CSRF and brute force', () => {
+  test('a form without its CSRF token is refused', async () => {
+    const launch = await authorizeUrl();
+    const d = driver();
+    const page = await d.follow(launch.url.href);
+    assert.ok(!(page instanceof URL));
+    const action = /action="([^"]+\/login)"/.exec(page.html)?.[1] as string;
+    const res = await d.request(new URL(action, p.base).href, {
+      method: 'POST',
+      body: new URLSearchParams({ username: 'anna', password: PASSWORD }).toString(),
+    });
+    assert.equal(res.status, 403);
+    assert.match(await res.text(), /CSRF/);
+  });
+
+  // Leaves anna throttled: keep it after every other test that signs her in.
+  test('wrong passwords are refused alike for unknown users, then throttled with Retry-After', async () => {
+    const launch = await authorizeUrl();
+    const d = driver();
+    let page = await d.follow(launch.url.href);
+    const attempt = async (username: string, password: string) => {
+      assert.ok(!(page instanceof URL));
+      const form = formOf(page.html);
+      const res = await d.request(new URL(form?.action as string, p.base).href, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: form?.csrf as string, username, password }).toString(),
+      });
+      page = { status: res.status, html: await res.text(), url: '' };
+      return res;
+    };
+    const unknown = await attempt('mallory', 'guess-123');
+    assert.equal(unknown.status, 401);
+    const unknownText = (page as PageStop).html.match(/role="alert"[^>]*>([^<]+)/)?.[1];
+    const wrong = await attempt('anna', 'guess-123');
+    assert.equal(wrong.status, 401);
+    assert.equal((page as PageStop).html.match(/role="alert"[^>]*>([^<]+)/)?.[1], unknownText);
+    for (let i = 0; i < 4; i++) await attempt('anna', `guess-${i}`);
+    const throttled = await attempt('anna', PASSWORD);
+    assert.equal(throttled.status, 429);
+    assert.ok(Number(throttled.headers.get('retry-after')) >= 1);
+  });
+});
+
+describe('discovery for apps (A11–A17, N01–N04)', () => {
+  test('A11 A12 A13 A14: smart-configuration is JSON whatever the Accept, with the capabilities used here', async () => {
+    for (const url of [
+      `${fhirBase}/.well-known/smart-configuration`,
+      `${p.fhirBase}/.well-known/smart-configuration`,
+    ]) {
+      const res = await p.fetch(url, { dispatcher: p.agent(), headers: { accept: 'text/html' } });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+      const doc = (await res.json()) as Record<string, unknown>;
+      assert.equal(doc.issuer, p.issuer);
+      assert.equal(doc.authorization_endpoint, `${p.base}/oauth/authorize`);
+      assert.deepEqual(doc.code_challenge_methods_supported, ['S256']);
+      for (const c of [
+        'launch-standalone',
+        'launch-ehr',
+        'client-public',
+        'client-confidential-symmetric',
+        'sso-openid-connect',
+        'context-standalone-patient',
+        'context-ehr-patient',
+        'context-ehr-encounter',
+        'context-banner',
+        'context-style',
+        'permission-offline',
+        'permission-patient',
+        'permission-user',
+        'permission-v1',
+        'permission-v2',
+        'authorize-post',
+      ]) {
+        assert.ok((doc.capabilities as string[]).includes(c), c);
+      }
+    }
+  });
+
+  test('A16 A17: CORS on discovery, metadata and FHIR; the token endpoint only for registered origins', async () => {
+    const origin = 'https://app.example';
+    for (const path of ['/.well-known/smart-configuration', '/metadata']) {
+      const res = await p.fetch(`${fhirBase}${path}`, { dispatcher: p.agent(), headers: { origin } });
+      assert.equal(res.headers.get('access-control-allow-origin'), origin, path);
+      await res.arrayBuffer();
+    }
+    const preflight = await p.fetch(`${fhirBase}/Patient/mother`, {
+      method: 'OPTIONS',
+      dispatcher: p.agent(),
+      headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' },
+    });
+    assert.equal(preflight.status, 204);
+    assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+    const token = async (o: string) =>
+      p.fetch(p.tokenUrl, {
+        method: 'POST',
+        dispatcher: p.agent(),
+        headers: { origin: o, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=refresh_token&refresh_token=x&client_id=patient-app',
+      });
+    const allowed = await token(origin);
+    assert.equal(allowed.headers.get('access-control-allow-origin'), origin);
+    await allowed.arrayBuffer();
+    const denied = await token('https://evil.example');
+    assert.equal(denied.headers.get('access-control-allow-origin'), null);
+    await denied.arrayBuffer();
   });
 });

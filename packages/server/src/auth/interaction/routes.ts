@@ -240,6 +240,13 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     const resource = granted.filter((s) => parseSmartScope(s) !== undefined);
     if (oidc.length) grant.addOIDCScope(oidc.join(' '));
     if (resource.length && params.resource) grant.addResourceScope(params.resource, resource.join(' '));
+    // Unticked scopes are recorded as refused, so the engine does not ask for them again (N22).
+    const refused = view.scopes.filter((s) => !granted.includes(s.scope)).map((s) => s.scope);
+    const refusedOidc = refused.filter((s) => parseSmartScope(s) === undefined);
+    const refusedResource = refused.filter((s) => parseSmartScope(s) !== undefined);
+    if (refusedOidc.length) grant.rejectOIDCScope(refusedOidc.join(' '));
+    if (refusedResource.length && params.resource)
+      grant.rejectResourceScope(params.resource, refusedResource.join(' '));
     const grantId = await grant.save();
     await saveGrantContext(o.store, grantId, context, Math.floor(Date.now() / 1000) + o.grantTtlSeconds);
     req.log.info({ event: 'consent', username, client: params.client_id, scope: granted.join(' ') }, 'consent given');
