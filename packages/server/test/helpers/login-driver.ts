@@ -100,7 +100,7 @@ export interface ParsedForm {
   patients: string[];
 }
 
-const unescape = (s: string) =>
+const decodeEntities = (s: string) =>
   s
     .replace(/&quot;/g, '"')
     .replace(/&#39;/g, "'")
@@ -113,6 +113,6 @@ export function formOf(html: string): ParsedForm | undefined {
   const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1];
   if (!action || !csrf) return undefined;
   const values = (name: string) =>
-    [...html.matchAll(new RegExp(`name="${name}" value="([^"]+)"`, 'g'))].map((m) => unescape(m[1] as string));
-  return { action: unescape(action), csrf, scopes: values('scope'), patients: values('patient') };
+    [...html.matchAll(new RegExp(`name="${name}" value="([^"]+)"`, 'g'))].map((m) => decodeEntities(m[1] as string));
+  return { action: decodeEntities(action), csrf, scopes: values('scope'), patients: values('patient') };
 }
