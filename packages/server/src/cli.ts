@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { importCommand } from './admin/import.ts';
-import { launchCreate, userAdd, userDelegate, userList } from './admin/people.ts';
+import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
@@ -194,6 +194,12 @@ dataDirOption(
     .requiredOption('--patient <id>', 'the Patient id in that vault')
     .option('--scope <scopes>', 'SMART system scopes bounding the delegate (default "system/*.rs")'),
 ).action((username: string, o) => admin(() => userDelegate(loadConfig(o), username, o)));
+dataDirOption(
+  user
+    .command('revoke <username>')
+    .description("withdraw a user's consents: the apps' refresh and access tokens stop working at once")
+    .option('--client <client_id>', 'only the consent given to this app'),
+).action((username: string, o) => admin(() => userRevoke(loadConfig(o), username, o)));
 dataDirOption(user.command('list').description('list users (never passwords)')).action((o) =>
   admin(() => userList(loadConfig(o))),
 );

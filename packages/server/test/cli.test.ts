@@ -247,3 +247,118 @@ describe('carevault serve', () => {
     assert.match(r.stderr, /port must be an integer/);
   });
 });
+
+describe('carevault user / launch …', () => {
+  test('user add hashes the password (memory-hard scrypt), reads it from stdin on request, and checks its input', async () => {
+    const r = await cli(
+      'user',
+      'add',
+      'alice',
+      '--password',
+      'a long secret',
+      '--account',
+      'urn:cara:account:alice_1234',
+      '--fhir-user',
+      'Patient/p1',
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { username: 'alice', partition: 'alice_1234', fhirUser: 'Patient/p1' });
+    const child = spawn(process.execPath, [BIN, 'user', 'add', 'bob', '--password-stdin', '--data-dir', dataDir]);
+    child.stdin.end('another secret\n');
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    assert.equal(await new Promise((resolve) => child.on('close', resolve)), 0);
+    assert.equal(JSON.parse(out).username, 'bob');
+    const list = JSON.parse((await cli('user', 'list')).stdout) as Record<string, unknown>[];
+    assert.deepEqual(
+      list.map((u) => u.username),
+      ['alice', 'bob'],
+    );
+    assert.ok(!JSON.stringify(list).includes('scrypt'), 'no password hash in the listing');
+    for (const [args, message] of [
+      [['user', 'add', 'alice', '--password', 'a long secret'], /already exists/],
+      [['user', 'add', 'carol', '--password', 'short'], /at least 8/],
+      [['user', 'add', 'carol', '--password', 'a long secret', '--account', 'urn:cara:account:nobody'], /not found/],
+      [['user', 'add', 'carol', '--password', 'a long secret', '--fhir-user', 'Observation/1'], /relative reference/],
+      [['user', 'add', 'bad name', '--password', 'a long secret'], /username/],
+      [
+        ['user', 'delegate', 'bob', '--account', 'alice_1234', '--patient', 'p1', '--scope', 'patient/*.rs'],
+        /system scope/,
+      ],
+    ] as const) {
+      const bad = await cli(...args);
+      assert.equal(bad.code, 1, args.join(' '));
+      assert.match(bad.stderr, message);
+    }
+    const d = await cli(
+      'user',
+      'delegate',
+      'bob',
+      '--account',
+      'urn:cara:account:alice_1234',
+      '--patient',
+      'Patient/p1',
+    );
+    assert.equal(d.code, 0, d.stderr);
+    assert.deepEqual(JSON.parse(d.stdout), {
+      username: 'bob',
+      partition: 'alice_1234',
+      patient: 'p1',
+      scope: 'system/*.rs',
+    });
+    const revoked = await cli('user', 'revoke', 'alice');
+    assert.deepEqual(JSON.parse(revoked.stdout), { username: 'alice', revoked: [] });
+  });
+
+  test('launch create makes an EHR launch context for a registered app', async () => {
+    assert.equal(
+      (
+        await cli(
+          'client',
+          'add',
+          'viewer-app',
+          '--auth',
+          'none',
+          '--redirect-uri',
+          'https://viewer.example/cb',
+          '--scope',
+          'patient/*.rs',
+          '--name',
+          'Zorgviewer',
+        )
+      ).code,
+      0,
+    );
+    const r = await cli(
+      'launch',
+      'create',
+      '--partition',
+      'alice_1234',
+      '--client',
+      'viewer-app',
+      '--fhir-user',
+      'Practitioner/dr1',
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { launch: string; iss: string; expires_in: number };
+    assert.match(out.launch, /^[\w-]{32}$/);
+    assert.equal(out.iss, 'https://localhost:8443/fhir/alice_1234');
+    assert.equal(out.expires_in, 300);
+    const missing = await cli(
+      'launch',
+      'create',
+      '--partition',
+      'alice_1234',
+      '--client',
+      'viewer-app',
+      '--patient',
+      'nobody',
+    );
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Patient\/nobody does not exist/);
+    const unknownApp = await cli('launch', 'create', '--partition', 'alice_1234', '--client', 'nope');
+    assert.match(unknownApp.stderr, /registered app/);
+  });
+});

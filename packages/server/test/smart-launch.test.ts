@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as client from 'openid-client';
+import { revokeConsents } from '../src/people/users.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
 import { discover } from './helpers/oidc-client.ts';
@@ -152,6 +153,40 @@ function redirectError(stop: URL | PageStop): { error: string | null; state: str
   const q = stop.hash ? new URLSearchParams(stop.hash.slice(1)) : stop.searchParams;
   return { error: q.get('error'), state: q.get('state'), code: q.get('code') };
 }
+
+describe('after the launch', () => {
+  test('introspection reports the person context of the token (G rows)', async () => {
+    const t = await tokens();
+    const out = await p.register('introspector', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const res = await p.fetch(`${p.base}/oauth/introspect`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: {
+        authorization: `Basic ${Buffer.from(`introspector:${out.client_secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: `token=${t.access_token}`,
+    });
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(body.active, true);
+    assert.equal(body.patient, 'mother');
+    assert.equal(body.sub, 'anna');
+    assert.equal(body.fhirUser, `${fhirBase}/Patient/mother`);
+  });
+
+  test('withdrawing consent (carevault user revoke) ends refresh and access tokens at once', async () => {
+    const t = await tokens();
+    assert.equal((await fhir(p, as(t), 'GET', `/${vault}/Patient/mother`)).status, 200);
+
+    const result = await revokeConsents(p.store, 'anna', 'patient-app');
+    assert.ok(result.revoked.length >= 1);
+    assert.equal((await fhir(p, as(t), 'GET', `/${vault}/Patient/mother`)).status, 401);
+    await assert.rejects(
+      client.refreshTokenGrant(app, t.refresh_token as string),
+      (err: client.ResponseBodyError) => err.error === 'invalid_grant',
+    );
+  });
+});
 
 describe('authorization endpoint: bad requests (B rows)', () => {
   test('B03 B04: unknown client or unregistered redirect_uri → an error page, never a redirect', async () => {

@@ -1,7 +1,7 @@
 import { ClientRegistry } from '../auth/clients.ts';
 import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
-import { addUser, delegate } from '../people/users.ts';
+import { addUser, delegate, revokeConsents } from '../people/users.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
 
@@ -30,6 +30,9 @@ export const userDelegate = (
   username: string,
   o: { account: string; patient: string; scope?: string },
 ) => withStore(config, (s) => delegate(s, { username, ...o }));
+
+export const userRevoke = (config: Config, username: string, o: { client?: string }) =>
+  withStore(config, (s) => revokeConsents(s, username, o.client));
 
 export const userList = (config: Config) =>
   withStore(config, async (s) =>

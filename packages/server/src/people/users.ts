@@ -102,3 +102,17 @@ export async function vaultRights(store: Store, username: string): Promise<Vault
   }
   return rights;
 }
+
+/**
+ * Withdraws a user's consents (all, or one app's): the grants, their refresh tokens and codes go, and
+ * access tokens resting on them stop working at the FHIR server at once (vault/policy.ts grantActive).
+ */
+export async function revokeConsents(store: Store, username: string, clientId?: string | undefined) {
+  if (!(await store.users.get(username))) throw new VaultInputError(`user "${username}" not found`);
+  const grants = (await store.oidc.grantsOfAccount(username)).filter((g) => !clientId || g.clientId === clientId);
+  for (const g of grants) {
+    await store.oidc.revokeByGrantId(g.grantId);
+    await store.oidc.destroy('Grant', g.grantId);
+  }
+  return { username, revoked: grants.map((g) => ({ client_id: g.clientId, grant: g.grantId })) };
+}

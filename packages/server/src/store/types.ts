@@ -33,6 +33,8 @@ export interface OidcPayloadStore {
   consume(model: string, id: string, at: number): Promise<void>;
   destroy(model: string, id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
+  /** Live grants (consents) of one account, for withdrawing them; an administrative scan, not a hot path. */
+  grantsOfAccount(accountId: string): Promise<{ grantId: string; clientId: string; expiresAt: number | null }[]>;
 }
 
 export interface ClientStore {

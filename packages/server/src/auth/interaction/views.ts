@@ -88,7 +88,7 @@ ${v.error ? `<p class="alert" role="alert">${escapeHtml(v.error)}</p>` : ''}
 <form method="post" action="/oauth/interaction/${escapeHtml(v.uid)}/consent">
 <input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
 ${patientBlock}${scopeBlock}
-<p class="note">You can withdraw this access later; the app then has to ask again.</p>
+<p class="note">The app keeps this access until it expires or you withdraw it; it then has to ask again.</p>
 <div class="actions">${
       canAllow ? '<button type="submit" name="decision" value="allow" class="primary">Allow</button>' : ''
     }<button type="submit" name="decision" value="deny" class="secondary">Deny</button></div>

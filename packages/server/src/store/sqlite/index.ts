@@ -54,6 +54,11 @@ function oidcStore(db: Db): OidcPayloadStore {
   const consume = db.prepare('UPDATE oidc_payloads SET consumed_at = ? WHERE model = ? AND id = ?');
   const destroy = db.prepare('DELETE FROM oidc_payloads WHERE model = ? AND id = ?');
   const revokeByGrantId = db.prepare('DELETE FROM oidc_payloads WHERE grant_id = ?');
+  const grantsOfAccount = db.prepare(
+    `SELECT id, json_extract(payload, '$.clientId') AS client_id, expires_at FROM oidc_payloads
+     WHERE model = 'Grant' AND json_extract(payload, '$.accountId') = ? AND (expires_at IS NULL OR expires_at > ?)
+     ORDER BY id`,
+  );
   return {
     async upsert(model, id, payload, expiresAt, index) {
       upsert.run(
@@ -85,6 +90,14 @@ function oidcStore(db: Db): OidcPayloadStore {
     },
     async revokeByGrantId(grantId) {
       revokeByGrantId.run(grantId);
+    },
+    async grantsOfAccount(accountId) {
+      const rows = grantsOfAccount.all(accountId, nowSeconds()) as {
+        id: string;
+        client_id: string;
+        expires_at: number | null;
+      }[];
+      return rows.map((r) => ({ grantId: r.id, clientId: r.client_id, expiresAt: r.expires_at }));
     },
   };
 }
