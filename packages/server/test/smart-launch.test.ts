@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { revokeConsents } from '../src/people/users.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
@@ -10,7 +13,29 @@ import { decodeJwt, startPlatform, type TestPlatform } from './helpers/platform.
 
 // SMART App Launch for people (issue 4): authorization code + PKCE with login and consent pages, refresh,
 // launch context, delegates, and the FHIR-side enforcement of patient/ and user/ scopes.
-// Inferno-derived checks (standards.md §N) are marked with their row IDs.
+//
+// Inferno-derived checks (standards.md §N) for the standalone and EHR launches, and where they are tested
+// (test names carry the B/C/I/A row IDs; smart-browser.test.ts runs both launches with fhirclient.js):
+//   N01–N03 well-known document, fields, capabilities ........ 'A11 A12 A13 A14'
+//   N04 CORS on discovery, metadata, token, FHIR .............. 'A16 A17'; fhirclient in Chromium (real CORS)
+//   N05 TLS ≥ 1.2 ............................................. auth-edges tests (a TLS 1.1 handshake is refused)
+//   N06 N08 redirect with state, code received ................ 'B01 …', every launch below
+//   N07 launch parameter (EHR) ................................ 'EHR launch …', smart-browser EHR test
+//   N09 token exchange: public, symmetric (Basic), asymmetric . 'B01 …', 'EHR launch …' (viewer), 'N09 …'
+//   N10 N11 token body and headers (code and refresh) ......... 'B01 …', 'C09 B15 …', 'N11 …'
+//   N12 id_token RS256, kid in JWKS, iss/aud, fhirUser ........ 'B01 …', 'N09 … N12'
+//   N13 N20 refresh with and without scope; context kept ...... 'C22 C23 C24 C27 …'
+//   N14 introspection ......................................... 'introspection reports the person context …'
+//   N18 N29 N30 scopes, patient context, id_token ............. 'B01 …', 'EHR launch …'
+//   N19 no token → 401 ......................................... fhir-rest tests (I02)
+//   N21 need_patient_banner, smart_style_url .................. 'the EHR creates a context …'
+//   N22 N33 user unticks scopes → not granted, refused ........ 'N22 I13 …', smart-browser standalone test
+//   N24 four bad PKCE verifiers ............................... 'C03–C06 …'
+//   N25 bad code / bad client ................................. 'C07 C08 C10 …'
+//   N26 bad refresh token ..................................... 'C25 C26 …'
+//   N27 bad aud ................................................ 'B09 N27 …'
+//   N31 v1 scopes ............................................. 'N31 I09 I10 …'
+//   N32 granular category scopes .............................. 'I11 I12 …'
 
 const REDIRECT = 'https://app.example/callback';
 const PASSWORD = 'correct horse battery';
@@ -185,6 +210,92 @@ describe('after the launch', () => {
       client.refreshTokenGrant(app, t.refresh_token as string),
       (err: client.ResponseBodyError) => err.error === 'invalid_grant',
     );
+  });
+});
+
+describe('asymmetric confidential app and OIDC checks (N09, N11, N12, N31)', () => {
+  test('N09: a private_key_jwt app (ES384 assertion) exchanges its code; N12: the id_token verifies against the JWKS', async () => {
+    const pair = await generateKeyPair('ES384', { extractable: true });
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'app-k1', alg: 'ES384', use: 'sig' };
+    const file = join(p.dataDir, 'asymmetric-app-jwks.json');
+    writeFileSync(file, JSON.stringify({ keys: [jwk] }));
+    await p.register('asymmetric-app', {
+      auth: 'private_key_jwt',
+      jwks: file,
+      redirectUri: [REDIRECT],
+      scope: 'patient/*.rs',
+    });
+    const conf = await discover(
+      p.base,
+      'asymmetric-app',
+      client.PrivateKeyJwt({ key: pair.privateKey, kid: 'app-k1' }),
+      p.agent(),
+    );
+    const verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const url = client.buildAuthorizationUrl(conf, {
+      redirect_uri: REDIRECT,
+      scope: 'openid fhirUser launch/patient patient/Observation.rs',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state,
+      aud: fhirBase,
+    });
+    const callback = await codeFor({ url, verifier, state });
+    const t = await client.authorizationCodeGrant(conf, callback, { pkceCodeVerifier: verifier, expectedState: state });
+    assert.equal(t.patient, 'mother');
+    const discovery = (await (
+      await p.fetch(`${p.base}/.well-known/openid-configuration`, { dispatcher: p.agent() })
+    ).json()) as {
+      jwks_uri: string;
+      id_token_signing_alg_values_supported: string[];
+    };
+    assert.ok(discovery.id_token_signing_alg_values_supported.includes('RS256'), 'A18');
+    const jwks = (await (await p.fetch(discovery.jwks_uri, { dispatcher: p.agent() })).json()) as { keys: JWK[] };
+    assert.ok(
+      jwks.keys.some((k) => k.kty === 'RSA' && k.n && k.e && k.kid),
+      'A19',
+    );
+    const { payload, protectedHeader } = await jwtVerify(t.id_token as string, createLocalJWKSet(jwks), {
+      issuer: p.issuer,
+      audience: 'asymmetric-app',
+    });
+    assert.equal(protectedHeader.alg, 'RS256');
+    assert.ok(typeof payload.sub === 'string' && payload.sub.length < 256);
+    assert.equal(payload.fhirUser, `${fhirBase}/Patient/mother`);
+  });
+
+  test('N11: the refresh response has no-store / no-cache too', async () => {
+    const t = await tokens();
+    const r = await tokenRequest({
+      grant_type: 'refresh_token',
+      refresh_token: t.refresh_token as string,
+      client_id: 'patient-app',
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('cache-control'), 'no-store');
+    assert.equal(r.headers.get('pragma'), 'no-cache');
+    assert.equal(r.json.patient, 'mother');
+  });
+
+  test('N31 I09 I10: v1 scopes are granted as v1: .read reads and searches, .write does not read', async () => {
+    const t = await tokens({}, { scope: 'launch/patient patient/Observation.read patient/Condition.write' });
+    assert.deepEqual((t.scope ?? '').split(' ').sort(), [
+      'launch/patient',
+      'patient/Condition.write',
+      'patient/Observation.read',
+    ]);
+    const c = as(t);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Observation/obs-m-lab`)).status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Observation?patient=mother`)).status, 200);
+    assert.equal((await fhir(p, c, 'GET', `/${vault}/Condition/cond-1`)).status, 403);
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/mother' },
+    };
+    assert.equal((await fhir(p, c, 'POST', `/${vault}/Observation`, obs)).status, 403);
   });
 });
 
