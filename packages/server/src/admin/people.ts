@@ -2,17 +2,7 @@ import { ClientRegistry } from '../auth/clients.ts';
 import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
 import { addUser, delegate, revokeConsents } from '../people/users.ts';
-import { openStore } from '../store/index.ts';
-import type { Store } from '../store/types.ts';
-
-async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
+import { withStore } from './vault.ts';
 
 export const userAdd = (
   config: Config,

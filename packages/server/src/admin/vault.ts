@@ -4,7 +4,8 @@ import type { Store } from '../store/types.ts';
 import { addGrant } from '../vault/grants.ts';
 import { addAccount, addPartition, describePartition } from '../vault/partitions.ts';
 
-async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
+/** Opens the configured store for one admin command and closes it afterwards. */
+export async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
   try {
     return await fn(store);

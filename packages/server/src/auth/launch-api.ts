@@ -2,10 +2,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Store } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, resolveVaultAccess } from '../vault/policy.ts';
+import { vaultOf } from './audience.ts';
 import type { AuthServer } from './index.ts';
 import { createLaunch, type LaunchContext } from './launch-context.ts';
 import type { CertificateSource } from './mtls.ts';
-import { vaultOf } from './provider.ts';
 import { TokenVerificationError } from './verifier.ts';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;

@@ -3,6 +3,7 @@ import Provider, { type Configuration, errors, type KoaContextWithOIDC } from 'o
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
+import { isFhirResource, vaultOf } from './audience.ts';
 import { assertClientAssertion } from './client-assertion.ts';
 import { type ClientRegistry, grantableScopes, secretMatches } from './clients.ts';
 import { renderErrorPage } from './error-page.ts';
@@ -42,6 +43,15 @@ export const OAUTH_ROUTES = {
   credential: '/oauth/credential',
 } as const;
 
+export const CLIENT_AUTH_METHODS = [
+  'private_key_jwt',
+  'tls_client_auth',
+  'self_signed_tls_client_auth',
+  'client_secret_basic',
+  'client_secret_post',
+  'none',
+] as const;
+
 export const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = [
   'ES256',
   'ES384',
@@ -56,18 +66,6 @@ export const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA
 
 function requestBody(ctx: KoaContextWithOIDC): Record<string, unknown> {
   return ((ctx.oidc as unknown as { body?: Record<string, unknown> }).body ?? {}) as Record<string, unknown>;
-}
-
-/** Resource servers this AS issues tokens for: the FHIR base and (for launches) any vault under it. */
-function isFhirResource(resource: string, fhirBase: string): boolean {
-  return resource === fhirBase || vaultOf(resource, fhirBase) !== undefined;
-}
-
-/** The partition a vault base names (`{fhirBase}/{partition}`), or undefined. */
-export function vaultOf(resource: string, fhirBase: string): string | undefined {
-  if (!resource.startsWith(`${fhirBase}/`)) return undefined;
-  const name = resource.slice(fhirBase.length + 1);
-  return /^[A-Za-z0-9_-]{1,64}$/.test(name) ? name : undefined;
 }
 
 /** The authorization code flow and its refreshes act for a person; client credentials for the client itself. */
@@ -123,14 +121,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     jwks: { keys: keys.privateJwks() as NonNullable<Configuration['jwks']>['keys'] },
     cookies: { keys: keys.cookieKeys },
     routes: OAUTH_ROUTES,
-    clientAuthMethods: [
-      'private_key_jwt',
-      'tls_client_auth',
-      'self_signed_tls_client_auth',
-      'client_secret_basic',
-      'client_secret_post',
-      'none',
-    ],
+    clientAuthMethods: [...CLIENT_AUTH_METHODS],
     enabledJWA: {
       clientAuthSigningAlgValues: CLIENT_AUTH_ALGS,
       idTokenSigningAlgValues: ['ES256', 'RS256'],

@@ -1,4 +1,4 @@
-import { CLIENT_AUTH_ALGS, OAUTH_ROUTES } from './provider.ts';
+import { CLIENT_AUTH_ALGS, CLIENT_AUTH_METHODS, OAUTH_ROUTES } from './provider.ts';
 
 /** SMART capabilities this server implements (A14; every one of them is exercised by a test). */
 const CAPABILITIES = [
@@ -37,14 +37,7 @@ export function smartConfiguration(issuer: string): Record<string, unknown> {
     revocation_endpoint: url(OAUTH_ROUTES.revocation),
     grant_types_supported: ['authorization_code', 'client_credentials', 'refresh_token'],
     response_types_supported: ['code'],
-    token_endpoint_auth_methods_supported: [
-      'private_key_jwt',
-      'tls_client_auth',
-      'self_signed_tls_client_auth',
-      'client_secret_basic',
-      'client_secret_post',
-      'none',
-    ],
+    token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
     token_endpoint_auth_signing_alg_values_supported: CLIENT_AUTH_ALGS,
     scopes_supported: [
       'openid',

@@ -4,13 +4,13 @@ import { errors, type InteractionResults } from 'oidc-provider';
 import { LoginThrottle } from '../../people/login-throttle.ts';
 import { verifyPassword } from '../../people/passwords.ts';
 import type { Store } from '../../store/types.ts';
+import { vaultOf } from '../audience.ts';
 import type { ClientRegistry } from '../clients.ts';
 import { errorHtml } from '../error-page.ts';
 import type { AuthServer } from '../index.ts';
 import type { KeyRing } from '../keys.ts';
 import { claimLaunch, findLaunch, type GrantContext, saveGrantContext } from '../launch-context.ts';
 import { describeScope, PERSON_OIDC_SCOPES, personResourceScopes } from '../person-scopes.ts';
-import { vaultOf } from '../provider.ts';
 import { parseSmartScope, splitScope } from '../smart-scopes.ts';
 import { csrfMatches, csrfToken } from './csrf.ts';
 import { contentSecurityPolicy } from './layout.ts';
@@ -83,6 +83,18 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     return undefined;
   };
 
+  /** The interaction of a posted form, once its CSRF token is verified; otherwise the answer is already sent. */
+  const posted = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const d = await details(req, reply);
+    if (!d) return undefined;
+    const form = formOf(req);
+    if (!csrfMatches(csrfKey(), d.uid, form.get('csrf'))) {
+      await fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+      return undefined;
+    }
+    return { d, form };
+  };
+
   const appName = async (clientId: string) => {
     const meta = await o.clients.engineMetadata(clientId);
     return typeof meta?.client_name === 'string' ? meta.client_name : clientId;
@@ -147,12 +159,9 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
   });
 
   app.post<{ Params: Params }>('/oauth/interaction/:uid/login', async (req, reply) => {
-    const d = await details(req, reply);
-    if (!d) return reply;
-    const form = formOf(req);
-    if (!csrfMatches(csrfKey(), d.uid, form.get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    const submitted = await posted(req, reply);
+    if (!submitted) return reply;
+    const { d, form } = submitted;
     if (d.prompt.name !== 'login') return reply.redirect(`/oauth/interaction/${d.uid}`, 303);
     const username = (form.get('username') ?? '').trim().slice(0, 128);
     const password = (form.get('password') ?? '').slice(0, 1024);
@@ -181,21 +190,14 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
   });
 
   app.post<{ Params: Params }>('/oauth/interaction/:uid/abort', async (req, reply) => {
-    const d = await details(req, reply);
-    if (!d) return reply;
-    if (!csrfMatches(csrfKey(), d.uid, formOf(req).get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    if (!(await posted(req, reply))) return reply;
     return finish(req, reply, { error: 'access_denied', error_description: 'the user cancelled the sign-in' });
   });
 
   app.post<{ Params: Params }>('/oauth/interaction/:uid/consent', async (req, reply) => {
-    const d = await details(req, reply);
-    if (!d) return reply;
-    const form = formOf(req);
-    if (!csrfMatches(csrfKey(), d.uid, form.get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    const submitted = await posted(req, reply);
+    if (!submitted) return reply;
+    const { d, form } = submitted;
     if (d.prompt.name !== 'consent' || !d.session?.accountId) return reply.redirect(`/oauth/interaction/${d.uid}`, 303);
     if (form.get('decision') !== 'allow') {
       return finish(req, reply, { error: 'access_denied', error_description: 'the user denied access' });
