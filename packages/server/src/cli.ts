@@ -51,6 +51,10 @@ dataDirOption(
     .option('--base-url <url>', 'public base URL (env CAREVAULT_BASE_URL, default https://localhost:<port>)')
     .option('--access-token-ttl <seconds>', 'access token lifetime (env CAREVAULT_ACCESS_TOKEN_TTL, default 300)')
     .option(
+      '--rate-limit <rate>',
+      'requests per client (or address) as <count>/<s|min|h> (env CAREVAULT_RATE_LIMIT, default 6000/min)',
+    )
+    .option(
       '--trusted-cert-header <name>',
       'header carrying the client certificate from a TLS-terminating proxy (off by default)',
     ),

@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { SingleBar } from 'cli-progress';
+import { AuditTrail } from '../audit/trail.ts';
 import { parseSmartScope, type SmartScope } from '../auth/smart-scopes.ts';
 import type { Config } from '../config/index.ts';
 import { ImportError, importFiles } from '../fhir/import.ts';
@@ -28,6 +30,12 @@ export async function importCommand(config: Config, files: string[], partition: 
       partition,
       base: `${config.baseUrl}/fhir/${partition}`,
       access: { partition, clientId: 'carevault-import', tokenScopes: [all], grantScopes: [all], person: false },
+      who: { clientId: 'carevault-import', user: { id: userInfo().username } },
+      audit: new AuditTrail(store, config.audit, config.baseUrl, {
+        error: (_obj: object, msg: string) => {
+          process.stderr.write(`error: ${msg}\n`);
+        },
+      }),
     };
     let done = 0;
     const report = await importFiles(ctx, files, {

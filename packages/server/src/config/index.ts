@@ -16,6 +16,15 @@ export interface Config {
    */
   trustedCertHeader: string | undefined;
   logLevel: string;
+  /** Token bucket per client (and per address for unauthenticated calls): `count` requests per `windowMs`. */
+  rateLimit: { count: number; windowMs: number };
+  /** Prefix of every Redis key, so several deployments can share one Redis. */
+  redisPrefix: string;
+  /**
+   * Whether AuditEvents are written. Always on in a deployment (NEN 7513); `CAREVAULT_AUDIT=off` exists only so
+   * the benchmark can measure what auditing costs.
+   */
+  audit: boolean;
 }
 
 export interface ConfigInput {
@@ -26,6 +35,7 @@ export interface ConfigInput {
   accessTokenTtl?: string | number | undefined;
   trustedCertHeader?: string | undefined;
   logLevel?: string | undefined;
+  rateLimit?: string | undefined;
 }
 
 class ConfigError extends Error {}
@@ -36,6 +46,17 @@ function integer(name: string, value: string | number, min: number, max: number)
     throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${value}"`);
   }
   return n;
+}
+
+const WINDOWS: Record<string, number> = { s: 1000, sec: 1000, min: 60_000, h: 3_600_000 };
+
+/** `6000/min`, `100/s`, `50000/h`. */
+export function parseRateLimit(value: string): { count: number; windowMs: number } {
+  const m = /^\s*(\d{1,9})\s*\/\s*(s|sec|min|h)\s*$/.exec(value);
+  if (!m || Number(m[1]) < 1) {
+    throw new ConfigError(`rate limit "${value}" must look like <count>/<s|min|h>, e.g. 6000/min`);
+  }
+  return { count: Number(m[1]), windowMs: WINDOWS[m[2] as string] as number };
 }
 
 /** Flags win over CAREVAULT_* environment variables, which win over defaults. */
@@ -69,7 +90,16 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,
     logLevel: flags.logLevel ?? env.CAREVAULT_LOG_LEVEL ?? 'info',
+    rateLimit: parseRateLimit(flags.rateLimit ?? env.CAREVAULT_RATE_LIMIT ?? '6000/min'),
+    redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',
+    audit: auditSetting(env.CAREVAULT_AUDIT),
   };
+}
+
+function auditSetting(value: string | undefined): boolean {
+  if (value === undefined || value === '' || value === 'on') return true;
+  if (value === 'off') return false;
+  throw new ConfigError(`CAREVAULT_AUDIT must be "on" or "off", got "${value}"`);
 }
 
 export { ConfigError };

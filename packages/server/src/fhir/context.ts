@@ -1,11 +1,16 @@
+import type { AuditWho } from '../audit/balp.ts';
+import type { AuditTrail } from '../audit/trail.ts';
 import type { Store } from '../store/types.ts';
 import type { VaultAccess } from '../vault/policy.ts';
 
-/** What an interaction needs: the store, the vault it acts in, and the caller's access to it. */
+/** What an interaction needs: the store, the vault it acts in, the caller's access to it, and its audit trail. */
 export interface FhirContext {
   store: Store;
   partition: string;
   /** Absolute FHIR base of this vault, e.g. https://localhost:8443/fhir/alice_1234. */
   base: string;
   access: VaultAccess;
+  /** Who is acting, as AuditEvents record it. */
+  who: AuditWho;
+  audit: AuditTrail;
 }

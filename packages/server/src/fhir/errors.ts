@@ -45,6 +45,7 @@ export function operationOutcome(
 }
 
 /** The one answer for a vault that does not exist and a vault the caller may not see (no disclosure). */
-export const vaultNotFound = () => new FhirError(404, 'not-found', 'Resource not found');
+export const VAULT_NOT_FOUND = 'Resource not found';
+export const vaultNotFound = () => new FhirError(404, 'not-found', VAULT_NOT_FOUND);
 export const resourceNotFound = (type: string, id: string) =>
   new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);

@@ -1,16 +1,20 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { type AuditWho, actionFor, clientRoleFor, EVENT, outcomeFor } from '../audit/balp.ts';
+import { type AuditTrail, anonymous, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { smartConfiguration } from '../auth/smart-configuration.ts';
+import { correlationOf } from '../http/correlation.ts';
 import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
+import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
-import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
+import { FhirError, operationOutcome, VAULT_NOT_FOUND, vaultNotFound } from './errors.ts';
 import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
@@ -22,6 +26,7 @@ import { update } from './interactions/update.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
 export interface FhirPluginOptions {
+  audit: AuditTrail;
   issuer: string;
   fhirBase: string;
   store: Store;
@@ -83,7 +88,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     );
   });
 
-  app.setErrorHandler((err, req, reply) => {
+  app.setErrorHandler(async (err, req, reply) => {
+    await auditFailure(req, err as FhirError | { statusCode?: number; message: string });
     if (err instanceof FhirError) {
       void reply
         .code(err.status)
@@ -113,6 +119,30 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       .type(FHIR_JSON)
       .send(operationOutcome('fatal', 'exception', 'internal error'));
   });
+  /** Every refused or failed request leaves an AuditEvent: Security Alert for 401/403/denied vaults (L09). */
+  const auditFailure = async (req: FastifyRequest, err: FhirError | { statusCode?: number; message: string }) => {
+    const status = err instanceof FhirError ? err.status : (err.statusCode ?? 500);
+    const route = req.routeOptions.url ?? '';
+    const { partition } = (req.params ?? {}) as Params;
+    const who = (req as FastifyRequest & { auditWho?: AuditWho }).auditWho ?? anonymous(req.ip, correlationOf(req.raw));
+    const denied =
+      status === 401 ||
+      status === 403 ||
+      (err instanceof FhirError && err.code === 'not-found' && err.diagnostics === VAULT_NOT_FOUND);
+    const interaction = interactionOfRoute(req.method, route);
+    await o.audit.bestEffort({
+      type: denied ? EVENT.securityAlert : EVENT.rest,
+      subtype: EVENT.rest_(interaction),
+      action: actionFor(interaction),
+      outcome: outcomeFor(status),
+      outcomeDesc: status >= 500 ? 'internal error' : err instanceof FhirError ? err.diagnostics : err.message,
+      who,
+      clientRole: clientRoleFor(interaction),
+      partition: partition && PARTITION_RE.test(partition) ? partition : undefined,
+      query: { raw: `${req.method} ${(req.raw.url ?? '').replace(/^\/fhir/, '')}` },
+    });
+  };
+
   app.setNotFoundHandler((_req, reply) => {
     void reply
       .code(404)
@@ -141,12 +171,14 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const base = `${o.fhirBase}/${partition}`;
     const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
     const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase, base]);
+    const who = whoFromToken(claims, req.ip, correlationOf(req.raw));
+    (req as FastifyRequest & { auditWho?: AuditWho }).auditWho = who;
     if (!PARTITION_RE.test(partition)) throw vaultNotFound();
     if (!(await grantActive(o.store, claims)))
       throw challenge(401, 'invalid_token', 'the grant of this token was revoked');
     const access = await resolveVaultAccess(o.store, partition, claims);
     if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
-    return { store: o.store, partition, base, access };
+    return { store: o.store, partition, base, access, who, audit: o.audit };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {
     const ctx = (req as FastifyRequest & { fhir: FhirContext | null }).fhir;
@@ -214,6 +246,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const restrictions = allow(ctx, type, 'read');
     const v = await read(ctx, type, idOf(req));
     await assertVisible(ctx, v.type, v.id, restrictions);
+    await auditRead(ctx, 'read', v);
     return sendVersion(reply, 200, v, ctx.base);
   });
 
@@ -223,6 +256,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const restrictions = allow(ctx, type, 'vread');
     const v = await vread(ctx, type, idOf(req), req.params.vid as string);
     await assertVisible(ctx, type, v.id, restrictions);
+    await auditRead(ctx, 'vread', v);
     return sendVersion(reply, 200, v, ctx.base);
   });
 
@@ -397,4 +431,29 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     await remove(ctx, type, idOf(req));
     return reply.code(204).send();
   });
+}
+
+/** The FHIR interaction a route stands for (for AuditEvent subtypes of refused requests). */
+function interactionOfRoute(method: string, route: string): string {
+  const parts = route
+    .replace(/^\/fhir/, '')
+    .split('/')
+    .filter(Boolean);
+  const last = parts[parts.length - 1] ?? '';
+  if (method === 'GET' || method === 'HEAD') {
+    if (last === ':vid') return 'vread';
+    if (last === '_history')
+      return parts.length === 2 ? 'history-system' : parts.length === 3 ? 'history-type' : 'history-instance';
+    if (last === ':id') return 'read';
+    return parts.length <= 1 ? 'search-system' : 'search-type';
+  }
+  if (method === 'POST') {
+    if (last === '_search') return 'search-type';
+    if (parts.length === 1) return 'transaction';
+    return last.startsWith('$') || parts.some((p) => p.startsWith('$')) ? 'operation' : 'create';
+  }
+  if (method === 'PUT') return 'update';
+  if (method === 'PATCH') return 'patch';
+  if (method === 'DELETE') return 'delete';
+  return 'operation';
 }

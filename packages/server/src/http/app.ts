@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { rootCertificates } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AuditTrail } from '../audit/trail.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { AuthServer } from '../auth/index.ts';
 import { interactionRoutes } from '../auth/interaction/routes.ts';
@@ -14,6 +14,7 @@ import { fhirRoutes } from '../fhir/plugin.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
+import { correlate, requestIdOf } from './correlation.ts';
 import { loggerOptions } from './logger.ts';
 import { oauthRoutes } from './oauth-routes.ts';
 
@@ -59,12 +60,15 @@ export async function buildPlatform(
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
     },
-    genReqId: () => randomUUID(),
+    genReqId: requestIdOf,
+    requestIdLogLabel: 'requestId',
     // FHIR clients (fhir-kit-client among them) POST batches to the base with a trailing slash.
     routerOptions: { ignoreTrailingSlash: true },
     trustProxy: config.trustedCertHeader !== undefined,
     forceCloseConnections: true,
   });
+  app.addHook('onRequest', correlate);
+  const audit = new AuditTrail(store, config.audit, issuer, app.log);
   const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   const auth = new AuthServer({
     issuer,
@@ -90,7 +94,7 @@ export async function buildPlatform(
     grantTtlSeconds: GRANT_TTL_SECONDS,
   });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
-  await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates });
+  await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });
 
   const timer = setInterval(() => {
     try {

@@ -232,6 +232,55 @@ export interface FoundResource {
 export interface ResourceTransaction {
   current(type: string, id: string): Promise<StoredVersion | undefined>;
   write(write: ResourceWrite): Promise<void>;
+  /** Appends an AuditEvent in this same transaction: it commits with the data it describes, or not at all. */
+  audit(record: AuditRecord): Promise<void>;
+}
+
+/** One AuditEvent as stored: the FHIR JSON plus the columns it is searched and chained by. */
+export interface AuditRecord {
+  id: string;
+  /** ISO instant. */
+  recorded: string;
+  partition: string | undefined;
+  /** Codes (system|code) of AuditEvent.type and .subtype; action and outcome codes. */
+  type: string;
+  subtype: string | undefined;
+  action: string | undefined;
+  outcome: string;
+  requestId: string | undefined;
+  correlationId: string | undefined;
+  /** Search keys: patients (Patient/x), agents (client ids, user ids), entities (Type/id references). */
+  refs: { kind: 'patient' | 'agent' | 'entity'; value: string }[];
+  /** The AuditEvent resource as served. */
+  content: string;
+}
+
+export interface AuditQuery {
+  patient?: string[] | undefined;
+  agent?: string[] | undefined;
+  entity?: string[] | undefined;
+  type?: string[] | undefined;
+  subtype?: string[] | undefined;
+  outcome?: string[] | undefined;
+  /** Each range constrains `recorded` (epoch ms, [lo, hi)); ranges are AND-ed. */
+  recorded?: { lo: number; hi: number; prefix: Prefix }[] | undefined;
+  limit: number;
+  offset: number;
+}
+
+export interface AuditVerification {
+  events: number;
+  ok: boolean;
+  /** The first event whose content, columns or link to its predecessor do not match its hash. */
+  firstBad?: { seq: number; id: string; reason: string } | undefined;
+}
+
+/** The audit trail: append-only, hash-chained (each event stores the hash of its predecessor). */
+export interface AuditStore {
+  /** Appends events outside any data transaction (token issuance, logins, reads), batched with other commits. */
+  append(records: AuditRecord[]): Promise<void>;
+  search(query: AuditQuery): Promise<{ events: string[]; total: number }>;
+  verify(): Promise<AuditVerification>;
 }
 
 export interface ResourceStore {
@@ -257,6 +306,8 @@ export interface ResourceStore {
     param: string,
     targets: { type: string; id: string }[],
   ): Promise<FoundResource[]>;
+  /** Ids of the Patients `type/id` (current version) refers to through one of `params` (for audit entities). */
+  referencedPatients(partition: string, type: string, id: string, params: readonly string[]): Promise<string[]>;
   /**
    * Runs `fn` in one database transaction: all its writes commit together or not at all (a throw rolls
    * back). `fn` must await nothing but `tx` calls, so the embedded store can keep the transaction on one
@@ -270,6 +321,7 @@ export interface Store {
   readonly clients: ClientStore;
   readonly partitions: PartitionStore;
   readonly users: UserStore;
+  readonly audit: AuditStore;
   readonly resources: ResourceStore;
   readonly oidc: OidcPayloadStore;
   readonly revocations: RevocationStore;

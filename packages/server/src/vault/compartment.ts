@@ -31,3 +31,20 @@ export function indexInCompartment(type: string, id: string, index: IndexRows, p
   if (!params) return true;
   return index.reference.some((r) => params.includes(r.param) && r.targetType === 'Patient' && r.targetId === patient);
 }
+
+/** The patients a resource is about (its Patient-compartment links), as `Patient/id` references. */
+export function patientsIn(type: string, id: string, index: IndexRows): string[] {
+  if (type === 'Patient') return [`Patient/${id}`];
+  const params = COMPARTMENT[type];
+  if (!params) return [];
+  const out = new Set<string>();
+  for (const r of index.reference) {
+    if (r.targetType === 'Patient' && r.targetId && params.includes(r.param)) out.add(`Patient/${r.targetId}`);
+  }
+  return [...out];
+}
+
+/** The compartment parameters of a type (for looking up a stored resource's patients). */
+export function compartmentParams(type: string): readonly string[] {
+  return COMPARTMENT[type] ?? [];
+}

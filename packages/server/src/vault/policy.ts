@@ -42,6 +42,10 @@ export interface VaultAccess {
   person: boolean;
   /** The patient of the launch context: patient/ scopes reach only this patient's compartment (I13, I14). */
   patient?: string | undefined;
+  /** EHR launch: the host whose grants bound the person (audited as the deciding rule). */
+  host?: string | undefined;
+  /** The grant (consent) a person's token rests on (audited as NEN 7513 toestemmingsprofiel). */
+  grant?: string | undefined;
 }
 
 /**
@@ -91,6 +95,8 @@ export async function resolveVaultAccess(
       grantScopes,
       person: true,
       patient: typeof claims.patient === 'string' ? claims.patient : undefined,
+      host: person.host,
+      grant: person.grant,
     };
   }
   const org = claims.extensions?.ihe_iua?.subject_organization_id;
@@ -138,6 +144,10 @@ function counts(access: VaultAccess, s: SmartScope): boolean {
 /** `type` is a resource type, or '*' for whole-vault interactions (which then need a wildcard scope). */
 export function decide(access: VaultAccess, type: string, interaction: Interaction): Decision {
   const permission = PERMISSION[interaction];
+  if (type === 'AuditEvent' && !READS.has(permission)) {
+    // The audit trail is written by the server only (issue 5; NEN 7513 append-only).
+    return { allowed: false, reason: 'AuditEvents are written by the server only' };
+  }
   const reads = READS.has(permission) && type !== '*';
   const restrictions: Restriction[] = [];
   let unrestricted = false;

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { StoredVersion } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
+import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
-import { transact } from '../compartment-guard.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
@@ -12,6 +12,7 @@ import { read, vread } from '../interactions/read.ts';
 import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody } from '../resource-body.ts';
+import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, rewriteReferences, STATUS_TEXT } from './entries.ts';
 
@@ -203,6 +204,7 @@ async function readEntry(
   }
   const v = e.versionId ? await vread(ctx, e.type, e.id, e.versionId) : await read(ctx, e.type, e.id);
   await assertVisible(ctx, e.type, e.id, restrictions);
+  await auditRead(ctx, e.versionId ? 'vread' : 'read', v);
   return { status: 200, version: v, resource: v.content };
 }
 

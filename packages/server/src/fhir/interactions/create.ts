@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
-import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 
 /** Writes version 1 of a new resource inside an open transaction. */

@@ -1,8 +1,8 @@
 import type { ResourceTransaction } from '../../store/types.ts';
-import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { resourceNotFound } from '../errors.ts';
 import { nextTimestamp } from '../resource-body.ts';
+import { transact } from '../transact.ts';
 
 /** Records a deletion inside an open transaction; false when it was already deleted. */
 export async function removeIn(tx: ResourceTransaction, type: string, id: string): Promise<boolean> {

@@ -1,4 +1,5 @@
 import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
+import { auditAccess, patientsOf } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 
@@ -94,6 +95,12 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
   if (rows.length > count && last) {
     links.push({ relation: 'next', url: `${ctx.base}${params.path}?${kept}&_cursor=${encodeCursor(last)}` });
   }
+  const interaction = params.id ? 'history-instance' : params.type ? 'history-type' : 'history-system';
+  await auditAccess(ctx, interaction, {
+    objects: params.id ? [`${params.type}/${params.id}`] : undefined,
+    patients: params.id ? await patientsOf(ctx, params.type as string, params.id) : undefined,
+    query: params.id ? undefined : { raw: `${params.path}?${kept}`, description: `${params.path}?${kept}` },
+  });
   const entries = page.map((v) => {
     const request = JSON.stringify({ method: v.method, url: v.method === 'POST' ? v.type : `${v.type}/${v.id}` });
     const status = v.version === 1 && v.method === 'PUT' ? '201 Created' : STATUS[v.method];

@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
 import type { StoredVersion } from '../../store/types.ts';
-import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody } from '../resource-body.ts';
+import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { parseEtag, updateIn } from './update.ts';
 

@@ -1,6 +1,7 @@
 import type { FoundResource, SearchFilter } from '../../store/types.ts';
 import { compartmentFilter } from '../../vault/compartment.ts';
 import { decide, type Restriction } from '../../vault/policy.ts';
+import { auditAccess, patientsSearched } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
@@ -94,6 +95,12 @@ export async function search(
   const total = counted ?? (parsed.totalMode !== 'none' && !hasNext ? query.offset + matches.length : undefined);
 
   const included = await resolveIncludes(ctx, matches, parsed.includes);
+  // BALP query event (L04): the request as asked, not the results.
+  const raw = new URLSearchParams(params).toString();
+  await auditAccess(ctx, 'search-type', {
+    patients: patientsSearched(type, params),
+    query: { raw: `${type}?${raw}`, description: `${type}?${new URLSearchParams(parsed.applied)}` },
+  });
   const links = [{ relation: 'self', url: pageUrl(ctx, type, parsed.applied, query.limit, query.offset) }];
   if (hasNext)
     links.push({ relation: 'next', url: pageUrl(ctx, type, parsed.applied, query.limit, query.offset + query.limit) });

@@ -1,8 +1,8 @@
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
-import { transact } from '../compartment-guard.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 
 /** Parses `W/"3"` (or `"3"`) into 3; anything else is a bad precondition. */

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import type { HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
+import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
 import { indexWriter } from './index-rows.ts';
 import { searchStatements } from './search.ts';
 
@@ -21,7 +21,7 @@ const toVersion = (r: VersionRow): StoredVersion => ({
   content: r.content ?? undefined,
 });
 
-export function resourceStore(db: Database.Database): ResourceStore {
+export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord) => void): ResourceStore {
   const current = db.prepare(
     `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
        JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
@@ -76,6 +76,9 @@ export function resourceStore(db: Database.Database): ResourceStore {
       insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
       upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
     },
+    async audit(record) {
+      writeAudit(record);
+    },
   });
   async function flush(): Promise<void> {
     const jobs = queue;
@@ -110,6 +113,12 @@ export function resourceStore(db: Database.Database): ResourceStore {
     });
   }
   const search = searchStatements(db);
+  const patientRefs = db
+    .prepare(
+      `SELECT DISTINCT target_id FROM idx_reference WHERE partition = ? AND type = ? AND id = ?
+         AND target_type = 'Patient' AND target_id IS NOT NULL AND param IN (SELECT value FROM json_each(?))`,
+    )
+    .pluck();
 
   return {
     async current(partition, type, id) {
@@ -148,6 +157,10 @@ export function resourceStore(db: Database.Database): ResourceStore {
     },
     async referencing(partition, sourceType, param, targets) {
       return search.referencing(partition, sourceType, param, targets);
+    },
+    async referencedPatients(partition, type, id, params) {
+      if (params.length === 0) return [];
+      return patientRefs.all(partition, type, id, JSON.stringify(params)) as string[];
     },
     transaction(partition, fn) {
       return new Promise((resolve, reject) => {

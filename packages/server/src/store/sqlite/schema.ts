@@ -149,4 +149,32 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX IF NOT EXISTS user_delegations_user ON user_delegations (username);
   `,
+  `
+  -- The audit trail (BALP AuditEvents). One global chain: each row's hash covers its content, its search
+  -- columns and refs, and the previous row's hash, so altering or deleting a row breaks every later link.
+  CREATE TABLE IF NOT EXISTS audit_events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             TEXT NOT NULL UNIQUE,
+    partition      TEXT,
+    recorded       INTEGER NOT NULL,
+    type           TEXT NOT NULL,
+    subtype        TEXT,
+    action         TEXT,
+    outcome        TEXT NOT NULL,
+    request_id     TEXT,
+    correlation_id TEXT,
+    content        TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS audit_events_recorded ON audit_events (recorded);
+  CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events (type, recorded);
+  CREATE TABLE IF NOT EXISTS audit_refs (
+    seq   INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    value TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX IF NOT EXISTS audit_refs_value ON audit_refs (kind, value, seq);
+  CREATE INDEX IF NOT EXISTS audit_refs_seq ON audit_refs (seq);
+  `,
 ];

@@ -1,0 +1,76 @@
+import { actionFor, clientRoleFor, EVENT, type Outcome } from '../audit/balp.ts';
+import type { AuditInput } from '../audit/trail.ts';
+import type { StoredVersion } from '../store/types.ts';
+import { compartmentParams } from '../vault/compartment.ts';
+import type { FhirContext } from './context.ts';
+
+export interface AccessDetails {
+  objects?: string[] | undefined;
+  patients?: string[] | undefined;
+  query?: { raw: string; description?: string | undefined } | undefined;
+  outcome?: Outcome | undefined;
+  outcomeDesc?: string | undefined;
+}
+
+/** The BALP event of one FHIR interaction in a vault (L01–L05, NEN 7513 fields from the deciding rule). */
+export function auditOf(ctx: FhirContext, interaction: string, d: AccessDetails): AuditInput {
+  const { access } = ctx;
+  return {
+    type: EVENT.rest,
+    subtype: EVENT.rest_(interaction),
+    action: actionFor(interaction),
+    outcome: d.outcome ?? '0',
+    outcomeDesc: d.outcomeDesc,
+    who: ctx.who,
+    clientRole: clientRoleFor(interaction),
+    partition: ctx.partition,
+    patients: d.patients,
+    objects: d.objects,
+    query: d.query,
+    nen7513: {
+      autorisatieprotocol: access.person
+        ? access.host
+          ? `ehr-launch:${access.host}`
+          : 'user-rights'
+        : `vault-grant:${access.clientId}`,
+      toestemmingsprofiel: access.grant,
+    },
+  };
+}
+
+/** Records a read-type access (read, vread, search, history) before its answer goes out. */
+export async function auditAccess(ctx: FhirContext, interaction: string, d: AccessDetails): Promise<void> {
+  if (!ctx.audit.enabled) return;
+  const input = auditOf(ctx, interaction, d);
+  await ctx.store.resources.transaction(ctx.partition, (tx) => ctx.audit.inTransaction(tx, input));
+}
+
+/** The patients a stored resource is about (for read events), from its index rows. */
+export async function patientsOf(ctx: FhirContext, type: string, id: string): Promise<string[]> {
+  if (type === 'Patient') return [`Patient/${id}`];
+  const ids = await ctx.store.resources.referencedPatients(ctx.partition, type, id, compartmentParams(type));
+  return ids.map((p) => `Patient/${p}`);
+}
+
+/** The patients a search names (patient=, subject=, or _id on Patient), for the search event. */
+export function patientsSearched(type: string, params: [string, string][]): string[] {
+  const out = new Set<string>();
+  for (const [name, value] of params) {
+    const base = name.split(':')[0];
+    const isPatientParam = base === 'patient' || base === 'subject' || (type === 'Patient' && base === '_id');
+    if (!isPatientParam) continue;
+    for (const v of value.split(',')) {
+      const m = /(?:^|\/)(?:Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(v);
+      if (m && (base !== 'subject' || v.includes('Patient/'))) out.add(`Patient/${m[1]}`);
+    }
+  }
+  return [...out];
+}
+
+/** A read or vread that is about to be answered. */
+export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: StoredVersion): Promise<void> {
+  await auditAccess(ctx, interaction, {
+    objects: [`${v.type}/${v.id}/_history/${v.version}`],
+    patients: await patientsOf(ctx, v.type, v.id),
+  });
+}

@@ -1,0 +1,62 @@
+import type { ResourceTransaction, ResourceWrite } from '../store/types.ts';
+import { indexInCompartment, patientsIn } from '../vault/compartment.ts';
+import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
+import { auditOf } from './audit.ts';
+import { insufficientScope } from './bearer.ts';
+import type { FhirContext } from './context.ts';
+import { extractIndex } from './search/extract.ts';
+
+const WRITE: Record<string, Interaction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
+const SUBTYPE: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
+
+/**
+ * Runs `fn` in one vault transaction, for every write path (create, update, patch, delete, bundles):
+ * - under patient/ scopes (I13/I14) every changed resource must be in the launch patient's compartment,
+ *   before and after the write;
+ * - every write gets its BALP AuditEvent in the same transaction, so committed data always has its event.
+ */
+export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T> {
+  const { access } = ctx;
+  const guarded = access.person && access.patient !== undefined;
+  const compartmentOf = (type: string, interaction: Interaction) => writeCompartment(decide(access, type, interaction));
+  return ctx.store.resources.transaction(ctx.partition, async (tx) => {
+    const writes: ResourceWrite[] = [];
+    const before = new Map<string, string>();
+    const result = await fn({
+      async current(type, id) {
+        const v = await tx.current(type, id);
+        if (v?.content === undefined) return v;
+        before.set(`${type}/${id}`, v.content);
+        const patient = guarded ? (compartmentOf(type, 'update') ?? compartmentOf(type, 'delete')) : undefined;
+        if (patient !== undefined) {
+          const index = extractIndex(JSON.parse(v.content) as Record<string, unknown>);
+          if (!indexInCompartment(type, id, index, patient)) {
+            throw insufficientScope(`${type}/${id} is outside the compartment of the launch patient`);
+          }
+        }
+        return v;
+      },
+      async write(w) {
+        const patient = guarded ? compartmentOf(w.type, WRITE[w.method] ?? 'update') : undefined;
+        if (patient !== undefined && w.index && !indexInCompartment(w.type, w.id, w.index, patient)) {
+          throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
+        }
+        writes.push(w);
+        return tx.write(w);
+      },
+      audit: (r) => tx.audit(r),
+    });
+    for (const w of writes) {
+      const previous = before.get(`${w.type}/${w.id}`);
+      const index = w.index ?? (previous ? extractIndex(JSON.parse(previous) as Record<string, unknown>) : undefined);
+      await ctx.audit.inTransaction(
+        tx,
+        auditOf(ctx, SUBTYPE[w.method] ?? 'update', {
+          objects: [`${w.type}/${w.id}/_history/${w.version}`],
+          patients: index ? patientsIn(w.type, w.id, index) : [],
+        }),
+      );
+    }
+    return result;
+  });
+}
