@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { importCommand } from './admin/import.ts';
 import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
-import { accountAdd, grantAdd, grantList, partitionAdd, partitionList } from './admin/vault.ts';
+import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { LaunchInputError } from './auth/launch-api.ts';
@@ -222,6 +222,19 @@ dataDirOption(
     .option('--style-url <url>', 'smart_style_url')
     .option('--host <client_id>', "EHR host client whose grants bound the user (default: the user's own rights)"),
 ).action((o) => admin(() => launchCreate(loadConfig(o), o)));
+
+const audit = program.command('audit').description('the audit trail (BALP AuditEvents, hash-chained)');
+dataDirOption(
+  audit
+    .command('verify')
+    .description('check the hash chain of every AuditEvent; exit 1 and name the first bad event when one was altered or deleted'),
+).action((o) =>
+  admin(async () => {
+    const result = await withStore(loadConfig(o), (s) => s.audit.verify());
+    if (!result.ok) process.exitCode = 1;
+    return result;
+  }),
+);
 
 dataDirOption(
   program

@@ -3,6 +3,8 @@ import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
+import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
+import type { AuditTrail } from '../audit/trail.ts';
 import type { Store } from '../store/types.ts';
 import type { ClientRegistry } from './clients.ts';
 import { introspectJwt } from './introspection.ts';
@@ -24,6 +26,7 @@ export interface AuthOptions {
   certificates: CertificateSource;
   outboundCa: string[];
   log: Logger;
+  audit: AuditTrail;
 }
 
 /**
@@ -96,6 +99,7 @@ export class AuthServer {
       ctx.set('cache-control', 'no-store');
       refineGrantTypeError(ctx);
       await addLaunchContext(ctx, this.options.store);
+      await this.options.audit.record(tokenEvent(ctx));
       return;
     }
     if (route === 'discovery' && ctx.status === 200) {
@@ -103,6 +107,12 @@ export class AuthServer {
       return;
     }
     if (route !== 'introspection' && route !== 'revocation') return;
+    await this.tokenManagement(ctx, route);
+    if (route === 'introspection') await this.options.audit.record(introspectionEvent(ctx));
+  }
+
+  /** Introspection and revocation: caller authentication rules, and JWT access tokens, which the engine refuses. */
+  private async tokenManagement(ctx: KoaContextWithOIDC, route: 'introspection' | 'revocation'): Promise<void> {
     requireCallerAuthentication(ctx);
     const body = ctx.body as { error?: string } | undefined;
     const token = (ctx.oidc.params as { token?: unknown } | undefined)?.token;

@@ -1,6 +1,7 @@
 import { rootCertificates } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { auditRoutes } from '../audit/routes.ts';
 import { AuditTrail } from '../audit/trail.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { AuthServer } from '../auth/index.ts';
@@ -80,6 +81,7 @@ export async function buildPlatform(
     certificates,
     outboundCa: [...rootCertificates, pki.ca.certPem],
     log: app.log as unknown as Logger,
+    audit,
   });
   if (config.trustedCertHeader) auth.engine.proxy = true;
 
@@ -92,7 +94,9 @@ export async function buildPlatform(
     fhirBase,
     styleUrl: `${issuer}/oauth/smart-style.json`,
     grantTtlSeconds: GRANT_TTL_SECONDS,
+    audit,
   });
+  await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
   await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });
 

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, type InteractionResults } from 'oidc-provider';
+import { EVENT } from '../../audit/balp.ts';
+import type { AuditTrail } from '../../audit/trail.ts';
+import { correlationOf } from '../../http/correlation.ts';
 import { LoginThrottle } from '../../people/login-throttle.ts';
 import { verifyPassword } from '../../people/passwords.ts';
 import type { Store } from '../../store/types.ts';
@@ -26,6 +29,7 @@ export interface InteractionOptions {
   /** Default `smart_style_url` of EHR launches. */
   styleUrl: string;
   grantTtlSeconds: number;
+  audit: AuditTrail;
 }
 
 /** Scopes that make the launch work and so are not offered for unticking. */
@@ -171,9 +175,28 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
           loginPage({ uid: d.uid, csrf: csrfToken(csrfKey(), d.uid), appName: name, username, error }, n),
         ),
       );
+    const loginAudit = (outcome: '0' | '4', outcomeDesc: string) => {
+      const ids = correlationOf(req.raw);
+      return o.audit.record({
+        type: EVENT.userAuthentication,
+        subtype: EVENT.login,
+        action: 'E',
+        outcome,
+        outcomeDesc,
+        who: {
+          clientId: String(d.params.client_id),
+          user: { id: username || '(empty)' },
+          address: req.ip,
+          requestId: ids?.requestId,
+          correlationId: ids?.correlationId,
+        },
+        clientRole: '110150',
+      });
+    };
     const wait = throttle.retryAfterMs(username, req.ip);
     if (wait > 0) {
       req.log.warn({ event: 'login-throttled', username }, 'login refused: too many failed attempts');
+      await loginAudit('4', 'throttled: too many failed attempts');
       void reply.header('retry-after', String(Math.ceil(wait / 1000)));
       return render(429, `Too many failed attempts. Try again in ${Math.ceil(wait / 1000)} seconds.`);
     }
@@ -182,10 +205,12 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     if (!ok) {
       throttle.failed(username, req.ip);
       req.log.warn({ event: 'login-failed', username }, 'login failed');
+      await loginAudit('4', 'wrong user name or password');
       return render(401, 'The user name or password is not correct.');
     }
     throttle.succeeded(username);
     req.log.info({ event: 'login', username }, 'login succeeded');
+    await loginAudit('0', 'login');
     return finish(req, reply, { login: { accountId: username } });
   });
 
