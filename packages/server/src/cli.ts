@@ -227,7 +227,9 @@ const audit = program.command('audit').description('the audit trail (BALP AuditE
 dataDirOption(
   audit
     .command('verify')
-    .description('check the hash chain of every AuditEvent; exit 1 and name the first bad event when one was altered or deleted'),
+    .description(
+      'check the hash chain of every AuditEvent; exit 1 and name the first bad event when one was altered or deleted',
+    ),
 ).action((o) =>
   admin(async () => {
     const result = await withStore(loadConfig(o), (s) => s.audit.verify());

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -360,5 +360,45 @@ describe('carevault user / launch …', () => {
     assert.match(missing.stderr, /Patient\/nobody does not exist/);
     const unknownApp = await cli('launch', 'create', '--partition', 'alice_1234', '--client', 'nope');
     assert.match(unknownApp.stderr, /registered app/);
+  });
+});
+
+describe('carevault audit verify', () => {
+  test('passes on an intact trail and fails, naming the event, once a row is altered', async () => {
+    const bundle = join(dataDir, 'one-patient.json');
+    writeFileSync(
+      bundle,
+      JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          {
+            fullUrl: 'urn:uuid:p',
+            request: { method: 'POST', url: 'Patient' },
+            resource: { resourceType: 'Patient', gender: 'female' },
+          },
+        ],
+      }),
+    );
+    const imported = await cli('import', bundle, '--partition', 'alice_1234');
+    assert.equal(imported.code, 0, imported.stderr);
+    const ok = await cli('audit', 'verify');
+    assert.equal(ok.code, 0, ok.stderr);
+    const result = JSON.parse(ok.stdout) as { ok: boolean; events: number };
+    assert.equal(result.ok, true);
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(dataDir, 'carevault.sqlite'));
+    const seq = db.prepare('SELECT MIN(seq) FROM audit_events').pluck().get() as number | null;
+    if (seq === null) {
+      db.close();
+      assert.fail('the CLI commands above should have written audited data');
+    }
+    db.prepare("UPDATE audit_events SET outcome = '8' WHERE seq = ?").run(seq);
+    db.close();
+    const bad = await cli('audit', 'verify');
+    assert.equal(bad.code, 1);
+    const out = JSON.parse(bad.stdout) as { ok: boolean; firstBad: { seq: number } };
+    assert.equal(out.ok, false);
+    assert.equal(out.firstBad.seq, seq);
   });
 });

@@ -793,6 +793,20 @@ describe('login page: CSRF and brute force', () => {
     const throttled = await attempt('anna', PASSWORD);
     assert.equal(throttled.status, 429);
     assert.ok(Number(throttled.headers.get('retry-after')) >= 1);
+    // Every attempt is audited (issue 5): failures, the throttled one, and earlier successes.
+    const { events } = await p.store.audit.search({
+      agent: ['anna'],
+      subtype: ['urn:ihe:event-type-code|ITI-71', 'http://dicom.nema.org/resources/ontology/DCM|110122'],
+      limit: 1000,
+      offset: 0,
+    });
+    const logins = events.map(
+      (e) => JSON.parse(e) as { subtype: { code: string }[]; outcome: string; outcomeDesc: string },
+    );
+    assert.ok(
+      logins.some((e) => e.subtype[0]?.code === '110122' && e.outcome === '4' && /throttled/.test(e.outcomeDesc)),
+    );
+    assert.ok(logins.some((e) => e.subtype[0]?.code === '110122' && e.outcome === '0'));
   });
 });
 

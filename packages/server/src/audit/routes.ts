@@ -19,6 +19,8 @@ const PARAMS = new Set([
   'subtype',
   'outcome',
   'date',
+  'request-id',
+  'correlation-id',
   '_count',
   '_offset',
   '_format',
@@ -70,6 +72,12 @@ export function parseAuditQuery(params: [string, string][]): AuditQuery {
       case 'outcome':
         for (const v of values) if (!/^(0|4|8|12)$/.test(v)) throw bad('outcome is one of 0, 4, 8, 12');
         add('outcome', values);
+        break;
+      case 'request-id':
+        q.requestId = raw;
+        break;
+      case 'correlation-id':
+        q.correlationId = raw;
         break;
       case 'date':
         q.recorded = [...(q.recorded ?? []), parseDate(raw, 'date')];

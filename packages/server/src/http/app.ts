@@ -62,7 +62,6 @@ export async function buildPlatform(
       minVersion: 'TLSv1.2',
     },
     genReqId: requestIdOf,
-    requestIdLogLabel: 'requestId',
     // FHIR clients (fhir-kit-client among them) POST batches to the base with a trailing slash.
     routerOptions: { ignoreTrailingSlash: true },
     trustProxy: config.trustedCertHeader !== undefined,

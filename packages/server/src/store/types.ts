@@ -262,6 +262,8 @@ export interface AuditQuery {
   type?: string[] | undefined;
   subtype?: string[] | undefined;
   outcome?: string[] | undefined;
+  requestId?: string | undefined;
+  correlationId?: string | undefined;
   /** Each range constrains `recorded` (epoch ms, [lo, hi)); ranges are AND-ed. */
   recorded?: { lo: number; hi: number; prefix: Prefix }[] | undefined;
   limit: number;

@@ -123,6 +123,14 @@ export function auditStore(db: Database.Database, resources: ResourceStore): Aud
       };
       columnFilter('e.type', q.type);
       columnFilter('e.subtype', q.subtype);
+      if (q.requestId !== undefined) {
+        where.push('e.request_id = ?');
+        args.push(q.requestId);
+      }
+      if (q.correlationId !== undefined) {
+        where.push('e.correlation_id = ?');
+        args.push(q.correlationId);
+      }
       if (q.outcome?.length) {
         where.push(`e.outcome IN (${q.outcome.map(() => '?').join(',')})`);
         args.push(...q.outcome);

@@ -1,0 +1,361 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
+import { familyVault } from './helpers/people.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// Issue 5 §2–3: a BALP AuditEvent for every access, in the data's own transaction, hash-chained, searchable by
+// auditors at /audit/AuditEvent, verifiable with `carevault audit verify`; X-Request-Id / X-Correlation-Id.
+
+let p: TestPlatform;
+let vault: string;
+let writer: Caller;
+let auditor: Caller;
+let seq = 0;
+
+before(async () => {
+  p = await startPlatform();
+  ({ partition: vault } = await familyVault(p, 'urn:cara:account:jansen', 'loader'));
+  writer = await secretClient(p, 'clinic', 'system/*.cruds', {
+    orgOid: '2.16.528.1.1007.3.3.15123',
+    orgName: 'Tjongerschans',
+    purposeOfUse: ['TREAT'],
+  });
+  await grant(p, { partition: vault, client: 'clinic', scope: 'system/*.cruds' });
+  auditor = await secretClient(p, 'auditor', 'system/AuditEvent.rs');
+});
+after(() => p.stop());
+
+interface Event {
+  type: { code: string; system: string };
+  subtype?: { code: string; system: string }[];
+  action?: string;
+  outcome: string;
+  outcomeDesc?: string;
+  recorded: string;
+  agent: {
+    type: { coding: { code: string }[] };
+    who: { identifier?: { value: string; system?: string }; display?: string };
+    requestor: boolean;
+    policy?: string[];
+    purposeOfUse?: { coding: { code: string }[] }[];
+  }[];
+  entity: {
+    what?: { reference?: string; identifier?: { value: string } };
+    type?: { code: string };
+    role?: { code: string };
+    query?: string;
+    detail?: { type: string; valueString: string }[];
+  }[];
+  extension?: { url: string; extension: { url: string; valueString: string }[] }[];
+}
+
+async function auditSearch(query: string, caller: Caller = auditor) {
+  const res = await p.fetch(`${p.base}/audit/AuditEvent?${query}`, {
+    dispatcher: p.agent(),
+    headers: { authorization: `Bearer ${caller.token}` },
+  });
+  const json = (await res.json()) as { total?: number; entry?: { resource: Event }[]; issue?: unknown[] };
+  return { status: res.status, total: json.total, events: (json.entry ?? []).map((e) => e.resource), json };
+}
+
+/** A FHIR request with its own X-Request-Id, and the AuditEvents that carry it. */
+async function audited(method: string, path: string, body?: unknown, caller: Caller = writer) {
+  const requestId = `req-${++seq}-${Date.now()}`;
+  const r = await fhir(p, caller, method, path, body, { 'x-request-id': requestId, 'x-correlation-id': 'session-42' });
+  const { events } = await auditSearch(`request-id=${requestId}`);
+  return { r, events, requestId };
+}
+
+const roles = (e: Event) => e.agent.map((a) => a.type.coding[0]?.code);
+const refs = (e: Event) => e.entity.map((x) => x.what?.reference).filter(Boolean);
+const obs = (subject: string) => ({
+  resourceType: 'Observation',
+  status: 'final',
+  code: { text: 'peak flow' },
+  subject: { reference: `Patient/${subject}` },
+});
+
+describe('every FHIR interaction leaves its BALP AuditEvent (L01–L05)', () => {
+  let id: string;
+
+  test('create: action C, client Source (110153), server Destination, patient and object entities, correlation ids', async () => {
+    const { r, events, requestId } = await audited('POST', `/${vault}/Observation`, obs('mother'));
+    assert.equal(r.status, 201);
+    id = (r.json as { id: string }).id;
+    assert.equal(events.length, 1);
+    const [e] = events as [Event];
+    assert.equal(e.type.code, 'rest');
+    assert.equal(e.subtype?.[0]?.code, 'create');
+    assert.equal(e.action, 'C');
+    assert.equal(e.outcome, '0');
+    assert.deepEqual(roles(e).slice(0, 1), ['110153']);
+    assert.ok(roles(e).includes('110152'), 'server as Destination');
+    const client = e.agent[0];
+    assert.equal(client?.who.identifier?.value, 'clinic');
+    assert.equal(client?.purposeOfUse?.[0]?.coding[0]?.code, 'TREAT');
+    assert.ok(client?.policy?.[0], 'token jti as policy');
+    const org = e.agent.find((a) => a.type.coding[0]?.code === 'UserOrganization');
+    assert.equal(org?.who.identifier?.value, 'urn:oid:2.16.528.1.1007.3.3.15123');
+    assert.deepEqual(refs(e), ['Patient/mother', `Observation/${id}/_history/1`]);
+    const rid = e.entity.find((x) => x.type?.code === 'XrequestId');
+    assert.equal(rid?.what?.identifier?.value, requestId);
+    assert.equal(rid?.detail?.[0]?.valueString, 'session-42');
+    // J52: both ids echoed.
+    assert.equal(r.headers.get('x-request-id'), requestId);
+    assert.equal(r.headers.get('x-correlation-id'), 'session-42');
+    const nen = e.extension?.[0]?.extension.find((x) => x.url === 'autorisatieprotocol');
+    assert.equal(nen?.valueString, 'vault-grant:clinic');
+  });
+
+  test('read and vread: action R, client Destination (110152)', async () => {
+    for (const path of [`/${vault}/Observation/${id}`, `/${vault}/Observation/${id}/_history/1`]) {
+      const { r, events } = await audited('GET', path);
+      assert.equal(r.status, 200);
+      assert.equal(events.length, 1, path);
+      const [e] = events as [Event];
+      assert.equal(e.subtype?.[0]?.code, path.includes('_history') ? 'vread' : 'read');
+      assert.equal(e.action, 'R');
+      assert.equal(roles(e)[0], '110152');
+      assert.deepEqual(refs(e), ['Patient/mother', `Observation/${id}/_history/1`]);
+    }
+  });
+
+  test('update and patch: action U; delete: action D, client Application (110150), server custodian', async () => {
+    const u = await audited('PUT', `/${vault}/Observation/${id}`, { ...obs('mother'), id, status: 'amended' });
+    assert.equal(u.events[0]?.subtype?.[0]?.code, 'update');
+    assert.equal(u.events[0]?.action, 'U');
+    const pt = await fhir(
+      p,
+      writer,
+      'PATCH',
+      `/${vault}/Observation/${id}`,
+      '[{"op":"replace","path":"/status","value":"final"}]',
+      {
+        'content-type': 'application/json-patch+json',
+        'x-request-id': 'patch-1',
+      },
+    );
+    assert.equal(pt.status, 200);
+    const patchEvents = (await auditSearch('request-id=patch-1')).events;
+    assert.equal(patchEvents[0]?.subtype?.[0]?.code, 'patch');
+    const d = await audited('DELETE', `/${vault}/Observation/${id}`);
+    assert.equal(d.r.status, 204);
+    const [e] = d.events as [Event];
+    assert.equal(e.action, 'D');
+    assert.equal(roles(e)[0], '110150');
+    assert.ok(roles(e).includes('custodian'));
+    assert.deepEqual(refs(e), ['Patient/mother', `Observation/${id}/_history/4`]);
+  });
+
+  test('search: action E, the query recorded base64 (role 24), results not recorded; history too', async () => {
+    const { events } = await audited('GET', `/${vault}/Observation?patient=mother&status=final`);
+    const [e] = events as [Event];
+    assert.equal(e.subtype?.[0]?.code, 'search-type');
+    assert.equal(e.action, 'E');
+    const q = e.entity.find((x) => x.role?.code === '24');
+    assert.equal(Buffer.from(q?.query as string, 'base64').toString(), 'Observation?patient=mother&status=final');
+    assert.deepEqual(refs(e), ['Patient/mother']);
+    const h = await audited('GET', `/${vault}/Patient/mother/_history`);
+    assert.equal(h.events[0]?.subtype?.[0]?.code, 'history-instance');
+  });
+
+  test('a transaction leaves one event per entry; a failed one leaves a failure event and no data', async () => {
+    const ok = await audited('POST', `/${vault}`, {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { fullUrl: 'urn:uuid:1', request: { method: 'POST', url: 'Observation' }, resource: obs('mother') },
+        { fullUrl: 'urn:uuid:2', request: { method: 'POST', url: 'Observation' }, resource: obs('child') },
+        { request: { method: 'GET', url: 'Patient/child' } },
+      ],
+    });
+    assert.equal(ok.r.status, 200);
+    assert.deepEqual(ok.events.map((e) => e.subtype?.[0]?.code).sort(), ['create', 'create', 'read']);
+    const before = (await fhir(p, writer, 'GET', `/${vault}/Observation?_summary=count`)).json.total;
+    const failed = await audited('POST', `/${vault}`, {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'POST', url: 'Observation' }, resource: obs('mother') },
+        { request: { method: 'PUT', url: 'Observation/x', ifMatch: 'W/"9"' }, resource: { ...obs('mother'), id: 'x' } },
+      ],
+    });
+    assert.ok(failed.r.status >= 400);
+    assert.equal((await fhir(p, writer, 'GET', `/${vault}/Observation?_summary=count`)).json.total, before, 'no data');
+    assert.equal(failed.events.length, 1);
+    assert.equal(failed.events[0]?.outcome, '4');
+    assert.equal(failed.events[0]?.subtype?.[0]?.code, 'transaction');
+    assert.ok(failed.events[0]?.outcomeDesc);
+  });
+
+  test('policy denials and bad tokens are Security Alerts (110113) with outcome 4', async () => {
+    const stranger = await secretClient(p, 'stranger', 'system/*.rs');
+    const denied = await audited('GET', `/${vault}/Patient/mother`, undefined, stranger);
+    assert.equal(denied.r.status, 404);
+    assert.equal(denied.events[0]?.type.code, '110113');
+    assert.equal(denied.events[0]?.outcome, '4');
+    assert.equal(denied.events[0]?.agent[0]?.who.identifier?.value, 'stranger');
+    const reader = await secretClient(p, 'reader', 'system/Patient.rs');
+    await grant(p, { partition: vault, client: 'reader', scope: 'system/*.rs' });
+    const scope = await audited('POST', `/${vault}/Observation`, obs('mother'), reader);
+    assert.equal(scope.r.status, 403);
+    assert.equal(scope.events[0]?.type.code, '110113');
+    assert.equal(scope.events[0]?.subtype?.[0]?.code, 'create');
+    const bad = await audited('GET', `/${vault}/Patient/mother`, undefined, { token: 'not-a-token' });
+    assert.equal(bad.r.status, 401);
+    assert.equal(bad.events[0]?.type.code, '110113');
+  });
+});
+
+describe('token and introspection events (L07, L10)', () => {
+  test('token issuance (ITI-71) records the request without secrets and the token jti; refusals too', async () => {
+    const { client_secret } = await p.register('tokens-audited', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const basic = `Basic ${Buffer.from(`tokens-audited:${client_secret}`).toString('base64')}`;
+    const res = await p.fetch(p.tokenUrl, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded', 'x-request-id': 'tok-1' },
+      body: 'grant_type=client_credentials&scope=system%2FPatient.rs',
+    });
+    const token = ((await res.json()) as { access_token: string }).access_token;
+    const [e] = (await auditSearch('request-id=tok-1')).events as [Event];
+    assert.equal(e.type.code, '110114');
+    assert.equal(e.subtype?.[0]?.code, 'ITI-71');
+    assert.equal(e.outcome, '0');
+    const q = Buffer.from(e.entity.find((x) => x.role?.code === '24')?.query as string, 'base64').toString();
+    assert.match(q, /grant_type=client_credentials/);
+    assert.ok(!q.includes(client_secret as string));
+    const jti = e.entity.find((x) => x.role?.code === '13')?.what?.identifier?.value;
+    assert.equal(jti, JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()).jti);
+    assert.ok(!JSON.stringify(e).includes(token), 'never the token itself');
+    const refused = await p.fetch(p.tokenUrl, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: {
+        authorization: `Basic ${Buffer.from('tokens-audited:wrong').toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-request-id': 'tok-2',
+      },
+      body: 'grant_type=client_credentials',
+    });
+    assert.equal(refused.status, 401);
+    const [r] = (await auditSearch('request-id=tok-2')).events as [Event];
+    assert.equal(r.outcome, '4');
+    assert.match(r.outcomeDesc ?? '', /invalid_client/);
+    // ITI-102: the introspection names the token by jti only.
+    const intro = await p.fetch(`${p.base}/oauth/introspect`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded', 'x-request-id': 'intro-1' },
+      body: `token=${token}`,
+    });
+    assert.equal(intro.status, 200);
+    const [i] = (await auditSearch('request-id=intro-1')).events as [Event];
+    assert.equal(i.subtype?.[0]?.code, 'ITI-102');
+    assert.equal(i.entity.find((x) => x.role?.code === '13')?.what?.identifier?.value, jti);
+    assert.ok(!JSON.stringify(i).includes(token));
+  });
+});
+
+describe('/audit/AuditEvent (ITI-81 style)', () => {
+  test('search by patient, entity, agent, type, subtype, outcome and date; paging; the search itself is audited', async () => {
+    const byPatient = await auditSearch('patient=Patient/child&_count=100');
+    assert.equal(byPatient.status, 200);
+    assert.ok(byPatient.events.length >= 1);
+    assert.ok(byPatient.events.every((e) => e.entity.some((x) => x.what?.reference === 'Patient/child')));
+    const byAgent = await auditSearch('agent=stranger');
+    assert.ok(
+      byAgent.events.length >= 1 &&
+        byAgent.events.every((e) => e.agent.some((a) => a.who.identifier?.value === 'stranger')),
+    );
+    const failures = await auditSearch('outcome=4&type=110113');
+    assert.ok(failures.events.length >= 3);
+    const creates = await auditSearch('subtype=http://hl7.org/fhir/restful-interaction|create&_count=2');
+    assert.equal(creates.events.length, 2);
+    assert.ok((creates.total ?? 0) >= 3);
+    assert.ok((creates.json as { link: { relation: string }[] }).link.some((l) => l.relation === 'next'));
+    const future = await auditSearch('date=gt2100-01-01');
+    assert.equal(future.total, 0);
+    const today = await auditSearch(`date=${new Date().toISOString().slice(0, 10)}&_count=0`);
+    assert.ok((today.total ?? 0) > 10);
+    const reads = await auditSearch('agent=auditor&outcome=0');
+    assert.ok(
+      reads.events.some((e) => e.outcomeDesc === 'audit trail read'),
+      'reading the trail is audited',
+    );
+    assert.equal((await auditSearch('nonsense=1')).status, 400);
+  });
+
+  test('only the explicit auditor scope reads it; nobody writes it', async () => {
+    const wildcard = await secretClient(p, 'wildcard', 'system/*.rs');
+    assert.equal((await auditSearch('', wildcard)).status, 403);
+    const none = await p.fetch(`${p.base}/audit/AuditEvent`, { dispatcher: p.agent() });
+    assert.equal(none.status, 401);
+    const post = await p.fetch(`${p.base}/audit/AuditEvent`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}`, 'content-type': 'application/fhir+json' },
+      body: '{"resourceType":"AuditEvent"}',
+    });
+    assert.equal(post.status, 405);
+    const inVault = await fhir(p, writer, 'POST', `/${vault}/AuditEvent`, {
+      resourceType: 'AuditEvent',
+      recorded: new Date().toISOString(),
+      type: { code: 'x' },
+      agent: [],
+      source: { observer: {} },
+    });
+    assert.equal(inVault.status, 403);
+  });
+});
+
+describe('hash chain (carevault audit verify)', () => {
+  test('verify passes, then names the event that was altered, then the gap where one was deleted', async () => {
+    const ok = await p.store.audit.verify();
+    assert.equal(ok.ok, true);
+    assert.ok(ok.events > 20);
+    const db = new Database(join(p.dataDir, 'carevault.sqlite'));
+    try {
+      const row = db.prepare('SELECT seq, content FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5').get() as {
+        seq: number;
+        content: string;
+      };
+      db.prepare('UPDATE audit_events SET content = ? WHERE seq = ?').run(
+        row.content.replace('"outcome":"0"', '"outcome":"4"'),
+        row.seq,
+      );
+      const altered = await p.store.audit.verify();
+      assert.equal(altered.ok, false);
+      assert.equal(altered.firstBad?.seq, row.seq);
+      assert.match(altered.firstBad?.reason ?? '', /altered/);
+      db.prepare('UPDATE audit_events SET content = ? WHERE seq = ?').run(row.content, row.seq);
+      assert.equal((await p.store.audit.verify()).ok, true);
+      db.prepare('DELETE FROM audit_events WHERE seq = ?').run(row.seq + 1);
+      const deleted = await p.store.audit.verify();
+      assert.equal(deleted.ok, false);
+      assert.equal(deleted.firstBad?.seq, row.seq + 2);
+      assert.match(deleted.firstBad?.reason ?? '', /deleted/);
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describe('correlation ids (J52)', () => {
+  test('absent ids are generated as 12-character ids; unusable ones are replaced', async () => {
+    const r = await fhir(p, writer, 'GET', `/${vault}/metadata`);
+    assert.match(r.headers.get('x-request-id') ?? '', /^[A-Za-z0-9_-]{12}$/);
+    assert.match(r.headers.get('x-correlation-id') ?? '', /^[A-Za-z0-9_-]{12}$/);
+    const hostile = await fhir(p, writer, 'GET', `/${vault}/metadata`, undefined, { 'x-request-id': 'a b<script>' });
+    assert.match(hostile.headers.get('x-request-id') ?? '', /^[A-Za-z0-9_-]{12}$/);
+    const token = await p.fetch(`${p.base}/.well-known/openid-configuration`, {
+      dispatcher: p.agent(),
+      headers: { 'x-correlation-id': 'zv-session-1' },
+    });
+    assert.equal(token.headers.get('x-correlation-id'), 'zv-session-1');
+    await token.arrayBuffer();
+  });
+});
