@@ -1,6 +1,7 @@
 import { rootCertificates } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { aimRoutes } from '../aim/routes.ts';
 import { auditRoutes } from '../audit/routes.ts';
 import { AuditTrail } from '../audit/trail.ts';
 import { ClientRegistry } from '../auth/clients.ts';
@@ -95,6 +96,7 @@ export async function buildPlatform(
     grantTtlSeconds: GRANT_TTL_SECONDS,
     audit,
   });
+  await app.register(aimRoutes, { store, auth, certificates, fhirBase, audit });
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
   await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });

@@ -77,6 +77,10 @@ export interface PartitionStore {
   /** Grants on `partition` held by the client or by its organization. */
   grantsFor(partition: string, clientId: string, orgOid: string | undefined): Promise<GrantRecord[]>;
   listGrants(partition?: string): Promise<GrantRecord[]>;
+  /** The partition whose account carries this identifier (an MPI id URN), if any. */
+  findByIdentifier(value: string): Promise<PartitionRecord | undefined>;
+  /** Whether any account carries an identifier starting with `prefix` (a known assigning authority). */
+  hasIdentifierPrefix(prefix: string): Promise<boolean>;
 }
 
 /** A person who logs in at the authorization server (SMART app launch). */

@@ -58,7 +58,19 @@ export function partitionStore(db: Database.Database): PartitionStore {
     createdAt: row.created_at,
   });
 
+  const byIdentifier = db.prepare(
+    'SELECT p.* FROM account_identifiers i JOIN partitions p ON p.name = i.partition WHERE i.value = ?',
+  );
+  const withPrefix = db.prepare('SELECT 1 FROM account_identifiers WHERE value >= ? AND value < ? LIMIT 1');
   return {
+    async findByIdentifier(value) {
+      const row = byIdentifier.get(value) as PartitionRow | undefined;
+      return row ? toPartition(row) : undefined;
+    },
+    async hasIdentifierPrefix(prefix) {
+      // A range scan on the unique index: every value starting with `prefix` sorts between these bounds.
+      return withPrefix.get(prefix, `${prefix}\uffff`) !== undefined;
+    },
     async create(record) {
       try {
         return create(record);
