@@ -81,8 +81,8 @@ async function main() {
   await addGrant(store, { partition: 'ingest', client: 'bench', scope: 'system/*.cruds' });
   await store.close();
 
-  const child = await startServer(dataDir, port);
-  const pid = child.pid as number;
+  let child = await startServer(dataDir, port);
+  let pid = child.pid as number;
   const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) }, connections: CONCURRENCY });
   const tokenRes = await request(`${base}/oauth/token`, {
     method: 'POST',
@@ -134,6 +134,18 @@ async function main() {
     headers: json,
     body,
   }));
+  // What the audit trail costs (issue 5: ≥ 80 %): the same creates against the same data with CAREVAULT_AUDIT=off.
+  await stopServer(child);
+  child = await startServer(dataDir, port, { CAREVAULT_AUDIT: 'off' });
+  const createNoAudit = await load('create, audit off', child.pid as number, agent, () => ({
+    url: `${fhir}/Observation`,
+    method: 'POST',
+    headers: json,
+    body,
+  }));
+  await stopServer(child);
+  child = await startServer(dataDir, port);
+  pid = child.pid as number;
   const search = await load('search code + subject', pid, agent, () => ({
     url: `${fhir}/Observation?code=http://loinc.org|8867-4&subject=Patient/${patients[i++ % patients.length]}`,
     headers: auth,
@@ -170,6 +182,10 @@ async function main() {
     );
   line(read, raw.read, '≥ 10k/s');
   line(create, raw.insert, '≥ 2k/s');
+  line(createNoAudit, raw.insert, 'reference');
+  console.log(
+    `audit cost: create with audit ${(create.perCpu / createNoAudit.perCpu).toFixed(2)}× of without, per server CPU-second (goal ≥ 0.80)`,
+  );
   line(search, raw.read, 'n/a');
   line(ingest, raw.insert, '≥ 5k resources/s');
   console.log(

@@ -218,3 +218,39 @@ describe('TokenManager retries transient failures', () => {
     assert.equal(hits, 2);
   });
 });
+
+describe('TokenManager against a rate-limited platform (issue 5: 429 + Retry-After)', () => {
+  test('waits for Retry-After and then gets its token', async () => {
+    const limited = await startPlatform({ rateLimit: '2/s' });
+    try {
+      const out = await limited.register('sdk-burst', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+      const base = tlsFetch({ ca: limited.ca });
+      const seen: number[] = [];
+      const f = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+        const res = await base(input, init);
+        if (String(input instanceof Request ? input.url : input).endsWith('/oauth/token')) seen.push(res.status);
+        return res;
+      }) as typeof fetch;
+      // Three managers at once: the bucket holds two, the third is told to come back after a second.
+      const managers = [0, 1, 2].map(
+        () =>
+          new TokenManager({
+            issuer: limited.issuer,
+            clientId: 'sdk-burst',
+            auth: { method: 'client_secret_basic', secret: out.client_secret as string },
+            fetch: f,
+            maxRetries: 4,
+          }),
+      );
+      const started = Date.now();
+      const tokens = await Promise.all(managers.map((m) => m.getToken()));
+      assert.equal(tokens.length, 3);
+      assert.ok(tokens.every((t) => payload(t).client_id === 'sdk-burst'));
+      assert.ok(seen.includes(429), `one request was throttled (${seen.join(',')})`);
+      assert.ok(Date.now() - started >= 900, 'the retry waited for Retry-After');
+      await base.close();
+    } finally {
+      await limited.stop();
+    }
+  });
+});

@@ -1,6 +1,7 @@
 import type { X509Certificate } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { type AccessTokenClaims, TokenVerificationError, type TokenVerifier } from '../auth/verifier.ts';
+import { limiterOf } from '../http/rate-limit.ts';
 import { FhirError } from './errors.ts';
 
 const REALM = 'Bearer realm="carevault"';
@@ -29,12 +30,21 @@ export async function authenticate(
   if (!m) throw new FhirError(401, 'login', 'use the Bearer authentication scheme', { 'www-authenticate': REALM });
   const token = m[1]?.trim();
   if (!token) throw challenge(400, 'invalid_request', 'the Bearer token is empty');
+  const limiter = limiterOf(req.raw);
   let claims: AccessTokenClaims;
   try {
     claims = await verifier.verify(token, { certificate });
   } catch (err) {
-    if (err instanceof TokenVerificationError) throw challenge(401, 'invalid_token', err.message);
+    if (err instanceof TokenVerificationError) {
+      // Unusable tokens count against the address, so guessing tokens is throttled too.
+      if (limiter && !(await limiter.take(`ip:${req.ip}`)).allowed) throw throttled(1);
+      throw challenge(401, 'invalid_token', err.message);
+    }
     throw err;
+  }
+  if (limiter) {
+    const d = await limiter.take(`client:${claims.client_id ?? claims.sub}`);
+    if (!d.allowed) throw throttled(d.retryAfterSeconds);
   }
   const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!aud.some((a) => a !== undefined && audiences.includes(a))) {
@@ -46,6 +56,13 @@ export async function authenticate(
 export function challenge(status: number, error: string, description: string): FhirError {
   return new FhirError(status, status === 401 ? 'login' : 'invalid', description, {
     'www-authenticate': `${REALM}, error="${error}", error_description="${description}"`,
+  });
+}
+
+/** J50: over the client's rate limit. */
+export function throttled(retryAfterSeconds: number): FhirError {
+  return new FhirError(429, 'throttled', 'rate limit exceeded; retry after the Retry-After delay', {
+    'retry-after': String(retryAfterSeconds),
   });
 }
 

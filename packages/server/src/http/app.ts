@@ -19,6 +19,7 @@ import type { Store } from '../store/types.ts';
 import { correlate, requestIdOf } from './correlation.ts';
 import { loggerOptions } from './logger.ts';
 import { oauthRoutes } from './oauth-routes.ts';
+import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
 
 export interface Platform {
   app: FastifyInstance;
@@ -69,6 +70,10 @@ export async function buildPlatform(
     forceCloseConnections: true,
   });
   app.addHook('onRequest', correlate);
+  const limiter: RateLimiter = config.redisUrl
+    ? new RedisRateLimiter(config.redisUrl, config.rateLimit, config.redisPrefix, app.log)
+    : new MemoryRateLimiter(config.rateLimit);
+  app.addHook('onRequest', addressLimit(limiter));
   const audit = new AuditTrail(store, config.audit, issuer, app.log);
   const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   const auth = new AuthServer({
@@ -124,6 +129,7 @@ export async function buildPlatform(
     async close() {
       clearInterval(timer);
       await app.close();
+      await limiter.close();
       await store.close();
     },
   };

@@ -33,11 +33,14 @@ export interface TestPlatform extends Platform {
 /** A real platform on 127.0.0.1 with a fresh data dir, for one test file. */
 export async function startPlatform(
   overrides: Partial<Record<string, string>> = {},
-  options: { logStream?: NodeJS.WritableStream } = {},
+  options: { logStream?: NodeJS.WritableStream; env?: Record<string, string> } = {},
 ): Promise<TestPlatform> {
   const dataDir = mkdtempSync(join(tmpdir(), 'carevault-test-'));
   const port = await freePort();
-  const config: Config = loadConfig({ port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides }, {});
+  const config: Config = loadConfig(
+    { port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides },
+    options.env ?? {},
+  );
   const platform = await buildPlatform(config, options);
   await platform.app.listen({ port, host: '127.0.0.1' });
   const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
