@@ -22,7 +22,7 @@ export async function startServer(
     ['packages/server/bin/carevault.js', 'serve', '--port', String(port), '--data-dir', dataDir],
     {
       // The load comes from one address and one client: the benchmark measures the server, not its rate limit.
-      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn', CAREVAULT_RATE_LIMIT: '1000000000/s', ...env },
+      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn', CAREVAULT_RATE_LIMIT: '100000000/s', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
