@@ -49,7 +49,7 @@ describe('429 + Retry-After from the running platform', () => {
     }
     assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429], 'the client has its own bucket of 4');
     assert.ok(Number(last?.headers.get('retry-after')) >= 1);
-    assert.equal((last?.json.issue as { code: string }[])[0]?.code, 'throttled');
+    assert.equal(((last?.json.issue ?? []) as { code: string }[])[0]?.code, 'throttled');
     const other = await secretClient(p, 'quiet', 'system/*.rs');
     await grant(p, { partition: 'v1', client: 'quiet', scope: 'system/*.rs' });
     assert.equal((await fhir(p, other, 'GET', '/v1/Patient')).status, 200, 'another client has its own bucket');

@@ -13,4 +13,8 @@ export interface FhirContext {
   /** Who is acting, as AuditEvents record it. */
   who: AuditWho;
   audit: AuditTrail;
+  /** A validated X-Provenance (no target yet): stored with the request's writes. */
+  provenance?: Record<string, unknown> | undefined;
+  /** The Provenance that was stored, to echo in the X-Provenance response header. */
+  provenanceWritten?: string | undefined;
 }

@@ -8,7 +8,7 @@ import { correlationOf } from '../http/correlation.ts';
 import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
-import { auditRead } from './audit.ts';
+import { auditAccess, auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
@@ -23,10 +23,16 @@ import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
+import { dataRequirements } from './operations/data-requirements.ts';
+import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
+import { submitData } from './operations/submit-data.ts';
+import { parseProvenanceHeader, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
 export interface FhirPluginOptions {
   audit: AuditTrail;
+  /** Who may submit quality data for whom ($submit-data); default: the client's own organization. */
+  submissionPolicy?: SubmissionPolicy | undefined;
   issuer: string;
   fhirBase: string;
   store: Store;
@@ -153,6 +159,11 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   // Format first (406 needs no token), then the token (401), then the vault (404) — all before the body is
   // parsed, so a caller learns nothing about a vault, or about body rules, until it holds a token that reaches it.
   app.decorateRequest('fhir', null);
+  // Echo the stored Provenance (seed 002: X-Provenance with the server-set target).
+  app.addHook('onSend', async (req, reply) => {
+    const written = (req as FastifyRequest & { fhir: FhirContext | null }).fhir?.provenanceWritten;
+    if (written) void reply.header('x-provenance', provenanceHeaderValue(written));
+  });
   app.addHook('onRequest', async (req, reply) => {
     allowBrowserApps(req, reply);
     if (req.method === 'OPTIONS') return;
@@ -178,7 +189,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       throw challenge(401, 'invalid_token', 'the grant of this token was revoked');
     const access = await resolveVaultAccess(o.store, partition, claims);
     if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
-    return { store: o.store, partition, base, access, who, audit: o.audit };
+    const provenance =
+      req.method === 'POST' || req.method === 'PUT' ? parseProvenanceHeader(req.headers['x-provenance']) : undefined;
+    return { store: o.store, partition, base, access, who, audit: o.audit, provenance };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {
     const ctx = (req as FastifyRequest & { fhir: FhirContext | null }).fhir;
@@ -306,6 +319,42 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     }
     return runSearch(req, reply, [...queryParams(req), ...form]);
   });
+
+  // DEQM (seed 002): Measure/[id]/$submit-data and $data-requirements.
+  const submit = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, measureId?: string) => {
+    const ctx = await context(req);
+    requireJsonBody(req);
+    if (measureId !== undefined) {
+      if (!ID_RE.test(measureId)) throw new FhirError(400, 'value', 'invalid Measure id');
+      allow(ctx, 'Measure', 'read');
+    }
+    const { entries, results } = await submitData(ctx, measureId, req.body, o.submissionPolicy ?? sameOrganization);
+    await auditAccess(ctx, 'operation', {
+      objects: results
+        .flatMap((r) => (r.version ? [`${r.version.type}/${r.version.id}/_history/${r.version.version}`] : []))
+        .slice(0, 1),
+      query: { raw: `Measure/${measureId ?? ''}/$submit-data`, description: '$submit-data' },
+    });
+    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, 'transaction', entries, results));
+  };
+  app.post<{ Params: Params }>('/:partition/Measure/:id/$submit-data', (req, reply) =>
+    submit(req, reply, req.params.id),
+  );
+  app.post<{ Params: Params }>('/:partition/Measure/$submit-data', (req, reply) => submit(req, reply));
+  const requirements = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const ctx = await context(req);
+    allow(ctx, 'Measure', 'read');
+    allow(ctx, 'Library', 'search-type');
+    const id = idOf(req);
+    const library = await dataRequirements(ctx, id, new URLSearchParams(req.raw.url?.split('?')[1] ?? ''));
+    await auditAccess(ctx, 'operation', {
+      objects: [`Measure/${id}`],
+      query: { raw: `Measure/${id}/$data-requirements`, description: '$data-requirements' },
+    });
+    return reply.type(FHIR_JSON).send(library);
+  };
+  app.get<{ Params: Params }>('/:partition/Measure/:id/$data-requirements', requirements);
+  app.post<{ Params: Params }>('/:partition/Measure/:id/$data-requirements', requirements);
 
   // batch / transaction (http.html#transaction) at the vault base.
   app.post<{ Params: Params }>('/:partition', async (req, reply) => {

@@ -1,10 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, ResourceWrite } from '../store/types.ts';
 import { indexInCompartment, patientsIn } from '../vault/compartment.ts';
 import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
 import { auditOf } from './audit.ts';
 import { insufficientScope } from './bearer.ts';
 import type { FhirContext } from './context.ts';
+import { nextTimestamp, stamp } from './resource-body.ts';
 import { extractIndex } from './search/extract.ts';
+import { validate } from './validation/validate.ts';
 
 const WRITE: Record<string, Interaction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
 const SUBTYPE: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
@@ -46,6 +49,24 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
       },
       audit: (r) => tx.audit(r),
     });
+    const targets = writes.filter((w) => w.method !== 'DELETE' && w.type !== 'Provenance');
+    if (ctx.provenance && targets.length > 0) {
+      // M05: the server sets the target to every version this request wrote (not on a no-op such as a matched
+      // conditional create, M07).
+      const provenance = {
+        ...ctx.provenance,
+        target: targets.map((w) => ({ reference: `${w.type}/${w.id}/_history/${w.version}` })),
+        recorded: typeof ctx.provenance.recorded === 'string' ? ctx.provenance.recorded : new Date().toISOString(),
+      };
+      validate(provenance);
+      const id = randomUUID();
+      const lastUpdated = nextTimestamp(undefined);
+      const { content, index } = stamp(provenance, id, 1, lastUpdated);
+      const write: ResourceWrite = { type: 'Provenance', id, version: 1, lastUpdated, method: 'POST', content, index };
+      await tx.write(write);
+      writes.push(write);
+      ctx.provenanceWritten = content;
+    }
     for (const w of writes) {
       const previous = before.get(`${w.type}/${w.id}`);
       const index = w.index ?? (previous ? extractIndex(JSON.parse(previous) as Record<string, unknown>) : undefined);

@@ -24,7 +24,7 @@ type Plan =
   | { kind: 'read'; e: EntryRequest };
 
 /** Outcome of one entry, rendered into Bundle.entry.response. */
-interface EntryResult {
+export interface EntryResult {
   status: number;
   version?: StoredVersion | undefined;
   /** JSON text of a resource to return (GET results, or writes with return=representation). */
