@@ -19,7 +19,16 @@ export async function startServer(
 ): Promise<ChildProcess> {
   const child = spawn(
     process.execPath,
-    ['packages/server/bin/carevault.js', 'serve', '--port', String(port), '--data-dir', dataDir],
+    // BENCH_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the server.
+    [
+      ...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []),
+      'packages/server/bin/carevault.js',
+      'serve',
+      '--port',
+      String(port),
+      '--data-dir',
+      dataDir,
+    ],
     {
       // The load comes from one address and one client: the benchmark measures the server, not its rate limit.
       env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn', CAREVAULT_RATE_LIMIT: '100000000/s', ...env },

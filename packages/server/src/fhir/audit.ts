@@ -41,8 +41,7 @@ export function auditOf(ctx: FhirContext, interaction: string, d: AccessDetails)
 /** Records a read-type access (read, vread, search, history) before its answer goes out. */
 export async function auditAccess(ctx: FhirContext, interaction: string, d: AccessDetails): Promise<void> {
   if (!ctx.audit.enabled) return;
-  const input = auditOf(ctx, interaction, d);
-  await ctx.store.resources.transaction(ctx.partition, (tx) => ctx.audit.inTransaction(tx, input));
+  await ctx.audit.record(auditOf(ctx, interaction, d));
 }
 
 /** The patients a stored resource is about (for read events), from its index rows. */
@@ -69,6 +68,7 @@ export function patientsSearched(type: string, params: [string, string][]): stri
 
 /** A read or vread that is about to be answered. */
 export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: StoredVersion): Promise<void> {
+  if (!ctx.audit.enabled) return;
   await auditAccess(ctx, interaction, {
     objects: [`${v.type}/${v.id}/_history/${v.version}`],
     patients: await patientsOf(ctx, v.type, v.id),

@@ -16,7 +16,7 @@ import { fhirRoutes } from '../fhir/plugin.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
-import { correlate, requestIdOf } from './correlation.ts';
+import { correlate, correlatedLogger, requestIdOf } from './correlation.ts';
 import { loggerOptions } from './logger.ts';
 import { oauthRoutes } from './oauth-routes.ts';
 import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
@@ -69,6 +69,7 @@ export async function buildPlatform(
     trustProxy: config.trustedCertHeader !== undefined,
     forceCloseConnections: true,
   });
+  app.setChildLoggerFactory(correlatedLogger);
   app.addHook('onRequest', correlate);
   const limiter: RateLimiter = config.redisUrl
     ? new RedisRateLimiter(config.redisUrl, config.rateLimit, config.redisPrefix, app.log)

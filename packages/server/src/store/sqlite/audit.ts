@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { AuditRecord, AuditStore, ResourceStore } from '../types.ts';
+import type { AuditRecord, AuditStore } from '../types.ts';
+import type { AuditAppender } from './resources.ts';
 
 const GENESIS = '0'.repeat(64);
 
@@ -47,16 +48,20 @@ function chainHash(
     .digest('hex');
 }
 
-/** Inserts one event inside the caller's open transaction, linked to the newest event. */
-export function auditWriter(db: Database.Database): (r: AuditRecord) => void {
+/**
+ * Inserts events inside the caller's open transaction, each linked to the newest one. The newest hash is
+ * read once per transaction and then carried along; `reset` drops it after a rollback.
+ */
+export function auditWriter(db: Database.Database): AuditAppender {
   const last = db.prepare('SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1').pluck();
   const insert = db.prepare(
     `INSERT INTO audit_events (id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id,
        content, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   const insertRef = db.prepare('INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)');
-  return (r) => {
-    const prev = (last.get() as string | undefined) ?? GENESIS;
+  let head: string | undefined;
+  const write = (r: AuditRecord) => {
+    const prev = head ?? (last.get() as string | undefined) ?? GENESIS;
     const row = {
       id: r.id,
       partition: r.partition ?? null,
@@ -85,18 +90,21 @@ export function auditWriter(db: Database.Database): (r: AuditRecord) => void {
       hash,
     );
     for (const ref of r.refs) insertRef.run(lastInsertRowid, ref.kind, ref.value);
+    head = hash;
+  };
+  return {
+    write,
+    reset() {
+      head = undefined;
+    },
   };
 }
 
-export function auditStore(db: Database.Database, resources: ResourceStore): AuditStore {
+export function auditStore(db: Database.Database, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
   const refsOf = db.prepare('SELECT kind, value FROM audit_refs WHERE seq = ?');
   return {
     async append(records) {
-      if (records.length === 0) return;
-      // The audit chain rides on the group commit of the resource store (partition-less transaction).
-      await resources.transaction('', async (tx) => {
-        for (const r of records) await tx.audit(r);
-      });
+      if (records.length > 0) await append(records);
     },
     async search(q) {
       const where: string[] = [];

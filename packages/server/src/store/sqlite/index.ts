@@ -171,14 +171,14 @@ export function openSqliteStore(file: string): Store {
   db.pragma('optimize=0x10002');
   const sweepPayloads = db.prepare('DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?');
   const sweepRevoked = db.prepare('DELETE FROM revoked_tokens WHERE expires_at <= ?');
-  const resources = resourceStore(db, auditWriter(db));
+  const { resources, appendAudit } = resourceStore(db, auditWriter(db));
   return {
     dialect: 'sqlite',
     clients: clientStore(db),
     partitions: partitionStore(db),
     users: userStore(db),
     resources,
-    audit: auditStore(db, resources),
+    audit: auditStore(db, appendAudit),
     oidc: oidcStore(db),
     revocations: revocationStore(db),
     async sweep(now) {

@@ -21,7 +21,18 @@ const toVersion = (r: VersionRow): StoredVersion => ({
   content: r.content ?? undefined,
 });
 
-export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord) => void): ResourceStore {
+/** Appends audit records inside the open transaction; `reset` forgets cached chain state after a rollback. */
+export interface AuditAppender {
+  write(r: AuditRecord): void;
+  reset(): void;
+}
+
+const AUDIT_BATCH_MS = 2;
+
+export function resourceStore(
+  db: Database.Database,
+  audit: AuditAppender,
+): { resources: ResourceStore; appendAudit(records: AuditRecord[]): Promise<void> } {
   const current = db.prepare(
     `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
        JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
@@ -61,6 +72,8 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
   // inside its own SAVEPOINT, so one failing job rolls back alone and a commit is paid once per group.
   interface Job {
     partition: string;
+    /** Jobs that cannot fail halfway (audit appends) run without their own SAVEPOINT. */
+    plain?: boolean;
     fn: (tx: ResourceTransaction) => Promise<unknown>;
     resolve: (value: unknown) => void;
     reject: (err: unknown) => void;
@@ -77,7 +90,7 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
       upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
     },
     async audit(record) {
-      writeAudit(record);
+      audit.write(record);
     },
   });
   async function flush(): Promise<void> {
@@ -88,7 +101,12 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
     // everything between BEGIN and COMMIT runs in microtasks and no other request can interleave.
     try {
       db.exec('BEGIN IMMEDIATE');
+      audit.reset();
       for (const job of jobs) {
+        if (job.plain) {
+          outcomes.push({ ok: true, value: await job.fn(txFor(job.partition)) });
+          continue;
+        }
         db.exec('SAVEPOINT job');
         try {
           const value = await job.fn(txFor(job.partition));
@@ -97,11 +115,13 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
         } catch (err) {
           db.exec('ROLLBACK TO job');
           db.exec('RELEASE job');
+          audit.reset();
           outcomes.push({ ok: false, value: err });
         }
       }
       db.exec('COMMIT');
     } catch (err) {
+      audit.reset();
       if (db.inTransaction) db.exec('ROLLBACK');
       for (const job of jobs) job.reject(err);
       return;
@@ -120,7 +140,18 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
     )
     .pluck();
 
-  return {
+  const enqueue = <T>(job: Omit<Job, 'resolve' | 'reject'>) =>
+    new Promise<T>((resolve, reject) => {
+      queue.push({ ...job, resolve: resolve as Job['resolve'], reject });
+      // An audit append (a read's event) waits up to AUDIT_BATCH_MS for company: one commit then covers many
+      // reads. Data transactions go at the next turn of the event loop.
+      if (queue.length === 1) {
+        if (job.plain) setTimeout(flush, AUDIT_BATCH_MS);
+        else setImmediate(flush);
+      }
+    });
+
+  const resources: ResourceStore = {
     async current(partition, type, id) {
       const row = current.get(partition, type, id) as VersionRow | undefined;
       return row ? toVersion(row) : undefined;
@@ -163,10 +194,19 @@ export function resourceStore(db: Database.Database, writeAudit: (r: AuditRecord
       return patientRefs.all(partition, type, id, JSON.stringify(params)) as string[];
     },
     transaction(partition, fn) {
-      return new Promise((resolve, reject) => {
-        queue.push({ partition, fn: fn as Job['fn'], resolve: resolve as Job['resolve'], reject });
-        if (queue.length === 1) setImmediate(flush);
-      });
+      return enqueue({ partition, fn: fn as Job['fn'] });
     },
+  };
+  return {
+    resources,
+    // Audit appends ride on the same group commit, without a savepoint each.
+    appendAudit: (records) =>
+      enqueue({
+        partition: '',
+        plain: true,
+        fn: async () => {
+          for (const r of records) audit.write(r);
+        },
+      }),
   };
 }
