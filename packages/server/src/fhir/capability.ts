@@ -26,9 +26,23 @@ function resources() {
       'history-instance',
       'history-type',
       'search-type',
-    ].map((code) => ({
-      code: code as CapabilityStatementRestResourceInteraction['code'],
-    })),
+    ]
+      // The audit trail is written by the server only (vault/policy.ts).
+      .filter((code) => type !== 'AuditEvent' || !['create', 'update', 'delete', 'patch'].includes(code))
+      .map((code) => ({
+        code: code as CapabilityStatementRestResourceInteraction['code'],
+      })),
+    ...(type === 'Measure'
+      ? {
+          operation: [
+            { name: 'submit-data', definition: 'http://hl7.org/fhir/OperationDefinition/Measure-submit-data' },
+            {
+              name: 'data-requirements',
+              definition: 'http://hl7.org/fhir/OperationDefinition/Measure-data-requirements',
+            },
+          ],
+        }
+      : {}),
     versioning: 'versioned' as const,
     readHistory: true,
     updateCreate: true,

@@ -67,7 +67,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
       writes.push(write);
       ctx.provenanceWritten = content;
     }
-    for (const w of writes) {
+    for (const w of ctx.audit.enabled ? writes : []) {
       const previous = before.get(`${w.type}/${w.id}`);
       const index = w.index ?? (previous ? extractIndex(JSON.parse(previous) as Record<string, unknown>) : undefined);
       await ctx.audit.inTransaction(
