@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { limiterOf } from '../http/rate-limit.ts';
 import type { Store } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, resolveVaultAccess } from '../vault/policy.ts';
@@ -131,6 +132,12 @@ export async function launchRoutes(
       if (!(err instanceof TokenVerificationError)) throw err;
       void reply.header('www-authenticate', `Bearer realm="carevault", error="invalid_token"`);
       return error(reply, 401, 'invalid_token', err.message);
+    }
+    const limiter = limiterOf(req.raw);
+    const decision = limiter ? await limiter.take(`client:${claims.client_id}`) : undefined;
+    if (decision && !decision.allowed) {
+      void reply.header('retry-after', String(decision.retryAfterSeconds));
+      return error(reply, 429, 'temporarily_unavailable', 'rate limit exceeded; retry after the Retry-After delay');
     }
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (typeof body !== 'object' || Array.isArray(body))
