@@ -128,6 +128,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   /** Every refused or failed request leaves an AuditEvent: Security Alert for 401/403/denied vaults (L09). */
   const auditFailure = async (req: FastifyRequest, err: FhirError | { statusCode?: number; message: string }) => {
     const status = err instanceof FhirError ? err.status : (err.statusCode ?? 500);
+    // Throttled requests are not written one by one: a flood must not turn into a flood of audit writes.
+    if (status === 429) return;
     const route = req.routeOptions.url ?? '';
     const { partition } = (req.params ?? {}) as Params;
     const who = (req as FastifyRequest & { auditWho?: AuditWho }).auditWho ?? anonymous(req.ip, correlationOf(req.raw));
