@@ -1,3 +1,4 @@
+import type { AuditEventEntity } from 'fhir/r4.js';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { correlationOf } from '../http/correlation.ts';
 import { type AuditWho, EVENT, type Outcome } from './balp.ts';
@@ -41,6 +42,16 @@ function recordedRequest(ctx: KoaContextWithOIDC): string {
   return kept.toString();
 }
 
+/** A token as an audited object (BALP Security Resource), named by its jti — never the token itself. */
+function tokenEntity(jti: string, description: string): AuditEventEntity {
+  return {
+    what: { identifier: { value: jti } },
+    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2' },
+    role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '13', display: 'Security Resource' },
+    description,
+  };
+}
+
 const errorOf = (ctx: KoaContextWithOIDC) => {
   const body = ctx.body as { error?: string; error_description?: string } | undefined;
   return body?.error ? `${body.error}${body.error_description ? `: ${body.error_description}` : ''}` : undefined;
@@ -65,20 +76,7 @@ export function tokenEvent(ctx: KoaContextWithOIDC): AuditInput {
     clientRole: '110150',
     patients: ctx.status === 200 && body?.patient ? [`Patient/${body.patient}`] : undefined,
     query: { raw: recordedRequest(ctx), description: 'token request' },
-    entities: token
-      ? [
-          {
-            what: { identifier: { value: token.jti } },
-            type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2' },
-            role: {
-              system: 'http://terminology.hl7.org/CodeSystem/object-role',
-              code: '13',
-              display: 'Security Resource',
-            },
-            description: 'access token (jti)',
-          },
-        ]
-      : undefined,
+    entities: token ? [tokenEntity(token.jti, 'access token (jti)')] : undefined,
   };
 }
 
@@ -94,19 +92,6 @@ export function introspectionEvent(ctx: KoaContextWithOIDC): AuditInput {
     who: who(ctx, ctx.oidc.client?.clientId),
     clientRole: '110150',
     patients: body?.active && body.patient ? [`Patient/${body.patient}`] : undefined,
-    entities: body?.jti
-      ? [
-          {
-            what: { identifier: { value: body.jti } },
-            type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2' },
-            role: {
-              system: 'http://terminology.hl7.org/CodeSystem/object-role',
-              code: '13',
-              display: 'Security Resource',
-            },
-            description: 'introspected token (jti)',
-          },
-        ]
-      : undefined,
+    entities: body?.jti ? [tokenEntity(body.jti, 'introspected token (jti)')] : undefined,
   };
 }
