@@ -168,7 +168,6 @@ export const MIGRATIONS: readonly string[] = [
     hash           TEXT NOT NULL
   ) STRICT;
   CREATE INDEX IF NOT EXISTS audit_events_recorded ON audit_events (recorded);
-  CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events (type, recorded);
   CREATE TABLE IF NOT EXISTS audit_refs (
     seq   INTEGER NOT NULL,
     kind  TEXT NOT NULL,
