@@ -287,6 +287,18 @@ describe('/audit/AuditEvent (ITI-81 style)', () => {
       'reading the trail is audited',
     );
     assert.equal((await auditSearch('nonsense=1')).status, 400);
+    const url = ((await auditSearch('_count=1')).json as { entry: { fullUrl: string }[] }).entry[0]?.fullUrl;
+    const one = await p.fetch(url as string, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    assert.equal(one.status, 200);
+    assert.equal(((await one.json()) as { resourceType: string }).resourceType, 'AuditEvent');
+    const missing = await p.fetch(`${p.base}/audit/AuditEvent/nope`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    assert.equal(missing.status, 404);
   });
 
   test('only the explicit auditor scope reads it; nobody writes it', async () => {

@@ -145,16 +145,22 @@ export async function auditRoutes(
       );
   });
 
-  const search = async (req: FastifyRequest) => {
+  /** An auditor: a technical user's token with an explicit AuditEvent scope granting `permission`. */
+  const auditor = async (req: FastifyRequest, permission: 'r' | 's') => {
     const query = req.query as Record<string, unknown>;
     assertAcceptsJson(req.headers.accept, query._format);
     const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
     const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase]);
-    const auditor = splitScope(claims.scope)
+    const allowed = splitScope(claims.scope)
       .map(parseSmartScope)
-      .some((s) => s?.context === 'system' && s.resourceType === 'AuditEvent' && s.permissions.has('s'));
-    if (!auditor || claims.extensions?.carevault)
+      .some((s) => s?.context === 'system' && s.resourceType === 'AuditEvent' && s.permissions.has(permission));
+    if (!allowed || claims.extensions?.carevault)
       throw insufficientScope('reading the audit trail needs the scope system/AuditEvent.rs');
+    return claims;
+  };
+
+  const search = async (req: FastifyRequest) => {
+    const claims = await auditor(req, 's');
     const raw = req.raw.url?.split('?')[1] ?? '';
     const params = [...new URLSearchParams(raw)];
     const q = parseAuditQuery(params);
@@ -185,6 +191,22 @@ export async function auditRoutes(
   };
 
   app.get('/audit/AuditEvent', async (req, reply) => reply.type(FHIR_JSON).send(await search(req)));
+  app.get<{ Params: { id: string } }>('/audit/AuditEvent/:id', async (req, reply) => {
+    const claims = await auditor(req, 'r');
+    const content = /^[A-Za-z0-9-]{1,64}$/.test(req.params.id) ? await o.store.audit.get(req.params.id) : undefined;
+    await o.audit.record({
+      type: EVENT.rest,
+      subtype: EVENT.rest_('read'),
+      action: 'R',
+      outcome: content ? '0' : '4',
+      outcomeDesc: 'audit trail read',
+      who: whoFromToken(claims, req.ip, correlationOf(req.raw)),
+      clientRole: '110152',
+      entities: [{ what: { reference: `AuditEvent/${req.params.id}` } }],
+    });
+    if (!content) throw new FhirError(404, 'not-found', `AuditEvent/${req.params.id} not found`);
+    return reply.type(FHIR_JSON).send(content);
+  });
   const readOnly = async () => {
     throw new FhirError(405, 'not-supported', 'the audit trail is written by the server only');
   };

@@ -286,6 +286,8 @@ export interface AuditStore {
   /** Appends events outside any data transaction (token issuance, logins, reads), batched with other commits. */
   append(records: AuditRecord[]): Promise<void>;
   search(query: AuditQuery): Promise<{ events: string[]; total: number }>;
+  /** One event's AuditEvent JSON by its id. */
+  get(id: string): Promise<string | undefined>;
   verify(): Promise<AuditVerification>;
 }
 

@@ -102,7 +102,11 @@ export function auditWriter(db: Database.Database): AuditAppender {
 
 export function auditStore(db: Database.Database, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
   const refsOf = db.prepare('SELECT kind, value FROM audit_refs WHERE seq = ?');
+  const byId = db.prepare('SELECT content FROM audit_events WHERE id = ?').pluck();
   return {
+    async get(id) {
+      return byId.get(id) as string | undefined;
+    },
     async append(records) {
       if (records.length > 0) await append(records);
     },
