@@ -287,7 +287,7 @@ describe('/audit/AuditEvent (ITI-81 style)', () => {
       'reading the trail is audited',
     );
     assert.equal((await auditSearch('nonsense=1')).status, 400);
-    const url = ((await auditSearch('_count=1')).json as { entry: { fullUrl: string }[] }).entry[0]?.fullUrl;
+    const url = ((await auditSearch('_count=1')).json as unknown as { entry: { fullUrl: string }[] }).entry[0]?.fullUrl;
     const one = await p.fetch(url as string, {
       dispatcher: p.agent(),
       headers: { authorization: `Bearer ${auditor.token}` },
