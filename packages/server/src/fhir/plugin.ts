@@ -1,20 +1,21 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type AuditWho, actionFor, clientRoleFor, EVENT, outcomeFor } from '../audit/balp.ts';
-import { type AuditTrail, anonymous, whoFromToken } from '../audit/trail.ts';
+import type { AuditWho } from '../audit/balp.ts';
+import { type AuditTrail, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
-import { smartConfiguration } from '../auth/smart-configuration.ts';
 import { correlationOf } from '../http/correlation.ts';
 import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
-import { auditAccess, auditRead } from './audit.ts';
+import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
-import { FhirError, operationOutcome, VAULT_NOT_FOUND, vaultNotFound } from './errors.ts';
+import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
+import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
+import { auditFailure } from './failure-audit.ts';
 import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
@@ -23,9 +24,8 @@ import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
-import { dataRequirements } from './operations/data-requirements.ts';
+import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
-import { submitData } from './operations/submit-data.ts';
 import { parseProvenanceHeader, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
@@ -38,29 +38,6 @@ export interface FhirPluginOptions {
   store: Store;
   auth: AuthServer;
   certificates: CertificateSource;
-}
-
-const EXPOSED = 'Location, Content-Location, ETag, Last-Modified, WWW-Authenticate, X-Request-Id, X-Correlation-Id';
-const ALLOWED_HEADERS =
-  'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-None-Exist, If-Modified-Since, X-Request-Id, X-Correlation-Id';
-
-/**
- * CORS for browser apps (A16, N04): any origin may call, because every answer depends on a Bearer token
- * sent explicitly, never on cookies (so no credentials mode and no cross-site request forgery).
- */
-function allowBrowserApps(req: FastifyRequest, reply: FastifyReply): void {
-  const origin = req.headers.origin;
-  if (!origin) return;
-  void reply
-    .header('access-control-allow-origin', origin)
-    .header('vary', 'Origin')
-    .header('access-control-expose-headers', EXPOSED);
-  if (req.method === 'OPTIONS') {
-    void reply
-      .header('access-control-allow-methods', 'GET, HEAD, POST, PUT, PATCH, DELETE')
-      .header('access-control-allow-headers', ALLOWED_HEADERS)
-      .header('access-control-max-age', '600');
-  }
 }
 
 /** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
@@ -95,7 +72,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   });
 
   app.setErrorHandler(async (err, req, reply) => {
-    await auditFailure(req, err as FhirError | { statusCode?: number; message: string });
+    await auditFailure(o.audit, req, err as FhirError | { statusCode?: number; message: string });
     if (err instanceof FhirError) {
       void reply
         .code(err.status)
@@ -125,32 +102,6 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       .type(FHIR_JSON)
       .send(operationOutcome('fatal', 'exception', 'internal error'));
   });
-  /** Every refused or failed request leaves an AuditEvent: Security Alert for 401/403/denied vaults (L09). */
-  const auditFailure = async (req: FastifyRequest, err: FhirError | { statusCode?: number; message: string }) => {
-    const status = err instanceof FhirError ? err.status : (err.statusCode ?? 500);
-    // Throttled requests are not written one by one: a flood must not turn into a flood of audit writes.
-    if (status === 429) return;
-    const route = req.routeOptions.url ?? '';
-    const { partition } = (req.params ?? {}) as Params;
-    const who = (req as FastifyRequest & { auditWho?: AuditWho }).auditWho ?? anonymous(req.ip, correlationOf(req.raw));
-    const denied =
-      status === 401 ||
-      status === 403 ||
-      (err instanceof FhirError && err.code === 'not-found' && err.diagnostics === VAULT_NOT_FOUND);
-    const interaction = interactionOfRoute(req.method, route);
-    await o.audit.bestEffort({
-      type: denied ? EVENT.securityAlert : EVENT.rest,
-      subtype: EVENT.rest_(interaction),
-      action: actionFor(interaction),
-      outcome: outcomeFor(status),
-      outcomeDesc: status >= 500 ? 'internal error' : err instanceof FhirError ? err.diagnostics : err.message,
-      who,
-      clientRole: clientRoleFor(interaction),
-      partition: partition && PARTITION_RE.test(partition) ? partition : undefined,
-      query: { raw: `${req.method} ${(req.raw.url ?? '').replace(/^\/fhir/, '')}` },
-    });
-  };
-
   app.setNotFoundHandler((_req, reply) => {
     void reply
       .code(404)
@@ -235,17 +186,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.send(v.content);
   };
 
-  // CORS preflight of browser apps (SMART App Launch: FHIR calls with an Authorization header).
-  app.options('/*', async (_req, reply) => reply.code(204).send());
-
-  // A11: JSON whatever the Accept header says; the same document for every vault, so it reveals none.
-  const sendSmartConfiguration = (reply: FastifyReply) =>
-    reply.type('application/json').header('cache-control', 'public, max-age=300').send(smartConfiguration(o.issuer));
-  app.get('/.well-known/smart-configuration', async (_req, reply) => sendSmartConfiguration(reply));
-  app.get<{ Params: Params }>('/:partition/.well-known/smart-configuration', async (req, reply) => {
-    if (!PARTITION_RE.test(req.params.partition)) throw vaultNotFound();
-    return sendSmartConfiguration(reply);
-  });
+  appDiscovery(app, o.issuer);
 
   app.get<{ Params: Params }>('/:partition/metadata', async (req, reply) => {
     // The statement is the same for every vault and needs no token, so it says nothing about whether one exists.
@@ -321,42 +262,6 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     }
     return runSearch(req, reply, [...queryParams(req), ...form]);
   });
-
-  // DEQM (seed 002): Measure/[id]/$submit-data and $data-requirements.
-  const submit = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, measureId?: string) => {
-    const ctx = await context(req);
-    requireJsonBody(req);
-    if (measureId !== undefined) {
-      if (!ID_RE.test(measureId)) throw new FhirError(400, 'value', 'invalid Measure id');
-      allow(ctx, 'Measure', 'read');
-    }
-    const { entries, results } = await submitData(ctx, measureId, req.body, o.submissionPolicy ?? sameOrganization);
-    await auditAccess(ctx, 'operation', {
-      objects: results
-        .flatMap((r) => (r.version ? [`${r.version.type}/${r.version.id}/_history/${r.version.version}`] : []))
-        .slice(0, 1),
-      query: { raw: `Measure/${measureId ?? ''}/$submit-data`, description: '$submit-data' },
-    });
-    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, 'transaction', entries, results));
-  };
-  app.post<{ Params: Params }>('/:partition/Measure/:id/$submit-data', (req, reply) =>
-    submit(req, reply, req.params.id),
-  );
-  app.post<{ Params: Params }>('/:partition/Measure/$submit-data', (req, reply) => submit(req, reply));
-  const requirements = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
-    const ctx = await context(req);
-    allow(ctx, 'Measure', 'read');
-    allow(ctx, 'Library', 'search-type');
-    const id = idOf(req);
-    const library = await dataRequirements(ctx, id, new URLSearchParams(req.raw.url?.split('?')[1] ?? ''));
-    await auditAccess(ctx, 'operation', {
-      objects: [`Measure/${id}`],
-      query: { raw: `Measure/${id}/$data-requirements`, description: '$data-requirements' },
-    });
-    return reply.type(FHIR_JSON).send(library);
-  };
-  app.get<{ Params: Params }>('/:partition/Measure/:id/$data-requirements', requirements);
-  app.post<{ Params: Params }>('/:partition/Measure/:id/$data-requirements', requirements);
 
   // batch / transaction (http.html#transaction) at the vault base.
   app.post<{ Params: Params }>('/:partition', async (req, reply) => {
@@ -482,29 +387,13 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     await remove(ctx, type, idOf(req));
     return reply.code(204).send();
   });
-}
 
-/** The FHIR interaction a route stands for (for AuditEvent subtypes of refused requests). */
-function interactionOfRoute(method: string, route: string): string {
-  const parts = route
-    .replace(/^\/fhir/, '')
-    .split('/')
-    .filter(Boolean);
-  const last = parts[parts.length - 1] ?? '';
-  if (method === 'GET' || method === 'HEAD') {
-    if (last === ':vid') return 'vread';
-    if (last === '_history')
-      return parts.length === 2 ? 'history-system' : parts.length === 3 ? 'history-type' : 'history-instance';
-    if (last === ':id') return 'read';
-    return parts.length <= 1 ? 'search-system' : 'search-type';
-  }
-  if (method === 'POST') {
-    if (last === '_search') return 'search-type';
-    if (parts.length === 1) return 'transaction';
-    return last.startsWith('$') || parts.some((p) => p.startsWith('$')) ? 'operation' : 'create';
-  }
-  if (method === 'PUT') return 'update';
-  if (method === 'PATCH') return 'patch';
-  if (method === 'DELETE') return 'delete';
-  return 'operation';
+  // DEQM (seed 002): Measure/[id]/$submit-data and $data-requirements.
+  measureOperations(app, {
+    context,
+    allow,
+    idOf,
+    requireJsonBody,
+    submissionPolicy: o.submissionPolicy ?? sameOrganization,
+  });
 }
