@@ -117,6 +117,13 @@ describe('X-Provenance (M05–M07)', () => {
     assert.equal((await fhir(p, submitter, 'GET', '/quality/Provenance?_summary=count')).json.total, before);
   });
 
+  test('the caller must be allowed to create Provenance to send one', async () => {
+    const narrow = await secretClient(p, 'obs-only', 'system/Observation.cruds');
+    await grant(p, { partition: 'quality', client: 'obs-only', scope: 'system/Observation.cruds' });
+    assert.equal((await fhir(p, narrow, 'POST', '/quality/Observation', obs, header(PROVENANCE))).status, 403);
+    assert.equal((await fhir(p, narrow, 'POST', '/quality/Observation', obs)).status, 201);
+  });
+
   test('M06: not JSON, not a Provenance, a target, no agent → 400 and nothing stored', async () => {
     const before = (await fhir(p, submitter, 'GET', '/quality/Observation?_summary=count')).json.total;
     for (const bad of [

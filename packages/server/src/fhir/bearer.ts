@@ -43,7 +43,9 @@ export async function authenticate(
     throw err;
   }
   if (limiter) {
-    const d = await limiter.take(`client:${claims.client_id ?? claims.sub}`);
+    // An app used by many people has one bucket per person, a technical user one per client.
+    const key = claims.extensions?.carevault ? `user:${claims.client_id}:${claims.sub}` : `client:${claims.client_id}`;
+    const d = await limiter.take(key);
     if (!d.allowed) throw throttled(d.retryAfterSeconds);
   }
   const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];

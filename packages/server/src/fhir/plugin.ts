@@ -9,11 +9,11 @@ import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
+import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
-import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
 import { auditFailure } from './failure-audit.ts';
 import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
@@ -144,6 +144,11 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
     const provenance =
       req.method === 'POST' || req.method === 'PUT' ? parseProvenanceHeader(req.headers['x-provenance']) : undefined;
+    // The server writes the Provenance for the caller, so the caller must be allowed to create one.
+    if (provenance) {
+      const d = decide(access, 'Provenance', 'create');
+      if (!d.allowed) throw insufficientScope(`X-Provenance: ${d.reason}`);
+    }
     return { store: o.store, partition, base, access, who, audit: o.audit, provenance };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {
