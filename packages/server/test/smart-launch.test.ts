@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { revokeConsents } from '../src/people/users.ts';
@@ -450,6 +451,18 @@ describe('token endpoint: bad requests (C rows, Inferno N24–N26)', () => {
       client_id: 'patient-app',
     });
     assert.equal(refresh.json.error, 'invalid_grant');
+  });
+
+  test('B15: an expired code → invalid_grant', async () => {
+    const launch = await authorizeUrl();
+    const callback = await codeFor(launch);
+    const db = new Database(join(p.dataDir, 'carevault.sqlite'));
+    // Age every code past its 60 s lifetime instead of waiting for it.
+    db.prepare("UPDATE oidc_payloads SET expires_at = 1 WHERE model = 'AuthorizationCode'").run();
+    db.close();
+    const r = await exchange(launch.verifier, callback);
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error, 'invalid_grant');
   });
 
   test('C25 C26: an invalid refresh token, or another client’s → invalid_grant', async () => {
