@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
-import { revokeConsents } from '../src/people/users.ts';
+import { userRevoke } from '../src/admin/people.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
 import { discover } from './helpers/oidc-client.ts';
@@ -204,8 +204,16 @@ describe('after the launch', () => {
     const t = await tokens();
     assert.equal((await fhir(p, as(t), 'GET', `/${vault}/Patient/mother`)).status, 200);
 
-    const result = await revokeConsents(p.store, 'anna', 'patient-app');
+    const result = await userRevoke(p.config, 'anna', { client: 'patient-app' });
     assert.ok(result.revoked.length >= 1);
+    // Giving and withdrawing consent are audited (NEN 7513 toestemmingsprofiel = the grant).
+    const subtypes = [
+      'https://carevault.dev/fhir/CodeSystem/audit-subtype|consent-given',
+      'https://carevault.dev/fhir/CodeSystem/audit-subtype|consent-withdrawn',
+    ];
+    const { events } = await p.store.audit.search({ agent: ['anna'], subtype: subtypes, limit: 1000, offset: 0 });
+    const codes = new Set(events.map((e) => (JSON.parse(e) as { subtype: { code: string }[] }).subtype[0]?.code));
+    assert.deepEqual([...codes].sort(), ['consent-given', 'consent-withdrawn']);
     assert.equal((await fhir(p, as(t), 'GET', `/${vault}/Patient/mother`)).status, 401);
     await assert.rejects(
       client.refreshTokenGrant(app, t.refresh_token as string),

@@ -34,6 +34,13 @@ export const EVENT = {
   iti102: code(IHE_EVENT, 'ITI-102', 'Introspect Token'),
   iti83: code(IHE_EVENT, 'ITI-83', 'Mobile Patient Identifier Cross-reference Query'),
   rest_: (interaction: string) => code(REST, interaction),
+  securityAttributesChanged: code(DCM, '110137', 'User Security Attributes Changed'),
+  consentGiven: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'consent-given', 'Consent given'),
+  consentWithdrawn: code(
+    'https://carevault.dev/fhir/CodeSystem/audit-subtype',
+    'consent-withdrawn',
+    'Consent withdrawn',
+  ),
 } as const;
 
 /** Who acted: the caller as the token and the connection describe it. */

@@ -277,6 +277,25 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     const grantId = await grant.save();
     await saveGrantContext(o.store, grantId, context, Math.floor(Date.now() / 1000) + o.grantTtlSeconds);
     req.log.info({ event: 'consent', username, client: params.client_id, scope: granted.join(' ') }, 'consent given');
+    const ids = correlationOf(req.raw);
+    await o.audit.record({
+      type: EVENT.securityAttributesChanged,
+      subtype: EVENT.consentGiven,
+      action: 'C',
+      outcome: '0',
+      outcomeDesc: `granted: ${granted.join(' ')}`,
+      who: {
+        clientId: params.client_id,
+        user: { id: username },
+        address: req.ip,
+        requestId: ids?.requestId,
+        correlationId: ids?.correlationId,
+      },
+      clientRole: '110150',
+      partition: context.partition,
+      patients: context.patient ? [`Patient/${context.patient}`] : undefined,
+      nen7513: { toestemmingsprofiel: grantId },
+    });
     return finish(req, reply, { consent: { grantId } });
   });
 }
