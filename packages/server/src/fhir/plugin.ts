@@ -26,7 +26,7 @@ import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
-import { parseProvenanceHeader, provenanceHeaderValue } from './provenance-header.ts';
+import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 
 export interface FhirPluginOptions {
@@ -142,13 +142,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       throw challenge(401, 'invalid_token', 'the grant of this token was revoked');
     const access = await resolveVaultAccess(o.store, partition, claims);
     if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
-    const provenance =
-      req.method === 'POST' || req.method === 'PUT' ? parseProvenanceHeader(req.headers['x-provenance']) : undefined;
-    // The server writes the Provenance for the caller, so the caller must be allowed to create one.
-    if (provenance) {
-      const d = decide(access, 'Provenance', 'create');
-      if (!d.allowed) throw insufficientScope(`X-Provenance: ${d.reason}`);
-    }
+    const provenance = req.method === 'POST' || req.method === 'PUT' ? provenanceFor(req, access) : undefined;
     return { store: o.store, partition, base, access, who, audit: o.audit, provenance };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {

@@ -1,3 +1,6 @@
+import type { FastifyRequest } from 'fastify';
+import { decide, type VaultAccess } from '../vault/policy.ts';
+import { insufficientScope } from './bearer.ts';
 import { FhirError } from './errors.ts';
 
 /**
@@ -32,4 +35,14 @@ export function parseProvenanceHeader(header: string | string[] | undefined): Re
 /** Header values are Latin-1 on the wire: keep the JSON valid and ASCII. */
 export function provenanceHeaderValue(content: string): string {
   return content.replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** The request's X-Provenance, if any; the server writes it for the caller, so the caller must be allowed to. */
+export function provenanceFor(req: FastifyRequest, access: VaultAccess): Record<string, unknown> | undefined {
+  const provenance = parseProvenanceHeader(req.headers['x-provenance']);
+  if (provenance) {
+    const d = decide(access, 'Provenance', 'create');
+    if (!d.allowed) throw insufficientScope(`X-Provenance: ${d.reason}`);
+  }
+  return provenance;
 }
