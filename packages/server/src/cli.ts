@@ -6,7 +6,7 @@ import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { LaunchInputError } from './auth/launch-api.ts';
-import { ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
+import { adminConfig, ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
 import { VaultInputError } from './vault/partitions.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -19,22 +19,30 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/**
+ * One line on stderr and exit code 1: a person's mistake gets its message; anything unexpected gets its message
+ * too, and the stack trace only with CAREVAULT_LOG_LEVEL=debug (a stack trace is not an answer to a user).
+ */
+function fail(err: unknown): void {
+  const expected =
+    err instanceof ClientInputError ||
+    err instanceof ConfigError ||
+    err instanceof VaultInputError ||
+    err instanceof LaunchInputError;
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`error: ${expected ? message : `${message.split('\n')[0]} (unexpected)`}\n`);
+  if (!expected && (process.env.CAREVAULT_LOG_LEVEL === 'debug' || process.env.CAREVAULT_LOG_LEVEL === 'trace')) {
+    process.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
+  }
+  process.exitCode = 1;
+}
+
 /** Runs an admin action: JSON on stdout, a one-line error on stderr and exit code 1 on failure. */
 async function admin(fn: () => Promise<unknown>): Promise<void> {
   try {
     print(await fn());
   } catch (err) {
-    if (
-      err instanceof ClientInputError ||
-      err instanceof ConfigError ||
-      err instanceof VaultInputError ||
-      err instanceof LaunchInputError
-    ) {
-      process.stderr.write(`error: ${err.message}\n`);
-      process.exitCode = 1;
-      return;
-    }
-    throw err;
+    fail(err);
   }
 }
 
@@ -64,11 +72,8 @@ dataDirOption(
     const { serve } = await import('./serve.ts');
     await serve(loadConfig(o));
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`error: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
+    fail(err);
+    process.exit(1);
   }
 });
 
@@ -102,23 +107,23 @@ dataDirOption(
     .option('--token-format <format>', 'jwt (default) or opaque access tokens')
     .option('--token-alg <alg>', 'ES256 (default) or RS256 access-token signatures')
     .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
-).action((id: string, o) => admin(() => addClient(loadConfig(o), id, o)));
+).action((id: string, o) => admin(() => addClient(adminConfig(o), id, o)));
 dataDirOption(client.command('list').description('list clients')).action((o) =>
-  admin(() => listClients(loadConfig(o))),
+  admin(() => listClients(adminConfig(o))),
 );
 dataDirOption(client.command('show <client_id>').description('show one client')).action((id: string, o) =>
-  admin(() => listClients(loadConfig(o), id)),
+  admin(() => listClients(adminConfig(o), id)),
 );
 dataDirOption(client.command('disable <client_id>').description('disable a client (its token requests fail)')).action(
-  (id: string, o) => admin(() => setClientDisabled(loadConfig(o), id, true)),
+  (id: string, o) => admin(() => setClientDisabled(adminConfig(o), id, true)),
 );
 dataDirOption(client.command('enable <client_id>').description('re-enable a disabled client')).action((id: string, o) =>
-  admin(() => setClientDisabled(loadConfig(o), id, false)),
+  admin(() => setClientDisabled(adminConfig(o), id, false)),
 );
 
 const keys = program.command('keys').description('token signing keys');
 dataDirOption(keys.command('list').description('list signing keys (no key material)')).action((o) =>
-  admin(async () => (await KeyRing.open(loadConfig(o).dataDir)).list()),
+  admin(async () => (await KeyRing.open(adminConfig(o).dataDir)).list()),
 );
 dataDirOption(
   keys
@@ -137,7 +142,7 @@ dataDirOption(
       throw new ConfigError('--activate-after must be a whole number of seconds');
     if (!Number.isInteger(retention) || retention < 0)
       throw new ConfigError('--retention must be a whole number of seconds');
-    const ring = await KeyRing.open(loadConfig(o).dataDir);
+    const ring = await KeyRing.open(adminConfig(o).dataDir);
     const key = await ring.rotate(o.alg, activateAfter, retention);
     return { kid: key.kid, alg: key.alg, activateAt: new Date(key.activateAt * 1000).toISOString() };
   }),
@@ -150,14 +155,14 @@ dataDirOption(
     .description('create an account and its vault; prints {accountUrn, partition}')
     .option('--urn <urn>', 'account URN, urn:cara:account:<id> (generated if absent); the partition is <id>')
     .option('--mpi-id <urn>', 'MPI identifier urn:cara:mpi_id:<oid>/<uuid> (repeatable)', collect),
-).action((o) => admin(() => accountAdd(loadConfig(o), o)));
+).action((o) => admin(() => accountAdd(adminConfig(o), o)));
 
 const partition = program.command('partition').description('vaults (data partitions)');
 dataDirOption(partition.command('add <name>').description('create a vault not tied to an account')).action(
-  (name: string, o) => admin(() => partitionAdd(loadConfig(o), name)),
+  (name: string, o) => admin(() => partitionAdd(adminConfig(o), name)),
 );
 dataDirOption(partition.command('list').description('list vaults')).action((o) =>
-  admin(() => partitionList(loadConfig(o))),
+  admin(() => partitionList(adminConfig(o))),
 );
 
 const grant = program.command('grant').description('standing access of clients or organizations to vaults');
@@ -169,9 +174,9 @@ dataDirOption(
     .option('--client <client_id>', 'a registered client')
     .option('--org-oid <oid>', 'an organization OID (matches the IUA subject_organization_id of tokens)')
     .requiredOption('--scope <scopes>', 'SMART system scopes, e.g. "system/Observation.cruds system/Patient.rs"'),
-).action((o) => admin(() => grantAdd(loadConfig(o), o)));
+).action((o) => admin(() => grantAdd(adminConfig(o), o)));
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
-  (o) => admin(() => grantList(loadConfig(o), o.partition)),
+  (o) => admin(() => grantList(adminConfig(o), o.partition)),
 );
 
 const readStdin = async (): Promise<string> => {
@@ -189,7 +194,7 @@ dataDirOption(
     .option('--password-stdin', 'read the password from standard input')
     .option('--account <urn>', "the user's own account (urn:cara:account:<id> or partition name)")
     .option('--fhir-user <ref>', "the user's own record, e.g. Patient/123 or Practitioner/abc"),
-).action((username: string, o) => admin(() => userAdd(loadConfig(o), username, o, readStdin)));
+).action((username: string, o) => admin(() => userAdd(adminConfig(o), username, o, readStdin)));
 dataDirOption(
   user
     .command('delegate <username>')
@@ -197,15 +202,15 @@ dataDirOption(
     .requiredOption('--account <urn>', 'the account (urn:cara:account:<id> or partition name) of the patient')
     .requiredOption('--patient <id>', 'the Patient id in that vault')
     .option('--scope <scopes>', 'SMART system scopes bounding the delegate (default "system/*.rs")'),
-).action((username: string, o) => admin(() => userDelegate(loadConfig(o), username, o)));
+).action((username: string, o) => admin(() => userDelegate(adminConfig(o), username, o)));
 dataDirOption(
   user
     .command('revoke <username>')
     .description("withdraw a user's consents: the apps' refresh and access tokens stop working at once")
     .option('--client <client_id>', 'only the consent given to this app'),
-).action((username: string, o) => admin(() => userRevoke(loadConfig(o), username, o)));
+).action((username: string, o) => admin(() => userRevoke(adminConfig(o), username, o)));
 dataDirOption(user.command('list').description('list users (never passwords)')).action((o) =>
-  admin(() => userList(loadConfig(o))),
+  admin(() => userList(adminConfig(o))),
 );
 
 const launch = program.command('launch').description('SMART EHR launch contexts');
@@ -221,7 +226,7 @@ dataDirOption(
     .option('--no-banner', 'need_patient_banner=false (the EHR shows the patient banner itself)')
     .option('--style-url <url>', 'smart_style_url')
     .option('--host <client_id>', "EHR host client whose grants bound the user (default: the user's own rights)"),
-).action((o) => admin(() => launchCreate(loadConfig(o), o)));
+).action((o) => admin(() => launchCreate(adminConfig(o), o)));
 
 const audit = program.command('audit').description('the audit trail (BALP AuditEvents, hash-chained)');
 dataDirOption(
@@ -232,7 +237,7 @@ dataDirOption(
     ),
 ).action((o) =>
   admin(async () => {
-    const result = await withStore(loadConfig(o), (s) => s.audit.verify());
+    const result = await withStore(adminConfig(o), (s) => s.audit.verify());
     if (!result.ok) process.exitCode = 1;
     return result;
   }),
@@ -243,6 +248,10 @@ dataDirOption(
     .command('import <files...>')
     .description('load FHIR Bundles (batch or transaction, e.g. Synthea) and NDJSON files into a vault')
     .requiredOption('--partition <name>', 'the vault to load into'),
-).action((files: string[], o) => admin(() => importCommand(loadConfig(o), files, o.partition)));
+).action((files: string[], o) => admin(() => importCommand(adminConfig(o), files, o.partition)));
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  fail(err);
+}

@@ -1,10 +1,21 @@
-import type { Config } from './config/index.ts';
+import { join } from 'node:path';
+import { writeSecretFile } from './config/files.ts';
+import { type Config, ConfigError, SERVER_INFO_FILE } from './config/index.ts';
 import { buildPlatform } from './http/app.ts';
 
 /** `carevault serve`: starts the platform and stops it cleanly on SIGINT/SIGTERM. */
 export async function serve(config: Config): Promise<void> {
   const platform = await buildPlatform(config);
-  await platform.app.listen({ port: config.port, host: config.host });
+  try {
+    await platform.app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    await platform.close().catch(() => {});
+    throw listenError(err, config);
+  }
+  writeSecretFile(
+    join(config.dataDir, SERVER_INFO_FILE),
+    JSON.stringify({ baseUrl: platform.issuer, fhirBase: platform.fhirBase, pid: process.pid }),
+  );
   process.stdout.write(
     [
       'carevault is running',
@@ -21,4 +32,14 @@ export async function serve(config: Config): Promise<void> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+function listenError(err: unknown, config: Config): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${config.host}:${config.port}`;
+  if (code === 'EADDRINUSE')
+    return new ConfigError(`port ${where} is already in use (another carevault?); choose another with --port`);
+  if (code === 'EACCES') return new ConfigError(`not allowed to listen on ${where}; use a port above 1023`);
+  if (code === 'EADDRNOTAVAIL') return new ConfigError(`${config.host} is not an address of this machine (--host)`);
+  return err;
 }

@@ -10,6 +10,7 @@ import { authenticate, insufficientScope } from '../fhir/bearer.ts';
 import { FhirError, type IssueCode, operationOutcome } from '../fhir/errors.ts';
 import { FHIR_JSON } from '../fhir/format.ts';
 import { correlationOf } from '../http/correlation.ts';
+import { drainBody } from '../http/request-limits.ts';
 import type { Store } from '../store/types.ts';
 import { AIM_SCOPES, asIdentifier, lookupAccount, mpiIdFromToken } from './lookup.ts';
 
@@ -80,7 +81,14 @@ export async function aimRoutes(app: FastifyInstance, o: AimOptions): Promise<vo
     await audit(req, claims, status >= 500 ? '8' : '4', e?.diagnostics ?? 'bad request', raw).catch((x: Error) =>
       req.log.error({ err: { message: x.message } }, 'could not audit an AIM failure'),
     );
-    const diagnostics = e?.diagnostics ?? (status === 500 ? 'internal error' : 'the request body is not valid JSON');
+    if (status === 413) await drainBody(req.raw);
+    const diagnostics =
+      e?.diagnostics ??
+      (status === 500
+        ? 'internal error'
+        : status === 413
+          ? 'the request body is too large'
+          : 'the request body is not valid JSON');
     if (req.url.startsWith('/aim/api/')) {
       return reply
         .code(status)

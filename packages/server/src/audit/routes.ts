@@ -187,7 +187,7 @@ export async function auditRoutes(
       const id = (JSON.parse(content) as { id: string }).id;
       return `{"fullUrl":${JSON.stringify(`${base}/${id}`)},"resource":${content},"search":{"mode":"match"}}`;
     });
-    return `{"resourceType":"Bundle","type":"searchset","total":${total},"link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+    return `{"resourceType":"Bundle","type":"searchset","total":${total},"link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
   };
 
   app.get('/audit/AuditEvent', async (req, reply) => reply.type(FHIR_JSON).send(await search(req)));

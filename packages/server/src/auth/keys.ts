@@ -1,8 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { ownerOnly, privateDir } from '../config/data-dir.ts';
 import { writeSecretFile } from '../config/files.ts';
+import { ConfigError } from '../config/index.ts';
 
 export type SigningAlg = 'ES256' | 'RS256';
 export const SIGNING_ALGS: readonly SigningAlg[] = ['ES256', 'RS256'];
@@ -54,7 +56,7 @@ export class KeyRing {
 
   static async open(dataDir: string): Promise<KeyRing> {
     const dir = join(dataDir, 'keys');
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    privateDir(dir);
     const path = join(dir, 'signing-keys.json');
     if (!existsSync(path)) {
       const t = now();
@@ -62,15 +64,26 @@ export class KeyRing {
         keys: [await newKey('ES256', t), await newKey('RS256', t)],
         cookieKeys: [randomBytes(32).toString('base64url')],
       };
-      writeSecretFile(path, JSON.stringify(file, null, 2));
+      try {
+        // Never replace a key file another process wrote meanwhile: tokens it signed would stop verifying.
+        writeSecretFile(path, JSON.stringify(file, null, 2), 0o600, true);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
     }
+    ownerOnly(path);
     return new KeyRing(path, KeyRing.read(path));
   }
 
   private static read(path: string): KeyFile {
-    const parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
-    if (!Array.isArray(parsed.keys) || !Array.isArray(parsed.cookieKeys)) {
-      throw new Error(`${path} is not a carevault key file`);
+    let parsed: KeyFile;
+    try {
+      parsed = JSON.parse(readFileSync(path, 'utf8')) as KeyFile;
+    } catch {
+      throw new ConfigError(`${path} is not valid JSON: restore the key file from a backup`);
+    }
+    if (!Array.isArray(parsed?.keys) || !Array.isArray(parsed.cookieKeys)) {
+      throw new ConfigError(`${path} is not a carevault key file: restore it from a backup`);
     }
     return parsed;
   }

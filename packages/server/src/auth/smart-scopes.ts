@@ -3,6 +3,8 @@
  * and the rule for whether a registered scope covers a requested one.
  */
 
+import { RESOURCE_TYPES } from '../fhir/resource-types.ts';
+
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
 export type ScopeContext = 'patient' | 'user' | 'system';
 
@@ -35,6 +37,8 @@ export function parseSmartScope(raw: string): SmartScope | undefined {
   const m = SCOPE_RE.exec(raw);
   if (!m) return undefined;
   const [, context, resourceType, perms, query] = m as unknown as [string, ScopeContext, string, string, string?];
+  // `system/Foo.rs` names nothing that exists: refused (invalid_scope) rather than granted as a dead letter.
+  if (resourceType !== '*' && !RESOURCE_TYPES.has(resourceType)) return undefined;
   const v1 = V1[perms];
   if (v1) {
     if (query !== undefined) return undefined; // granular queries exist only in v2
@@ -76,9 +80,8 @@ function covers(granted: SmartScope, requested: SmartScope): boolean {
  * (`launch`, `ns:cara:scp.Contributor`, …) must be registered exactly.
  */
 export function isCovered(requested: string, allowed: readonly string[]): boolean {
-  if (allowed.includes(requested)) return true;
   const req = parseSmartScope(requested);
-  if (!req) return false;
+  if (!req) return !looksLikeSmartScope(requested) && allowed.includes(requested);
   return allowed.some((a) => {
     const g = parseSmartScope(a);
     return g !== undefined && covers(g, req);

@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 
 export interface Config {
   port: number;
@@ -103,3 +104,26 @@ function auditSetting(value: string | undefined): boolean {
 }
 
 export { ConfigError };
+
+/** Written by `serve` so that admin commands print URLs of the running server, not of the default port. */
+export const SERVER_INFO_FILE = 'server.json';
+
+/**
+ * Configuration for admin commands: like `loadConfig`, but without an explicit base URL or port the base URL
+ * is the one the server last started with on this data directory (so `launch create` prints the right `iss`).
+ */
+export function adminConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const config = loadConfig(flags, env);
+  if (flags.baseUrl ?? env.CAREVAULT_BASE_URL ?? flags.port ?? env.CAREVAULT_PORT) return config;
+  const file = join(config.dataDir, SERVER_INFO_FILE);
+  if (!existsSync(file)) return config;
+  try {
+    const info = JSON.parse(readFileSync(file, 'utf8')) as { baseUrl?: unknown };
+    if (typeof info.baseUrl === 'string' && /^https:\/\/[^?#]+$/.test(info.baseUrl)) {
+      return { ...config, baseUrl: info.baseUrl.replace(/\/$/, '') };
+    }
+  } catch {
+    // An unreadable note is ignored: the defaults apply, as before the server ever ran.
+  }
+  return config;
+}

@@ -1,7 +1,7 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
-import { type EntryRequest, parseEntries } from './bundle/entries.ts';
+import { type EntryRequest, transactionEntries } from './bundle/entries.ts';
 import { runTransaction } from './bundle/transaction.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError } from './errors.ts';
@@ -87,7 +87,7 @@ async function importBundle(
   report: ImportReport,
   progress: ImportProgress,
 ): Promise<void> {
-  const { entries } = parseEntries(asTransaction(src.bundle), ctx.base);
+  const entries = transactionEntries(asTransaction(src.bundle), ctx.base);
   progress.fileStarted(src.file, entries.length);
   await runTransaction(ctx, entries, false);
   count(report, entries);
@@ -106,7 +106,7 @@ async function importNdjson(
   let lineNo = 0;
   const flush = async () => {
     if (chunk.length === 0) return;
-    const { entries } = parseEntries({ resourceType: 'Bundle', type: 'transaction', entry: chunk }, ctx.base);
+    const entries = transactionEntries({ resourceType: 'Bundle', type: 'transaction', entry: chunk }, ctx.base);
     await runTransaction(ctx, entries, false);
     count(report, entries);
     progress.resourcesDone(entries.length);

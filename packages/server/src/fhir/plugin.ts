@@ -4,6 +4,7 @@ import { type AuditTrail, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { correlationOf } from '../http/correlation.ts';
+import { drainBody } from '../http/request-limits.ts';
 import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
@@ -24,6 +25,7 @@ import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
+import { parseFhirJson } from './json-body.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -48,11 +50,20 @@ type Params = { partition: string; type?: string; id?: string; vid?: string };
 /** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
 export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
   app.removeAllContentTypeParsers();
-  const json = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser(
     ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json'],
     { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
-    json,
+    (_req, body, done) => {
+      if (body === '') {
+        done(new FhirError(400, 'structure', 'request body is empty'), undefined);
+        return;
+      }
+      try {
+        done(null, parseFhirJson(body as string));
+      } catch (err) {
+        done(err as FhirError, undefined);
+      }
+    },
   );
   // POST [type]/_search sends its parameters as a form (http.html#search).
   app.addContentTypeParser(
@@ -82,6 +93,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       return;
     }
     const e = err as { statusCode?: number; code?: string; message: string };
+    if (e.statusCode === 413) await drainBody(req.raw);
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       const code = e.statusCode === 413 ? 'too-costly' : e.statusCode === 415 ? 'not-supported' : 'structure';
       const diagnostics =
@@ -266,13 +278,13 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   app.post<{ Params: Params }>('/:partition', async (req, reply) => {
     const ctx = await context(req);
     requireJsonBody(req);
-    const { type, entries } = parseEntries(req.body, ctx.base);
+    const bundle = parseEntries(req.body, ctx.base);
     const representation = /return=representation/.test(String(req.headers.prefer ?? ''));
     const results =
-      type === 'transaction'
-        ? await runTransaction(ctx, entries, representation)
-        : await runBatch(ctx, entries, representation);
-    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, type, entries, results));
+      bundle.type === 'transaction'
+        ? await runTransaction(ctx, bundle.entries, representation)
+        : await runBatch(ctx, bundle.entries, representation);
+    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, bundle.type, bundle.entries, results));
   });
 
   const requireJsonBody = (req: FastifyRequest) => {

@@ -20,6 +20,7 @@ import { correlate, correlatedLogger, requestIdOf } from './correlation.ts';
 import { loggerOptions } from './logger.ts';
 import { oauthRoutes } from './oauth-routes.ts';
 import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
+import { clientErrorHandler, frameworkErrors, PARSER_MAX_HEADER_BYTES, requestLimits } from './request-limits.ts';
 
 export interface Platform {
   app: FastifyInstance;
@@ -45,8 +46,14 @@ export async function buildPlatform(
     new URL(config.baseUrl).hostname,
     ...(config.host === '0.0.0.0' || config.host === '::' ? [] : [config.host]),
   ];
-  const pki = await ensureDevPki(config.dataDir, hostNames);
-  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  // Said once the logger exists: the data directory's warnings and PKI notes.
+  const notes: string[] = [];
+  const store = await openStore({
+    dataDir: config.dataDir,
+    databaseUrl: config.databaseUrl,
+    warn: (m) => notes.push(m),
+  });
+  const pki = await ensureDevPki(config.dataDir, hostNames, (m) => notes.push(m));
   const keys = await KeyRing.open(config.dataDir);
   const clients = new ClientRegistry(store);
   const issuer = config.baseUrl;
@@ -62,14 +69,19 @@ export async function buildPlatform(
       requestCert: true,
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      maxHeaderSize: PARSER_MAX_HEADER_BYTES,
     },
+    frameworkErrors,
+    clientErrorHandler,
     genReqId: requestIdOf,
     // FHIR clients (fhir-kit-client among them) POST batches to the base with a trailing slash.
     routerOptions: { ignoreTrailingSlash: true },
     trustProxy: config.trustedCertHeader !== undefined,
     forceCloseConnections: true,
   });
+  for (const note of notes) app.log.warn(note);
   app.setChildLoggerFactory(correlatedLogger);
+  app.addHook('onRequest', requestLimits);
   app.addHook('onRequest', correlate);
   const limiter: RateLimiter = config.redisUrl
     ? new RedisRateLimiter(config.redisUrl, config.rateLimit, config.redisPrefix, app.log)

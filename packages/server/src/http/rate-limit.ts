@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { dialectOf, errorBody } from './dialect.ts';
 
 export interface RateDecision {
   allowed: boolean;
@@ -118,16 +119,17 @@ export function limiterOf(req: IncomingMessage): RateLimiter | undefined {
 
 /** 429 in the dialect of the endpoint: OperationOutcome `throttled` (J50) for FHIR, OAuth-style JSON elsewhere. */
 function tooMany(req: FastifyRequest, reply: FastifyReply, retryAfter: number) {
-  void reply.code(429).header('retry-after', String(retryAfter)).header('cache-control', 'no-store');
-  const message = 'rate limit exceeded; retry after the Retry-After delay';
-  if (/^\/(fhir|audit)\/|^\/aim\/Patient/.test(req.url)) {
-    return reply.type('application/fhir+json').send({
-      resourceType: 'OperationOutcome',
-      issue: [{ severity: 'error', code: 'throttled', diagnostics: message }],
-    });
-  }
-  if (req.url.startsWith('/aim/api/')) return reply.send({ error: 'throttled', message });
-  return reply.send({ error: 'temporarily_unavailable', error_description: message });
+  const { contentType, body } = errorBody(
+    dialectOf(req.url),
+    'throttled',
+    'rate limit exceeded; retry after the Retry-After delay',
+  );
+  return reply
+    .code(429)
+    .header('retry-after', String(retryAfter))
+    .header('cache-control', 'no-store')
+    .type(contentType)
+    .send(body);
 }
 
 /**

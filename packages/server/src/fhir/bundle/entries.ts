@@ -18,13 +18,26 @@ export interface EntryRequest {
   ifNoneExist?: string | undefined;
 }
 
+/** A batch entry that could not be parsed: answered on its own, the other entries still run. */
+export interface InvalidEntry {
+  index: number;
+  invalid: FhirError;
+}
+
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']);
 export const MAX_ENTRIES = 10_000;
 
 const fail = (index: number, message: string) => new FhirError(400, 'invalid', `entry[${index}]: ${message}`);
 
-/** Validates the Bundle shape and parses every entry's request (http.html#transaction). */
-export function parseEntries(body: unknown, base: string): { type: 'batch' | 'transaction'; entries: EntryRequest[] } {
+export type ParsedBundle =
+  | { type: 'transaction'; entries: EntryRequest[] }
+  | { type: 'batch'; entries: (EntryRequest | InvalidEntry)[] };
+
+/**
+ * Validates the Bundle shape and parses every entry's request (http.html#transaction). A bad entry fails a
+ * transaction whole; in a batch it gets its own error and the others proceed (http.html#brules).
+ */
+export function parseEntries(body: unknown, base: string): ParsedBundle {
   if (typeof body !== 'object' || body === null || Array.isArray(body))
     throw new FhirError(400, 'structure', 'the body must be a Bundle');
   const bundle = body as Record<string, unknown>;
@@ -35,8 +48,25 @@ export function parseEntries(body: unknown, base: string): { type: 'batch' | 'tr
   const raw = bundle.entry ?? [];
   if (!Array.isArray(raw)) throw new FhirError(400, 'structure', 'Bundle.entry must be an array');
   if (raw.length > MAX_ENTRIES) throw new FhirError(400, 'too-costly', `at most ${MAX_ENTRIES} entries per Bundle`);
-  const entries = raw.map((e, index) => parseEntry(e, index, base));
-  return { type: bundle.type, entries };
+  if (bundle.type === 'transaction') return { type: 'transaction', entries: raw.map((e, i) => parseEntry(e, i, base)) };
+  return {
+    type: 'batch',
+    entries: raw.map((e, index) => {
+      try {
+        return parseEntry(e, index, base);
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        return { index, invalid: err };
+      }
+    }),
+  };
+}
+
+/** The entries of a Bundle that must be a transaction (import turns batches into transactions first). */
+export function transactionEntries(body: unknown, base: string): EntryRequest[] {
+  const parsed = parseEntries(body, base);
+  if (parsed.type !== 'transaction') throw new FhirError(400, 'invalid', 'expected a transaction Bundle');
+  return parsed.entries;
 }
 
 function parseEntry(e: unknown, index: number, base: string): EntryRequest {

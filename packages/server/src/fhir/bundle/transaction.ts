@@ -14,7 +14,7 @@ import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
-import { type EntryRequest, rewriteReferences, STATUS_TEXT } from './entries.ts';
+import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
 
 type Plan =
   | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
@@ -211,11 +211,18 @@ async function readEntry(
 /** A batch: every entry on its own (its own transaction, its own permission check); failures stay in their entry. */
 export async function runBatch(
   ctx: FhirContext,
-  entries: EntryRequest[],
+  entries: (EntryRequest | InvalidEntry)[],
   returnResources: boolean,
 ): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   for (const e of entries) {
+    if ('invalid' in e) {
+      results.push({
+        status: e.invalid.status,
+        outcome: operationOutcome('error', e.invalid.code, e.invalid.diagnostics),
+      });
+      continue;
+    }
     try {
       const [r] = await runTransaction(ctx, [{ ...e, index: e.index }], returnResources);
       results.push(r as EntryResult);
@@ -231,7 +238,7 @@ export async function runBatch(
 export function responseBundle(
   base: string,
   type: 'batch' | 'transaction',
-  entries: EntryRequest[],
+  entries: (EntryRequest | InvalidEntry)[],
   results: EntryResult[],
 ): string {
   const parts = results.map((r, i) => {

@@ -108,5 +108,5 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
     const resource = v.content === undefined ? '' : `,"resource":${v.content}`;
     return `{"fullUrl":${JSON.stringify(`${ctx.base}/${v.type}/${v.id}`)}${resource},"request":${request},"response":${response}}`;
   });
-  return `{"resourceType":"Bundle","type":"history","link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+  return `{"resourceType":"Bundle","type":"history","link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
 }

@@ -82,7 +82,9 @@ export async function search(
   const restriction = restrictionFilter(ctx, type, options.restrictions);
   const filters = restriction ? [...query.filters, restriction] : query.filters;
   const limit = parsed.summaryCount ? 0 : query.limit;
-  const wantTotal = parsed.summaryCount || parsed.totalMode === 'accurate' || parsed.totalMode === 'estimate';
+  // `_count=0` asks for the total alone (search.html#count), like `_summary=count`.
+  const wantTotal =
+    limit === 0 || parsed.summaryCount || parsed.totalMode === 'accurate' || parsed.totalMode === 'estimate';
   const { matches: rows, total: counted } = await ctx.store.resources.search(ctx.partition, {
     ...query,
     filters,
@@ -113,7 +115,9 @@ export async function search(
   const entry = (r: FoundResource, mode: 'match' | 'include') =>
     `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${parsed.elements && mode === 'match' ? elementsOnly(r.content, parsed.elements) : r.content},"search":{"mode":"${mode}"}}`;
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
-  return `{"resourceType":"Bundle","type":"searchset"${total !== undefined ? `,"total":${total}` : ''},"link":${JSON.stringify(links)},"entry":[${entries.join(',')}]}`;
+  // FHIR JSON has no empty arrays: a page without entries has no `entry`.
+  const entryJson = entries.length ? `,"entry":[${entries.join(',')}]` : '';
+  return `{"resourceType":"Bundle","type":"searchset"${total !== undefined ? `,"total":${total}` : ''},"link":${JSON.stringify(links)}${entryJson}}`;
 }
 
 function pageUrl(ctx: FhirContext, type: string, applied: [string, string][], count: number, offset: number): string {

@@ -1,6 +1,7 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { ownerOnly } from '../../config/data-dir.ts';
 import type {
   ClientRecord,
   ClientStore,
@@ -152,8 +153,21 @@ function revocationStore(db: Db): RevocationStore {
   };
 }
 
+function createOwnerOnly(file: string): void {
+  try {
+    closeSync(openSync(file, 'wx', 0o600));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 export function openSqliteStore(file: string): Store {
-  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  if (file !== ':memory:') {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    // SQLite gives the -wal and -shm files the database file's mode, so the file is created 0600 first.
+    if (!existsSync(file)) createOwnerOnly(file);
+    ownerOnly(file, `${file}-wal`, `${file}-shm`);
+  }
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
