@@ -20,7 +20,7 @@ import { CONCURRENCY, load, SECONDS, startServer, stopServer } from './lib.ts';
 
 /** Bulk loaders send a few large Bundles at a time, not dozens. */
 const INGEST_CONCURRENCY = 4;
-const SYNTHEA = join(import.meta.dirname, '..', '..', 'shared', 'data', 'synthea');
+const SYNTHEA = join(import.meta.dirname, '..', 'fixtures', 'synthea');
 
 function observation(patient: string, i: number) {
   return {

@@ -1,7 +1,7 @@
-export { CarevaultError, ConfigurationError, OAuthError, TransportError } from './errors.ts';
+export { CarevaultError, ConfigurationError, OAuthError, TransportError } from './errors.js';
 export {
   type AccessToken,
   type ClientAuthentication,
   TokenManager,
   type TokenManagerOptions,
-} from './token-manager.ts';
+} from './token-manager.js';

@@ -1,5 +1,5 @@
 import * as oauth from 'oauth4webapi';
-import { ConfigurationError, OAuthError, TransportError } from './errors.ts';
+import { ConfigurationError, OAuthError, TransportError } from './errors.js';
 
 export type ClientAuthentication =
   /** RFC 8705: the TLS client certificate authenticates; give a `fetch` that presents it (see `mtlsFetch`). */

@@ -106,6 +106,7 @@ dataDirOption(
     .option('--name <name>', 'app name shown on the login and consent pages')
     .option('--token-format <format>', 'jwt (default) or opaque access tokens')
     .option('--token-alg <alg>', 'ES256 (default) or RS256 access-token signatures')
+    .option('--resource-server', "may introspect every client's tokens (ITI-102); others introspect only their own")
     .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
 ).action((id: string, o) => admin(() => addClient(adminConfig(o), id, o)));
 dataDirOption(client.command('list').description('list clients')).action((o) =>

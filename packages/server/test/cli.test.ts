@@ -344,7 +344,10 @@ describe('carevault user / launch …', () => {
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { launch: string; iss: string; expires_in: number };
     assert.match(out.launch, /^[\w-]{32}$/);
-    assert.equal(out.iss, 'https://localhost:8443/fhir/alice_1234');
+    // The `serve` test above ran on this data directory: admin commands use that server's base URL.
+    const served = JSON.parse(readFileSync(join(dataDir, 'server.json'), 'utf8')) as { baseUrl: string };
+    assert.match(served.baseUrl, /^https:\/\/localhost:\d+$/);
+    assert.equal(out.iss, `${served.baseUrl}/fhir/alice_1234`);
     assert.equal(out.expires_in, 300);
     const missing = await cli(
       'launch',

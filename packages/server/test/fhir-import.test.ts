@@ -7,8 +7,8 @@ import { importCommand } from '../src/admin/import.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
-// `carevault import` with the shared Synthea data; counts are the ones recorded in shared/data/README.md.
-const DATA = fileURLToPath(new URL('../../../../shared/data/', import.meta.url));
+// `carevault import` with the vendored Synthea data; counts are the ones recorded in fixtures/README.md.
+const DATA = fileURLToPath(new URL('../../../fixtures/', import.meta.url));
 const synthea = readdirSync(join(DATA, 'synthea'))
   .filter((f) => f.endsWith('.json'))
   .map((f) => join(DATA, 'synthea', f));

@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
+import { Agent } from 'undici';
 import { userRevoke } from '../src/admin/people.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
@@ -183,7 +184,11 @@ function redirectError(stop: URL | PageStop): { error: string | null; state: str
 describe('after the launch', () => {
   test('introspection reports the person context of the token (G rows)', async () => {
     const t = await tokens();
-    const out = await p.register('introspector', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const out = await p.register('introspector', {
+      auth: 'client_secret_basic',
+      scope: 'system/*.rs',
+      resourceServer: true,
+    });
     const res = await p.fetch(`${p.base}/oauth/introspect`, {
       method: 'POST',
       dispatcher: p.agent(),
@@ -814,6 +819,26 @@ describe('login page: CSRF and brute force', () => {
     const throttled = await attempt('anna', PASSWORD);
     assert.equal(throttled.status, 429);
     assert.ok(Number(throttled.headers.get('retry-after')) >= 1);
+    // The lockout binds the guesser's address only: anna, signing in from another address, is not locked out.
+    const elsewhere = new Agent({ connect: { ca: p.ca, localAddress: '127.0.0.2' } });
+    try {
+      const owner = new LoginDriver(new URL(p.base).origin, elsewhere);
+      const own = await authorizeUrl();
+      const ownPage = await owner.follow(own.url.href);
+      assert.ok(!(ownPage instanceof URL));
+      const form = formOf(ownPage.html);
+      const res = await owner.request(new URL(form?.action as string, p.base).href, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: form?.csrf as string, username: 'anna', password: PASSWORD }).toString(),
+      });
+      assert.notEqual(res.status, 429, 'the owner signs in from her own address');
+      assert.ok(res.status === 303 || res.status === 302 || res.status === 200, `status ${res.status}`);
+      assert.doesNotMatch(await res.text(), /not correct|Too many/);
+    } finally {
+      await elsewhere.close();
+    }
+    // Still locked from the guessing address.
+    assert.equal((await attempt('anna', PASSWORD)).status, 429);
     // Every attempt is audited (issue 5): failures, the throttled one, and earlier successes.
     const { events } = await p.store.audit.search({
       agent: ['anna'],

@@ -203,7 +203,11 @@ describe('introspection (ITI-102) and revocation (RFC 7009) through openid-clien
   let holder: client.Configuration;
 
   before(async () => {
-    const rsOut = await p.register('resource-server', { auth: 'client_secret_basic', scope: 'system/Patient.rs' });
+    const rsOut = await p.register('resource-server', {
+      auth: 'client_secret_basic',
+      scope: 'system/Patient.rs',
+      resourceServer: true,
+    });
     rs = await discover(p.base, 'resource-server', client.ClientSecretBasic(rsOut.client_secret), p.agent());
     const out = await p.register('holder', {
       auth: 'tls_client_auth',

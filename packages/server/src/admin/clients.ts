@@ -22,6 +22,7 @@ export interface ClientAddOptions {
   name?: string;
   tokenFormat?: string;
   tokenAlg?: string;
+  resourceServer?: boolean;
   out?: string;
 }
 
@@ -81,6 +82,7 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
       name: o.name,
       tokenFormat: oneOf('--token-format', o.tokenFormat, ['jwt', 'opaque'] as const),
       tokenAlg: oneOf('--token-alg', o.tokenAlg, ['ES256', 'RS256'] as const),
+      resourceServer: o.resourceServer,
     }),
   );
   const output: Record<string, string> = { client_id: result.clientId };

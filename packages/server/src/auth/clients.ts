@@ -25,6 +25,8 @@ export interface ClientPolicy {
   purposeOfUse?: string[] | undefined;
   tokenFormat: 'jwt' | 'opaque';
   tokenAlg: 'ES256' | 'RS256';
+  /** A resource server may introspect every client's tokens (ITI-102); other callers only their own. */
+  resourceServer?: boolean | undefined;
 }
 
 interface StoredMetadata {
@@ -51,6 +53,7 @@ export interface NewClient {
   name?: string | undefined;
   tokenFormat?: 'jwt' | 'opaque' | undefined;
   tokenAlg?: 'ES256' | 'RS256' | undefined;
+  resourceServer?: boolean | undefined;
 }
 
 const CLIENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$/;
@@ -228,6 +231,7 @@ export class ClientRegistry {
       purposeOfUse: input.purposeOfUse,
       tokenFormat: input.tokenFormat ?? 'jwt',
       tokenAlg: input.tokenAlg ?? 'ES256',
+      ...(input.resourceServer ? { resourceServer: true } : {}),
     };
     const metadata: StoredMetadata = { oidc, carevault: policy };
     await this.store.clients.insert({
@@ -272,6 +276,7 @@ export class ClientRegistry {
         jwks_uri: oidc.jwks_uri,
         redirect_uris: oidc.redirect_uris,
         token_format: carevault.tokenFormat,
+        resource_server: carevault.resourceServer === true,
         created_at: new Date(r.createdAt * 1000).toISOString(),
       };
     });
@@ -281,6 +286,19 @@ export class ClientRegistry {
     this.cache.delete(clientId);
     return this.store.clients.setDisabled(clientId, disabled);
   }
+}
+
+/**
+ * ITI-102 is for resource servers: a token's own client may introspect it, and so may a client registered
+ * as a resource server. Anyone else learns `{"active": false}`, as for a token that does not exist.
+ */
+export async function mayIntrospect(
+  registry: ClientRegistry,
+  callerId: string,
+  tokenClientId: unknown,
+): Promise<boolean> {
+  if (callerId === tokenClientId) return true;
+  return (await registry.policy(callerId))?.resourceServer === true;
 }
 
 /** Scopes to grant for a token request: all registered ones when none were asked for, else the request if covered. */

@@ -34,6 +34,22 @@ export interface AuthOptions {
  * verifier resource servers use. The engine is rebuilt when the signing keys change so a rotated key is
  * published without a restart.
  */
+interface ClientAuthError extends Error {
+  error?: string;
+  error_detail?: string;
+  cause?: Error;
+}
+
+/** The client id a failed request named (form, Basic header or assertion), for the log only. */
+function clientIdOf(ctx: KoaContextWithOIDC): string | undefined {
+  const fromEngine = ctx.oidc?.client?.clientId ?? (ctx.oidc?.params as { client_id?: unknown } | undefined)?.client_id;
+  if (typeof fromEngine === 'string') return fromEngine.slice(0, 128);
+  const basic = /^Basic\s+(\S+)/i.exec(ctx.get('authorization'))?.[1];
+  if (!basic) return undefined;
+  const decoded = Buffer.from(basic, 'base64').toString('utf8');
+  return decodeURIComponent(decoded.split(':')[0] ?? '').slice(0, 128);
+}
+
 export class AuthServer {
   readonly verifier: TokenVerifier;
   private provider: Provider;
@@ -83,6 +99,22 @@ export class AuthServer {
       await next();
       await this.afterRoute(ctx as KoaContextWithOIDC);
     });
+    // The caller only ever learns `invalid_client`; the operator learns why (never the secret or assertion).
+    for (const event of ['grant.error', 'introspection.error', 'revocation.error'] as const) {
+      (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, err: ClientAuthError) => {
+        if (err.error !== 'invalid_client') return;
+        log.warn(
+          {
+            event: 'client-auth-failed',
+            client_id: clientIdOf(ctx),
+            reason: err.error_detail ?? err.cause?.message ?? err.message,
+            route: ctx.oidc?.route,
+            requestId: ctx.get('x-request-id') || undefined,
+          },
+          'client authentication failed',
+        );
+      });
+    }
     provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
       log.error(
         { err: { message: err.message, name: err.name }, route: ctx.oidc?.route },
@@ -124,7 +156,7 @@ export class AuthServer {
         ctx.body = { active: false };
         return;
       }
-      await introspectJwt(ctx, this.verifier);
+      await introspectJwt(ctx, this.verifier, this.options.clients);
     } else {
       await revokeJwt(ctx, this.verifier, this.options.store);
     }

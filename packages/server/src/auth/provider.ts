@@ -5,7 +5,7 @@ import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { isFhirResource, vaultOf } from './audience.ts';
 import { assertClientAssertion } from './client-assertion.ts';
-import { type ClientRegistry, grantableScopes, secretMatches } from './clients.ts';
+import { type ClientRegistry, grantableScopes, mayIntrospect, secretMatches } from './clients.ts';
 import { renderErrorPage } from './error-page.ts';
 import { iuaClaims, PurposeOfUseError } from './iua-claims.ts';
 import type { KeyRing } from './keys.ts';
@@ -169,7 +169,11 @@ export function createProvider(deps: ProviderDeps): Provider {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       // ITI-102: only authenticated callers may introspect, so public clients learn nothing here.
-      introspection: { enabled: true, allowedPolicy: async (_ctx, client) => client.clientAuthMethod !== 'none' },
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (_ctx, client, token) =>
+          client.clientAuthMethod !== 'none' && mayIntrospect(clients, client.clientId, token.clientId),
+      },
       revocation: {
         enabled: true,
         // RFC 7009 §2.1: only the client a token was issued to may revoke it (same rule as revocation.ts for JWTs).

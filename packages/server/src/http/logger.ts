@@ -4,8 +4,13 @@ import type { FastifyServerOptions } from 'fastify';
 const SECRET_PARAMS =
   /([?&](?:access_token|refresh_token|id_token|token|code|client_secret|client_assertion|assertion|password|code_verifier)=)[^&]*/gi;
 
+/** Under /fhir and /audit `code` is a search parameter (`Observation?code=…`), not an OAuth authorization code. */
+const SECRET_PARAMS_FHIR =
+  /([?&](?:access_token|refresh_token|id_token|token|client_secret|client_assertion|assertion|password|code_verifier)=)[^&]*/gi;
+
 export function redactUrl(url: string): string {
-  return url.replace(SECRET_PARAMS, '$1[redacted]');
+  const pattern = /^\/(fhir|audit)\//.test(url) ? SECRET_PARAMS_FHIR : SECRET_PARAMS;
+  return url.replace(pattern, '$1[redacted]');
 }
 
 /** pino options: JSON lines with request id; no Authorization header, cookie or secret query value. */

@@ -2,8 +2,11 @@ import type { Socket } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type Dialect, dialectOf, errorBody } from './dialect.ts';
 
-/** Node's own parser limit; anything between our limit and this one is answered in the endpoint's dialect. */
-export const PARSER_MAX_HEADER_BYTES = 64 * 1024;
+/**
+ * Node's own parser limit. Headers between MAX_HEADER_BYTES and this are read whole and refused in the
+ * endpoint's dialect; past it the parser stops reading, and a client still writing may see a reset.
+ */
+export const PARSER_MAX_HEADER_BYTES = 256 * 1024;
 /** What a request may carry in headers (Node's default limit) and in its URL. */
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const MAX_URL_LENGTH = 8 * 1024;

@@ -1,9 +1,11 @@
 import { LRUCache } from 'lru-cache';
 
 /**
- * Brute-force protection for the login page: after `freeAttempts` failures for one username (from any
- * address) or from one address (for any username), each further attempt must wait, doubling up to 15 min.
- * A success clears the username's counter. In-process; several nodes each keep their own counters.
+ * Brute-force protection for the login page. Failures count per username *and address* — so someone who
+ * knows a username can slow down guesses from their own address only, never lock its owner out from
+ * elsewhere — plus one counter per address over every username (a spray from one address). After the free
+ * attempts each further attempt must wait, doubling up to 15 min; a success clears that user's counter
+ * for that address. In-process; several nodes each keep their own counters.
  */
 export class LoginThrottle {
   private readonly failures = new LRUCache<string, { count: number; last: number }>({
@@ -14,22 +16,24 @@ export class LoginThrottle {
   constructor(
     private readonly freeAttempts = 5,
     private readonly maxDelayMs = 15 * 60_000,
+    /** Free failures from one address over all usernames, as a multiple of `freeAttempts`. */
+    private readonly addressFactor = 4,
   ) {}
 
-  /** Milliseconds the caller must still wait before another attempt for this username/address. */
+  /** Milliseconds the caller must still wait before another attempt for this username from this address. */
   retryAfterMs(username: string, address: string, now = Date.now()): number {
-    return Math.max(this.wait(`u:${username.toLowerCase()}`, now), this.wait(`a:${address}`, now, 4));
+    return Math.max(this.wait(userKey(username, address), now), this.wait(`a:${address}`, now, this.addressFactor));
   }
 
   failed(username: string, address: string, now = Date.now()): void {
-    for (const key of [`u:${username.toLowerCase()}`, `a:${address}`]) {
+    for (const key of [userKey(username, address), `a:${address}`]) {
       const f = this.failures.get(key);
       this.failures.set(key, { count: (f?.count ?? 0) + 1, last: now });
     }
   }
 
-  succeeded(username: string): void {
-    this.failures.delete(`u:${username.toLowerCase()}`);
+  succeeded(username: string, address: string): void {
+    this.failures.delete(userKey(username, address));
   }
 
   private wait(key: string, now: number, factor = 1): number {
@@ -40,3 +44,5 @@ export class LoginThrottle {
     return Math.max(0, f.last + delay - now);
   }
 }
+
+const userKey = (username: string, address: string) => `u:${username.toLowerCase()}|${address}`;

@@ -198,7 +198,8 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
       req.log.warn({ event: 'login-throttled', username }, 'login refused: too many failed attempts');
       await loginAudit('4', 'throttled: too many failed attempts');
       void reply.header('retry-after', String(Math.ceil(wait / 1000)));
-      return render(429, `Too many failed attempts. Try again in ${Math.ceil(wait / 1000)} seconds.`);
+      const seconds = Math.ceil(wait / 1000);
+      return render(429, `Too many failed attempts. Try again in ${seconds} ${seconds === 1 ? 'second' : 'seconds'}.`);
     }
     const user = username ? await o.store.users.get(username) : undefined;
     const ok = (await verifyPassword(user?.passwordHash, password)) && user !== undefined && !user.disabled;
@@ -208,7 +209,7 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
       await loginAudit('4', 'wrong user name or password');
       return render(401, 'The user name or password is not correct.');
     }
-    throttle.succeeded(username);
+    throttle.succeeded(username, req.ip);
     req.log.info({ event: 'login', username }, 'login succeeded');
     await loginAudit('0', 'login');
     return finish(req, reply, { login: { accountId: username } });

@@ -1,0 +1,298 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { connect } from 'node:tls';
+import { type Agent, fetch } from 'undici';
+import { type Caller, fhir, grant, partition, secretClient, tokenWithSecret } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// Hostile or malformed requests: each answered in the endpoint's own dialect, never a 500, never an echo of
+// the input (issue 9 §3, §4, §6).
+let p: TestPlatform;
+let writer: Caller;
+let logText = '';
+const OO = 'application/fhir+json';
+
+before(async () => {
+  const logStream = new Writable({
+    write(chunk, _enc, cb) {
+      logText += chunk.toString();
+      cb();
+    },
+  });
+  p = await startPlatform({ logLevel: 'info' }, { logStream });
+  await partition(p, 'h1');
+  writer = await secretClient(p, 'h-writer', 'system/*.cruds');
+  await grant(p, { partition: 'h1', client: 'h-writer', scope: 'system/*.cruds' });
+});
+after(() => p.stop());
+
+const raw = (path: string, init: { method?: string; body?: string | Buffer; headers?: Record<string, string> } = {}) =>
+  fetch(`${p.base}${path}`, {
+    method: init.method ?? 'GET',
+    dispatcher: p.agent(),
+    headers: { authorization: `Bearer ${writer.token}`, ...init.headers },
+    ...(init.body !== undefined ? { body: init.body } : {}),
+  });
+
+function assertOutcome(r: { status: number; json: Record<string, unknown>; text: string }, status: number, re: RegExp) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(r.json.resourceType, 'OperationOutcome', r.text);
+  const issue = (r.json.issue as { diagnostics: string }[])[0];
+  assert.match(issue?.diagnostics ?? '', re);
+}
+
+describe('bodies', () => {
+  test('deeply nested JSON (objects and arrays, alone or inside a resource) → 400 OperationOutcome', async () => {
+    const bodies = [
+      `${'['.repeat(50_000)}${']'.repeat(50_000)}`,
+      `${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)}`,
+      `{"resourceType":"Patient","extension":${'['.repeat(5000)}${']'.repeat(5000)}}`,
+      `{"resourceType":"Patient","extension":[${'{"url":"x","extension":['.repeat(2000)}${']}'.repeat(2000)}]}`,
+    ];
+    for (const body of bodies) {
+      assertOutcome(await fhir(p, writer, 'POST', '/h1/Patient', body), 400, /nests deeper than 100 levels/);
+    }
+    // A legitimately nested resource still goes in.
+    const ok = await fhir(p, writer, 'POST', '/h1/Patient', {
+      resourceType: 'Patient',
+      extension: [{ url: 'https://x.example/a', extension: [{ url: 'b', valueString: 'c' }] }],
+    });
+    assert.equal(ok.status, 201, ok.text);
+  });
+
+  test('__proto__ / constructor keys → 400 saying which key', async () => {
+    for (const key of ['__proto__', 'constructor']) {
+      const r = await fhir(p, writer, 'POST', '/h1/Patient', `{"resourceType":"Patient","${key}":{"polluted":true}}`);
+      assertOutcome(r, 400, new RegExp(`"${key}"`));
+    }
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  test('an oversized body: the client receives the 413 (also while still uploading)', async () => {
+    const big = Buffer.alloc(17 * 1024 * 1024, 0x20);
+    for (let i = 0; i < 3; i++) {
+      const res = await raw('/fhir/h1/Patient', {
+        method: 'POST',
+        body: big,
+        headers: { 'content-type': 'application/fhir+json' },
+      });
+      assert.equal(res.status, 413);
+      const oo = (await res.json()) as { issue: { code: string }[] };
+      assert.equal(oo.issue[0]?.code, 'too-costly');
+    }
+  });
+});
+
+describe('URLs and headers', () => {
+  test('a path segment too long → 414 OperationOutcome without the input', async () => {
+    const res = await raw(`/fhir/h1/Patient/${'a'.repeat(5000)}`);
+    assert.equal(res.status, 414);
+    assert.equal(res.headers.get('content-type')?.split(';')[0], OO);
+    assert.doesNotMatch(await res.text(), /aaaa/);
+  });
+
+  test('a URL too long → 414 in the dialect (OperationOutcome under /fhir, OAuth JSON under /oauth)', async () => {
+    const q = 'x'.repeat(9000);
+    const f = await raw(`/fhir/h1/Patient?name=${q}`);
+    assert.equal(f.status, 414);
+    const fText = await f.text();
+    assert.match(fText, /OperationOutcome/);
+    assert.doesNotMatch(fText, /xxxx/);
+    const o = await raw(`/oauth/authorize?state=${q}`);
+    assert.equal(o.status, 414);
+    const oJson = (await o.json()) as Record<string, string>;
+    assert.equal(oJson.error, 'invalid_request');
+    assert.doesNotMatch(JSON.stringify(oJson), /xxxx/);
+  });
+
+  test('headers too large → 431 in the dialect, without the input', async () => {
+    const headers = { 'x-filler': 'y'.repeat(20_000) };
+    const f = await raw('/fhir/h1/Patient', { headers });
+    assert.equal(f.status, 431);
+    const fText = await f.text();
+    assert.match(fText, /OperationOutcome/);
+    assert.doesNotMatch(fText, /yyyy/);
+    const o = await raw('/oauth/token', { method: 'POST', headers, body: 'grant_type=client_credentials' });
+    assert.equal(o.status, 431);
+    const oJson = (await o.json()) as Record<string, string>;
+    assert.equal(oJson.error, 'invalid_request');
+    // Far beyond the limit, the answer still arrives instead of a reset.
+    const huge = await raw('/fhir/h1/Patient', { headers: { 'x-filler': 'z'.repeat(100_000) } });
+    assert.equal(huge.status, 431);
+    assert.doesNotMatch(await huge.text(), /zzzz/);
+  });
+
+  test('bytes that are not HTTP → 400, answered before the connection closes', async () => {
+    const socket = connect({
+      host: '127.0.0.1',
+      port: Number(new URL(p.base).port),
+      ca: p.ca,
+      servername: 'localhost',
+    });
+    await once(socket, 'secureConnect');
+    socket.end('NOT HTTP AT ALL\r\n\r\n');
+    let answer = '';
+    for await (const chunk of socket) answer += chunk;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /OperationOutcome/);
+  });
+});
+
+describe('Bundles and searches', () => {
+  test('a batch with bad entries answers each entry; the good ones are written', async () => {
+    const r = await fhir(p, writer, 'POST', '/h1', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        {
+          resource: { resourceType: 'Patient', id: 'ignored', gender: 'female' },
+          request: { method: 'POST', url: 'Patient' },
+        },
+        { request: { method: 'FOO', url: 'Patient' } },
+        { resource: { resourceType: 'Patient', gender: 'nonsense' }, request: { method: 'POST', url: 'Patient' } },
+        { request: { method: 'GET', url: 'NoSuchType/1' } },
+        {
+          resource: { resourceType: 'Patient', id: 'batch-ok', gender: 'male' },
+          request: { method: 'PUT', url: 'Patient/batch-ok' },
+        },
+      ],
+    });
+    assert.equal(r.status, 200, r.text);
+    const statuses = (
+      r.json.entry as { response: { status: string; outcome?: { issue: { diagnostics: string }[] } } }[]
+    ).map((e) => e.response);
+    assert.deepEqual(
+      statuses.map((s) => s.status.split(' ')[0]),
+      ['201', '400', '422', '400', '201'],
+    );
+    assert.match(statuses[1]?.outcome?.issue[0]?.diagnostics ?? '', /entry\[1\].*FOO/);
+    assert.match(statuses[3]?.outcome?.issue[0]?.diagnostics ?? '', /NoSuchType/);
+    assert.equal((await fhir(p, writer, 'GET', '/h1/Patient/batch-ok')).status, 200);
+  });
+
+  test('a transaction with one bad entry fails whole and writes nothing', async () => {
+    const r = await fhir(p, writer, 'POST', '/h1', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { resource: { resourceType: 'Patient' }, request: { method: 'PUT', url: 'Patient/tx-none' } },
+        { request: { method: 'FOO', url: 'Patient' } },
+      ],
+    });
+    assertOutcome(r, 400, /entry\[1\]/);
+    assert.equal((await fhir(p, writer, 'GET', '/h1/Patient/tx-none')).status, 404);
+  });
+
+  test('_summary=count and _count=0 give the real total and no entry array; empty pages have no entry', async () => {
+    const count = await fhir(p, writer, 'GET', '/h1/Patient?_summary=count');
+    const zero = await fhir(p, writer, 'GET', '/h1/Patient?_count=0');
+    const all = await fhir(p, writer, 'GET', '/h1/Patient?_total=accurate');
+    assert.ok((all.json.total as number) >= 3);
+    for (const r of [count, zero]) {
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.total, all.json.total);
+      assert.ok(!('entry' in r.json), r.text);
+    }
+    const none = await fhir(p, writer, 'GET', '/h1/Patient?gender=unknown');
+    assert.equal(none.json.total, 0);
+    assert.ok(!('entry' in none.json), none.text);
+  });
+});
+
+describe('scopes and introspection', () => {
+  test('a scope naming a resource type that does not exist → invalid_scope; registration refuses it too', async () => {
+    const { client_secret } = await p.register('scoped', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const res = await p.fetch(p.tokenUrl, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: {
+        authorization: `Basic ${Buffer.from(`scoped:${client_secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'grant_type=client_credentials&scope=system/Foo.rs',
+    });
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope');
+    await assert.rejects(p.register('foo-scoped', { auth: 'client_secret_basic', scope: 'system/Foo.rs' }), /Foo/);
+  });
+
+  test('ITI-102: only the token’s own client or a registered resource server may introspect it', async () => {
+    const holder = await p.register('holder-i', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const opaque = await p.register('holder-o', {
+      auth: 'client_secret_basic',
+      scope: 'system/*.rs',
+      tokenFormat: 'opaque',
+    });
+    const stranger = await p.register('stranger-i', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    const rs = await p.register('rs-i', { auth: 'client_secret_basic', scope: 'system/*.rs', resourceServer: true });
+    const introspect = async (caller: string, secret: string, token: string) => {
+      const res = await p.fetch(`${p.base}/oauth/introspect`, {
+        method: 'POST',
+        dispatcher: p.agent(),
+        headers: {
+          authorization: `Basic ${Buffer.from(`${caller}:${secret}`).toString('base64')}`,
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: `token=${token}`,
+      });
+      return (await res.json()) as Record<string, unknown>;
+    };
+    for (const [id, out] of [
+      ['holder-i', holder],
+      ['holder-o', opaque],
+    ] as const) {
+      const token = await tokenWithSecret(p, id, out.client_secret as string);
+      assert.deepEqual(await introspect('stranger-i', stranger.client_secret as string, token), { active: false }, id);
+      assert.equal((await introspect('rs-i', rs.client_secret as string, token)).active, true, id);
+      assert.equal((await introspect(id, out.client_secret as string, token)).active, true, id);
+    }
+  });
+});
+
+describe('logs', () => {
+  test('the FHIR search parameter code= is logged; OAuth codes and tokens are not', async () => {
+    await fhir(p, writer, 'GET', '/h1/Observation?code=http://loinc.org|8867-4');
+    await raw('/oauth/authorize?code=secret-code-123&access_token=secret-token-456');
+    assert.match(logText, /Observation\?code=http:\/\/loinc.org\|8867-4/);
+    assert.doesNotMatch(logText, /secret-code-123|secret-token-456/);
+    assert.ok(!logText.includes(writer.token), 'no bearer token in the log');
+  });
+
+  test('a failed client authentication says why in the log, while the client only sees invalid_client', async () => {
+    const { client_secret } = await p.register('logged-auth', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    await p.register('cert-auth', { auth: 'tls_client_auth', scope: 'system/*.rs', out: `${p.dataDir}/certs` });
+    const token = (auth: string | undefined, body: string, agent: Agent = p.agent()) =>
+      p.fetch(p.tokenUrl, {
+        method: 'POST',
+        dispatcher: agent,
+        headers: {
+          ...(auth ? { authorization: `Basic ${Buffer.from(auth).toString('base64')}` } : {}),
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body,
+      });
+    const cases: [Promise<Response | Awaited<ReturnType<typeof fetch>>>, RegExp][] = [
+      [token('nobody:x', 'grant_type=client_credentials'), /"client_id":"nobody".*"reason":"client not found"/],
+      [
+        token('logged-auth:wrong', 'grant_type=client_credentials'),
+        /"client_id":"logged-auth".*"reason":"invalid secret provided"/,
+      ],
+      [
+        token(undefined, 'grant_type=client_credentials&client_id=cert-auth'),
+        /"client_id":"cert-auth".*"reason":"client certificate was not provided"/,
+      ],
+    ];
+    for (const [pending, reason] of cases) {
+      const res = await pending;
+      assert.equal(res.status, 401);
+      const body = (await res.json()) as Record<string, string>;
+      assert.equal(body.error, 'invalid_client');
+      assert.doesNotMatch(JSON.stringify(body), /not found|secret|certificate/);
+      assert.match(logText, reason);
+    }
+    assert.ok(!logText.includes(client_secret as string));
+    assert.ok(!logText.includes('wrong'), 'the presented secret is not logged');
+  });
+});
