@@ -38,3 +38,39 @@ export class TransportError extends CarevaultError {
 
 /** The SDK was set up wrongly (missing key, bad URL): not worth retrying. */
 export class ConfigurationError extends CarevaultError {}
+
+export interface OutcomeIssue {
+  severity?: string;
+  code?: string;
+  diagnostics?: string;
+  expression?: string[];
+}
+
+/** A FHIR server answered with an error status; its OperationOutcome (when it sent one) is kept whole. */
+export class FhirResponseError extends CarevaultError {
+  constructor(
+    readonly status: number,
+    readonly method: string,
+    readonly url: string,
+    readonly outcome: { resourceType: 'OperationOutcome'; issue?: OutcomeIssue[] } | undefined,
+    options?: { cause?: unknown; retryAfterSeconds?: number | undefined },
+  ) {
+    const first = outcome?.issue?.[0];
+    super(
+      `${method} ${url} → HTTP ${status}${first ? `: ${first.code ?? ''}${first.diagnostics ? ` ${first.diagnostics}` : ''}` : ''}`,
+      options,
+    );
+    this.retryAfterSeconds = options?.retryAfterSeconds;
+  }
+
+  readonly retryAfterSeconds: number | undefined;
+
+  get issues(): OutcomeIssue[] {
+    return this.outcome?.issue ?? [];
+  }
+
+  /** Issue codes (`not-found`, `forbidden`, `throttled`, …). */
+  get codes(): string[] {
+    return this.issues.map((i) => i.code ?? '').filter(Boolean);
+  }
+}

@@ -820,7 +820,7 @@ describe('login page: CSRF and brute force', () => {
     assert.equal(throttled.status, 429);
     assert.ok(Number(throttled.headers.get('retry-after')) >= 1);
     // The lockout binds the guesser's address only: anna, signing in from another address, is not locked out.
-    const elsewhere = new Agent({ connect: { ca: p.ca, localAddress: '127.0.0.2' } });
+    const elsewhere = new Agent({ localAddress: '127.0.0.2', connect: { ca: p.ca } });
     try {
       const owner = new LoginDriver(new URL(p.base).origin, elsewhere);
       const own = await authorizeUrl();

@@ -1,0 +1,316 @@
+import { CarevaultError, ConfigurationError, FhirResponseError, TransportError } from './errors.js';
+import type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
+import { newId } from './ids.js';
+import { backoffMs, DEFAULT_RETRY, RETRYABLE_STATUS, type RetryPolicy, sleep } from './retry.js';
+import { parseRetryAfter } from './token-manager.js';
+
+/** What the client needs from a token source: `TokenManager` fits, so does any `{ getToken }` object. */
+export interface TokenSource {
+  getToken(): Promise<string>;
+  /** Drops the cached token so the next `getToken` fetches a new one (after a 401 `invalid_token`). */
+  invalidate?(): void;
+}
+
+export interface FhirRequestInfo {
+  method: string;
+  url: string;
+  requestId: string;
+  attempt: number;
+}
+
+export interface FhirClientOptions {
+  /** The FHIR base, e.g. https://host/fhir/alice_1234 (no trailing slash needed). */
+  baseUrl: string;
+  /** Bearer tokens; omitted for open servers. */
+  tokens?: TokenSource;
+  /** fetch implementation (e.g. `tlsFetch` for mTLS). Defaults to globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Retry policy for requests that are safe to repeat. */
+  retry?: Partial<RetryPolicy>;
+  /** Per-attempt timeout. Default 30 s. */
+  timeoutMs?: number;
+  /** X-Correlation-Id for every request of this client (one per session); generated when omitted. */
+  correlationId?: string;
+  /** Extra headers per request (user context, `X-ZV-*`, `AORTA-ID`…), called once per attempt. */
+  headers?: (info: FhirRequestInfo) => Record<string, string> | Promise<Record<string, string>>;
+  /** Called before each retry, e.g. for logging. */
+  onRetry?: (info: FhirRequestInfo & { reason: string; delayMs: number }) => void;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+  headers?: Record<string, string>;
+  /** Overrides the idempotency guess (see `isSafeToRepeat`). */
+  retry?: boolean;
+}
+
+export interface FhirResponse<T> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+const FHIR_JSON = 'application/fhir+json';
+
+/**
+ * A FHIR R4 REST client for any server: explicit `Accept` on every request (some EHRs refuse requests
+ * without it), Bearer tokens renewed once on `401 invalid_token`, correlation ids, and retries with backoff
+ * and jitter on network errors, 502/503/504 and 429 (honouring Retry-After) — only for requests that are
+ * safe to repeat.
+ */
+export class FhirClient {
+  readonly baseUrl: string;
+  readonly correlationId: string;
+  private readonly base: URL;
+  private readonly fetchImpl: typeof fetch;
+  private readonly policy: RetryPolicy;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly options: FhirClientOptions) {
+    let base: URL;
+    try {
+      base = new URL(options.baseUrl);
+    } catch {
+      throw new ConfigurationError(`FHIR base "${options.baseUrl}" is not an absolute URL`);
+    }
+    this.base = base;
+    this.baseUrl = base.href.replace(/\/$/, '');
+    this.correlationId = options.correlationId ?? newId();
+    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.policy = { ...DEFAULT_RETRY, ...options.retry };
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  read<T extends Resource = Resource>(type: string, id: string, o?: RequestOptions): Promise<T> {
+    return this.body('GET', `${type}/${encodeURIComponent(id)}`, undefined, o);
+  }
+
+  vread<T extends Resource = Resource>(type: string, id: string, version: string, o?: RequestOptions): Promise<T> {
+    return this.body('GET', `${type}/${encodeURIComponent(id)}/_history/${encodeURIComponent(version)}`, undefined, o);
+  }
+
+  /** One page of a search (`type` omitted: a system search). */
+  search<T extends Resource = Resource>(type: string | undefined, params?: SearchParams, o?: RequestOptions) {
+    return this.body<Bundle<T>>('GET', `${type ?? ''}${query(params)}`, undefined, o);
+  }
+
+  /** Every page of a search, following `next` links; each page is one Bundle. */
+  async *pages<T extends Resource = Resource>(type: string | undefined, params?: SearchParams, o?: RequestOptions) {
+    let page = await this.search<T>(type, params, o);
+    for (let n = 0; n < 10_000; n++) {
+      yield page;
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      if (!next) return;
+      page = await this.body<Bundle<T>>('GET', this.onOwnOrigin(next), undefined, o);
+    }
+  }
+
+  /** Every matching resource (`search.mode` match) over all pages. */
+  async *searchAll<T extends Resource = Resource>(type: string, params?: SearchParams, o?: RequestOptions) {
+    for await (const page of this.pages<T>(type, params, o)) {
+      for (const e of page.entry ?? []) if (e.resource && e.search?.mode !== 'include') yield e.resource;
+    }
+  }
+
+  create<T extends Resource>(resource: T, o?: RequestOptions & { ifNoneExist?: string }): Promise<T> {
+    const headers = { ...o?.headers, ...(o?.ifNoneExist ? { 'if-none-exist': o.ifNoneExist } : {}) };
+    return this.body('POST', resource.resourceType, resource, { ...o, headers });
+  }
+
+  /** PUT by id (update, or create with a client id). */
+  update<T extends Resource>(resource: T, o?: RequestOptions & { ifMatch?: string }): Promise<T> {
+    if (!resource.id) throw new ConfigurationError('update needs resource.id');
+    const headers = { ...o?.headers, ...(o?.ifMatch ? { 'if-match': o.ifMatch } : {}) };
+    return this.body('PUT', `${resource.resourceType}/${encodeURIComponent(resource.id)}`, resource, { ...o, headers });
+  }
+
+  conditionalUpdate<T extends Resource>(resource: T, params: SearchParams, o?: RequestOptions): Promise<T> {
+    return this.body('PUT', `${resource.resourceType}${query(params)}`, resource, o);
+  }
+
+  patch<T extends Resource = Resource>(type: string, id: string, ops: JsonPatchOperation[], o?: RequestOptions) {
+    return this.body<T>('PATCH', `${type}/${encodeURIComponent(id)}`, ops, {
+      ...o,
+      headers: { 'content-type': 'application/json-patch+json', ...o?.headers },
+    });
+  }
+
+  async delete(type: string, id: string, o?: RequestOptions): Promise<void> {
+    await this.request('DELETE', `${type}/${encodeURIComponent(id)}`, undefined, o);
+  }
+
+  history(type?: string, id?: string, params?: SearchParams, o?: RequestOptions): Promise<Bundle> {
+    const path = [type, id && encodeURIComponent(id), '_history'].filter(Boolean).join('/');
+    return this.body('GET', `${path}${query(params)}`, undefined, o);
+  }
+
+  /** A batch or transaction Bundle, posted to the base; the response Bundle. */
+  bundle(bundle: Bundle, o?: RequestOptions): Promise<Bundle> {
+    return this.body('POST', '', bundle, o);
+  }
+
+  batch(entries: BundleEntry[], o?: RequestOptions): Promise<Bundle> {
+    return this.bundle({ resourceType: 'Bundle', type: 'batch', entry: entries }, o);
+  }
+
+  transaction(entries: BundleEntry[], o?: RequestOptions): Promise<Bundle> {
+    return this.bundle({ resourceType: 'Bundle', type: 'transaction', entry: entries }, o);
+  }
+
+  /** `$name` at the system, type or instance level; GET when there is no body. */
+  operation<T = Resource>(
+    name: string,
+    at: { type?: string; id?: string; params?: SearchParams; body?: Resource; method?: 'GET' | 'POST' } = {},
+    o?: RequestOptions,
+  ): Promise<T> {
+    const path = [at.type, at.id && encodeURIComponent(at.id), `$${name.replace(/^\$/, '')}`].filter(Boolean).join('/');
+    return this.body<T>(at.method ?? (at.body ? 'POST' : 'GET'), `${path}${query(at.params)}`, at.body, o);
+  }
+
+  /** The response body parsed as JSON (undefined for an empty body). */
+  async body<T>(method: string, path: string, body?: unknown, o?: RequestOptions): Promise<T> {
+    return (await this.request<T>(method, path, body, o)).body;
+  }
+
+  /**
+   * Any request relative to the base (or an absolute URL on the base's origin). Throws `FhirResponseError`
+   * for error statuses, `TransportError` when the server could not be reached in the retry budget.
+   */
+  async request<T>(method: string, path: string, body?: unknown, o: RequestOptions = {}): Promise<FhirResponse<T>> {
+    const url = /^https?:\/\//.test(path) ? this.onOwnOrigin(path) : `${this.baseUrl}/${path.replace(/^\//, '')}`;
+    const repeatable = o.retry ?? isSafeToRepeat(method, body, o.headers);
+    const requestId = newId();
+    const started = Date.now();
+    let renewedToken = false;
+    for (let attempt = 0; ; attempt++) {
+      const info: FhirRequestInfo = { method, url, requestId, attempt };
+      let failure: { reason: string; retryAfter?: number | undefined; error: CarevaultError };
+      try {
+        const res = await this.attempt(info, body, o);
+        if (res.ok) return { status: res.status, headers: res.headers, body: (await parseBody(res)) as T };
+        const outcome = await readOutcome(res);
+        const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
+        const error = new FhirResponseError(res.status, method, url, outcome, { retryAfterSeconds: retryAfter });
+        if (res.status === 401 && !renewedToken && this.options.tokens?.invalidate && isInvalidToken(res)) {
+          // The token was rotated or revoked under us: renew once and repeat (nothing was done with a 401).
+          renewedToken = true;
+          this.options.tokens.invalidate();
+          attempt--;
+          continue;
+        }
+        if (!RETRYABLE_STATUS.has(res.status)) throw error;
+        failure = { reason: `HTTP ${res.status}`, retryAfter, error };
+      } catch (err) {
+        if (err instanceof FhirResponseError || err instanceof ConfigurationError) throw err;
+        if (o.signal?.aborted) throw err;
+        if (err instanceof CarevaultError && !(err instanceof TransportError)) throw err;
+        const cause = (err as { cause?: { code?: string } }).cause;
+        const reason = (err as Error).name === 'TimeoutError' ? 'timeout' : (cause?.code ?? (err as Error).message);
+        failure = {
+          reason,
+          error:
+            err instanceof TransportError
+              ? err
+              : new TransportError(`${method} ${url} failed: ${reason}`, undefined, { cause: err }),
+        };
+      }
+      const delay = backoffMs(this.policy, attempt, failure.retryAfter);
+      const last =
+        !repeatable ||
+        attempt + 1 >= this.policy.maxAttempts ||
+        Date.now() - started + delay > this.policy.maxElapsedMs;
+      if (last) throw failure.error;
+      this.options.onRetry?.({ ...info, reason: failure.reason, delayMs: delay });
+      await sleep(delay, o.signal);
+    }
+  }
+
+  private async attempt(info: FhirRequestInfo, body: unknown, o: RequestOptions): Promise<Response> {
+    const headers: Record<string, string> = {
+      accept: FHIR_JSON,
+      'x-request-id': info.requestId,
+      'x-correlation-id': this.correlationId,
+      ...(body !== undefined ? { 'content-type': FHIR_JSON } : {}),
+      ...(await this.options.headers?.(info)),
+      ...o.headers,
+    };
+    if (this.options.tokens) headers.authorization = `Bearer ${await this.options.tokens.getToken()}`;
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
+    return this.fetchImpl(info.url, {
+      method: info.method,
+      headers,
+      signal,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  }
+
+  /**
+   * Servers behind proxies hand out `next` links on an internal host name. The token must never travel to
+   * another origin, so such a link is followed on the configured base's origin, path and query kept.
+   */
+  private onOwnOrigin(link: string): string {
+    const u = new URL(link, `${this.baseUrl}/`);
+    if (u.origin === this.base.origin) return u.href;
+    return `${this.base.origin}${u.pathname}${u.search}`;
+  }
+}
+
+/**
+ * Repeating is safe when doing it twice leaves what doing it once does: reads, PUT/DELETE by id or condition,
+ * conditional creates, and batch/transaction Bundles whose every entry is such a request.
+ */
+export function isSafeToRepeat(method: string, body: unknown, headers?: Record<string, string>): boolean {
+  const m = method.toUpperCase();
+  if (m === 'GET' || m === 'HEAD' || m === 'PUT' || m === 'DELETE') return true;
+  if (m !== 'POST') return false;
+  if (headers && Object.keys(headers).some((h) => h.toLowerCase() === 'if-none-exist')) return true;
+  const b = body as Bundle | undefined;
+  if (b?.resourceType === 'Bundle' && (b.type === 'batch' || b.type === 'transaction')) {
+    return (b.entry ?? []).every((e) => {
+      const em = e.request?.method?.toUpperCase();
+      return (
+        em === 'GET' || em === 'HEAD' || em === 'PUT' || em === 'DELETE' || (em === 'POST' && !!e.request?.ifNoneExist)
+      );
+    });
+  }
+  return false;
+}
+
+function query(params: SearchParams | undefined): string {
+  if (!params) return '';
+  const q = new URLSearchParams();
+  if (params instanceof URLSearchParams) params.forEach((v, k) => q.append(k, v));
+  else if (Array.isArray(params)) for (const [k, v] of params) q.append(k, v);
+  else
+    for (const [k, v] of Object.entries(params)) {
+      for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
+    }
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+async function parseBody(res: Response): Promise<unknown> {
+  const text = await res.text();
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new TransportError(`${res.url} answered ${res.status} with a body that is not JSON`, res.status);
+  }
+}
+
+async function readOutcome(res: Response) {
+  try {
+    const json = (await res.json()) as { resourceType?: string };
+    return json?.resourceType === 'OperationOutcome' ? (json as FhirResponseError['outcome']) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isInvalidToken(res: Response): boolean {
+  const challenge = res.headers.get('www-authenticate') ?? '';
+  // A bare challenge (no token / unknown token) or an explicit invalid_token both mean: get a new one.
+  return !/error="(?!invalid_token)/.test(challenge);
+}
