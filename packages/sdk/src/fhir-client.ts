@@ -112,13 +112,13 @@ export class FhirClient {
     }
   }
 
-  create<T extends Resource>(resource: T, o?: RequestOptions & { ifNoneExist?: string }): Promise<T> {
+  create<T extends Resource>(resource: T, o?: RequestOptions & { ifNoneExist?: string }): Promise<T & Resource> {
     const headers = { ...o?.headers, ...(o?.ifNoneExist ? { 'if-none-exist': o.ifNoneExist } : {}) };
     return this.body('POST', resource.resourceType, resource, { ...o, headers });
   }
 
   /** PUT by id (update, or create with a client id). */
-  update<T extends Resource>(resource: T, o?: RequestOptions & { ifMatch?: string }): Promise<T> {
+  update<T extends Resource>(resource: T, o?: RequestOptions & { ifMatch?: string }): Promise<T & Resource> {
     if (!resource.id) throw new ConfigurationError('update needs resource.id');
     const headers = { ...o?.headers, ...(o?.ifMatch ? { 'if-match': o.ifMatch } : {}) };
     return this.body('PUT', `${resource.resourceType}/${encodeURIComponent(resource.id)}`, resource, { ...o, headers });
@@ -280,12 +280,9 @@ export function isSafeToRepeat(method: string, body: unknown, headers?: Record<s
 function query(params: SearchParams | undefined): string {
   if (!params) return '';
   const q = new URLSearchParams();
-  if (params instanceof URLSearchParams) params.forEach((v, k) => q.append(k, v));
-  else if (Array.isArray(params)) for (const [k, v] of params) q.append(k, v);
-  else
-    for (const [k, v] of Object.entries(params)) {
-      for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
-    }
+  const pairs: [string, string | number | (string | number)[]][] =
+    params instanceof URLSearchParams || Array.isArray(params) ? [...params] : Object.entries(params);
+  for (const [k, v] of pairs) for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
   const s = q.toString();
   return s ? `?${s}` : '';
 }

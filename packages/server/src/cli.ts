@@ -97,6 +97,8 @@ dataDirOption(
     .option('--scope <scopes>', 'space-separated scopes the client may be granted')
     .option('--org-oid <oid>', 'organization OID (IUA subject_organization_id)')
     .option('--org-name <name>', 'organization name (IUA subject_organization)')
+    .option('--org-gln <gln>', 'organization GLN (13 digits; token claim cara:gln, matched by grants --org-gln)')
+    .option('--account-urn <urn>', "the client's own CARA account, urn:cara:account:… (token claim cara:accountUrn)")
     .option('--role <system|code>', 'IUA subject_role (repeatable)', collect)
     .option('--purpose-of-use <code>', 'IUA purpose_of_use the client may claim, e.g. TREAT (repeatable)', collect)
     .option('--jwks <file>', 'JWKS file with the public keys for private_key_jwt')
@@ -174,6 +176,7 @@ dataDirOption(
     .requiredOption('--partition <name>', 'the vault')
     .option('--client <client_id>', 'a registered client')
     .option('--org-oid <oid>', 'an organization OID (matches the IUA subject_organization_id of tokens)')
+    .option('--org-gln <gln>', 'an organization GLN (matches clients registered with --org-gln)')
     .requiredOption('--scope <scopes>', 'SMART system scopes, e.g. "system/Observation.cruds system/Patient.rs"'),
 ).action((o) => admin(() => grantAdd(adminConfig(o), o)));
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(

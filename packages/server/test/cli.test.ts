@@ -175,7 +175,10 @@ describe('carevault account / partition / grant …', () => {
         ['grant', 'add', '--partition', 'alice_1234', '--client', 'bestclinic-tcu', '--scope', 'patient/*.rs'],
         /SMART system scope/,
       ],
-      [['grant', 'add', '--partition', 'alice_1234', '--scope', 'system/*.rs'], /exactly one of --client or --org-oid/],
+      [
+        ['grant', 'add', '--partition', 'alice_1234', '--scope', 'system/*.rs'],
+        /exactly one of --client, --org-oid or --org-gln/,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = await cli(...args);

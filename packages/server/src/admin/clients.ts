@@ -13,6 +13,8 @@ export interface ClientAddOptions {
   scope?: string;
   orgOid?: string;
   orgName?: string;
+  orgGln?: string;
+  accountUrn?: string;
   role?: string[];
   purposeOfUse?: string[];
   jwks?: string;
@@ -73,6 +75,8 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
       scopes: (o.scope ?? '').split(' ').filter(Boolean),
       orgOid: o.orgOid,
       orgName: o.orgName,
+      orgGln: o.orgGln,
+      accountUrn: o.accountUrn,
       roles: o.role,
       purposeOfUse: o.purposeOfUse,
       jwks,
@@ -95,8 +99,10 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
   }
   if (issued) {
     mkdirSync(outDir, { recursive: true, mode: 0o700 });
-    output.cert = join(outDir, `${clientId}.pem`);
-    output.key = join(outDir, `${clientId}-key.pem`);
+    // A CARA client id may hold a `/`; the file name must not.
+    const file = clientId.replace(/\//g, '_');
+    output.cert = join(outDir, `${file}.pem`);
+    output.key = join(outDir, `${file}-key.pem`);
     writeSecretFile(output.cert, issued.certPem, 0o644);
     writeSecretFile(output.key, issued.keyPem);
   }

@@ -1,7 +1,7 @@
 import type { Config } from '../config/index.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
-import { addGrant } from '../vault/grants.ts';
+import { addGrant, describeSubject } from '../vault/grants.ts';
 import { addAccount, addPartition, describePartition } from '../vault/partitions.ts';
 
 /** Opens the configured store for one admin command and closes it afterwards. */
@@ -22,14 +22,16 @@ export const partitionAdd = (config: Config, name: string) => withStore(config, 
 export const partitionList = (config: Config) =>
   withStore(config, async (s) => (await s.partitions.list()).map(describePartition));
 
-export const grantAdd = (config: Config, o: { partition: string; client?: string; orgOid?: string; scope: string }) =>
-  withStore(config, (s) => addGrant(s, o));
+export const grantAdd = (
+  config: Config,
+  o: { partition: string; client?: string; orgOid?: string; orgGln?: string; scope: string },
+) => withStore(config, (s) => addGrant(s, o));
 
 export const grantList = (config: Config, partition?: string) =>
   withStore(config, async (s) =>
     (await s.partitions.listGrants(partition)).map((g) => ({
       partition: g.partition,
-      [g.subjectKind === 'client' ? 'client' : 'org_oid']: g.subject,
+      ...describeSubject(g.subjectKind, g.subject),
       scope: g.scope,
     })),
   );

@@ -19,6 +19,10 @@ export interface ClientPolicy {
   scopes: string[];
   orgOid?: string | undefined;
   orgName?: string | undefined;
+  /** GLN of the organization (CARA identifies organizations by GLN as well as by OID). */
+  orgGln?: string | undefined;
+  /** The client's own CARA account (`cara:accountUrn`). */
+  accountUrn?: string | undefined;
   /** IUA subject_role codes (system|code). */
   roles?: string[] | undefined;
   /** IUA purpose_of_use codes (system|code) the client may claim; the first is the default. */
@@ -42,6 +46,8 @@ export interface NewClient {
   scopes: string[];
   orgOid?: string | undefined;
   orgName?: string | undefined;
+  orgGln?: string | undefined;
+  accountUrn?: string | undefined;
   roles?: string[] | undefined;
   purposeOfUse?: string[] | undefined;
   jwks?: { keys: JWK[] } | undefined;
@@ -56,7 +62,8 @@ export interface NewClient {
   resourceServer?: boolean | undefined;
 }
 
-const CLIENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$/;
+/** CARA's technical users are named like `tcu-bestclinic/scp-importer`: a `/` may separate two parts. */
+const CLIENT_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}(\/[A-Za-z0-9][A-Za-z0-9._~-]{0,62})?$/;
 const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
 const SECRET_PREFIX = 'sha256:';
 
@@ -125,7 +132,7 @@ export class ClientRegistry {
   async register(input: NewClient): Promise<{ clientId: string; clientSecret?: string }> {
     if (!CLIENT_ID_RE.test(input.clientId)) {
       throw new ClientInputError(
-        'client_id must be 1-128 characters of A-Z a-z 0-9 . _ ~ - and start with a letter or digit',
+        'client_id must be 1-128 characters of A-Z a-z 0-9 . _ ~ - (one / allowed between two parts) and start with a letter or digit',
       );
     }
     if (await this.store.clients.get(input.clientId))
@@ -223,10 +230,19 @@ export class ClientRegistry {
         oidc.response_types = ['code'];
       }
     }
+    if (input.orgGln !== undefined && !/^\d{13}$/.test(input.orgGln))
+      throw new ClientInputError(`GLN "${input.orgGln}" is not 13 digits`);
+    if (
+      input.accountUrn !== undefined &&
+      !/^urn:cara:account:[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/.test(input.accountUrn)
+    )
+      throw new ClientInputError(`account URN "${input.accountUrn}" must look like urn:cara:account:<id>`);
     const policy: ClientPolicy = {
       scopes: input.scopes,
       orgOid: input.orgOid?.replace(/^urn:oid:/, ''),
       orgName: input.orgName,
+      ...(input.orgGln ? { orgGln: input.orgGln } : {}),
+      ...(input.accountUrn ? { accountUrn: input.accountUrn } : {}),
       roles: input.roles,
       purposeOfUse: input.purposeOfUse,
       tokenFormat: input.tokenFormat ?? 'jwt',
@@ -272,6 +288,8 @@ export class ClientRegistry {
         scope: carevault.scopes.join(' '),
         org_oid: carevault.orgOid,
         org_name: carevault.orgName,
+        org_gln: carevault.orgGln,
+        account_urn: carevault.accountUrn,
         tls_client_auth_subject_dn: oidc.tls_client_auth_subject_dn,
         jwks_uri: oidc.jwks_uri,
         redirect_uris: oidc.redirect_uris,

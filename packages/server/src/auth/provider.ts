@@ -4,6 +4,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { isFhirResource, vaultOf } from './audience.ts';
+import { caraClaims } from './cara-claims.ts';
 import { assertClientAssertion } from './client-assertion.ts';
 import { type ClientRegistry, grantableScopes, mayIntrospect, secretMatches } from './clients.ts';
 import { renderErrorPage } from './error-page.ts';
@@ -274,10 +275,14 @@ export function createProvider(deps: ProviderDeps): Provider {
       try {
         const iua = iuaClaims(policy, requested);
         const person = await personClaims(token as unknown as { grantId?: string; accountId?: string });
-        if (!iua && !person) return undefined;
+        const cara = person ? {} : caraClaims(policy);
+        if (!iua && !person && Object.keys(cara).length === 0) return undefined;
         return {
+          ...cara,
           ...person?.top,
-          extensions: { ...(iua ? { ihe_iua: iua } : {}), ...(person ? { carevault: person.carevault } : {}) },
+          ...(iua || person
+            ? { extensions: { ...(iua ? { ihe_iua: iua } : {}), ...(person ? { carevault: person.carevault } : {}) } }
+            : {}),
         };
       } catch (err) {
         if (err instanceof PurposeOfUseError) throw new errors.InvalidRequest(err.message);

@@ -88,6 +88,20 @@ export function isCovered(requested: string, allowed: readonly string[]): boolea
   });
 }
 
+/**
+ * CARA's own scopes (reference/domain.md §1.2) are usable as registered and act on vaults as these SMART
+ * scopes do — always intersected with the vault's grants, which stay the real limit.
+ */
+export const CARA_SCOPE_ALIASES: Readonly<Record<string, string>> = {
+  'ns:cara:scp.Contributor': 'system/*.cruds',
+  'ns:cara:scp.Reader': 'system/*.rs',
+};
+
+/** The SMART scopes a token's scope string stands for on a vault (aliases expanded, the rest as given). */
+export function vaultScopes(scope: string | undefined): string[] {
+  return splitScope(scope).map((s) => CARA_SCOPE_ALIASES[s] ?? s);
+}
+
 /** Splits a scope parameter the way RFC 6749 §3.3 defines it (space-delimited, no empty items). */
 export function splitScope(scope: string | undefined): string[] {
   if (!scope) return [];

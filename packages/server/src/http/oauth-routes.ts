@@ -15,6 +15,9 @@ function withConsentPrompt(query: URLSearchParams): URLSearchParams {
   return query;
 }
 
+/** The Keycloak realm name the token URL alias answers for. */
+export const KEYCLOAK_REALM = 'cara';
+
 /**
  * Hands /oauth/* and the discovery documents to the engine. Bodies are left unread here (the engine
  * parses and size-limits its own form posts), so this plugin replaces fastify's parsers with a no-op —
@@ -28,6 +31,12 @@ export async function oauthRoutes(app: FastifyInstance, opts: { auth: AuthServer
     opts.auth.handle(req.raw, reply.raw);
   };
   app.all('/oauth/*', forward);
+  // Seed 000 / CARA: clients written for Keycloak post to /realms/<realm>/protocol/openid-connect/token. The
+  // default realm `cara` is this server; the request is the engine's token request under another name.
+  app.post(`/realms/${KEYCLOAK_REALM}/protocol/openid-connect/token`, (req, reply) => {
+    req.raw.url = '/oauth/token';
+    return forward(req, reply);
+  });
   app.get('/.well-known/openid-configuration', forward);
   app.get('/.well-known/oauth-authorization-server', forward);
   app.get('/oauth/smart-style.json', async (_req, reply) =>

@@ -3,6 +3,13 @@ import type { GrantSubjectKind, Store } from '../store/types.ts';
 import { VaultInputError } from './partitions.ts';
 
 const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
+export const GLN_RE = /^\d{13}$/;
+
+/** How a grant's subject is shown: `client`, `org_oid` or `org_gln`. */
+export function describeSubject(kind: GrantSubjectKind, subject: string): Record<string, string> {
+  if (kind === 'client') return { client: subject };
+  return subject.startsWith('gln:') ? { org_gln: subject.slice(4) } : { org_oid: subject };
+}
 
 /**
  * `carevault grant add`: standing access of a client, or of every client of an organization, to one vault.
@@ -10,9 +17,16 @@ const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
  */
 export async function addGrant(
   store: Store,
-  input: { partition: string; client?: string | undefined; orgOid?: string | undefined; scope: string },
+  input: {
+    partition: string;
+    client?: string | undefined;
+    orgOid?: string | undefined;
+    orgGln?: string | undefined;
+    scope: string;
+  },
 ) {
-  if (!input.client === !input.orgOid) throw new VaultInputError('give exactly one of --client or --org-oid');
+  if ([input.client, input.orgOid, input.orgGln].filter(Boolean).length !== 1)
+    throw new VaultInputError('give exactly one of --client, --org-oid or --org-gln');
   if (!(await store.partitions.get(input.partition)))
     throw new VaultInputError(`partition "${input.partition}" not found`);
   const scopes = splitScope(input.scope);
@@ -29,6 +43,10 @@ export async function addGrant(
     subjectKind = 'org';
     subject = input.orgOid.replace(/^urn:oid:/, '');
     if (!OID_RE.test(subject)) throw new VaultInputError(`organization OID "${input.orgOid}" is not a dotted OID`);
+  } else if (input.orgGln) {
+    if (!GLN_RE.test(input.orgGln)) throw new VaultInputError(`GLN "${input.orgGln}" is not 13 digits`);
+    subjectKind = 'org';
+    subject = `gln:${input.orgGln}`;
   } else if (!(await store.clients.get(subject))) {
     throw new VaultInputError(`client "${subject}" not found`);
   }
@@ -39,9 +57,5 @@ export async function addGrant(
     scope: scopes.join(' '),
     createdAt: Math.floor(Date.now() / 1000),
   });
-  return {
-    partition: input.partition,
-    [subjectKind === 'client' ? 'client' : 'org_oid']: subject,
-    scope: scopes.join(' '),
-  };
+  return { partition: input.partition, ...describeSubject(subjectKind, subject), scope: scopes.join(' ') };
 }

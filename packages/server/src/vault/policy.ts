@@ -1,5 +1,5 @@
 import { grantContext } from '../auth/launch-context.ts';
-import { type Permission, parseSmartScope, type SmartScope, splitScope } from '../auth/smart-scopes.ts';
+import { type Permission, parseSmartScope, type SmartScope, splitScope, vaultScopes } from '../auth/smart-scopes.ts';
 import type { AccessTokenClaims } from '../auth/verifier.ts';
 import { vaultRights } from '../people/users.ts';
 import type { Store } from '../store/types.ts';
@@ -80,9 +80,7 @@ export async function resolveVaultAccess(
     let grantScopes: SmartScope[];
     if (person.host !== undefined) {
       // EHR launch: the EHR host vouched for its user; the user is bounded by what the host may do here.
-      grantScopes = (await store.partitions.grantsFor(partition, person.host, undefined)).flatMap((g) =>
-        parse(g.scope),
-      );
+      grantScopes = (await store.partitions.grantsFor(partition, person.host, [])).flatMap((g) => parse(g.scope));
     } else {
       const rights = (await vaultRights(store, String(claims.sub))).filter((r) => r.partition === partition);
       grantScopes = rights.flatMap((r) => parse(r.scope));
@@ -99,14 +97,14 @@ export async function resolveVaultAccess(
       grant: person.grant,
     };
   }
-  const org = claims.extensions?.ihe_iua?.subject_organization_id;
-  const orgOid = typeof org === 'string' ? org.replace(/^urn:oid:/, '') : undefined;
-  const grants = await store.partitions.grantsFor(partition, clientId, orgOid);
+  const grants = await store.partitions.grantsFor(partition, clientId, organizationsOf(claims));
   if (grants.length === 0) return undefined;
   return {
     partition,
     clientId,
-    tokenScopes: parse(claims.scope),
+    tokenScopes: vaultScopes(claims.scope)
+      .map(parseSmartScope)
+      .filter((s): s is SmartScope => s !== undefined),
     grantScopes: grants.flatMap((g) => parse(g.scope)),
     person: false,
   };
@@ -120,6 +118,19 @@ export async function grantActive(store: Store, claims: AccessTokenClaims): Prom
   const person = claims.extensions?.carevault;
   if (!person) return true;
   return person.grant !== undefined && (await grantContext(store, person.grant)) !== undefined;
+}
+
+/**
+ * The organization a technical user's token speaks for, as grant subjects: its IUA organization OID and the
+ * GLN (`cara:gln`) when the client was registered with one.
+ */
+export function organizationsOf(claims: AccessTokenClaims): string[] {
+  const out: string[] = [];
+  const org = claims.extensions?.ihe_iua?.subject_organization_id;
+  if (typeof org === 'string' && org.startsWith('urn:oid:')) out.push(org.slice('urn:oid:'.length));
+  const gln = (claims as Record<string, unknown>)['cara:gln'];
+  if (typeof gln === 'string') out.push(`gln:${gln}`);
+  return out;
 }
 
 function parse(scope: string | undefined): SmartScope[] {

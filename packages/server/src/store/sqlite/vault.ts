@@ -39,7 +39,8 @@ export function partitionStore(db: Database.Database): PartitionStore {
   );
   const grantsFor = db.prepare(
     `SELECT * FROM partition_grants WHERE partition = ?
-       AND ((subject_kind = 'client' AND subject = ?) OR (subject_kind = 'org' AND subject = ?))`,
+       AND ((subject_kind = 'client' AND subject = ?)
+         OR (subject_kind = 'org' AND subject IN (SELECT value FROM json_each(?))))`,
   );
   const grantsOf = db.prepare('SELECT * FROM partition_grants WHERE partition = ? ORDER BY subject_kind, subject');
   const allGrants = db.prepare('SELECT * FROM partition_grants ORDER BY partition, subject_kind, subject');
@@ -90,8 +91,8 @@ export function partitionStore(db: Database.Database): PartitionStore {
     async putGrant(g) {
       putGrant.run(g.partition, g.subjectKind, g.subject, g.scope, g.createdAt);
     },
-    async grantsFor(partition, clientId, orgOid) {
-      return (grantsFor.all(partition, clientId, orgOid ?? null) as GrantRow[]).map(toGrant);
+    async grantsFor(partition, clientId, organizations) {
+      return (grantsFor.all(partition, clientId, JSON.stringify(organizations)) as GrantRow[]).map(toGrant);
     },
     async listGrants(partition) {
       return ((partition ? grantsOf.all(partition) : allGrants.all()) as GrantRow[]).map(toGrant);

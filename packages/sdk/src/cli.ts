@@ -1,0 +1,138 @@
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { AccountNotFoundError } from './aim-client.js';
+import { CarevaultError, FhirResponseError, OAuthError, TransportError } from './errors.js';
+import { tlsFetch } from './node.js';
+import { TokenManager } from './token-manager.js';
+import { parseCandidates } from './workflows/scp/candidates.js';
+import { syncSharedCarePlan } from './workflows/scp/sync.js';
+
+const USAGE = `usage: carevault-client scp-sync --issuer <url> --client-id <id> --cert <pem> --key <pem> [--ca <pem>]
+         --mpi-id <urn:cara:mpi_id:…> (--org-gln <gln> | --org-id <urn:cara:org_id:…>) --observations <file.json|file.ndjson>
+         [--dry-run] [--batch-size N] [--scope "…"] [--external-system NAME] [--fhir-root URL] [--aim-base URL]`;
+
+class UsageError extends CarevaultError {}
+
+function read(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      `cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+}
+
+/** Refused before any request: an expired or not yet valid certificate would only earn a bare invalid_client. */
+function checkCertificate(pem: string, path: string): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    throw new UsageError(`${path} is not a PEM certificate`);
+  }
+  const now = Date.now();
+  if (Date.parse(cert.validTo) < now) throw new UsageError(`the client certificate ${path} expired on ${cert.validTo}`);
+  if (Date.parse(cert.validFrom) > now)
+    throw new UsageError(`the client certificate ${path} is valid only from ${cert.validFrom}`);
+}
+
+async function scpSync(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      issuer: { type: 'string' },
+      'client-id': { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      ca: { type: 'string' },
+      'mpi-id': { type: 'string' },
+      'org-gln': { type: 'string' },
+      'org-id': { type: 'string' },
+      observations: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+      'batch-size': { type: 'string' },
+      scope: { type: 'string' },
+      'external-system': { type: 'string' },
+      'fhir-root': { type: 'string' },
+      'aim-base': { type: 'string' },
+    },
+    strict: true,
+  });
+  for (const required of ['issuer', 'client-id', 'cert', 'key', 'mpi-id', 'observations'] as const) {
+    if (!values[required]) throw new UsageError(`--${required} is required\n${USAGE}`);
+  }
+  if (!values['org-gln'] === !values['org-id'])
+    throw new UsageError(`give exactly one of --org-gln or --org-id\n${USAGE}`);
+  const batchSize = values['batch-size'] === undefined ? undefined : Number(values['batch-size']);
+  if (batchSize !== undefined && (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1000)) {
+    throw new UsageError('--batch-size must be a whole number from 1 to 1000');
+  }
+  const cert = read(values.cert as string, 'the client certificate');
+  checkCertificate(cert, values.cert as string);
+  const key = read(values.key as string, 'the client key');
+  const ca = values.ca ? read(values.ca, 'the CA certificate') : undefined;
+  const candidates = parseCandidates(read(values.observations as string, 'the observations'), values.observations);
+  const fetch = tlsFetch({ cert, key, ...(ca ? { ca } : {}) });
+  try {
+    const clientId = values['client-id'] as string;
+    const tokens = new TokenManager({
+      issuer: values.issuer as string,
+      clientId,
+      auth: { method: 'tls_client_auth' },
+      fetch,
+      ...(values.scope ? { scope: values.scope } : {}),
+    });
+    const result = await syncSharedCarePlan({
+      issuer: values.issuer as string,
+      tokens,
+      fetch,
+      mpiId: values['mpi-id'] as string,
+      organization: values['org-gln'] ? { gln: values['org-gln'] } : { orgId: values['org-id'] },
+      externalSystem: values['external-system'] ?? clientId,
+      candidates,
+      ...(values['dry-run'] ? { dryRun: true } : {}),
+      ...(batchSize ? { batchSize } : {}),
+      ...(values['fhir-root'] ? { fhirRoot: values['fhir-root'] } : {}),
+      ...(values['aim-base'] ? { aimBase: values['aim-base'] } : {}),
+      onRetry: (i) => process.stderr.write(`retrying ${i.method} ${i.url} (${i.reason}) in ${i.delayMs} ms\n`),
+    });
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (result.failed.length > 0) {
+      process.stderr.write(
+        `error: ${result.failed.length} observation(s) were refused: ${result.failed[0]?.diagnostics}\n`,
+      );
+      return 1;
+    }
+    return 0;
+  } finally {
+    await fetch.close();
+  }
+}
+
+/** One line a person can act on, whatever went wrong. */
+function describe(err: unknown): string {
+  if (err instanceof AccountNotFoundError) return err.message;
+  if (err instanceof OAuthError) return `the authorization server refused the token request: ${err.message}`;
+  if (err instanceof FhirResponseError) return err.message;
+  if (err instanceof TransportError)
+    return `${err.message}${err.cause ? ` (${(err.cause as Error).message ?? ''})` : ''}`;
+  if (err instanceof CarevaultError) return err.message;
+  if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return `${(err as Error).message}\n${USAGE}`;
+  return `unexpected: ${(err as Error)?.message ?? String(err)}`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'scp-sync') return await scpSync(rest);
+    process.stderr.write(`${command ? `unknown command "${command}"\n` : ''}${USAGE}\n`);
+    return 2;
+  } catch (err) {
+    process.stderr.write(`error: ${describe(err)}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,289 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  type Bundle,
+  FhirClient,
+  FhirResponseError,
+  isSafeToRepeat,
+  type Resource,
+  TokenManager,
+  TransportError,
+} from '../src/index.ts';
+import { type ClosableFetch, tlsFetch } from '../src/node.ts';
+import { type Cara, CLIENT_ID, startCara } from './helpers/cara.ts';
+
+// The SDK FhirClient against a real carevault, with the quirks real EHRs have injected by the loopback proxy
+// in front of it, so the client is not tuned to carevault alone (issue 10 §1).
+let cara: Cara;
+let fetch: ClosableFetch;
+let tokens: TokenManager;
+let fhir: FhirClient;
+const fast = { baseDelayMs: 10, maxDelayMs: 2000, maxAttempts: 5 };
+
+before(async () => {
+  cara = await startCara();
+  fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+  tokens = new TokenManager({ issuer: cara.issuer, clientId: CLIENT_ID, auth: { method: 'tls_client_auth' }, fetch });
+  fhir = new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch, retry: fast });
+});
+after(async () => {
+  await fetch.close();
+  await cara.stop();
+});
+const reset = () => {
+  cara.proxy.fault = () => ({ kind: 'pass' });
+  cara.proxy.requireAccept = false;
+  cara.proxy.linkOrigin = undefined;
+};
+const fhirRequests = (from: number) => cara.proxy.seen.slice(from).filter((s) => s.url.startsWith('/fhir/'));
+
+describe('REST interactions', () => {
+  test('create, read, vread, update, patch, history, conditional create, delete', async () => {
+    const created = await fhir.create({ resourceType: 'Patient', name: [{ family: 'Client' }] });
+    assert.ok(created.id);
+    const read = await fhir.read('Patient', created.id as string);
+    assert.deepEqual(read.name, [{ family: 'Client' }]);
+    const updated = await fhir.update({ ...read, gender: 'female' }, { ifMatch: `W/"${read.meta?.versionId}"` });
+    assert.equal(updated.meta?.versionId, '2');
+    assert.equal((await fhir.vread('Patient', created.id as string, '1')).gender, undefined);
+    const patched = await fhir.patch('Patient', created.id as string, [
+      { op: 'replace', path: '/gender', value: 'male' },
+    ]);
+    assert.equal(patched.gender, 'male');
+    const history = await fhir.history('Patient', created.id as string);
+    assert.equal(history.entry?.length, 3);
+    const c1 = await fhir.create(
+      { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'cc-1' }] },
+      { ifNoneExist: 'identifier=urn:x|cc-1' },
+    );
+    const c2 = await fhir.create(
+      { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'cc-1' }] },
+      { ifNoneExist: 'identifier=urn:x|cc-1' },
+    );
+    assert.equal(c1.id, c2.id, 'conditional create matched');
+    await fhir.delete('Patient', created.id as string);
+    await assert.rejects(fhir.read('Patient', created.id as string), (err: FhirResponseError) => {
+      assert.equal(err.status, 410);
+      return true;
+    });
+  });
+
+  test('errors keep the status, the issue codes and the diagnostics', async () => {
+    await assert.rejects(fhir.read('Patient', 'does-not-exist'), (err: unknown) => {
+      assert.ok(err instanceof FhirResponseError);
+      assert.equal(err.status, 404);
+      assert.deepEqual(err.codes, ['not-found']);
+      assert.match(err.issues[0]?.diagnostics ?? '', /not found/);
+      return true;
+    });
+    await assert.rejects(fhir.create({ resourceType: 'Patient', gender: 'nonsense' }), (err: FhirResponseError) => {
+      assert.equal(err.status, 422);
+      assert.ok(err.issues[0]?.expression?.some((e) => e.includes('gender')));
+      return true;
+    });
+  });
+
+  test('transaction and batch Bundles, and an operation', async () => {
+    const tx = await fhir.transaction([
+      {
+        fullUrl: 'urn:uuid:5b8f7a54-1c1e-4d9e-9d51-7a0c3c6e1a01',
+        resource: { resourceType: 'Patient' },
+        request: { method: 'POST', url: 'Patient' },
+      },
+      {
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text: 'x' },
+          subject: { reference: 'urn:uuid:5b8f7a54-1c1e-4d9e-9d51-7a0c3c6e1a01' },
+        },
+        request: { method: 'POST', url: 'Observation' },
+      },
+    ]);
+    assert.deepEqual(
+      tx.entry?.map((e) => e.response?.status.split(' ')[0]),
+      ['201', '201'],
+    );
+    const capability = await fhir.body<Resource>('GET', 'metadata');
+    assert.equal(capability.resourceType, 'CapabilityStatement');
+    const req = await fhir
+      .operation<Resource>('data-requirements', { type: 'Measure', id: 'nope' })
+      .catch((e: FhirResponseError) => e);
+    assert.ok(req instanceof FhirResponseError && req.status === 404);
+  });
+});
+
+describe('paging', () => {
+  test('pages() follows next links; searchAll yields every match once', async () => {
+    const total = (await fhir.search('Observation', { _summary: 'count' })).total as number;
+    assert.ok(total > 10);
+    let pages = 0;
+    for await (const _page of fhir.pages('Observation', { _count: 4 })) pages++;
+    assert.equal(pages, Math.ceil(total / 4));
+    const ids = new Set<string>();
+    for await (const o of fhir.searchAll('Observation', { _count: 7 })) ids.add(o.id as string);
+    assert.equal(ids.size, total);
+  });
+
+  test('next links on an internal host name are followed on the configured origin (the token never leaves it)', async () => {
+    cara.proxy.linkOrigin = 'https://ehr-internal.invalid:9443';
+    const from = cara.proxy.seen.length;
+    try {
+      const ids = new Set<string>();
+      for await (const o of fhir.searchAll('Observation', { _count: 4 })) ids.add(o.id as string);
+      assert.equal(ids.size, (await fhir.search('Observation', { _summary: 'count' })).total);
+      assert.ok(fhirRequests(from).length > 3, 'every page came through the configured origin');
+    } finally {
+      reset();
+    }
+  });
+});
+
+describe('EHR quirks and faults', () => {
+  test('every request has an explicit Accept, so a server that refuses requests without one (Cerner) answers', async () => {
+    cara.proxy.requireAccept = true;
+    try {
+      const raw = await fetch(`${cara.issuer}/fhir/alice_1234/Patient?_count=1`, {
+        headers: { authorization: `Bearer ${await tokens.getToken()}`, accept: '' },
+      });
+      assert.equal(raw.status, 406, 'the quirk is on');
+      const page = await fhir.search('Patient', { _count: 1 });
+      assert.equal(page.resourceType, 'Bundle');
+    } finally {
+      reset();
+    }
+  });
+
+  test('401 invalid_token after a token rotation: renewed once, the request repeated', async () => {
+    await fhir.search('Patient', { _count: 1 });
+    const before = await tokens.getToken();
+    cara.proxy.rotateTokens();
+    const from = cara.proxy.seen.length;
+    const page = await fhir.search('Patient', { _count: 1 });
+    assert.equal(page.resourceType, 'Bundle');
+    assert.notEqual(await tokens.getToken(), before, 'a new token was fetched');
+    const seen = cara.proxy.seen.slice(from).map((s) => `${s.method} ${s.url.split('?')[0]}`);
+    assert.deepEqual(seen, ['GET /fhir/alice_1234/Patient', 'POST /oauth/token', 'GET /fhir/alice_1234/Patient']);
+  });
+
+  test('429 with Retry-After is honoured; 503 and dropped connections are retried with the same X-Request-Id', async () => {
+    const from = cara.proxy.seen.length;
+    cara.proxy.fault = (_req, n) =>
+      n === from
+        ? { kind: 'status', status: 429, retryAfter: 1 }
+        : n === from + 1
+          ? { kind: 'status', status: 503 }
+          : n === from + 2
+            ? { kind: 'drop' }
+            : { kind: 'pass' };
+    try {
+      const started = Date.now();
+      const page = await fhir.search('Patient', { _count: 1 });
+      assert.equal(page.resourceType, 'Bundle');
+      assert.ok(Date.now() - started >= 1000, 'waited for Retry-After');
+      const attempts = fhirRequests(from);
+      assert.equal(attempts.length, 4);
+      const ids = new Set(attempts.map((a) => a.headers['x-request-id']));
+      assert.equal(ids.size, 1, 'one logical request, one X-Request-Id');
+      assert.match([...ids][0] as string, /^[A-Za-z0-9_-]{12}$/);
+      assert.equal(new Set(attempts.map((a) => a.headers['x-correlation-id'])).size, 1);
+      assert.equal(attempts[0]?.headers['x-correlation-id'], fhir.correlationId);
+    } finally {
+      reset();
+    }
+  });
+
+  test('a plain POST create is never repeated; a conditional create and a batch of PUTs are', async () => {
+    cara.proxy.fault = (req) => (req.method === 'POST' ? { kind: 'status', status: 503 } : { kind: 'pass' });
+    const from = cara.proxy.seen.length;
+    try {
+      await assert.rejects(fhir.create({ resourceType: 'Patient' }), (err: FhirResponseError) => err.status === 503);
+      assert.equal(fhirRequests(from).length, 1, 'not retried: it might have been written');
+      let n = 0;
+      cara.proxy.fault = (req) =>
+        req.method === 'POST' && n++ < 2 ? { kind: 'status', status: 503 } : { kind: 'pass' };
+      const c = await fhir.create(
+        { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'retry-1' }] },
+        { ifNoneExist: 'identifier=urn:x|retry-1' },
+      );
+      assert.ok(c.id);
+      n = 0;
+      const b = await fhir.batch([
+        {
+          resource: { resourceType: 'Patient', id: 'put-retry' },
+          request: { method: 'PUT', url: 'Patient/put-retry' },
+        },
+      ]);
+      assert.match(b.entry?.[0]?.response?.status ?? '', /^20[01]/);
+    } finally {
+      reset();
+    }
+    assert.equal(
+      isSafeToRepeat('POST', {
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [{ request: { method: 'POST', url: 'Patient' } }],
+      }),
+      false,
+    );
+    assert.equal(isSafeToRepeat('PATCH', []), false);
+  });
+
+  test('retries are bounded; per-request timeouts and AbortSignal end a request', async () => {
+    cara.proxy.fault = () => ({ kind: 'status', status: 503 });
+    const from = cara.proxy.seen.length;
+    try {
+      await assert.rejects(fhir.read('Patient', 'put-retry'), (err: FhirResponseError) => err.status === 503);
+      assert.equal(fhirRequests(from).length, fast.maxAttempts);
+    } finally {
+      reset();
+    }
+    cara.proxy.fault = () => ({ kind: 'delay', ms: 1500 });
+    try {
+      const slow = new FhirClient({
+        baseUrl: `${cara.issuer}/fhir/alice_1234`,
+        tokens,
+        fetch,
+        timeoutMs: 200,
+        retry: { ...fast, maxAttempts: 2 },
+      });
+      await assert.rejects(
+        slow.read('Patient', 'put-retry'),
+        (err: unknown) => err instanceof TransportError && /timeout/.test(err.message),
+      );
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(new Error('caller gave up')), 100);
+      const started = Date.now();
+      await assert.rejects(fhir.read('Patient', 'put-retry', { signal: controller.signal }), /caller gave up/);
+      assert.ok(Date.now() - started < 1000);
+    } finally {
+      reset();
+    }
+  });
+
+  test('the headers hook adds per-request headers (user context) to every attempt', async () => {
+    const withContext = new FhirClient({
+      baseUrl: `${cara.issuer}/fhir/alice_1234`,
+      tokens,
+      fetch,
+      correlationId: 'zv-session-01',
+      headers: ({ attempt }) => ({ 'x-zv-subject-id': 'dr-who', 'x-attempt': String(attempt) }),
+    });
+    const from = cara.proxy.seen.length;
+    await withContext.search('Patient', { _count: 1 });
+    const [seen] = fhirRequests(from);
+    assert.equal(seen?.headers['x-zv-subject-id'], 'dr-who');
+    assert.equal(seen?.headers['x-correlation-id'], 'zv-session-01');
+    assert.equal(seen?.headers.accept, 'application/fhir+json');
+  });
+});
+
+describe('against a server that is not carevault-shaped', () => {
+  test('absolute next links on the same origin and empty searchsets without entry work', async () => {
+    const empty = (await fhir.search('Patient', { identifier: 'urn:none|none' })) as Bundle;
+    assert.equal(empty.entry, undefined);
+    const all: Resource[] = [];
+    for await (const r of fhir.searchAll('Patient', { identifier: 'urn:none|none' })) all.push(r);
+    assert.deepEqual(all, []);
+  });
+});
