@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
+  AccountNotFoundError,
+  AimClient,
   type Bundle,
   FhirClient,
   FhirResponseError,
   isSafeToRepeat,
+  partitionOf,
   type Resource,
   TokenManager,
   TransportError,
@@ -285,5 +288,22 @@ describe('against a server that is not carevault-shaped', () => {
     const all: Resource[] = [];
     for await (const r of fhir.searchAll('Patient', { identifier: 'urn:none|none' })) all.push(r);
     assert.deepEqual(all, []);
+  });
+});
+
+describe('AimClient', () => {
+  test('CARA query API and PIXm agree; unknown ids are AccountNotFoundError; partitionOf checks its input', async () => {
+    const aim = new AimClient({ baseUrl: cara.issuer, tokens, fetch });
+    const mpi = 'urn:cara:mpi_id:2.16.756.5.30.1.127.3.10.3/0d7c8f1e-2b3a-4c5d-8e9f-0a1b2c3d4e5f';
+    assert.equal(await aim.accountUrn(mpi), 'urn:cara:account:alice_1234');
+    assert.equal(await aim.accountUrnViaPix(mpi), 'urn:cara:account:alice_1234');
+    const unknown = 'urn:cara:mpi_id:2.16.756.5.30.1.127.3.10.3/00000000-0000-4000-8000-000000000000';
+    await assert.rejects(aim.accountUrn(unknown), AccountNotFoundError);
+    await assert.rejects(aim.accountUrnViaPix(unknown), AccountNotFoundError);
+    await assert.rejects(aim.accountUrn('urn:cara:mpi_id:nonsense'), /not an MPI id/);
+    assert.equal(partitionOf('urn:cara:account:alice_1234'), 'alice_1234');
+    for (const bad of ['urn:cara:account:', 'urn:other:account:x', 'alice_1234', 'urn:cara:account:../x']) {
+      assert.throws(() => partitionOf(bad), /not an Account URN/);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -18,10 +18,20 @@ const GOAL_TYPES = 'https://terminology.cara.ch/CodeSystem/scp-custom-goal-type'
 
 let cara: Cara;
 let reader: FhirClient;
+let VITALS: string;
+const SYNTHEA = join(DENISHA, '..');
+const DENISHA_REF = 'Patient/6a93e0ad-9bd0-6d85-34a7-015186f7880a';
 let closeFetch: () => Promise<void>;
 
 before(async () => {
   cara = await startCara();
+  VITALS = join(cara.dataDir, 'synthea-vitals.ndjson');
+  writeFileSync(
+    VITALS,
+    `${syntheaVitals()
+      .map((o) => JSON.stringify(o))
+      .join('\n')}\n`,
+  );
   const fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
   closeFetch = () => fetch.close();
   const tokens = new TokenManager({
@@ -79,10 +89,23 @@ async function pushedInVault(): Promise<Resource[]> {
   return all;
 }
 
-/** Denisha's Synthea vitals that the active targets watch: blood-pressure panels (systolic/diastolic) and weights. */
-function syntheaExpectations() {
-  const bundle = JSON.parse(readFileSync(DENISHA, 'utf8')) as Bundle;
-  const obs = (bundle.entry ?? []).map((e) => e.resource as Resource).filter((r) => r.resourceType === 'Observation');
+/**
+ * Real Synthea vitals as the external EHR's history of Denisha: the Observations of every Synthea patient with
+ * their subject set to her (one patient's Bundle holds a single set of vitals; ten give the sync real work).
+ */
+function syntheaVitals(): Resource[] {
+  const out: Resource[] = [];
+  for (const file of readdirSync(SYNTHEA).filter((f) => f.endsWith('.json'))) {
+    const bundle = JSON.parse(readFileSync(join(SYNTHEA, file), 'utf8')) as Bundle;
+    for (const e of bundle.entry ?? []) {
+      if (e.resource?.resourceType === 'Observation') out.push({ ...e.resource, subject: { reference: DENISHA_REF } });
+    }
+  }
+  return out;
+}
+
+/** The vitals the active targets watch: blood-pressure panels (systolic/diastolic) and weights. */
+function syntheaExpectations(obs: Resource[] = syntheaVitals()) {
   const code = (r: Resource) => (r.code as { coding: { code: string }[] }).coding[0]?.code;
   const comp = (r: Resource, c: string) =>
     (r.component as { code: { coding: { code: string }[] }; valueQuantity: { value: number } }[]).find(
@@ -106,7 +129,9 @@ describe('scp-sync from the command line (contract)', () => {
     const r = await client('--mpi-id', MPI_ID, '--org-gln', '7601000000001', '--observations', DENISHA, '--dry-run');
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as SyncOutput;
-    const expected = syntheaExpectations();
+    const own = (JSON.parse(readFileSync(DENISHA, 'utf8')) as Bundle).entry?.map((e) => e.resource as Resource) ?? [];
+    const expected = syntheaExpectations(own.filter((o) => o.resourceType === 'Observation'));
+    assert.equal(expected.relevant, 2, 'her own Bundle holds one blood pressure and one weight');
     assert.equal(out.accountUrn, 'urn:cara:account:alice_1234');
     assert.equal(out.partition, 'alice_1234');
     assert.equal(out.carePlan, 'CarePlan/scp-plan');
@@ -117,14 +142,14 @@ describe('scp-sync from the command line (contract)', () => {
     assert.equal((await pushedInVault()).length, 0, 'nothing was written');
   });
 
-  test('Synthea vitals (a Bundle): exactly the watched ones are pushed, attention points flagged', async () => {
+  test('Synthea vitals (NDJSON): exactly the watched ones are pushed, attention points flagged', async () => {
     const r = await client(
       '--mpi-id',
       MPI_ID,
       '--org-gln',
       '7601000000001',
       '--observations',
-      DENISHA,
+      VITALS,
       '--batch-size',
       '7',
     );
@@ -135,10 +160,10 @@ describe('scp-sync from the command line (contract)', () => {
     assert.equal(out.attentionPoints.length, expected.attention);
     assert.ok(expected.attention > 0, 'the fixture has out-of-range vitals');
     assert.deepEqual(out.failed, []);
+    assert.equal(expected.relevant, 18, '9 blood-pressure panels and 9 weights');
     // Heart rate (target on hold), respiratory rate (goal on hold), SpO2 (target on hold), temperature (no
-    // target), lab panels and every non-Observation resource of the Bundle are not relevant.
-    const bundleSize = (JSON.parse(readFileSync(DENISHA, 'utf8')) as Bundle).entry?.length as number;
-    assert.equal(out.skipped, bundleSize - expected.relevant);
+    // target) and the lab panels are not relevant.
+    assert.equal(out.skipped, expected.total - expected.relevant);
     assert.deepEqual(Object.keys(out.skippedReasons), ['not-relevant']);
 
     const stored = await pushedInVault();
@@ -173,7 +198,7 @@ describe('scp-sync from the command line (contract)', () => {
       '--org-id',
       'urn:cara:org_id:2.16.756.5.30.1.178',
       '--observations',
-      DENISHA,
+      VITALS,
     );
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as SyncOutput;
@@ -341,8 +366,7 @@ describe('scp-sync through faults (library)', () => {
         fetch,
         maxRetries: 6,
       });
-      const candidates =
-        (JSON.parse(readFileSync(DENISHA, 'utf8')) as Bundle).entry?.map((e) => e.resource as Resource) ?? [];
+      const candidates = syntheaVitals();
       const result = await syncSharedCarePlan({
         issuer: cara.issuer,
         tokens,
@@ -375,10 +399,67 @@ describe('scp-sync through faults (library)', () => {
   });
 });
 
+describe('scp-sync with entries the server refuses for good', () => {
+  test('a 4xx entry is reported with its diagnostics and not sent again; the sync says it failed', async () => {
+    const fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+    const start = cara.proxy.seen.length;
+    cara.proxy.fault = (req) =>
+      req.method === 'POST' && /\/fhir\/alice_1234\/?$/.test(req.url)
+        ? { kind: 'entry-status', status: 422, every: 2 }
+        : { kind: 'pass' };
+    try {
+      const tokens = new TokenManager({
+        issuer: cara.issuer,
+        clientId: CLIENT_ID,
+        auth: { method: 'tls_client_auth' },
+        fetch,
+      });
+      const candidates = syntheaVitals();
+      const result = await syncSharedCarePlan({
+        issuer: cara.issuer,
+        tokens,
+        fetch,
+        mpiId: MPI_ID,
+        organization: { gln: '7601000000001' },
+        externalSystem: CLIENT_ID,
+        candidates,
+        batchSize: 6,
+        retry: { baseDelayMs: 10, maxDelayMs: 50 },
+      });
+      const relevant = syntheaExpectations().relevant;
+      const batches = cara.proxy.seen.slice(start).filter((r) => r.method === 'POST' && r.url.startsWith('/fhir/'));
+      console.log(
+        'DBG',
+        batches.length,
+        result.pushed.length,
+        result.failed.length,
+        JSON.stringify(result.failed.slice(0, 2)),
+        JSON.stringify(result.skippedReasons),
+      );
+      assert.equal(batches.length, Math.ceil(relevant / 6), 'one round: nothing refused for good is sent again');
+      assert.equal(result.failed.length, Math.ceil(relevant / 6) * 3);
+      assert.equal(result.pushed.length + result.failed.length, relevant);
+      for (const f of result.failed) {
+        assert.equal(f.status, 422);
+        assert.match(f.diagnostics, /422/);
+      }
+    } finally {
+      cara.proxy.fault = () => ({ kind: 'pass' });
+      await fetch.close();
+    }
+  });
+});
+
 describe('scp-sync under a tiny rate limit', () => {
   test('429 + Retry-After from the platform are waited out; the result is complete, with no duplicates', async () => {
     const limited = await startCara({ env: { CAREVAULT_RATE_LIMIT: '1/s' } });
     try {
+      writeFileSync(
+        join(limited.dataDir, 'vitals.ndjson'),
+        syntheaVitals()
+          .map((o) => JSON.stringify(o))
+          .join('\n'),
+      );
       const run1 = await run(
         process.execPath,
         [
@@ -399,7 +480,7 @@ describe('scp-sync under a tiny rate limit', () => {
           '--org-gln',
           '7601000000001',
           '--observations',
-          DENISHA,
+          join(limited.dataDir, 'vitals.ndjson'),
           '--batch-size',
           '3',
         ],

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connect } from 'node:tls';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { type Agent, fetch } from 'undici';
+import { createCa, issueLeaf } from '../src/pki/x509.ts';
 import { type Caller, fhir, grant, partition, secretClient, tokenWithSecret } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -284,6 +288,39 @@ describe('logs', () => {
         /"client_id":"cert-auth".*"reason":"client certificate was not provided"/,
       ],
     ];
+    // A certificate with the right CN from another CA, and an assertion signed with a key that is not registered.
+    const foreignCa = await createCa('someone else', 30);
+    const foreign = await issueLeaf(foreignCa, { commonName: 'cert-auth', usage: 'client', validDays: 30 });
+    cases.push([
+      token(
+        undefined,
+        'grant_type=client_credentials&client_id=cert-auth',
+        p.agent({ cert: foreign.certPem, key: foreign.keyPem }),
+      ),
+      /"client_id":"cert-auth".*"reason":"client certificate was not verified"/,
+    ]);
+    const registered = await generateKeyPair('ES256');
+    const jwk = { ...(await exportJWK(registered.publicKey)), kid: 'k1', alg: 'ES256' };
+    const jwksFile = `${p.dataDir}/jwt-jwks.json`;
+    writeFileSync(jwksFile, JSON.stringify({ keys: [jwk] }));
+    await p.register('jwt-auth', { auth: 'private_key_jwt', jwks: jwksFile, scope: 'system/*.rs' });
+    const impostor = await generateKeyPair('ES256');
+    const assertion = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer('jwt-auth')
+      .setSubject('jwt-auth')
+      .setAudience(p.tokenUrl)
+      .setJti(randomUUID())
+      .setIssuedAt()
+      .setExpirationTime('2m')
+      .sign(impostor.privateKey);
+    cases.push([
+      token(
+        undefined,
+        `grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=${assertion}`,
+      ),
+      /"client_id":"jwt-auth".*"reason":"[^"]*signature[^"]*"/,
+    ]);
     for (const [pending, reason] of cases) {
       const res = await pending;
       assert.equal(res.status, 401);
@@ -294,5 +331,6 @@ describe('logs', () => {
     }
     assert.ok(!logText.includes(client_secret as string));
     assert.ok(!logText.includes('wrong'), 'the presented secret is not logged');
+    assert.ok(!logText.includes(assertion), 'the assertion is not logged');
   });
 });
