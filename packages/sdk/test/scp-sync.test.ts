@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Bundle, FhirClient, type Resource, syncSharedCarePlan, TokenManager } from '../src/index.ts';
+import {
+  type Bundle,
+  FhirClient,
+  type Resource,
+  type ScpSyncOptions,
+  type ScpSyncResult,
+  syncSharedCarePlan,
+  TokenManager,
+} from '../src/index.ts';
 import { tlsFetch } from '../src/node.ts';
 import { type Cara, CLIENT_ID, DENISHA, EHR_NDJSON, MPI_ID, startCara } from './helpers/cara.ts';
 import type { Fault } from './helpers/fault-proxy.ts';
@@ -68,17 +76,27 @@ async function client(...args: string[]) {
   }
 }
 
-interface SyncOutput {
-  accountUrn: string;
-  partition: string;
-  carePlan: string;
-  organization: string;
-  pushed: string[];
-  attentionPoints: string[];
-  skipped: number;
-  skippedReasons: Record<string, number>;
-  failed: { id: string; status: number; diagnostics: string }[];
-  planned?: string[];
+type SyncOutput = ScpSyncResult;
+
+/** The library sync of the Synthea vitals as bestclinic-tcu, through the proxy, with test-sized retry waits. */
+async function syncVitals(fetch: typeof globalThis.fetch, options: Partial<ScpSyncOptions>) {
+  const tokens = new TokenManager({
+    issuer: cara.issuer,
+    clientId: CLIENT_ID,
+    auth: { method: 'tls_client_auth' },
+    fetch,
+    maxRetries: 6,
+  });
+  return syncSharedCarePlan({
+    issuer: cara.issuer,
+    tokens,
+    fetch,
+    mpiId: MPI_ID,
+    organization: { gln: '7601000000001' },
+    externalSystem: CLIENT_ID,
+    candidates: syntheaVitals(),
+    ...options,
+  });
 }
 
 /** The external observations in the vault (tagged by the external system). */
@@ -359,22 +377,7 @@ describe('scp-sync through faults (library)', () => {
           return inject('entry-503', { kind: 'entry-status', status: 503, every: 3 });
         return { kind: 'pass' };
       };
-      const tokens = new TokenManager({
-        issuer: cara.issuer,
-        clientId: CLIENT_ID,
-        auth: { method: 'tls_client_auth' },
-        fetch,
-        maxRetries: 6,
-      });
-      const candidates = syntheaVitals();
-      const result = await syncSharedCarePlan({
-        issuer: cara.issuer,
-        tokens,
-        fetch,
-        mpiId: MPI_ID,
-        organization: { gln: '7601000000001' },
-        externalSystem: CLIENT_ID,
-        candidates,
+      const result = await syncVitals(fetch, {
         batchSize: 5,
         retry: { baseDelayMs: 20, maxDelayMs: 200, maxAttempts: 8 },
         onRetry: (i) => retries.push(i.reason),
@@ -408,21 +411,7 @@ describe('scp-sync with entries the server refuses for good', () => {
         ? { kind: 'entry-status', status: 422, every: 2 }
         : { kind: 'pass' };
     try {
-      const tokens = new TokenManager({
-        issuer: cara.issuer,
-        clientId: CLIENT_ID,
-        auth: { method: 'tls_client_auth' },
-        fetch,
-      });
-      const candidates = syntheaVitals();
-      const result = await syncSharedCarePlan({
-        issuer: cara.issuer,
-        tokens,
-        fetch,
-        mpiId: MPI_ID,
-        organization: { gln: '7601000000001' },
-        externalSystem: CLIENT_ID,
-        candidates,
+      const result = await syncVitals(fetch, {
         batchSize: 6,
         retry: { baseDelayMs: 10, maxDelayMs: 50 },
       });

@@ -4,19 +4,19 @@ import { type AuditTrail, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { correlationOf } from '../http/correlation.ts';
-import { drainBody } from '../http/request-limits.ts';
 import type { Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
+import { fhirBodyParsers } from './body-parsers.ts';
 import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
+import { fhirErrors } from './error-handler.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
-import { auditFailure } from './failure-audit.ts';
 import { assertAcceptsJson, bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
@@ -25,7 +25,6 @@ import { patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
-import { parseFhirJson } from './json-body.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -42,84 +41,12 @@ export interface FhirPluginOptions {
   certificates: CertificateSource;
 }
 
-/** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
-export const FHIR_BODY_LIMIT = 16 * 1024 * 1024;
-
 type Params = { partition: string; type?: string; id?: string; vid?: string };
 
 /** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
 export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser(
-    ['application/fhir+json', 'application/json', 'application/json+fhir', 'application/json-patch+json'],
-    { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
-    (_req, body, done) => {
-      if (body === '') {
-        done(new FhirError(400, 'structure', 'request body is empty'), undefined);
-        return;
-      }
-      try {
-        done(null, parseFhirJson(body as string));
-      } catch (err) {
-        done(err as FhirError, undefined);
-      }
-    },
-  );
-  // POST [type]/_search sends its parameters as a form (http.html#search).
-  app.addContentTypeParser(
-    'application/x-www-form-urlencoded',
-    { parseAs: 'string', bodyLimit: 1024 * 1024 },
-    (_req, body, done) => done(null, [...new URLSearchParams(body as string)]),
-  );
-  app.addContentTypeParser('*', { bodyLimit: FHIR_BODY_LIMIT }, (req, _payload, done) => {
-    done(
-      new FhirError(
-        415,
-        'not-supported',
-        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not supported; send application/fhir+json`,
-      ),
-      undefined,
-    );
-  });
-
-  app.setErrorHandler(async (err, req, reply) => {
-    await auditFailure(o.audit, req, err as FhirError | { statusCode?: number; message: string });
-    if (err instanceof FhirError) {
-      void reply
-        .code(err.status)
-        .headers(err.headers)
-        .type(FHIR_JSON)
-        .send(operationOutcome('error', err.code, err.diagnostics, err.expression));
-      return;
-    }
-    const e = err as { statusCode?: number; code?: string; message: string };
-    if (e.statusCode === 413) await drainBody(req.raw);
-    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-      const code = e.statusCode === 413 ? 'too-costly' : e.statusCode === 415 ? 'not-supported' : 'structure';
-      const diagnostics =
-        e.statusCode === 413
-          ? `request body exceeds ${FHIR_BODY_LIMIT} bytes`
-          : e.code?.startsWith('FST_ERR_CTP')
-            ? 'request body is not valid JSON'
-            : 'bad request';
-      void reply
-        .code(e.statusCode)
-        .type(FHIR_JSON)
-        .send(operationOutcome('error', code, diagnostics));
-      return;
-    }
-    req.log.error({ err: { message: e.message, code: e.code } }, 'FHIR request failed');
-    void reply
-      .code(500)
-      .type(FHIR_JSON)
-      .send(operationOutcome('fatal', 'exception', 'internal error'));
-  });
-  app.setNotFoundHandler((_req, reply) => {
-    void reply
-      .code(404)
-      .type(FHIR_JSON)
-      .send(operationOutcome('error', 'not-found', 'no such FHIR endpoint'));
-  });
+  fhirBodyParsers(app);
+  fhirErrors(app, o.audit);
 
   // Format first (406 needs no token), then the token (401), then the vault (404) — all before the body is
   // parsed, so a caller learns nothing about a vault, or about body rules, until it holds a token that reaches it.
