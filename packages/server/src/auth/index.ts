@@ -29,11 +29,6 @@ export interface AuthOptions {
   audit: AuditTrail;
 }
 
-/**
- * The authorization server: the oidc-provider engine plus carevault's SMART/IUA layer, and the
- * verifier resource servers use. The engine is rebuilt when the signing keys change so a rotated key is
- * published without a restart.
- */
 interface ClientAuthError extends Error {
   error?: string;
   error_detail?: string;
@@ -46,10 +41,19 @@ function clientIdOf(ctx: KoaContextWithOIDC): string | undefined {
   if (typeof fromEngine === 'string') return fromEngine.slice(0, 128);
   const basic = /^Basic\s+(\S+)/i.exec(ctx.get('authorization'))?.[1];
   if (!basic) return undefined;
-  const decoded = Buffer.from(basic, 'base64').toString('utf8');
-  return decodeURIComponent(decoded.split(':')[0] ?? '').slice(0, 128);
+  const user = Buffer.from(basic, 'base64').toString('utf8').split(':')[0] ?? '';
+  try {
+    return decodeURIComponent(user).slice(0, 128);
+  } catch {
+    return user.slice(0, 128);
+  }
 }
 
+/**
+ * The authorization server: the oidc-provider engine plus carevault's SMART/IUA layer, and the
+ * verifier resource servers use. The engine is rebuilt when the signing keys change so a rotated key is
+ * published without a restart.
+ */
 export class AuthServer {
   readonly verifier: TokenVerifier;
   private provider: Provider;
