@@ -55,18 +55,13 @@ after(async () => {
   await cara.stop();
 });
 
+/** `carevault-client scp-sync` as bestclinic-tcu against the platform (`cert` replaces its certificate). */
 async function client(...args: string[]) {
-  const base = [
-    'scp-sync',
-    '--issuer',
-    cara.issuer,
-    '--client-id',
-    CLIENT_ID,
-    '--cert',
-    cara.certPath,
-    '--key',
-    cara.keyPath,
-  ];
+  return clientWith(cara.certPath, ...args);
+}
+
+async function clientWith(cert: string, ...args: string[]) {
+  const base = ['scp-sync', '--issuer', cara.issuer, '--client-id', CLIENT_ID, '--cert', cert, '--key', cara.keyPath];
   try {
     const r = await run(process.execPath, [CLIENT_BIN, ...base, '--ca', cara.caPath, ...args], { timeout: 120_000 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
@@ -292,30 +287,13 @@ describe('scp-sync refuses bad input with one line and exit 1, pushing nothing',
   test('an expired client certificate', async () => {
     const { X509Certificate } = await import('node:crypto');
     const expired = join(cara.dataDir, 'expired.pem');
-    // A certificate issued in the past that has run out: made with the platform's own issuing code path.
+    // A certificate that ran out yesterday: refused before any request, with the date.
     const { createSelfSignedExpired } = await import('./helpers/expired-cert.ts');
     writeFileSync(expired, await createSelfSignedExpired());
     assert.ok(Date.parse(new X509Certificate(readFileSync(expired)).validTo) < Date.now());
-    const r = await run(process.execPath, [
-      CLIENT_BIN,
-      'scp-sync',
-      '--issuer',
-      cara.issuer,
-      '--client-id',
-      CLIENT_ID,
-      '--cert',
-      expired,
-      '--key',
-      cara.keyPath,
-      '--mpi-id',
-      MPI_ID,
-      '--org-gln',
-      '7601000000001',
-      '--observations',
-      EHR_NDJSON,
-    ]).catch((e: { code: number; stderr: string }) => e);
-    assert.equal((r as { code: number }).code, 1);
-    assert.match((r as { stderr: string }).stderr, /^error: the client certificate .* expired on /);
+    const r = await clientWith(expired, '--mpi-id', MPI_ID, '--org-gln', '7601000000001', '--observations', EHR_NDJSON);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: the client certificate .* expired on /);
   });
 
   test('no active CarePlan, or several', async () => {
