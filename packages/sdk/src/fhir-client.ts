@@ -124,7 +124,7 @@ export class FhirClient {
     return this.body('PUT', `${resource.resourceType}/${encodeURIComponent(resource.id)}`, resource, { ...o, headers });
   }
 
-  conditionalUpdate<T extends Resource>(resource: T, params: SearchParams, o?: RequestOptions): Promise<T> {
+  conditionalUpdate<T extends Resource>(resource: T, params: SearchParams, o?: RequestOptions): Promise<T & Resource> {
     return this.body('PUT', `${resource.resourceType}${query(params)}`, resource, o);
   }
 

@@ -64,6 +64,18 @@ describe('REST interactions', () => {
       { ifNoneExist: 'identifier=urn:x|cc-1' },
     );
     assert.equal(c1.id, c2.id, 'conditional create matched');
+    // Conditional update: creates when nothing matches, updates the one match afterwards.
+    const cu1 = await fhir.conditionalUpdate(
+      { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'cu-1' }], gender: 'other' },
+      { identifier: 'urn:x|cu-1' },
+    );
+    const cu2 = await fhir.conditionalUpdate(
+      { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'cu-1' }], gender: 'unknown' },
+      { identifier: 'urn:x|cu-1' },
+    );
+    assert.equal(cu2.id, cu1.id);
+    assert.equal(cu2.meta?.versionId, '2');
+    assert.equal((await fhir.read('Patient', cu1.id as string)).gender, 'unknown');
     await fhir.delete('Patient', created.id as string);
     await assert.rejects(fhir.read('Patient', created.id as string), (err: FhirResponseError) => {
       assert.equal(err.status, 410);
