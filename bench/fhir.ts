@@ -2,7 +2,9 @@
  * FHIR throughput against a real `carevault serve` child process over HTTPS (keep-alive, Bearer token),
  * each next to the raw SQLite ceiling of the same operation measured in this run:
  *   read by id · create · token+reference search · transaction ingest of the Synthea Bundles.
- *   npm run bench:fhir        (about 40 s)
+ * Then the same on PostgreSQL (a schema of its own, dropped afterwards) when BENCH_DATABASE_URL or
+ * CAREVAULT_TEST_DATABASE_URL names one, printed beside SQLite's.
+ *   npm run bench:fhir        (about 90 s)
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -68,20 +70,21 @@ function rawCeilings(dbFile: string, ids: string[]): { read: number; insert: num
   return { read, insert: (n * 100) / 2 };
 }
 
-async function main() {
+async function measure(databaseUrl: string | undefined) {
   const dataDir = mkdtempSync(join(tmpdir(), 'carevault-bench-fhir-'));
   const port = await freePort();
-  const config = loadConfig({ dataDir, port }, {});
+  const storeEnv: Record<string, string> = databaseUrl ? { CAREVAULT_DATABASE_URL: databaseUrl } : {};
+  const config = loadConfig({ dataDir, port }, storeEnv);
   const base = `https://localhost:${port}`;
   const { client_secret } = await addClient(config, 'bench', { auth: 'client_secret_basic', scope: 'system/*.cruds' });
-  const store = await openStore({ dataDir, databaseUrl: undefined });
+  const store = await openStore({ dataDir, databaseUrl });
   await addPartition(store, 'bench');
   await addPartition(store, 'ingest');
   await addGrant(store, { partition: 'bench', client: 'bench', scope: 'system/*.cruds' });
   await addGrant(store, { partition: 'ingest', client: 'bench', scope: 'system/*.cruds' });
   await store.close();
 
-  let child = await startServer(dataDir, port);
+  let child = await startServer(dataDir, port, storeEnv);
   let pid = child.pid as number;
   const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) }, connections: CONCURRENCY });
   const tokenRes = await request(`${base}/oauth/token`, {
@@ -120,7 +123,7 @@ async function main() {
     await r.body.arrayBuffer();
     if (r.statusCode !== 200) throw new Error(`seed failed: ${r.statusCode}`);
   }
-  const raw = rawCeilings(join(dataDir, 'carevault.sqlite'), obsIds);
+  const raw = databaseUrl ? undefined : rawCeilings(join(dataDir, 'carevault.sqlite'), obsIds);
 
   let i = 0;
   const read = await load('read by id', pid, agent, () => ({
@@ -135,22 +138,25 @@ async function main() {
     body,
   }));
   // What the audit trail costs (issue 5: ≥ 80 %): the same creates against the same data with CAREVAULT_AUDIT=off.
-  await stopServer(child);
-  child = await startServer(dataDir, port, { CAREVAULT_AUDIT: 'off' });
-  // A fresh process compiles and warms its JIT first; measure it warm, as the audited run was.
-  for (let w = 0; w < 1000; w++) {
-    const r = await request(`${fhir}/Observation`, { method: 'POST', dispatcher: agent, headers: json, body });
-    await r.body.arrayBuffer();
+  let createNoAudit: Awaited<ReturnType<typeof load>> | undefined;
+  if (!databaseUrl) {
+    await stopServer(child);
+    child = await startServer(dataDir, port, { CAREVAULT_AUDIT: 'off' });
+    // A fresh process compiles and warms its JIT first; measure it warm, as the audited run was.
+    for (let w = 0; w < 1000; w++) {
+      const r = await request(`${fhir}/Observation`, { method: 'POST', dispatcher: agent, headers: json, body });
+      await r.body.arrayBuffer();
+    }
+    createNoAudit = await load('create, audit off', child.pid as number, agent, () => ({
+      url: `${fhir}/Observation`,
+      method: 'POST',
+      headers: json,
+      body,
+    }));
+    await stopServer(child);
+    child = await startServer(dataDir, port);
+    pid = child.pid as number;
   }
-  const createNoAudit = await load('create, audit off', child.pid as number, agent, () => ({
-    url: `${fhir}/Observation`,
-    method: 'POST',
-    headers: json,
-    body,
-  }));
-  await stopServer(child);
-  child = await startServer(dataDir, port);
-  pid = child.pid as number;
   const search = await load('search code + subject', pid, agent, () => ({
     url: `${fhir}/Observation?code=http://loinc.org|8867-4&subject=Patient/${patients[i++ % patients.length]}`,
     headers: auth,
@@ -181,24 +187,68 @@ async function main() {
     INGEST_CONCURRENCY,
   );
 
-  const line = (r: typeof read, ceiling: number, goal: string) =>
-    console.log(
-      `${r.name}: ${r.wall.toFixed(0)}/s wall, ${r.perCpu.toFixed(0)} per server CPU-second; raw SQLite ceiling ${ceiling.toFixed(0)}/s → ratio ${(r.perCpu / ceiling).toFixed(2)}${r.errors ? `, ${r.errors} errors` : ''} (goal ${goal})`,
-    );
-  line(read, raw.read, '≥ 10k/s');
-  line(create, raw.insert, '≥ 2k/s');
-  line(createNoAudit, raw.insert, 'reference');
-  console.log(
-    `audit cost: create with audit ${(create.perCpu / createNoAudit.perCpu).toFixed(2)}× of without, per server CPU-second (goal ≥ 0.80)`,
-  );
-  line(search, raw.read, 'n/a');
-  line(ingest, raw.insert, '≥ 5k resources/s');
-  console.log(
-    `(${CONCURRENCY} in flight, ingest ${INGEST_CONCURRENCY}; keep-alive; ${SECONDS} s each; server: one process)`,
-  );
   await agent.close();
   await stopServer(child);
   rmSync(dataDir, { recursive: true, force: true });
+  return { read, create, createNoAudit, search, ingest, raw };
+}
+
+type Results = Awaited<ReturnType<typeof measure>>;
+type Load = Results['read'];
+
+async function main() {
+  const base = process.env.BENCH_DATABASE_URL ?? process.env.CAREVAULT_TEST_DATABASE_URL;
+  if (base && process.env.BENCH_STORES === 'postgres') return postgres(base, undefined);
+  const sqlite = await measure(undefined);
+  const line = (r: Load, ceiling: number, goal: string) =>
+    console.log(
+      `${r.name}: ${r.wall.toFixed(0)}/s wall, ${r.perCpu.toFixed(0)} per server CPU-second; raw SQLite ceiling ${ceiling.toFixed(0)}/s → ratio ${(r.perCpu / ceiling).toFixed(2)}${r.errors ? `, ${r.errors} errors` : ''} (goal ${goal})`,
+    );
+  const raw = sqlite.raw as { read: number; insert: number };
+  const noAudit = sqlite.createNoAudit as Load;
+  console.log('SQLite (embedded default):');
+  line(sqlite.read, raw.read, '≥ 10k/s');
+  line(sqlite.create, raw.insert, '≥ 2k/s');
+  line(noAudit, raw.insert, 'reference');
+  console.log(
+    `audit cost: create with audit ${(sqlite.create.perCpu / noAudit.perCpu).toFixed(2)}× of without, per server CPU-second (goal ≥ 0.80)`,
+  );
+  line(sqlite.search, raw.read, 'n/a');
+  line(sqlite.ingest, raw.insert, '≥ 5k resources/s');
+
+  if (base) await postgres(base, sqlite);
+  else console.log('PostgreSQL: skipped (set BENCH_DATABASE_URL=postgres://… to measure it beside SQLite)');
+  console.log(
+    `(${CONCURRENCY} in flight, ingest ${INGEST_CONCURRENCY}; keep-alive; ${SECONDS} s each; server: one process)`,
+  );
+}
+
+/** The same measurements on PostgreSQL, printed beside SQLite's when those were taken. */
+async function postgres(base: string, sqlite: Results | undefined) {
+  {
+    const schema = `bench_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    const url = new URL(base);
+    url.searchParams.set('schema', schema);
+    try {
+      const pgr = await measure(url.href);
+      console.log('PostgreSQL (same machine), beside SQLite — wall-clock rate, PostgreSQL ÷ SQLite:');
+      const beside = (name: string, p: Load, s: Load | undefined, goal: string) =>
+        console.log(
+          `${name}: ${p.wall.toFixed(0)}/s${s ? ` vs ${s.wall.toFixed(0)}/s → ${(p.wall / s.wall).toFixed(2)}` : ''}, ${p.perCpu.toFixed(0)} per server CPU-second${p.errors ? `, ${p.errors} errors` : ''} (goal ${goal})`,
+        );
+      beside('read by id', pgr.read, sqlite?.read, '≥ 5,000/s');
+      beside('create', pgr.create, sqlite?.create, '≥ 1,500/s');
+      beside('search code + subject', pgr.search, sqlite?.search, 'n/a');
+      beside('transaction ingest (Synthea, resources)', pgr.ingest, sqlite?.ingest, '≥ 3,000 resources/s');
+    } finally {
+      const { default: pg } = await import('pg');
+      const client = new pg.Client({ connectionString: base });
+      await client.connect();
+      if (!process.env.BENCH_KEEP) await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      else console.log('kept', schema);
+      await client.end();
+    }
+  }
 }
 
 await main();

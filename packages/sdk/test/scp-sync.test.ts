@@ -395,14 +395,6 @@ describe('scp-sync with entries the server refuses for good', () => {
       });
       const relevant = syntheaExpectations().relevant;
       const batches = cara.proxy.seen.slice(start).filter((r) => r.method === 'POST' && r.url.startsWith('/fhir/'));
-      console.log(
-        'DBG',
-        batches.length,
-        result.pushed.length,
-        result.failed.length,
-        JSON.stringify(result.failed.slice(0, 2)),
-        JSON.stringify(result.skippedReasons),
-      );
       assert.equal(batches.length, Math.ceil(relevant / 6), 'one round: nothing refused for good is sent again');
       assert.equal(result.failed.length, Math.ceil(relevant / 6) * 3);
       assert.equal(result.pushed.length + result.failed.length, relevant);

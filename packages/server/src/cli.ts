@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
+import { dbMigrate, dbStatus } from './admin/database.ts';
 import { importCommand } from './admin/import.ts';
 import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
@@ -246,6 +247,14 @@ dataDirOption(
     return result;
   }),
 );
+
+const db = program.command('db').description('the PostgreSQL schema (CAREVAULT_DATABASE_URL)');
+db.command('migrate')
+  .description('apply pending schema migrations (serve does this at start, under a lock)')
+  .action(() => admin(() => dbMigrate(adminConfig({}))));
+db.command('status')
+  .description('show applied and pending schema migrations, changing nothing')
+  .action(() => admin(() => dbStatus(adminConfig({}))));
 
 dataDirOption(
   program

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+import { rawSql } from './helpers/raw-db.ts';
 
 // Issue 5 §2–3: a BALP AuditEvent for every access, in the data's own transaction, hash-chained, searchable by
 // auditors at /audit/AuditEvent, verifiable with `carevault audit verify`; X-Request-Id / X-Correlation-Id.
@@ -329,30 +329,26 @@ describe('hash chain (carevault audit verify)', () => {
     const ok = await p.store.audit.verify();
     assert.equal(ok.ok, true);
     assert.ok(ok.events > 20);
-    const db = new Database(join(p.dataDir, 'carevault.sqlite'));
-    try {
-      const row = db.prepare('SELECT seq, content FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5').get() as {
-        seq: number;
-        content: string;
-      };
-      db.prepare('UPDATE audit_events SET content = ? WHERE seq = ?').run(
-        row.content.replace('"outcome":"0"', '"outcome":"4"'),
-        row.seq,
-      );
-      const altered = await p.store.audit.verify();
-      assert.equal(altered.ok, false);
-      assert.equal(altered.firstBad?.seq, row.seq);
-      assert.match(altered.firstBad?.reason ?? '', /altered/);
-      db.prepare('UPDATE audit_events SET content = ? WHERE seq = ?').run(row.content, row.seq);
-      assert.equal((await p.store.audit.verify()).ok, true);
-      db.prepare('DELETE FROM audit_events WHERE seq = ?').run(row.seq + 1);
-      const deleted = await p.store.audit.verify();
-      assert.equal(deleted.ok, false);
-      assert.equal(deleted.firstBad?.seq, row.seq + 2);
-      assert.match(deleted.firstBad?.reason ?? '', /deleted/);
-    } finally {
-      db.close();
-    }
+    const [row] = await rawSql<{ seq: number; content: string }>(
+      p.dataDir,
+      'SELECT seq, content FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
+    );
+    if (!row) assert.fail('the calls above should have written events');
+    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ? WHERE seq = ?', [
+      row.content.replace('"outcome":"0"', '"outcome":"4"'),
+      row.seq,
+    ]);
+    const altered = await p.store.audit.verify();
+    assert.equal(altered.ok, false);
+    assert.equal(altered.firstBad?.seq, row.seq);
+    assert.match(altered.firstBad?.reason ?? '', /altered/);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ? WHERE seq = ?', [row.content, row.seq]);
+    assert.equal((await p.store.audit.verify()).ok, true);
+    await rawSql(p.dataDir, 'DELETE FROM audit_events WHERE seq = ?', [row.seq + 1]);
+    const deleted = await p.store.audit.verify();
+    assert.equal(deleted.ok, false);
+    assert.equal(deleted.firstBad?.seq, row.seq + 2);
+    assert.match(deleted.firstBad?.reason ?? '', /deleted/);
   });
 });
 

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Agent, fetch } from 'undici';
 import { freePort } from './helpers/platform.ts';
+import { rawSql } from './helpers/raw-db.ts';
+import { withStore } from './helpers/serve.ts';
 
 // The admin CLI and `serve` as separate processes, the way an operator runs them.
 const BIN = fileURLToPath(new URL('../bin/carevault.js', import.meta.url));
@@ -17,7 +19,10 @@ let dataDir: string;
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], { timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], {
+      timeout: 60_000,
+      env: withStore(['--data-dir', dataDir]),
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -206,7 +211,7 @@ describe('carevault serve', () => {
   test('serves HTTPS with the dev PKI, prints issuer, FHIR base and ca.pem, and stops on SIGTERM', async () => {
     const port = await freePort();
     const child = spawn(process.execPath, [BIN, 'serve', '--port', String(port), '--data-dir', dataDir], {
-      env: { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' },
+      env: withStore(['--data-dir', dataDir], { ...process.env, CAREVAULT_LOG_LEVEL: 'warn' }),
     });
     let stdout = '';
     child.stdout.on('data', (d) => {
@@ -266,7 +271,9 @@ describe('carevault user / launch …', () => {
     );
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), { username: 'alice', partition: 'alice_1234', fhirUser: 'Patient/p1' });
-    const child = spawn(process.execPath, [BIN, 'user', 'add', 'bob', '--password-stdin', '--data-dir', dataDir]);
+    const child = spawn(process.execPath, [BIN, 'user', 'add', 'bob', '--password-stdin', '--data-dir', dataDir], {
+      env: withStore(['--data-dir', dataDir]),
+    });
     child.stdin.end('another secret\n');
     let out = '';
     child.stdout.on('data', (d) => {
@@ -392,15 +399,10 @@ describe('carevault audit verify', () => {
     assert.equal(ok.code, 0, ok.stderr);
     const result = JSON.parse(ok.stdout) as { ok: boolean; events: number };
     assert.equal(result.ok, true);
-    const { default: Database } = await import('better-sqlite3');
-    const db = new Database(join(dataDir, 'carevault.sqlite'));
-    const seq = db.prepare('SELECT MIN(seq) FROM audit_events').pluck().get() as number | null;
-    if (seq === null) {
-      db.close();
-      assert.fail('the CLI commands above should have written audited data');
-    }
-    db.prepare("UPDATE audit_events SET outcome = '8' WHERE seq = ?").run(seq);
-    db.close();
+    const [first] = await rawSql<{ seq: number }>(dataDir, 'SELECT MIN(seq) AS seq FROM audit_events');
+    const seq = first?.seq;
+    if (seq === undefined || seq === null) assert.fail('the CLI commands above should have written audited data');
+    await rawSql(dataDir, "UPDATE audit_events SET outcome = '8' WHERE seq = ?", [seq]);
     const bad = await cli('audit', 'verify');
     assert.equal(bad.code, 1);
     const out = JSON.parse(bad.stdout) as { ok: boolean; firstBad: { seq: number } };

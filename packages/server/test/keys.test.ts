@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KeyRing } from '../src/auth/keys.ts';
 import { decodeJwt, startPlatform, type TestPlatform } from './helpers/platform.ts';
+import { rawSql } from './helpers/raw-db.ts';
+import { TEST_STORE } from './helpers/store.ts';
 
 // Signing keys: kept in a 0600 file, rotated "publish before use", old key kept until its tokens expire.
 let p: TestPlatform;
@@ -44,8 +46,17 @@ describe('signing keys', () => {
     assert.equal(statSync(join(p.dataDir, 'pki', 'server-key.pem')).mode & 0o777, 0o600);
     assert.equal(statSync(join(p.dataDir, 'pki', 'ca-key.pem')).mode & 0o777, 0o600);
     const d = p.keys.privateJwks()[0]?.d as string;
-    const db = readFileSync(join(p.dataDir, 'carevault.sqlite'));
-    assert.ok(!db.includes(Buffer.from(d)), 'private key material is not in the database');
+    if (TEST_STORE === 'sqlite') {
+      const db = readFileSync(join(p.dataDir, 'carevault.sqlite'));
+      assert.ok(!db.includes(Buffer.from(d)), 'private key material is not in the database');
+    } else {
+      const [hits] = await rawSql<{ n: number }>(
+        p.dataDir,
+        `SELECT (SELECT count(*) FROM clients WHERE metadata LIKE ?) + (SELECT count(*) FROM oidc_payloads WHERE payload LIKE ?) AS n`,
+        [`%${d}%`, `%${d}%`],
+      );
+      assert.equal(Number(hits?.n), 0, 'private key material is not in the database');
+    }
   });
 
   test('a rotated key is published at once but signs only after its activation time', async () => {

@@ -10,6 +10,7 @@ import { Agent, fetch } from 'undici';
 import { MemoryRateLimiter } from '../src/http/rate-limit.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { freePort, startPlatform, type TestPlatform } from './helpers/platform.ts';
+import { withStore } from './helpers/serve.ts';
 
 // Issue 5 §4 (J50, seed 000 "handle the rate limit exceptions"): token buckets per client and per address,
 // 429 + Retry-After in each endpoint's dialect; shared through Redis by several server processes.
@@ -89,7 +90,7 @@ describe('Redis-backed limits', { skip: REDIS ? false : 'skipped: no Redis (set 
     const dataDir = mkdtempSync(join(tmpdir(), 'carevault-redis-'));
     const port = await freePort();
     const child = spawn(process.execPath, [BIN, 'serve', '--port', String(port), '--data-dir', dataDir], {
-      env: { ...process.env, ...env, CAREVAULT_LOG_LEVEL: 'warn' },
+      env: withStore(['--data-dir', dataDir], { ...process.env, ...env, CAREVAULT_LOG_LEVEL: 'warn' }),
     });
     let stdout = '';
     child.stdout.on('data', (d) => {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { Agent } from 'undici';
@@ -12,6 +11,7 @@ import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login
 import { discover } from './helpers/oidc-client.ts';
 import { addDelegation, addPerson, familyVault, launchFor } from './helpers/people.ts';
 import { decodeJwt, startPlatform, type TestPlatform } from './helpers/platform.ts';
+import { rawSql } from './helpers/raw-db.ts';
 
 // SMART App Launch for people (issue 4): authorization code + PKCE with login and consent pages, refresh,
 // launch context, delegates, and the FHIR-side enforcement of patient/ and user/ scopes.
@@ -469,10 +469,8 @@ describe('token endpoint: bad requests (C rows, Inferno N24–N26)', () => {
   test('B15: an expired code → invalid_grant', async () => {
     const launch = await authorizeUrl();
     const callback = await codeFor(launch);
-    const db = new Database(join(p.dataDir, 'carevault.sqlite'));
     // Age every code past its 60 s lifetime instead of waiting for it.
-    db.prepare("UPDATE oidc_payloads SET expires_at = 1 WHERE model = 'AuthorizationCode'").run();
-    db.close();
+    await rawSql(p.dataDir, "UPDATE oidc_payloads SET expires_at = 1 WHERE model = 'AuthorizationCode'");
     const r = await exchange(launch.verifier, callback);
     assert.equal(r.status, 400);
     assert.equal(r.json.error, 'invalid_grant');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { freePort } from '@carevault/server/testing';
-import { BIN, type ServeChild, serveChild } from '@carevault/server/testing/serve';
+import { BIN, type ServeChild, serveChild, withStore } from '@carevault/server/testing/serve';
 import { FaultProxy } from './fault-proxy.ts';
 
 const run = promisify(execFile);
@@ -36,7 +36,12 @@ export interface Cara {
 export async function startCara(options: { env?: Record<string, string> } = {}): Promise<Cara> {
   const dataDir = mkdtempSync(join(tmpdir(), 'carevault-cara-'));
   const admin = async (...args: string[]) =>
-    (await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], { timeout: 120_000 })).stdout;
+    (
+      await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], {
+        timeout: 120_000,
+        env: withStore(['--data-dir', dataDir]),
+      })
+    ).stdout;
   await admin(
     'client',
     'add',

@@ -1,4 +1,5 @@
 import type { OperationOutcome } from 'fhir/r4.js';
+import { StoreUnavailableError } from '../store/errors.ts';
 
 /** FHIR issue-type codes we answer with (http://hl7.org/fhir/issue-type). */
 export type IssueCode =
@@ -17,6 +18,7 @@ export type IssueCode =
   | 'too-costly'
   | 'exception'
   | 'throttled'
+  | 'transient'
   | 'informational';
 
 /** An error that becomes an OperationOutcome with this HTTP status; `diagnostics` is safe to show. */
@@ -49,3 +51,12 @@ export const VAULT_NOT_FOUND = 'Resource not found';
 export const vaultNotFound = () => new FhirError(404, 'not-found', VAULT_NOT_FOUND);
 export const resourceNotFound = (type: string, id: string) =>
   new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
+
+/**
+ * The database is not reachable (PostgreSQL restarting, failing over): 503 `transient` with Retry-After, so
+ * that clients retry; nothing was written.
+ */
+export function unavailableAsFhir<E>(err: E): E | FhirError {
+  if (!(err instanceof StoreUnavailableError)) return err;
+  return new FhirError(503, 'transient', 'the service is temporarily unavailable; retry later', { 'retry-after': '5' });
+}

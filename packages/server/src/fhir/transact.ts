@@ -48,6 +48,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
         return tx.write(w);
       },
       audit: (r) => tx.audit(r),
+      search: (q) => tx.search(q),
     });
     const targets = writes.filter((w) => w.method !== 'DELETE' && w.type !== 'Provenance');
     if (ctx.provenance && targets.length > 0) {

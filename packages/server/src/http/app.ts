@@ -13,13 +13,16 @@ import { certificateSource } from '../auth/mtls.ts';
 import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
 import type { Config } from '../config/index.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
+import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
 import { correlate, correlatedLogger, requestIdOf } from './correlation.ts';
+import { healthRoutes } from './health.ts';
 import { loggerOptions } from './logger.ts';
 import { oauthRoutes } from './oauth-routes.ts';
 import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
+import { connectRedis } from './redis.ts';
 import { clientErrorHandler, frameworkErrors, PARSER_MAX_HEADER_BYTES, requestLimits } from './request-limits.ts';
 
 export interface Platform {
@@ -83,9 +86,13 @@ export async function buildPlatform(
   app.setChildLoggerFactory(correlatedLogger);
   app.addHook('onRequest', requestLimits);
   app.addHook('onRequest', correlate);
-  const limiter: RateLimiter = config.redisUrl
-    ? new RedisRateLimiter(config.redisUrl, config.rateLimit, config.redisPrefix, app.log)
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, app.log) : undefined;
+  const limiter: RateLimiter = redis
+    ? new RedisRateLimiter(redis, config.rateLimit, config.redisPrefix, app.log)
     : new MemoryRateLimiter(config.rateLimit);
+  const throttle = new LoginThrottle(
+    redis ? new RedisFailureCounters(redis, `${config.redisPrefix}login:`) : new MemoryFailureCounters(),
+  );
   app.addHook('onRequest', addressLimit(limiter));
   const audit = new AuditTrail(store, config.audit, issuer, app.log);
   const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
@@ -103,6 +110,10 @@ export async function buildPlatform(
   });
   if (config.trustedCertHeader) auth.engine.proxy = true;
 
+  await app.register(healthRoutes, {
+    database: () => store.ping(),
+    redis: redis ? async () => (await redis.ping()) === 'PONG' : undefined,
+  });
   await app.register(oauthRoutes, { auth });
   await app.register(interactionRoutes, {
     auth,
@@ -113,6 +124,7 @@ export async function buildPlatform(
     styleUrl: `${issuer}/oauth/smart-style.json`,
     grantTtlSeconds: GRANT_TTL_SECONDS,
     audit,
+    throttle,
   });
   await app.register(aimRoutes, { store, auth, certificates, fhirBase, audit });
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
@@ -122,7 +134,9 @@ export async function buildPlatform(
   const timer = setInterval(() => {
     try {
       if (auth.refreshKeys() && config.trustedCertHeader) auth.engine.proxy = true;
-      void store.sweep(Math.floor(Date.now() / 1000));
+      store
+        .sweep(Math.floor(Date.now() / 1000))
+        .catch((err: Error) => app.log.error({ err: { message: err.message } }, 'expired-row sweep failed'));
     } catch (err) {
       app.log.error({ err }, 'periodic maintenance failed');
     }
@@ -143,6 +157,7 @@ export async function buildPlatform(
       clearInterval(timer);
       await app.close();
       await limiter.close();
+      redis?.disconnect();
       await store.close();
     },
   };

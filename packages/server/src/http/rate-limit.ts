@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { dialectOf, errorBody } from './dialect.ts';
@@ -75,17 +75,12 @@ return {allowed, wait}
  * is let through and the failure logged: the limit protects availability, so it must not take it away.
  */
 export class RedisRateLimiter implements RateLimiter {
-  private readonly redis: Redis;
   constructor(
-    url: string,
+    private readonly redis: Redis,
     private readonly limit: RateLimitConfig,
     private readonly prefix: string,
     private readonly log: Pick<Logger, 'error'>,
   ) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectTimeout: 2000 });
-    this.redis.on('error', (err: Error) =>
-      this.log.error({ err: { message: err.message } }, 'Redis (rate limits) error'),
-    );
     this.redis.defineCommand('carevaultTake', { numberOfKeys: 1, lua: TAKE });
   }
 
@@ -101,9 +96,7 @@ export class RedisRateLimiter implements RateLimiter {
     }
   }
 
-  async close(): Promise<void> {
-    this.redis.disconnect();
-  }
+  async close(): Promise<void> {}
 }
 
 const LIMITER = Symbol.for('carevault.rateLimiter');

@@ -239,6 +239,11 @@ export interface ResourceTransaction {
   write(write: ResourceWrite): Promise<void>;
   /** Appends an AuditEvent in this same transaction: it commits with the data it describes, or not at all. */
   audit(record: AuditRecord): Promise<void>;
+  /**
+   * A search that sees this transaction's own writes and everything committed before it took the write lock,
+   * for re-checking a condition (conditional create/update/delete) where no other writer can interleave.
+   */
+  search(query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
 }
 
 /** One AuditEvent as stored: the FHIR JSON plus the columns it is searched and chained by. */
@@ -336,5 +341,7 @@ export interface Store {
   readonly revocations: RevocationStore;
   /** Deletes expired rows; safe to call at any time. */
   sweep(now: number): Promise<void>;
+  /** Whether the database answers now (for /readyz); never throws. */
+  ping(): Promise<boolean>;
   close(): Promise<void>;
 }

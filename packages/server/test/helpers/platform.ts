@@ -6,6 +6,9 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { addClient, type ClientAddOptions } from '../../src/admin/clients.ts';
 import { type Config, loadConfig } from '../../src/config/index.ts';
 import { buildPlatform, type Platform } from '../../src/http/app.ts';
+import { storeEnv } from './store.ts';
+
+export { storeEnv, TEST_STORE } from './store.ts';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -39,7 +42,7 @@ export async function startPlatform(
   const port = await freePort();
   const config: Config = loadConfig(
     { port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides },
-    options.env ?? {},
+    { ...storeEnv(dataDir), ...options.env },
   );
   const platform = await buildPlatform(config, options);
   await platform.app.listen({ port, host: '127.0.0.1' });

@@ -1,7 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { storeEnv } from './store.ts';
 
 export const BIN = fileURLToPath(new URL('../../bin/carevault.js', import.meta.url));
+
+/** The environment for a carevault command on the `--data-dir` in `args`: its test store, unless one is given. */
+export function withStore(args: string[], env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const i = args.indexOf('--data-dir');
+  const dataDir = i >= 0 ? args[i + 1] : env.CAREVAULT_DATA_DIR;
+  if (!dataDir || env.CAREVAULT_DATABASE_URL !== undefined) return env;
+  return { ...env, ...storeEnv(dataDir) };
+}
 
 export interface ServeChild {
   child: ChildProcess;
@@ -20,9 +29,10 @@ export async function serveChild(
   options: { env?: NodeJS.ProcessEnv; shell?: string; timeoutMs?: number } = {},
 ): Promise<ServeChild> {
   const argv = [process.execPath, BIN, 'serve', ...args];
+  const env = withStore(args, options.env ?? process.env);
   const child = options.shell
-    ? spawn('sh', ['-c', `${options.shell} exec "$@"`, 'sh', ...argv], { env: options.env ?? process.env })
-    : spawn(argv[0] as string, argv.slice(1), { env: options.env ?? process.env });
+    ? spawn('sh', ['-c', `${options.shell} exec "$@"`, 'sh', ...argv], { env })
+    : spawn(argv[0] as string, argv.slice(1), { env });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d) => {

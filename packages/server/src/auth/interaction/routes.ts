@@ -4,7 +4,7 @@ import { errors, type InteractionResults } from 'oidc-provider';
 import { EVENT } from '../../audit/balp.ts';
 import type { AuditTrail } from '../../audit/trail.ts';
 import { correlationOf } from '../../http/correlation.ts';
-import { LoginThrottle } from '../../people/login-throttle.ts';
+import type { LoginThrottle } from '../../people/login-throttle.ts';
 import { verifyPassword } from '../../people/passwords.ts';
 import type { Store } from '../../store/types.ts';
 import { vaultOf } from '../audience.ts';
@@ -30,6 +30,8 @@ export interface InteractionOptions {
   styleUrl: string;
   grantTtlSeconds: number;
   audit: AuditTrail;
+  /** Shared by every node when it is Redis-backed. */
+  throttle: LoginThrottle;
 }
 
 /** Scopes that make the launch work and so are not offered for unticking. */
@@ -43,7 +45,7 @@ type Details = Awaited<ReturnType<AuthServer['engine']['interactionDetails']>>;
  * interactionResult; the grant they create carries the consented scopes and the launch context.
  */
 export async function interactionRoutes(app: FastifyInstance, o: InteractionOptions): Promise<void> {
-  const throttle = new LoginThrottle();
+  const { throttle } = o;
   const csrfKey = () => o.keys.cookieKeys[0] as string;
 
   app.removeAllContentTypeParsers();
@@ -193,7 +195,15 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
         clientRole: '110150',
       });
     };
-    const wait = throttle.retryAfterMs(username, req.ip);
+    let wait: number;
+    try {
+      wait = await throttle.retryAfterMs(username, req.ip);
+    } catch (err) {
+      // Without the shared failure counters a login is not attempted: guessing must never go uncounted.
+      req.log.error({ err: { message: (err as Error).message } }, 'login throttle unavailable; login refused');
+      void reply.header('retry-after', '5');
+      return render(503, 'Signing in is temporarily unavailable. Try again in a moment.');
+    }
     if (wait > 0) {
       req.log.warn({ event: 'login-throttled', username }, 'login refused: too many failed attempts');
       await loginAudit('4', 'throttled: too many failed attempts');
@@ -204,12 +214,14 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     const user = username ? await o.store.users.get(username) : undefined;
     const ok = (await verifyPassword(user?.passwordHash, password)) && user !== undefined && !user.disabled;
     if (!ok) {
-      throttle.failed(username, req.ip);
+      await throttle
+        .failed(username, req.ip)
+        .catch((err: Error) => req.log.error({ err: { message: err.message } }, 'could not count a failed login'));
       req.log.warn({ event: 'login-failed', username }, 'login failed');
       await loginAudit('4', 'wrong user name or password');
       return render(401, 'The user name or password is not correct.');
     }
-    throttle.succeeded(username, req.ip);
+    await throttle.succeeded(username, req.ip).catch(() => {});
     req.log.info({ event: 'login', username }, 'login succeeded');
     await loginAudit('0', 'login');
     return finish(req, reply, { login: { accountId: username } });

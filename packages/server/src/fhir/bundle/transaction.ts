@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { StoredVersion } from '../../store/types.ts';
+import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
@@ -18,9 +18,9 @@ import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } 
 
 type Plan =
   | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
-  | { kind: 'exists'; e: EntryRequest; id: string }
-  | { kind: 'update'; e: EntryRequest; id: string; resource: Record<string, unknown> }
-  | { kind: 'delete'; e: EntryRequest; id: string | undefined }
+  | { kind: 'exists'; e: EntryRequest; id: string; matched: string }
+  | { kind: 'update'; e: EntryRequest; id: string; resource: Record<string, unknown>; matched?: string | undefined }
+  | { kind: 'delete'; e: EntryRequest; id: string | undefined; matched?: string | undefined }
   | { kind: 'read'; e: EntryRequest };
 
 /** Outcome of one entry, rendered into Bundle.entry.response. */
@@ -48,8 +48,13 @@ function interactionOf(e: EntryRequest): Interaction {
   }
 }
 
-async function single(ctx: FhirContext, e: EntryRequest, condition: string): Promise<string | undefined> {
-  const ids = await conditionalMatches(ctx, e.type, condition);
+async function single(
+  ctx: FhirContext,
+  e: EntryRequest,
+  condition: string,
+  tx?: ResourceTransaction,
+): Promise<string | undefined> {
+  const ids = await conditionalMatches(ctx, e.type, condition, tx ? (q) => tx.search(q) : undefined);
   if (ids.length > 1) throw fail(e, 412, `the condition ${e.type}?${condition} matches more than one resource`);
   return ids[0];
 }
@@ -62,7 +67,7 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
       validate(resource);
       if (e.ifNoneExist) {
         const existing = await single(ctx, e, e.ifNoneExist);
-        if (existing) return { kind: 'exists', e, id: existing };
+        if (existing) return { kind: 'exists', e, id: existing, matched: existing };
       }
       return { kind: 'create', e, id: randomUUID(), resource };
     }
@@ -73,15 +78,19 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
         if (match && resource.id !== undefined && resource.id !== match)
           throw fail(e, 400, 'the resource id differs from the matched resource');
         validate(resource);
-        return { kind: 'update', e, id: match ?? (resource.id as string | undefined) ?? randomUUID(), resource };
+        const id = match ?? (resource.id as string | undefined) ?? randomUUID();
+        return { kind: 'update', e, id, resource, matched: match };
       }
       if (resource.id !== e.id)
         throw fail(e, 400, `resource id "${String(resource.id)}" does not match the URL id "${e.id}"`);
       validate(resource);
       return { kind: 'update', e, id: e.id as string, resource };
     }
-    case 'DELETE':
-      return { kind: 'delete', e, id: e.query !== undefined ? await single(ctx, e, e.query) : e.id };
+    case 'DELETE': {
+      if (e.query === undefined) return { kind: 'delete', e, id: e.id };
+      const matched = await single(ctx, e, e.query);
+      return { kind: 'delete', e, id: matched, matched };
+    }
     default:
       return { kind: 'read', e };
   }
@@ -127,6 +136,35 @@ export async function runTransaction(
   entries: EntryRequest[],
   returnResources: boolean,
 ): Promise<EntryResult[]> {
+  // A condition decided before the write lock can be overtaken by another writer (another node's conditional
+  // create of the same resource): it is checked again inside the transaction and the whole plan redone if so.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await attemptTransaction(ctx, entries, returnResources);
+    } catch (err) {
+      if (!(err instanceof ConditionChanged) || attempt >= 3) throw err;
+    }
+  }
+}
+
+class ConditionChanged extends FhirError {
+  constructor(e: EntryRequest, condition: string) {
+    super(409, 'conflict', `entry[${e.index}]: what ${e.type}?${condition} matches kept changing while writing; retry`);
+  }
+}
+
+/** The condition a planned entry was decided by, if any. */
+function conditionOf(p: Plan): string | undefined {
+  if (p.kind === 'exists' || (p.kind === 'create' && p.e.ifNoneExist)) return p.e.ifNoneExist;
+  if ((p.kind === 'update' || p.kind === 'delete') && p.e.query !== undefined) return p.e.query;
+  return undefined;
+}
+
+async function attemptTransaction(
+  ctx: FhirContext,
+  entries: EntryRequest[],
+  returnResources: boolean,
+): Promise<EntryResult[]> {
   const restrictions = new Map<number, Restriction[] | undefined>();
   for (const e of entries) {
     const d = decide(ctx.access, e.type, interactionOf(e));
@@ -151,6 +189,13 @@ export async function runTransaction(
   const results = new Map<number, EntryResult>();
   const ordered = [...plans].sort((a, b) => ORDER[a.kind] - ORDER[b.kind] || a.e.index - b.e.index);
   await transact(ctx, async (tx) => {
+    // Before this transaction's own writes, so that only other writers can change what a condition matches.
+    for (const p of ordered) {
+      const condition = conditionOf(p);
+      if (condition === undefined || p.kind === 'read') continue;
+      const planned = p.kind === 'create' ? undefined : p.matched;
+      if ((await single(ctx, p.e, condition, tx)) !== planned) throw new ConditionChanged(p.e, condition);
+    }
     for (const p of ordered) {
       switch (p.kind) {
         case 'delete':

@@ -1,16 +1,6 @@
 import type Database from 'better-sqlite3';
-import type { IndexKind, IndexRows } from '../types.ts';
-
-export const INDEX_TABLE: Record<IndexKind, string> = {
-  token: 'idx_token',
-  string: 'idx_string',
-  reference: 'idx_reference',
-  date: 'idx_date',
-  number: 'idx_number',
-  quantity: 'idx_quantity',
-  uri: 'idx_uri',
-  composite: 'idx_composite',
-};
+import { INDEX_TABLE } from '../sql/tables.ts';
+import type { IndexRows } from '../types.ts';
 
 /** Replaces the index rows of one resource; called inside the write transaction. */
 export function indexWriter(db: Database.Database) {

@@ -200,6 +200,13 @@ export function openSqliteStore(file: string): Store {
       sweepRevoked.run(now);
       db.pragma('optimize');
     },
+    async ping() {
+      try {
+        return db.open && db.prepare('SELECT 1').get() !== undefined;
+      } catch {
+        return false;
+      }
+    },
     async close() {
       if (db.open) db.close();
     },

@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
+import { searchQueries } from '../sql/search.ts';
+import { SQLITE } from '../sql/tables.ts';
 import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
 import { indexWriter } from './index-rows.ts';
-import { searchStatements } from './search.ts';
 
 interface VersionRow {
   type: string;
@@ -92,6 +93,7 @@ export function resourceStore(
     async audit(record) {
       audit.write(record);
     },
+    search: (q) => search.search(partition, q),
   });
   async function flush(): Promise<void> {
     const jobs = queue;
@@ -132,7 +134,17 @@ export function resourceStore(
       else job.reject(o.value);
     });
   }
-  const search = searchStatements(db);
+  const statements = new Map<string, Database.Statement>();
+  // better-sqlite3 answers synchronously; the shared search code awaits an already-settled promise.
+  const search = searchQueries(async <T>(sql: string, params: unknown[]) => {
+    let stmt = statements.get(sql);
+    if (!stmt) {
+      if (statements.size > 500) statements.clear();
+      stmt = db.prepare(sql);
+      statements.set(sql, stmt);
+    }
+    return stmt.all(...params) as T[];
+  }, SQLITE);
   const patientRefs = db
     .prepare(
       `SELECT DISTINCT target_id FROM idx_reference WHERE partition = ? AND type = ? AND id = ?

@@ -1,7 +1,6 @@
-import type Database from 'better-sqlite3';
 import type { FoundResource, SearchQuery, SortKey } from '../types.ts';
-import { INDEX_TABLE } from './index-rows.ts';
 import { compileAll, type Sql } from './search-filter.ts';
+import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
 const SORT_COLUMN: Record<string, string> = {
   token: 'code',
@@ -26,21 +25,13 @@ function sortSql(key: SortKey, descending: boolean, alias: string): Sql {
   return { sql: `${sub} IS NULL, ${sub} ${dir}`, params: [key.param, key.param] };
 }
 
-export function searchStatements(db: Database.Database) {
-  const cache = new Map<string, Database.Statement>();
-  const prepare = (sql: string) => {
-    let stmt = cache.get(sql);
-    if (!stmt) {
-      if (cache.size > 500) cache.clear();
-      stmt = db.prepare(sql);
-      cache.set(sql, stmt);
-    }
-    return stmt;
-  };
+/** Runs one statement with `?` placeholders and returns its rows. */
+export type Query = <T>(sql: string, params: unknown[]) => Promise<T[]>;
 
+/** The search SQL both engines share: compiled once here, run by the engine's own `query`. */
+export function searchQueries(query: Query, dialect: SqlDialect) {
   function where(partition: string, q: SearchQuery): Sql {
-    const counter = { n: 0 };
-    const parts = compileAll(q.filters, 'r', partition, q.type, counter);
+    const parts = compileAll(q.filters, 'r', partition, q.type, { dialect, n: 0 });
     return {
       sql: ['r.partition = ?', 'r.type = ?', 'r.content IS NOT NULL', ...parts.map((p) => p.sql)].join(' AND '),
       params: [partition, q.type, ...parts.flatMap((p) => p.params)],
@@ -48,60 +39,66 @@ export function searchStatements(db: Database.Database) {
   }
 
   return {
-    search(partition: string, q: SearchQuery): { matches: FoundResource[]; total?: number } {
+    async search(partition: string, q: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }> {
       const w = where(partition, q);
       const sorts = [
         ...q.sort.map((s) => sortSql(s.key, s.descending, 'r')),
-        { sql: '+r.last_updated ASC, r.id ASC', params: [] },
+        { sql: `${dialect.unindexed('r.last_updated')} ASC, r.id ASC`, params: [] },
       ];
       const matches =
         q.limit === 0
           ? []
-          : (prepare(
+          : await query<FoundResource>(
               `SELECT r.type, r.id, r.content FROM resources r WHERE ${w.sql} ORDER BY ${sorts.map((s) => s.sql).join(', ')} LIMIT ? OFFSET ?`,
-            ).all(...w.params, ...sorts.flatMap((s) => s.params), q.limit, q.offset) as FoundResource[]);
+              [...w.params, ...sorts.flatMap((s) => s.params), q.limit, q.offset],
+            );
       if (!q.total) return { matches };
-      const { n } = prepare(`SELECT COUNT(*) AS n FROM resources r WHERE ${w.sql}`).get(...w.params) as { n: number };
-      return { matches, total: n };
+      const [row] = await query<{ n: number | string }>(
+        `SELECT COUNT(*) AS n FROM resources r WHERE ${w.sql}`,
+        w.params,
+      );
+      return { matches, total: Number(row?.n ?? 0) };
     },
 
-    referencedBy(
+    async referencedBy(
       partition: string,
       sourceType: string,
       sourceIds: string[],
       param: string,
       targetType?: string,
-    ): FoundResource[] {
+    ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
       for (let i = 0; i < sourceIds.length; i += 500) {
         const ids = sourceIds.slice(i, i + 500);
-        const rows = prepare(
+        const rows = await query<FoundResource>(
           `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
              SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ?
                AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})`,
-        ).all(partition, partition, sourceType, param, ...ids, ...(targetType ? [targetType] : [])) as FoundResource[];
+          [partition, partition, sourceType, param, ...ids, ...(targetType ? [targetType] : [])],
+        );
         out.push(...rows);
       }
       return out;
     },
 
-    referencing(
+    async referencing(
       partition: string,
       sourceType: string,
       param: string,
       targets: { type: string; id: string }[],
-    ): FoundResource[] {
+    ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
       const byType = new Map<string, string[]>();
       for (const t of targets) byType.set(t.type, [...(byType.get(t.type) ?? []), t.id]);
       for (const [targetType, ids] of byType) {
         for (let i = 0; i < ids.length; i += 500) {
           const chunk = ids.slice(i, i + 500);
-          const rows = prepare(
+          const rows = await query<FoundResource>(
             `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.type = ? AND r.content IS NOT NULL AND r.id IN (
                SELECT x.id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ? AND x.target_type = ?
                  AND x.target_id IN (${chunk.map(() => '?').join(',')}))`,
-          ).all(partition, sourceType, partition, sourceType, param, targetType, ...chunk) as FoundResource[];
+            [partition, sourceType, partition, sourceType, param, targetType, ...chunk],
+          );
           out.push(...rows);
         }
       }

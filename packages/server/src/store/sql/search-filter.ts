@@ -1,5 +1,5 @@
 import type { RangeCond, SearchFilter } from '../types.ts';
-import { INDEX_TABLE } from './index-rows.ts';
+import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
 /**
  * Compiles a parsed FHIR search into SQL. Every value is a bound parameter; identifiers (table names)
@@ -9,6 +9,12 @@ import { INDEX_TABLE } from './index-rows.ts';
 export interface Sql {
   sql: string;
   params: unknown[];
+}
+
+/** State of one compilation: the engine, and a counter that keeps nested aliases unique. */
+export interface Compilation {
+  dialect: SqlDialect;
+  n: number;
 }
 
 /** search.html#prefix on ranges: the resource value [lo, hi) against the search value [slo, shi). */
@@ -64,7 +70,7 @@ function pointSql(c: RangeCond, col = 'value'): Sql {
 }
 
 const or = (parts: Sql[]): Sql => ({
-  sql: parts.length ? `(${parts.map((p) => p.sql).join(' OR ')})` : '0',
+  sql: parts.length ? `(${parts.map((p) => p.sql).join(' OR ')})` : 'FALSE',
   params: parts.flatMap((p) => p.params),
 });
 
@@ -123,7 +129,7 @@ export function compileAll(
   alias: string,
   partition: string,
   type: string,
-  counter: { n: number },
+  counter: Compilation,
 ): Sql[] {
   const driver = [...filters].sort((a, b) => selectivity(a) - selectivity(b))[0];
   return filters.map((f) => compileFilter(f, alias, partition, type, counter, f === driver ? 'in' : 'exists'));
@@ -134,7 +140,7 @@ export function compileFilter(
   alias: string,
   partition: string,
   type: string,
-  counter = { n: 0 },
+  counter: Compilation,
   mode: Mode = 'in',
 ): Sql {
   switch (f.kind) {
@@ -145,8 +151,8 @@ export function compileFilter(
         f.values.map((c) =>
           rangeSql(
             c,
-            `(unixepoch(${alias}.last_updated, 'subsec') * 1000)`,
-            `(unixepoch(${alias}.last_updated, 'subsec') * 1000 + 1)`,
+            counter.dialect.epochMs(`${alias}.last_updated`),
+            `(${counter.dialect.epochMs(`${alias}.last_updated`)} + 1)`,
           ),
         ),
       );
@@ -164,7 +170,7 @@ export function compileFilter(
             parts.push('code = ?');
             params.push(v.code);
           }
-          return { sql: parts.length ? `(${parts.join(' AND ')})` : '1', params };
+          return { sql: parts.length ? `(${parts.join(' AND ')})` : 'TRUE', params };
         }),
       );
       return indexed(alias, partition, type, 'idx_token', f.param, cond, f.not === true, mode);
@@ -326,7 +332,7 @@ export function compileFilter(
     case 'and': {
       const parts = f.filters.map((x) => compileFilter(x, alias, partition, type, counter));
       return {
-        sql: parts.length ? `(${parts.map((p) => p.sql).join(' AND ')})` : '1',
+        sql: parts.length ? `(${parts.map((p) => p.sql).join(' AND ')})` : 'TRUE',
         params: parts.flatMap((p) => p.params),
       };
     }

@@ -1,0 +1,141 @@
+import type pg from 'pg';
+import type { ClientRecord, ClientStore, OidcPayloadRecord, OidcPayloadStore, RevocationStore } from '../types.ts';
+import { run, runCount } from './connection.ts';
+
+interface PayloadRow {
+  payload: string;
+  expires_at: number | null;
+  consumed_at: number | null;
+}
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+function toPayload(row: PayloadRow | undefined): OidcPayloadRecord | undefined {
+  if (!row) return undefined;
+  if (row.expires_at !== null && row.expires_at <= nowSeconds()) return undefined;
+  const payload = JSON.parse(row.payload) as Record<string, unknown>;
+  if (row.consumed_at !== null) payload.consumed = row.consumed_at;
+  return { payload, expiresAt: row.expires_at, consumed: row.consumed_at !== null };
+}
+
+export function oidcStore(pool: pg.Pool): OidcPayloadStore {
+  return {
+    async upsert(model, id, payload, expiresAt, index) {
+      await run(
+        pool,
+        `INSERT INTO oidc_payloads (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+         ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
+           user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`,
+        [
+          model,
+          id,
+          JSON.stringify(payload),
+          index.grantId ?? null,
+          index.userCode ?? null,
+          index.uid ?? null,
+          expiresAt,
+        ],
+      );
+    },
+    async find(model, id) {
+      const [row] = await run<PayloadRow>(
+        pool,
+        'SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND id = ?',
+        [model, id],
+      );
+      return toPayload(row);
+    },
+    async findBy(model, column, value) {
+      const col = column === 'uid' ? 'uid' : 'user_code';
+      const [row] = await run<PayloadRow>(
+        pool,
+        `SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND ${col} = ? LIMIT 1`,
+        [model, value],
+      );
+      return toPayload(row);
+    },
+    async insertIfAbsent(model, id, expiresAt) {
+      // One statement: of two nodes inserting the same id at once, exactly one sees a new row. An expired
+      // row with the same id may be reused; a live one means "seen before".
+      const n = await runCount(
+        pool,
+        `INSERT INTO oidc_payloads (model, id, payload, expires_at) VALUES (?, ?, '{}', ?)
+         ON CONFLICT (model, id) DO UPDATE SET expires_at = excluded.expires_at, payload = '{}'
+           WHERE oidc_payloads.expires_at <= ?`,
+        [model, id, expiresAt, nowSeconds()],
+      );
+      return n === 1;
+    },
+    async consume(model, id, at) {
+      await run(pool, 'UPDATE oidc_payloads SET consumed_at = ? WHERE model = ? AND id = ?', [at, model, id]);
+    },
+    async destroy(model, id) {
+      await run(pool, 'DELETE FROM oidc_payloads WHERE model = ? AND id = ?', [model, id]);
+    },
+    async revokeByGrantId(grantId) {
+      await run(pool, 'DELETE FROM oidc_payloads WHERE grant_id = ?', [grantId]);
+    },
+    async grantsOfAccount(accountId) {
+      const rows = await run<{ id: string; client_id: string; expires_at: number | null }>(
+        pool,
+        `SELECT id, payload::jsonb ->> 'clientId' AS client_id, expires_at FROM oidc_payloads
+         WHERE model = 'Grant' AND payload::jsonb ->> 'accountId' = ? AND (expires_at IS NULL OR expires_at > ?)
+         ORDER BY id`,
+        [accountId, nowSeconds()],
+      );
+      return rows.map((r) => ({ grantId: r.id, clientId: r.client_id, expiresAt: r.expires_at }));
+    },
+  };
+}
+
+interface ClientRow {
+  client_id: string;
+  metadata: string;
+  disabled: boolean;
+  created_at: number;
+}
+
+const toClient = (row: ClientRow): ClientRecord => ({
+  clientId: row.client_id,
+  metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+  disabled: row.disabled,
+  createdAt: row.created_at,
+});
+
+export function clientStore(pool: pg.Pool): ClientStore {
+  return {
+    async insert(record) {
+      await run(pool, 'INSERT INTO clients (client_id, metadata, disabled, created_at) VALUES (?, ?, ?, ?)', [
+        record.clientId,
+        JSON.stringify(record.metadata),
+        record.disabled,
+        record.createdAt,
+      ]);
+    },
+    async get(clientId) {
+      const [row] = await run<ClientRow>(pool, 'SELECT * FROM clients WHERE client_id = ?', [clientId]);
+      return row ? toClient(row) : undefined;
+    },
+    async list() {
+      return (await run<ClientRow>(pool, 'SELECT * FROM clients ORDER BY client_id')).map(toClient);
+    },
+    async setDisabled(clientId, disabled) {
+      return (await runCount(pool, 'UPDATE clients SET disabled = ? WHERE client_id = ?', [disabled, clientId])) === 1;
+    },
+  };
+}
+
+export function revocationStore(pool: pg.Pool): RevocationStore {
+  return {
+    async revoke(jti, expiresAt) {
+      await run(pool, 'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING', [
+        jti,
+        expiresAt,
+      ]);
+    },
+    async isRevoked(jti) {
+      return (await run(pool, 'SELECT 1 FROM revoked_tokens WHERE jti = ?', [jti])).length > 0;
+    },
+  };
+}

@@ -1,0 +1,118 @@
+import { userInfo } from 'node:os';
+import pg from 'pg';
+import { StoreUnavailableError } from '../errors.ts';
+
+/** Where to connect: the URL as pg takes it, plus carevault's own `schema` parameter. */
+export interface PgTarget {
+  connectionString: string;
+  schema: string;
+  /** The URL without its password, for messages. */
+  display: string;
+}
+
+const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export function parseDatabaseUrl(url: string): PgTarget {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error('CAREVAULT_DATABASE_URL is not a URL (expected postgres://user@host:5432/database)');
+  }
+  const schema = u.searchParams.get('schema') ?? 'public';
+  if (!SCHEMA.test(schema)) {
+    throw new Error(`the schema "${schema}" in CAREVAULT_DATABASE_URL must be lower-case letters, digits and _`);
+  }
+  u.searchParams.delete('schema');
+  // As libpq: without a user in the URL or PGUSER, the operating-system user connects.
+  if (!u.username && !process.env.PGUSER) u.username = encodeURIComponent(userInfo().username);
+  const display = new URL(u.href);
+  if (display.password) display.password = '';
+  return { connectionString: u.href, schema, display: display.href };
+}
+
+// bigint (epoch seconds and milliseconds, audit seq, counts) fits a JS number well below 2^53.
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === 20
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+export function createPool(target: PgTarget, max: number): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: target.connectionString,
+    max,
+    types,
+    options: `-c search_path=${target.schema} -c jit=off`,
+    connectionTimeoutMillis: 5000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle connection dropped by the server (restart, failover) must not take the process down;
+  // the pool opens a new one on the next checkout.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** `?` placeholders (shared SQL) to PostgreSQL's `$n`. */
+export function numbered(sql: string): string {
+  let n = 0;
+  return sql.replace(/\?/g, () => `$${++n}`);
+}
+
+/** PostgreSQL text cannot hold NUL; hostile input with one is stored and searched with U+FFFD instead. */
+export function clean(params: unknown[]): unknown[] {
+  return params.map((p) => {
+    if (typeof p === 'string') return p.includes('\0') ? p.replaceAll('\0', '\uFFFD') : p;
+    if (Array.isArray(p)) return clean(p);
+    return p;
+  });
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** Whether an error means "the database is not reachable now" rather than "this query is wrong". */
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | undefined;
+  if (!e) return false;
+  if (e.code && CONNECTION_CODES.has(e.code)) return true;
+  // 08: connection exception; 57P01-03: shutdown / cannot connect now; 53300: too many connections.
+  if (e.code && (/^08/.test(e.code) || /^57P0[1-3]$/.test(e.code) || e.code === '53300')) return true;
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
+    e.message ?? '',
+  );
+}
+
+/** Rethrows connection failures as StoreUnavailableError (a 503 for the client), other errors as they are. */
+export function rethrow(err: unknown): never {
+  if (isConnectionError(err)) throw new StoreUnavailableError('the database is not reachable', { cause: err });
+  throw err;
+}
+
+/** One statement on any pooled connection (no transaction). */
+export async function run<T>(pool: pg.Pool | pg.PoolClient, sql: string, params: unknown[] = []): Promise<T[]> {
+  try {
+    const r = await pool.query(numbered(sql), clean(params));
+    return r.rows as T[];
+  } catch (err) {
+    return rethrow(err);
+  }
+}
+
+export async function runCount(pool: pg.Pool | pg.PoolClient, sql: string, params: unknown[] = []): Promise<number> {
+  try {
+    const r = await pool.query(numbered(sql), clean(params));
+    return r.rowCount ?? 0;
+  } catch (err) {
+    return rethrow(err);
+  }
+}
+
+/** A checked-out connection; `release(true)` discards it (it may be broken or mid-transaction). */
+export async function checkout(pool: pg.Pool): Promise<pg.PoolClient> {
+  try {
+    return await pool.connect();
+  } catch (err) {
+    return rethrow(err);
+  }
+}

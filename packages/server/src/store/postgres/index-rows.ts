@@ -1,0 +1,92 @@
+import { INDEX_COLUMNS, INDEX_TABLE } from '../sql/tables.ts';
+import type { IndexKind, IndexRows, ResourceWrite } from '../types.ts';
+
+/** PostgreSQL array type of each index column. */
+const COLUMN_TYPE: Record<string, string> = {
+  lo: 'float8',
+  hi: 'float8',
+  value: 'float8',
+  num: 'float8',
+  row: 'int4',
+  comp: 'int4',
+};
+const typeOf = (kind: IndexKind, column: string) =>
+  (kind === 'uri' && column === 'value') || !(column in COLUMN_TYPE) ? 'text' : (COLUMN_TYPE[column] as string);
+
+/** The value of each column of an index row, in INDEX_COLUMNS order. */
+const VALUES: { [K in IndexKind]: (r: IndexRows[K][number]) => unknown[] } = {
+  token: (r) => [r.param, r.system, r.code, r.text],
+  string: (r) => [r.param, r.norm, r.exact],
+  reference: (r) => [r.param, r.targetType, r.targetId, r.url],
+  date: (r) => [r.param, r.lo, r.hi],
+  number: (r) => [r.param, r.value],
+  quantity: (r) => [r.param, r.value, r.system, r.code],
+  uri: (r) => [r.param, r.value],
+  composite: (r) => [r.param, r.row, r.comp, r.system, r.code, r.num, r.lo, r.hi],
+};
+
+const KINDS = Object.keys(INDEX_TABLE) as IndexKind[];
+
+/**
+ * One statement that writes many resource versions of one partition: the history rows, the current rows,
+ * and all their index rows (old index rows of replaced resources deleted first), as multi-row `unnest`
+ * inserts. The statement text is fixed, so PostgreSQL plans it once per connection.
+ */
+export function writeCtes(): string[] {
+  let n = 9;
+  const ctes = [
+    'rep AS (SELECT * FROM unnest($8::text[], $9::text[]) AS x(type, id))',
+    ...KINDS.map(
+      (k, i) =>
+        `d${i} AS (DELETE FROM ${INDEX_TABLE[k]} t USING rep WHERE t.partition = $1::text AND t.type = rep.type AND t.id = rep.id)`,
+    ),
+    `v AS (INSERT INTO resource_versions (partition, type, id, version, last_updated, method, content)
+       SELECT $1::text, * FROM unnest($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[]))`,
+    `c AS (INSERT INTO resources (partition, type, id, version, last_updated, content)
+       SELECT $1::text, t, i, v, l, c FROM unnest($2::text[], $3::text[], $4::int4[], $5::text[], $7::text[]) AS u(t, i, v, l, c)
+       ON CONFLICT (partition, type, id) DO UPDATE SET version = excluded.version,
+         last_updated = excluded.last_updated, content = excluded.content)`,
+    ...KINDS.map((k, i) => {
+      const cols = INDEX_COLUMNS[k];
+      const arrays = ['text', 'text', ...cols.map((c) => typeOf(k, c))].map((t) => `$${++n}::${t}[]`);
+      return `i${i} AS (INSERT INTO ${INDEX_TABLE[k]} (partition, type, id, ${cols.join(', ')})
+       SELECT $1::text, * FROM unnest(${arrays.join(', ')}))`;
+    }),
+  ];
+  return ctes;
+}
+
+/** Number of parameters of the write CTEs. */
+export const WRITE_PARAMS = 9 + KINDS.reduce((n, k) => n + 2 + INDEX_COLUMNS[k].length, 0);
+
+/** Parameters of writeCtes for writes of distinct resources. */
+export function writeParams(partition: string, writes: ResourceWrite[]): unknown[] {
+  const replaced = writes.filter((w) => w.version > 1);
+  const params: unknown[] = [
+    partition,
+    writes.map((w) => w.type),
+    writes.map((w) => w.id),
+    writes.map((w) => w.version),
+    writes.map((w) => w.lastUpdated),
+    writes.map((w) => w.method),
+    writes.map((w) => w.content ?? null),
+    replaced.map((w) => w.type),
+    replaced.map((w) => w.id),
+  ];
+  for (const kind of KINDS) {
+    const columns: unknown[][] = [[], [], ...INDEX_COLUMNS[kind].map(() => [])];
+    for (const w of writes) {
+      if (w.content === undefined || !w.index) continue;
+      for (const row of w.index[kind]) {
+        const values = (VALUES[kind] as (r: unknown) => unknown[])(row);
+        (columns[0] as unknown[]).push(w.type);
+        (columns[1] as unknown[]).push(w.id);
+        values.forEach((v, c) => {
+          (columns[c + 2] as unknown[]).push(v);
+        });
+      }
+    }
+    params.push(...columns);
+  }
+  return params;
+}

@@ -1,0 +1,78 @@
+import type pg from 'pg';
+import type { Store } from '../types.ts';
+import { auditStore } from './audit.ts';
+import { clientStore, oidcStore, revocationStore } from './auth-state.ts';
+import { createPool, type PgTarget, parseDatabaseUrl, run } from './connection.ts';
+import { migrate } from './migrate.ts';
+import { resourceStore } from './resources.ts';
+import { userStore } from './users.ts';
+import { partitionStore } from './vault.ts';
+
+export { parseDatabaseUrl };
+
+/**
+ * Planner statistics follow the data (as `PRAGMA optimize` does for SQLite): a table that changed by a
+ * tenth since its last ANALYZE is analyzed now rather than at autovacuum's next round — a vault loaded by
+ * `import` or a bulk transaction must not be searched with the plans of an empty table (seconds, not ms).
+ */
+async function analyzeChanged(pool: pg.Pool): Promise<void> {
+  const stale = await run<{ relname: string }>(
+    pool,
+    `SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()
+       AND n_mod_since_analyze > 200 AND n_mod_since_analyze > n_live_tup / 10`,
+  );
+  for (const { relname } of stale) {
+    if (/^[a-z_]+$/.test(relname)) await run(pool, `ANALYZE ${relname}`);
+  }
+}
+
+export interface PostgresStore extends Store {
+  readonly target: PgTarget;
+}
+
+/** Opens a pooled PostgreSQL store; `migrate: false` leaves the schema as it is (for `db status`). */
+export async function openPostgresStore(
+  url: string,
+  options: { poolSize?: number; migrate?: boolean } = {},
+): Promise<PostgresStore> {
+  const target = parseDatabaseUrl(url);
+  const pool = createPool(target, options.poolSize ?? 10);
+  try {
+    if (options.migrate !== false) await migrate(pool, target);
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+  const { resources, appendAudit, idle } = resourceStore(pool);
+  let closed = false;
+  return {
+    dialect: 'postgres',
+    target,
+    clients: clientStore(pool),
+    partitions: partitionStore(pool),
+    users: userStore(pool),
+    resources,
+    audit: auditStore(pool, appendAudit),
+    oidc: oidcStore(pool),
+    revocations: revocationStore(pool),
+    async sweep(now) {
+      await run(pool, 'DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?', [now]);
+      await run(pool, 'DELETE FROM revoked_tokens WHERE expires_at <= ?', [now]);
+      await analyzeChanged(pool);
+    },
+    async ping() {
+      try {
+        await pool.query('SELECT 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await idle();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import type pg from 'pg';
+import type { DelegationRecord, UserRecord, UserStore } from '../types.ts';
+import { run, runCount } from './connection.ts';
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  partition: string | null;
+  fhir_user: string | null;
+  disabled: boolean;
+  created_at: number;
+}
+
+interface DelegationRow {
+  partition: string;
+  username: string;
+  patient: string;
+  scope: string;
+  created_at: number;
+}
+
+const toUser = (r: UserRow): UserRecord => ({
+  username: r.username,
+  passwordHash: r.password_hash,
+  partition: r.partition ?? undefined,
+  fhirUser: r.fhir_user ?? undefined,
+  disabled: r.disabled,
+  createdAt: r.created_at,
+});
+
+const toDelegation = (r: DelegationRow): DelegationRecord => ({
+  partition: r.partition,
+  username: r.username,
+  patient: r.patient,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+export function userStore(pool: pg.Pool): UserStore {
+  return {
+    async insert(u) {
+      const n = await runCount(
+        pool,
+        `INSERT INTO users (username, password_hash, partition, fhir_user, disabled, created_at)
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+        [u.username, u.passwordHash, u.partition ?? null, u.fhirUser ?? null, u.disabled, u.createdAt],
+      );
+      return n === 1;
+    },
+    async get(username) {
+      const [row] = await run<UserRow>(pool, 'SELECT * FROM users WHERE username = ?', [username]);
+      return row ? toUser(row) : undefined;
+    },
+    async list() {
+      return (await run<UserRow>(pool, 'SELECT * FROM users ORDER BY username')).map(toUser);
+    },
+    async putDelegation(d) {
+      await run(
+        pool,
+        `INSERT INTO user_delegations (partition, username, patient, scope, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (partition, username, patient) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
+        [d.partition, d.username, d.patient, d.scope, d.createdAt],
+      );
+    },
+    async delegationsOf(username) {
+      return (
+        await run<DelegationRow>(
+          pool,
+          'SELECT * FROM user_delegations WHERE username = ? ORDER BY partition, patient',
+          [username],
+        )
+      ).map(toDelegation);
+    },
+  };
+}

@@ -1,0 +1,116 @@
+import type pg from 'pg';
+import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
+import { checkout, rethrow, run } from './connection.ts';
+
+interface PartitionRow {
+  name: string;
+  account_urn: string | null;
+  created_at: number;
+  identifiers: string[] | null;
+}
+
+interface GrantRow {
+  partition: string;
+  subject_kind: 'client' | 'org';
+  subject: string;
+  scope: string;
+  created_at: number;
+}
+
+const toGrant = (r: GrantRow): GrantRecord => ({
+  partition: r.partition,
+  subjectKind: r.subject_kind,
+  subject: r.subject,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+const toPartition = (row: PartitionRow): PartitionRecord => ({
+  name: row.name,
+  accountUrn: row.account_urn ?? undefined,
+  identifiers: row.identifiers ?? [],
+  createdAt: row.created_at,
+});
+
+const SELECT_PARTITION = `SELECT p.name, p.account_urn, p.created_at,
+  (SELECT array_agg(i.value ORDER BY i.value) FROM account_identifiers i WHERE i.partition = p.name) AS identifiers
+  FROM partitions p`;
+
+export function partitionStore(pool: pg.Pool): PartitionStore {
+  return {
+    async create(r) {
+      const client = await checkout(pool);
+      try {
+        await client.query('BEGIN');
+        const inserted = await client.query(
+          'INSERT INTO partitions (name, account_urn, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+          [r.name, r.accountUrn ?? null, r.createdAt],
+        );
+        let ok = inserted.rowCount === 1;
+        for (const value of ok ? r.identifiers : []) {
+          const added = await client.query(
+            'INSERT INTO account_identifiers (partition, value) VALUES ($1, $2) ON CONFLICT DO NOTHING',
+            [r.name, value],
+          );
+          if (added.rowCount !== 1) ok = false;
+        }
+        await client.query(ok ? 'COMMIT' : 'ROLLBACK');
+        client.release();
+        return ok;
+      } catch (err) {
+        client.release(true);
+        return rethrow(err);
+      }
+    },
+    async get(name) {
+      const [row] = await run<PartitionRow>(pool, `${SELECT_PARTITION} WHERE p.name = ?`, [name]);
+      return row ? toPartition(row) : undefined;
+    },
+    async list() {
+      return (await run<PartitionRow>(pool, `${SELECT_PARTITION} ORDER BY p.name`)).map(toPartition);
+    },
+    async findByIdentifier(value) {
+      const [row] = await run<PartitionRow>(
+        pool,
+        `${SELECT_PARTITION} WHERE p.name = (SELECT partition FROM account_identifiers WHERE value = ?)`,
+        [value],
+      );
+      return row ? toPartition(row) : undefined;
+    },
+    async hasIdentifierPrefix(prefix) {
+      // A range scan on the unique index ("C" collation): every value starting with `prefix` sorts between these.
+      const rows = await run(pool, 'SELECT 1 FROM account_identifiers WHERE value >= ? AND value < ? LIMIT 1', [
+        prefix,
+        `${prefix}\u{10ffff}`,
+      ]);
+      return rows.length > 0;
+    },
+    async putGrant(g) {
+      await run(
+        pool,
+        `INSERT INTO partition_grants (partition, subject_kind, subject, scope, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (partition, subject_kind, subject) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
+        [g.partition, g.subjectKind, g.subject, g.scope, g.createdAt],
+      );
+    },
+    async grantsFor(partition, clientId, organizations) {
+      const rows = await run<GrantRow>(
+        pool,
+        `SELECT * FROM partition_grants WHERE partition = ?
+           AND ((subject_kind = 'client' AND subject = ?) OR (subject_kind = 'org' AND subject = ANY(?::text[])))`,
+        [partition, clientId, organizations],
+      );
+      return rows.map(toGrant);
+    },
+    async listGrants(partition) {
+      const rows = partition
+        ? await run<GrantRow>(
+            pool,
+            'SELECT * FROM partition_grants WHERE partition = ? ORDER BY subject_kind, subject',
+            [partition],
+          )
+        : await run<GrantRow>(pool, 'SELECT * FROM partition_grants ORDER BY partition, subject_kind, subject');
+      return rows.map(toGrant);
+    },
+  };
+}

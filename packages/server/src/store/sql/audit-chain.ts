@@ -1,0 +1,140 @@
+import { createHash } from 'node:crypto';
+import type { AuditQuery, AuditRecord } from '../types.ts';
+import type { Sql } from './search-filter.ts';
+
+/** The predecessor of the first event. */
+export const GENESIS = '0'.repeat(64);
+
+/** One audit_events row, as both engines store it. */
+export interface EventRow {
+  seq: number;
+  id: string;
+  partition: string | null;
+  recorded: number;
+  type: string;
+  subtype: string | null;
+  action: string | null;
+  outcome: string;
+  request_id: string | null;
+  correlation_id: string | null;
+  content: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export type EventColumns = Omit<EventRow, 'seq' | 'prev_hash' | 'hash'>;
+
+export function eventColumns(r: AuditRecord): EventColumns {
+  return {
+    id: r.id,
+    partition: r.partition ?? null,
+    recorded: Date.parse(r.recorded),
+    type: r.type,
+    subtype: r.subtype ?? null,
+    action: r.action ?? null,
+    outcome: r.outcome,
+    request_id: r.requestId ?? null,
+    correlation_id: r.correlationId ?? null,
+    content: r.content,
+  };
+}
+
+/** What the hash of an event covers: everything it is served and searched by, and its predecessor. */
+export function chainHash(prev: string, e: EventColumns, refs: { kind: string; value: string }[]): string {
+  const sortedRefs = refs.map((r) => `${r.kind}=${r.value}`).sort();
+  return createHash('sha256')
+    .update(
+      JSON.stringify([
+        prev,
+        e.id,
+        e.partition,
+        Number(e.recorded),
+        e.type,
+        e.subtype,
+        e.action,
+        e.outcome,
+        e.request_id,
+        e.correlation_id,
+        sortedRefs,
+        e.content,
+      ]),
+    )
+    .digest('hex');
+}
+
+/** Why a row breaks the chain that ended in `prev`, or undefined when it continues it. */
+export function chainBreak(prev: string, row: EventRow, refs: { kind: string; value: string }[]): string | undefined {
+  if (row.prev_hash !== prev) return 'the link to the previous event is broken (an event was deleted or altered)';
+  if (chainHash(prev, row, refs) !== row.hash) return 'the event was altered after it was written';
+  return undefined;
+}
+
+/** The WHERE clause (with `?` placeholders) of an AuditEvent search over `audit_events e`. */
+export function auditWhere(q: AuditQuery): Sql {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  const refFilter = (kind: string, values: string[] | undefined) => {
+    if (!values?.length) return;
+    where.push(
+      `e.seq IN (SELECT seq FROM audit_refs WHERE kind = ? AND value IN (${values.map(() => '?').join(',')}))`,
+    );
+    args.push(kind, ...values);
+  };
+  refFilter('patient', q.patient);
+  refFilter('agent', q.agent);
+  refFilter('entity', q.entity);
+  const columnFilter = (column: string, values: string[] | undefined) => {
+    if (!values?.length) return;
+    // A bare code matches any system (`|code` suffix); system|code matches exactly.
+    const parts = values.map((v) => (v.includes('|') ? `${column} = ?` : `(${column} = ? OR ${column} LIKE ?)`));
+    where.push(`(${parts.join(' OR ')})`);
+    for (const v of values) {
+      if (v.includes('|')) args.push(v);
+      else args.push(v, `%|${v.replace(/[%_\\]/g, '')}`);
+    }
+  };
+  columnFilter('e.type', q.type);
+  columnFilter('e.subtype', q.subtype);
+  if (q.requestId !== undefined) {
+    where.push('e.request_id = ?');
+    args.push(q.requestId);
+  }
+  if (q.correlationId !== undefined) {
+    where.push('e.correlation_id = ?');
+    args.push(q.correlationId);
+  }
+  if (q.outcome?.length) {
+    where.push(`e.outcome IN (${q.outcome.map(() => '?').join(',')})`);
+    args.push(...q.outcome);
+  }
+  for (const r of q.recorded ?? []) {
+    switch (r.prefix) {
+      case 'gt':
+      case 'sa':
+        where.push('e.recorded >= ?');
+        args.push(r.hi);
+        break;
+      case 'ge':
+        where.push('e.recorded >= ?');
+        args.push(r.lo);
+        break;
+      case 'lt':
+      case 'eb':
+        where.push('e.recorded < ?');
+        args.push(r.lo);
+        break;
+      case 'le':
+        where.push('e.recorded < ?');
+        args.push(r.hi);
+        break;
+      case 'ne':
+        where.push('(e.recorded < ? OR e.recorded >= ?)');
+        args.push(r.lo, r.hi);
+        break;
+      default:
+        where.push('e.recorded >= ? AND e.recorded < ?');
+        args.push(r.lo, r.hi);
+    }
+  }
+  return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', params: args };
+}

@@ -1,0 +1,43 @@
+import type { IndexKind } from '../types.ts';
+
+/** The search index table of each value kind; table names in SQL come only from this map. */
+export const INDEX_TABLE: Record<IndexKind, string> = {
+  token: 'idx_token',
+  string: 'idx_string',
+  reference: 'idx_reference',
+  date: 'idx_date',
+  number: 'idx_number',
+  quantity: 'idx_quantity',
+  uri: 'idx_uri',
+  composite: 'idx_composite',
+};
+
+/** Columns of each index table after (partition, type, id), in insert order. */
+export const INDEX_COLUMNS: Record<IndexKind, readonly string[]> = {
+  token: ['param', 'system', 'code', 'text'],
+  string: ['param', 'norm', 'exact'],
+  reference: ['param', 'target_type', 'target_id', 'url'],
+  date: ['param', 'lo', 'hi'],
+  number: ['param', 'value'],
+  quantity: ['param', 'value', 'system', 'code'],
+  uri: ['param', 'value'],
+  composite: ['param', 'row', 'comp', 'system', 'code', 'num', 'lo', 'hi'],
+};
+
+/** What the SQL of the two engines differs in, where the search compiler needs it. */
+export interface SqlDialect {
+  /** Epoch milliseconds of an ISO-instant text column. */
+  epochMs(column: string): string;
+  /** The expression, in a form that keeps the planner from choosing an index for ORDER BY. */
+  unindexed(expression: string): string;
+}
+
+export const SQLITE: SqlDialect = {
+  epochMs: (c) => `(unixepoch(${c}, 'subsec') * 1000)`,
+  unindexed: (e) => `+${e}`,
+};
+
+export const POSTGRES: SqlDialect = {
+  epochMs: (c) => `(extract(epoch from ${c}::timestamptz) * 1000)`,
+  unindexed: (e) => e,
+};

@@ -1,0 +1,429 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import pg from 'pg';
+import { Agent, fetch } from 'undici';
+import { formOf, LoginDriver } from './helpers/login-driver.ts';
+import { freePort } from './helpers/platform.ts';
+import { BIN, type ServeChild, serveChild, withStore } from './helpers/serve.ts';
+import { postgresUrlFor, TEST_STORE } from './helpers/store.ts';
+
+// Stateless nodes (issue 11): two `carevault serve` processes on one PostgreSQL schema, one Redis and one data
+// directory (keys, CA) are interchangeable. Only in the PostgreSQL run: SQLite is one process by design.
+const REDIS = process.env.CAREVAULT_TEST_REDIS_URL;
+const skip =
+  TEST_STORE !== 'postgres' ? 'multi-node needs PostgreSQL' : !REDIS ? 'needs CAREVAULT_TEST_REDIS_URL' : false;
+const run = promisify(execFile);
+
+let dataDir: string;
+let lb: string;
+let ca: string;
+let agent: Agent;
+let secret: string;
+let env: NodeJS.ProcessEnv;
+const nodes: ServeChild[] = [];
+const ports: number[] = [];
+const VAULT = 'shared_vault';
+
+async function admin(...args: string[]): Promise<string> {
+  const full = [...args, '--data-dir', dataDir];
+  return (await run(process.execPath, [BIN, ...full], { timeout: 60_000, env: withStore(full, env) })).stdout;
+}
+
+async function startNode(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ node: ServeChild; url: string }> {
+  const port = await freePort();
+  const node = await serveChild(['--port', String(port), '--base-url', lb, '--data-dir', dataDir], {
+    env: { ...withStore(['--data-dir', dataDir], env), ...extraEnv },
+  });
+  assert.match(node.output().stdout, /carevault is running/, node.output().stderr);
+  nodes.push(node);
+  ports.push(port);
+  return { node, url: `https://127.0.0.1:${port}` };
+}
+
+async function call(base: string, method: string, path: string, token: string, body?: unknown, headers = {}) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    dispatcher: agent,
+    headers: {
+      authorization: `Bearer ${token}`,
+      accept: 'application/fhir+json',
+      ...(body ? { 'content-type': 'application/fhir+json' } : {}),
+      ...headers,
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+async function form(base: string, path: string, body: Record<string, string>, basic?: string) {
+  const res = await fetch(`${base}${path}`, {
+    method: 'POST',
+    dispatcher: agent,
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      ...(basic ? { authorization: `Basic ${Buffer.from(basic).toString('base64')}` } : {}),
+    },
+    body: new URLSearchParams(body).toString(),
+  });
+  return { status: res.status, json: (await res.json().catch(() => ({}))) as Record<string, string> };
+}
+
+const token = async (base: string) => {
+  const r = await form(base, '/oauth/token', { grant_type: 'client_credentials' }, `svc:${secret}`);
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  return r.json.access_token as string;
+};
+
+let A: string;
+let B: string;
+let nodeA: ServeChild;
+
+describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
+  before(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'carevault-nodes-'));
+    lb = `https://localhost:${await freePort()}`;
+    env = {
+      ...process.env,
+      CAREVAULT_REDIS_URL: REDIS,
+      CAREVAULT_REDIS_PREFIX: `cv-nodes-${randomBytes(6).toString('hex')}:`,
+      CAREVAULT_LOG_LEVEL: 'warn',
+    };
+    secret = (
+      JSON.parse(await admin('client', 'add', 'svc', '--auth', 'client_secret_basic', '--scope', 'system/*.cruds')) as {
+        client_secret: string;
+      }
+    ).client_secret;
+    await admin('partition', 'add', VAULT);
+    await admin('grant', 'add', '--partition', VAULT, '--client', 'svc', '--scope', 'system/*.cruds');
+    // Both nodes start at once: the schema migration runs once, under its advisory lock.
+    [{ node: nodeA, url: A }, { url: B }] = await Promise.all([startNode(), startNode()]);
+    ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
+    agent = new Agent({ connect: { ca, servername: 'localhost' }, connections: 16 });
+  });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await agent?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('a token from node A works at node B; revoked at A, it is refused at B within 1 s', async () => {
+    const t = await token(A);
+    const created = await call(B, 'POST', `/fhir/${VAULT}/Patient`, t, { resourceType: 'Patient', gender: 'other' });
+    assert.equal(created.status, 201);
+    const read = await call(A, 'GET', `/fhir/${VAULT}/Patient/${created.json.id}`, t);
+    assert.equal(read.status, 200);
+    const revoked = await form(A, '/oauth/revoke', { token: t }, `svc:${secret}`);
+    assert.equal(revoked.status, 200);
+    const started = Date.now();
+    let status = 0;
+    while (Date.now() - started < 1000) {
+      status = (await call(B, 'GET', `/fhir/${VAULT}/Patient/${created.json.id}`, t)).status;
+      if (status === 401) break;
+    }
+    assert.equal(status, 401, 'node B refuses the token node A revoked');
+  });
+
+  test('a client assertion used at one node is refused at the other (jti replay → invalid_client)', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwks = join(dataDir, 'jwks.json');
+    writeFileSync(jwks, JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] }));
+    await admin('client', 'add', 'jwt-svc', '--auth', 'private_key_jwt', '--jwks', jwks, '--scope', 'system/*.rs');
+    const assertion = await new SignJWT({ jti: randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setIssuer('jwt-svc')
+      .setSubject('jwt-svc')
+      .setAudience(lb)
+      .setIssuedAt()
+      .setExpirationTime('2m')
+      .sign(privateKey);
+    const body = {
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+    };
+    const first = await form(A, '/oauth/token', body);
+    assert.equal(first.status, 200, JSON.stringify(first.json));
+    const replay = await form(B, '/oauth/token', body);
+    assert.equal(replay.status, 401);
+    assert.equal(replay.json.error, 'invalid_client');
+  });
+
+  test('login throttling is shared: failures at node A lock the guesser out at node B', async () => {
+    await admin('user', 'add', 'nina', '--password', 'correct-horse-battery');
+    await admin(
+      'client',
+      'add',
+      'viewer',
+      '--auth',
+      'none',
+      '--redirect-uri',
+      'https://viewer.example/cb',
+      '--scope',
+      'openid fhirUser user/*.rs',
+    );
+    const authorize = () =>
+      `${A}/oauth/authorize?${new URLSearchParams({
+        response_type: 'code',
+        client_id: 'viewer',
+        redirect_uri: 'https://viewer.example/cb',
+        scope: 'openid fhirUser user/*.rs',
+        state: randomUUID(),
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+        code_challenge_method: 'S256',
+        aud: `${lb}/fhir`,
+      })}`;
+    const attempt = async (base: string, password: string) => {
+      const d = new LoginDriver(new URL(base).origin, agent);
+      const page = await d.follow(authorize().replace(A, base));
+      assert.ok(!(page instanceof URL), 'the login page is shown');
+      const f = formOf(page.html);
+      assert.ok(f, page.html.slice(0, 300));
+      return d.request(new URL(f.action, base).href, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: f.csrf, username: 'nina', password }).toString(),
+      });
+    };
+    for (let i = 0; i < 5; i++) assert.equal((await attempt(A, `guess-${i}`)).status, 401);
+    const atB = await attempt(B, 'correct-horse-battery');
+    assert.equal(atB.status, 429, 'node B counts the failures node A saw');
+  });
+
+  test('a conditional create raced through both nodes yields one resource', async () => {
+    const t = await token(A);
+    const identifier = `race-${randomUUID()}`;
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        call(
+          i % 2 ? A : B,
+          'POST',
+          `/fhir/${VAULT}/Patient`,
+          t,
+          { resourceType: 'Patient', identifier: [{ system: 'urn:race', value: identifier }] },
+          { 'if-none-exist': `identifier=urn:race|${identifier}` },
+        ),
+      ),
+    );
+    const statuses = results.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
+    const found = await call(B, 'GET', `/fhir/${VAULT}/Patient?identifier=urn:race|${identifier}&_summary=count`, t);
+    assert.equal(found.json.total, 1);
+  });
+
+  test('two updates with the same If-Match through both nodes: one 200, one 412', async () => {
+    const t = await token(A);
+    const created = await call(A, 'POST', `/fhir/${VAULT}/Patient`, t, { resourceType: 'Patient' });
+    const id = created.json.id as string;
+    for (let round = 0; round < 3; round++) {
+      const current = await call(A, 'GET', `/fhir/${VAULT}/Patient/${id}`, t);
+      const etag = current.headers.get('etag') as string;
+      const results = await Promise.all(
+        [A, B].map((base, k) =>
+          call(
+            base,
+            'PUT',
+            `/fhir/${VAULT}/Patient/${id}`,
+            t,
+            { resourceType: 'Patient', id, gender: k ? 'male' : 'female' },
+            {
+              'if-match': etag,
+            },
+          ),
+        ),
+      );
+      assert.deepEqual(results.map((r) => r.status).sort(), [200, 412]);
+    }
+  });
+
+  test('concurrent creates through both nodes, then `audit verify` walks one unbroken chain', async () => {
+    const t = await token(A);
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        call(i % 2 ? A : B, 'POST', `/fhir/${VAULT}/Observation`, t, {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text: `concurrent ${i}` },
+        }),
+      ),
+    );
+    assert.ok(results.every((r) => r.status === 201));
+    const verified = JSON.parse(await admin('audit', 'verify')) as { ok: boolean; events: number };
+    assert.equal(verified.ok, true);
+    assert.ok(verified.events >= 60);
+  });
+
+  test('row-level security: the vault role sees only the partition its transaction names', async () => {
+    const url = new URL(postgresUrlFor(dataDir));
+    const schema = url.searchParams.get('schema') as string;
+    url.searchParams.delete('schema');
+    const client = new pg.Client({ connectionString: url.href, options: `-c search_path=${schema}` });
+    await client.connect();
+    try {
+      const count = async (partition: string | undefined) => {
+        await client.query('BEGIN');
+        await client.query('SET LOCAL ROLE carevault_vault');
+        if (partition) await client.query("SELECT set_config('carevault.partition', $1, true)", [partition]);
+        // No partition filter on purpose: the policy alone decides what is visible.
+        const r = await client.query('SELECT count(*)::int AS n, count(DISTINCT partition)::int AS p FROM resources');
+        await client.query('ROLLBACK');
+        return r.rows[0] as { n: number; p: number };
+      };
+      const own = await count(VAULT);
+      assert.ok(own.n > 0);
+      assert.equal(own.p, 1);
+      assert.deepEqual(await count(undefined), { n: 0, p: 0 });
+      assert.deepEqual(await count('another_vault'), { n: 0, p: 0 });
+      await client.query('BEGIN');
+      await client.query('SET LOCAL ROLE carevault_vault');
+      await client.query("SELECT set_config('carevault.partition', 'another_vault', true)");
+      await assert.rejects(
+        client.query(
+          `INSERT INTO resources (partition, type, id, version, last_updated, content) VALUES ('${VAULT}', 'Patient', 'x', 1, '2026-01-01T00:00:00Z', '{}')`,
+        ),
+        /row-level security/,
+      );
+      await client.query('ROLLBACK');
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('kill -9 of a node mid-ingest: every acknowledged write is present, every Bundle whole or absent', async () => {
+    const t = await token(A);
+    const acknowledged: string[] = [];
+    const tags: string[] = [];
+    let stop = false;
+    const bundle = (tag: string) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: Array.from({ length: 20 }, (_, i) => ({
+        fullUrl: `urn:uuid:${randomUUID()}`,
+        request: { method: 'POST', url: 'Observation' },
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          meta: { tag: [{ system: 'urn:ingest', code: tag }] },
+          code: { text: `entry ${i}` },
+        },
+      })),
+    });
+    const loop = async () => {
+      while (!stop) {
+        const tag = `b${tags.length}-${randomBytes(3).toString('hex')}`;
+        tags.push(tag);
+        try {
+          const r = await call(A, 'POST', `/fhir/${VAULT}`, t, bundle(tag));
+          if (r.status === 200) acknowledged.push(tag);
+        } catch {
+          return; // the node is gone
+        }
+      }
+    };
+    const loops = [loop(), loop(), loop()];
+    await new Promise((r) => setTimeout(r, 1500));
+    nodeA.child.kill('SIGKILL');
+    await nodeA.exited;
+    stop = true;
+    await Promise.all(loops);
+    assert.ok(acknowledged.length > 0, 'some bundles were acknowledged before the kill');
+    for (const tag of tags) {
+      const found = await call(B, 'GET', `/fhir/${VAULT}/Observation?_tag=urn:ingest|${tag}&_summary=count`, t);
+      const total = found.json.total as number;
+      if (acknowledged.includes(tag)) assert.equal(total, 20, `acknowledged bundle ${tag} is whole`);
+      else assert.ok(total === 0 || total === 20, `bundle ${tag} is whole or absent, found ${total}`);
+    }
+    const verified = JSON.parse(await admin('audit', 'verify')) as { ok: boolean };
+    assert.equal(verified.ok, true);
+  });
+});
+
+/** A loopback TCP hop in front of PostgreSQL that can be cut (every connection dropped, new ones refused). */
+class CuttableHop {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  constructor(
+    readonly port: number,
+    private readonly target: { host: string; port: number },
+  ) {}
+  async open(): Promise<void> {
+    this.server = createServer((s) => {
+      const up = tcpConnect(this.target.port, this.target.host);
+      for (const x of [s, up]) {
+        this.sockets.add(x);
+        x.on('close', () => this.sockets.delete(x));
+        x.on('error', () => {});
+      }
+      s.pipe(up).pipe(s);
+    });
+    await new Promise<void>((r) => this.server?.listen(this.port, '127.0.0.1', r));
+  }
+  async cut(): Promise<void> {
+    const closed = new Promise((r) => this.server?.close(r));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}
+
+describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'needs PostgreSQL' }, () => {
+  test('503 transient OperationOutcome while it is gone, nothing half-written, recovery without restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-dblost-'));
+    const real = new URL(postgresUrlFor(dir));
+    const hop = new CuttableHop(await freePort(), { host: real.hostname, port: Number(real.port || 5432) });
+    await hop.open();
+    const viaHop = new URL(real.href);
+    viaHop.port = String(hop.port);
+    const localEnv = { ...process.env, CAREVAULT_DATABASE_URL: viaHop.href, CAREVAULT_LOG_LEVEL: 'error' };
+    const cli = async (...args: string[]) =>
+      (await run(process.execPath, [BIN, ...args, '--data-dir', dir], { timeout: 60_000, env: localEnv })).stdout;
+    const { client_secret } = JSON.parse(
+      await cli('client', 'add', 'svc', '--auth', 'client_secret_basic', '--scope', 'system/*.cruds'),
+    ) as { client_secret: string };
+    await cli('partition', 'add', 'v');
+    await cli('grant', 'add', '--partition', 'v', '--client', 'svc', '--scope', 'system/*.cruds');
+    const port = await freePort();
+    const node = await serveChild(['--port', String(port), '--data-dir', dir], { env: localEnv });
+    const base = `https://127.0.0.1:${port}`;
+    const a = new Agent({ connect: { ca: readFileSync(join(dir, 'pki', 'ca.pem'), 'utf8'), servername: 'localhost' } });
+    const previous = agent;
+    agent = a;
+    secret = client_secret;
+    try {
+      const t = await token(base);
+      assert.equal((await call(base, 'POST', '/fhir/v/Patient', t, { resourceType: 'Patient' })).status, 201);
+      await hop.cut();
+      const down = await call(base, 'POST', '/fhir/v/Patient', t, { resourceType: 'Patient', gender: 'female' });
+      assert.equal(down.status, 503);
+      assert.equal((down.json.issue as { code: string }[])[0]?.code, 'transient');
+      assert.ok(down.headers.get('retry-after'));
+      assert.doesNotMatch(JSON.stringify(down.json), /postgres|ECONN|127\.0\.0\.1/i);
+      const ready = await fetch(`${base}/readyz`, { dispatcher: a });
+      assert.equal(ready.status, 503);
+      assert.deepEqual(await ready.json(), { status: 'unavailable', checks: { database: 'down' } });
+      await hop.open();
+      let status = 0;
+      for (let i = 0; i < 20 && status !== 200; i++) {
+        status = (await fetch(`${base}/readyz`, { dispatcher: a }).then((r) => r.status)) as number;
+        if (status !== 200) await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.equal(status, 200, 'ready again once the database is back');
+      const search = await call(base, 'GET', '/fhir/v/Patient?gender=female&_summary=count', t);
+      assert.equal(search.json.total, 0, 'the write refused with 503 left nothing behind');
+      assert.equal((await call(base, 'POST', '/fhir/v/Patient', t, { resourceType: 'Patient' })).status, 201);
+      assert.equal((await fetch(`${base}/healthz`, { dispatcher: a })).status, 200);
+    } finally {
+      agent = previous;
+      await node.stop();
+      await a.close();
+      await hop.cut().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
