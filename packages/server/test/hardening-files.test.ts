@@ -190,12 +190,13 @@ describe('common mistakes get one line and an exit code', () => {
   });
 
   test('a database URL that cannot be used', async () => {
-    for (const url of ['mysql://root@127.0.0.1/x', 'postgres://nobody@127.0.0.1:1/none']) {
-      const r = await cli(['client', 'list', '--data-dir', join(root, 'db')], {
-        ...process.env,
-        CAREVAULT_DATABASE_URL: url,
-      });
+    for (const url of ['mysql://root@127.0.0.1/x', 'postgres://nobody:pw-s3cret@127.0.0.1:1/none']) {
+      const env = { ...process.env, CAREVAULT_DATABASE_URL: url };
+      const r = await cli(['client', 'list', '--data-dir', join(root, 'db')], env);
       oneLineError(r, /CAREVAULT_DATABASE_URL|PostgreSQL/);
+      const s = await serveChild(['--port', String(await freePort()), '--data-dir', join(root, 'db')], { env });
+      oneLineError({ code: await s.exited, stderr: s.output().stderr }, /CAREVAULT_DATABASE_URL|PostgreSQL/);
+      assert.doesNotMatch(r.stderr + s.output().stderr, /pw-s3cret/, 'the password is never printed');
     }
   });
 

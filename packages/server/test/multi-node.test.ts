@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { Agent, fetch } from 'undici';
-import { formOf, LoginDriver } from './helpers/login-driver.ts';
+import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
 import { freePort } from './helpers/platform.ts';
 import { BIN, type ServeChild, serveChild, withStore } from './helpers/serve.ts';
 import { postgresUrlFor, TEST_STORE } from './helpers/store.ts';
@@ -170,20 +170,9 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
       '--scope',
       'openid fhirUser user/*.rs',
     );
-    const authorize = () =>
-      `${A}/oauth/authorize?${new URLSearchParams({
-        response_type: 'code',
-        client_id: 'viewer',
-        redirect_uri: 'https://viewer.example/cb',
-        scope: 'openid fhirUser user/*.rs',
-        state: randomUUID(),
-        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-        code_challenge_method: 'S256',
-        aud: `${lb}/fhir`,
-      })}`;
     const attempt = async (base: string, password: string) => {
       const d = new LoginDriver(new URL(base).origin, agent);
-      const page = await d.follow(authorize().replace(A, base));
+      const page = await d.follow(viewerAuthorizeUrl(base, `${lb}/fhir`));
       assert.ok(!(page instanceof URL), 'the login page is shown');
       const f = formOf(page.html);
       assert.ok(f, page.html.slice(0, 300));

@@ -3,11 +3,18 @@ import type { Logger } from 'pino';
 
 /**
  * The one Redis connection of a node (CAREVAULT_REDIS_URL): rate-limit buckets and login-failure counters.
- * A command fails fast (one retry, 2 s to connect) instead of queueing while Redis is away; each user of the
- * connection decides what a failure means (rate limits let the request through, logins are refused).
+ * A command fails within a second while Redis is away; each user of the connection decides what a failure
+ * means (rate limits let the request through, logins are refused).
  */
 export function connectRedis(url: string, log: Pick<Logger, 'error'>): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectTimeout: 2000 });
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    connectTimeout: 2000,
+    // While Redis is away a command is answered (with an error) within a second, not after reconnects.
+    commandTimeout: 1000,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 1000),
+  });
   let last = 0;
   redis.on('error', (err: Error) => {
     // Reconnect attempts fail every few hundred ms while Redis is down: one line per 10 s is enough.

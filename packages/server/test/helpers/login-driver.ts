@@ -116,3 +116,17 @@ export function formOf(html: string): ParsedForm | undefined {
     [...html.matchAll(new RegExp(`name="${name}" value="([^"]+)"`, 'g'))].map((m) => decodeEntities(m[1] as string));
   return { action: decodeEntities(action), csrf, scopes: values('scope'), patients: values('patient') };
 }
+
+/** An authorization request of the public test app `viewer` (PKCE S256 with a fixed challenge) at `base`. */
+export function viewerAuthorizeUrl(base: string, fhirBase: string): string {
+  return `${base}/oauth/authorize?${new URLSearchParams({
+    response_type: 'code',
+    client_id: 'viewer',
+    redirect_uri: 'https://viewer.example/cb',
+    scope: 'openid fhirUser user/*.rs',
+    state: crypto.randomUUID(),
+    code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    code_challenge_method: 'S256',
+    aud: fhirBase,
+  })}`;
+}

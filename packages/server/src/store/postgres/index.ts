@@ -39,6 +39,7 @@ export async function openPostgresStore(
   const pool = createPool(target, options.poolSize ?? 10);
   try {
     if (options.migrate !== false) await migrate(pool, target);
+    else await run(pool, 'SELECT 1'); // fail here, with the reason, rather than at the first query
   } catch (err) {
     await pool.end().catch(() => {});
     throw err;
