@@ -4,6 +4,7 @@ import type { JWK } from 'jose';
 import { AUTH_METHODS, type AuthMethod, ClientInputError, ClientRegistry } from '../auth/clients.ts';
 import { writeSecretFile } from '../config/files.ts';
 import type { Config } from '../config/index.ts';
+import { withInitLock } from '../config/init-lock.ts';
 import { ensureDevPki } from '../pki/dev-pki.ts';
 import { createSelfSigned, issueLeaf } from '../pki/x509.ts';
 import { openStore } from '../store/index.ts';
@@ -92,7 +93,9 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
   const output: Record<string, string> = { client_id: result.clientId };
   if (result.clientSecret) output.client_secret = result.clientSecret;
   if (auth === 'tls_client_auth') {
-    const pki = await ensureDevPki(config.dataDir, [new URL(config.baseUrl).hostname]);
+    const pki = await withInitLock(config.dataDir, () =>
+      ensureDevPki(config.dataDir, [new URL(config.baseUrl).hostname]),
+    );
     // Seed 000: registration results in a client certificate for the technical user (CN = client_id).
     issued = await issueLeaf(pki.ca, { commonName: clientId, usage: 'client', validDays: 397 });
     output.ca = pki.caPath;

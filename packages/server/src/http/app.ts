@@ -12,6 +12,7 @@ import { launchRoutes } from '../auth/launch-api.ts';
 import { certificateSource } from '../auth/mtls.ts';
 import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
 import type { Config } from '../config/index.ts';
+import { withInitLock } from '../config/init-lock.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
@@ -56,8 +57,10 @@ export async function buildPlatform(
     databaseUrl: config.databaseUrl,
     warn: (m) => notes.push(m),
   });
-  const pki = await ensureDevPki(config.dataDir, hostNames, (m) => notes.push(m));
-  const keys = await KeyRing.open(config.dataDir);
+  const { pki, keys } = await withInitLock(config.dataDir, async () => ({
+    pki: await ensureDevPki(config.dataDir, hostNames, (m) => notes.push(m)),
+    keys: await KeyRing.open(config.dataDir),
+  }));
   const clients = new ClientRegistry(store);
   const issuer = config.baseUrl;
   const fhirBase = `${config.baseUrl}/fhir`;

@@ -42,8 +42,9 @@ export async function serveChild(
     stderr += d;
   });
   let done = false;
+  // 'close' rather than 'exit': by then stdout and stderr are drained, so a refused start's message is complete.
   const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       done = true;
       resolve(code);
     }),
