@@ -139,4 +139,16 @@ describe('carevault db migrate / db status', () => {
     );
     assert.doesNotMatch(stderr, /s3cret/);
   });
+
+  test('a pool size that is not a number of connections is refused in one line', async () => {
+    const r = await run(process.execPath, [BIN, 'partition', 'list', '--data-dir', dir], {
+      timeout: 60_000,
+      env: { ...withStore(['--data-dir', dir]), CAREVAULT_DATABASE_POOL_SIZE: '0' },
+    }).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((r as { code: number }).code, 1);
+    assert.match(
+      (r as { stderr: string }).stderr,
+      /^error: CAREVAULT_DATABASE_POOL_SIZE must be an integer between 2 and 500/m,
+    );
+  });
 });

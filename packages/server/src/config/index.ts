@@ -8,6 +8,8 @@ export interface Config {
   /** Public origin clients use, e.g. https://localhost:8443 (no trailing slash). */
   baseUrl: string;
   databaseUrl: string | undefined;
+  /** PostgreSQL connections per node (CAREVAULT_DATABASE_POOL_SIZE); N nodes use N times this many. */
+  databasePoolSize: number;
   redisUrl: string | undefined;
   /** Access-token lifetime in seconds (CARA uses 300). */
   accessTokenTtl: number;
@@ -87,6 +89,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     dataDir,
     baseUrl: base.href.replace(/\/$/, ''),
     databaseUrl: env.CAREVAULT_DATABASE_URL || undefined,
+    databasePoolSize: integer('CAREVAULT_DATABASE_POOL_SIZE', env.CAREVAULT_DATABASE_POOL_SIZE || 10, 2, 500),
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,

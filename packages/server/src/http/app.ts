@@ -55,6 +55,7 @@ export async function buildPlatform(
   const store = await openStore({
     dataDir: config.dataDir,
     databaseUrl: config.databaseUrl,
+    poolSize: config.databasePoolSize,
     warn: (m) => notes.push(m),
   });
   const { pki, keys } = await withInitLock(config.dataDir, async () => ({

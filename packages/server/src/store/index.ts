@@ -15,6 +15,8 @@ export interface StoreOptions {
   warn?: ((message: string) => void) | undefined;
   /** PostgreSQL: leave the schema as it is instead of migrating it (`db status`). */
   migrate?: boolean | undefined;
+  /** PostgreSQL: connections in the pool (default 10). */
+  poolSize?: number | undefined;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -27,16 +29,16 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     if (!POSTGRES_URL.test(options.databaseUrl)) {
       throw new ConfigError('CAREVAULT_DATABASE_URL must be a postgres:// URL, or unset for the embedded SQLite store');
     }
-    return openPostgres(options.databaseUrl, options.migrate);
+    return openPostgres(options.databaseUrl, { migrate: options.migrate, poolSize: options.poolSize });
   }
   return openSqliteStore(join(options.dataDir, 'carevault.sqlite'));
 }
 
-async function openPostgres(url: string, migrate: boolean | undefined) {
+async function openPostgres(url: string, options: { migrate?: boolean | undefined; poolSize?: number | undefined }) {
   let display = 'CAREVAULT_DATABASE_URL';
   try {
     display = parseDatabaseUrl(url).display;
-    return await openPostgresStore(url, { migrate });
+    return await openPostgresStore(url, options);
   } catch (err) {
     // One line that names the database without its password: never the URL as given, never a stack trace.
     const e = err as { code?: string; message?: string; cause?: unknown };

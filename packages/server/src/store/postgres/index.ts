@@ -33,7 +33,7 @@ export interface PostgresStore extends Store {
 /** Opens a pooled PostgreSQL store; `migrate: false` leaves the schema as it is (for `db status`). */
 export async function openPostgresStore(
   url: string,
-  options: { poolSize?: number; migrate?: boolean } = {},
+  options: { poolSize?: number | undefined; migrate?: boolean | undefined } = {},
 ): Promise<PostgresStore> {
   const target = parseDatabaseUrl(url);
   const pool = createPool(target, options.poolSize ?? 10);
