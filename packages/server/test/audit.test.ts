@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import pg from 'pg';
 import { Agent, fetch } from 'undici';
 import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
 import { freePort } from './helpers/platform.ts';
+import { pgClientFor } from './helpers/raw-db.ts';
 import { BIN, type ServeChild, serveChild, withStore } from './helpers/serve.ts';
 import { postgresUrlFor, TEST_STORE } from './helpers/store.ts';
 
@@ -255,11 +255,7 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
   });
 
   test('row-level security: the vault role sees only the partition its transaction names', async () => {
-    const url = new URL(postgresUrlFor(dataDir));
-    const schema = url.searchParams.get('schema') as string;
-    url.searchParams.delete('schema');
-    const client = new pg.Client({ connectionString: url.href, options: `-c search_path=${schema}` });
-    await client.connect();
+    const client = await pgClientFor(dataDir);
     try {
       const count = async (partition: string | undefined) => {
         await client.query('BEGIN');

@@ -21,11 +21,7 @@ export async function rawSql<T = Record<string, unknown>>(
       db.close();
     }
   }
-  const url = new URL(postgresUrlFor(dataDir));
-  const schema = url.searchParams.get('schema') as string;
-  url.searchParams.delete('schema');
-  const client = new pg.Client({ connectionString: url.href, options: `-c search_path=${schema}` });
-  await client.connect();
+  const client = await pgClientFor(dataDir);
   try {
     let n = 0;
     const r = await client.query(
@@ -43,4 +39,14 @@ export async function rawSql<T = Record<string, unknown>>(
   } finally {
     await client.end();
   }
+}
+
+/** A plain pg connection to the schema of a test platform's data directory (PostgreSQL run only). */
+export async function pgClientFor(dataDir: string): Promise<pg.Client> {
+  const url = new URL(postgresUrlFor(dataDir));
+  const schema = url.searchParams.get('schema') as string;
+  url.searchParams.delete('schema');
+  const client = new pg.Client({ connectionString: url.href, options: `-c search_path=${schema}` });
+  await client.connect();
+  return client;
 }

@@ -1,5 +1,13 @@
 import type pg from 'pg';
-import { auditWhere, chainBreak, chainHash, type EventRow, eventColumns, GENESIS } from '../sql/audit-chain.ts';
+import {
+  auditWhere,
+  chainBreak,
+  chainHash,
+  type EventRow,
+  eventColumns,
+  eventValues,
+  GENESIS,
+} from '../sql/audit-chain.ts';
 import type { AuditRecord, AuditStore } from '../types.ts';
 import { run } from './connection.ts';
 
@@ -11,20 +19,7 @@ export function chainRecords(head: string, records: AuditRecord[]): { params: un
   for (const r of records) {
     const row = eventColumns(r);
     const hash = chainHash(prev, row, r.refs);
-    const values = [
-      row.id,
-      row.partition,
-      row.recorded,
-      row.type,
-      row.subtype,
-      row.action,
-      row.outcome,
-      row.request_id,
-      row.correlation_id,
-      row.content,
-      prev,
-      hash,
-    ];
+    const values = eventValues(row, prev, hash);
     values.forEach((v, i) => {
       (cols[i] as unknown[]).push(v);
     });

@@ -1,22 +1,9 @@
 import type pg from 'pg';
-import type { ClientRecord, ClientStore, OidcPayloadRecord, OidcPayloadStore, RevocationStore } from '../types.ts';
+import { type ClientRow, type PayloadRow, toClient, toPayload } from '../sql/rows.ts';
+import type { ClientStore, OidcPayloadStore, RevocationStore } from '../types.ts';
 import { run, runCount } from './connection.ts';
 
-interface PayloadRow {
-  payload: string;
-  expires_at: number | null;
-  consumed_at: number | null;
-}
-
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-
-function toPayload(row: PayloadRow | undefined): OidcPayloadRecord | undefined {
-  if (!row) return undefined;
-  if (row.expires_at !== null && row.expires_at <= nowSeconds()) return undefined;
-  const payload = JSON.parse(row.payload) as Record<string, unknown>;
-  if (row.consumed_at !== null) payload.consumed = row.consumed_at;
-  return { payload, expiresAt: row.expires_at, consumed: row.consumed_at !== null };
-}
 
 export function oidcStore(pool: pg.Pool): OidcPayloadStore {
   return {
@@ -44,7 +31,7 @@ export function oidcStore(pool: pg.Pool): OidcPayloadStore {
         'SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND id = ?',
         [model, id],
       );
-      return toPayload(row);
+      return toPayload(row, nowSeconds());
     },
     async findBy(model, column, value) {
       const col = column === 'uid' ? 'uid' : 'user_code';
@@ -53,7 +40,7 @@ export function oidcStore(pool: pg.Pool): OidcPayloadStore {
         `SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND ${col} = ? LIMIT 1`,
         [model, value],
       );
-      return toPayload(row);
+      return toPayload(row, nowSeconds());
     },
     async insertIfAbsent(model, id, expiresAt) {
       // One statement: of two nodes inserting the same id at once, exactly one sees a new row. An expired
@@ -88,20 +75,6 @@ export function oidcStore(pool: pg.Pool): OidcPayloadStore {
     },
   };
 }
-
-interface ClientRow {
-  client_id: string;
-  metadata: string;
-  disabled: boolean;
-  created_at: number;
-}
-
-const toClient = (row: ClientRow): ClientRecord => ({
-  clientId: row.client_id,
-  metadata: JSON.parse(row.metadata) as Record<string, unknown>,
-  disabled: row.disabled,
-  createdAt: row.created_at,
-});
 
 export function clientStore(pool: pg.Pool): ClientStore {
   return {

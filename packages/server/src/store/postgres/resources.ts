@@ -1,38 +1,14 @@
 import type pg from 'pg';
 import { GENESIS } from '../sql/audit-chain.ts';
+import { toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
-import type {
-  AuditRecord,
-  HistoryQuery,
-  ResourceStore,
-  ResourceTransaction,
-  ResourceWrite,
-  StoredVersion,
-} from '../types.ts';
+import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, ResourceWrite } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
 import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
 import { VAULT_ROLE } from './schema.ts';
-
-interface VersionRow {
-  type: string;
-  id: string;
-  version: number;
-  last_updated: string;
-  method: StoredVersion['method'];
-  content: string | null;
-}
-
-const toVersion = (r: VersionRow): StoredVersion => ({
-  type: r.type,
-  id: r.id,
-  version: r.version,
-  lastUpdated: r.last_updated,
-  method: r.method,
-  content: r.content ?? undefined,
-});
 
 const CURRENT_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
   JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version

@@ -1,40 +1,7 @@
 import type pg from 'pg';
-import type { DelegationRecord, UserRecord, UserStore } from '../types.ts';
+import { type DelegationRow, toDelegation, toUser, type UserRow } from '../sql/rows.ts';
+import type { UserStore } from '../types.ts';
 import { run, runCount } from './connection.ts';
-
-interface UserRow {
-  username: string;
-  password_hash: string;
-  partition: string | null;
-  fhir_user: string | null;
-  disabled: boolean;
-  created_at: number;
-}
-
-interface DelegationRow {
-  partition: string;
-  username: string;
-  patient: string;
-  scope: string;
-  created_at: number;
-}
-
-const toUser = (r: UserRow): UserRecord => ({
-  username: r.username,
-  passwordHash: r.password_hash,
-  partition: r.partition ?? undefined,
-  fhirUser: r.fhir_user ?? undefined,
-  disabled: r.disabled,
-  createdAt: r.created_at,
-});
-
-const toDelegation = (r: DelegationRow): DelegationRecord => ({
-  partition: r.partition,
-  username: r.username,
-  patient: r.patient,
-  scope: r.scope,
-  createdAt: r.created_at,
-});
 
 export function userStore(pool: pg.Pool): UserStore {
   return {

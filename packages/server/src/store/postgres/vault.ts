@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
+import { type GrantRow, toGrant } from '../sql/rows.ts';
+import type { PartitionRecord, PartitionStore } from '../types.ts';
 import { checkout, rethrow, run } from './connection.ts';
 
 interface PartitionRow {
@@ -8,22 +9,6 @@ interface PartitionRow {
   created_at: number;
   identifiers: string[] | null;
 }
-
-interface GrantRow {
-  partition: string;
-  subject_kind: 'client' | 'org';
-  subject: string;
-  scope: string;
-  created_at: number;
-}
-
-const toGrant = (r: GrantRow): GrantRecord => ({
-  partition: r.partition,
-  subjectKind: r.subject_kind,
-  subject: r.subject,
-  scope: r.scope,
-  createdAt: r.created_at,
-});
 
 const toPartition = (row: PartitionRow): PartitionRecord => ({
   name: row.name,

@@ -39,6 +39,24 @@ export function eventColumns(r: AuditRecord): EventColumns {
   };
 }
 
+/** The values of one audit_events row in insert order: (id … correlation_id, content, prev_hash, hash). */
+export function eventValues(e: EventColumns, prev: string, hash: string): unknown[] {
+  return [
+    e.id,
+    e.partition,
+    e.recorded,
+    e.type,
+    e.subtype,
+    e.action,
+    e.outcome,
+    e.request_id,
+    e.correlation_id,
+    e.content,
+    prev,
+    hash,
+  ];
+}
+
 /** What the hash of an event covers: everything it is served and searched by, and its predecessor. */
 export function chainHash(prev: string, e: EventColumns, refs: { kind: string; value: string }[]): string {
   const sortedRefs = refs.map((r) => `${r.kind}=${r.value}`).sort();

@@ -1,5 +1,13 @@
 import type Database from 'better-sqlite3';
-import { auditWhere, chainBreak, chainHash, type EventRow, eventColumns, GENESIS } from '../sql/audit-chain.ts';
+import {
+  auditWhere,
+  chainBreak,
+  chainHash,
+  type EventRow,
+  eventColumns,
+  eventValues,
+  GENESIS,
+} from '../sql/audit-chain.ts';
 import type { AuditRecord, AuditStore } from '../types.ts';
 import type { AuditAppender } from './resources.ts';
 
@@ -19,20 +27,7 @@ export function auditWriter(db: Database.Database): AuditAppender {
     const prev = head ?? (last.get() as string | undefined) ?? GENESIS;
     const row = eventColumns(r);
     const hash = chainHash(prev, row, r.refs);
-    const { lastInsertRowid } = insert.run(
-      row.id,
-      row.partition,
-      row.recorded,
-      row.type,
-      row.subtype,
-      row.action,
-      row.outcome,
-      row.request_id,
-      row.correlation_id,
-      row.content,
-      prev,
-      hash,
-    );
+    const { lastInsertRowid } = insert.run(...eventValues(row, prev, hash));
     for (const ref of r.refs) insertRef.run(lastInsertRowid, ref.kind, ref.value);
     head = hash;
   };

@@ -2,14 +2,8 @@ import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { ownerOnly } from '../../config/data-dir.ts';
-import type {
-  ClientRecord,
-  ClientStore,
-  OidcPayloadRecord,
-  OidcPayloadStore,
-  RevocationStore,
-  Store,
-} from '../types.ts';
+import { type ClientRow, type PayloadRow, toClient, toPayload } from '../sql/rows.ts';
+import type { ClientStore, OidcPayloadStore, RevocationStore, Store } from '../types.ts';
 import { auditStore, auditWriter } from './audit.ts';
 import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
@@ -17,20 +11,6 @@ import { userStore } from './users.ts';
 import { partitionStore } from './vault.ts';
 
 type Db = Database.Database;
-
-interface PayloadRow {
-  payload: string;
-  expires_at: number | null;
-  consumed_at: number | null;
-}
-
-function toPayload(row: PayloadRow | undefined, now: number): OidcPayloadRecord | undefined {
-  if (!row) return undefined;
-  if (row.expires_at !== null && row.expires_at <= now) return undefined;
-  const payload = JSON.parse(row.payload) as Record<string, unknown>;
-  if (row.consumed_at !== null) payload.consumed = row.consumed_at;
-  return { payload, expiresAt: row.expires_at, consumed: row.consumed_at !== null };
-}
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
@@ -103,20 +83,6 @@ function oidcStore(db: Db): OidcPayloadStore {
     },
   };
 }
-
-interface ClientRow {
-  client_id: string;
-  metadata: string;
-  disabled: number;
-  created_at: number;
-}
-
-const toClient = (row: ClientRow): ClientRecord => ({
-  clientId: row.client_id,
-  metadata: JSON.parse(row.metadata) as Record<string, unknown>,
-  disabled: row.disabled === 1,
-  createdAt: row.created_at,
-});
 
 function clientStore(db: Db): ClientStore {
   const insert = db.prepare('INSERT INTO clients (client_id, metadata, disabled, created_at) VALUES (?, ?, ?, ?)');

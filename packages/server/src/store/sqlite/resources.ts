@@ -1,26 +1,9 @@
 import type Database from 'better-sqlite3';
+import { toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
-import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, StoredVersion } from '../types.ts';
+import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction } from '../types.ts';
 import { indexWriter } from './index-rows.ts';
-
-interface VersionRow {
-  type: string;
-  id: string;
-  version: number;
-  last_updated: string;
-  method: StoredVersion['method'];
-  content: string | null;
-}
-
-const toVersion = (r: VersionRow): StoredVersion => ({
-  type: r.type,
-  id: r.id,
-  version: r.version,
-  lastUpdated: r.last_updated,
-  method: r.method,
-  content: r.content ?? undefined,
-});
 
 /** Appends audit records inside the open transaction; `reset` forgets cached chain state after a rollback. */
 export interface AuditAppender {

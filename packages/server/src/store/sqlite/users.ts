@@ -1,39 +1,6 @@
 import type Database from 'better-sqlite3';
-import type { DelegationRecord, UserRecord, UserStore } from '../types.ts';
-
-interface UserRow {
-  username: string;
-  password_hash: string;
-  partition: string | null;
-  fhir_user: string | null;
-  disabled: number;
-  created_at: number;
-}
-
-interface DelegationRow {
-  partition: string;
-  username: string;
-  patient: string;
-  scope: string;
-  created_at: number;
-}
-
-const toUser = (r: UserRow): UserRecord => ({
-  username: r.username,
-  passwordHash: r.password_hash,
-  partition: r.partition ?? undefined,
-  fhirUser: r.fhir_user ?? undefined,
-  disabled: r.disabled === 1,
-  createdAt: r.created_at,
-});
-
-const toDelegation = (r: DelegationRow): DelegationRecord => ({
-  partition: r.partition,
-  username: r.username,
-  patient: r.patient,
-  scope: r.scope,
-  createdAt: r.created_at,
-});
+import { type DelegationRow, toDelegation, toUser, type UserRow } from '../sql/rows.ts';
+import type { UserStore } from '../types.ts';
 
 export function userStore(db: Database.Database): UserStore {
   const insert = db.prepare(

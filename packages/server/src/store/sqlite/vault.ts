@@ -1,27 +1,12 @@
 import type Database from 'better-sqlite3';
-import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
+import { type GrantRow, toGrant } from '../sql/rows.ts';
+import type { PartitionRecord, PartitionStore } from '../types.ts';
 
 interface PartitionRow {
   name: string;
   account_urn: string | null;
   created_at: number;
 }
-
-interface GrantRow {
-  partition: string;
-  subject_kind: 'client' | 'org';
-  subject: string;
-  scope: string;
-  created_at: number;
-}
-
-const toGrant = (r: GrantRow): GrantRecord => ({
-  partition: r.partition,
-  subjectKind: r.subject_kind,
-  subject: r.subject,
-  scope: r.scope,
-  createdAt: r.created_at,
-});
 
 export function partitionStore(db: Database.Database): PartitionStore {
   const insert = db.prepare(

@@ -1,0 +1,112 @@
+import type {
+  ClientRecord,
+  DelegationRecord,
+  GrantRecord,
+  OidcPayloadRecord,
+  StoredVersion,
+  UserRecord,
+} from '../types.ts';
+
+/**
+ * Rows as both engines return them, and the records they become. Flags are 0/1 in SQLite and booleans in
+ * PostgreSQL; everything else reads the same.
+ */
+type Flag = number | boolean;
+const flag = (v: Flag) => v === true || v === 1;
+
+export interface VersionRow {
+  type: string;
+  id: string;
+  version: number;
+  last_updated: string;
+  method: StoredVersion['method'];
+  content: string | null;
+}
+
+export const toVersion = (r: VersionRow): StoredVersion => ({
+  type: r.type,
+  id: r.id,
+  version: r.version,
+  lastUpdated: r.last_updated,
+  method: r.method,
+  content: r.content ?? undefined,
+});
+
+export interface UserRow {
+  username: string;
+  password_hash: string;
+  partition: string | null;
+  fhir_user: string | null;
+  disabled: Flag;
+  created_at: number;
+}
+
+export const toUser = (r: UserRow): UserRecord => ({
+  username: r.username,
+  passwordHash: r.password_hash,
+  partition: r.partition ?? undefined,
+  fhirUser: r.fhir_user ?? undefined,
+  disabled: flag(r.disabled),
+  createdAt: r.created_at,
+});
+
+export interface DelegationRow {
+  partition: string;
+  username: string;
+  patient: string;
+  scope: string;
+  created_at: number;
+}
+
+export const toDelegation = (r: DelegationRow): DelegationRecord => ({
+  partition: r.partition,
+  username: r.username,
+  patient: r.patient,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+export interface GrantRow {
+  partition: string;
+  subject_kind: 'client' | 'org';
+  subject: string;
+  scope: string;
+  created_at: number;
+}
+
+export const toGrant = (r: GrantRow): GrantRecord => ({
+  partition: r.partition,
+  subjectKind: r.subject_kind,
+  subject: r.subject,
+  scope: r.scope,
+  createdAt: r.created_at,
+});
+
+export interface ClientRow {
+  client_id: string;
+  metadata: string;
+  disabled: Flag;
+  created_at: number;
+}
+
+export const toClient = (row: ClientRow): ClientRecord => ({
+  clientId: row.client_id,
+  metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+  disabled: flag(row.disabled),
+  createdAt: row.created_at,
+});
+
+export interface PayloadRow {
+  payload: string;
+  expires_at: number | null;
+  consumed_at: number | null;
+}
+
+/** An oidc-provider payload, or undefined once expired (rows outlive their expiry until the next sweep). */
+export function toPayload(row: PayloadRow | undefined, nowSeconds: number): OidcPayloadRecord | undefined {
+  if (!row) return undefined;
+  if (row.expires_at !== null && row.expires_at <= nowSeconds) return undefined;
+  const payload = JSON.parse(row.payload) as Record<string, unknown>;
+  if (row.consumed_at !== null) payload.consumed = row.consumed_at;
+  return { payload, expiresAt: row.expires_at, consumed: row.consumed_at !== null };
+}
