@@ -176,7 +176,32 @@ export class FhirClient {
    * Any request relative to the base (or an absolute URL on the base's origin). Throws `FhirResponseError`
    * for error statuses, `TransportError` when the server could not be reached in the retry budget.
    */
-  async request<T>(method: string, path: string, body?: unknown, o: RequestOptions = {}): Promise<FhirResponse<T>> {
+  request<T>(method: string, path: string, body?: unknown, o: RequestOptions = {}): Promise<FhirResponse<T>> {
+    return this.exchange(method, path, body, o, async (res) => (await parseBody(res)) as T);
+  }
+
+  /**
+   * A resource in its native format, e.g. a `Binary` as the PDF it holds (FHIR R4 Binary read with an explicit
+   * non-FHIR `Accept`, as seed 001's document step asks). Same tokens, retries and headers as every request.
+   */
+  async binary(path: string, accept: string, o: RequestOptions = {}): Promise<FhirResponse<Uint8Array>> {
+    const headers = { ...o.headers, accept };
+    return this.exchange(
+      'GET',
+      path,
+      undefined,
+      { ...o, headers },
+      async (res) => new Uint8Array(await res.arrayBuffer()),
+    );
+  }
+
+  private async exchange<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    o: RequestOptions,
+    read: (res: Response) => Promise<T>,
+  ): Promise<FhirResponse<T>> {
     const url = /^https?:\/\//.test(path) ? this.onOwnOrigin(path) : `${this.baseUrl}/${path.replace(/^\//, '')}`;
     const repeatable = o.retry ?? isSafeToRepeat(method, body, o.headers);
     const requestId = newId();
@@ -187,7 +212,7 @@ export class FhirClient {
       let failure: { reason: string; retryAfter?: number | undefined; error: CarevaultError };
       try {
         const res = await this.attempt(info, body, o);
-        if (res.ok) return { status: res.status, headers: res.headers, body: (await parseBody(res)) as T };
+        if (res.ok) return { status: res.status, headers: res.headers, body: await read(res) };
         const outcome = await readOutcome(res);
         const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
         const error = new FhirResponseError(res.status, method, url, outcome, { retryAfterSeconds: retryAfter });

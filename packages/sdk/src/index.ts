@@ -32,3 +32,40 @@ export { type PushFailure, pushObservations } from './workflows/scp/push.js';
 export { type ScpSyncOptions, type ScpSyncResult, syncSharedCarePlan } from './workflows/scp/sync.js';
 export { type ActiveTarget, activeTargets } from './workflows/scp/targets.js';
 export { LOINC_TO_TARGET_TYPE, targetTypeOf } from './workflows/scp/terminology.js';
+export {
+  type AggregateOptions,
+  type AggregateResult,
+  aggregatePatient,
+  DocumentUrlError,
+  fetchDocument,
+  InvalidBsnError,
+  type SourceQueryRecord,
+  type SourceResult,
+  type SourceState,
+} from './workflows/zorgviewer/aggregate.js';
+export { type BgzQuery, bgzFromPlanDefinition, DEFAULT_BGZ } from './workflows/zorgviewer/bgz.js';
+export { BSN_SYSTEM, INVALID_BSN_WARNING, isValidBsn } from './workflows/zorgviewer/bsn.js';
+export {
+  type ConnectorOptions,
+  type SourceCall,
+  SourceConnector,
+  type ViewerSigner,
+} from './workflows/zorgviewer/connector.js';
+export {
+  CONSENT_POLICY,
+  consentedOrganizations,
+  directorySources,
+  ENDPOINT_EXT,
+  OID_IDENTIFIER_SYSTEM,
+  type SourceSystem,
+} from './workflows/zorgviewer/directory.js';
+export {
+  aortaId,
+  checkProfessional,
+  type Professional,
+  plainOid,
+  SNOMED,
+  signUserContext,
+  userContextClaims,
+  userContextHeaders,
+} from './workflows/zorgviewer/user-context.js';

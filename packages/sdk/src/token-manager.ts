@@ -5,7 +5,13 @@ export type ClientAuthentication =
   /** RFC 8705: the TLS client certificate authenticates; give a `fetch` that presents it (see `mtlsFetch`). */
   | { method: 'tls_client_auth' }
   /** RFC 7523 / SMART Backend Services: an assertion signed with the client's private key. */
-  | { method: 'private_key_jwt'; privateKey: CryptoKey; kid?: string }
+  | {
+      method: 'private_key_jwt';
+      privateKey: CryptoKey;
+      kid?: string;
+      /** Extra assertion claims, e.g. IUA user context (`subject_name`, `subject_role`, `subject_organization_id`). */
+      claims?: Record<string, unknown>;
+    }
   | { method: 'client_secret_basic' | 'client_secret_post'; secret: string };
 
 export interface TokenManagerOptions {
@@ -139,7 +145,10 @@ export class TokenManager {
         return oauth.TlsClientAuth();
       case 'private_key_jwt':
         if (!auth.privateKey) throw new ConfigurationError('private_key_jwt needs privateKey');
-        return oauth.PrivateKeyJwt({ key: auth.privateKey, ...(auth.kid ? { kid: auth.kid } : {}) });
+        return oauth.PrivateKeyJwt(
+          { key: auth.privateKey, ...(auth.kid ? { kid: auth.kid } : {}) },
+          auth.claims ? { [oauth.modifyAssertion]: (_header, payload) => addClaims(payload, auth.claims ?? {}) } : {},
+        );
       case 'client_secret_basic':
         return oauth.ClientSecretBasic(auth.secret);
       case 'client_secret_post':
@@ -166,6 +175,15 @@ export class TokenManager {
       throw toSdkError(err, response);
     }
     return this.server;
+  }
+}
+
+/** The registered claims (RFC 7523 §3) stay the library's: extra claims may add, never replace them. */
+const REGISTERED = new Set(['iss', 'sub', 'aud', 'jti', 'exp', 'iat', 'nbf']);
+function addClaims(payload: Record<string, unknown>, claims: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(claims)) {
+    if (REGISTERED.has(k)) throw new ConfigurationError(`assertion claim "${k}" is set by the token manager`);
+    payload[k] = v;
   }
 }
 
