@@ -26,6 +26,8 @@ export interface ClientAddOptions {
   tokenFormat?: string;
   tokenAlg?: string;
   resourceServer?: boolean;
+  assertUserContext?: boolean;
+  aggregator?: boolean;
   out?: string;
 }
 
@@ -51,6 +53,11 @@ async function withRegistry<T>(config: Config, fn: (registry: ClientRegistry) =>
   } finally {
     await store.close();
   }
+}
+
+function userContextOf(o: ClientAddOptions): 'self' | 'aggregator' | undefined {
+  if (o.aggregator && !o.assertUserContext) throw new ClientInputError('--aggregator goes with --assert-user-context');
+  return o.assertUserContext ? (o.aggregator ? 'aggregator' : 'self') : undefined;
 }
 
 /** `carevault client add`: registers a client and, for certificate methods, writes its certificate and key. */
@@ -88,6 +95,7 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
       tokenFormat: oneOf('--token-format', o.tokenFormat, ['jwt', 'opaque'] as const),
       tokenAlg: oneOf('--token-alg', o.tokenAlg, ['ES256', 'RS256'] as const),
       resourceServer: o.resourceServer,
+      userContext: userContextOf(o),
     }),
   );
   const output: Record<string, string> = { client_id: result.clientId };

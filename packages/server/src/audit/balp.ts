@@ -24,11 +24,14 @@ const code = (system: string, c: string, display?: string): Coding => ({
 });
 const key = (c: Coding) => `${c.system}|${c.code}`;
 
+export { DCM };
+
 export const EVENT = {
   rest: code(EVENT_TYPE, 'rest', 'RESTful Operation'),
   securityAlert: code(DCM, '110113', 'Security Alert'),
   userAuthentication: code(DCM, '110114', 'User Authentication'),
   query: code(DCM, '110112', 'Query'),
+  patientRecord: code(DCM, '110110', 'Patient Record'),
   login: code(DCM, '110122', 'Login'),
   iti71: code(IHE_EVENT, 'ITI-71', 'Get Access Token'),
   iti102: code(IHE_EVENT, 'ITI-102', 'Introspect Token'),
@@ -59,6 +62,10 @@ export interface AuditWho {
   address?: string | undefined;
   requestId?: string | undefined;
   correlationId?: string | undefined;
+  /** User headers the client sent without a signature backing them (seed 001 `X-ZV-*`, `AORTA-ID`): its claim only. */
+  claimed?: [string, string][] | undefined;
+  /** The user came from a verified, signed `X-ZV-Context`. */
+  userContext?: 'verified' | undefined;
 }
 
 /** NEN 7513 fields beyond BALP: which rule allowed the access, the consent it rests on, the care relation. */
@@ -87,6 +94,8 @@ export interface EventInput {
   query?: { raw: string; description?: string | undefined } | undefined;
   /** Extra entities, e.g. the access token's jti in an ITI-71 event. */
   entities?: AuditEventEntity[] | undefined;
+  /** Extra agents, e.g. the source system a viewer queried (Destination). */
+  agents?: AuditEventAgent[] | undefined;
   nen7513?: Nen7513 | undefined;
   /** The server's observer identity (issuer URL). */
   observer: string;
@@ -152,6 +161,7 @@ function agents(e: EventInput): AuditEventAgent[] {
     who: { display: 'carevault', identifier: { value: e.observer } },
     requestor: false,
   });
+  out.push(...(e.agents ?? []));
   return out;
 }
 
@@ -181,10 +191,15 @@ function entities(e: EventInput): AuditEventEntity[] {
   }
   out.push(...(e.entities ?? []));
   if (e.who.requestId) {
+    const detail = [
+      ...(e.who.correlationId ? [{ type: 'X-Correlation-Id', valueString: e.who.correlationId }] : []),
+      ...(e.who.userContext ? [{ type: 'X-ZV-Context', valueString: e.who.userContext }] : []),
+      ...(e.who.claimed ?? []).map(([name, value]) => ({ type: `claimed:${name}`, valueString: value })),
+    ];
     out.push({
       what: { identifier: { value: e.who.requestId } },
       type: code(BALP_ENTITY, 'XrequestId', 'X-Request-Id'),
-      ...(e.who.correlationId ? { detail: [{ type: 'X-Correlation-Id', valueString: e.who.correlationId }] } : {}),
+      ...(detail.length ? { detail } : {}),
     });
   }
   return out;

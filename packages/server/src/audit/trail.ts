@@ -62,12 +62,24 @@ export function whoFromToken(
     purposeOfUse: codings(iua.purpose_of_use),
     user: claims.extensions?.carevault
       ? { id: String(claims.sub), issuer: claims.iss, fhirUser: claims.fhirUser }
-      : undefined,
+      : assertedUser(iua, claims),
     tokenId: claims.jti,
     address,
     requestId: ids?.requestId,
     correlationId: ids?.correlationId,
   };
+}
+
+/**
+ * BALP L05: the user a client asserted in its token request (IUA `subject_name`, and `subject_id` as the seed's
+ * Epic mapping carries it) — identified by the token's iss/sub unless the client named the user's id.
+ */
+function assertedUser(iua: Record<string, unknown>, claims: AccessTokenClaims): AuditWho['user'] {
+  const name = typeof iua.subject_name === 'string' ? iua.subject_name : undefined;
+  const id = typeof iua.subject_id === 'string' ? iua.subject_id : undefined;
+  if (!name && !id) return undefined;
+  const org = typeof iua.subject_organization_id === 'string' ? iua.subject_organization_id : undefined;
+  return id ? { id, issuer: org, display: name } : { id: String(claims.sub), issuer: claims.iss, display: name };
 }
 
 /** Who is acting when nothing authenticated them (yet): the address and the request ids. */

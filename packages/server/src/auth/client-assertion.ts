@@ -1,19 +1,47 @@
 import { type ClientMetadata, errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { ClientRegistry } from './clients.ts';
+import { assertedUserContext, rememberUserContext, UserContextError } from './user-context-claims.ts';
 
 /** SMART backend services: an assertion may live at most five minutes (plus clock tolerance). */
 const MAX_ASSERTION_LIFETIME = 300;
 const TOLERANCE = 5;
 
-/**
- * Checks on RFC 7523 client assertions beyond the engine's (which already verifies signature, alg, iss, aud,
- * exp and jti replay): `sub` = client_id, a bounded lifetime, and `jku` only when it is the registered JWKS URL.
- */
-export async function assertClientAssertion(
-  _ctx: KoaContextWithOIDC,
+type AssertionCheck = (
+  ctx: KoaContextWithOIDC,
   claims: Record<string, unknown>,
   header: Record<string, unknown>,
   client: { clientId: string; metadata(): ClientMetadata },
-): Promise<void> {
+) => Promise<void>;
+
+/**
+ * Checks on RFC 7523 client assertions beyond the engine's (which already verifies signature, alg, iss, aud,
+ * exp and jti replay): `sub` = client_id, a bounded lifetime, `jku` only when it is the registered JWKS URL,
+ * and an asserted user context only from a client registered for it (kept for the token, see provider.ts).
+ */
+export function clientAssertionCheck(clients: ClientRegistry): AssertionCheck {
+  return async (ctx, claims, header, client) => {
+    assertClientAssertion(claims, header, client);
+    let context: ReturnType<typeof assertedUserContext>;
+    try {
+      context = assertedUserContext(claims, await clients.policy(client.clientId));
+    } catch (err) {
+      if (err instanceof UserContextError) throw new errors.InvalidClientAuth(err.message);
+      throw err;
+    }
+    if (!context) return;
+    const grantType = (ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type;
+    if (ctx.oidc.route === 'token' && grantType !== 'client_credentials') {
+      throw new errors.InvalidRequest('a user context in the client assertion is for client_credentials only');
+    }
+    rememberUserContext(ctx.req, context);
+  };
+}
+
+function assertClientAssertion(
+  claims: Record<string, unknown>,
+  header: Record<string, unknown>,
+  client: { clientId: string; metadata(): ClientMetadata },
+): void {
   if (claims.sub !== client.clientId) {
     throw new errors.InvalidClientAuth('sub (JWT subject) must be the client_id');
   }

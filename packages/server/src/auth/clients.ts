@@ -31,6 +31,11 @@ export interface ClientPolicy {
   tokenAlg: 'ES256' | 'RS256';
   /** A resource server may introspect every client's tokens (ITI-102); other callers only their own. */
   resourceServer?: boolean | undefined;
+  /**
+   * The client may assert the user context (IUA `subject_*`, `purpose_of_use`) in its client assertion and send
+   * `X-ZV-Context` (seed 001): `self` for its own organization, `aggregator` when acting for other organizations.
+   */
+  userContext?: 'self' | 'aggregator' | undefined;
 }
 
 interface StoredMetadata {
@@ -60,6 +65,7 @@ export interface NewClient {
   tokenFormat?: 'jwt' | 'opaque' | undefined;
   tokenAlg?: 'ES256' | 'RS256' | undefined;
   resourceServer?: boolean | undefined;
+  userContext?: 'self' | 'aggregator' | undefined;
 }
 
 /** CARA's technical users are named like `tcu-bestclinic/scp-importer`: a `/` may separate two parts. */
@@ -138,6 +144,16 @@ export class ClientRegistry {
     if (await this.store.clients.get(input.clientId))
       throw new ClientInputError(`client "${input.clientId}" already exists`);
     validateScopes(input.scopes);
+    if (input.userContext && input.auth !== 'private_key_jwt') {
+      throw new ClientInputError(
+        '--assert-user-context needs --auth private_key_jwt (the context is a signed assertion)',
+      );
+    }
+    if (input.userContext === 'self' && !input.orgOid) {
+      throw new ClientInputError(
+        '--assert-user-context needs --org-oid (or --aggregator for a client acting for others)',
+      );
+    }
     if (input.orgOid !== undefined && !OID_RE.test(input.orgOid.replace(/^urn:oid:/, ''))) {
       throw new ClientInputError(
         `organization OID "${input.orgOid}" is not a dotted OID such as 2.16.840.1.113883.2.4.6.1`,
@@ -248,6 +264,7 @@ export class ClientRegistry {
       tokenFormat: input.tokenFormat ?? 'jwt',
       tokenAlg: input.tokenAlg ?? 'ES256',
       ...(input.resourceServer ? { resourceServer: true } : {}),
+      ...(input.userContext ? { userContext: input.userContext } : {}),
     };
     const metadata: StoredMetadata = { oidc, carevault: policy };
     await this.store.clients.insert({
@@ -295,6 +312,7 @@ export class ClientRegistry {
         redirect_uris: oidc.redirect_uris,
         token_format: carevault.tokenFormat,
         resource_server: carevault.resourceServer === true,
+        user_context: carevault.userContext ?? 'none',
         created_at: new Date(r.createdAt * 1000).toISOString(),
       };
     });

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import type { Store } from '../store/types.ts';
+import { ClientKeys } from './client-keys.ts';
 import type { ClientRegistry } from './clients.ts';
 import { introspectJwt } from './introspection.ts';
 import type { KeyRing } from './keys.ts';
@@ -56,6 +57,8 @@ function clientIdOf(ctx: KoaContextWithOIDC): string | undefined {
  */
 export class AuthServer {
   readonly verifier: TokenVerifier;
+  /** Keys clients registered, for what they sign outside the token endpoint (X-ZV-Context). */
+  readonly clientKeys: ClientKeys;
   private provider: Provider;
   private handler: (req: IncomingMessage, res: ServerResponse) => void;
   private jwks: JWTVerifyGetKey;
@@ -70,8 +73,13 @@ export class AuthServer {
       isRevoked: (jti) => options.store.revocations.isRevoked(jti),
       opaque: (token) => this.findOpaque(token),
     });
+    this.clientKeys = new ClientKeys(options.clients, options.outboundCa);
     this.provider = this.build();
     this.handler = this.provider.callback();
+  }
+
+  get clients(): ClientRegistry {
+    return this.options.clients;
   }
 
   get engine(): Provider {

@@ -1,4 +1,5 @@
 import type { ClientPolicy } from './clients.ts';
+import type { AssertedUserContext } from './user-context-claims.ts';
 
 /** IHE IUA 3.71.4.2.2.1.1 claims, carried under `extensions.ihe_iua` of the access token. */
 export interface IuaClaims {
@@ -6,6 +7,9 @@ export interface IuaClaims {
   subject_organization?: string;
   subject_role?: Coding[];
   purpose_of_use?: Coding[];
+  subject_name?: string;
+  /** The user's id as the seed's Epic mapping carries it (no IUA claim exists for it). */
+  subject_id?: string;
 }
 
 interface Coding {
@@ -24,10 +28,21 @@ export function toCoding(value: string, defaultSystem = ACT_REASON): Coding {
 export class PurposeOfUseError extends Error {}
 
 /**
- * Builds the claims from the client's registration. A requested purpose of use must be one the client is
- * registered for; without a request the first registered one applies.
+ * Builds the claims from the client's registration and the user context it asserted (already checked against
+ * that registration). A requested purpose of use must be one the client is registered for; without a request
+ * the first registered one applies.
  */
-export function iuaClaims(policy: ClientPolicy, requestedPurpose: string | undefined): IuaClaims | undefined {
+export function iuaClaims(
+  policy: ClientPolicy,
+  requestedPurpose: string | undefined,
+  asserted?: AssertedUserContext,
+): IuaClaims | undefined {
+  if (asserted?.purpose_of_use) {
+    if (requestedPurpose !== undefined)
+      throw new PurposeOfUseError('purpose_of_use is given both as a parameter and in the client assertion');
+    const [first] = asserted.purpose_of_use;
+    requestedPurpose = first?.system ? `${first.system}|${first.code}` : first?.code;
+  }
   const claims: IuaClaims = {};
   if (policy.orgOid) claims.subject_organization_id = `urn:oid:${policy.orgOid}`;
   if (policy.orgName) claims.subject_organization = policy.orgName;
@@ -41,6 +56,14 @@ export function iuaClaims(policy: ClientPolicy, requestedPurpose: string | undef
     claims.purpose_of_use = [match];
   } else if (allowed[0]) {
     claims.purpose_of_use = [allowed[0]];
+  }
+  if (asserted) {
+    const { purpose_of_use: _, ...user } = asserted;
+    // An aggregator's user belongs to another organization: the registration's organization does not apply.
+    if (user.subject_organization_id && user.subject_organization_id !== claims.subject_organization_id) {
+      delete claims.subject_organization;
+    }
+    Object.assign(claims, user);
   }
   return Object.keys(claims).length > 0 ? claims : undefined;
 }

@@ -1,11 +1,11 @@
 import type { X509Certificate } from 'node:crypto';
 import Provider, { type Configuration, errors, type KoaContextWithOIDC } from 'oidc-provider';
-import { Agent, fetch as undiciFetch } from 'undici';
 import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { isFhirResource, vaultOf } from './audience.ts';
 import { caraClaims } from './cara-claims.ts';
-import { assertClientAssertion } from './client-assertion.ts';
+import { clientAssertionCheck } from './client-assertion.ts';
+import { ASYMMETRIC_ALGS, outboundFetch } from './client-keys.ts';
 import { type ClientRegistry, grantableScopes, mayIntrospect, secretMatches } from './clients.ts';
 import { renderErrorPage } from './error-page.ts';
 import { iuaClaims, PurposeOfUseError } from './iua-claims.ts';
@@ -14,6 +14,7 @@ import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
 import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
+import { userContextOf } from './user-context-claims.ts';
 
 export interface ProviderDeps {
   issuer: string;
@@ -54,15 +55,7 @@ export const CLIENT_AUTH_METHODS = [
 ] as const;
 
 export const CLIENT_AUTH_ALGS: NonNullable<NonNullable<Configuration['enabledJWA']>['clientAuthSigningAlgValues']> = [
-  'ES256',
-  'ES384',
-  'ES512',
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
+  ...ASYMMETRIC_ALGS,
 ];
 
 function requestBody(ctx: KoaContextWithOIDC): Record<string, unknown> {
@@ -273,7 +266,8 @@ export function createProvider(deps: ProviderDeps): Provider {
         throw new errors.InvalidRequest('purpose_of_use must be given once');
       }
       try {
-        const iua = iuaClaims(policy, requested);
+        const asserted = token.kind === 'ClientCredentials' ? userContextOf(ctx.req) : undefined;
+        const iua = iuaClaims(policy, requested, asserted);
         const person = await personClaims(token as unknown as { grantId?: string; accountId?: string });
         const cara = person ? {} : caraClaims(policy);
         if (!iua && !person && Object.keys(cara).length === 0) return undefined;
@@ -289,7 +283,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         throw err;
       }
     },
-    assertJwtClientAuthClaimsAndHeader: assertClientAssertion,
+    assertJwtClientAuthClaimsAndHeader: clientAssertionCheck(clients),
     ttl: {
       ClientCredentials: deps.accessTokenTtl,
       AccessToken: deps.accessTokenTtl,
@@ -302,7 +296,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       RefreshToken: GRANT_TTL_SECONDS,
     },
     renderError: renderErrorPage,
-    fetch: outboundFetch(deps.outboundCa),
+    fetch: outboundFetch(deps.outboundCa) as unknown as NonNullable<Configuration['fetch']>,
   };
 
   const provider = new Provider(deps.issuer, configuration);
@@ -311,13 +305,4 @@ export function createProvider(deps: ProviderDeps): Provider {
     return secretMatches(this.clientSecret, actual);
   };
   return provider;
-}
-
-/** Fetch for client JWKS URLs: bounded in time, trusting the system roots and the platform CA. */
-function outboundFetch(ca: string[]): NonNullable<Configuration['fetch']> {
-  const agent = new Agent({ connect: { ca, timeout: 5_000 }, headersTimeout: 5_000, bodyTimeout: 5_000 });
-  return ((url: URL | string, options: Record<string, unknown>) =>
-    undiciFetch(url, { ...options, dispatcher: agent } as Parameters<typeof undiciFetch>[1])) as unknown as NonNullable<
-    Configuration['fetch']
-  >;
 }

@@ -28,6 +28,11 @@ export interface Config {
    * the benchmark can measure what auditing costs.
    */
   audit: boolean;
+  /**
+   * Extra trust anchors (PEM bundle, CAREVAULT_OUTBOUND_CA) for what this server fetches itself: clients'
+   * jwks_uri, e.g. a regional viewer's JWKS behind a private CA. The system roots and the platform CA always apply.
+   */
+  outboundCa: string[];
 }
 
 export interface ConfigInput {
@@ -97,7 +102,16 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     rateLimit: parseRateLimit(flags.rateLimit ?? env.CAREVAULT_RATE_LIMIT ?? '6000/min'),
     redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',
     audit: auditSetting(env.CAREVAULT_AUDIT),
+    outboundCa: pemBundle('CAREVAULT_OUTBOUND_CA', env.CAREVAULT_OUTBOUND_CA),
   };
+}
+
+function pemBundle(name: string, path: string | undefined): string[] {
+  if (!path) return [];
+  if (!existsSync(path)) throw new ConfigError(`${name}: file not found: ${path}`);
+  const pems = readFileSync(path, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!pems) throw new ConfigError(`${name}: ${path} holds no PEM certificate`);
+  return pems;
 }
 
 function auditSetting(value: string | undefined): boolean {

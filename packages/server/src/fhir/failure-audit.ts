@@ -7,7 +7,10 @@ import { FhirError, VAULT_NOT_FOUND } from './errors.ts';
 
 type Params = { partition?: string };
 
-/** Every refused or failed request leaves an AuditEvent: Security Alert for 401/403/denied vaults (L09). */
+/**
+ * Every refused or failed request leaves an AuditEvent: Security Alert for 401/403, denied vaults (L09) and
+ * refused security context such as a forged X-ZV-Context.
+ */
 export async function auditFailure(
   audit: AuditTrail,
   req: FastifyRequest,
@@ -22,6 +25,7 @@ export async function auditFailure(
   const denied =
     status === 401 ||
     status === 403 ||
+    (err instanceof FhirError && err.code === 'security') ||
     (err instanceof FhirError && err.code === 'not-found' && err.diagnostics === VAULT_NOT_FOUND);
   const interaction = interactionOfRoute(req.method, route);
   await audit.bestEffort({

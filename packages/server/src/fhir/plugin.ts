@@ -9,6 +9,7 @@ import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
+import { nativeBinary, sendNativeBinary, wantsNativeBinary } from './binary.ts';
 import { fhirBodyParsers } from './body-parsers.ts';
 import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
@@ -29,6 +30,7 @@ import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
+import { withUserContext } from './user-context.ts';
 
 export interface FhirPluginOptions {
   audit: AuditTrail;
@@ -62,7 +64,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const route = req.routeOptions.url;
     if (route?.endsWith('/.well-known/smart-configuration')) return;
     const q = req.query as Record<string, unknown>;
-    assertAcceptsJson(req.headers.accept, q._format);
+    if (!wantsNativeBinary(req)) assertAcceptsJson(req.headers.accept, q._format);
     if (!route || route.endsWith('/metadata')) return;
     (req as FastifyRequest & { fhir: FhirContext | null }).fhir = await resolveContext(
       req as FastifyRequest<{ Params: Params }>,
@@ -74,7 +76,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const base = `${o.fhirBase}/${partition}`;
     const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
     const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase, base]);
-    const who = whoFromToken(claims, req.ip, correlationOf(req.raw));
+    const fromToken = whoFromToken(claims, req.ip, correlationOf(req.raw));
+    (req as FastifyRequest & { auditWho?: AuditWho }).auditWho = fromToken;
+    const who = await withUserContext(req, claims, fromToken, o.auth.clients, o.auth.clientKeys);
     (req as FastifyRequest & { auditWho?: AuditWho }).auditWho = who;
     if (!PARTITION_RE.test(partition)) throw vaultNotFound();
     if (!(await grantActive(o.store, claims)))
@@ -140,7 +144,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const restrictions = allow(ctx, type, 'read');
     const v = await read(ctx, type, idOf(req));
     await assertVisible(ctx, v.type, v.id, restrictions);
+    const native = wantsNativeBinary(req) ? nativeBinary(req, v) : undefined;
     await auditRead(ctx, 'read', v);
+    if (native) return sendNativeBinary(reply, v, native);
     return sendVersion(reply, 200, v, ctx.base);
   });
 
