@@ -1,3 +1,4 @@
+import { CarevaultError } from '@carevault/sdk';
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { dbMigrate, dbStatus } from './admin/database.ts';
@@ -9,6 +10,9 @@ import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { LaunchInputError } from './auth/launch-api.ts';
 import { adminConfig, ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
 import { VaultInputError } from './vault/partitions.ts';
+import { viewerCommands } from './viewer/commands.ts';
+import { NoConsentError } from './viewer/runtime.ts';
+import { ViewerInputError } from './viewer/settings.ts';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -29,7 +33,10 @@ function fail(err: unknown): void {
     err instanceof ClientInputError ||
     err instanceof ConfigError ||
     err instanceof VaultInputError ||
-    err instanceof LaunchInputError;
+    err instanceof LaunchInputError ||
+    err instanceof ViewerInputError ||
+    err instanceof NoConsentError ||
+    err instanceof CarevaultError;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error: ${expected ? message : `${message.split('\n')[0]} (unexpected)`}\n`);
   if (!expected && (process.env.CAREVAULT_LOG_LEVEL === 'debug' || process.env.CAREVAULT_LOG_LEVEL === 'trace')) {
@@ -110,6 +117,11 @@ dataDirOption(
     .option('--token-format <format>', 'jwt (default) or opaque access tokens')
     .option('--token-alg <alg>', 'ES256 (default) or RS256 access-token signatures')
     .option('--resource-server', "may introspect every client's tokens (ITI-102); others introspect only their own")
+    .option(
+      '--assert-user-context',
+      'may assert the user (IUA subject_*, purpose_of_use) in its client assertion and send X-ZV-Context (seed 001)',
+    )
+    .option('--aggregator', 'with --assert-user-context: may act for users of other organizations (a regional viewer)')
     .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
 ).action((id: string, o) => admin(() => addClient(adminConfig(o), id, o)));
 dataDirOption(client.command('list').description('list clients')).action((o) =>
@@ -262,6 +274,8 @@ dataDirOption(
     .description('load FHIR Bundles (batch or transaction, e.g. Synthea) and NDJSON files into a vault')
     .requiredOption('--partition <name>', 'the vault to load into'),
 ).action((files: string[], o) => admin(() => importCommand(adminConfig(o), files, o.partition)));
+
+viewerCommands(program, admin, dataDirOption);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,12 +1,10 @@
 import { existsSync } from 'node:fs';
-import { userInfo } from 'node:os';
 import { SingleBar } from 'cli-progress';
-import { AuditTrail } from '../audit/trail.ts';
-import { parseSmartScope, type SmartScope } from '../auth/smart-scopes.ts';
 import type { Config } from '../config/index.ts';
 import { ImportError, importFiles } from '../fhir/import.ts';
 import { openStore } from '../store/index.ts';
 import { VaultInputError } from '../vault/partitions.ts';
+import { operatorContext } from './operator.ts';
 
 /** `carevault import <files…> --partition P`: the operator loads data directly, with a progress bar on stderr. */
 export async function importCommand(config: Config, files: string[], partition: string) {
@@ -23,20 +21,7 @@ export async function importCommand(config: Config, files: string[], partition: 
   let started = false;
   try {
     if (!(await store.partitions.get(partition))) throw new VaultInputError(`partition "${partition}" not found`);
-    // The operator acts with full rights on the vault; nothing here goes through a token.
-    const all = parseSmartScope('system/*.cruds') as SmartScope;
-    const ctx = {
-      store,
-      partition,
-      base: `${config.baseUrl}/fhir/${partition}`,
-      access: { partition, clientId: 'carevault-import', tokenScopes: [all], grantScopes: [all], person: false },
-      who: { clientId: 'carevault-import', user: { id: userInfo().username } },
-      audit: new AuditTrail(store, config.audit, config.baseUrl, {
-        error: (_obj: object, msg: string) => {
-          process.stderr.write(`error: ${msg}\n`);
-        },
-      }),
-    };
+    const ctx = operatorContext(store, config, partition, 'carevault-import');
     let done = 0;
     const report = await importFiles(ctx, files, {
       fileStarted(file) {

@@ -18,6 +18,7 @@ import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../p
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
+import { viewerRoutes } from '../viewer/routes.ts';
 import { correlate, correlatedLogger, requestIdOf } from './correlation.ts';
 import { healthRoutes } from './health.ts';
 import { loggerOptions } from './logger.ts';
@@ -108,7 +109,7 @@ export async function buildPlatform(
     clients,
     keys,
     certificates,
-    outboundCa: [...rootCertificates, pki.ca.certPem],
+    outboundCa: [...rootCertificates, pki.ca.certPem, ...config.outboundCa],
     log: app.log as unknown as Logger,
     audit,
   });
@@ -134,6 +135,7 @@ export async function buildPlatform(
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
   await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });
+  await app.register(viewerRoutes, { config, auth, certificates, fhirBase, audit });
 
   const timer = setInterval(() => {
     try {

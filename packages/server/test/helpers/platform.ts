@@ -1,10 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { addClient, type ClientAddOptions } from '../../src/admin/clients.ts';
-import { type Config, loadConfig } from '../../src/config/index.ts';
+import { type Config, loadConfig, SERVER_INFO_FILE } from '../../src/config/index.ts';
 import { buildPlatform, type Platform } from '../../src/http/app.ts';
 import { storeEnv } from './store.ts';
 
@@ -55,6 +55,8 @@ export async function startPlatform(
   );
   const platform = await buildPlatform(config, options);
   await platform.app.listen({ port, host: '127.0.0.1' });
+  // As `serve` does: admin commands on this data dir then print and use this server's URLs.
+  writeFileSync(join(dataDir, SERVER_INFO_FILE), JSON.stringify({ baseUrl: platform.issuer }));
   const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
   const agents: Agent[] = [];
   const base = platform.issuer;

@@ -1,0 +1,130 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import type { Professional } from '@carevault/sdk';
+import type { Command } from 'commander';
+import { adminAudit } from '../admin/operator.ts';
+import { withStore } from '../admin/vault.ts';
+import { adminConfig, type ConfigInput } from '../config/index.ts';
+import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
+import { ViewerRuntime } from './runtime.ts';
+
+type Admin = (fn: () => Promise<unknown>) => Promise<void>;
+type WithDataDir = (cmd: Command) => Command;
+
+interface UserFlags {
+  userId: string;
+  userRole: string;
+  userOrg: string;
+  userName?: string;
+  userOrgName?: string;
+}
+
+const professionalOf = (o: UserFlags): Professional => ({
+  id: o.userId,
+  role: o.userRole,
+  organizationOid: o.userOrg,
+  name: o.userName,
+  organizationName: o.userOrgName,
+});
+
+function userOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--user-id <id>', 'the professional (UZI/AGB/BIG number or user id)')
+    .requiredOption('--user-role <code>', 'SNOMED CT role code, e.g. 62247001 (huisarts)')
+    .requiredOption('--user-org <oid>', "OID of the professional's organization")
+    .option('--user-name <name>', "the professional's name")
+    .option('--user-org-name <name>', "the organization's name");
+}
+
+/** Runs `fn` with the viewer of this data dir; its audit events go into this platform's trail. */
+async function withViewer<T>(o: ConfigInput, fn: (viewer: ViewerRuntime) => Promise<T>): Promise<T> {
+  const config = adminConfig(o);
+  return withStore(config, async (store) => {
+    const viewer = await ViewerRuntime.open(config, adminAudit(store, config));
+    try {
+      return await fn(viewer);
+    } finally {
+      await viewer.close();
+    }
+  });
+}
+
+/** `carevault viewer …` (seed 001): set up the Zorgviewer's aggregator and ask it for a patient. */
+export function viewerCommands(program: Command, admin: Admin, dataDir: WithDataDir): void {
+  const viewer = program.command('viewer').description('the Zorgviewer aggregator (seed 001)');
+  dataDir(
+    viewer
+      .command('init')
+      .description('create the viewer key, JWKS, directory and consent vaults; prints {clientId, jwksUri, jwksFile, …}')
+      .option('--org-oid <oid>', "the viewer operator's organization OID")
+      .option('--org-name <name>', "the viewer operator's organization name")
+      .option('--client-id <id>', 'client id of the viewer at this platform (default zorgviewer)')
+      .option('--no-consent-check', 'ask every directory source without consulting the consent registry (seq-2a)'),
+  ).action((o) => admin(() => viewerInit(adminConfig(o), { ...o, consentCheck: o.consentCheck })));
+
+  const source = viewer.command('source').description('source systems in the address directory');
+  dataDir(
+    source
+      .command('add')
+      .description('add (or update) a source: an Organization with its Endpoint in the directory')
+      .requiredOption('--name <name>', 'care provider name, shown as the source')
+      .requiredOption('--org-oid <oid>', "the provider's organization OID (meta.source of its resources)")
+      .requiredOption('--fhir-base <url>', "the source's FHIR base URL")
+      .requiredOption('--client-id <id>', 'the client id the source knows this viewer by')
+      .option('--ca <pem>', "trust anchor for the source's TLS certificate")
+      .option('--style <style>', 'generic (X-ZV-* headers) or epic (also AORTA-ID)', 'generic'),
+  ).action((o) => admin(() => viewerSourceAdd(adminConfig(o), o)));
+  dataDir(source.command('list').description('list the directory sources')).action((o) =>
+    admin(() => viewerSourceList(adminConfig(o))),
+  );
+
+  const consent = viewer.command('consent').description('the consent registry (ToestemmingConsent)');
+  dataDir(
+    consent
+      .command('add')
+      .description("record a patient's consent (or refusal) for sharing by one organization")
+      .requiredOption('--bsn <bsn>', "the patient's BSN")
+      .requiredOption('--org-oid <oid>', 'the organization the consent is about')
+      .option('--status <status>', 'active or rejected', 'active')
+      .option('--start <date>', 'first day (YYYY-MM-DD)')
+      .option('--end <date>', 'last day (YYYY-MM-DD)'),
+  ).action((o) => admin(() => viewerConsentAdd(adminConfig(o), o)));
+
+  dataDir(
+    userOptions(
+      viewer
+        .command('query')
+        .description("one patient's record from every permitted source, tagged by source (needs the platform running)")
+        .requiredOption('--bsn <bsn>', "the patient's BSN")
+        .option('--timeout <ms>', 'per-source time budget in milliseconds', '10000'),
+    ),
+  ).action((o) => admin(() => withViewer(o, (v) => v.query(o.bsn, professionalOf(o), Number(o.timeout) || 10_000))));
+
+  dataDir(
+    userOptions(
+      viewer
+        .command('document')
+        .description("fetch a document's content (Binary) from the source that listed it")
+        .requiredOption('--bsn <bsn>', "the patient's BSN")
+        .requiredOption('--source <oid>', "the source's organization OID")
+        .requiredOption('--url <url>', 'the attachment URL, e.g. Binary/123')
+        .requiredOption('--out <file>', 'where to write the content')
+        .option('--accept <type>', 'media type to ask for', 'application/pdf'),
+    ),
+  ).action((o) =>
+    admin(() =>
+      withViewer(o, async (v) => {
+        const doc = await v.document({
+          bsn: o.bsn,
+          sourceOid: o.source,
+          url: o.url,
+          accept: o.accept,
+          professional: professionalOf(o),
+        });
+        writeFileSync(o.out, doc.data);
+        const sha256 = createHash('sha256').update(doc.data).digest('hex');
+        return { out: o.out, contentType: doc.contentType, bytes: doc.data.length, sha256 };
+      }),
+    ),
+  );
+}
