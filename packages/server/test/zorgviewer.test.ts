@@ -1,31 +1,31 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { signUserContext, TokenManager, userContextClaims } from '@carevault/sdk';
 import { tlsFetch } from '@carevault/sdk/node';
 import type { AuditEvent } from 'fhir/r4.js';
 import { exportJWK, generateKeyPair, importPKCS8, SignJWT } from 'jose';
-import { startPlatform, type TestPlatform } from './helpers/platform.ts';
-import { BIN, withStore } from './helpers/serve.ts';
+import type { TestPlatform } from './helpers/platform.ts';
+import {
+  ARTS,
+  BSN,
+  BSN_NOWHERE,
+  BSN_TWICE,
+  cli,
+  FIXTURES,
+  ok,
+  startZorgviewerNetwork,
+  TJONGERSCHANS,
+  UMCG,
+  type ViewerInit,
+  type ZorgviewerNetwork,
+} from './helpers/zorgviewer.ts';
 
 // Seed 001 end to end: a viewer hub and two source systems, three real HTTPS servers, set up with the contract
 // commands; the sources check the viewer's user context and log the professional behind every request.
-const run = promisify(execFile);
-const FIXTURES = fileURLToPath(new URL('../../../fixtures/zorgviewer/', import.meta.url));
 const PDF = readFileSync(join(FIXTURES, 'ontslagbrief.pdf'));
-
-const TJONGERSCHANS = '2.16.528.1.1007.3.3.15123';
-const UMCG = '2.16.840.1.113883.2.4.3.8';
-const RIVO = '2.16.840.1.113883.2.4.3.213';
-const BSN = '000004881';
-const BSN_TWICE = '999911120';
-const ARTS = { id: '177578', role: '62247001', org: TJONGERSCHANS, name: 'L. Arts' };
 
 interface Result {
   correlationId: string;
@@ -43,55 +43,21 @@ interface Result {
   warnings: string[];
 }
 
-async function cli(dataDir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], {
-      timeout: 120_000,
-      env: withStore(['--data-dir', dataDir]),
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-async function ok<T = Record<string, unknown>>(dataDir: string, ...args: string[]): Promise<T> {
-  const r = await cli(dataDir, ...args);
-  assert.equal(r.code, 0, `carevault ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
-
+let net: ZorgviewerNetwork;
 let hub: TestPlatform;
 let srcA: TestPlatform;
 let srcB: TestPlatform;
-let init: { clientId: string; jwksUri: string; jwksFile: string; directory: string; consent: string };
-const tmp = mkdtempSync(join(tmpdir(), 'carevault-zv-'));
+let init: ViewerInit;
+let tmp: string;
+const consent = (bsn: string, orgOid: string, ...flags: string[]) => net.consent(bsn, orgOid, ...flags);
+const addSource = (p: TestPlatform, name: string, oid: string, style: string) => net.addSource(p, name, oid, style);
+const eventsOf = (p: TestPlatform, correlationId: string) => net.eventsOf(p, correlationId);
 
 const query = (bsn: string, user = ARTS, extra: string[] = []) =>
   ok<Result>(
     hub.dataDir,
-    'viewer',
-    'query',
-    '--bsn',
-    bsn,
-    '--user-id',
-    user.id,
-    '--user-role',
-    user.role,
-    '--user-org',
-    user.org,
-    '--user-name',
-    user.name,
-    ...extra,
-  );
-
-/** `viewer source add` on the hub for a source platform's `ehr` vault, trusting that platform's CA. */
-const addSource = (p: TestPlatform, name: string, oid: string, style: string) =>
-  ok<{ endpoint: string }>(
-    hub.dataDir,
-    ...['viewer', 'source', 'add', '--name', name, '--org-oid', oid, '--fhir-base', `${p.base}/fhir/ehr`],
-    ...['--client-id', 'rivo-zorgviewer', '--ca', join(p.dataDir, 'pki', 'ca.pem'), '--style', style],
+    ...['viewer', 'query', '--bsn', bsn, '--user-id', user.id, '--user-role', user.role],
+    ...['--user-org', user.org, '--user-name', user.name, ...extra],
   );
 
 /** A new client key pair, its public half written as a JWKS file for `client add --jwks`. */
@@ -102,55 +68,14 @@ async function newKey(name: string, kid: string) {
   return { key, jwksFile };
 }
 
-/** `viewer consent add` for one BSN and organization (extra flags: --status, --start, --end). */
-const consent = (bsn: string, orgOid: string, ...flags: string[]) =>
-  ok(hub.dataDir, 'viewer', 'consent', 'add', '--bsn', bsn, '--org-oid', orgOid, ...flags);
-
-/** A source system: its vault with the fixture data, and the viewer registered by its JWKS file. */
-async function setUpSource(p: TestPlatform, fixture: string, jwks: string[]) {
-  await ok(p.dataDir, 'partition', 'add', 'ehr');
-  await ok(p.dataDir, 'import', join(FIXTURES, fixture), '--partition', 'ehr');
-  await ok(
-    p.dataDir,
-    'client',
-    'add',
-    'rivo-zorgviewer',
-    '--auth',
-    'private_key_jwt',
-    ...jwks,
-    '--assert-user-context',
-    '--aggregator',
-    '--scope',
-    'system/*.rs',
-  );
-  await ok(p.dataDir, 'grant', 'add', '--partition', 'ehr', '--client', 'rivo-zorgviewer', '--scope', 'system/*.rs');
-}
-
 before(async () => {
-  hub = await startPlatform();
-  // Source B fetches the viewer's JWKS from the hub, whose certificate its own dev CA did not issue.
-  const trustHub = { env: { CAREVAULT_OUTBOUND_CA: join(hub.dataDir, 'pki', 'ca.pem') } };
-  [srcA, srcB] = await Promise.all([startPlatform(), startPlatform({}, trustHub)]);
-  init = await ok(hub.dataDir, 'viewer', 'init', '--org-oid', RIVO, '--org-name', 'RIVO-Noord');
-  // One source registers the viewer's key inline, the other fetches the published JWKS.
-  await Promise.all([
-    setUpSource(srcA, 'source-a.json', ['--jwks', init.jwksFile]),
-    setUpSource(srcB, 'source-b.json', ['--jwks-uri', init.jwksUri]),
-  ]);
-  await addSource(srcA, 'Tjongerschans', TJONGERSCHANS, 'generic');
-  await addSource(srcB, 'UMCG', UMCG, 'epic');
+  net = await startZorgviewerNetwork();
+  ({ hub, srcA, srcB, init, tmp } = net);
 });
 
 after(async () => {
-  await Promise.all([hub?.stop(), srcA?.stop(), srcB?.stop()]);
-  rmSync(tmp, { recursive: true, force: true });
+  await net?.stop();
 });
-
-/** The AuditEvents a platform wrote under one correlation id. */
-async function eventsOf(p: TestPlatform, correlationId: string): Promise<AuditEvent[]> {
-  const { events } = await p.store.audit.search({ correlationId, limit: 1000, offset: 0 });
-  return events.map((e) => JSON.parse(e) as AuditEvent);
-}
 
 const requestEntity = (e: AuditEvent) => e.entity?.find((x) => x.type?.code === 'XrequestId');
 const detail = (e: AuditEvent, type: string) => requestEntity(e)?.detail?.find((d) => d.type === type)?.valueString;
@@ -290,17 +215,28 @@ describe('viewer query (seq-2, seq-3)', () => {
     );
   });
 
-  test("the seed's BSN cases: no patient at one source, two patients with one BSN at the other (never merged)", async () => {
+  test("the seed's BSN cases: two patients with one BSN are never merged; a BSN no source knows", async () => {
     await consent(BSN_TWICE, TJONGERSCHANS);
     await consent(BSN_TWICE, UMCG);
     const r = await query(BSN_TWICE);
     const byName = Object.fromEntries(r.sources.map((s) => [s.name, s]));
-    assert.equal(byName.Tjongerschans?.status, 'no-patient');
+    assert.equal(byName.Tjongerschans?.status, 'ok');
     assert.equal(byName.UMCG?.status, 'multiple-patients');
     assert.equal(byName.UMCG?.warning, "Bron 'UMCG' bevat meerdere patiënten met dit BSN nummer.");
     assert.deepEqual(r.warnings, [byName.UMCG?.warning]);
-    assert.deepEqual(r.resources, []);
-    assert.equal(r.patient, undefined);
+    assert.deepEqual(r.resources.map((x) => x.id).sort(), ['f-cl', 'f-na', 'fictief'], 'only the unambiguous source');
+    assert.ok(r.resources.every((x) => x.meta?.source === `urn:oid:${TJONGERSCHANS}`));
+    assert.equal(r.patient?.name, 'J. Fictief');
+
+    await consent(BSN_NOWHERE, TJONGERSCHANS);
+    await consent(BSN_NOWHERE, UMCG);
+    const none = await query(BSN_NOWHERE);
+    assert.deepEqual(
+      none.sources.map((s) => s.status),
+      ['no-patient', 'no-patient'],
+    );
+    assert.deepEqual(none.resources, []);
+    assert.equal(none.patient, undefined);
   });
 
   test('an expired consent no longer counts', async () => {

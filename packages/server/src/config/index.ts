@@ -33,6 +33,8 @@ export interface Config {
    * jwks_uri, e.g. a regional viewer's JWKS behind a private CA. The system roots and the platform CA always apply.
    */
   outboundCa: string[];
+  /** Zorgviewer sessions: at most this long after the launch, and this long without a request. */
+  viewerSession: { maxAgeSeconds: number; idleSeconds: number };
 }
 
 export interface ConfigInput {
@@ -103,6 +105,15 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',
     audit: auditSetting(env.CAREVAULT_AUDIT),
     outboundCa: pemBundle('CAREVAULT_OUTBOUND_CA', env.CAREVAULT_OUTBOUND_CA),
+    viewerSession: {
+      maxAgeSeconds: integer(
+        'CAREVAULT_VIEWER_SESSION_TTL',
+        env.CAREVAULT_VIEWER_SESSION_TTL || 8 * 3600,
+        60,
+        7 * 86400,
+      ),
+      idleSeconds: integer('CAREVAULT_VIEWER_IDLE_TIMEOUT', env.CAREVAULT_VIEWER_IDLE_TIMEOUT || 1800, 30, 86400),
+    },
   };
 }
 

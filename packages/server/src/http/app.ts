@@ -135,7 +135,7 @@ export async function buildPlatform(
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
   await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });
-  await app.register(viewerRoutes, { config, auth, certificates, fhirBase, audit });
+  await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
 
   const timer = setInterval(() => {
     try {

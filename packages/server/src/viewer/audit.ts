@@ -68,3 +68,62 @@ export function sourceQueryEvent(r: SourceQueryRecord): AuditInput {
     ],
   };
 }
+
+const VIEWER_SUBTYPE = 'https://carevault.dev/fhir/CodeSystem/viewer-event';
+
+/** Who is looking, as the viewer's own events name them (user, role, organization, session via). */
+export function professionalWho(
+  p: {
+    id: string;
+    role: string;
+    organizationOid: string;
+    name?: string | undefined;
+    organizationName?: string | undefined;
+  },
+  ids: { address?: string | undefined; requestId?: string | undefined; correlationId?: string | undefined },
+): AuditInput['who'] {
+  const org = plainOid(p.organizationOid);
+  return {
+    user: { id: p.id, issuer: `urn:oid:${org}`, display: p.name },
+    roles: [{ system: SNOMED, code: p.role }],
+    orgOid: org,
+    orgName: p.organizationName,
+    ...ids,
+  };
+}
+
+const bsnEntity = (bsn: string) => ({
+  what: { identifier: { system: BSN_SYSTEM, value: bsn } },
+  type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' },
+  role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' },
+});
+
+/** A launch into the viewer (SAML or SMART): Login on success, Security Alert when a check refused it. */
+export function launchEvent(
+  outcome: { ok: true; via: string; bsn: string } | { ok: false; via: string; reason: string },
+  who: AuditInput['who'],
+): AuditInput {
+  return {
+    type: outcome.ok ? EVENT.login : EVENT.securityAlert,
+    subtype: { system: VIEWER_SUBTYPE, code: 'launch', display: 'Viewer launch' },
+    action: 'E',
+    outcome: outcome.ok ? '0' : '4',
+    outcomeDesc: outcome.ok ? `launch via ${outcome.via}` : `launch via ${outcome.via} refused: ${outcome.reason}`,
+    who,
+    clientRole: '110150',
+    entities: outcome.ok ? [bsnEntity(outcome.bsn)] : [],
+  };
+}
+
+/** Every page view and sign-out of a session (NEN 7513: who looked at which patient's page). */
+export function sessionEvent(kind: 'page-view' | 'sign-out', bsn: string, who: AuditInput['who']): AuditInput {
+  return {
+    type: kind === 'page-view' ? EVENT.patientRecord : EVENT.login,
+    subtype: { system: VIEWER_SUBTYPE, code: kind, display: kind === 'page-view' ? 'Page view' : 'Sign-out' },
+    action: kind === 'page-view' ? 'R' : 'E',
+    outcome: '0',
+    who,
+    clientRole: '110150',
+    entities: [bsnEntity(bsn)],
+  };
+}

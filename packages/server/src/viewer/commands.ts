@@ -7,6 +7,9 @@ import { withStore } from '../admin/vault.ts';
 import { adminConfig, type ConfigInput } from '../config/index.ts';
 import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
 import { ViewerRuntime } from './runtime.ts';
+import { samlEndpoint } from './saml/acs.ts';
+import { addIdp, loadIdps } from './saml/idps.ts';
+import { requireSettings } from './settings.ts';
 
 type Admin = (fn: () => Promise<unknown>) => Promise<void>;
 type WithDataDir = (cmd: Command) => Command;
@@ -76,6 +79,38 @@ export function viewerCommands(program: Command, admin: Admin, dataDir: WithData
   ).action((o) => admin(() => viewerSourceAdd(adminConfig(o), o)));
   dataDir(source.command('list').description('list the directory sources')).action((o) =>
     admin(() => viewerSourceList(adminConfig(o))),
+  );
+
+  const idp = viewer.command('idp').description('SAML identity providers that may launch the viewer');
+  dataDir(
+    idp
+      .command('add')
+      .description('register (or replace) an IdP; prints the ACS URL and the viewer entity id to give it')
+      .requiredOption('--name <name>', 'shown in the audit trail, e.g. VIPLive')
+      .requiredOption('--profile <profile>', 'attribute mapping: zorgplatform or viplive')
+      .requiredOption('--entity-id <issuer>', "the IdP's Issuer")
+      .requiredOption('--cert <pem>', "the IdP's signing certificate")
+      .option('--task-fhir-base <url>', 'zorgplatform: FHIR base holding the workflow Tasks')
+      .option('--task-client-id <id>', 'zorgplatform: the client id the viewer has there')
+      .option('--task-ca <pem>', "zorgplatform: trust anchor for that FHIR base's TLS certificate"),
+  ).action((o) =>
+    admin(async () => {
+      const config = adminConfig(o);
+      requireSettings(config.dataDir);
+      const added = addIdp(config.dataDir, o);
+      return { name: added.name, profile: added.profile, idpEntityId: added.entityId, ...samlEndpoint(config.baseUrl) };
+    }),
+  );
+  dataDir(idp.command('list').description('list the registered IdPs')).action((o) =>
+    admin(async () =>
+      loadIdps(adminConfig(o).dataDir).map((i) => ({
+        name: i.name,
+        profile: i.profile,
+        entityId: i.entityId,
+        taskFhirBase: i.taskFhirBase,
+        taskClientId: i.taskClientId,
+      })),
+    ),
   );
 
   const consent = viewer.command('consent').description('the consent registry (ToestemmingConsent)');

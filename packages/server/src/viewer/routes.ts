@@ -1,6 +1,9 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { CarevaultError, DocumentUrlError, InvalidBsnError, type Professional } from '@carevault/sdk';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { AuditTrail } from '../audit/trail.ts';
+import fastifyStatic from '@fastify/static';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { type AuditTrail, anonymous } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { splitScope } from '../auth/smart-scopes.ts';
@@ -8,11 +11,21 @@ import type { Config } from '../config/index.ts';
 import { authenticate, insufficientScope } from '../fhir/bearer.ts';
 import { fhirErrors } from '../fhir/error-handler.ts';
 import { FhirError } from '../fhir/errors.ts';
+import { correlationOf } from '../http/correlation.ts';
+import type { Store } from '../store/types.ts';
+import { launchEvent, professionalWho, sessionEvent } from './audit.ts';
+import { launchedPage, launchRefusedPage, noSessionPage, signedOutPage } from './pages.ts';
 import { NoConsentError, ViewerRuntime } from './runtime.ts';
+import { samlEndpoint, validateSamlResponse } from './saml/acs.ts';
+import { loadIdps } from './saml/idps.ts';
+import { LaunchRefused } from './saml/mapping.ts';
+import { patientOfWorkflow } from './saml/task.ts';
+import { sessionIdOf, type ViewerSession, ViewerSessions } from './session.ts';
 import { loadSettings, publicJwks, ViewerInputError } from './settings.ts';
 
 export interface ViewerRouteOptions {
   config: Config;
+  store: Store;
   auth: AuthServer;
   certificates: CertificateSource;
   fhirBase: string;
@@ -22,10 +35,18 @@ export interface ViewerRouteOptions {
 /** The scope a front end needs for the aggregator API. */
 export const VIEWER_SCOPE = 'zorgviewer';
 
+/** The built web app (packages/viewer, `npm run build`). */
+const APP_DIR = fileURLToPath(new URL('../../../viewer/dist/', import.meta.url));
+
+/** The app's pages may load only their own scripts and styles; nothing inline, never framed. */
+const APP_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; " +
+  "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /**
- * The viewer's public key set (`jwksUri` of `viewer init`: sources verify assertions and X-ZV-Context with it) and
- * the aggregator API. The API takes a token of this platform with scope `zorgviewer` whose client asserted the
- * professional's context (IUA claims, `--assert-user-context`): the person in the token is who looks.
+ * The Zorgviewer on this platform: its JWKS, the SAML launch (ACS), the web app behind a session cookie, and the
+ * aggregator API — for the app (session) or for a front end of its own (a Bearer token of this platform with
+ * scope `zorgviewer` whose client asserted the professional's context).
  */
 export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions): Promise<void> {
   let runtime: Promise<ViewerRuntime> | undefined;
@@ -40,6 +61,13 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
   app.addHook('onClose', async () => {
     if (runtime) await (await runtime).close();
   });
+  const sessions = new ViewerSessions(
+    o.store,
+    o.config.viewerSession.maxAgeSeconds,
+    o.config.viewerSession.idleSeconds,
+  );
+  const ids = (req: FastifyRequest) => ({ address: req.ip, ...correlationOf(req.raw) });
+  const sessionOf = (req: FastifyRequest) => sessions.get(sessionIdOf(req.headers.cookie));
 
   app.get('/viewer/jwks', async (_req, reply) => {
     const jwks = publicJwks(o.config.dataDir);
@@ -47,9 +75,92 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
     return reply.header('cache-control', 'max-age=300').send(jwks);
   });
 
+  await app.register(async (web) => {
+    // IdPs post the SAML Response as a form.
+    web.addContentTypeParser(
+      'application/x-www-form-urlencoded',
+      { parseAs: 'string', bodyLimit: 512 * 1024 },
+      (_r, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
+    );
+
+    web.post('/viewer/saml/acs', async (req, reply) => {
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      let via = 'saml';
+      try {
+        if (!loadSettings(o.config.dataDir)) throw new LaunchRefused('the viewer is not set up here');
+        const launch = await validateSamlResponse(
+          body.SAMLResponse,
+          loadIdps(o.config.dataDir),
+          samlEndpoint(o.config.baseUrl),
+          o.store,
+        );
+        via = launch.idp.name;
+        const { context } = launch;
+        const professional: Professional = {
+          id: context.practitioner.id,
+          role: context.practitioner.role,
+          organizationOid: context.organizationOid,
+          name: context.practitioner.name,
+        };
+        const patient = context.patient.bsn
+          ? { ...context.patient, bsn: context.patient.bsn }
+          : await patientOfWorkflow(await viewer(), launch.idp, context.workflowId as string, professional);
+        const session = await sessions.create({ professional, patient, via });
+        await o.audit.record(launchEvent({ ok: true, via, bsn: patient.bsn }, professionalWho(professional, ids(req))));
+        return launchedPage(reply, sessions.cookie(session));
+      } catch (err) {
+        if (!(err instanceof LaunchRefused)) throw err;
+        await o.audit.bestEffort(
+          launchEvent({ ok: false, via, reason: err.message }, anonymous(req.ip, correlationOf(req.raw))),
+        );
+        return launchRefusedPage(reply, err.message);
+      }
+    });
+
+    web.post('/viewer/logout', async (req, reply) => {
+      const session = await sessionOf(req);
+      if (session) {
+        await sessions.end(session.id);
+        await o.audit.record(
+          sessionEvent('sign-out', session.patient.bsn, professionalWho(session.professional, ids(req))),
+        );
+      }
+      return signedOutPage(reply, sessions.cookie(undefined));
+    });
+
+    const appPage = async (req: FastifyRequest, reply: FastifyReply) => {
+      const session = await sessionOf(req);
+      if (!session) return noSessionPage(reply);
+      if (!existsSync(`${APP_DIR}index.html`)) {
+        return reply.code(503).type('text/plain').send('the viewer app is not built: run npm run build');
+      }
+      await o.audit.record(
+        sessionEvent('page-view', session.patient.bsn, professionalWho(session.professional, ids(req))),
+      );
+      return reply
+        .header('content-security-policy', APP_CSP)
+        .header('cache-control', 'no-store')
+        .header('referrer-policy', 'no-referrer')
+        .sendFile('index.html', APP_DIR);
+    };
+    web.get('/viewer/', appPage);
+    if (existsSync(APP_DIR)) {
+      await web.register(fastifyStatic, { root: `${APP_DIR}assets`, prefix: '/viewer/assets/', index: false });
+    } else {
+      await web.register(fastifyStatic, { root: APP_DIR, serve: false });
+    }
+  });
+
   await app.register(async (api) => {
     fhirErrors(api, o.audit);
-    const professionalOf = async (req: FastifyRequest): Promise<Professional> => {
+
+    /** The session's professional and patient, or the professional a Bearer token names (no patient). */
+    const callerOf = async (req: FastifyRequest): Promise<{ professional: Professional; session?: ViewerSession }> => {
+      if (!req.headers.authorization) {
+        const session = await sessionOf(req);
+        if (!session) throw new FhirError(401, 'login', 'no viewer session; open the viewer from your EHR');
+        return { professional: session.professional, session };
+      }
       const cert = o.certificates.certificate({ socket: req.raw.socket, headers: req.headers });
       const claims = await authenticate(req, o.auth.verifier, cert, [o.fhirBase]);
       if (!splitScope(claims.scope).includes(VIEWER_SCOPE)) throw insufficientScope(`needs the scope ${VIEWER_SCOPE}`);
@@ -64,11 +175,13 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
         );
       }
       return {
-        id: iua.subject_id,
-        role,
-        organizationOid: org,
-        name: typeof iua.subject_name === 'string' ? iua.subject_name : undefined,
-        organizationName: typeof iua.subject_organization === 'string' ? iua.subject_organization : undefined,
+        professional: {
+          id: iua.subject_id,
+          role,
+          organizationOid: org,
+          name: typeof iua.subject_name === 'string' ? iua.subject_name : undefined,
+          organizationName: typeof iua.subject_organization === 'string' ? iua.subject_organization : undefined,
+        },
       };
     };
     const text = (q: Record<string, unknown>, name: string): string => {
@@ -77,23 +190,51 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
         throw new FhirError(400, 'required', `${name} is required`);
       return v;
     };
+    /** A session may only look at its own patient; a Bearer caller names one. */
+    const bsnOf = (caller: { session?: ViewerSession }, given: unknown): string => {
+      if (caller.session) return caller.session.patient.bsn;
+      return text({ bsn: given }, 'bsn');
+    };
+
+    api.get('/viewer/api/session', async (req) => {
+      const { session } = await callerOf(req);
+      if (!session) throw new FhirError(400, 'invalid', 'this is the session of the web app; a token has none');
+      return {
+        professional: session.professional,
+        patient: session.patient,
+        via: session.via,
+        expiresAt: new Date(session.createdAt + sessions.maxAgeSeconds * 1000).toISOString(),
+      };
+    });
+
+    api.get('/viewer/api/sources', async (req) => {
+      const { professional } = await callerOf(req);
+      return asFhir(async () => (await viewer()).sources(professional));
+    });
+
+    api.get('/viewer/api/record', async (req) => {
+      const caller = await callerOf(req);
+      const q = req.query as Record<string, unknown>;
+      const only = typeof q.source === 'string' ? [q.source] : undefined;
+      return asFhir(async () => (await viewer()).query(bsnOf(caller, q.bsn), caller.professional, undefined, only));
+    });
 
     api.post('/viewer/api/query', async (req) => {
-      const professional = await professionalOf(req);
+      const caller = await callerOf(req);
       const body = (req.body ?? {}) as Record<string, unknown>;
-      return asFhir(async () => (await viewer()).query(text(body, 'bsn'), professional));
+      return asFhir(async () => (await viewer()).query(bsnOf(caller, body.bsn), caller.professional));
     });
 
     api.get('/viewer/api/document', async (req, reply) => {
-      const professional = await professionalOf(req);
+      const caller = await callerOf(req);
       const q = req.query as Record<string, unknown>;
       const doc = await asFhir(async () =>
         (await viewer()).document({
-          bsn: text(q, 'bsn'),
+          bsn: bsnOf(caller, q.bsn),
           sourceOid: text(q, 'source'),
           url: text(q, 'url'),
           accept: typeof q.accept === 'string' ? q.accept : undefined,
-          professional,
+          professional: caller.professional,
         }),
       );
       return reply

@@ -82,7 +82,18 @@ export class ViewerRuntime {
     return f;
   }
 
-  async query(bsn: string, professional: Professional, timeoutMs?: number): Promise<AggregateResult> {
+  /** A FHIR client at any base, as this viewer (its key, the professional's context and headers). */
+  open(source: SourceSystem, professional: Professional, correlationId = newId()) {
+    return this.connector.open(source, checkProfessional(professional), correlationId, 15_000).client;
+  }
+
+  /** The directory's sources (name and organization), so a page can ask each one on its own. */
+  async sources(professional: Professional): Promise<{ name: string; organization: string }[]> {
+    const all = await directorySources(this.open(this.directory, professional));
+    return all.map((s) => ({ name: s.name, organization: `urn:oid:${s.organizationOid}` }));
+  }
+
+  async query(bsn: string, professional: Professional, timeoutMs?: number, only?: string[]): Promise<AggregateResult> {
     const correlationId = newId();
     const open = (s: SourceSystem) => this.connector.open(s, professional, correlationId, 15_000).client;
     return aggregatePatient({
@@ -93,6 +104,7 @@ export class ViewerRuntime {
       consent: this.settings.consentCheck ? open(this.consent) : undefined,
       connector: this.connector,
       ...(timeoutMs ? { timeoutMs } : {}),
+      only,
       onSourceQueried: (record) => this.audit.record(sourceQueryEvent(record)),
     });
   }

@@ -46,6 +46,8 @@ export interface AggregateOptions {
   correlationId?: string;
   /** YYYY-MM-DD for consent periods; default today (UTC). */
   today?: string;
+  /** Only these sources (organization OIDs), e.g. one per request so a page shows each source as it answers. */
+  only?: string[] | undefined;
   /** Awaited per queried source before the result is returned (the viewer's audit trail). */
   onSourceQueried?: (record: SourceQueryRecord) => Promise<void>;
 }
@@ -77,8 +79,9 @@ export async function aggregatePatient(o: AggregateOptions): Promise<AggregateRe
   const professional = checkProfessional(o.professional);
   const correlationId = o.correlationId ?? newId();
   const today = o.today ?? new Date().toISOString().slice(0, 10);
+  const wanted = o.only?.map((oid) => oid.replace(/^urn:oid:/, ''));
   const [sources, consented, queries] = await Promise.all([
-    directorySources(o.directory),
+    directorySources(o.directory).then((all) => (wanted ? all.filter((s) => wanted.includes(s.organizationOid)) : all)),
     o.consent ? consentedOrganizations(o.consent, o.bsn, today) : undefined,
     bgzQueries(o.directory),
   ]);

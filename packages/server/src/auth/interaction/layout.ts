@@ -30,10 +30,10 @@ button.secondary{background:#fff;color:#0b5cad}
 .note{color:#57606a;font-size:.875rem}
 `;
 
-export function page(title: string, body: string, nonce: string): string {
+export function page(title: string, body: string, nonce: string, o: { lang?: string; head?: string } = {}): string {
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>${escapeHtml(title)} · carevault</title>
+<html lang="${o.lang ?? 'en'}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="referrer" content="no-referrer">${o.head ?? ''}<title>${escapeHtml(title)} · carevault</title>
 <style nonce="${nonce}">${STYLE}</style></head>
 <body><main><p class="brand">carevault</p><div class="card">${body}</div></main></body></html>`;
 }
