@@ -9,6 +9,7 @@ import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { LaunchInputError } from './auth/launch-api.ts';
 import { adminConfig, ConfigError, type ConfigInput, loadConfig } from './config/index.ts';
+import { IdpInputError } from './saml/idps.ts';
 import { VaultInputError } from './vault/partitions.ts';
 import { viewerCommands } from './viewer/commands.ts';
 import { NoConsentError } from './viewer/runtime.ts';
@@ -35,6 +36,7 @@ function fail(err: unknown): void {
     err instanceof VaultInputError ||
     err instanceof LaunchInputError ||
     err instanceof ViewerInputError ||
+    err instanceof IdpInputError ||
     err instanceof NoConsentError ||
     err instanceof CarevaultError;
   const message = err instanceof Error ? err.message : String(err);
@@ -122,6 +124,7 @@ dataDirOption(
       'may assert the user (IUA subject_*, purpose_of_use) in its client assertion and send X-ZV-Context (seed 001)',
     )
     .option('--aggregator', 'with --assert-user-context: may act for users of other organizations (a regional viewer)')
+    .option('--saml-bearer', 'may exchange SAML assertions of registered IdPs for tokens (RFC 7522)')
     .option('--out <dir>', 'where to write issued certificates and keys (default <data-dir>/clients)'),
 ).action((id: string, o) => admin(() => addClient(adminConfig(o), id, o)));
 dataDirOption(client.command('list').description('list clients')).action((o) =>

@@ -5,10 +5,10 @@ import { after, before, describe, test } from 'node:test';
 import type { AuditEvent } from 'fhir/r4.js';
 import type { Browser, Page } from 'playwright-core';
 import { Agent, fetch } from 'undici';
-import { ATTR } from '../src/viewer/saml/mapping.ts';
+import { ATTR } from '../src/saml/mapping.ts';
 import { ViewerSessions } from '../src/viewer/session.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
-import { createIdp, hl7Role, samlResponse, type TestIdp } from './helpers/saml-idp.ts';
+import { createIdp, hl7Role, samlAssertion, samlResponse, type TestIdp } from './helpers/saml-idp.ts';
 import {
   ARTS,
   BSN,
@@ -367,5 +367,87 @@ describe('session lifetime', () => {
     const last = views.at(-1) as AuditEvent;
     assert.equal(last.agent?.find((a) => a.requestor)?.who?.identifier?.value, ARTS.id);
     assert.equal(last.entity?.[0]?.what?.identifier?.value, BSN_TWICE);
+  });
+});
+
+describe('SAML 2.0 bearer grant (RFC 7522) with the same IdP and mapping', () => {
+  let secret: string;
+  const tokenUrl = () => `${net.hub.base}/oauth/token`;
+  const exchange = (assertion: string, clientId = 'saml-app', clientSecret = secret) =>
+    fetch(tokenUrl(), {
+      method: 'POST',
+      dispatcher: agent,
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`,
+      },
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:saml2-bearer',
+        assertion,
+        scope: 'system/Patient.rs',
+      }).toString(),
+    });
+  const bearer = (o: Partial<Parameters<typeof samlAssertion>[1]> = {}) =>
+    samlAssertion(viplive, {
+      acsUrl: tokenUrl(),
+      audience: tokenUrl(),
+      nameId: ARTS.id,
+      attributes: vipAttributes(),
+      ...o,
+    });
+
+  before(async () => {
+    ({ client_secret: secret } = await ok<{ client_secret: string }>(
+      net.hub.dataDir,
+      ...[
+        'client',
+        'add',
+        'saml-app',
+        '--auth',
+        'client_secret_basic',
+        '--saml-bearer',
+        '--scope',
+        'system/Patient.rs',
+      ],
+    ));
+  });
+
+  test('a signed assertion becomes a token whose IUA claims name the professional', async () => {
+    const res = await exchange(bearer());
+    assert.equal(res.status, 200, await res.clone().text());
+    const body = (await res.json()) as { access_token: string; token_type: string; scope: string };
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(body.scope, 'system/Patient.rs');
+    const claims = JSON.parse(Buffer.from(body.access_token.split('.')[1] as string, 'base64url').toString());
+    assert.equal(claims.client_id, 'saml-app');
+    assert.deepEqual(claims.extensions.ihe_iua, {
+      subject_id: ARTS.id,
+      subject_name: 'L. Arts',
+      subject_role: [{ system: 'http://snomed.info/sct', code: ARTS.role }],
+      subject_organization_id: `urn:oid:${VIPLIVE_ORG}`,
+    });
+  });
+
+  test('refused: replay, the ACS audience, an unsigned assertion, a client not registered for the grant', async () => {
+    const once = bearer();
+    assert.equal((await exchange(once)).status, 200);
+    for (const [name, assertion, description] of [
+      ['replayed', once, /already used/],
+      ['audience is the viewer, not the token endpoint', bearer({ audience: acs.entityId }), /Audience/],
+      ['unsigned', bearer({ sign: 'none' }), /signature/],
+      ['another IdP key', bearer({ signer: stranger }), /signature/],
+    ] as const) {
+      const res = await exchange(assertion);
+      assert.equal(res.status, 400, name);
+      const err = (await res.json()) as { error: string; error_description: string };
+      assert.equal(err.error, 'invalid_grant', name);
+      assert.match(err.error_description, description, name);
+    }
+    const { client_secret: other } = await ok<{ client_secret: string }>(
+      net.hub.dataDir,
+      ...['client', 'add', 'plain-app', '--auth', 'client_secret_basic', '--scope', 'system/Patient.rs'],
+    );
+    const res = await exchange(bearer(), 'plain-app', other);
+    assert.equal(((await res.json()) as { error: string }).error, 'unauthorized_client');
   });
 });

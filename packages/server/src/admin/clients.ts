@@ -28,6 +28,7 @@ export interface ClientAddOptions {
   resourceServer?: boolean;
   assertUserContext?: boolean;
   aggregator?: boolean;
+  samlBearer?: boolean;
   out?: string;
 }
 
@@ -96,6 +97,7 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
       tokenAlg: oneOf('--token-alg', o.tokenAlg, ['ES256', 'RS256'] as const),
       resourceServer: o.resourceServer,
       userContext: userContextOf(o),
+      samlBearer: o.samlBearer,
     }),
   );
   const output: Record<string, string> = { client_id: result.clientId };

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { JWK } from 'jose';
 import type { ClientRecord, Store } from '../store/types.ts';
+import { SAML2_BEARER } from './grant-types.ts';
 import { isCovered, looksLikeSmartScope, parseSmartScope, splitScope } from './smart-scopes.ts';
 
 export const AUTH_METHODS = [
@@ -66,6 +67,8 @@ export interface NewClient {
   tokenAlg?: 'ES256' | 'RS256' | undefined;
   resourceServer?: boolean | undefined;
   userContext?: 'self' | 'aggregator' | undefined;
+  /** May use the SAML 2.0 bearer grant (RFC 7522) besides client_credentials. */
+  samlBearer?: boolean | undefined;
 }
 
 /** CARA's technical users are named like `tcu-bestclinic/scp-importer`: a `/` may separate two parts. */
@@ -246,6 +249,10 @@ export class ClientRegistry {
         oidc.response_types = ['code'];
       }
     }
+    if (input.samlBearer) {
+      if (input.auth === 'none') throw new ClientInputError('--saml-bearer needs an authenticated client');
+      oidc.grant_types = [...(oidc.grant_types as string[]), SAML2_BEARER];
+    }
     if (input.orgGln !== undefined && !/^\d{13}$/.test(input.orgGln))
       throw new ClientInputError(`GLN "${input.orgGln}" is not 13 digits`);
     if (
@@ -313,6 +320,7 @@ export class ClientRegistry {
         token_format: carevault.tokenFormat,
         resource_server: carevault.resourceServer === true,
         user_context: carevault.userContext ?? 'none',
+        grant_types: oidc.grant_types,
         created_at: new Date(r.createdAt * 1000).toISOString(),
       };
     });

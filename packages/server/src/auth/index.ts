@@ -5,6 +5,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
 import type { AuditTrail } from '../audit/trail.ts';
+import type { RegisteredIdp } from '../saml/idps.ts';
 import type { Store } from '../store/types.ts';
 import { ClientKeys } from './client-keys.ts';
 import type { ClientRegistry } from './clients.ts';
@@ -26,6 +27,8 @@ export interface AuthOptions {
   keys: KeyRing;
   certificates: CertificateSource;
   outboundCa: string[];
+  /** SAML IdPs whose assertions the SAML 2.0 bearer grant accepts. */
+  samlIdps: () => RegisteredIdp[];
   log: Logger;
   audit: AuditTrail;
 }

@@ -1,5 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import Provider, { type Configuration, errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { RegisteredIdp } from '../saml/idps.ts';
 import type { Store } from '../store/types.ts';
 import { createAdapterFactory } from './adapter.ts';
 import { isFhirResource, vaultOf } from './audience.ts';
@@ -8,6 +9,8 @@ import { clientAssertionCheck } from './client-assertion.ts';
 import { ASYMMETRIC_ALGS, outboundFetch } from './client-keys.ts';
 import { type ClientRegistry, grantableScopes, mayIntrospect, secretMatches } from './clients.ts';
 import { renderErrorPage } from './error-page.ts';
+import { SAML2_BEARER } from './grant-types.ts';
+import { saml2BearerGrant } from './grants/saml2-bearer.ts';
 import { iuaClaims, PurposeOfUseError } from './iua-claims.ts';
 import type { KeyRing } from './keys.ts';
 import { grantContext } from './launch-context.ts';
@@ -26,6 +29,8 @@ export interface ProviderDeps {
   certificates: CertificateSource;
   /** Trust anchors for outbound fetches (client jwks_uri): the system roots plus the platform CA. */
   outboundCa: string[];
+  /** SAML IdPs whose assertions the SAML 2.0 bearer grant accepts. */
+  samlIdps: () => RegisteredIdp[];
 }
 
 export const OAUTH_ROUTES = {
@@ -108,6 +113,56 @@ export function createProvider(deps: ProviderDeps): Provider {
     if (context.partition) carevault.vault = context.partition;
     if (context.host) carevault.host = context.host;
     return { top, carevault };
+  };
+
+  const getResourceServerInfo = async (ctx: KoaContextWithOIDC, resource: string, client: { clientId: string }) => {
+    if (!isFhirResource(resource, fhirBase)) {
+      throw new errors.InvalidTarget(`resource "${resource}" is not served by this authorization server`);
+    }
+    const policy = await clients.policy(client.clientId);
+    if (!policy) throw new errors.InvalidClient('client is not registered');
+    assertRequestedTokenType(requestBody(ctx).requested_token_type);
+    const params = ctx.oidc.params as { scope?: string; aud?: string };
+    const signing =
+      policy.tokenFormat === 'jwt'
+        ? { jwt: { sign: { alg: policy.tokenAlg, kid: keys.signingKid(policy.tokenAlg) } } }
+        : {};
+    if (isPersonFlow(ctx)) {
+      if (ctx.oidc.route === 'authorization') assertState(ctx);
+      if (typeof params.aud === 'string' && params.aud !== resource) {
+        throw new errors.InvalidTarget('aud and resource name different servers');
+      }
+      const partition = vaultOf(resource, fhirBase);
+      if (partition !== undefined && !(await deps.store.partitions.get(partition))) {
+        throw new errors.InvalidTarget(`aud "${resource}" is not a FHIR base of this server`);
+      }
+      const entities = ctx.oidc.entities as {
+        AuthorizationCode?: { scope?: string };
+        RefreshToken?: { scope?: string };
+      };
+      const source = params.scope ?? entities.AuthorizationCode?.scope ?? entities.RefreshToken?.scope;
+      return {
+        scope: personResourceScopes(source, policy).join(' '),
+        audience: resource,
+        accessTokenTTL: deps.accessTokenTtl,
+        accessTokenFormat: policy.tokenFormat,
+        ...signing,
+      };
+    }
+    const { granted, refused } = grantableScopes(params.scope, policy);
+    if (refused.length > 0) {
+      throw new errors.InvalidScope('requested scope is not registered for this client', refused.join(' '));
+    }
+    if (granted.length === 0)
+      throw new errors.InvalidScope('no scope requested and none registered for this client', '');
+    params.scope = granted.join(' ');
+    return {
+      scope: granted.join(' '),
+      audience: resource,
+      accessTokenTTL: deps.accessTokenTtl,
+      accessTokenFormat: policy.tokenFormat,
+      ...signing,
+    };
   };
 
   const configuration: Configuration = {
@@ -206,55 +261,7 @@ export function createProvider(deps: ProviderDeps): Provider {
           return fhirBase;
         },
         useGrantedResource: () => true,
-        getResourceServerInfo: async (ctx, resource, client) => {
-          if (!isFhirResource(resource, fhirBase)) {
-            throw new errors.InvalidTarget(`resource "${resource}" is not served by this authorization server`);
-          }
-          const policy = await clients.policy(client.clientId);
-          if (!policy) throw new errors.InvalidClient('client is not registered');
-          assertRequestedTokenType(requestBody(ctx).requested_token_type);
-          const params = ctx.oidc.params as { scope?: string; aud?: string };
-          const signing =
-            policy.tokenFormat === 'jwt'
-              ? { jwt: { sign: { alg: policy.tokenAlg, kid: keys.signingKid(policy.tokenAlg) } } }
-              : {};
-          if (isPersonFlow(ctx)) {
-            if (ctx.oidc.route === 'authorization') assertState(ctx);
-            if (typeof params.aud === 'string' && params.aud !== resource) {
-              throw new errors.InvalidTarget('aud and resource name different servers');
-            }
-            const partition = vaultOf(resource, fhirBase);
-            if (partition !== undefined && !(await deps.store.partitions.get(partition))) {
-              throw new errors.InvalidTarget(`aud "${resource}" is not a FHIR base of this server`);
-            }
-            const entities = ctx.oidc.entities as {
-              AuthorizationCode?: { scope?: string };
-              RefreshToken?: { scope?: string };
-            };
-            const source = params.scope ?? entities.AuthorizationCode?.scope ?? entities.RefreshToken?.scope;
-            return {
-              scope: personResourceScopes(source, policy).join(' '),
-              audience: resource,
-              accessTokenTTL: deps.accessTokenTtl,
-              accessTokenFormat: policy.tokenFormat,
-              ...signing,
-            };
-          }
-          const { granted, refused } = grantableScopes(params.scope, policy);
-          if (refused.length > 0) {
-            throw new errors.InvalidScope('requested scope is not registered for this client', refused.join(' '));
-          }
-          if (granted.length === 0)
-            throw new errors.InvalidScope('no scope requested and none registered for this client', '');
-          params.scope = granted.join(' ');
-          return {
-            scope: granted.join(' '),
-            audience: resource,
-            accessTokenTTL: deps.accessTokenTtl,
-            accessTokenFormat: policy.tokenFormat,
-            ...signing,
-          };
-        },
+        getResourceServerInfo,
       },
     },
     extraTokenClaims: async (ctx, token) => {
@@ -300,6 +307,19 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(deps.issuer, configuration);
+  provider.registerGrantType(
+    SAML2_BEARER,
+    saml2BearerGrant({
+      tokenEndpoint: `${deps.issuer}${OAUTH_ROUTES.token}`,
+      fhirBase,
+      store: deps.store,
+      idps: deps.samlIdps,
+      resourceServerInfo: (ctx, resource) =>
+        getResourceServerInfo(ctx, resource, ctx.oidc.client as unknown as { clientId: string }),
+      certificate: certOf,
+    }),
+    ['assertion', 'scope'],
+  );
   // Client secrets are stored hashed (see clients.ts); the engine compares through this hook.
   provider.Client.prototype.compareClientSecret = function compare(this: { clientSecret?: string }, actual: string) {
     return secretMatches(this.clientSecret, actual);

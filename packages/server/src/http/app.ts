@@ -16,6 +16,7 @@ import { withInitLock } from '../config/init-lock.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
+import { loadIdps } from '../saml/idps.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/types.ts';
 import { viewerRoutes } from '../viewer/routes.ts';
@@ -110,6 +111,7 @@ export async function buildPlatform(
     keys,
     certificates,
     outboundCa: [...rootCertificates, pki.ca.certPem, ...config.outboundCa],
+    samlIdps: () => loadIdps(config.dataDir),
     log: app.log as unknown as Logger,
     audit,
   });

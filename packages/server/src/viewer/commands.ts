@@ -5,10 +5,10 @@ import type { Command } from 'commander';
 import { adminAudit } from '../admin/operator.ts';
 import { withStore } from '../admin/vault.ts';
 import { adminConfig, type ConfigInput } from '../config/index.ts';
+import { addIdp, loadIdps } from '../saml/idps.ts';
+import { samlEndpoint } from '../saml/validate.ts';
 import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
 import { ViewerRuntime } from './runtime.ts';
-import { samlEndpoint } from './saml/acs.ts';
-import { addIdp, loadIdps } from './saml/idps.ts';
 import { requireSettings } from './settings.ts';
 
 type Admin = (fn: () => Promise<unknown>) => Promise<void>;

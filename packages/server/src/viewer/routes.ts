@@ -12,16 +12,16 @@ import { authenticate, insufficientScope } from '../fhir/bearer.ts';
 import { fhirErrors } from '../fhir/error-handler.ts';
 import { FhirError } from '../fhir/errors.ts';
 import { correlationOf } from '../http/correlation.ts';
+import { loadIdps } from '../saml/idps.ts';
+import { LaunchRefused } from '../saml/mapping.ts';
+import { samlEndpoint, validateSamlResponse } from '../saml/validate.ts';
 import type { Store } from '../store/types.ts';
 import { launchEvent, professionalWho, sessionEvent } from './audit.ts';
 import { launchedPage, launchRefusedPage, noSessionPage, signedOutPage } from './pages.ts';
 import { NoConsentError, ViewerRuntime } from './runtime.ts';
-import { samlEndpoint, validateSamlResponse } from './saml/acs.ts';
-import { loadIdps } from './saml/idps.ts';
-import { LaunchRefused } from './saml/mapping.ts';
-import { patientOfWorkflow } from './saml/task.ts';
 import { sessionIdOf, type ViewerSession, ViewerSessions } from './session.ts';
 import { loadSettings, publicJwks, ViewerInputError } from './settings.ts';
+import { patientOfWorkflow } from './workflow-task.ts';
 
 export interface ViewerRouteOptions {
   config: Config;

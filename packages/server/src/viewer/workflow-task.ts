@@ -1,7 +1,7 @@
 import { BSN_SYSTEM, isValidBsn, type Professional, type Resource } from '@carevault/sdk';
-import type { ViewerRuntime } from '../runtime.ts';
-import type { RegisteredIdp } from './idps.ts';
-import { LaunchRefused } from './mapping.ts';
+import type { RegisteredIdp } from '../saml/idps.ts';
+import { LaunchRefused } from '../saml/mapping.ts';
+import type { ViewerRuntime } from './runtime.ts';
 
 interface TaskLike extends Resource {
   for?: { reference?: string };

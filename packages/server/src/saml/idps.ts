@@ -1,8 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeSecretFile } from '../../config/files.ts';
-import { ViewerInputError, viewerDir } from '../settings.ts';
+import { writeSecretFile } from '../config/files.ts';
 import { type IdpProfile, PROFILES } from './mapping.ts';
 
 /** A SAML identity provider allowed to launch the viewer. */
@@ -19,7 +18,11 @@ export interface RegisteredIdp {
   taskCa?: string | undefined;
 }
 
-const path = (dataDir: string) => join(viewerDir(dataDir), 'idps.json');
+/** A mistake in an IdP registration, said in one line. */
+export class IdpInputError extends Error {}
+
+/** Beside the platform's other files; every node reads the same registration. */
+const path = (dataDir: string) => join(dataDir, 'saml-idps.json');
 
 export function loadIdps(dataDir: string): RegisteredIdp[] {
   const file = path(dataDir);
@@ -37,12 +40,12 @@ export interface IdpAddOptions {
 }
 
 function pem(file: string, what: string): string {
-  if (!existsSync(file)) throw new ViewerInputError(`file not found: ${file}`);
+  if (!existsSync(file)) throw new IdpInputError(`file not found: ${file}`);
   const text = readFileSync(file, 'utf8');
   try {
     new X509Certificate(text);
   } catch {
-    throw new ViewerInputError(`${what} ${file} is not a PEM certificate`);
+    throw new IdpInputError(`${what} ${file} is not a PEM certificate`);
   }
   return text;
 }
@@ -50,16 +53,16 @@ function pem(file: string, what: string): string {
 /** `viewer idp add`: registers (or replaces, by entity id) an IdP. */
 export function addIdp(dataDir: string, o: IdpAddOptions): RegisteredIdp {
   if (!PROFILES.includes(o.profile as IdpProfile))
-    throw new ViewerInputError(`--profile must be one of ${PROFILES.join(', ')}`);
-  if (!o.name || o.name.length > 100) throw new ViewerInputError('--name must be 1-100 characters');
-  if (!o.entityId || o.entityId.length > 512) throw new ViewerInputError('--entity-id is required');
+    throw new IdpInputError(`--profile must be one of ${PROFILES.join(', ')}`);
+  if (!o.name || o.name.length > 100) throw new IdpInputError('--name must be 1-100 characters');
+  if (!o.entityId || o.entityId.length > 512) throw new IdpInputError('--entity-id is required');
   if (o.taskFhirBase !== undefined) {
     try {
       new URL(o.taskFhirBase);
     } catch {
-      throw new ViewerInputError(`--task-fhir-base "${o.taskFhirBase}" is not an absolute URL`);
+      throw new IdpInputError(`--task-fhir-base "${o.taskFhirBase}" is not an absolute URL`);
     }
-    if (!o.taskClientId) throw new ViewerInputError('--task-fhir-base needs --task-client-id');
+    if (!o.taskClientId) throw new IdpInputError('--task-fhir-base needs --task-client-id');
   }
   const idp: RegisteredIdp = {
     name: o.name,

@@ -1,5 +1,5 @@
 import { SAML } from '@node-saml/node-saml';
-import type { Store } from '../../store/types.ts';
+import type { Store } from '../store/types.ts';
 import type { RegisteredIdp } from './idps.ts';
 import { type LaunchContext, LaunchRefused, mapAssertion } from './mapping.ts';
 
