@@ -141,6 +141,7 @@ describe('SMART apps in Chromium with fhirclient.js', { skip: chromiumMissing },
     assert.equal(token.need_patient_banner, true);
     assert.equal(typeof token.smart_style_url, 'string');
     assert.equal(result.fhirUser, 'Practitioner/dr-who');
+    assert.equal(token.practitioner, 'dr-who', 'the Epic-style practitioner field (seed 001, seq-1-fhir)');
     assert.equal((result.user as { resourceType: string }).resourceType, 'Practitioner');
     await context.close();
   });

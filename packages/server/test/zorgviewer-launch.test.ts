@@ -8,6 +8,8 @@ import { Agent, fetch } from 'undici';
 import { ATTR } from '../src/saml/mapping.ts';
 import { ViewerSessions } from '../src/viewer/session.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
+import { secretClient } from './helpers/fhir.ts';
+import { addPerson } from './helpers/people.ts';
 import { createIdp, hl7Role, samlAssertion, samlResponse, type TestIdp } from './helpers/saml-idp.ts';
 import {
   ARTS,
@@ -85,7 +87,8 @@ async function hubEvents(code: string): Promise<AuditEvent[]> {
 }
 
 before(async () => {
-  net = await startZorgviewerNetwork();
+  // The contract commands as processes are proven in zorgviewer.test.ts; here the same functions run in-process.
+  net = await startZorgviewerNetwork({ inProcess: true });
   agent = new Agent({ connect: { ca: net.hub.ca } });
   [viplive, zorgplatform, stranger] = await Promise.all([
     createIdp('https://viplive.test/idp'),
@@ -207,7 +210,9 @@ describe('SAML launch: every bad assertion is refused with a clear page and a Se
 describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
   let browser: Browser;
   before(async () => {
-    browser = await launchChromium(readFileSync(join(net.hub.dataDir, 'pki', 'server.pem'), 'utf8'));
+    const serverCert = (dir: string) => readFileSync(join(dir, 'pki', 'server.pem'), 'utf8');
+    // The hub, and source A acting as the EHR that launches the viewer (its login page).
+    browser = await launchChromium(serverCert(net.hub.dataDir), serverCert(net.srcA.dataDir));
   });
   after(async () => browser?.close());
 
@@ -326,6 +331,67 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
     });
     assert.deepEqual(pdf, { type: 'application/pdf', size: 629 });
     await context.close();
+  });
+
+  test("EHR launch from carevault's own authorization server as a Practitioner (seq-1-fhir)", async () => {
+    const ehr = net.srcA;
+    const app = await ehr.register('zorgviewer-app', {
+      auth: 'client_secret_basic',
+      redirectUri: [`${net.hub.base}/viewer/launch/callback`],
+      scope: 'launch user/*.rs',
+      name: 'Zorgviewer',
+    });
+    const host = await secretClient(ehr, 'ehr-host', 'system/*.rs');
+    await ok(ehr.dataDir, 'grant', 'add', '--partition', 'ehr', '--client', 'ehr-host', '--scope', 'system/*.rs');
+    await addPerson(ehr, 'larts', 'correct horse battery staple');
+    const registered = await ok<{ launchUrl: string; auth: string }>(
+      net.hub.dataDir,
+      ...['viewer', 'app', 'add', '--ehr', `${ehr.base}/fhir/ehr`, '--client-id', 'zorgviewer-app'],
+      ...['--client-secret', app.client_secret as string, '--ca', join(ehr.dataDir, 'pki', 'ca.pem')],
+    );
+    assert.equal(registered.auth, 'client_secret_basic');
+    const res = await ehr.fetch(`${ehr.base}/oauth/launch`, {
+      method: 'POST',
+      dispatcher: ehr.agent(),
+      headers: { authorization: `Bearer ${host.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        partition: 'ehr',
+        client_id: 'zorgviewer-app',
+        patient: 'test-zv',
+        fhirUser: 'Practitioner/larts',
+      }),
+    });
+    const { launch, iss } = (await res.json()) as { launch: string; iss: string };
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`${registered.launchUrl}?${new URLSearchParams({ iss, launch })}`);
+    await page.getByLabel('User name').fill('larts');
+    await page.getByLabel('Password').fill('correct horse battery staple');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForSelector('body[data-loaded="true"]');
+    assert.equal(new URL(page.url()).pathname, '/viewer/');
+    assert.match((await page.textContent('#banner')) ?? '', /T\.E\.S\.T\. Zorgviewer.*000004881/s);
+    assert.match((await page.textContent('#who')) ?? '', /L\. Arts · 2\.16\.528\.1\.1007\.3\.3\.15123/);
+    const launched = (await hubEvents('110122')).filter((e) => /smart:/.test(e.outcomeDesc ?? '')).at(-1);
+    assert.equal(
+      launched?.agent?.find((a) => a.requestor)?.who?.identifier?.value,
+      '177578',
+      'the AGB of the practitioner',
+    );
+    await context.close();
+  });
+
+  test('an EHR launch from an unregistered EHR is refused', async () => {
+    const res = await fetch(
+      `${net.hub.base}/viewer/launch?iss=${encodeURIComponent('https://ehr.elsewhere.test/fhir')}&launch=abc`,
+      {
+        dispatcher: agent,
+        redirect: 'manual',
+      },
+    );
+    assert.equal(res.status, 403);
+    assert.match(await res.text(), /not registered at this EHR/);
   });
 
   test('a refused launch shows which check failed', async () => {

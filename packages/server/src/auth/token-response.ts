@@ -25,6 +25,9 @@ export async function addLaunchContext(ctx: KoaContextWithOIDC, store: Store): P
   if (!context) return;
   if (context.patient) body.patient = context.patient;
   if (context.encounter) body.encounter = context.encounter;
+  // Epic-style launch context (seed 001, seq-1-fhir): the launching practitioner beside the patient.
+  const practitioner = /^Practitioner\/([A-Za-z0-9\-.]{1,64})$/.exec(context.fhirUser ?? '')?.[1];
+  if (practitioner) body.practitioner = practitioner;
   if (context.needPatientBanner !== undefined) body.need_patient_banner = context.needPatientBanner;
   if (context.smartStyleUrl) body.smart_style_url = context.smartStyleUrl;
   if (context.fhirContext?.length) body.fhirContext = context.fhirContext;

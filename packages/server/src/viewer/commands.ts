@@ -10,6 +10,7 @@ import { samlEndpoint } from '../saml/validate.ts';
 import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
 import { ViewerRuntime } from './runtime.ts';
 import { requireSettings } from './settings.ts';
+import { addApp } from './smart-apps.ts';
 
 type Admin = (fn: () => Promise<unknown>) => Promise<void>;
 type WithDataDir = (cmd: Command) => Command;
@@ -111,6 +112,31 @@ export function viewerCommands(program: Command, admin: Admin, dataDir: WithData
         taskClientId: i.taskClientId,
       })),
     ),
+  );
+
+  const app = viewer.command('app').description('the viewer as a SMART app of an EHR (launch at /viewer/launch)');
+  dataDir(
+    app
+      .command('add')
+      .description("register the viewer's client at an EHR, for the EHR launch at /viewer/launch")
+      .requiredOption('--ehr <issuer>', "the EHR's FHIR base, as it sends it in iss")
+      .requiredOption('--client-id <id>', 'the client id the EHR gave the viewer')
+      .option('--client-secret <secret>', 'client_secret_basic (otherwise private_key_jwt with the viewer key)')
+      .option(
+        '--jwks [file]',
+        "private_key_jwt with the viewer's key (the default; its JWKS is viewer init's jwksFile)",
+      )
+      .option('--ca <pem>', "trust anchor for the EHR's TLS certificate"),
+  ).action((o) =>
+    admin(async () => {
+      const config = adminConfig(o);
+      requireSettings(config.dataDir);
+      return {
+        ...addApp(config.dataDir, o),
+        launchUrl: `${config.baseUrl}/viewer/launch`,
+        redirectUri: `${config.baseUrl}/viewer/launch/callback`,
+      };
+    }),
   );
 
   const consent = viewer.command('consent').description('the consent registry (ToestemmingConsent)');

@@ -21,6 +21,8 @@ import { launchedPage, launchRefusedPage, noSessionPage, signedOutPage } from '.
 import { NoConsentError, ViewerRuntime } from './runtime.ts';
 import { sessionIdOf, type ViewerSession, ViewerSessions } from './session.ts';
 import { loadSettings, publicJwks, ViewerInputError } from './settings.ts';
+import { appFor } from './smart-apps.ts';
+import { SmartLaunch } from './smart-launch.ts';
 import { patientOfWorkflow } from './workflow-task.ts';
 
 export interface ViewerRouteOptions {
@@ -83,6 +85,16 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
       (_r, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
     );
 
+    const smart = new SmartLaunch(o.store, o.config.dataDir, `${o.config.baseUrl}/viewer/launch/callback`);
+    web.addHook('onClose', () => smart.close());
+    const refuse = async (req: FastifyRequest, reply: FastifyReply, via: string, err: unknown) => {
+      if (!(err instanceof LaunchRefused)) throw err;
+      await o.audit.bestEffort(
+        launchEvent({ ok: false, via, reason: err.message }, anonymous(req.ip, correlationOf(req.raw))),
+      );
+      return launchRefusedPage(reply, err.message);
+    };
+
     web.post('/viewer/saml/acs', async (req, reply) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
       let via = 'saml';
@@ -114,6 +126,35 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
           launchEvent({ ok: false, via, reason: err.message }, anonymous(req.ip, correlationOf(req.raw))),
         );
         return launchRefusedPage(reply, err.message);
+      }
+    });
+
+    // seq-1-fhir: the EHR opens /viewer/launch?iss=…&launch=… (SMART EHR launch).
+    web.get('/viewer/launch', async (req, reply) => {
+      const q = req.query as Record<string, unknown>;
+      const iss = typeof q.iss === 'string' ? q.iss : '';
+      try {
+        if (!loadSettings(o.config.dataDir)) throw new LaunchRefused('the viewer is not set up here');
+        const app = appFor(o.config.dataDir, iss);
+        if (!app) throw new LaunchRefused('the viewer is not registered at this EHR (iss)');
+        return reply.redirect(await smart.start(app, typeof q.launch === 'string' ? q.launch : ''), 303);
+      } catch (err) {
+        return refuse(req, reply, `smart:${iss.slice(0, 200)}`, err);
+      }
+    });
+
+    web.get('/viewer/launch/callback', async (req, reply) => {
+      try {
+        const url = new URL(req.raw.url ?? '', `${o.config.baseUrl}/`);
+        const done = await smart.finish((iss) => appFor(o.config.dataDir, iss), url);
+        const via = `smart:${done.ehr}`;
+        const session = await sessions.create({ professional: done.professional, patient: done.patient, via });
+        await o.audit.record(
+          launchEvent({ ok: true, via, bsn: done.patient.bsn }, professionalWho(done.professional, ids(req))),
+        );
+        return launchedPage(reply, sessions.cookie(session));
+      } catch (err) {
+        return refuse(req, reply, 'smart', err);
       }
     });
 

@@ -23,12 +23,15 @@ export const SCREENSHOTS = join(
 );
 
 /**
- * Headless Chromium that trusts exactly the platform's server key (by SPKI pin) and no network beyond
+ * Headless Chromium that trusts exactly the platforms' server keys (by SPKI pin) and no network beyond
  * loopback (background networking off).
  */
-export async function launchChromium(serverCertPem: string): Promise<Browser> {
-  const spki = new X509Certificate(serverCertPem).publicKey.export({ type: 'spki', format: 'der' });
-  const pin = createHash('sha256').update(spki).digest('base64');
+export async function launchChromium(...serverCertPems: string[]): Promise<Browser> {
+  const pins = serverCertPems.map((pem) =>
+    createHash('sha256')
+      .update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }))
+      .digest('base64'),
+  );
   mkdirSync(SCREENSHOTS, { recursive: true });
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -40,7 +43,7 @@ export async function launchChromium(serverCertPem: string): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      `--ignore-certificate-errors-spki-list=${pin}`,
+      `--ignore-certificate-errors-spki-list=${pins.join(',')}`,
     ],
   });
 }

@@ -6,6 +6,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { AuditEvent } from 'fhir/r4.js';
+import { addClient } from '../../src/admin/clients.ts';
+import { importCommand } from '../../src/admin/import.ts';
+import { withStore as withAdminStore } from '../../src/admin/vault.ts';
+import type { Config } from '../../src/config/index.ts';
+import { addGrant } from '../../src/vault/grants.ts';
+import { addPartition } from '../../src/vault/partitions.ts';
+import { viewerConsentAdd, viewerInit, viewerSourceAdd } from '../../src/viewer/admin.ts';
 import { startPlatform, type TestPlatform } from './platform.ts';
 import { BIN, withStore } from './serve.ts';
 
@@ -72,32 +79,91 @@ export interface ZorgviewerNetwork {
   stop(): Promise<void>;
 }
 
+/**
+ * The admin commands the network is set up with: as processes (the contract, as an operator runs them), or the
+ * same functions in this process for test files that prove something else and should not pay a process each.
+ */
+type Admin = <T>(p: { dataDir: string; config: Config }, ...args: string[]) => Promise<T>;
+
+const asProcess: Admin = (p, ...args) => ok(p.dataDir, ...args);
+
+const inProcess: Admin = async <T>(p: { config: Config }, ...args: string[]): Promise<T> => {
+  const flag = (name: string) => args[args.indexOf(name) + 1] as string;
+  const c = p.config;
+  const key = args[0] === 'import' ? 'import' : args.slice(0, 2).join(' ');
+  const run = async (): Promise<unknown> => {
+    switch (key) {
+      case 'partition add':
+        return withAdminStore(c, (s) => addPartition(s, args[2] as string));
+      case 'import':
+        return importCommand(c, [args[1] as string], flag('--partition'));
+      case 'grant add':
+        return withAdminStore(c, (s) =>
+          addGrant(s, { partition: flag('--partition'), client: flag('--client'), scope: flag('--scope') }),
+        );
+      case 'viewer init':
+        return viewerInit(c, { orgOid: flag('--org-oid'), orgName: flag('--org-name') });
+      case 'viewer consent':
+        return viewerConsentAdd(c, {
+          bsn: flag('--bsn'),
+          orgOid: flag('--org-oid'),
+          ...(args.includes('--status') ? { status: flag('--status') } : {}),
+          ...(args.includes('--start') ? { start: flag('--start') } : {}),
+          ...(args.includes('--end') ? { end: flag('--end') } : {}),
+        });
+      case 'viewer source':
+        return viewerSourceAdd(c, {
+          name: flag('--name'),
+          orgOid: flag('--org-oid'),
+          fhirBase: flag('--fhir-base'),
+          clientId: flag('--client-id'),
+          ca: flag('--ca'),
+          style: flag('--style'),
+        });
+      case 'client add':
+        return addClient(c, args[2] as string, {
+          auth: flag('--auth'),
+          scope: flag('--scope'),
+          ...(args.includes('--jwks') ? { jwks: flag('--jwks') } : { jwksUri: flag('--jwks-uri') }),
+          assertUserContext: true,
+          aggregator: true,
+        });
+      default:
+        throw new Error(`no in-process form of ${key}`);
+    }
+  };
+  const out = await run();
+  // As the CLI prints it: JSON.
+  return JSON.parse(JSON.stringify(out)) as T;
+};
+
 /** A source system: its vault with the fixture data, and the viewer registered by its JWKS. */
-async function setUpSource(p: TestPlatform, fixture: string, jwks: string[]) {
-  await ok(p.dataDir, 'partition', 'add', 'ehr');
-  await ok(p.dataDir, 'import', join(FIXTURES, fixture), '--partition', 'ehr');
-  await ok(
-    p.dataDir,
+async function setUpSource(admin: Admin, p: TestPlatform, fixture: string, jwks: string[]) {
+  await admin(p, 'partition', 'add', 'ehr');
+  await admin(p, 'import', join(FIXTURES, fixture), '--partition', 'ehr');
+  await admin(
+    p,
     ...['client', 'add', 'rivo-zorgviewer', '--auth', 'private_key_jwt', ...jwks],
     ...['--assert-user-context', '--aggregator', '--scope', 'system/*.rs'],
   );
-  await ok(p.dataDir, 'grant', 'add', '--partition', 'ehr', '--client', 'rivo-zorgviewer', '--scope', 'system/*.rs');
+  await admin(p, 'grant', 'add', '--partition', 'ehr', '--client', 'rivo-zorgviewer', '--scope', 'system/*.rs');
 }
 
-export async function startZorgviewerNetwork(): Promise<ZorgviewerNetwork> {
+export async function startZorgviewerNetwork(o: { inProcess?: boolean } = {}): Promise<ZorgviewerNetwork> {
+  const admin = o.inProcess ? inProcess : asProcess;
   const hub = await startPlatform();
   // Source B fetches the viewer's JWKS from the hub, whose certificate its own dev CA did not issue.
   const trustHub = { env: { CAREVAULT_OUTBOUND_CA: join(hub.dataDir, 'pki', 'ca.pem') } };
   const [srcA, srcB] = await Promise.all([startPlatform(), startPlatform({}, trustHub)]);
-  const init = await ok<ViewerInit>(hub.dataDir, 'viewer', 'init', '--org-oid', RIVO, '--org-name', 'RIVO-Noord');
+  const init = await admin<ViewerInit>(hub, 'viewer', 'init', '--org-oid', RIVO, '--org-name', 'RIVO-Noord');
   // One source registers the viewer's key inline, the other fetches the published JWKS.
   await Promise.all([
-    setUpSource(srcA, 'source-a.json', ['--jwks', init.jwksFile]),
-    setUpSource(srcB, 'source-b.json', ['--jwks-uri', init.jwksUri]),
+    setUpSource(admin, srcA, 'source-a.json', ['--jwks', init.jwksFile]),
+    setUpSource(admin, srcB, 'source-b.json', ['--jwks-uri', init.jwksUri]),
   ]);
   const addSource = (p: TestPlatform, name: string, oid: string, style: string) =>
-    ok<{ endpoint: string }>(
-      hub.dataDir,
+    admin<{ endpoint: string }>(
+      hub,
       ...['viewer', 'source', 'add', '--name', name, '--org-oid', oid, '--fhir-base', `${p.base}/fhir/ehr`],
       ...['--client-id', 'rivo-zorgviewer', '--ca', join(p.dataDir, 'pki', 'ca.pem'), '--style', style],
     );
@@ -112,7 +178,7 @@ export async function startZorgviewerNetwork(): Promise<ZorgviewerNetwork> {
     tmp,
     addSource,
     consent: (bsn, orgOid, ...flags) =>
-      ok(hub.dataDir, 'viewer', 'consent', 'add', '--bsn', bsn, '--org-oid', orgOid, ...flags),
+      admin(hub, 'viewer', 'consent', 'add', '--bsn', bsn, '--org-oid', orgOid, ...flags),
     async eventsOf(p, correlationId) {
       const { events } = await p.store.audit.search({ correlationId, limit: 1000, offset: 0 });
       return events.map((e) => JSON.parse(e) as AuditEvent);
