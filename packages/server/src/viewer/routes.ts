@@ -121,11 +121,7 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
         await o.audit.record(launchEvent({ ok: true, via, bsn: patient.bsn }, professionalWho(professional, ids(req))));
         return launchedPage(reply, sessions.cookie(session));
       } catch (err) {
-        if (!(err instanceof LaunchRefused)) throw err;
-        await o.audit.bestEffort(
-          launchEvent({ ok: false, via, reason: err.message }, anonymous(req.ip, correlationOf(req.raw))),
-        );
-        return launchRefusedPage(reply, err.message);
+        return refuse(req, reply, via, err);
       }
     });
 
