@@ -266,7 +266,7 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
         '▲ Hoog',
         '99 .. 108 mmol/L',
         'Serum',
-        'final',
+        'Definitief',
       ]);
       assert.equal(await page.$eval('tr[data-key$="/f-cl"] td:nth-child(5)', (td) => td.className), 'flag-high');
       assert.equal(await page.$$eval('#panel tbody tr', (rows) => rows.length), 2);
@@ -287,6 +287,8 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'tab-vitals');
     await page.click('#lang');
     assert.equal(await page.textContent('#tab-labs'), 'Lab results');
+    await page.click('#tab-labs');
+    assert.equal(await page.textContent('tr[data-key$="/f-cl"] td:last-child'), 'Final');
     assert.equal(await page.evaluate(() => document.documentElement.lang), 'en');
     const [cookie] = await context.cookies(`${net.hub.base}/viewer/`);
     assert.equal(cookie?.name, 'cv_viewer');
@@ -316,6 +318,13 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
     assert.deepEqual(states.sort(), ['source state-ok', 'source state-ok']);
     const critical = await page.$eval('tr[data-key$="/b-k"] td:nth-child(5)', (td) => td.textContent);
     assert.equal(critical, '‼ Kritiek');
+    // Newest first, and the date header flips the order.
+    const dates = () => page.$$eval('#panel tbody td:nth-child(2)', (tds) => tds.map((td) => td.textContent ?? ''));
+    const newestFirst = await dates();
+    assert.deepEqual(newestFirst, [...newestFirst].sort().reverse());
+    assert.notEqual(newestFirst[0], newestFirst.at(-1), 'labs on more than one date');
+    await page.click('#sort-date');
+    assert.deepEqual(await dates(), [...newestFirst].reverse());
     await page.selectOption('#filter', `urn:oid:${UMCG}`);
     const shown = await page.$$eval('#panel tbody td:first-child', (tds) => [
       ...new Set(tds.map((td) => td.textContent)),

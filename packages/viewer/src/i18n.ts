@@ -43,6 +43,26 @@ const nl = {
   low: 'Laag',
   abnormal: 'Afwijkend',
   critical: 'Kritiek',
+  /** FHIR status codes as clinicians read them; unknown codes are shown as they are. */
+  statuses: {
+    final: 'Definitief',
+    preliminary: 'Voorlopig',
+    amended: 'Gewijzigd',
+    corrected: 'Gecorrigeerd',
+    cancelled: 'Geannuleerd',
+    'entered-in-error': 'Foutief ingevoerd',
+    registered: 'Geregistreerd',
+    active: 'Actief',
+    inactive: 'Inactief',
+    resolved: 'Opgelost',
+    remission: 'In remissie',
+    recurrence: 'Teruggekeerd',
+    completed: 'Voltooid',
+    'in-progress': 'Bezig',
+    'not-done': 'Niet uitgevoerd',
+    current: 'Actueel',
+    superseded: 'Vervangen',
+  } as Record<string, string>,
 };
 type Strings = typeof nl;
 const en: Strings = {
@@ -89,6 +109,25 @@ const en: Strings = {
   low: 'Low',
   abnormal: 'Abnormal',
   critical: 'Critical',
+  statuses: {
+    final: 'Final',
+    preliminary: 'Preliminary',
+    amended: 'Amended',
+    corrected: 'Corrected',
+    cancelled: 'Cancelled',
+    'entered-in-error': 'Entered in error',
+    registered: 'Registered',
+    active: 'Active',
+    inactive: 'Inactive',
+    resolved: 'Resolved',
+    remission: 'Remission',
+    recurrence: 'Recurrence',
+    completed: 'Completed',
+    'in-progress': 'In progress',
+    'not-done': 'Not done',
+    current: 'Current',
+    superseded: 'Superseded',
+  },
 };
 
 export type Lang = 'nl' | 'en';

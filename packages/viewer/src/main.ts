@@ -79,6 +79,11 @@ const quantity = (q: unknown): string => {
   return x?.value === undefined ? '' : `${x.value}${(x.unit ?? x.code) ? ` ${x.unit ?? x.code}` : ''}`;
 };
 const day = (s: unknown): string => (typeof s === 'string' ? s.slice(0, 10) : '');
+/** A status code (or a concept's first code) in the reader's language. */
+const statusText = (v: unknown): string => {
+  const code = typeof v === 'string' ? v : ((v as Concept | undefined)?.coding?.[0]?.code ?? '');
+  return t().statuses[code] ?? (typeof v === 'string' ? v : concept(v));
+};
 const sourceName = (r: Resource) =>
   state.sources.find((s) => s.organization === r.meta?.source)?.name ?? r.meta?.source ?? '';
 const categoryOf = (r: Resource) =>
@@ -224,9 +229,9 @@ function rowsFor(tab: Tab): { columns: Column[]; rows: Row[] } {
                 interpretationCell(r),
                 cell(rangeOf(r)),
                 cell((r.specimen as { display?: string } | undefined)?.display ?? '—'),
-                cell(String(r.status ?? '')),
+                cell(statusText(r.status)),
               ]
-            : [...base, cell(String(r.status ?? ''))];
+            : [...base, cell(statusText(r.status))];
         return { key: `${r.meta?.source}/${r.id}`, date, cells };
       });
       return { columns, rows };
@@ -239,7 +244,7 @@ function rowsFor(tab: Tab): { columns: Column[]; rows: Row[] } {
           return {
             key: `${r.meta?.source}/${r.id}`,
             date,
-            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(concept(r.clinicalStatus))],
+            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(statusText(r.clinicalStatus))],
           };
         }),
       };
@@ -251,7 +256,7 @@ function rowsFor(tab: Tab): { columns: Column[]; rows: Row[] } {
           return {
             key: `${r.meta?.source}/${r.id}`,
             date,
-            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(String(r.status ?? ''))],
+            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(statusText(r.status))],
           };
         }),
       };
@@ -263,7 +268,7 @@ function rowsFor(tab: Tab): { columns: Column[]; rows: Row[] } {
           return {
             key: `${r.meta?.source}/${r.id}`,
             date,
-            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(concept(r.clinicalStatus))],
+            cells: [cell(sourceName(r)), cell(date), cell(concept(r.code)), cell(statusText(r.clinicalStatus))],
           };
         }),
       };
