@@ -75,6 +75,10 @@ dataDirOption(
     .option(
       '--trusted-cert-header <name>',
       'header carrying the client certificate from a TLS-terminating proxy (off by default)',
+    )
+    .option(
+      '--program-server <url>',
+      'program server asked before every $submit-data (env CAREVAULT_PROGRAM_SERVER; default: the built-in rule)',
     ),
 ).action(async (o: ConfigInput) => {
   try {

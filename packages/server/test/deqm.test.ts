@@ -194,8 +194,20 @@ describe('Measure/$submit-data (M01–M04) and the submission policy', () => {
     assert.equal(echoed.target.length, 3);
     const { events } = await p.store.audit.search({ requestId: 'deqm-1', limit: 100, offset: 0 });
     const subtypes = events.map((e) => (JSON.parse(e) as { subtype: { code: string }[] }).subtype[0]?.code).sort();
-    // Three resources plus the Provenance (update/create events) and the operation itself.
-    assert.deepEqual(subtypes, ['create', 'operation', 'update', 'update', 'update']);
+    // The program authorization, three resources plus the Provenance (update/create events), the operation.
+    assert.deepEqual(subtypes, ['create', 'operation', 'program-authorization', 'update', 'update', 'update']);
+    // The operation's event names every persisted resource and the Provenance.
+    const operation = events
+      .map((e) => JSON.parse(e) as { subtype: { code: string }[]; entity?: { what?: { reference?: string } }[] })
+      .find((e) => e.subtype[0]?.code === 'operation');
+    const what = (operation?.entity ?? []).flatMap((x) =>
+      x.what?.reference ? [x.what.reference.replace(/\/_history\/\d+$/, '')] : [],
+    );
+    for (const ref of ['MeasureReport/mr-1', 'Patient/pat-1', 'Procedure/proc-1']) assert.ok(what.includes(ref), ref);
+    assert.ok(
+      what.some((w) => w.startsWith('Provenance/')),
+      JSON.stringify(what),
+    );
   });
 
   test('403 (and a Security Alert) when the client submits for an Organization it is not', async () => {
@@ -243,19 +255,15 @@ describe('Measure/$submit-data (M01–M04) and the submission policy', () => {
     assert.equal((await fhir(p, submitter, 'POST', '/quality/Measure/$submit-data', core)).status, 200);
   });
 
-  test('$data-requirements: a module-definition Library with the Measure library’s requirements', async () => {
+  test('$data-requirements needs the compiled ELM: a Library without it is named in a 422', async () => {
     const r = await fhir(
       p,
       submitter,
       'GET',
       '/quality/Measure/cms130/$data-requirements?periodStart=2026-01-01&periodEnd=2026-06-30',
     );
-    assert.equal(r.status, 200);
-    assert.equal(r.json.resourceType, 'Library');
-    assert.equal((r.json.type as { coding: { code: string }[] }).coding[0]?.code, 'module-definition');
-    assert.deepEqual(r.json.dataRequirement, [
-      { type: 'Procedure', codeFilter: [{ path: 'code', valueSet: 'http://example.org/ValueSet/colonoscopy' }] },
-    ]);
+    assert.equal(r.status, 422);
+    assert.match(r.text, /Library http:\/\/example.org\/Library\/CMS130 has no compiled ELM/);
     assert.equal((await fhir(p, submitter, 'GET', '/quality/Measure/nope/$data-requirements')).status, 404);
     assert.equal(
       (await fhir(p, submitter, 'GET', '/quality/Measure/cms130/$data-requirements?periodStart=soon')).status,

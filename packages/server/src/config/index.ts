@@ -35,6 +35,8 @@ export interface Config {
   outboundCa: string[];
   /** Zorgviewer sessions: at most this long after the launch, and this long without a request. */
   viewerSession: { maxAgeSeconds: number; idleSeconds: number };
+  /** External program server asked before every $submit-data (seed 002); absent = the built-in rule. */
+  programServer: string | undefined;
 }
 
 export interface ConfigInput {
@@ -46,6 +48,7 @@ export interface ConfigInput {
   trustedCertHeader?: string | undefined;
   logLevel?: string | undefined;
   rateLimit?: string | undefined;
+  programServer?: string | undefined;
 }
 
 class ConfigError extends Error {}
@@ -105,6 +108,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',
     audit: auditSetting(env.CAREVAULT_AUDIT),
     outboundCa: pemBundle('CAREVAULT_OUTBOUND_CA', env.CAREVAULT_OUTBOUND_CA),
+    programServer: programServerUrl(flags.programServer ?? env.CAREVAULT_PROGRAM_SERVER),
     viewerSession: {
       maxAgeSeconds: integer(
         'CAREVAULT_VIEWER_SESSION_TTL',
@@ -115,6 +119,23 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       idleSeconds: integer('CAREVAULT_VIEWER_IDLE_TIMEOUT', env.CAREVAULT_VIEWER_IDLE_TIMEOUT || 1800, 30, 86400),
     },
   };
+}
+
+function programServerUrl(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`CAREVAULT_PROGRAM_SERVER / --program-server is not a URL: ${value}`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError('CAREVAULT_PROGRAM_SERVER / --program-server must be an http(s) URL');
+  }
+  if (url.username || url.password) {
+    throw new ConfigError('CAREVAULT_PROGRAM_SERVER / --program-server must not carry credentials');
+  }
+  return url.href;
 }
 
 function pemBundle(name: string, path: string | undefined): string[] {

@@ -25,7 +25,9 @@ export function fhirErrors(app: FastifyInstance, audit: AuditTrail): void {
       const code = e.statusCode === 413 ? 'too-costly' : e.statusCode === 415 ? 'not-supported' : 'structure';
       const diagnostics =
         e.statusCode === 413
-          ? `request body exceeds ${FHIR_BODY_LIMIT} bytes`
+          ? `request body exceeds ${FHIR_BODY_LIMIT} bytes${
+              req.url.includes('$submit-data') ? '; send large submissions with Prefer: respond-async' : ''
+            }`
           : e.code?.startsWith('FST_ERR_CTP')
             ? 'request body is not valid JSON'
             : 'bad request';

@@ -17,6 +17,7 @@ export type IssueCode =
   | 'conflict'
   | 'too-costly'
   | 'exception'
+  | 'processing'
   | 'throttled'
   | 'transient'
   | 'informational';

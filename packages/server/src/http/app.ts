@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { aimRoutes } from '../aim/routes.ts';
 import { auditRoutes } from '../audit/routes.ts';
 import { AuditTrail } from '../audit/trail.ts';
+import { outboundFetch } from '../auth/client-keys.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { AuthServer } from '../auth/index.ts';
 import { interactionRoutes } from '../auth/interaction/routes.ts';
@@ -13,6 +14,7 @@ import { certificateSource } from '../auth/mtls.ts';
 import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
 import type { Config } from '../config/index.ts';
 import { withInitLock } from '../config/init-lock.ts';
+import { programServer } from '../fhir/operations/program-server.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
@@ -102,6 +104,7 @@ export async function buildPlatform(
   app.addHook('onRequest', addressLimit(limiter));
   const audit = new AuditTrail(store, config.audit, issuer, app.log);
   const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
+  const outboundCa = [...rootCertificates, pki.ca.certPem, ...config.outboundCa];
   const auth = new AuthServer({
     issuer,
     fhirBase,
@@ -110,7 +113,7 @@ export async function buildPlatform(
     clients,
     keys,
     certificates,
-    outboundCa: [...rootCertificates, pki.ca.certPem, ...config.outboundCa],
+    outboundCa,
     samlIdps: () => loadIdps(config.dataDir),
     log: app.log as unknown as Logger,
     audit,
@@ -136,7 +139,19 @@ export async function buildPlatform(
   await app.register(aimRoutes, { store, auth, certificates, fhirBase, audit });
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });
-  await app.register(fhirRoutes, { prefix: '/fhir', issuer, fhirBase, store, auth, certificates, audit });
+  const submissionPolicy = config.programServer
+    ? programServer(config.programServer, outboundFetch(outboundCa))
+    : undefined;
+  await app.register(fhirRoutes, {
+    prefix: '/fhir',
+    issuer,
+    fhirBase,
+    store,
+    auth,
+    certificates,
+    audit,
+    submissionPolicy,
+  });
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
 
   const timer = setInterval(() => {

@@ -4,6 +4,7 @@ import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { assertMaySubmit, type SubmissionPolicy } from './submission-policy.ts';
+import { serverProvenance } from './submission-provenance.ts';
 
 const UPDATE_TYPE = 'http://hl7.org/fhir/us/davinci-deqm/StructureDefinition/extension-submitDataUpdateType';
 type Resource = Record<string, unknown> & { resourceType?: string; id?: string };
@@ -71,7 +72,13 @@ export async function submitData(
     const stored = await ctx.store.resources.current(ctx.partition, 'Organization', reporterId);
     reporter = stored?.content ? (JSON.parse(stored.content) as Resource) : undefined;
   }
-  await assertMaySubmit(policy, ctx, reporter);
+  await assertMaySubmit(policy, ctx, {
+    reporter,
+    reporterReference: reporterRef,
+    measure: typeof report.measure === 'string' ? report.measure : undefined,
+  });
+  // Every submission gets its Provenance (seed 002): the client's X-Provenance, else one built from the token.
+  ctx.provenance ??= serverProvenance(ctx, reporterRef);
   // Resources with an id keep it (PUT), as deqm-test-server does; others get one (POST).
   const entries: EntryRequest[] = [report, ...resources].map((resource, index) => {
     const type = resource.resourceType as string;

@@ -1,0 +1,29 @@
+import type { FastifyRequest } from 'fastify';
+import { FhirError } from '../errors.ts';
+
+const PRIMITIVE = ['valueDate', 'valueDateTime', 'valueString', 'valueCode', 'valueId', 'valueUri', 'valueCanonical'];
+
+/**
+ * The input parameters of an operation (operations.html#request): the query string for GET, a Parameters
+ * body for POST (primitive values and `valueReference.reference`), both read into one URLSearchParams.
+ */
+export function operationParams(req: FastifyRequest): URLSearchParams {
+  const params = new URLSearchParams(req.raw.url?.split('?')[1] ?? '');
+  if (req.method !== 'POST' || req.body === undefined || req.body === null) return params;
+  if (Array.isArray(req.body)) {
+    for (const [k, v] of req.body as [string, string][]) params.append(k, v);
+    return params;
+  }
+  const body = req.body as { resourceType?: string; parameter?: Record<string, unknown>[] };
+  if (body.resourceType !== 'Parameters') throw new FhirError(400, 'invalid', 'the operation takes a Parameters body');
+  for (const p of body.parameter ?? []) {
+    const name = p.name;
+    if (typeof name !== 'string') throw new FhirError(400, 'invalid', 'every parameter needs a name');
+    const key = PRIMITIVE.find((k) => typeof p[k] === 'string');
+    const ref = (p.valueReference as { reference?: unknown } | undefined)?.reference;
+    if (key) params.append(name, p[key] as string);
+    else if (typeof ref === 'string') params.append(name, ref);
+    else throw new FhirError(400, 'not-supported', `parameter ${name}: only primitive values and references are taken`);
+  }
+  return params;
+}

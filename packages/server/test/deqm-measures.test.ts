@@ -1,0 +1,362 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Bundle, MeasureReport } from 'fhir/r4.js';
+import { PERIOD, PROPORTION, patientsOf, RATIO, submission } from './helpers/deqm.ts';
+import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+import { ok } from './helpers/zorgviewer.ts';
+
+// Issue 12 (seed 002): measures loaded with `carevault import`, patient data submitted through $submit-data,
+// then $data-requirements, $evaluate-measure and $care-gaps computed by fqm-execution over the vault.
+
+const ORG_OID = '2.16.840.1.113883.2.4.3.8';
+const Q = `periodStart=${PERIOD.start}&periodEnd=${PERIOD.end}`;
+
+let p: TestPlatform;
+let clinic: Caller;
+
+type Report = MeasureReport & { group: NonNullable<MeasureReport['group']> };
+const populations = (r: Report) =>
+  Object.fromEntries(
+    (r.group[0]?.population ?? [])
+      .filter((x) => x.code?.coding?.[0]?.code !== 'measure-observation')
+      .map((x) => [x.code?.coding?.[0]?.code, x.count]),
+  );
+const diagnostics = (r: { json: Record<string, unknown> }) =>
+  String((r.json.issue as { diagnostics?: string }[] | undefined)?.[0]?.diagnostics);
+/** The observation values of the measure-observation population that refers to `criteria` (a population id). */
+const observations = (m: Record<string, unknown>, r: Report, code: string) => {
+  const group = (m.group as { population: { id: string; code: { coding: { code: string }[] } }[] }[])[0];
+  const target = group?.population.find((x) => x.code.coding[0]?.code === code)?.id;
+  return ((r.contained ?? []) as { valueQuantity?: { value: number }; extension?: { valueString: string }[] }[])
+    .filter((o) => o.extension?.[0]?.valueString === target)
+    .map((o) => o.valueQuantity?.value);
+};
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'quality');
+  await partition(p, 'elsewhere');
+  clinic = await secretClient(p, 'clinic', 'system/*.cruds', { orgOid: ORG_OID, orgName: 'UMCG' });
+  await grant(p, { partition: 'quality', client: 'clinic', scope: 'system/*.cruds' });
+  await grant(p, { partition: 'elsewhere', client: 'clinic', scope: 'system/*.cruds' });
+  const org = {
+    resourceType: 'Organization',
+    id: 'umcg',
+    name: 'UMCG',
+    identifier: [{ system: 'urn:ietf:rfc:3986', value: `urn:oid:${ORG_OID}` }],
+  };
+  assert.equal((await fhir(p, clinic, 'PUT', '/quality/Organization/umcg', org)).status, 201);
+  // The contract: measures are loaded like any other Bundle.
+  await ok(p.dataDir, 'import', PROPORTION.bundle, RATIO.bundle, '--partition', 'quality');
+  for (const pt of patientsOf('proportion-boolean')) {
+    const r = await fhir(
+      p,
+      clinic,
+      'POST',
+      `/quality/Measure/${PROPORTION.id}/$submit-data`,
+      submission(PROPORTION.url, 'Organization/umcg', pt),
+    );
+    assert.equal(r.status, 200, r.text);
+  }
+  for (const pt of patientsOf('ratio-encounter')) {
+    const r = await fhir(
+      p,
+      clinic,
+      'POST',
+      `/quality/Measure/${RATIO.id}/$submit-data`,
+      submission(RATIO.url, 'Organization/umcg', pt),
+    );
+    assert.equal(r.status, 200, r.text);
+  }
+  // The other vault holds a Patient too: it must never count here, nor be reachable as a subject.
+  await fhir(p, clinic, 'PUT', '/elsewhere/Patient/stranger', { resourceType: 'Patient', id: 'stranger' });
+});
+after(() => p.stop());
+
+describe('$data-requirements (computed from the ELM)', () => {
+  test('the proportion measure needs completed Procedures from its three ValueSets', async () => {
+    const r = await fhir(p, clinic, 'GET', `/quality/Measure/${PROPORTION.id}/$data-requirements?${Q}`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.resourceType, 'Library');
+    const reqs = r.json.dataRequirement as { type: string; codeFilter: { path: string; valueSet?: string }[] }[];
+    assert.deepEqual(
+      reqs.map((d) => [d.type, d.codeFilter.find((c) => c.path === 'code')?.valueSet]),
+      [
+        ['Procedure', 'http://example.com/exampleId'],
+        ['Procedure', 'http://example.com/exampleId2'],
+        ['Procedure', 'http://example.com/exampleId3'],
+      ],
+    );
+  });
+
+  test('the ratio measure needs Encounters from its ValueSet', async () => {
+    const r = await fhir(p, clinic, 'POST', `/quality/Measure/${RATIO.id}/$data-requirements`, {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'periodStart', valueDate: PERIOD.start },
+        { name: 'periodEnd', valueDate: PERIOD.end },
+      ],
+    });
+    assert.equal(r.status, 200, r.text);
+    const reqs = r.json.dataRequirement as { type: string; codeFilter?: { valueSet?: string }[] }[];
+    assert.ok(
+      reqs.some(
+        (d) => d.type === 'Encounter' && d.codeFilter?.some((c) => c.valueSet === 'http://example.com/exampleId'),
+      ),
+    );
+    assert.ok(reqs.every((d) => d.type === 'Encounter'));
+  });
+});
+
+describe('$evaluate-measure', () => {
+  test('individual reports match the expected populations of the proportion measure', async () => {
+    const expected = {
+      [PROPORTION.ipp]: { 'initial-population': 1, denominator: 0, numerator: 0 },
+      [PROPORTION.denom]: { 'initial-population': 1, denominator: 1, numerator: 0 },
+    };
+    for (const [patient, want] of Object.entries(expected)) {
+      const r = await fhir(
+        p,
+        clinic,
+        'GET',
+        `/quality/Measure/${PROPORTION.id}/$evaluate-measure?${Q}&subject=Patient/${patient}&reportType=individual`,
+      );
+      assert.equal(r.status, 200, r.text);
+      const report = r.json as unknown as Report;
+      assert.equal(report.type, 'individual');
+      assert.equal(report.subject?.reference, `Patient/${patient}`);
+      assert.deepEqual(populations(report), want, patient);
+    }
+  });
+
+  test('the population report counts both patients and scores 0 of 1', async () => {
+    const r = await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/${PROPORTION.id}/$evaluate-measure?${Q}&reportType=population`,
+    );
+    assert.equal(r.status, 200, r.text);
+    const report = r.json as unknown as Report;
+    assert.equal(report.type, 'summary');
+    assert.deepEqual(populations(report), { 'initial-population': 2, denominator: 1, numerator: 0 });
+    assert.equal(report.group[0]?.measureScore?.value, 0);
+  });
+
+  test('subject-list names the patients of each population', async () => {
+    const r = await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/${PROPORTION.id}/$evaluate-measure?${Q}&reportType=subject-list`,
+    );
+    assert.equal(r.status, 200, r.text);
+    const report = r.json as unknown as Report;
+    const denominator = report.group[0]?.population?.find((x) => x.code?.coding?.[0]?.code === 'denominator');
+    const list = (report.contained ?? []).find((c) => `#${c.id}` === denominator?.subjectResults?.reference) as {
+      entry: { item: { reference: string } }[];
+    };
+    assert.deepEqual(
+      list.entry.map((e) => e.item.reference),
+      [`Patient/${PROPORTION.denom}`],
+    );
+  });
+
+  test('ratio measure: the Encounter observations per population match the expected days', async () => {
+    const measure = (await fhir(p, clinic, 'GET', `/quality/Measure/${RATIO.id}`)).json;
+    const expected: Record<string, { denominator: number[]; numerator: number[] }> = {
+      'patient-2enc-1in-all-1daylong.json': { denominator: [1], numerator: [1] },
+      'patient-2enc-1in-numer-only.json': { denominator: [], numerator: [1] },
+      'patient-2enc-1in-denom-only.json': { denominator: [1], numerator: [] },
+      'patient-2enc-1in-denom-1in-numer.json': { denominator: [1], numerator: [3] },
+    };
+    let ipp = 0;
+    for (const pt of patientsOf('ratio-encounter')) {
+      const r = await fhir(
+        p,
+        clinic,
+        'GET',
+        `/quality/Measure/${RATIO.id}/$evaluate-measure?${Q}&subject=${pt.patient}`,
+      );
+      assert.equal(r.status, 200, r.text);
+      const report = r.json as unknown as Report;
+      const want = expected[pt.file];
+      ipp += populations(report)['initial-population'] ?? 0;
+      assert.deepEqual(
+        {
+          denominator: observations(measure, report, 'denominator'),
+          numerator: observations(measure, report, 'numerator'),
+        },
+        want,
+        pt.file,
+      );
+    }
+    const all = (await fhir(p, clinic, 'GET', `/quality/Measure/${RATIO.id}/$evaluate-measure?${Q}`))
+      .json as unknown as Report;
+    // The population report adds up the individual ones: observation sums, numerator 1+1+3 over denominator 1+1+1.
+    assert.equal(populations(all)['initial-population'], ipp);
+    assert.equal(all.group[0]?.measureScore?.value, 5 / 3);
+  });
+
+  test('the calculation is audited with the patients it read', async () => {
+    await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/${PROPORTION.id}/$evaluate-measure?${Q}&subject=${PROPORTION.denom}`,
+      undefined,
+      {
+        'x-request-id': 'evaluate-1',
+      },
+    );
+    const { events } = await p.store.audit.search({ requestId: 'evaluate-1', limit: 10, offset: 0 });
+    assert.equal(events.length, 1);
+    const e = JSON.parse(events[0] as string) as {
+      subtype: { code: string }[];
+      entity: { what: { reference: string } }[];
+    };
+    assert.equal(e.subtype[0]?.code, 'operation');
+    const what = e.entity.map((x) => x.what?.reference);
+    assert.ok(what.includes(`Patient/${PROPORTION.denom}`), JSON.stringify(what));
+  });
+});
+
+describe('$care-gaps', () => {
+  test('an open gap for the denominator-only patient and none for the others', async () => {
+    const r = await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/$care-gaps?${Q}&measureId=${PROPORTION.id}&status=open-gap`,
+    );
+    assert.equal(r.status, 200, r.text);
+    const docs = ((r.json.parameter ?? []) as { name: string; resource: Bundle }[]).map((x) => x.resource);
+    assert.equal(docs.length, 1);
+    const doc = docs[0] as Bundle;
+    assert.equal(doc.type, 'document');
+    const types = (doc.entry ?? []).map((e) => e.resource?.resourceType);
+    assert.equal(types[0], 'Composition');
+    assert.ok(types.includes('MeasureReport') && types.includes('DetectedIssue'), types.join());
+    const composition = doc.entry?.[0]?.resource as { subject: { reference: string } };
+    assert.equal(composition.subject.reference, `Patient/${PROPORTION.denom}`);
+    const none = await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/$care-gaps?${Q}&measureId=${PROPORTION.id}&status=open-gap&subject=Patient/${PROPORTION.ipp}`,
+    );
+    assert.equal(none.status, 200);
+    assert.deepEqual(none.json.parameter ?? [], []);
+  });
+
+  test('status is required and a ratio measure has no gaps to report', async () => {
+    assert.equal(
+      (await fhir(p, clinic, 'GET', `/quality/Measure/$care-gaps?${Q}&measureId=${PROPORTION.id}`)).status,
+      400,
+    );
+    const ratio = await fhir(
+      p,
+      clinic,
+      'GET',
+      `/quality/Measure/$care-gaps?${Q}&measureId=${RATIO.id}&status=open-gap`,
+    );
+    assert.equal(ratio.status, 422);
+    assert.match(ratio.text, /ratio/);
+  });
+});
+
+describe('bad input: clear OperationOutcomes', () => {
+  const evaluate = (id: string, q = Q) => fhir(p, clinic, 'GET', `/quality/Measure/${id}/$evaluate-measure?${q}`);
+
+  test('a period that ends before it starts, a bad date, an unknown report type', async () => {
+    const r = await evaluate(PROPORTION.id, 'periodStart=2022-12-31&periodEnd=2022-01-01');
+    assert.equal(r.status, 400);
+    assert.match(r.text, /before periodStart/);
+    assert.equal((await evaluate(PROPORTION.id, 'periodStart=soon&periodEnd=2022-01-01')).status, 400);
+    assert.equal((await evaluate(PROPORTION.id, `${Q}&reportType=everything`)).status, 400);
+    assert.equal((await evaluate(PROPORTION.id, `${Q}&reportType=individual`)).status, 400);
+  });
+
+  test('a subject in another vault is not found, and never counted', async () => {
+    const r = await evaluate(PROPORTION.id, `${Q}&subject=Patient/stranger`);
+    assert.equal(r.status, 404);
+    assert.doesNotMatch(r.text, /elsewhere/);
+  });
+
+  test('a Measure without Library, a Library without ELM, ELM the engine rejects, a missing ValueSet', async () => {
+    const put = (r: Record<string, unknown>) => fhir(p, clinic, 'PUT', `/quality/${r.resourceType}/${r.id}`, r);
+    await put({ resourceType: 'Measure', id: 'no-logic', status: 'draft' });
+    let r = await evaluate('no-logic');
+    assert.equal(r.status, 422);
+    assert.match(r.text, /names no Library/);
+
+    await put({
+      resourceType: 'Library',
+      id: 'text-only',
+      url: 'http://example.org/Library/text-only',
+      status: 'draft',
+      type: { coding: [{ code: 'logic-library' }] },
+      content: [{ contentType: 'text/cql', data: Buffer.from('library X').toString('base64') }],
+    });
+    await put({
+      resourceType: 'Measure',
+      id: 'text-only',
+      status: 'draft',
+      library: ['http://example.org/Library/text-only'],
+    });
+    r = await evaluate('text-only');
+    assert.equal(r.status, 422);
+    assert.match(r.text, /has no compiled ELM/);
+
+    const broken = {
+      library: {
+        identifier: { id: 'Broken', version: '1' },
+        statements: { def: [{ name: 'ipp', expression: { type: 'NoSuchExpression' } }] },
+      },
+    };
+    await put({
+      resourceType: 'Library',
+      id: 'broken',
+      url: 'http://example.org/Library/broken',
+      status: 'draft',
+      type: { coding: [{ code: 'logic-library' }] },
+      content: [{ contentType: 'application/elm+json', data: Buffer.from(JSON.stringify(broken)).toString('base64') }],
+    });
+    const measure = (await fhir(p, clinic, 'GET', `/quality/Measure/${PROPORTION.id}`)).json;
+    await put({
+      ...measure,
+      id: 'broken',
+      url: 'http://example.org/Measure/broken',
+      library: ['http://example.org/Library/broken'],
+    });
+    r = await evaluate('broken');
+    assert.equal(r.status, 422, r.text);
+    assert.match(diagnostics(r), /"ipp" is not valid ELM/);
+    // A population naming a statement the Library does not define.
+    const renamed = structuredClone(measure) as { group: { population: { criteria: { expression: string } }[] }[] };
+    (renamed.group[0]?.population[0] as { criteria: { expression: string } }).criteria.expression = 'nowhere';
+    await put({ ...renamed, id: 'renamed' } as Record<string, unknown>);
+    r = await evaluate('renamed');
+    assert.equal(r.status, 422);
+    assert.match(diagnostics(r), /names "nowhere", which Library ProportionBooleanTest does not define/);
+
+    // The same measure in a vault that lacks one of its ValueSets.
+    await ok(p.dataDir, 'import', PROPORTION.bundle, '--partition', 'elsewhere');
+    assert.equal((await fhir(p, clinic, 'DELETE', '/elsewhere/ValueSet/exampleId2')).status, 204);
+    r = await fhir(p, clinic, 'GET', `/elsewhere/Measure/${PROPORTION.id}/$evaluate-measure?${Q}`);
+    assert.equal(r.status, 422);
+    assert.match(r.text, /ValueSet http:\/\/example\.com\/exampleId2 .*is not in this vault/);
+  });
+
+  test('a token limited to one patient compartment may not calculate over the vault', async () => {
+    const narrow = await secretClient(
+      p,
+      'narrow',
+      'system/Measure.rs system/Library.rs system/ValueSet.rs system/Patient.rs?gender=female',
+    );
+    await grant(p, { partition: 'quality', client: 'narrow', scope: 'system/*.rs' });
+    const r = await fhir(p, narrow, 'GET', `/quality/Measure/${PROPORTION.id}/$evaluate-measure?${Q}`);
+    assert.equal(r.status, 403, r.text);
+  });
+});
