@@ -335,7 +335,9 @@ describe('bad input: clear OperationOutcomes', () => {
     assert.match(diagnostics(r), /"ipp" is not valid ELM/);
     // A population naming a statement the Library does not define.
     const renamed = structuredClone(measure) as { group: { population: { criteria: { expression: string } }[] }[] };
-    (renamed.group[0]?.population[0] as { criteria: { expression: string } }).criteria.expression = 'nowhere';
+    const first = renamed.group[0]?.population[0];
+    assert.ok(first);
+    first.criteria.expression = 'nowhere';
     await put({ ...renamed, id: 'renamed' } as Record<string, unknown>);
     r = await evaluate('renamed');
     assert.equal(r.status, 422);
