@@ -22,6 +22,16 @@ const populations = (r: Report) =>
       .filter((x) => x.code?.coding?.[0]?.code !== 'measure-observation')
       .map((x) => [x.code?.coding?.[0]?.code, x.count]),
   );
+/** Polls an asynchronous submission's status URL until it is no longer 202. */
+async function untilDone(url: string) {
+  const path = url.slice(p.fhirBase.length);
+  for (let i = 0; i < 200; i++) {
+    const r = await fhir(p, clinic, 'GET', path);
+    if (r.status !== 202) return r;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`still running: ${url}`);
+}
 const diagnostics = (r: { json: Record<string, unknown> }) =>
   String((r.json.issue as { diagnostics?: string }[] | undefined)?.[0]?.diagnostics);
 /** The observation values of the measure-observation population that refers to `criteria` (a population id). */
@@ -59,15 +69,17 @@ before(async () => {
     );
     assert.equal(r.status, 200, r.text);
   }
+  // The ratio patients go in with Prefer: respond-async: 202, then the status endpoint until done.
   for (const pt of patientsOf('ratio-encounter')) {
-    const r = await fhir(
-      p,
-      clinic,
-      'POST',
-      `/quality/Measure/${RATIO.id}/$submit-data`,
-      submission(RATIO.url, 'Organization/umcg', pt),
-    );
-    assert.equal(r.status, 200, r.text);
+    const body = submission(RATIO.url, 'Organization/umcg', pt);
+    const r = await fhir(p, clinic, 'POST', `/quality/Measure/${RATIO.id}/$submit-data`, body, {
+      prefer: 'respond-async',
+    });
+    assert.equal(r.status, 202, r.text);
+    const done = await untilDone(r.headers.get('content-location') as string);
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.json.type, 'transaction-response');
+    assert.ok(done.headers.get('x-provenance'));
   }
   // The other vault holds a Patient too: it must never count here, nor be reachable as a subject.
   await fhir(p, clinic, 'PUT', '/elsewhere/Patient/stranger', { resourceType: 'Patient', id: 'stranger' });
@@ -349,6 +361,39 @@ describe('bad input: clear OperationOutcomes', () => {
     r = await fhir(p, clinic, 'GET', `/elsewhere/Measure/${PROPORTION.id}/$evaluate-measure?${Q}`);
     assert.equal(r.status, 422);
     assert.match(r.text, /ValueSet http:\/\/example\.com\/exampleId2 .*is not in this vault/);
+  });
+
+  test('a 50 MB submission is refused synchronously with a hint; a bad asynchronous one fails at its status URL', async () => {
+    const pt = patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number];
+    const big = submission(PROPORTION.url, 'Organization/umcg', pt) as {
+      parameter: { resource: Record<string, unknown> }[];
+    };
+    (big.parameter[1] as { resource: Record<string, unknown> }).resource.text = {
+      status: 'generated',
+      div: `<div>${'x'.repeat(50 * 1024 * 1024)}</div>`,
+    };
+    const r = await fhir(p, clinic, 'POST', `/quality/Measure/${PROPORTION.id}/$submit-data`, big);
+    assert.equal(r.status, 413);
+    assert.match(diagnostics(r), /respond-async/);
+
+    const before = (await fhir(p, clinic, 'GET', '/quality/MeasureReport?_summary=count')).json.total;
+    const bad = await fhir(
+      p,
+      clinic,
+      'POST',
+      `/quality/Measure/${PROPORTION.id}/$submit-data`,
+      { resourceType: 'Parameters', parameter: [] },
+      { prefer: 'respond-async' },
+    );
+    assert.equal(bad.status, 202);
+    const done = await untilDone(bad.headers.get('content-location') as string);
+    assert.equal(done.status, 400);
+    assert.match(diagnostics(done), /exactly one measureReport/);
+    assert.equal((await fhir(p, clinic, 'GET', '/quality/MeasureReport?_summary=count')).json.total, before);
+    assert.equal(
+      (await fhir(p, clinic, 'POST', '/quality/Measure/nope/$submit-data', {}, { prefer: 'respond-async' })).status,
+      404,
+    );
   });
 
   test('a token limited to one patient compartment may not calculate over the vault', async () => {

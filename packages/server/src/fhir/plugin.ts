@@ -36,6 +36,8 @@ export interface FhirPluginOptions {
   audit: AuditTrail;
   /** Who may submit quality data for whom ($submit-data); default: the client's own organization. */
   submissionPolicy?: SubmissionPolicy | undefined;
+  /** Where asynchronous submissions wait (`<data-dir>/jobs`, shared by every node). */
+  jobsDir: string;
   issuer: string;
   fhirBase: string;
   store: Store;
@@ -339,5 +341,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     idOf,
     requireJsonBody,
     submissionPolicy: o.submissionPolicy ?? sameOrganization,
+    store: o.store,
+    audit: o.audit,
+    jobsDir: o.jobsDir,
+    log: app.log,
   });
 }

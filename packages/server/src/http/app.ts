@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -151,6 +152,7 @@ export async function buildPlatform(
     certificates,
     audit,
     submissionPolicy,
+    jobsDir: join(config.dataDir, 'jobs'),
   });
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
 

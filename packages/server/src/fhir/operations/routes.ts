@@ -1,13 +1,19 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuditTrail } from '../../audit/trail.ts';
 import { careGaps, dataRequirements, evaluateMeasure } from '../../measure/calculate.ts';
+import type { Store } from '../../store/types.ts';
 import type { Interaction, Restriction } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
 import { responseBundle } from '../bundle/transaction.ts';
 import type { FhirContext } from '../context.ts';
-import { FhirError } from '../errors.ts';
+import { FhirError, operationOutcome } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
+import { parseFhirJson } from '../json-body.ts';
+import { provenanceHeaderValue } from '../provenance-header.ts';
 import { ID_RE } from '../resource-types.ts';
 import { operationParams } from './operation-params.ts';
+import { committedJob } from './submission-job-outcome.ts';
+import { loadAccess, SubmissionJobs, storeAccess } from './submission-jobs.ts';
 import type { SubmissionPolicy } from './submission-policy.ts';
 import { submitData } from './submit-data.ts';
 
@@ -19,6 +25,11 @@ export interface OperationHelpers {
   idOf(req: FastifyRequest<{ Params: Params }>): string;
   requireJsonBody(req: FastifyRequest): void;
   submissionPolicy: SubmissionPolicy;
+  store: Store;
+  audit: AuditTrail;
+  /** `<data-dir>/jobs`: asynchronous submissions. */
+  jobsDir: string;
+  log: { error(o: object, msg: string): void };
 }
 
 /** Reading a measure's logic: the Measure, its Libraries and ValueSets. */
@@ -36,14 +47,9 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
       throw new FhirError(403, 'forbidden', `measure calculation needs unrestricted access to ${type}`);
     }
   };
-  const submit = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, measureId?: string) => {
-    const ctx = await context(req);
-    requireJsonBody(req);
-    if (measureId !== undefined) {
-      if (!ID_RE.test(measureId)) throw new FhirError(400, 'value', 'invalid Measure id');
-      allow(ctx, 'Measure', 'read');
-    }
-    const { entries, results } = await submitData(ctx, measureId, req.body, h.submissionPolicy);
+  /** One submission, synchronous or from a job: stored, audited with every persisted resource, answered. */
+  const submitAndAudit = async (ctx: FhirContext, measureId: string | undefined, body: unknown, jobId?: string) => {
+    const { entries, results } = await submitData(ctx, measureId, body, h.submissionPolicy, jobId);
     const written = results.flatMap((r) =>
       r.version ? [`${r.version.type}/${r.version.id}/_history/${r.version.version}`] : [],
     );
@@ -52,12 +58,105 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
       objects: provenance ? [...written, `Provenance/${provenance.id}/_history/1`] : written,
       query: { raw: `Measure/${measureId ?? ''}/$submit-data`, description: '$submit-data' },
     });
-    return reply.type(FHIR_JSON).send(responseBundle(ctx.base, 'transaction', entries, results));
+    return {
+      status: 200,
+      body: responseBundle(ctx.base, 'transaction', entries, results),
+      provenance: ctx.provenanceWritten,
+    };
   };
-  app.post<{ Params: Params }>('/:partition/Measure/:id/$submit-data', (req, reply) =>
+  /** What is checked before a submission is accepted at all (the body is not read yet). */
+  const admit = async (req: FastifyRequest<{ Params: Params }>, measureId: string | undefined) => {
+    const ctx = await context(req);
+    requireJsonBody(req);
+    if (measureId !== undefined) {
+      if (!ID_RE.test(measureId)) throw new FhirError(400, 'value', 'invalid Measure id');
+      allow(ctx, 'Measure', 'read');
+    }
+    return ctx;
+  };
+  const submit = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, measureId?: string) => {
+    const ctx = await admit(req, measureId);
+    const r = await submitAndAudit(ctx, measureId, req.body);
+    return reply.type(FHIR_JSON).send(r.body);
+  };
+  const jobs = new SubmissionJobs(
+    h.jobsDir,
+    async (job, text, update) => {
+      const ctx: FhirContext = {
+        store: h.store,
+        partition: job.partition,
+        base: job.base,
+        access: loadAccess(job.access),
+        who: job.who,
+        audit: h.audit,
+        provenance: job.provenance,
+      };
+      // A node that died after the commit but before recording the outcome left the job's Provenance behind.
+      const earlier = await committedJob(ctx, job.id);
+      if (earlier) return earlier;
+      const body = parseFhirJson(text);
+      const count = (body as { parameter?: unknown[] })?.parameter?.length;
+      await update({ ...job, resources: typeof count === 'number' ? count : undefined });
+      return submitAndAudit(ctx, job.measureId, body, job.id);
+    },
+    h.log,
+  );
+  jobs.start();
+  app.addHook('onClose', async () => jobs.stop());
+  // Prefer: respond-async (seed 002, deqm-test-server): accepted before the body is parsed, streamed to disk.
+  const accept = async (
+    req: FastifyRequest<{ Params: Params }>,
+    reply: FastifyReply,
+    payload: NodeJS.ReadableStream,
+  ) => {
+    if (!/\brespond-async\b/.test(String(req.headers.prefer ?? ''))) return payload;
+    const measureId = req.params.id;
+    const ctx = await admit(req, measureId);
+    if (
+      measureId !== undefined &&
+      (await ctx.store.resources.current(ctx.partition, 'Measure', measureId))?.content === undefined
+    ) {
+      throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
+    }
+    const job = await jobs.accept(
+      {
+        partition: ctx.partition,
+        base: ctx.base,
+        measureId,
+        access: storeAccess(ctx.access),
+        who: ctx.who,
+        provenance: ctx.provenance,
+      },
+      payload,
+    );
+    await reply
+      .code(202)
+      .header('content-location', `${ctx.base}/$submit-data-status/${job.id}`)
+      .type(FHIR_JSON)
+      .send(operationOutcome('information', 'informational', 'accepted: poll Content-Location for the outcome'));
+    return reply;
+  };
+  app.post<{ Params: Params }>('/:partition/Measure/:id/$submit-data', { preParsing: accept as never }, (req, reply) =>
     submit(req, reply, req.params.id),
   );
-  app.post<{ Params: Params }>('/:partition/Measure/$submit-data', (req, reply) => submit(req, reply));
+  app.post<{ Params: Params }>('/:partition/Measure/$submit-data', { preParsing: accept as never }, (req, reply) =>
+    submit(req, reply),
+  );
+  app.get<{ Params: Params & { job: string } }>('/:partition/$submit-data-status/:job', async (req, reply) => {
+    const ctx = await context(req);
+    const job = await jobs.get(req.params.job);
+    // Only the client that submitted, in the vault it submitted to, learns anything about the job.
+    if (!job || job.partition !== ctx.partition || job.access.clientId !== ctx.access.clientId) {
+      throw new FhirError(404, 'not-found', 'no such submission');
+    }
+    if (!job.result) {
+      const progress =
+        job.state === 'queued' ? 'queued' : `in progress${job.resources ? `: ${job.resources} parameters` : ''}`;
+      return reply.code(202).header('x-progress', progress).header('retry-after', '1').send();
+    }
+    if (job.result.provenance) void reply.header('x-provenance', provenanceHeaderValue(job.result.provenance));
+    return reply.code(job.result.status).type(FHIR_JSON).send(job.result.body);
+  });
 
   const requirements = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
     const ctx = await context(req);

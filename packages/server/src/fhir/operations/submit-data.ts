@@ -3,6 +3,7 @@ import { type EntryResult, runTransaction } from '../bundle/transaction.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
+import { JOB_TAG } from './submission-job-outcome.ts';
 import { assertMaySubmit, type SubmissionPolicy } from './submission-policy.ts';
 import { serverProvenance } from './submission-provenance.ts';
 
@@ -45,6 +46,7 @@ export async function submitData(
   measureId: string | undefined,
   body: unknown,
   policy: SubmissionPolicy,
+  jobId?: string,
 ): Promise<{ entries: EntryRequest[]; results: EntryResult[] }> {
   const { report, resources } = unpack(body);
   if (report.type !== 'data-collection') {
@@ -79,6 +81,8 @@ export async function submitData(
   });
   // Every submission gets its Provenance (seed 002): the client's X-Provenance, else one built from the token.
   ctx.provenance ??= serverProvenance(ctx, reporterRef);
+  // An asynchronous submission's Provenance carries its job id, so a resumed job can tell it was committed.
+  if (jobId) ctx.provenance = { ...ctx.provenance, meta: { tag: [{ system: JOB_TAG, code: jobId }] } };
   // Resources with an id keep it (PUT), as deqm-test-server does; others get one (POST).
   const entries: EntryRequest[] = [report, ...resources].map((resource, index) => {
     const type = resource.resourceType as string;

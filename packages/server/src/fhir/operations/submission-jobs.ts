@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { AuditWho } from '../../audit/balp.ts';
+import { parseSmartScope } from '../../auth/smart-scopes.ts';
+import type { VaultAccess } from '../../vault/policy.ts';
+import { FhirError, operationOutcome } from '../errors.ts';
+
+/** An accepted asynchronous submission may be this large; the synchronous limit stays FHIR_BODY_LIMIT. */
+export const ASYNC_BODY_LIMIT = 256 * 1024 * 1024;
+const HEARTBEAT_MS = 5_000;
+const STALE_MS = 30_000;
+const JOB_ID_RE = /^[0-9a-f-]{36}$/;
+
+/** A VaultAccess as JSON: its scopes by their text. */
+export type StoredAccess = Omit<VaultAccess, 'tokenScopes' | 'grantScopes'> & {
+  tokenScopes: string[];
+  grantScopes: string[];
+};
+
+export const storeAccess = (a: VaultAccess): StoredAccess => ({
+  ...a,
+  tokenScopes: a.tokenScopes.map((s) => s.raw),
+  grantScopes: a.grantScopes.map((s) => s.raw),
+});
+
+export const loadAccess = (a: StoredAccess): VaultAccess => ({
+  ...a,
+  tokenScopes: a.tokenScopes.flatMap((raw) => parseSmartScope(raw) ?? []),
+  grantScopes: a.grantScopes.flatMap((raw) => parseSmartScope(raw) ?? []),
+});
+
+/** What a job needs to run later, on this node or another, after a restart: never the token itself. */
+export interface SubmissionJob {
+  id: string;
+  partition: string;
+  base: string;
+  measureId: string | undefined;
+  access: StoredAccess;
+  who: AuditWho;
+  provenance: Record<string, unknown> | undefined;
+  acceptedAt: string;
+  state: 'queued' | 'in-progress' | 'completed' | 'failed';
+  /** Resources in the submission, once it was read. */
+  resources?: number | undefined;
+  /** When done: the answer the synchronous call would have given. */
+  result?: { status: number; body: string; provenance?: string | undefined } | undefined;
+}
+
+/** Counts bytes on their way to disk and stops the upload past `limit`. */
+function limitTo(limit: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > limit) {
+        done(new FhirError(413, 'too-costly', `an asynchronous submission may be at most ${limit} bytes`));
+        return;
+      }
+      done(null, chunk);
+    },
+  });
+}
+
+/**
+ * Asynchronous $submit-data jobs (Prefer: respond-async) as files in `<data-dir>/jobs/`, the directory every
+ * node mounts: the body is streamed to disk as it arrives, the job survives a restart, and any node answers its
+ * status. A node claims a job with an exclusive lock file it keeps fresh; a lock left stale by a dead node is
+ * taken over by renaming it (atomic, so exactly one node wins).
+ */
+export class SubmissionJobs {
+  private readonly node = randomUUID();
+  private running = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly dir: string,
+    private readonly execute: (
+      job: SubmissionJob,
+      body: string,
+      update: (j: SubmissionJob) => Promise<void>,
+    ) => Promise<SubmissionJob['result']>,
+    private readonly log: { error(o: object, msg: string): void },
+  ) {}
+
+  private file = (id: string, kind: 'job' | 'body' | 'lock') =>
+    join(this.dir, `${id}.${kind}${kind === 'lock' ? '' : '.json'}`);
+
+  async accept(
+    job: Omit<SubmissionJob, 'id' | 'state' | 'acceptedAt'>,
+    body: NodeJS.ReadableStream,
+  ): Promise<SubmissionJob> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const id = randomUUID();
+    const partial = join(this.dir, `${id}.upload`);
+    try {
+      await pipeline(body, limitTo(ASYNC_BODY_LIMIT), createWriteStream(partial, { mode: 0o600 }));
+      await rename(partial, this.file(id, 'body'));
+    } catch (err) {
+      await rm(partial, { force: true });
+      throw err;
+    }
+    const full: SubmissionJob = { ...job, id, state: 'queued', acceptedAt: new Date().toISOString() };
+    await this.save(full);
+    this.kick();
+    return full;
+  }
+
+  async get(id: string): Promise<SubmissionJob | undefined> {
+    if (!JOB_ID_RE.test(id)) return undefined;
+    try {
+      return JSON.parse(await readFile(this.file(id, 'job'), 'utf8')) as SubmissionJob;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Starts working through the queue now, and every few seconds for jobs whose node died. */
+  start(): void {
+    this.kick();
+    this.timer = setInterval(() => this.kick(), STALE_MS / 2);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  private async save(job: SubmissionJob): Promise<void> {
+    const tmp = `${this.file(job.id, 'job')}.${this.node}`;
+    await writeFile(tmp, JSON.stringify(job), { mode: 0o600 });
+    await rename(tmp, this.file(job.id, 'job'));
+  }
+
+  private kick(): void {
+    if (this.running || this.stopped) return;
+    this.running = true;
+    void this.drain()
+      .catch((err) => this.log.error({ err: { message: (err as Error).message } }, 'submission jobs'))
+      .finally(() => {
+        this.running = false;
+      });
+  }
+
+  private async drain(): Promise<void> {
+    for (;;) {
+      const names = await readdir(this.dir).catch(() => [] as string[]);
+      let claimed: SubmissionJob | undefined;
+      for (const name of names.filter((n) => n.endsWith('.job.json')).sort()) {
+        const job = await this.get(name.slice(0, -'.job.json'.length));
+        if (!job || job.state === 'completed' || job.state === 'failed') continue;
+        if (await this.claim(job.id)) {
+          claimed = job;
+          break;
+        }
+      }
+      if (!claimed || this.stopped) return;
+      await this.run(claimed);
+    }
+  }
+
+  private async claim(id: string): Promise<boolean> {
+    const lock = this.file(id, 'lock');
+    const st = await stat(lock).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs < STALE_MS && !(await this.holderDied(lock))) return false;
+    if (st) {
+      // Only one node's rename of the stale lock succeeds.
+      const taken = `${lock}.stale.${this.node}`;
+      if (
+        !(await rename(lock, taken).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return false;
+      await rm(taken, { force: true });
+    }
+    return writeFile(lock, `${hostname()} ${process.pid} ${this.node}`, { flag: 'wx', mode: 0o600 }).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** A lock of a process on this host that no longer runs (killed, crashed) need not wait to go stale. */
+  private async holderDied(lock: string): Promise<boolean> {
+    const [host, pid] = (await readFile(lock, 'utf8').catch(() => '')).split(' ');
+    if (host !== hostname() || !pid || Number(pid) === process.pid) return false;
+    try {
+      process.kill(Number(pid), 0);
+      return false;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+
+  private async run(job: SubmissionJob): Promise<void> {
+    const lock = this.file(job.id, 'lock');
+    const beat = setInterval(() => void utimes(lock, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS);
+    try {
+      let current: SubmissionJob = { ...job, state: 'in-progress' };
+      await this.save(current);
+      let result: SubmissionJob['result'];
+      try {
+        const body = await readFile(this.file(job.id, 'body'), 'utf8');
+        result = await this.execute(current, body, async (j) => {
+          current = j;
+          await this.save(j);
+        });
+      } catch (err) {
+        if (!(err instanceof FhirError)) throw err;
+        result = { status: err.status, body: JSON.stringify(operationOutcome('error', err.code, err.diagnostics)) };
+      }
+      const status = result?.status ?? 500;
+      await this.save({ ...current, state: status < 300 ? 'completed' : 'failed', result });
+      await rm(this.file(job.id, 'body'), { force: true });
+    } finally {
+      clearInterval(beat);
+      await rm(lock, { force: true });
+    }
+  }
+}

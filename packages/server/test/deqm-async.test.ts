@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Agent, fetch } from 'undici';
+import { PROPORTION, patientsOf, submission } from './helpers/deqm.ts';
+import { freePort } from './helpers/platform.ts';
+import { type ServeChild, serveChild } from './helpers/serve.ts';
+import { ok } from './helpers/zorgviewer.ts';
+
+// Issue 12 §2: an asynchronous submission (Prefer: respond-async) is a persisted job. The node is killed with
+// SIGKILL while the job waits for the program server; a new node on the same data directory finishes it, and the
+// data is stored exactly once.
+
+const ORG_OID = '2.16.840.1.113883.2.4.3.8';
+const dir = mkdtempSync(join(tmpdir(), 'carevault-async-'));
+const held: ServerResponse[] = [];
+let answer = false;
+let asked = 0;
+const program = createServer((req, res) => {
+  req.resume();
+  req.on('end', () => {
+    asked++;
+    if (!answer) {
+      held.push(res);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"allow":true}');
+  });
+});
+let node: ServeChild | undefined;
+after(async () => {
+  await node?.stop();
+  for (const r of held) r.destroy();
+  program.closeAllConnections();
+  program.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a job accepted by a node that is killed is finished by the next node, once', async () => {
+  const programPort = await freePort();
+  await new Promise<void>((resolve) => program.listen(programPort, '127.0.0.1', resolve));
+  const port = await freePort();
+  const args = ['--data-dir', dir, '--port', String(port), '--program-server', `http://127.0.0.1:${programPort}/`];
+  node = await serveChild(args);
+  await ok(dir, 'partition', 'add', 'quality');
+  const { client_secret } = await ok<{ client_secret: string }>(
+    dir,
+    'client',
+    'add',
+    'clinic',
+    '--auth',
+    'client_secret_basic',
+    '--scope',
+    'system/*.cruds',
+    '--org-oid',
+    ORG_OID,
+  );
+  await ok(dir, 'grant', 'add', '--partition', 'quality', '--client', 'clinic', '--scope', 'system/*.cruds');
+  await ok(dir, 'import', PROPORTION.bundle, '--partition', 'quality');
+  const dispatcher = new Agent({ connect: { ca: readFileSync(join(dir, 'pki', 'ca.pem'), 'utf8') } });
+  const base = `https://localhost:${port}`;
+  const tokenRes = await fetch(`${base}/oauth/token`, {
+    method: 'POST',
+    dispatcher,
+    headers: {
+      authorization: `Basic ${Buffer.from(`clinic:${client_secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: 'grant_type=client_credentials',
+  });
+  const { access_token } = (await tokenRes.json()) as { access_token: string };
+  const call = (path: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}) =>
+    fetch(path.startsWith('https:') ? path : `${base}/fhir/quality${path}`, {
+      ...init,
+      dispatcher,
+      headers: { authorization: `Bearer ${access_token}`, ...init.headers },
+    });
+  const org = {
+    resourceType: 'Organization',
+    id: 'umcg',
+    identifier: [{ system: 'urn:ietf:rfc:3986', value: `urn:oid:${ORG_OID}` }],
+  };
+  const put = await call('/Organization/umcg', {
+    method: 'PUT',
+    body: JSON.stringify(org),
+    headers: { 'content-type': 'application/fhir+json' },
+  });
+  assert.equal(put.status, 201);
+
+  const pt = patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number];
+  const accepted = await call(`/Measure/${PROPORTION.id}/$submit-data`, {
+    method: 'POST',
+    body: JSON.stringify(submission(PROPORTION.url, 'Organization/umcg', pt)),
+    headers: { 'content-type': 'application/fhir+json', prefer: 'respond-async' },
+  });
+  assert.equal(accepted.status, 202);
+  const status = accepted.headers.get('content-location') as string;
+  assert.match(status, /\/fhir\/quality\/\$submit-data-status\/[0-9a-f-]{36}$/);
+
+  // The job is running: it waits for the program server, which does not answer yet.
+  for (let i = 0; i < 200 && asked === 0; i++) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(asked, 1);
+  const running = await call(status);
+  assert.equal(running.status, 202);
+  assert.match(String(running.headers.get('x-progress')), /in progress/);
+
+  await node.stop('SIGKILL');
+  answer = true;
+  node = await serveChild(args);
+  let done: Awaited<ReturnType<typeof call>> | undefined;
+  for (let i = 0; i < 400; i++) {
+    const r = await call(status);
+    if (r.status !== 202) {
+      done = r;
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.equal(done?.status, 200);
+  const bundle = (await done?.json()) as { type: string; entry: unknown[] };
+  assert.equal(bundle.type, 'transaction-response');
+  assert.equal(bundle.entry.length, 1 + pt.resources.length);
+  assert.equal(asked, 2);
+  // Exactly one copy: one MeasureReport, one Provenance for the job.
+  const reports = (await (await call('/MeasureReport?_summary=count')).json()) as { total: number };
+  assert.equal(reports.total, 1);
+  const provenances = (await (await call('/Provenance?_summary=count')).json()) as { total: number };
+  assert.equal(provenances.total, 1);
+
+  // Another client, or the same job id in another vault, learns nothing about the job.
+  assert.equal((await call(status.replace('/quality/', '/elsewhere/'))).status, 404);
+  await dispatcher.close();
+});
