@@ -3,14 +3,20 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AccountNotFoundError } from './aim-client.js';
 import { CarevaultError, FhirResponseError, OAuthError, TransportError } from './errors.js';
+import { FhirClient } from './fhir-client.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
+import { submitMeasureData } from './workflows/deqm/submit.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
 import { syncSharedCarePlan } from './workflows/scp/sync.js';
 
 const USAGE = `usage: carevault-client scp-sync --issuer <url> --client-id <id> --cert <pem> --key <pem> [--ca <pem>]
          --mpi-id <urn:cara:mpi_id:…> (--org-gln <gln> | --org-id <urn:cara:org_id:…>) --observations <file.json|file.ndjson>
-         [--dry-run] [--batch-size N] [--scope "…"] [--external-system NAME] [--fhir-root URL] [--aim-base URL]`;
+         [--dry-run] [--batch-size N] [--scope "…"] [--external-system NAME] [--fhir-root URL] [--aim-base URL]
+       carevault-client submit-data --measure <id|canonical> --receiving <fhir base> --ehr <fhir base>
+         --period-start YYYY-MM-DD --period-end YYYY-MM-DD --patient <id>… --reporter Organization/<id>
+         --issuer <url> --client-id <id> --cert <pem> --key <pem> [--ca <pem>] [--scope "…"]
+         [--ehr-issuer <url>] [--ehr-client-id <id>] [--ehr-cert <pem> --ehr-key <pem>] [--ehr-scope "…"]`;
 
 class UsageError extends CarevaultError {}
 
@@ -111,6 +117,102 @@ async function scpSync(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * DEQM submit-data (seed 002): data requirements from the receiving server, the data from the EHR, one
+ * $submit-data per patient. Both servers take tls_client_auth tokens (the EHR with its own issuer and client
+ * when given, with the same certificate unless --ehr-cert); an EHR without --ehr-client-id is called without one.
+ */
+async function submitData(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      measure: { type: 'string' },
+      receiving: { type: 'string' },
+      ehr: { type: 'string' },
+      'period-start': { type: 'string' },
+      'period-end': { type: 'string' },
+      patient: { type: 'string', multiple: true },
+      reporter: { type: 'string' },
+      issuer: { type: 'string' },
+      'client-id': { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      ca: { type: 'string' },
+      scope: { type: 'string' },
+      'ehr-issuer': { type: 'string' },
+      'ehr-client-id': { type: 'string' },
+      'ehr-cert': { type: 'string' },
+      'ehr-key': { type: 'string' },
+      'ehr-scope': { type: 'string' },
+    },
+    strict: true,
+  });
+  for (const required of [
+    'measure',
+    'receiving',
+    'ehr',
+    'period-start',
+    'period-end',
+    'reporter',
+    'issuer',
+    'client-id',
+    'cert',
+    'key',
+  ] as const) {
+    if (!values[required]) throw new UsageError(`--${required} is required\n${USAGE}`);
+  }
+  if (!values.patient?.length) throw new UsageError(`give at least one --patient\n${USAGE}`);
+  if (!values['ehr-cert'] !== !values['ehr-key']) throw new UsageError('give --ehr-cert and --ehr-key together');
+  const cert = read(values.cert as string, 'the client certificate');
+  checkCertificate(cert, values.cert as string);
+  const key = read(values.key as string, 'the client key');
+  const ca = values.ca ? read(values.ca, 'the CA certificate') : undefined;
+  const ehrCert = values['ehr-cert'] ? read(values['ehr-cert'], 'the EHR client certificate') : cert;
+  if (values['ehr-cert']) checkCertificate(ehrCert, values['ehr-cert']);
+  const ehrKey = values['ehr-key'] ? read(values['ehr-key'], 'the EHR client key') : key;
+  const fetch = tlsFetch({ cert, key, ...(ca ? { ca } : {}) });
+  const ehrFetch = tlsFetch({ cert: ehrCert, key: ehrKey, ...(ca ? { ca } : {}) });
+  const onRetry = (i: { method: string; url: string; reason: string; delayMs: number }) =>
+    process.stderr.write(`retrying ${i.method} ${i.url} (${i.reason}) in ${i.delayMs} ms\n`);
+  try {
+    const tokens = new TokenManager({
+      issuer: values.issuer as string,
+      clientId: values['client-id'] as string,
+      auth: { method: 'tls_client_auth' },
+      fetch,
+      ...(values.scope ? { scope: values.scope } : {}),
+    });
+    const ehrTokens = values['ehr-client-id']
+      ? new TokenManager({
+          issuer: values['ehr-issuer'] ?? (values.issuer as string),
+          clientId: values['ehr-client-id'],
+          auth: { method: 'tls_client_auth' },
+          fetch: ehrFetch,
+          ...(values['ehr-scope'] ? { scope: values['ehr-scope'] } : {}),
+        })
+      : undefined;
+    const result = await submitMeasureData({
+      receiving: new FhirClient({ baseUrl: values.receiving as string, tokens, fetch, onRetry }),
+      ehr: new FhirClient({
+        baseUrl: values.ehr as string,
+        fetch: ehrFetch,
+        onRetry,
+        ...(ehrTokens ? { tokens: ehrTokens } : {}),
+      }),
+      measure: values.measure as string,
+      periodStart: values['period-start'] as string,
+      periodEnd: values['period-end'] as string,
+      patients: values.patient,
+      reporter: values.reporter as string,
+    });
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  } finally {
+    await fetch.close();
+    await ehrFetch.close();
+  }
+}
+
 /** One line a person can act on, whatever went wrong. */
 function describe(err: unknown): string {
   if (err instanceof AccountNotFoundError) return err.message;
@@ -127,6 +229,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === 'scp-sync') return await scpSync(rest);
+    if (command === 'submit-data') return await submitData(rest);
     process.stderr.write(`${command ? `unknown command "${command}"\n` : ''}${USAGE}\n`);
     return 2;
   } catch (err) {

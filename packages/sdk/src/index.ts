@@ -25,6 +25,18 @@ export {
   TokenManager,
   type TokenManagerOptions,
 } from './token-manager.js';
+export {
+  type DataRequirement,
+  MeasureDataError,
+  type MeasureQuery,
+  queriesFromRequirements,
+} from './workflows/deqm/requirements.js';
+export {
+  type SubmitMeasureDataOptions,
+  type SubmitMeasureDataResult,
+  type SubmittedPatient,
+  submitMeasureData,
+} from './workflows/deqm/submit.js';
 export { parseCandidates } from './workflows/scp/candidates.js';
 export { findOwnOrganization, loadContext, type OwnOrganization, ScpSyncError } from './workflows/scp/context.js';
 export { type Plan, type PlannedObservation, planObservations, type SkipReason } from './workflows/scp/plan.js';
