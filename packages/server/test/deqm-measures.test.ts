@@ -396,6 +396,22 @@ describe('bad input: clear OperationOutcomes', () => {
     );
   });
 
+  test('a submission whose MeasureReport names another Measure is refused and stores nothing', async () => {
+    const pt = { ...(patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number]) };
+    pt.resources = pt.resources.map((r) => ({ ...r, id: `other-${r.id}` }));
+    pt.patient = `other-${pt.patient}`;
+    const r = await fhir(
+      p,
+      clinic,
+      'POST',
+      `/quality/Measure/${PROPORTION.id}/$submit-data`,
+      submission(RATIO.url, 'Organization/umcg', pt),
+    );
+    assert.equal(r.status, 400);
+    assert.match(diagnostics(r), /does not name Measure/);
+    assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 404);
+  });
+
   test('a token limited to one patient compartment may not calculate over the vault', async () => {
     const narrow = await secretClient(
       p,
