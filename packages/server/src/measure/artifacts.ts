@@ -9,8 +9,6 @@ export interface MeasureArtifacts {
   measure: Measure;
   /** A collection Bundle of the Measure, every Library it needs (with ELM) and every ValueSet the ELM names. */
   bundle: Bundle;
-  /** The ELM of the Measure's own (first) Library, whose statements the populations name. */
-  mainElm: { id: string; json: unknown };
 }
 
 interface ElmHeader {
@@ -136,5 +134,5 @@ export async function loadMeasure(
   };
   const main = elms[0] as ElmHeader;
   await checkPopulations(measure, main.id, main.json);
-  return { measure, bundle, mainElm: { id: main.id, json: main.json } };
+  return { measure, bundle };
 }

@@ -11,8 +11,6 @@ const PAGE = 2_000;
 export interface PatientData {
   /** One collection Bundle per patient: the Patient and its resources of the required types. */
   bundles: Bundle[];
-  /** How many resources went into the calculation. */
-  read: number;
 }
 
 /** `Patient/x` or `x` → `x`; anything else (a Group, another vault's URL) is refused. */
@@ -55,12 +53,10 @@ export async function patientData(
   const patientFilter: SearchFilter[] = subject ? [{ kind: 'id', ids: [subject] }] : [];
   for await (const p of all(ctx, 'Patient', patientFilter)) byPatient.set(p.id, [p]);
   if (subject && !byPatient.has(subject)) throw new FhirError(404, 'not-found', `Patient/${subject} not found`);
-  let read = byPatient.size;
   const shared: FhirResource[] = [];
   for (const type of wanted) {
     const scoped = subject ? compartmentFilter(type, subject) : undefined;
     for await (const r of all(ctx, type, scoped ? [scoped] : [])) {
-      read++;
       const patients = patientsIn(type, r.id, extractIndex(r as unknown as Record<string, unknown>));
       // Resources outside the Patient compartment (Medication, Location…) are shared by every patient.
       if (patients.length === 0 && compartmentFilter(type, 'x') === undefined) shared.push(r);
@@ -72,5 +68,5 @@ export async function patientData(
     type: 'collection',
     entry: [...resources, ...shared].map((resource) => ({ resource })),
   }));
-  return { bundles, read };
+  return { bundles };
 }

@@ -6,15 +6,12 @@ import type { Interaction, Restriction } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
 import { responseBundle } from '../bundle/transaction.ts';
 import type { FhirContext } from '../context.ts';
-import { FhirError, operationOutcome } from '../errors.ts';
+import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
-import { parseFhirJson } from '../json-body.ts';
-import { provenanceHeaderValue } from '../provenance-header.ts';
 import { ID_RE } from '../resource-types.ts';
 import { operationParams } from './operation-params.ts';
-import { committedJob } from './submission-job-outcome.ts';
-import { loadAccess, SubmissionJobs, storeAccess } from './submission-jobs.ts';
 import type { SubmissionPolicy } from './submission-policy.ts';
+import { asyncSubmissions } from './submit-async.ts';
 import { submitData } from './submit-data.ts';
 
 type Params = { partition: string; type?: string; id?: string; vid?: string };
@@ -79,85 +76,21 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
     const r = await submitAndAudit(ctx, measureId, req.body);
     return reply.type(FHIR_JSON).send(r.body);
   };
-  const jobs = new SubmissionJobs(
-    h.jobsDir,
-    async (job, text, update) => {
-      const ctx: FhirContext = {
-        store: h.store,
-        partition: job.partition,
-        base: job.base,
-        access: loadAccess(job.access),
-        who: job.who,
-        audit: h.audit,
-        provenance: job.provenance,
-      };
-      // A node that died after the commit but before recording the outcome left the job's Provenance behind.
-      const earlier = await committedJob(ctx, job.id);
-      if (earlier) return earlier;
-      const body = parseFhirJson(text);
-      const count = (body as { parameter?: unknown[] })?.parameter?.length;
-      await update({ ...job, resources: typeof count === 'number' ? count : undefined });
-      return submitAndAudit(ctx, job.measureId, body, job.id);
-    },
-    h.log,
-  );
-  jobs.start();
-  app.addHook('onClose', async () => jobs.stop());
-  // Prefer: respond-async (seed 002, deqm-test-server): accepted before the body is parsed, streamed to disk.
-  const accept = async (
-    req: FastifyRequest<{ Params: Params }>,
-    reply: FastifyReply,
-    payload: NodeJS.ReadableStream,
-  ) => {
-    if (!/\brespond-async\b/.test(String(req.headers.prefer ?? ''))) return payload;
-    const measureId = req.params.id;
-    const ctx = await admit(req, measureId);
-    if (
-      measureId !== undefined &&
-      (await ctx.store.resources.current(ctx.partition, 'Measure', measureId))?.content === undefined
-    ) {
-      throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
-    }
-    const job = await jobs.accept(
-      {
-        partition: ctx.partition,
-        base: ctx.base,
-        measureId,
-        access: storeAccess(ctx.access),
-        who: ctx.who,
-        provenance: ctx.provenance,
-      },
-      payload,
-    );
-    await reply
-      .code(202)
-      .header('content-location', `${ctx.base}/$submit-data-status/${job.id}`)
-      .type(FHIR_JSON)
-      .send(operationOutcome('information', 'informational', 'accepted: poll Content-Location for the outcome'));
-    return reply;
-  };
+  const accept = asyncSubmissions(app, {
+    context,
+    admit,
+    submitAndAudit,
+    store: h.store,
+    audit: h.audit,
+    jobsDir: h.jobsDir,
+    log: h.log,
+  });
   app.post<{ Params: Params }>('/:partition/Measure/:id/$submit-data', { preParsing: accept as never }, (req, reply) =>
     submit(req, reply, req.params.id),
   );
   app.post<{ Params: Params }>('/:partition/Measure/$submit-data', { preParsing: accept as never }, (req, reply) =>
     submit(req, reply),
   );
-  app.get<{ Params: Params & { job: string } }>('/:partition/$submit-data-status/:job', async (req, reply) => {
-    const ctx = await context(req);
-    const job = await jobs.get(req.params.job);
-    // Only the client that submitted, in the vault it submitted to, learns anything about the job.
-    if (!job || job.partition !== ctx.partition || job.access.clientId !== ctx.access.clientId) {
-      throw new FhirError(404, 'not-found', 'no such submission');
-    }
-    if (!job.result) {
-      const progress =
-        job.state === 'queued' ? 'queued' : `in progress${job.resources ? `: ${job.resources} parameters` : ''}`;
-      return reply.code(202).header('x-progress', progress).header('retry-after', '1').send();
-    }
-    if (job.result.provenance) void reply.header('x-provenance', provenanceHeaderValue(job.result.provenance));
-    return reply.code(job.result.status).type(FHIR_JSON).send(job.result.body);
-  });
-
   const requirements = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
     const ctx = await context(req);
     for (const type of LOGIC) allow(ctx, type, 'read');

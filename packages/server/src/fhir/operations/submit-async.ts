@@ -1,0 +1,102 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuditTrail } from '../../audit/trail.ts';
+import type { Store } from '../../store/types.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError, operationOutcome } from '../errors.ts';
+import { FHIR_JSON } from '../format.ts';
+import { parseFhirJson } from '../json-body.ts';
+import { provenanceHeaderValue } from '../provenance-header.ts';
+import { committedJob } from './submission-job-outcome.ts';
+import { loadAccess, SubmissionJobs, storeAccess } from './submission-jobs.ts';
+
+type Params = { partition: string; id?: string };
+type Outcome = { status: number; body: string; provenance?: string | undefined };
+
+export interface AsyncSubmissionOptions {
+  context(req: FastifyRequest): Promise<FhirContext>;
+  /** The checks a submission passes before it is accepted (token, vault, Content-Type, Measure access). */
+  admit(req: FastifyRequest<{ Params: Params }>, measureId: string | undefined): Promise<FhirContext>;
+  /** The synchronous submission: stored, audited, answered. */
+  submitAndAudit(ctx: FhirContext, measureId: string | undefined, body: unknown, jobId?: string): Promise<Outcome>;
+  store: Store;
+  audit: AuditTrail;
+  jobsDir: string;
+  log: { error(o: object, msg: string): void };
+}
+
+/**
+ * `Prefer: respond-async` on $submit-data (seed 002, deqm-test-server): accepted before the body is parsed, the
+ * body streamed to a job, 202 + Content-Location of `$submit-data-status/{job}`, which answers 202 while the job
+ * runs and then what the synchronous call would have answered. Returns the preParsing hook of the submit routes.
+ */
+export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions) {
+  const jobs = new SubmissionJobs(
+    o.jobsDir,
+    async (job, text, update) => {
+      const ctx: FhirContext = {
+        store: o.store,
+        partition: job.partition,
+        base: job.base,
+        access: loadAccess(job.access),
+        who: job.who,
+        audit: o.audit,
+        provenance: job.provenance,
+      };
+      // A node that died after the commit but before recording the outcome left the job's Provenance behind.
+      const earlier = await committedJob(ctx, job.id);
+      if (earlier) return earlier;
+      const body = parseFhirJson(text);
+      const count = (body as { parameter?: unknown[] })?.parameter?.length;
+      await update({ ...job, resources: typeof count === 'number' ? count : undefined });
+      return o.submitAndAudit(ctx, job.measureId, body, job.id);
+    },
+    o.log,
+  );
+  jobs.start();
+  app.addHook('onClose', async () => jobs.stop());
+
+  app.get<{ Params: Params & { job: string } }>('/:partition/$submit-data-status/:job', async (req, reply) => {
+    const ctx = await o.context(req);
+    const job = await jobs.get(req.params.job);
+    // Only the client that submitted, in the vault it submitted to, learns anything about the job.
+    if (!job || job.partition !== ctx.partition || job.access.clientId !== ctx.access.clientId) {
+      throw new FhirError(404, 'not-found', 'no such submission');
+    }
+    if (!job.result) {
+      const progress =
+        job.state === 'queued' ? 'queued' : `in progress${job.resources ? `: ${job.resources} parameters` : ''}`;
+      return reply.code(202).header('x-progress', progress).header('retry-after', '1').send();
+    }
+    if (job.result.provenance) void reply.header('x-provenance', provenanceHeaderValue(job.result.provenance));
+    return reply.code(job.result.status).type(FHIR_JSON).send(job.result.body);
+  });
+
+  return async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, payload: NodeJS.ReadableStream) => {
+    if (!/\brespond-async\b/.test(String(req.headers.prefer ?? ''))) return payload;
+    const measureId = req.params.id;
+    const ctx = await o.admit(req, measureId);
+    if (
+      measureId !== undefined &&
+      (await ctx.store.resources.current(ctx.partition, 'Measure', measureId))?.content === undefined
+    ) {
+      throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
+    }
+    const job = await jobs.accept(
+      {
+        partition: ctx.partition,
+        base: ctx.base,
+        measureId,
+        access: storeAccess(ctx.access),
+        who: ctx.who,
+        provenance: ctx.provenance,
+      },
+      payload,
+    );
+    await reply
+      .code(202)
+      .header('content-location', `${ctx.base}/$submit-data-status/${job.id}`)
+      .type(FHIR_JSON)
+      .send(operationOutcome('information', 'informational', 'accepted: poll Content-Location for the outcome'));
+    return reply;
+  };
+}
