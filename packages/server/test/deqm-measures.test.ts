@@ -87,6 +87,19 @@ before(async () => {
 after(() => p.stop());
 
 describe('$data-requirements (computed from the ELM)', () => {
+  test('the CapabilityStatement lists the four Measure operations', async () => {
+    const r = await fhir(p, undefined, 'GET', '/quality/metadata');
+    const measure = (
+      r.json.rest as { resource: { type: string; operation?: { name: string }[] }[] }[]
+    )[0]?.resource.find((x) => x.type === 'Measure');
+    assert.deepEqual(measure?.operation?.map((o) => o.name).sort(), [
+      'care-gaps',
+      'data-requirements',
+      'evaluate-measure',
+      'submit-data',
+    ]);
+  });
+
   test('the proportion measure needs completed Procedures from its three ValueSets', async () => {
     const r = await fhir(p, clinic, 'GET', `/quality/Measure/${PROPORTION.id}/$data-requirements?${Q}`);
     assert.equal(r.status, 200, r.text);

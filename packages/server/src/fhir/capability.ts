@@ -40,6 +40,14 @@ function resources() {
               name: 'data-requirements',
               definition: 'http://hl7.org/fhir/OperationDefinition/Measure-data-requirements',
             },
+            {
+              name: 'evaluate-measure',
+              definition: 'http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure',
+            },
+            {
+              name: 'care-gaps',
+              definition: 'http://hl7.org/fhir/us/davinci-deqm/OperationDefinition/care-gaps',
+            },
           ],
         }
       : {}),

@@ -334,7 +334,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.code(204).send();
   });
 
-  // DEQM (seed 002): Measure/[id]/$submit-data and $data-requirements.
+  // DEQM (seed 002): $submit-data, $data-requirements, $evaluate-measure, $care-gaps.
   measureOperations(app, {
     context,
     allow,
