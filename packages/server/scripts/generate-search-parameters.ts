@@ -53,11 +53,22 @@ function rootOf(part: string): string {
   return /^\(*([A-Za-z]+)/.exec(part)?.[1] ?? '';
 }
 
+/**
+ * `(X as T)` and `X.as(T)` are type casts of one item: on a list (Observation.component.value,
+ * useContext.value) strict FHIRPath gives nothing, so the official expressions would index nothing there.
+ * `ofType(T)` filters a list of any length and means the same on one item.
+ */
+export function ofType(expression: string): string {
+  return expression
+    .replace(/\(([A-Za-z][A-Za-z0-9.]*) as ([A-Za-z]+)\)/g, '$1.ofType($2)')
+    .replace(/\.as\(([A-Za-z]+)\)/g, '.ofType($1)');
+}
+
 /** fhirpath.js 5 resolves references asynchronously; `where(resolve() is X)` becomes a type restriction. */
 function branch(part: string): { expression: string; targetType?: string } {
   const m = /\.where\(resolve\(\) is ([A-Za-z]+)\)/.exec(part);
-  if (!m) return { expression: part };
-  return { expression: part.replace(m[0], ''), targetType: m[1] as string };
+  if (!m) return { expression: ofType(part) };
+  return { expression: ofType(part.replace(m[0], '')), targetType: m[1] as string };
 }
 
 const out: SearchParameterIndex = {};
@@ -79,7 +90,7 @@ for (const sp of all) {
     if (sp.component?.length) {
       def.components = sp.component.map((c) => {
         const target = byUrl.get(c.definition);
-        return { type: (target?.type ?? 'token') as SearchParamDef['type'], expression: c.expression };
+        return { type: (target?.type ?? 'token') as SearchParamDef['type'], expression: ofType(c.expression) };
       });
     }
     out[type] ??= {};

@@ -267,6 +267,21 @@ dataDirOption(
   }),
 );
 
+dataDirOption(
+  program
+    .command('reindex')
+    .description('rebuild the search index of every vault (or one) from the current search parameter definitions')
+    .option('--partition <name>', 'only this vault'),
+).action((o) =>
+  admin(async () => {
+    const { reindex } = await import('./fhir/search/reindex.ts');
+    return withStore(adminConfig(o), async (s) => {
+      if (o.partition && !(await s.partitions.get(o.partition))) throw new ConfigError(`no vault ${o.partition}`);
+      return reindex(s, { partition: o.partition });
+    });
+  }),
+);
+
 const db = program.command('db').description('the PostgreSQL schema (CAREVAULT_DATABASE_URL)');
 db.command('migrate')
   .description('apply pending schema migrations (serve does this at start, under a lock)')

@@ -442,7 +442,9 @@ describe('bad search input → 400 OperationOutcome, never a 500 (J40–J42)', (
     'Observation?code-value-quantity=x',
     "Patient?family=x'%20OR%201=1--",
     'Patient?_has:Nope:patient:code=1',
-    'Patient?_summary=true',
+    'Patient?_summary=maybe',
+    'Patient?_summary=true&_elements=gender',
+    'Observation?_include=Observation:*:Patient',
     'Patient?_id=bad%20id',
     'Patient?gender:missing=maybe',
   ];

@@ -17,6 +17,7 @@ import type { Config } from '../config/index.ts';
 import { withInitLock } from '../config/init-lock.ts';
 import { programServer } from '../fhir/operations/program-server.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
+import { reindexIfStale } from '../fhir/search/reindex.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { loadIdps } from '../saml/idps.ts';
@@ -67,6 +68,8 @@ export async function buildPlatform(
     pki: await ensureDevPki(config.dataDir, hostNames, (m) => notes.push(m)),
     keys: await KeyRing.open(config.dataDir),
   }));
+  // Before serving: an index built by older search parameter definitions would answer some searches wrongly.
+  await reindexIfStale(store, (m) => notes.push(m));
   const clients = new ClientRegistry(store);
   const issuer = config.baseUrl;
   const fhirBase = `${config.baseUrl}/fhir`;

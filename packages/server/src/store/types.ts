@@ -234,6 +234,16 @@ export interface FoundResource {
   content: string;
 }
 
+export interface ScannedResource extends FoundResource {
+  version: number;
+}
+
+/** Small facts about the database itself (e.g. which search parameter definitions built its index). */
+export interface MetaStore {
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string): Promise<void>;
+}
+
 export interface ResourceTransaction {
   current(type: string, id: string): Promise<StoredVersion | undefined>;
   write(write: ResourceWrite): Promise<void>;
@@ -305,23 +315,33 @@ export interface ResourceStore {
   history(partition: string, query: HistoryQuery): Promise<StoredVersion[]>;
   /** Current, undeleted resources matching the query in this partition only; `total` when asked. */
   search(partition: string, query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
-  /** Resources that `param` of the given `sourceType` resources points to (for `_include`). */
+  /** Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to (`_include`). */
   referencedBy(
     partition: string,
     sourceType: string,
     sourceIds: string[],
-    param: string,
+    param: string | undefined,
     targetType?: string,
   ): Promise<FoundResource[]>;
-  /** Resources of `sourceType` whose `param` points to one of `targets` (for `_revinclude`). */
+  /**
+   * Resources of `sourceType` (undefined: any type) whose `param` (undefined: any reference parameter) points to
+   * one of `targets` (`_revinclude`).
+   */
   referencing(
     partition: string,
-    sourceType: string,
-    param: string,
+    sourceType: string | undefined,
+    param: string | undefined,
     targets: { type: string; id: string }[],
   ): Promise<FoundResource[]>;
   /** Ids of the Patients `type/id` (current version) refers to through one of `params` (for audit entities). */
   referencedPatients(partition: string, type: string, id: string, params: readonly string[]): Promise<string[]>;
+  /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
+  scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;
+  /**
+   * Replaces the search index rows of current resources (after the search parameter definitions changed), under
+   * the write lock; an item whose resource changed since it was scanned (another version) is left alone.
+   */
+  reindex(partition: string, items: { type: string; id: string; version: number; index: IndexRows }[]): Promise<number>;
   /**
    * Runs `fn` in one database transaction: all its writes commit together or not at all (a throw rolls
    * back). `fn` must await nothing but `tx` calls, so the embedded store can keep the transaction on one
@@ -339,6 +359,7 @@ export interface Store {
   readonly resources: ResourceStore;
   readonly oidc: OidcPayloadStore;
   readonly revocations: RevocationStore;
+  readonly meta: MetaStore;
   /** Deletes expired rows; safe to call at any time. */
   sweep(now: number): Promise<void>;
   /** Whether the database answers now (for /readyz); never throws. */

@@ -6,6 +6,7 @@ import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { type IncludeDirective, parseSearch } from '../search/parse.ts';
+import { elementsOnly, summarize } from '../search/subset.ts';
 
 const MAX_INCLUDED = 1000;
 const MAX_ITERATIONS = 4;
@@ -54,19 +55,6 @@ export async function assertVisible(
   if (matches.length === 0) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
 }
 
-function elementsOnly(content: string, elements: string[]): string {
-  const r = JSON.parse(content) as Record<string, unknown>;
-  const keep: Record<string, unknown> = { resourceType: r.resourceType, id: r.id };
-  const meta = { ...(r.meta as Record<string, unknown> | undefined) };
-  meta.tag = [
-    ...((meta.tag as unknown[]) ?? []),
-    { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' },
-  ];
-  keep.meta = meta;
-  for (const e of elements) if (e in r && e !== 'meta') keep[e] = r[e];
-  return JSON.stringify(keep);
-}
-
 /**
  * search (search.html): matches of this vault only, paged with _count/_offset, `_include`/`_revinclude`
  * (with :iterate, bounded) limited to what the caller may read, granular scopes applied as filters.
@@ -112,8 +100,13 @@ export async function search(
       url: pageUrl(ctx, type, parsed.applied, query.limit, Math.max(0, query.offset - query.limit)),
     });
   }
+  const shown = (r: FoundResource, mode: 'match' | 'include') => {
+    if (mode !== 'match') return r.content;
+    if (parsed.elements) return elementsOnly(r.content, parsed.elements);
+    return parsed.summary ? summarize(r.content, r.type, parsed.summary) : r.content;
+  };
   const entry = (r: FoundResource, mode: 'match' | 'include') =>
-    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${parsed.elements && mode === 'match' ? elementsOnly(r.content, parsed.elements) : r.content},"search":{"mode":"${mode}"}}`;
+    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${shown(r, mode)},"search":{"mode":"${mode}"}}`;
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
   // FHIR JSON has no empty arrays: a page without entries has no `entry`.
   const entryJson = entries.length ? `,"entry":[${entries.join(',')}]` : '';
@@ -175,14 +168,18 @@ async function resolveIncludes(
     const active = directives.filter((d) => (round === 0 ? true : d.iterate));
     const found: FoundResource[] = [];
     for (const d of active) {
+      // `*` (search.html#include): any source type, any reference parameter.
+      const param = d.param === '*' ? undefined : d.param;
       if (d.reverse) {
-        found.push(...(await ctx.store.resources.referencing(ctx.partition, d.sourceType, d.param, frontier)));
-      } else {
-        const ids = frontier.filter((r) => r.type === d.sourceType).map((r) => r.id);
+        const source = d.sourceType === '*' ? undefined : d.sourceType;
+        found.push(...(await ctx.store.resources.referencing(ctx.partition, source, param, frontier)));
+        continue;
+      }
+      const sources = d.sourceType === '*' ? [...new Set(frontier.map((r) => r.type))] : [d.sourceType];
+      for (const source of sources) {
+        const ids = frontier.filter((r) => r.type === source).map((r) => r.id);
         if (ids.length)
-          found.push(
-            ...(await ctx.store.resources.referencedBy(ctx.partition, d.sourceType, ids, d.param, d.targetType)),
-          );
+          found.push(...(await ctx.store.resources.referencedBy(ctx.partition, source, ids, param, d.targetType)));
       }
     }
     const fresh: FoundResource[] = [];

@@ -2,6 +2,7 @@ import type { IndexKind, SearchFilter, SearchQuery, SortKey } from '../../store/
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
+import type { SummaryMode } from './subset.ts';
 import {
   bad,
   compositeComponent,
@@ -29,6 +30,8 @@ export interface ParsedSearch {
   query: SearchQuery;
   includes: IncludeDirective[];
   summaryCount: boolean;
+  /** `_summary=true|text|data`: matches are subsetted (search/subset.ts). */
+  summary: SummaryMode | undefined;
   elements: string[] | undefined;
   totalMode: 'none' | 'estimate' | 'accurate' | undefined;
   /** The parameters actually applied, for the self link (search.html#errors: ignored ones are left out). */
@@ -235,7 +238,16 @@ function parseInclude(type: string, value: string, reverse: boolean, iterate: bo
   const [sourceType, param, targetType, ...extra] = value.split(':');
   const name = reverse ? '_revinclude' : '_include';
   if (!sourceType || !param || extra.length || value === '*')
-    throw bad(`${name}=${value}: use SourceType:parameter[:TargetType]`);
+    throw bad(`${name}=${value}: use SourceType:parameter[:TargetType] (or SourceType:*, *:*)`);
+  // Wildcards (search.html#include): every reference parameter, of one source type or of all.
+  if (param === '*') {
+    if (targetType) throw bad(`${name}=${value}: a wildcard parameter takes no target type`);
+    if (sourceType !== '*' && !RESOURCE_TYPES.has(sourceType))
+      throw bad(`${name}: unknown resource type ${sourceType}`);
+    if (!reverse && !iterate && sourceType !== type && sourceType !== '*')
+      throw bad(`${name}=${value}: the source must be ${type} (or use :iterate)`);
+    return { sourceType, param, targetType: undefined, iterate, reverse };
+  }
   if (!RESOURCE_TYPES.has(sourceType)) throw bad(`${name}: unknown resource type ${sourceType}`);
   if (!reverse && !iterate && sourceType !== type)
     throw bad(`${name}=${value}: the source must be ${type} (or use :iterate)`);
@@ -271,6 +283,7 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
   const includes: IncludeDirective[] = [];
   const applied: [string, string][] = [];
   let summaryCount = false;
+  let summary: SummaryMode | undefined;
   let elements: string[] | undefined;
   let totalMode: ParsedSearch['totalMode'];
   if (params.length > 200) throw bad('too many search parameters');
@@ -293,8 +306,8 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
           break;
         case '_summary':
           if (value === 'count') summaryCount = true;
-          else if (value !== 'false')
-            throw new FhirError(400, 'not-supported', `_summary=${value} is not supported (count and false are)`);
+          else if (value === 'true' || value === 'text' || value === 'data') summary = value;
+          else if (value !== 'false') throw bad('_summary is one of true, text, data, count, false');
           break;
         case '_elements':
           elements = value
@@ -324,5 +337,6 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
     }
   }
   if (includes.length > 10) throw bad('at most 10 _include/_revinclude values');
-  return { query, includes, summaryCount, elements, totalMode, applied };
+  if (summary && elements) throw bad('use _summary or _elements, not both');
+  return { query, includes, summaryCount, summary, elements, totalMode, applied };
 }

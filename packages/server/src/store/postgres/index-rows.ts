@@ -56,6 +56,55 @@ export function writeCtes(): string[] {
   return ctes;
 }
 
+/**
+ * One statement that replaces the index rows of many current resources of one partition (a reindex): $2/$3
+ * name the resources, the index arrays follow from $4 in writeCtes' order.
+ */
+export function reindexCtes(): string[] {
+  let n = 3;
+  return [
+    'rep AS (SELECT * FROM unnest($2::text[], $3::text[]) AS x(type, id))',
+    ...KINDS.map(
+      (k, i) =>
+        `d${i} AS (DELETE FROM ${INDEX_TABLE[k]} t USING rep WHERE t.partition = $1::text AND t.type = rep.type AND t.id = rep.id)`,
+    ),
+    ...KINDS.map((k, i) => {
+      const cols = INDEX_COLUMNS[k];
+      const arrays = ['text', 'text', ...cols.map((c) => typeOf(k, c))].map((t) => `$${++n}::${t}[]`);
+      return `i${i} AS (INSERT INTO ${INDEX_TABLE[k]} (partition, type, id, ${cols.join(', ')})
+       SELECT $1::text, * FROM unnest(${arrays.join(', ')}))`;
+    }),
+  ];
+}
+
+/** Parameters of reindexCtes. */
+export function reindexParams(partition: string, items: { type: string; id: string; index: IndexRows }[]): unknown[] {
+  return [partition, items.map((i) => i.type), items.map((i) => i.id), ...indexColumns(items)];
+}
+
+/** The index rows of resources as one array per column, kind by kind (the unnest inputs). */
+function indexColumns(
+  items: { type: string; id: string; index?: IndexRows | undefined; content?: string | undefined; skip?: boolean }[],
+): unknown[][] {
+  const out: unknown[][] = [];
+  for (const kind of KINDS) {
+    const columns: unknown[][] = [[], [], ...INDEX_COLUMNS[kind].map(() => [])];
+    for (const w of items) {
+      if (w.skip || !w.index) continue;
+      for (const row of w.index[kind]) {
+        const values = (VALUES[kind] as (r: unknown) => unknown[])(row);
+        (columns[0] as unknown[]).push(w.type);
+        (columns[1] as unknown[]).push(w.id);
+        values.forEach((v, c) => {
+          (columns[c + 2] as unknown[]).push(v);
+        });
+      }
+    }
+    out.push(...columns);
+  }
+  return out;
+}
+
 /** Number of parameters of the write CTEs. */
 export const WRITE_PARAMS = 9 + KINDS.reduce((n, k) => n + 2 + INDEX_COLUMNS[k].length, 0);
 
@@ -73,20 +122,6 @@ export function writeParams(partition: string, writes: ResourceWrite[]): unknown
     replaced.map((w) => w.type),
     replaced.map((w) => w.id),
   ];
-  for (const kind of KINDS) {
-    const columns: unknown[][] = [[], [], ...INDEX_COLUMNS[kind].map(() => [])];
-    for (const w of writes) {
-      if (w.content === undefined || !w.index) continue;
-      for (const row of w.index[kind]) {
-        const values = (VALUES[kind] as (r: unknown) => unknown[])(row);
-        (columns[0] as unknown[]).push(w.type);
-        (columns[1] as unknown[]).push(w.id);
-        values.forEach((v, c) => {
-          (columns[c + 2] as unknown[]).push(v);
-        });
-      }
-    }
-    params.push(...columns);
-  }
+  params.push(...indexColumns(writes.map((w) => ({ ...w, skip: w.content === undefined }))));
   return params;
 }

@@ -56,6 +56,19 @@ export async function openPostgresStore(
     audit: auditStore(pool, appendAudit),
     oidc: oidcStore(pool),
     revocations: revocationStore(pool),
+    meta: {
+      async get(key) {
+        const [row] = await run(pool, 'SELECT value FROM store_meta WHERE key = ?', [key]);
+        return (row as { value: string } | undefined)?.value;
+      },
+      async set(key, value) {
+        await run(
+          pool,
+          'INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+          [key, value],
+        );
+      },
+    },
     async sweep(now) {
       await run(pool, 'DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?', [now]);
       await run(pool, 'DELETE FROM revoked_tokens WHERE expires_at <= ?', [now]);

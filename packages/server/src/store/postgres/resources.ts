@@ -6,7 +6,7 @@ import { POSTGRES } from '../sql/tables.ts';
 import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, ResourceWrite } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
-import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
+import { reindexCtes, reindexParams, WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
 import { VAULT_ROLE } from './schema.ts';
 
@@ -31,6 +31,7 @@ const AUDIT_BATCH_MS = 2;
 // write lock is paid by every writer of every node.
 const WRITE_ONLY = `WITH ${writeCtes().join(',\n  ')}\nSELECT 1`;
 const AUDIT_ONLY = `WITH ${auditCtes(0).join(',\n  ')}\nSELECT 1`;
+const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
 const WRITE_AND_AUDIT = `WITH ${[...writeCtes(), ...auditCtes(WRITE_PARAMS)].join(',\n  ')}\nSELECT 1`;
 
 export function resourceStore(pool: pg.Pool): {
@@ -277,6 +278,28 @@ export function resourceStore(pool: pg.Pool): {
       inVault(partition, (c) => searchIn(c).referencedBy(partition, sourceType, sourceIds, param, targetType)),
     referencing: (partition, sourceType, param, targets) =>
       inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets)),
+    scan: (partition, after, limit) => inVault(partition, (c) => searchIn(c).scan(partition, after, limit)),
+    async reindex(partition, items) {
+      // Under the write lock, as writers take it, so no resource changes between the version check and the rows.
+      const client = await checkout(pool);
+      try {
+        await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${enterVault(client, partition)}`);
+        const versions = await query<{ type: string; id: string; version: number }>(
+          client,
+          'SELECT type, id, version FROM resources WHERE partition = ? AND content IS NOT NULL AND (type, id) IN (SELECT * FROM unnest(?::text[], ?::text[]))',
+          [partition, items.map((i) => i.type), items.map((i) => i.id)],
+        );
+        const now = new Map(versions.map((v) => [`${v.type}/${v.id}`, Number(v.version)]));
+        const fresh = items.filter((i) => now.get(`${i.type}/${i.id}`) === i.version);
+        if (fresh.length) await client.query({ text: REINDEX, values: clean(reindexParams(partition, fresh)) });
+        await client.query('COMMIT');
+        client.release();
+        return fresh.length;
+      } catch (err) {
+        client.release(true);
+        return rethrow(err);
+      }
+    },
     async referencedPatients(partition, type, id, params) {
       if (params.length === 0) return [];
       return inVault(partition, async (c) => {

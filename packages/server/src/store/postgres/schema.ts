@@ -192,4 +192,9 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
   ).join('\n  ')}
   `,
   },
+  {
+    version: 2,
+    name: 'store_meta: facts about the database (search index generation)',
+    sql: `CREATE TABLE store_meta (key ${T} PRIMARY KEY, value text NOT NULL);`,
+  },
 ];

@@ -1,4 +1,4 @@
-import type { FoundResource, SearchQuery, SortKey } from '../types.ts';
+import type { FoundResource, ScannedResource, SearchQuery, SortKey } from '../types.ts';
 import { compileAll, type Sql } from './search-filter.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
@@ -60,11 +60,23 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       return { matches, total: Number(row?.n ?? 0) };
     },
 
+    async scan(
+      partition: string,
+      after: { type: string; id: string } | undefined,
+      limit: number,
+    ): Promise<ScannedResource[]> {
+      return query<ScannedResource>(
+        `SELECT r.type, r.id, r.version, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL
+           ${after ? 'AND (r.type > ? OR (r.type = ? AND r.id > ?))' : ''} ORDER BY r.type, r.id LIMIT ?`,
+        [partition, ...(after ? [after.type, after.type, after.id] : []), limit],
+      );
+    },
+
     async referencedBy(
       partition: string,
       sourceType: string,
       sourceIds: string[],
-      param: string,
+      param: string | undefined,
       targetType?: string,
     ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
@@ -72,9 +84,17 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
         const ids = sourceIds.slice(i, i + 500);
         const rows = await query<FoundResource>(
           `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
-             SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ?
+             SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ?
+               ${param === undefined ? '' : 'AND x.param = ?'}
                AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})`,
-          [partition, partition, sourceType, param, ...ids, ...(targetType ? [targetType] : [])],
+          [
+            partition,
+            partition,
+            sourceType,
+            ...(param === undefined ? [] : [param]),
+            ...ids,
+            ...(targetType ? [targetType] : []),
+          ],
         );
         out.push(...rows);
       }
@@ -83,8 +103,8 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
 
     async referencing(
       partition: string,
-      sourceType: string,
-      param: string,
+      sourceType: string | undefined,
+      param: string | undefined,
       targets: { type: string; id: string }[],
     ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
@@ -93,11 +113,20 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       for (const [targetType, ids] of byType) {
         for (let i = 0; i < ids.length; i += 500) {
           const chunk = ids.slice(i, i + 500);
+          const sourceCond = sourceType === undefined ? '' : 'AND x.type = ?';
+          const paramCond = param === undefined ? '' : 'AND x.param = ?';
           const rows = await query<FoundResource>(
-            `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.type = ? AND r.content IS NOT NULL AND r.id IN (
-               SELECT x.id FROM idx_reference x WHERE x.partition = ? AND x.type = ? AND x.param = ? AND x.target_type = ?
+            `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+               SELECT x.type, x.id FROM idx_reference x WHERE x.partition = ? ${sourceCond} ${paramCond} AND x.target_type = ?
                  AND x.target_id IN (${chunk.map(() => '?').join(',')}))`,
-            [partition, sourceType, partition, sourceType, param, targetType, ...chunk],
+            [
+              partition,
+              partition,
+              ...(sourceType === undefined ? [] : [sourceType]),
+              ...(param === undefined ? [] : [param]),
+              targetType,
+              ...chunk,
+            ],
           );
           out.push(...rows);
         }

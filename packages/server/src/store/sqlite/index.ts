@@ -151,6 +151,10 @@ export function openSqliteStore(file: string): Store {
   db.pragma('optimize=0x10002');
   const sweepPayloads = db.prepare('DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?');
   const sweepRevoked = db.prepare('DELETE FROM revoked_tokens WHERE expires_at <= ?');
+  const metaGet = db.prepare('SELECT value FROM store_meta WHERE key = ?');
+  const metaSet = db.prepare(
+    'INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+  );
   const { resources, appendAudit } = resourceStore(db, auditWriter(db));
   return {
     dialect: 'sqlite',
@@ -161,6 +165,14 @@ export function openSqliteStore(file: string): Store {
     audit: auditStore(db, appendAudit),
     oidc: oidcStore(db),
     revocations: revocationStore(db),
+    meta: {
+      async get(key) {
+        return (metaGet.get(key) as { value: string } | undefined)?.value;
+      },
+      async set(key, value) {
+        metaSet.run(key, value);
+      },
+    },
     async sweep(now) {
       sweepPayloads.run(now);
       sweepRevoked.run(now);

@@ -184,6 +184,23 @@ export function resourceStore(
     async referencing(partition, sourceType, param, targets) {
       return search.referencing(partition, sourceType, param, targets);
     },
+    scan: async (partition, after, limit) => search.scan(partition, after, limit),
+    reindex(partition, items) {
+      // A job of the group commit: serialized with every write, so a resource cannot change under it.
+      return enqueue({
+        partition,
+        fn: async () => {
+          let n = 0;
+          for (const item of items) {
+            const row = current.get(partition, item.type, item.id) as VersionRow | undefined;
+            if (!row || row.version !== item.version || row.content === null) continue;
+            writeIndex(partition, item.type, item.id, item.index, true);
+            n++;
+          }
+          return n;
+        },
+      });
+    },
     async referencedPatients(partition, type, id, params) {
       if (params.length === 0) return [];
       return patientRefs.all(partition, type, id, JSON.stringify(params)) as string[];

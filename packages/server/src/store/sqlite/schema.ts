@@ -176,4 +176,10 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX IF NOT EXISTS audit_refs_value ON audit_refs (kind, value, seq);
   CREATE INDEX IF NOT EXISTS audit_refs_seq ON audit_refs (seq);
   `,
+  `
+  CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) STRICT;
+  `,
 ];
