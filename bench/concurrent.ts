@@ -113,7 +113,8 @@ async function main() {
       await addPartition(s, 'bench');
       await addGrant(s, { partition: 'bench', client: 'bench', scope: 'system/*.cruds' });
     });
-    const server = await startServer(dataDir, port);
+    // The soak outlives the default 300 s token; one token for the whole run.
+    const server = await startServer(dataDir, port, { CAREVAULT_ACCESS_TOKEN_TTL: '3600' });
     children.push(server);
     const pid = server.pid as number;
     const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'));
