@@ -75,6 +75,7 @@ function limitTo(limit: number): Transform {
 export class SubmissionJobs {
   private readonly node = randomUUID();
   private running = false;
+  private again = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -139,12 +140,19 @@ export class SubmissionJobs {
   }
 
   private kick(): void {
-    if (this.running || this.stopped) return;
+    if (this.stopped) return;
+    // A kick while draining (a job accepted just as the loop found nothing) is not lost: the loop runs again.
+    if (this.running) {
+      this.again = true;
+      return;
+    }
     this.running = true;
+    this.again = false;
     void this.drain()
       .catch((err) => this.log.error({ err: { message: (err as Error).message } }, 'submission jobs'))
       .finally(() => {
         this.running = false;
+        if (this.again) this.kick();
       });
   }
 
