@@ -18,7 +18,7 @@ import { loadConfig } from '../packages/server/src/config/index.ts';
 import { addGrant } from '../packages/server/src/vault/grants.ts';
 import { addPartition } from '../packages/server/src/vault/partitions.ts';
 import { freePort } from '../packages/server/test/helpers/platform.ts';
-import { cpuSeconds, startServer, stopServer } from './lib.ts';
+import { cpuSeconds, secretToken, startServer, stopServer } from './lib.ts';
 
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 1000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -73,16 +73,7 @@ async function main() {
     const pid = child.pid as number;
     const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) } });
     const base = `https://localhost:${port}`;
-    const tokenRes = await request(`${base}/oauth/token`, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: {
-        authorization: `Basic ${Buffer.from(`bench:${client_secret}`).toString('base64')}`,
-        'content-type': 'application/x-www-form-urlencoded',
-      },
-      body: 'grant_type=client_credentials',
-    });
-    const { access_token } = (await tokenRes.body.json()) as { access_token: string };
+    const access_token = await secretToken(base, agent, 'bench', client_secret as string);
     console.log(`$evaluate-measure (population) over ${PATIENTS} patients per measure, ${ROUNDS} rounds, interleaved:`);
     for (const m of MEASURES) {
       const measureBundle = JSON.parse(readFileSync(join(DEQM, m.folder, 'measure-bundle.json'), 'utf8'));

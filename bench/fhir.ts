@@ -18,7 +18,7 @@ import { openStore } from '../packages/server/src/store/index.ts';
 import { addGrant } from '../packages/server/src/vault/grants.ts';
 import { addPartition } from '../packages/server/src/vault/partitions.ts';
 import { freePort } from '../packages/server/test/helpers/platform.ts';
-import { CONCURRENCY, load, SECONDS, startServer, stopServer } from './lib.ts';
+import { CONCURRENCY, load, SECONDS, secretToken, startServer, stopServer } from './lib.ts';
 
 /** Bulk loaders send a few large Bundles at a time, not dozens. */
 const INGEST_CONCURRENCY = 4;
@@ -87,16 +87,7 @@ async function measure(databaseUrl: string | undefined) {
   let child = await startServer(dataDir, port, storeEnv);
   let pid = child.pid as number;
   const agent = new Agent({ connect: { ca: readFileSync(join(dataDir, 'pki', 'ca.pem')) }, connections: CONCURRENCY });
-  const tokenRes = await request(`${base}/oauth/token`, {
-    method: 'POST',
-    dispatcher: agent,
-    headers: {
-      authorization: `Basic ${Buffer.from(`bench:${client_secret}`).toString('base64')}`,
-      'content-type': 'application/x-www-form-urlencoded',
-    },
-    body: 'grant_type=client_credentials',
-  });
-  const { access_token } = (await tokenRes.body.json()) as { access_token: string };
+  const access_token = await secretToken(base, agent, 'bench', client_secret as string);
   const auth = { authorization: `Bearer ${access_token}` };
   const json = { ...auth, 'content-type': 'application/fhir+json' };
   const fhir = `${base}/fhir/bench`;

@@ -47,6 +47,21 @@ export async function startServer(
   return child;
 }
 
+/** A client_credentials token for a client_secret_basic client. */
+export async function secretToken(base: string, agent: Agent, clientId: string, secret: string): Promise<string> {
+  const res = await request(`${base}/oauth/token`, {
+    method: 'POST',
+    dispatcher: agent,
+    headers: {
+      authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: 'grant_type=client_credentials',
+  });
+  const { access_token } = (await res.body.json()) as { access_token: string };
+  return access_token;
+}
+
 export async function stopServer(child: ChildProcess): Promise<void> {
   child.kill('SIGTERM');
   await new Promise((r) => child.once('exit', r));
