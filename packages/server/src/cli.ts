@@ -4,6 +4,7 @@ import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { dbMigrate, dbStatus } from './admin/database.ts';
 import { importCommand } from './admin/import.ts';
 import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
+import { trustAdd, trustList, trustRemove } from './admin/trust.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
@@ -197,8 +198,27 @@ dataDirOption(
     .option('--client <client_id>', 'a registered client')
     .option('--org-oid <oid>', 'an organization OID (matches the IUA subject_organization_id of tokens)')
     .option('--org-gln <gln>', 'an organization GLN (matches clients registered with --org-gln)')
+    .option('--community <name>', 'every member of a trust community (see `carevault trust`)')
     .requiredOption('--scope <scopes>', 'SMART system scopes, e.g. "system/Observation.cruds system/Patient.rs"'),
 ).action((o) => admin(() => grantAdd(adminConfig(o), o)));
+
+const trust = program
+  .command('trust')
+  .description('trust communities: network CAs whose certificate holders authenticate with x5c assertions');
+dataDirOption(
+  trust
+    .command('add <name>')
+    .description('trust a network CA (creates or replaces the community)')
+    .requiredOption('--ca <pem>', "the network CA's certificate")
+    .option('--crl <file|url>', "the network's CRL (PEM or DER), read now; run again to refresh it")
+    .option('--scope <scopes>', 'scopes every member may be granted (default "system/*.rs")'),
+).action((name: string, o) => admin(() => trustAdd(adminConfig(o), name, o)));
+dataDirOption(trust.command('list').description('list trust communities')).action((o) =>
+  admin(() => trustList(adminConfig(o))),
+);
+dataDirOption(trust.command('remove <name>').description('stop trusting a community')).action((name: string, o) =>
+  admin(() => trustRemove(adminConfig(o), name)),
+);
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
   (o) => admin(() => grantList(adminConfig(o), o.partition)),
 );

@@ -24,7 +24,7 @@ export const partitionList = (config: Config) =>
 
 export const grantAdd = (
   config: Config,
-  o: { partition: string; client?: string; orgOid?: string; orgGln?: string; scope: string },
+  o: { partition: string; client?: string; orgOid?: string; orgGln?: string; community?: string; scope: string },
 ) => withStore(config, (s) => addGrant(s, o));
 
 export const grantList = (config: Config, partition?: string) =>

@@ -1,6 +1,7 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { Store } from '../store/types.ts';
 import type { ClientRegistry } from './clients.ts';
+import type { NetworkClients } from './trust/network-clients.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 /** How long a claimed jti is remembered: longer than client assertions (≤ 5 min) and DPoP proofs live. */
@@ -10,11 +11,13 @@ const REPLAY_CLAIM_SECONDS = 3600;
  * oidc-provider's storage adapter over the carevault store. Clients come from the registry
  * (disabled ones do not exist for the engine); every other model is a row in oidc_payloads.
  */
-export function createAdapterFactory(store: Store, clients: ClientRegistry) {
+export function createAdapterFactory(store: Store, clients: ClientRegistry, network: NetworkClients) {
   return (model: string): Adapter => {
     if (model === 'Client') {
       return {
         async find(id) {
+          const member = await network.metadata(id);
+          if (member !== null) return member as AdapterPayload | undefined;
           return (await clients.engineMetadata(id)) as AdapterPayload | undefined;
         },
         async upsert() {

@@ -1,5 +1,6 @@
 import { type ClientMetadata, errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { ClientRegistry } from './clients.ts';
+import { networkRefusal } from './trust/network-clients.ts';
 import { assertedUserContext, rememberUserContext, UserContextError } from './user-context-claims.ts';
 
 /** SMART backend services: an assertion may live at most five minutes (plus clock tolerance). */
@@ -21,9 +22,13 @@ type AssertionCheck = (
 export function clientAssertionCheck(clients: ClientRegistry): AssertionCheck {
   return async (ctx, claims, header, client) => {
     assertClientAssertion(claims, header, client);
+    const policy = await clients.policy(client.clientId);
+    // A network member is trusted through its chain, which must therefore be validated every time.
+    if (policy?.community !== undefined && header.x5c === undefined)
+      throw networkRefusal('a member of a trust community must send its certificate chain (x5c) in every assertion');
     let context: ReturnType<typeof assertedUserContext>;
     try {
-      context = assertedUserContext(claims, await clients.policy(client.clientId));
+      context = assertedUserContext(claims, policy);
     } catch (err) {
       if (err instanceof UserContextError) throw new errors.InvalidClientAuth(err.message);
       throw err;

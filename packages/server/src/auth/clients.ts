@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:
 import type { JWK } from 'jose';
 import type { ClientRecord, Store } from '../store/types.ts';
 import { SAML2_BEARER } from './grant-types.ts';
+import { x5tS256 } from './mtls.ts';
 import { isCovered, looksLikeSmartScope, parseSmartScope, splitScope } from './smart-scopes.ts';
 
 export const AUTH_METHODS = [
@@ -37,6 +38,13 @@ export interface ClientPolicy {
    * `X-ZV-Context` (seed 001): `self` for its own organization, `aggregator` when acting for other organizations.
    */
   userContext?: 'self' | 'aggregator' | undefined;
+  /**
+   * A network client of this trust community (seed 003): not registered by an operator, it authenticates with
+   * an `x5c` assertion each time, and its record follows its current certificate.
+   */
+  community?: string | undefined;
+  /** The network client registered itself (UDAP) for these scopes rather than taking the community's. */
+  registered?: boolean | undefined;
 }
 
 interface StoredMetadata {
@@ -284,6 +292,63 @@ export class ClientRegistry {
     return clientSecret ? { clientId: input.clientId, clientSecret } : { clientId: input.clientId };
   }
 
+  /**
+   * Creates or refreshes the record of a network client whose certificate chain was just validated: its key is
+   * the leaf's, its scopes the community's (or the subset it registered for). Written only when it changed.
+   */
+  async saveNetworkClient(input: {
+    clientId: string;
+    community: string;
+    leaf: X509Certificate;
+    scopes: string[];
+    name?: string | undefined;
+    registered?: boolean | undefined;
+  }): Promise<Record<string, unknown>> {
+    const existing = await this.store.clients.get(input.clientId);
+    const previous = existing?.metadata as unknown as StoredMetadata | undefined;
+    if (existing && previous?.carevault.community === undefined)
+      throw new ClientInputError(`client "${input.clientId}" is registered individually, not through a community`);
+    const jwk = input.leaf.publicKey.export({ format: 'jwk' }) as JWK;
+    const oidc: Record<string, unknown> = {
+      client_id: input.clientId,
+      token_endpoint_auth_method: 'private_key_jwt',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      jwks: { keys: [{ ...jwk, kid: x5tS256(input.leaf), x5c: [input.leaf.raw.toString('base64')] }] },
+      ...((input.name ?? previous?.oidc.client_name) ? { client_name: input.name ?? previous?.oidc.client_name } : {}),
+    };
+    const metadata: StoredMetadata = {
+      oidc,
+      carevault: {
+        scopes: input.scopes,
+        orgName: input.leaf.subject.match(/^O=(.+)$/m)?.[1],
+        tokenFormat: 'jwt',
+        tokenAlg: 'ES256',
+        community: input.community,
+        ...(input.registered ? { registered: true } : {}),
+      },
+    };
+    if (JSON.stringify(previous) !== JSON.stringify(metadata)) {
+      await this.store.clients.save({
+        clientId: input.clientId,
+        metadata: metadata as unknown as Record<string, unknown>,
+        disabled: false,
+        createdAt: Math.floor(Date.now() / 1000),
+      });
+      this.cache.delete(input.clientId);
+    }
+    return oidc;
+  }
+
+  /** The stored record of a client, disabled or not (undefined when unknown). */
+  async lookup(clientId: string): Promise<{ disabled: boolean; policy: ClientPolicy } | undefined> {
+    const record = await this.record(clientId);
+    return record
+      ? { disabled: record.disabled, policy: (record.metadata as unknown as StoredMetadata).carevault }
+      : undefined;
+  }
+
   /** OAuth metadata as the engine sees it; undefined for unknown or disabled clients. */
   async engineMetadata(clientId: string): Promise<Record<string, unknown> | undefined> {
     const record = await this.record(clientId);
@@ -320,6 +385,7 @@ export class ClientRegistry {
         token_format: carevault.tokenFormat,
         resource_server: carevault.resourceServer === true,
         user_context: carevault.userContext ?? 'none',
+        ...(carevault.community ? { community: carevault.community } : {}),
         grant_types: oidc.grant_types,
         created_at: new Date(r.createdAt * 1000).toISOString(),
       };

@@ -16,6 +16,8 @@ import type { CertificateSource } from './mtls.ts';
 import { createProvider } from './provider.ts';
 import { revokeJwt } from './revocation.ts';
 import { addLaunchContext } from './token-response.ts';
+import { TrustCommunities } from './trust/communities.ts';
+import { NetworkClients } from './trust/network-clients.ts';
 import { type AccessTokenClaims, TokenVerifier } from './verifier.ts';
 
 export interface AuthOptions {
@@ -62,6 +64,9 @@ export class AuthServer {
   readonly verifier: TokenVerifier;
   /** Keys clients registered, for what they sign outside the token endpoint (X-ZV-Context). */
   readonly clientKeys: ClientKeys;
+  /** Network CAs whose certificate holders authenticate without registering (seed 003). */
+  readonly communities: TrustCommunities;
+  private readonly network: NetworkClients;
   private provider: Provider;
   private handler: (req: IncomingMessage, res: ServerResponse) => void;
   private jwks: JWTVerifyGetKey;
@@ -77,6 +82,8 @@ export class AuthServer {
       opaque: (token) => this.findOpaque(token),
     });
     this.clientKeys = new ClientKeys(options.clients, options.outboundCa);
+    this.communities = new TrustCommunities(options.store);
+    this.network = new NetworkClients({ ...options, communities: this.communities });
     this.provider = this.build();
     this.handler = this.provider.callback();
   }
@@ -109,7 +116,8 @@ export class AuthServer {
 
   private build(): Provider {
     const { log } = this.options;
-    const provider = createProvider(this.options);
+    const provider = createProvider(this.options, this.network);
+    provider.use(this.network.middleware as Parameters<Provider['use']>[0]);
     provider.use(async (ctx, next) => {
       await next();
       await this.afterRoute(ctx as KoaContextWithOIDC);

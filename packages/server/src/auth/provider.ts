@@ -17,6 +17,7 @@ import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
 import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
+import type { NetworkClients } from './trust/network-clients.ts';
 import { userContextOf } from './user-context-claims.ts';
 
 export interface ProviderDeps {
@@ -95,7 +96,7 @@ function redirectOrigins(redirectUris: readonly string[]): string[] {
 export const GRANT_TTL_SECONDS = 90 * 86400;
 
 /** The oidc-provider engine configured for carevault's SMART/IUA policy. */
-export function createProvider(deps: ProviderDeps): Provider {
+export function createProvider(deps: ProviderDeps, network: NetworkClients): Provider {
   const { clients, keys, certificates, fhirBase } = deps;
   const certOf = (ctx: KoaContextWithOIDC): X509Certificate | undefined =>
     certificates.certificate({ socket: ctx.req.socket, headers: ctx.req.headers });
@@ -166,7 +167,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory(deps.store, clients),
+    adapter: createAdapterFactory(deps.store, clients, network),
     jwks: { keys: keys.privateJwks() as NonNullable<Configuration['jwks']>['keys'] },
     cookies: { keys: keys.cookieKeys },
     routes: OAUTH_ROUTES,
@@ -277,9 +278,11 @@ export function createProvider(deps: ProviderDeps): Provider {
         const iua = iuaClaims(policy, requested, asserted);
         const person = await personClaims(token as unknown as { grantId?: string; accountId?: string });
         const cara = person ? {} : caraClaims(policy);
-        if (!iua && !person && Object.keys(cara).length === 0) return undefined;
+        const community = policy.community ? { 'carevault:community': policy.community } : {};
+        if (!iua && !person && Object.keys(cara).length === 0 && !policy.community) return undefined;
         return {
           ...cara,
+          ...community,
           ...person?.top,
           ...(iua || person
             ? { extensions: { ...(iua ? { ihe_iua: iua } : {}), ...(person ? { carevault: person.carevault } : {}) } }

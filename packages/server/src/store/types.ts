@@ -39,9 +39,30 @@ export interface OidcPayloadStore {
 
 export interface ClientStore {
   insert(record: ClientRecord): Promise<void>;
+  /** Inserts or replaces the metadata; an existing row keeps its `disabled` flag and creation time. */
+  save(record: ClientRecord): Promise<void>;
   get(clientId: string): Promise<ClientRecord | undefined>;
   list(): Promise<ClientRecord[]>;
   setDisabled(clientId: string, disabled: boolean): Promise<boolean>;
+}
+
+/** A trust community (seed 003): a network CA whose certificate holders may authenticate without registering. */
+export interface TrustCommunityRecord {
+  name: string;
+  caPem: string;
+  /** The network's current CRL (PEM), if the operator gave one. */
+  crlPem: string | undefined;
+  /** Scopes every member may be granted. */
+  scope: string;
+  createdAt: number;
+}
+
+export interface TrustStore {
+  /** Creates or replaces a community. */
+  put(record: TrustCommunityRecord): Promise<void>;
+  get(name: string): Promise<TrustCommunityRecord | undefined>;
+  list(): Promise<TrustCommunityRecord[]>;
+  remove(name: string): Promise<boolean>;
 }
 
 /** Deny-list for self-contained (JWT) access tokens, keyed by jti, kept until the token would expire anyway. */
@@ -353,6 +374,7 @@ export interface ResourceStore {
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   readonly clients: ClientStore;
+  readonly trust: TrustStore;
   readonly partitions: PartitionStore;
   readonly users: UserStore;
   readonly audit: AuditStore;

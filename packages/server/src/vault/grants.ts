@@ -5,9 +5,13 @@ import { VaultInputError } from './partitions.ts';
 const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
 export const GLN_RE = /^\d{13}$/;
 
-/** How a grant's subject is shown: `client`, `org_oid` or `org_gln`. */
+/** A network client's id (seed 003): the FQDN its certificate was issued for. */
+const FQDN_RE = /^(?=.{4,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
+
+/** How a grant's subject is shown: `client`, `org_oid`, `org_gln` or `community`. */
 export function describeSubject(kind: GrantSubjectKind, subject: string): Record<string, string> {
   if (kind === 'client') return { client: subject };
+  if (subject.startsWith('community:')) return { community: subject.slice('community:'.length) };
   return subject.startsWith('gln:') ? { org_gln: subject.slice(4) } : { org_oid: subject };
 }
 
@@ -22,11 +26,12 @@ export async function addGrant(
     client?: string | undefined;
     orgOid?: string | undefined;
     orgGln?: string | undefined;
+    community?: string | undefined;
     scope: string;
   },
 ) {
-  if ([input.client, input.orgOid, input.orgGln].filter(Boolean).length !== 1)
-    throw new VaultInputError('give exactly one of --client, --org-oid or --org-gln');
+  if ([input.client, input.orgOid, input.orgGln, input.community].filter(Boolean).length !== 1)
+    throw new VaultInputError('give exactly one of --client, --org-oid, --org-gln or --community');
   if (!(await store.partitions.get(input.partition)))
     throw new VaultInputError(`partition "${input.partition}" not found`);
   const scopes = splitScope(input.scope);
@@ -47,8 +52,14 @@ export async function addGrant(
     if (!GLN_RE.test(input.orgGln)) throw new VaultInputError(`GLN "${input.orgGln}" is not 13 digits`);
     subjectKind = 'org';
     subject = `gln:${input.orgGln}`;
-  } else if (!(await store.clients.get(subject))) {
-    throw new VaultInputError(`client "${subject}" not found`);
+  } else if (input.community) {
+    if (!(await store.trust.get(input.community)))
+      throw new VaultInputError(`trust community "${input.community}" not found (see \`carevault trust list\`)`);
+    subjectKind = 'org';
+    subject = `community:${input.community}`;
+  } else if (!(await store.clients.get(subject)) && !FQDN_RE.test(subject)) {
+    // A network client has no record before its first token; its id is the FQDN of its certificate.
+    throw new VaultInputError(`client "${subject}" not found (a network client is named by its FQDN)`);
   }
   await store.partitions.putGrant({
     partition: input.partition,

@@ -121,8 +121,8 @@ export async function grantActive(store: Store, claims: AccessTokenClaims): Prom
 }
 
 /**
- * The organization a technical user's token speaks for, as grant subjects: its IUA organization OID and the
- * GLN (`cara:gln`) when the client was registered with one.
+ * The organization a technical user's token speaks for, as grant subjects: its IUA organization OID, the
+ * GLN (`cara:gln`) when the client was registered with one, and its trust community (`carevault:community`).
  */
 export function organizationsOf(claims: AccessTokenClaims): string[] {
   const out: string[] = [];
@@ -130,6 +130,8 @@ export function organizationsOf(claims: AccessTokenClaims): string[] {
   if (typeof org === 'string' && org.startsWith('urn:oid:')) out.push(org.slice('urn:oid:'.length));
   const gln = (claims as Record<string, unknown>)['cara:gln'];
   if (typeof gln === 'string') out.push(`gln:${gln}`);
+  const community = (claims as Record<string, unknown>)['carevault:community'];
+  if (typeof community === 'string') out.push(`community:${community}`);
   return out;
 }
 

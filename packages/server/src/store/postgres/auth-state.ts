@@ -1,6 +1,15 @@
 import type pg from 'pg';
-import { type ClientRow, type PayloadRow, toClient, toPayload } from '../sql/rows.ts';
-import type { ClientStore, OidcPayloadStore, RevocationStore } from '../types.ts';
+import {
+  CLIENT_SAVE_SQL,
+  type ClientRow,
+  type PayloadRow,
+  TRUST_PUT_SQL,
+  type TrustRow,
+  toClient,
+  toPayload,
+  toTrust,
+} from '../sql/rows.ts';
+import type { ClientStore, OidcPayloadStore, RevocationStore, TrustStore } from '../types.ts';
 import { run, runCount } from './connection.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -86,6 +95,14 @@ export function clientStore(pool: pg.Pool): ClientStore {
         record.createdAt,
       ]);
     },
+    async save(record) {
+      await run(pool, CLIENT_SAVE_SQL, [
+        record.clientId,
+        JSON.stringify(record.metadata),
+        record.disabled,
+        record.createdAt,
+      ]);
+    },
     async get(clientId) {
       const [row] = await run<ClientRow>(pool, 'SELECT * FROM clients WHERE client_id = ?', [clientId]);
       return row ? toClient(row) : undefined;
@@ -95,6 +112,24 @@ export function clientStore(pool: pg.Pool): ClientStore {
     },
     async setDisabled(clientId, disabled) {
       return (await runCount(pool, 'UPDATE clients SET disabled = ? WHERE client_id = ?', [disabled, clientId])) === 1;
+    },
+  };
+}
+
+export function trustStore(pool: pg.Pool): TrustStore {
+  return {
+    async put(r) {
+      await run(pool, TRUST_PUT_SQL, [r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt]);
+    },
+    async get(name) {
+      const [row] = await run<TrustRow>(pool, 'SELECT * FROM trust_communities WHERE name = ?', [name]);
+      return row ? toTrust(row) : undefined;
+    },
+    async list() {
+      return (await run<TrustRow>(pool, 'SELECT * FROM trust_communities ORDER BY name')).map(toTrust);
+    },
+    async remove(name) {
+      return (await runCount(pool, 'DELETE FROM trust_communities WHERE name = ?', [name])) === 1;
     },
   };
 }

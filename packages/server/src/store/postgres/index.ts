@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Store } from '../types.ts';
 import { auditStore } from './audit.ts';
-import { clientStore, oidcStore, revocationStore } from './auth-state.ts';
+import { clientStore, oidcStore, revocationStore, trustStore } from './auth-state.ts';
 import { createPool, type PgTarget, parseDatabaseUrl, run } from './connection.ts';
 import { migrate } from './migrate.ts';
 import { resourceStore } from './resources.ts';
@@ -50,6 +50,7 @@ export async function openPostgresStore(
     dialect: 'postgres',
     target,
     clients: clientStore(pool),
+    trust: trustStore(pool),
     partitions: partitionStore(pool),
     users: userStore(pool),
     resources,

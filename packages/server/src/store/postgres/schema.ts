@@ -197,4 +197,10 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'store_meta: facts about the database (search index generation)',
     sql: `CREATE TABLE store_meta (key ${T} PRIMARY KEY, value text NOT NULL);`,
   },
+  {
+    version: 3,
+    name: 'trust_communities: network CAs whose certificate holders authenticate without registering',
+    sql: `CREATE TABLE trust_communities (
+      name ${T} PRIMARY KEY, ca_pem text NOT NULL, crl_pem text, scope text NOT NULL, created_at bigint NOT NULL);`,
+  },
 ];

@@ -4,6 +4,7 @@ import type {
   GrantRecord,
   OidcPayloadRecord,
   StoredVersion,
+  TrustCommunityRecord,
   UserRecord,
 } from '../types.ts';
 
@@ -95,6 +96,27 @@ export const toClient = (row: ClientRow): ClientRecord => ({
   disabled: flag(row.disabled),
   createdAt: row.created_at,
 });
+
+export interface TrustRow {
+  name: string;
+  ca_pem: string;
+  crl_pem: string | null;
+  scope: string;
+  created_at: number;
+}
+
+export const toTrust = (row: TrustRow): TrustCommunityRecord => ({
+  name: row.name,
+  caPem: row.ca_pem,
+  crlPem: row.crl_pem ?? undefined,
+  scope: row.scope,
+  createdAt: Number(row.created_at),
+});
+
+export const CLIENT_SAVE_SQL = `INSERT INTO clients (client_id, metadata, disabled, created_at) VALUES (?, ?, ?, ?)
+  ON CONFLICT (client_id) DO UPDATE SET metadata = excluded.metadata`;
+export const TRUST_PUT_SQL = `INSERT INTO trust_communities (name, ca_pem, crl_pem, scope, created_at) VALUES (?, ?, ?, ?, ?)
+  ON CONFLICT (name) DO UPDATE SET ca_pem = excluded.ca_pem, crl_pem = excluded.crl_pem, scope = excluded.scope`;
 
 export interface PayloadRow {
   payload: string;

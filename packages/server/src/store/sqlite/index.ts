@@ -2,8 +2,17 @@ import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { ownerOnly } from '../../config/data-dir.ts';
-import { type ClientRow, type PayloadRow, toClient, toPayload } from '../sql/rows.ts';
-import type { ClientStore, OidcPayloadStore, RevocationStore, Store } from '../types.ts';
+import {
+  CLIENT_SAVE_SQL,
+  type ClientRow,
+  type PayloadRow,
+  TRUST_PUT_SQL,
+  type TrustRow,
+  toClient,
+  toPayload,
+  toTrust,
+} from '../sql/rows.ts';
+import type { ClientStore, OidcPayloadStore, RevocationStore, Store, TrustStore } from '../types.ts';
 import { auditStore, auditWriter } from './audit.ts';
 import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
@@ -89,9 +98,13 @@ function clientStore(db: Db): ClientStore {
   const get = db.prepare('SELECT * FROM clients WHERE client_id = ?');
   const list = db.prepare('SELECT * FROM clients ORDER BY client_id');
   const setDisabled = db.prepare('UPDATE clients SET disabled = ? WHERE client_id = ?');
+  const save = db.prepare(CLIENT_SAVE_SQL);
   return {
     async insert(record) {
       insert.run(record.clientId, JSON.stringify(record.metadata), record.disabled ? 1 : 0, record.createdAt);
+    },
+    async save(record) {
+      save.run(record.clientId, JSON.stringify(record.metadata), record.disabled ? 1 : 0, record.createdAt);
     },
     async get(clientId) {
       const row = get.get(clientId) as ClientRow | undefined;
@@ -102,6 +115,28 @@ function clientStore(db: Db): ClientStore {
     },
     async setDisabled(clientId, disabled) {
       return setDisabled.run(disabled ? 1 : 0, clientId).changes === 1;
+    },
+  };
+}
+
+function trustStore(db: Db): TrustStore {
+  const put = db.prepare(TRUST_PUT_SQL);
+  const get = db.prepare('SELECT * FROM trust_communities WHERE name = ?');
+  const list = db.prepare('SELECT * FROM trust_communities ORDER BY name');
+  const remove = db.prepare('DELETE FROM trust_communities WHERE name = ?');
+  return {
+    async put(r) {
+      put.run(r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt);
+    },
+    async get(name) {
+      const row = get.get(name) as TrustRow | undefined;
+      return row ? toTrust(row) : undefined;
+    },
+    async list() {
+      return (list.all() as TrustRow[]).map(toTrust);
+    },
+    async remove(name) {
+      return remove.run(name).changes === 1;
     },
   };
 }
@@ -159,6 +194,7 @@ export function openSqliteStore(file: string): Store {
   return {
     dialect: 'sqlite',
     clients: clientStore(db),
+    trust: trustStore(db),
     partitions: partitionStore(db),
     users: userStore(db),
     resources,

@@ -182,4 +182,13 @@ export const MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   ) STRICT;
   `,
+  `
+  CREATE TABLE IF NOT EXISTS trust_communities (
+    name       TEXT PRIMARY KEY,
+    ca_pem     TEXT NOT NULL,
+    crl_pem    TEXT,
+    scope      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];
