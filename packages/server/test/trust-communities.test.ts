@@ -349,4 +349,145 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     );
     assert.deepEqual(early, { partition: 'hospital', client: 'new.example.org', scope: 'system/Patient.rs' });
   });
+
+  describe('UDAP-style dynamic registration (POST /oauth/register)', () => {
+    const register = async (body: unknown, contentType = 'application/json') => {
+      const res = await p.fetch(`${p.issuer}/oauth/register`, {
+        method: 'POST',
+        dispatcher: p.agent(),
+        headers: { 'content-type': contentType },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      return { status: res.status, json: (await res.json()) as Record<string, string> };
+    };
+    const statement = (leaf: Issued, clientId: string, claims: Record<string, unknown> = {}, o = {}) =>
+      networkJwt(leaf, [ca], clientId, {
+        aud: `${p.issuer}/oauth/register`,
+        claims: {
+          client_name: 'Registry Test App',
+          grant_types: ['client_credentials'],
+          token_endpoint_auth_method: 'private_key_jwt',
+          ...claims,
+        },
+        ...o,
+      });
+
+    test('a member registers itself for a subset of the community scopes, updates itself, then gets tokens for exactly those', async () => {
+      const app = await issue(ca, 'app.example.org', { dns: ['app.example.org'] });
+      const discovery = await p.fetch(`${p.fhirBase}/hospital/.well-known/smart-configuration`, {
+        dispatcher: p.agent(),
+      });
+      assert.equal(
+        ((await discovery.json()) as Record<string, string>).registration_endpoint,
+        `${p.issuer}/oauth/register`,
+      );
+
+      const first = await register({
+        software_statement: await statement(app, 'app.example.org', { scope: 'system/Patient.rs' }),
+        udap: '1',
+      });
+      assert.equal(first.status, 201, JSON.stringify(first.json));
+      assert.equal(first.json.client_id, 'app.example.org');
+      assert.equal(first.json.scope, 'system/Patient.rs');
+      assert.equal(first.json.client_name, 'Registry Test App');
+      const again = await register({
+        software_statement: await statement(app, 'app.example.org', {
+          scope: 'system/Patient.rs',
+          client_name: 'Renamed',
+        }),
+        udap: '1',
+      });
+      assert.equal(again.status, 200);
+      assert.equal((await ok<Record<string, unknown>>(p.dataDir, 'client', 'show', 'app.example.org')).name, 'Renamed');
+
+      const token = await requestToken(await assertion(app, [ca], 'app.example.org'));
+      assert.equal(token.status, 200, JSON.stringify(token.json));
+      assert.equal(token.json.scope, 'system/Patient.rs', 'the registered subset, not the whole community scope');
+      const events = await p.store.audit.search({ type: ['110137'], limit: 50, offset: 0 });
+      assert.ok(events.events.some((e) => e.includes('UDAP dynamic client registration')));
+    });
+
+    test('registration refuses what RFC 7591 and the community rules refuse, and stores nothing', async () => {
+      const stranger = await networkCa('Unknown CA');
+      const outsider = await issue(stranger, 'out.example.org', { dns: ['out.example.org'] });
+      const app = await issue(ca, 'reg.example.org', { dns: ['reg.example.org'] });
+      const cases: [string, unknown, string, RegExp, string?][] = [
+        [
+          'not JSON',
+          'software_statement=x',
+          'invalid_client_metadata',
+          /JSON object/,
+          'application/x-www-form-urlencoded',
+        ],
+        [
+          'no udap flag',
+          { software_statement: await statement(app, 'reg.example.org') },
+          'invalid_client_metadata',
+          /udap must be "1"/,
+        ],
+        ['no statement', { udap: '1' }, 'invalid_software_statement', /software_statement .* is required/],
+        [
+          'untrusted issuer',
+          {
+            udap: '1',
+            software_statement: await statement(outsider, 'out.example.org', {}, { x5c: [outsider.b64, stranger.b64] }),
+          },
+          'unapproved_software_statement',
+          /trusted community/,
+        ],
+        [
+          'wrong audience',
+          { udap: '1', software_statement: await statement(app, 'reg.example.org', {}, { aud: p.tokenUrl }) },
+          'invalid_software_statement',
+          /aud must be/,
+        ],
+        [
+          'SAN mismatch',
+          { udap: '1', software_statement: await statement(app, 'other.example.org') },
+          'invalid_software_statement',
+          /subject alternative name/,
+        ],
+        [
+          'authorization_code',
+          {
+            udap: '1',
+            software_statement: await statement(app, 'reg.example.org', { grant_types: ['authorization_code'] }),
+          },
+          'invalid_client_metadata',
+          /client_credentials/,
+        ],
+        [
+          'secret auth',
+          {
+            udap: '1',
+            software_statement: await statement(app, 'reg.example.org', {
+              token_endpoint_auth_method: 'client_secret_basic',
+            }),
+          },
+          'invalid_client_metadata',
+          /private_key_jwt/,
+        ],
+        [
+          'scope beyond the community',
+          { udap: '1', software_statement: await statement(app, 'reg.example.org', { scope: 'system/Patient.cruds' }) },
+          'invalid_client_metadata',
+          /beyond what community "carequality" allows/,
+        ],
+        [
+          'a registered client id',
+          { udap: '1', software_statement: await statement(await issue(ca, 'loader', { dns: ['loader'] }), 'loader') },
+          'invalid_client_metadata',
+          /registered individually/,
+        ],
+      ];
+      const before = await clientIds();
+      for (const [name, body, error, message, type] of cases) {
+        const { status, json } = await register(body, type);
+        assert.equal(status, 400, `${name}: ${JSON.stringify(json)}`);
+        assert.equal(json.error, error, `${name}: ${json.error_description}`);
+        assert.match(json.error_description ?? '', message, name);
+      }
+      assert.deepEqual(await clientIds(), before);
+    });
+  });
 });

@@ -3,8 +3,10 @@ import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
+import { EVENT } from '../audit/balp.ts';
 import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
 import type { AuditTrail } from '../audit/trail.ts';
+import { correlationOf } from '../http/correlation.ts';
 import type { RegisteredIdp } from '../saml/idps.ts';
 import type { Store } from '../store/types.ts';
 import { ClientKeys } from './client-keys.ts';
@@ -18,6 +20,7 @@ import { revokeJwt } from './revocation.ts';
 import { addLaunchContext } from './token-response.ts';
 import { TrustCommunities } from './trust/communities.ts';
 import { NetworkClients } from './trust/network-clients.ts';
+import { type RegistrationAnswer, registerNetworkClient } from './trust/udap-registration.ts';
 import { type AccessTokenClaims, TokenVerifier } from './verifier.ts';
 
 export interface AuthOptions {
@@ -99,6 +102,27 @@ export class AuthServer {
   /** Node request handler for /oauth/* and the discovery documents. */
   handle(req: IncomingMessage, res: ServerResponse): void {
     this.handler(req, res);
+  }
+
+  /** UDAP-style registration of a network member (POST /oauth/register), audited whatever the answer. */
+  async register(body: unknown, req: IncomingMessage): Promise<RegistrationAnswer> {
+    const answer = await registerNetworkClient(body, { ...this.options, communities: this.communities });
+    const ids = correlationOf(req);
+    await this.options.audit.record({
+      type: EVENT.securityAttributesChanged,
+      action: answer.status === 200 ? 'U' : 'C',
+      outcome: answer.status < 300 ? '0' : '4',
+      outcomeDesc: answer.status < 300 ? undefined : `${answer.body.error}: ${answer.body.error_description}`,
+      who: {
+        clientId: answer.clientId,
+        address: req.socket.remoteAddress,
+        requestId: ids?.requestId,
+        correlationId: ids?.correlationId,
+      },
+      clientRole: '110150',
+      query: { raw: '', description: 'UDAP dynamic client registration' },
+    });
+    return answer;
   }
 
   /** Picks up keys written by `carevault keys rotate` and keys whose activation time has come. */

@@ -1,4 +1,5 @@
 import { CLIENT_AUTH_ALGS, CLIENT_AUTH_METHODS, OAUTH_ROUTES } from './provider.ts';
+import { REGISTRATION_PATH } from './trust/udap-registration.ts';
 
 /** SMART capabilities this server implements (A14; every one of them is exercised by a test). */
 const CAPABILITIES = [
@@ -35,6 +36,8 @@ export function smartConfiguration(issuer: string): Record<string, unknown> {
     token_endpoint: url(OAUTH_ROUTES.token),
     introspection_endpoint: url(OAUTH_ROUTES.introspection),
     revocation_endpoint: url(OAUTH_ROUTES.revocation),
+    // UDAP-style registration for members of trust communities (seed 003).
+    registration_endpoint: url(REGISTRATION_PATH),
     grant_types_supported: ['authorization_code', 'client_credentials', 'refresh_token'],
     response_types_supported: ['code'],
     token_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,

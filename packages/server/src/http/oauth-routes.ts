@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthServer } from '../auth/index.ts';
 import { SMART_STYLE } from '../auth/smart-configuration.ts';
+import { REGISTRATION_PATH } from '../auth/trust/udap-registration.ts';
 
 /**
  * SMART apps never send `prompt`, and the engine drops `offline_access` without prompt=consent (an OIDC
@@ -42,6 +43,28 @@ export async function oauthRoutes(app: FastifyInstance, opts: { auth: AuthServer
   app.get('/oauth/smart-style.json', async (_req, reply) =>
     reply.header('access-control-allow-origin', '*').header('cache-control', 'public, max-age=3600').send(SMART_STYLE),
   );
+
+  await app.register(async (registration) => {
+    registration.addContentTypeParser(
+      'application/json',
+      { parseAs: 'string', bodyLimit: 128 * 1024 },
+      (_req, body, done) => {
+        try {
+          done(null, JSON.parse(body as string));
+        } catch {
+          done(null, Symbol.for('unparsable'));
+        }
+      },
+    );
+    // Any other body is answered by the registration rules (RFC 7591 errors), not by a generic 415.
+    registration.addContentTypeParser('*', { parseAs: 'string', bodyLimit: 128 * 1024 }, (_req, _body, done) =>
+      done(null, undefined),
+    );
+    registration.post(REGISTRATION_PATH, async (req, reply) => {
+      const answer = await opts.auth.register(req.body, req.raw);
+      return reply.code(answer.status).header('cache-control', 'no-store').send(answer.body);
+    });
+  });
 
   await app.register(async (authorize) => {
     authorize.addContentTypeParser(
