@@ -176,26 +176,37 @@ describe('REST interactions (J rows)', () => {
     assert.equal(oo.json.resourceType, 'OperationOutcome');
   });
 
-  test('content negotiation: JSON only (J03–J07)', async () => {
+  test('content negotiation: JSON or XML, 406 for anything else (J03–J07)', async () => {
     const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
-    assert.equal(
-      (await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`, undefined, { accept: 'application/json' })).status,
-      200,
+    const get = (query: string, accept?: string) =>
+      fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}${query}`, undefined, accept === undefined ? {} : { accept });
+    const typeOf = (r: { headers: Headers }) => r.headers.get('content-type')?.split(';')[0];
+    assert.equal(typeOf(await get('', 'application/json')), 'application/fhir+json');
+    assert.equal(typeOf(await get('')), 'application/fhir+json', 'no Accept: JSON');
+    assert.equal(typeOf(await get('', '*/*')), 'application/fhir+json');
+    const xml = await get('', 'application/fhir+xml');
+    assert.equal(xml.status, 200);
+    assert.equal(typeOf(xml), 'application/fhir+xml');
+    assert.match(
+      xml.text,
+      new RegExp(`^(<\\?xml[^>]*\\?>)?<Observation xmlns="http://hl7.org/fhir"><id value="${id}"/>`),
     );
-    const xml = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}`, undefined, {
+    assert.equal(typeOf(await get('', 'application/fhir+xml;q=0.5, application/fhir+json')), 'application/fhir+json');
+    assert.equal(typeOf(await get('', 'text/html, application/xml;q=0.9')), 'application/fhir+xml');
+    assert.equal(typeOf(await get('?_format=json', 'text/html')), 'application/fhir+json', '_format overrides Accept');
+    assert.equal(typeOf(await get('?_format=xml')), 'application/fhir+xml');
+    const refused = await get('', 'text/html');
+    assert.equal(refused.status, 406);
+    assert.equal(refused.json.resourceType, 'OperationOutcome');
+    assert.match(refused.text, /application\/fhir\+json or application\/fhir\+xml/);
+    assert.equal((await get('?_format=turtle')).status, 406);
+    // Errors come in the negotiated format too.
+    const missing = await fhir(p, tcu, 'GET', '/alice_1234/Observation/nope', undefined, {
       accept: 'application/fhir+xml',
     });
-    assert.equal(xml.status, 406);
-    assert.equal(xml.json.resourceType, 'OperationOutcome');
-    assert.equal(
-      (await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}?_format=json`, undefined, { accept: 'text/html' }))
-        .status,
-      200,
-    );
-    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}?_format=xml`)).status, 406);
-    const post = await fhir(p, tcu, 'POST', '/alice_1234/Observation', '<Observation/>', {
-      'content-type': 'application/xml',
-    });
+    assert.equal(missing.status, 404);
+    assert.match(missing.text, /^(<\?xml[^>]*\?>)?<OperationOutcome xmlns="http:\/\/hl7.org\/fhir">/);
+    const post = await fhir(p, tcu, 'POST', '/alice_1234/Observation', 'x,y', { 'content-type': 'text/csv' });
     assert.equal(post.status, 415);
     assert.equal(post.json.resourceType, 'OperationOutcome');
   });
@@ -289,6 +300,7 @@ describe('REST interactions (J rows)', () => {
     assert.equal(cs.fhirVersion, '4.0.1');
     assert.equal(cs.kind, 'instance');
     assert.ok(cs.format.includes('json'));
+    assert.ok(cs.format.includes('xml'));
     const rest = cs.rest[0];
     assert.equal(rest?.mode, 'server');
     const types = new Set(rest?.resource.map((x) => x.type));
@@ -303,6 +315,8 @@ describe('REST interactions (J rows)', () => {
     assert.ok(rest?.security.service[0]?.coding.some((c) => c.code === 'IUA'));
     const oauth = rest?.security.extension?.find((e) => e.url.endsWith('oauth-uris'));
     assert.equal(oauth?.extension.find((e) => e.url === 'token')?.valueUri, p.tokenUrl);
+    assert.equal(oauth?.extension.find((e) => e.url === 'register')?.valueUri, `${p.issuer}/oauth/register`);
+    assert.ok(rest?.security.service[0]?.coding.some((c) => c.code === 'SMART-on-FHIR'));
   });
 });
 

@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { FhirError } from './errors.ts';
 import { parseFhirJson } from './json-body.ts';
+import { fromXml } from './xml.ts';
 
 /** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
 export const FHIR_BODY_LIMIT = 16 * 1024 * 1024;
 
-/** What a FHIR endpoint accepts as a body: FHIR JSON (checked for hostile shapes), JSON Patch, and search forms. */
+/** What a FHIR endpoint accepts as a body: FHIR JSON or XML (checked for hostile shapes), JSON Patch, and search forms. */
 export function fhirBodyParsers(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
@@ -23,6 +24,11 @@ export function fhirBodyParsers(app: FastifyInstance): void {
       }
     },
   );
+  app.addContentTypeParser(
+    ['application/fhir+xml', 'application/xml', 'application/xml+fhir'],
+    { parseAs: 'string', bodyLimit: FHIR_BODY_LIMIT },
+    async (_req: unknown, body: string | Buffer) => fromXml(body as string),
+  );
   // POST [type]/_search sends its parameters as a form (http.html#search).
   app.addContentTypeParser(
     'application/x-www-form-urlencoded',
@@ -34,7 +40,7 @@ export function fhirBodyParsers(app: FastifyInstance): void {
       new FhirError(
         415,
         'not-supported',
-        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not supported; send application/fhir+json`,
+        `Content-Type ${req.headers['content-type'] ?? '(none)'} is not supported; send application/fhir+json or application/fhir+xml`,
       ),
       undefined,
     );

@@ -95,7 +95,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
     software: { name: 'carevault', version: '0.1.0' },
     implementation: { description: 'carevault FHIR vault', url: o.base },
     fhirVersion: '4.0.1',
-    format: ['json', 'application/fhir+json'],
+    format: ['json', 'xml', 'application/fhir+json', 'application/fhir+xml'],
     rest: [
       {
         mode: 'server',
@@ -117,6 +117,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
                 { url: 'authorize', valueUri: `${oauth}/authorize` },
                 { url: 'introspect', valueUri: `${oauth}/introspect` },
                 { url: 'revoke', valueUri: `${oauth}/revoke` },
+                { url: 'register', valueUri: `${oauth}/register` },
               ],
             },
           ],

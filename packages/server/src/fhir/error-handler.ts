@@ -11,13 +11,13 @@ export function fhirErrors(app: FastifyInstance, audit: AuditTrail): void {
   app.setErrorHandler(async (thrown, req, reply) => {
     const err = unavailableAsFhir(thrown);
     await auditFailure(audit, req, err as FhirError | { statusCode?: number; message: string });
+    // The reply is returned, not just sent: an async onSend hook (XML) may still be running when this resolves.
     if (err instanceof FhirError) {
-      void reply
+      return reply
         .code(err.status)
         .headers(err.headers)
         .type(FHIR_JSON)
         .send(operationOutcome('error', err.code, err.diagnostics, err.expression));
-      return;
     }
     const e = err as { statusCode?: number; code?: string; message: string };
     if (e.statusCode === 413) await drainBody(req.raw);
@@ -31,20 +31,19 @@ export function fhirErrors(app: FastifyInstance, audit: AuditTrail): void {
           : e.code?.startsWith('FST_ERR_CTP')
             ? 'request body is not valid JSON'
             : 'bad request';
-      void reply
+      return reply
         .code(e.statusCode)
         .type(FHIR_JSON)
         .send(operationOutcome('error', code, diagnostics));
-      return;
     }
     req.log.error({ err: { message: e.message, code: e.code } }, 'FHIR request failed');
-    void reply
+    return reply
       .code(500)
       .type(FHIR_JSON)
       .send(operationOutcome('fatal', 'exception', 'internal error'));
   });
   app.setNotFoundHandler((_req, reply) => {
-    void reply
+    return reply
       .code(404)
       .type(FHIR_JSON)
       .send(operationOutcome('error', 'not-found', 'no such FHIR endpoint'));

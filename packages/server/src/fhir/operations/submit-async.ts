@@ -3,7 +3,7 @@ import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
-import { FHIR_JSON } from '../format.ts';
+import { bodyMediaType, FHIR_JSON } from '../format.ts';
 import { parseFhirJson } from '../json-body.ts';
 import { provenanceHeaderValue } from '../provenance-header.ts';
 import { committedJob } from './submission-job-outcome.ts';
@@ -73,6 +73,9 @@ export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions
 
   return async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, payload: NodeJS.ReadableStream) => {
     if (!/\brespond-async\b/.test(String(req.headers.prefer ?? ''))) return payload;
+    // The job is parsed later from the stored text, as JSON.
+    if (bodyMediaType(req.headers['content-type']) !== 'json')
+      throw new FhirError(415, 'not-supported', 'asynchronous submissions are taken as application/fhir+json');
     const measureId = req.params.id;
     const ctx = await o.admit(req, measureId);
     if (
