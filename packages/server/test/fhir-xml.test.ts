@@ -64,7 +64,8 @@ describe('FHIR XML over HTTP', () => {
       });
       assert.equal(put.status, 200, `${ref}: ${put.text.slice(0, 300)}`);
       assert.deepEqual(withoutMeta(put.json as R), withoutMeta(json.json as R), ref);
-      const version = (r: { json: Record<string, unknown> }) => Number((r.json.meta as { versionId: string }).versionId);
+      const version = (r: { json: Record<string, unknown> }) =>
+        Number((r.json.meta as { versionId: string }).versionId);
       assert.equal(version(put), version(json) + 1, `${ref}: a new version`);
     }
   });
