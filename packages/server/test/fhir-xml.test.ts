@@ -9,7 +9,7 @@ import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhi
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Issue 13 §4: FHIR XML for reads, searches and writes, converted faithfully by the `fhir` package, checked over
-// every resource of the Synthea fixtures (a copy of ../shared/data/synthea).
+// every resource of the Synthea fixtures (fixtures/synthea, vendored from the shared test data).
 
 const DATA = fileURLToPath(new URL('../../../fixtures/synthea/', import.meta.url));
 const files = readdirSync(DATA)
