@@ -7,6 +7,7 @@ import { FhirClient } from './fhir-client.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
 import { submitMeasureData } from './workflows/deqm/submit.js';
+import { connectViaDirectory } from './workflows/network/connect.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
 import { syncSharedCarePlan } from './workflows/scp/sync.js';
 
@@ -16,7 +17,9 @@ const USAGE = `usage: carevault-client scp-sync --issuer <url> --client-id <id> 
        carevault-client submit-data --measure <id|canonical> --receiving <fhir base> --ehr <fhir base>
          --period-start YYYY-MM-DD --period-end YYYY-MM-DD --patient <id>… --reporter Organization/<id>
          --issuer <url> --client-id <id> --cert <pem> --key <pem> [--ca <pem>] [--scope "…"]
-         [--ehr-issuer <url>] [--ehr-client-id <id>] [--ehr-cert <pem> --ehr-key <pem>] [--ehr-scope "…"]`;
+         [--ehr-issuer <url>] [--ehr-client-id <id>] [--ehr-cert <pem> --ehr-key <pem>] [--ehr-scope "…"]
+       carevault-client query --directory <url> --organization <oid> --client-id <fqdn> --cert <pem> --key <pem>
+         [--ca <pem>] [--scope "…"] [--token-uri <name>]… <relative FHIR path, e.g. "Patient?name=Smith">`;
 
 class UsageError extends CarevaultError {}
 
@@ -213,6 +216,57 @@ async function submitData(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * Seed 003: look the organization up in the directory, authenticate with the network certificate (x5c) at the
+ * token URI its CapabilityStatement names, and print the answer to one FHIR request.
+ */
+async function query(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      directory: { type: 'string' },
+      organization: { type: 'string' },
+      'client-id': { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      ca: { type: 'string' },
+      scope: { type: 'string' },
+      'token-uri': { type: 'string', multiple: true },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  for (const required of ['directory', 'organization', 'client-id', 'cert', 'key'] as const) {
+    if (!values[required]) throw new UsageError(`--${required} is required\n${USAGE}`);
+  }
+  const [path, ...extra] = positionals;
+  if (!path || extra.length > 0) throw new UsageError(`give exactly one relative FHIR path\n${USAGE}`);
+  if (/^[a-z][a-z0-9+.-]*:|^\/|(^|\/)\.\.(\/|$)/i.test(path))
+    throw new UsageError(`"${path}" must be relative to the provider's FHIR base, e.g. Patient?name=Smith`);
+  const certificate = read(values.cert as string, 'the client certificate');
+  checkCertificate(certificate, values.cert as string);
+  const key = read(values.key as string, 'the client key');
+  // The certificate is also presented over TLS: a provider may bind the token to it (RFC 8705).
+  const fetch = tlsFetch({ cert: certificate, key, ...(values.ca ? { ca: read(values.ca, 'the CA file') } : {}) });
+  try {
+    const client = await connectViaDirectory({
+      directory: values.directory as string,
+      organization: values.organization as string,
+      clientId: values['client-id'] as string,
+      certificate,
+      key,
+      fetch,
+      ...(values.scope ? { scope: values.scope } : {}),
+      ...(values['token-uri'] ? { tokenUriPreference: values['token-uri'] } : {}),
+    });
+    const answer = await client.body('GET', path);
+    process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+    return 0;
+  } finally {
+    await fetch.close();
+  }
+}
+
 /** One line a person can act on, whatever went wrong. */
 function describe(err: unknown): string {
   if (err instanceof AccountNotFoundError) return err.message;
@@ -230,6 +284,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     if (command === 'scp-sync') return await scpSync(rest);
     if (command === 'submit-data') return await submitData(rest);
+    if (command === 'query') return await query(rest);
     process.stderr.write(`${command ? `unknown command "${command}"\n` : ''}${USAGE}\n`);
     return 2;
   } catch (err) {

@@ -37,6 +37,16 @@ export {
   type SubmittedPatient,
   submitMeasureData,
 } from './workflows/deqm/submit.js';
+export { type ConnectViaDirectoryOptions, connectViaDirectory, x5cOf } from './workflows/network/connect.js';
+export {
+  DEFAULT_TOKEN_URI_PREFERENCE,
+  type DirectoryEntry,
+  DirectoryError,
+  lookUpOrganization,
+  OAUTH_URIS,
+  oauthUris,
+  pickTokenUri,
+} from './workflows/network/directory.js';
 export { parseCandidates } from './workflows/scp/candidates.js';
 export { findOwnOrganization, loadContext, type OwnOrganization, ScpSyncError } from './workflows/scp/context.js';
 export { type Plan, type PlannedObservation, planObservations, type SkipReason } from './workflows/scp/plan.js';

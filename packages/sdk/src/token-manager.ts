@@ -11,12 +11,24 @@ export type ClientAuthentication =
       kid?: string;
       /** Extra assertion claims, e.g. IUA user context (`subject_name`, `subject_role`, `subject_organization_id`). */
       claims?: Record<string, unknown>;
+      /**
+       * The certificate chain (base64 DER, leaf first) for the `x5c` header: a member of a trust community is
+       * trusted through its network-issued certificate rather than a registered key (seed 003).
+       */
+      x5c?: string[];
+      /** The assertion's `aud`; default the issuer. Networks that publish only a token URI expect that URI. */
+      audience?: string;
     }
   | { method: 'client_secret_basic' | 'client_secret_post'; secret: string };
 
 export interface TokenManagerOptions {
-  /** Authorization server issuer; its metadata is discovered from /.well-known/oauth-authorization-server. */
-  issuer: string;
+  /**
+   * Authorization server issuer; its metadata is discovered from /.well-known/oauth-authorization-server.
+   * Optional when `tokenEndpoint` is given.
+   */
+  issuer?: string;
+  /** A token endpoint learnt elsewhere (a CapabilityStatement's oauth-uris): no discovery then. */
+  tokenEndpoint?: string;
   clientId: string;
   auth: ClientAuthentication;
   /** Space-separated scopes; omitted → the server grants the client's registered scopes. */
@@ -59,11 +71,18 @@ export class TokenManager {
   private readonly fetchImpl: typeof fetch;
 
   constructor(private readonly options: TokenManagerOptions) {
-    try {
-      new URL(options.issuer);
-    } catch {
-      throw new ConfigurationError(`issuer "${options.issuer}" is not an absolute URL`);
+    for (const [name, value] of [
+      ['issuer', options.issuer],
+      ['tokenEndpoint', options.tokenEndpoint],
+    ] as const) {
+      if (value === undefined) continue;
+      try {
+        new URL(value);
+      } catch {
+        throw new ConfigurationError(`${name} "${value}" is not an absolute URL`);
+      }
     }
+    if (!options.issuer && !options.tokenEndpoint) throw new ConfigurationError('issuer or tokenEndpoint is required');
     if (!options.clientId) throw new ConfigurationError('clientId is required');
     this.now = options.now ?? Date.now;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
@@ -147,7 +166,13 @@ export class TokenManager {
         if (!auth.privateKey) throw new ConfigurationError('private_key_jwt needs privateKey');
         return oauth.PrivateKeyJwt(
           { key: auth.privateKey, ...(auth.kid ? { kid: auth.kid } : {}) },
-          auth.claims ? { [oauth.modifyAssertion]: (_header, payload) => addClaims(payload, auth.claims ?? {}) } : {},
+          {
+            [oauth.modifyAssertion]: (header, payload) => {
+              addClaims(payload, auth.claims ?? {});
+              if (auth.x5c) (header as Record<string, unknown>).x5c = auth.x5c;
+              if (auth.audience) payload.aud = auth.audience;
+            },
+          },
         );
       case 'client_secret_basic':
         return oauth.ClientSecretBasic(auth.secret);
@@ -160,7 +185,12 @@ export class TokenManager {
 
   private async discover(): Promise<oauth.AuthorizationServer> {
     if (this.server) return this.server;
-    const issuer = new URL(this.options.issuer);
+    const { tokenEndpoint } = this.options;
+    if (tokenEndpoint) {
+      this.server = { issuer: this.options.issuer ?? new URL(tokenEndpoint).origin, token_endpoint: tokenEndpoint };
+      return this.server;
+    }
+    const issuer = new URL(this.options.issuer as string);
     let response: Response;
     try {
       response = await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', [oauth.customFetch]: this.fetchImpl });

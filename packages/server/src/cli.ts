@@ -2,6 +2,7 @@ import { CarevaultError } from '@carevault/sdk';
 import { Command, Option } from 'commander';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { dbMigrate, dbStatus } from './admin/database.ts';
+import { directoryAdd } from './admin/directory.ts';
 import { importCommand } from './admin/import.ts';
 import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
 import { trustAdd, trustList, trustRemove } from './admin/trust.ts';
@@ -80,7 +81,8 @@ dataDirOption(
     .option(
       '--program-server <url>',
       'program server asked before every $submit-data (env CAREVAULT_PROGRAM_SERVER; default: the built-in rule)',
-    ),
+    )
+    .option('--public-directory', 'serve /directory without a token (env CAREVAULT_PUBLIC_DIRECTORY=on)'),
 ).action(async (o: ConfigInput) => {
   try {
     // Imported here so admin commands do not load the OAuth engine.
@@ -216,6 +218,17 @@ dataDirOption(
 dataDirOption(trust.command('list').description('list trust communities')).action((o) =>
   admin(() => trustList(adminConfig(o))),
 );
+const directory = program
+  .command('directory')
+  .description('the network directory (/directory): organizations and their FHIR endpoints');
+dataDirOption(
+  directory
+    .command('add')
+    .description('add or replace an organization with its contained FHIR Endpoint')
+    .requiredOption('--org-oid <oid>', 'the organization OID (also its id in the directory)')
+    .requiredOption('--name <name>', 'the organization name')
+    .requiredOption('--fhir-base <url>', 'the FHIR base URL of its endpoint'),
+).action((o) => admin(() => directoryAdd(adminConfig(o), o)));
 dataDirOption(trust.command('remove <name>').description('stop trusting a community')).action((name: string, o) =>
   admin(() => trustRemove(adminConfig(o), name)),
 );

@@ -182,7 +182,7 @@ describe('carevault account / partition / grant …', () => {
       ],
       [
         ['grant', 'add', '--partition', 'alice_1234', '--scope', 'system/*.rs'],
-        /exactly one of --client, --org-oid or --org-gln/,
+        /exactly one of --client, --org-oid, --org-gln or --community/,
       ],
     ];
     for (const [args, message] of cases) {

@@ -37,6 +37,8 @@ export interface Config {
   viewerSession: { maxAgeSeconds: number; idleSeconds: number };
   /** External program server asked before every $submit-data (seed 002); absent = the built-in rule. */
   programServer: string | undefined;
+  /** `/directory` answers without a token (seed 003: a network directory anyone may look providers up in). */
+  publicDirectory: boolean;
 }
 
 export interface ConfigInput {
@@ -49,6 +51,7 @@ export interface ConfigInput {
   logLevel?: string | undefined;
   rateLimit?: string | undefined;
   programServer?: string | undefined;
+  publicDirectory?: boolean | undefined;
 }
 
 class ConfigError extends Error {}
@@ -109,6 +112,8 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     audit: auditSetting(env.CAREVAULT_AUDIT),
     outboundCa: pemBundle('CAREVAULT_OUTBOUND_CA', env.CAREVAULT_OUTBOUND_CA),
     programServer: programServerUrl(flags.programServer ?? env.CAREVAULT_PROGRAM_SERVER),
+    publicDirectory:
+      flags.publicDirectory ?? onOff('CAREVAULT_PUBLIC_DIRECTORY', env.CAREVAULT_PUBLIC_DIRECTORY, false),
     viewerSession: {
       maxAgeSeconds: integer(
         'CAREVAULT_VIEWER_SESSION_TTL',
@@ -119,6 +124,13 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       idleSeconds: integer('CAREVAULT_VIEWER_IDLE_TIMEOUT', env.CAREVAULT_VIEWER_IDLE_TIMEOUT || 1800, 30, 86400),
     },
   };
+}
+
+function onOff(name: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === '') return fallback;
+  if (/^(1|true|on|yes)$/i.test(value)) return true;
+  if (/^(0|false|off|no)$/i.test(value)) return false;
+  throw new ConfigError(`${name} must be on or off, got "${value}"`);
 }
 
 function programServerUrl(value: string | undefined): string | undefined {

@@ -18,7 +18,7 @@ import { capabilityStatement } from './capability.ts';
 import type { FhirContext } from './context.ts';
 import { fhirErrors } from './error-handler.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
-import { bodyMediaType, FHIR_JSON, FHIR_XML, type FhirFormat, negotiateFormat } from './format.ts';
+import { bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
@@ -31,7 +31,7 @@ import { type SubmissionPolicy, sameOrganization } from './operations/submission
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { withUserContext } from './user-context.ts';
-import { toXml } from './xml.ts';
+import { negotiate, xmlAnswers } from './xml.ts';
 
 export interface FhirPluginOptions {
   audit: AuditTrail;
@@ -56,30 +56,19 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   // Format first (406 needs no token), then the token (401), then the vault (404) — all before the body is
   // parsed, so a caller learns nothing about a vault, or about body rules, until it holds a token that reaches it.
   app.decorateRequest('fhir', null);
-  app.decorateRequest('fhirFormat', 'json');
   // Echo the stored Provenance (seed 002: X-Provenance with the server-set target).
   app.addHook('onSend', async (req, reply, payload) => {
     const written = (req as FastifyRequest & { fhir: FhirContext | null }).fhir?.provenanceWritten;
     if (written) void reply.header('x-provenance', provenanceHeaderValue(written));
     return payload;
   });
-  // FHIR XML answers are the JSON answers converted at the last moment, so every route speaks both alike.
-  app.addHook('onSend', async (req, reply, payload) => {
-    if ((req as FastifyRequest & { fhirFormat: FhirFormat }).fhirFormat !== 'xml' || typeof payload !== 'string')
-      return payload;
-    if (!String(reply.getHeader('content-type') ?? '').startsWith('application/fhir+json') || payload === '')
-      return payload;
-    void reply.type(FHIR_XML);
-    return toXml(payload);
-  });
+  xmlAnswers(app);
   app.addHook('onRequest', async (req, reply) => {
     allowBrowserApps(req, reply);
     if (req.method === 'OPTIONS') return;
     const route = req.routeOptions.url;
     if (route?.endsWith('/.well-known/smart-configuration')) return;
-    const q = req.query as Record<string, unknown>;
-    if (!wantsNativeBinary(req))
-      (req as FastifyRequest & { fhirFormat: FhirFormat }).fhirFormat = negotiateFormat(req.headers.accept, q._format);
+    if (!wantsNativeBinary(req)) negotiate(req);
     if (!route || route.endsWith('/metadata')) return;
     (req as FastifyRequest & { fhir: FhirContext | null }).fhir = await resolveContext(
       req as FastifyRequest<{ Params: Params }>,

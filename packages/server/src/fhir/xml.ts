@@ -1,5 +1,7 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import sax from 'sax';
 import { FhirError } from './errors.ts';
+import { FHIR_XML, type FhirFormat, negotiateFormat } from './format.ts';
 import { MAX_JSON_DEPTH, parseFhirJson } from './json-body.ts';
 
 const FHIR_NS = 'http://hl7.org/fhir';
@@ -134,4 +136,25 @@ export async function fromXml(text: string): Promise<unknown> {
 export async function toXml(json: string): Promise<string> {
   const fhir = await converter();
   return fhir.objToXml(JSON.parse(json));
+}
+
+type Negotiated = FastifyRequest & { fhirFormat: FhirFormat };
+
+/** Content negotiation for one request (406 when neither JSON nor XML is acceptable); the answer follows it. */
+export function negotiate(req: FastifyRequest): void {
+  (req as Negotiated).fhirFormat = negotiateFormat(req.headers.accept, (req.query as Record<string, unknown>)._format);
+}
+
+/**
+ * FHIR XML answers are the JSON answers converted at the last moment, so every route of a plugin speaks both
+ * alike. Register after any other onSend hook of the plugin.
+ */
+export function xmlAnswers(app: FastifyInstance): void {
+  app.decorateRequest('fhirFormat', 'json');
+  app.addHook('onSend', async (req, reply, payload) => {
+    if ((req as Negotiated).fhirFormat !== 'xml' || typeof payload !== 'string' || payload === '') return payload;
+    if (!String(reply.getHeader('content-type') ?? '').startsWith('application/fhir+json')) return payload;
+    void reply.type(FHIR_XML);
+    return toXml(payload);
+  });
 }

@@ -15,6 +15,7 @@ import { certificateSource } from '../auth/mtls.ts';
 import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
 import type { Config } from '../config/index.ts';
 import { withInitLock } from '../config/init-lock.ts';
+import { directoryRoutes } from '../directory/routes.ts';
 import { programServer } from '../fhir/operations/program-server.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { reindexIfStale } from '../fhir/search/reindex.ts';
@@ -158,6 +159,14 @@ export async function buildPlatform(
     jobsDir: join(config.dataDir, 'jobs'),
   });
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
+  await app.register(directoryRoutes, {
+    prefix: '/directory',
+    store,
+    audit,
+    fhirBase,
+    baseUrl: issuer,
+    public: config.publicDirectory,
+  });
 
   const timer = setInterval(() => {
     try {
