@@ -107,7 +107,7 @@ describe('directory-based trust: directory → CapabilityStatement → x5c token
     assert.deepEqual(org.identifier, [{ system: 'urn:ietf:rfc:3986', value: `urn:oid:${HOSPITAL_OID}` }]);
     assert.deepEqual(org.endpoint, [{ reference: '#fhir' }]);
     assert.equal(org.contained[0]?.address, `${provider.fhirBase}/records`);
-    assert.equal((org.contained[0]?.connectionType as { code: string }).code, 'hl7-fhir-rest');
+    assert.equal((org.contained[0]?.connectionType as { code: string } | undefined)?.code, 'hl7-fhir-rest');
     const xml = await anonymous(`Organization/${HOSPITAL_OID}`, 'application/fhir+xml');
     assert.equal(xml.headers.get('content-type'), 'application/fhir+xml; charset=utf-8');
     const text = await xml.text();
