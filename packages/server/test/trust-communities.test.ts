@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
@@ -127,6 +128,16 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     });
     assert.equal(wider.status, 400);
     assert.equal(wider.json.error, 'invalid_scope');
+  });
+
+  test('a member with an RSA key signs RS256 and gets a token as well', async () => {
+    const rsa = await issue(ca, 'rsa.example.org', { dns: ['rsa.example.org'], rsa: true });
+    const { status, json } = await requestToken(await assertion(rsa, [ca], 'rsa.example.org'));
+    assert.equal(status, 200, JSON.stringify(json));
+    const mismatched = await requestToken(
+      await assertion(rsa, [ca], 'rsa.example.org', { signer: { ...member, alg: 'ES256' } as Issued }),
+    );
+    assert.match(mismatched.json.error_description ?? '', /alg ES256 does not fit the key of the x5c leaf certificate/);
   });
 
   test('openid-client (third party) gets a token with private_key_jwt when the assertion carries x5c', async () => {
@@ -268,6 +279,13 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
 
   test('a certificate on the community CRL is refused; removing the community ends its members\u2019 access', async () => {
     const revoked = await issue(ca, 'gone.example.org', { dns: ['gone.example.org'] });
+    // The network's CRL distribution point (DER over HTTP, as CAs publish it), on loopback.
+    const der = Buffer.from((await crl(ca, [revoked])).replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    const crlServer = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/pkix-crl' }).end(der),
+    );
+    await new Promise<void>((r) => crlServer.listen(0, '127.0.0.1', r));
+    const distributionPoint = `http://127.0.0.1:${(crlServer.address() as { port: number }).port}/network.crl`;
     assert.equal((await requestToken(await assertion(revoked, [ca], 'gone.example.org'))).status, 200);
     await ok(
       p.dataDir,
@@ -279,8 +297,9 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
       '--scope',
       'system/Patient.rs system/Observation.rs',
       '--crl',
-      file('network.crl', await crl(ca, [revoked])),
+      distributionPoint,
     );
+    crlServer.close();
     await new Promise((r) => setTimeout(r, 1100)); // the server re-reads communities every second
     const refused = await requestToken(await assertion(revoked, [ca], 'gone.example.org'));
     assert.equal(refused.status, 401);

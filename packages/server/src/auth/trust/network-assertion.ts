@@ -68,9 +68,10 @@ export async function verifyNetworkJwt(
     if (err instanceof joseErrors.JWTExpired) throw new TrustError(`the ${kind} expired`);
     if (err instanceof joseErrors.JWTClaimValidationFailed)
       throw new TrustError(`the ${kind} ${err.claim} claim is invalid: ${err.reason}`);
-    if (err instanceof joseErrors.JOSEError) throw new TrustError(`the ${kind} is invalid: ${err.message}`);
-    // jose refuses a key of another type than alg names (an RSA leaf with ES256) with a TypeError.
-    throw new TrustError(`the ${kind} alg ${header.alg} does not fit the key of the x5c leaf certificate`);
+    // jose refuses a key of another type than alg names (an RSA leaf with ES256) as unsupported or a TypeError.
+    if (err instanceof joseErrors.JOSENotSupported || !(err instanceof joseErrors.JOSEError))
+      throw new TrustError(`the ${kind} alg ${header.alg} does not fit the key of the x5c leaf certificate`);
+    throw new TrustError(`the ${kind} is invalid: ${err.message}`);
   }
   const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (!aud.some((a) => typeof a === 'string' && options.audiences.includes(a)))
