@@ -409,12 +409,14 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
       assert.equal(first.json.client_id, 'app.example.org');
       assert.equal(first.json.scope, 'system/Patient.rs');
       assert.equal(first.json.client_name, 'Registry Test App');
+      // The seed's may_2020 client sends `"udap": 1` (a number) and an empty certifications list.
       const again = await register({
+        certifications: [],
         software_statement: await statement(app, 'app.example.org', {
           scope: 'system/Patient.rs',
           client_name: 'Renamed',
         }),
-        udap: '1',
+        udap: 1,
       });
       assert.equal(again.status, 200);
       assert.equal((await ok<Record<string, unknown>>(p.dataDir, 'client', 'show', 'app.example.org')).name, 'Renamed');

@@ -34,7 +34,9 @@ export async function registerNetworkClient(
   if (typeof body !== 'object' || body === null || Array.isArray(body))
     return refuse('invalid_client_metadata', 'the request body must be a JSON object');
   const request = body as Record<string, unknown>;
-  if (request.udap !== '1') return refuse('invalid_client_metadata', 'udap must be "1" (UDAP dynamic registration)');
+  // UDAP says "1"; the seed's may_2020 client sends the number 1.
+  if (request.udap !== '1' && request.udap !== 1)
+    return refuse('invalid_client_metadata', 'udap must be "1" (UDAP dynamic registration)');
   const statement = request.software_statement;
   if (typeof statement !== 'string' || statement.length > 65_536)
     return refuse('invalid_software_statement', 'software_statement (a signed JWT with an x5c chain) is required');
