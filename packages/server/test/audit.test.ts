@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -328,21 +329,31 @@ describe('hash chain (carevault audit verify)', () => {
     const ok = await p.store.audit.verify();
     assert.equal(ok.ok, true);
     assert.ok(ok.events > 20);
-    const [row] = await rawSql<{ seq: number; content: string }>(
+    const [row] = await rawSql<{ seq: number; packed: Uint8Array }>(
       p.dataDir,
-      'SELECT seq, content FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
+      'SELECT seq, packed FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
     );
     if (!row) assert.fail('the calls above should have written events');
-    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ? WHERE seq = ?', [
-      row.content.replace('"outcome":"0"', '"outcome":"4"'),
+    // Events are stored packed; an intruder who can write the database can repack an altered one.
+    const original = Buffer.from(row.packed);
+    const json = unpackEvent(original);
+    assert.match(json, /"outcome":"0"/);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [
+      packEvent(json.replace('"outcome":"0"', '"outcome":"4"')),
       row.seq,
     ]);
     const altered = await p.store.audit.verify();
     assert.equal(altered.ok, false);
     assert.equal(altered.firstBad?.seq, row.seq);
     assert.match(altered.firstBad?.reason ?? '', /altered/);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ? WHERE seq = ?', [row.content, row.seq]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [Buffer.from([1, 2, 3]), row.seq]);
+    assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /cannot be unpacked/);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [original, row.seq]);
     assert.equal((await p.store.audit.verify()).ok, true);
+    // A row written before events were packed (its JSON in content) is read and verified as it was.
+    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ?, packed = NULL WHERE seq = ?', [json, row.seq]);
+    assert.equal((await p.store.audit.verify()).ok, true);
+    assert.equal(await p.store.audit.get(JSON.parse(json).id), json);
     await rawSql(p.dataDir, 'DELETE FROM audit_events WHERE seq = ?', [row.seq + 1]);
     const deleted = await p.store.audit.verify();
     assert.equal(deleted.ok, false);

@@ -8,12 +8,13 @@ import {
   eventValues,
   GENESIS,
 } from '../sql/audit-chain.ts';
+import { eventJson } from '../sql/audit-packing.ts';
 import type { AuditRecord, AuditStore } from '../types.ts';
 import { run } from './connection.ts';
 
 /** Audit rows chained onto `head`, ready for auditCtes; returns the new head. */
 export function chainRecords(head: string, records: AuditRecord[]): { params: unknown[]; head: string } {
-  const cols: unknown[][] = Array.from({ length: 12 }, () => []);
+  const cols: unknown[][] = Array.from({ length: 13 }, () => []);
   const refs: unknown[][] = [[], [], []];
   let prev = head;
   for (const r of records) {
@@ -43,15 +44,18 @@ export function auditCtes(offset: number): string[] {
   return [
     `e AS (
   INSERT INTO audit_events (id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id,
-    content, prev_hash, hash)
-  SELECT id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, prev_hash, hash
+    content, packed, prev_hash, hash)
+  SELECT id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, packed, prev_hash,
+    hash
   FROM unnest(${$(1)}::text[], ${$(2)}::text[], ${$(3)}::int8[], ${$(4)}::text[], ${$(5)}::text[], ${$(6)}::text[],
-    ${$(7)}::text[], ${$(8)}::text[], ${$(9)}::text[], ${$(10)}::text[], ${$(11)}::text[], ${$(12)}::text[]) WITH ORDINALITY
-    AS u(id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, prev_hash, hash, ord)
+    ${$(7)}::text[], ${$(8)}::text[], ${$(9)}::text[], ${$(10)}::text[], ${$(11)}::bytea[], ${$(12)}::text[],
+    ${$(13)}::text[]) WITH ORDINALITY
+    AS u(id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, packed, prev_hash,
+      hash, ord)
   ORDER BY ord
   RETURNING seq, id)`,
     `er AS (INSERT INTO audit_refs (seq, kind, value)
-  SELECT e.seq, r.kind, r.value FROM e JOIN unnest(${$(13)}::text[], ${$(14)}::text[], ${$(15)}::text[]) AS r(id, kind, value)
+  SELECT e.seq, r.kind, r.value FROM e JOIN unnest(${$(14)}::text[], ${$(15)}::text[], ${$(16)}::text[]) AS r(id, kind, value)
     ON r.id = e.id)`,
   ];
 }
@@ -61,8 +65,12 @@ export const HEAD_SQL = 'SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1
 export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
   return {
     async get(id) {
-      const [row] = await run<{ content: string }>(pool, 'SELECT content FROM audit_events WHERE id = ?', [id]);
-      return row?.content;
+      const [row] = await run<Pick<EventRow, 'content' | 'packed'>>(
+        pool,
+        'SELECT content, packed FROM audit_events WHERE id = ?',
+        [id],
+      );
+      return row ? eventJson(row) : undefined;
     },
     async append(records) {
       if (records.length > 0) await append(records);
@@ -70,12 +78,12 @@ export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Pr
     async search(q) {
       const w = auditWhere(q);
       const [count] = await run<{ n: number }>(pool, `SELECT COUNT(*) AS n FROM audit_events e ${w.sql}`, w.params);
-      const rows = await run<{ content: string }>(
+      const rows = await run<Pick<EventRow, 'content' | 'packed'>>(
         pool,
-        `SELECT e.content FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`,
+        `SELECT e.content, e.packed FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`,
         [...w.params, q.limit, q.offset],
       );
-      return { events: rows.map((r) => r.content), total: Number(count?.n ?? 0) };
+      return { events: rows.map(eventJson), total: Number(count?.n ?? 0) };
     },
     async verify() {
       // Walks the chain in pages by seq; writers only ever append above the highest committed seq.

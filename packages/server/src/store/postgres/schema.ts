@@ -203,4 +203,9 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     sql: `CREATE TABLE trust_communities (
       name ${T} PRIMARY KEY, ca_pem text NOT NULL, crl_pem text, scope text NOT NULL, created_at bigint NOT NULL);`,
   },
+  {
+    version: 4,
+    name: 'audit_events.packed: events stored deflated against a dictionary (content keeps older rows)',
+    sql: 'ALTER TABLE audit_events ADD COLUMN packed bytea;',
+  },
 ];

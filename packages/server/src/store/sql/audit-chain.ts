@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { AuditQuery, AuditRecord } from '../types.ts';
+import { eventJson, packEvent } from './audit-packing.ts';
 import type { Sql } from './search-filter.ts';
 
 /** The predecessor of the first event. */
@@ -17,12 +18,16 @@ export interface EventRow {
   outcome: string;
   request_id: string | null;
   correlation_id: string | null;
+  /** The event JSON of rows written before events were packed; '' since. */
   content: string;
+  /** The event JSON, packed (audit-packing.ts). */
+  packed: Uint8Array | null;
   prev_hash: string;
   hash: string;
 }
 
-export type EventColumns = Omit<EventRow, 'seq' | 'prev_hash' | 'hash'>;
+/** An event's columns with its JSON as such (what the hash covers), before it is packed for storage. */
+export type EventColumns = Omit<EventRow, 'seq' | 'prev_hash' | 'hash' | 'packed'>;
 
 export function eventColumns(r: AuditRecord): EventColumns {
   return {
@@ -39,7 +44,7 @@ export function eventColumns(r: AuditRecord): EventColumns {
   };
 }
 
-/** The values of one audit_events row in insert order: (id … correlation_id, content, prev_hash, hash). */
+/** The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash). */
 export function eventValues(e: EventColumns, prev: string, hash: string): unknown[] {
   return [
     e.id,
@@ -51,7 +56,8 @@ export function eventValues(e: EventColumns, prev: string, hash: string): unknow
     e.outcome,
     e.request_id,
     e.correlation_id,
-    e.content,
+    '',
+    packEvent(e.content),
     prev,
     hash,
   ];
@@ -83,7 +89,13 @@ export function chainHash(prev: string, e: EventColumns, refs: { kind: string; v
 /** Why a row breaks the chain that ended in `prev`, or undefined when it continues it. */
 export function chainBreak(prev: string, row: EventRow, refs: { kind: string; value: string }[]): string | undefined {
   if (row.prev_hash !== prev) return 'the link to the previous event is broken (an event was deleted or altered)';
-  if (chainHash(prev, row, refs) !== row.hash) return 'the event was altered after it was written';
+  let content: string;
+  try {
+    content = eventJson(row);
+  } catch {
+    return 'the stored event cannot be unpacked (it was altered after it was written)';
+  }
+  if (chainHash(prev, { ...row, content }, refs) !== row.hash) return 'the event was altered after it was written';
   return undefined;
 }
 

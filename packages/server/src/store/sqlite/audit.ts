@@ -8,6 +8,7 @@ import {
   eventValues,
   GENESIS,
 } from '../sql/audit-chain.ts';
+import { eventJson } from '../sql/audit-packing.ts';
 import type { AuditRecord, AuditStore } from '../types.ts';
 import type { AuditAppender } from './resources.ts';
 
@@ -19,7 +20,7 @@ export function auditWriter(db: Database.Database): AuditAppender {
   const last = db.prepare('SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1').pluck();
   const insert = db.prepare(
     `INSERT INTO audit_events (id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id,
-       content, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       content, packed, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   const insertRef = db.prepare('INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)');
   let head: string | undefined;
@@ -41,10 +42,11 @@ export function auditWriter(db: Database.Database): AuditAppender {
 
 export function auditStore(db: Database.Database, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
   const refsOf = db.prepare('SELECT kind, value FROM audit_refs WHERE seq = ?');
-  const byId = db.prepare('SELECT content FROM audit_events WHERE id = ?').pluck();
+  const byId = db.prepare('SELECT content, packed FROM audit_events WHERE id = ?');
   return {
     async get(id) {
-      return byId.get(id) as string | undefined;
+      const row = byId.get(id) as Pick<EventRow, 'content' | 'packed'> | undefined;
+      return row ? eventJson(row) : undefined;
     },
     async append(records) {
       if (records.length > 0) await append(records);
@@ -56,11 +58,10 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
           .prepare(`SELECT COUNT(*) FROM audit_events e ${w.sql}`)
           .pluck()
           .get(...w.params) as number) ?? 0;
-      const events = db
-        .prepare(`SELECT e.content FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`)
-        .pluck()
-        .all(...w.params, q.limit, q.offset) as string[];
-      return { events, total };
+      const rows = db
+        .prepare(`SELECT e.content, e.packed FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`)
+        .all(...w.params, q.limit, q.offset) as Pick<EventRow, 'content' | 'packed'>[];
+      return { events: rows.map(eventJson), total };
     },
     async verify() {
       let prev = GENESIS;

@@ -191,4 +191,8 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
   `,
+  `
+  -- Events are stored packed (store/sql/audit-packing.ts); content keeps the JSON of rows written before.
+  ALTER TABLE audit_events ADD COLUMN packed BLOB;
+  `,
 ];
