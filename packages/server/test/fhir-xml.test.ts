@@ -107,6 +107,25 @@ describe('FHIR XML over HTTP', () => {
     });
   });
 
+  test('a transaction Bundle posted as XML is answered in XML; a decimal keeps its value', async () => {
+    const bundle =
+      '<Bundle xmlns="http://hl7.org/fhir"><type value="transaction"/><entry><fullUrl value="urn:uuid:5f0c2a57-1111-4c1b-9b7e-2f0c2a571111"/>' +
+      '<resource><Observation><status value="final"/><code><text value="weight"/></code>' +
+      '<valueQuantity><value value="72.50"/><unit value="kg"/></valueQuantity></Observation></resource>' +
+      '<request><method value="POST"/><url value="Observation"/></request></entry></Bundle>';
+    const r = await fhir(p, caller, 'POST', '/synthea', bundle, { 'content-type': XML, accept: XML });
+    assert.equal(r.status, 200, r.text);
+    const answer = (await fromXml(r.text)) as {
+      type: string;
+      entry: { response: { status: string; location: string } }[];
+    };
+    assert.equal(answer.type, 'transaction-response');
+    assert.match(answer.entry[0]?.response.status ?? '', /^201/);
+    const location = answer.entry[0]?.response.location.split('/_history')[0] as string;
+    const stored = await fhir(p, caller, 'GET', `/synthea/${location.replace(/^.*\/synthea\//, '')}`);
+    assert.equal((stored.json.valueQuantity as { value: number }).value, 72.5);
+  });
+
   test('hostile or non-FHIR XML is refused with the reason, and nothing is stored', async () => {
     const before = await stored();
     const patient = (inner: string) => `<Patient xmlns="http://hl7.org/fhir">${inner}</Patient>`;

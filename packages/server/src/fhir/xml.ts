@@ -14,6 +14,9 @@ interface Node {
   children: (Node | string)[];
 }
 
+/** JSON keeps a decimal's value, not its spelling (`1.50` is 1.5), in XML bodies as in JSON ones. */
+const numberish = (v: string) => (/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(v) ? String(Number(v)) : v);
+
 /**
  * Parses XML strictly into a tree: well-formed, one root, no DTD (and so no entity of any kind beyond XML's
  * five — the XXE defence is that nothing is ever resolved), bounded depth.
@@ -31,7 +34,7 @@ function treeOf(text: string): Node {
     const attrs = Object.entries(tag.attributes as Record<string, string>)
       .filter(([k]) => k !== 'xmlns' || xhtmlDepth > 0)
       .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .map(([k, v]) => `${k}=${JSON.stringify(k === 'value' && xhtmlDepth === 0 ? numberish(v) : v)}`)
       .join(' ');
     const node: Node = { name: tag.name, attrs, children: [] };
     if (tag.name === 'div' && (tag.attributes as Record<string, string>).xmlns === XHTML_NS) xhtmlDepth++;
