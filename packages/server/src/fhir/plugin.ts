@@ -214,7 +214,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   // batch / transaction (http.html#transaction) at the vault base.
   app.post<{ Params: Params }>('/:partition', async (req, reply) => {
     const ctx = await context(req);
-    requireJsonBody(req);
+    requireResourceBody(req);
     const bundle = parseEntries(req.body, ctx.base);
     const representation = /return=representation/.test(String(req.headers.prefer ?? ''));
     const results =
@@ -224,7 +224,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.type(FHIR_JSON).send(responseBundle(ctx.base, bundle.type, bundle.entries, results));
   });
 
-  const requireJsonBody = (req: FastifyRequest) => {
+  const requireResourceBody = (req: FastifyRequest) => {
     const type = bodyMediaType(req.headers['content-type']);
     if (type !== 'json' && type !== 'xml') {
       throw new FhirError(415, 'not-supported', 'send the resource as application/fhir+json or application/fhir+xml');
@@ -235,7 +235,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     allow(ctx, type, 'create');
-    requireJsonBody(req);
+    requireResourceBody(req);
     const prefer = String(req.headers.prefer ?? '');
     const ifNoneExist = req.headers['if-none-exist'];
     if (typeof ifNoneExist === 'string') {
@@ -267,7 +267,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   app.put<{ Params: Params }>('/:partition/:type', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    requireJsonBody(req);
+    requireResourceBody(req);
     const query = req.raw.url?.split('?')[1];
     if (!query) throw new FhirError(400, 'invalid', 'PUT needs an id (Type/id) or a condition (Type?search)');
     const ifMatch = req.headers['if-match'];
@@ -316,7 +316,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const type = typeOf(req);
     const id = idOf(req);
     allow(ctx, type, 'update');
-    requireJsonBody(req);
+    requireResourceBody(req);
     // SMART: update-as-create is covered by the update permission.
     const ifMatch = req.headers['if-match'];
     const { version, created } = await update(
@@ -342,7 +342,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     context,
     allow,
     idOf,
-    requireJsonBody,
+    requireResourceBody,
     submissionPolicy: o.submissionPolicy ?? sameOrganization,
     store: o.store,
     audit: o.audit,

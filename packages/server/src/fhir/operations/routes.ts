@@ -20,7 +20,7 @@ export interface OperationHelpers {
   context(req: FastifyRequest): Promise<FhirContext>;
   allow(ctx: FhirContext, type: string, interaction: Interaction): Restriction[] | undefined;
   idOf(req: FastifyRequest<{ Params: Params }>): string;
-  requireJsonBody(req: FastifyRequest): void;
+  requireResourceBody(req: FastifyRequest): void;
   submissionPolicy: SubmissionPolicy;
   store: Store;
   audit: AuditTrail;
@@ -38,7 +38,7 @@ const LOGIC = ['Measure', 'Library', 'ValueSet'];
  * to one patient's compartment or to granular queries is refused rather than answered from part of the data.
  */
 export function measureOperations(app: FastifyInstance, h: OperationHelpers): void {
-  const { context, allow, idOf, requireJsonBody } = h;
+  const { context, allow, idOf, requireResourceBody } = h;
   const mayCalculate = (ctx: FhirContext) => (type: string) => {
     if (allow(ctx, type, 'search-type')?.length) {
       throw new FhirError(403, 'forbidden', `measure calculation needs unrestricted access to ${type}`);
@@ -64,7 +64,7 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
   /** What is checked before a submission is accepted at all (the body is not read yet). */
   const admit = async (req: FastifyRequest<{ Params: Params }>, measureId: string | undefined) => {
     const ctx = await context(req);
-    requireJsonBody(req);
+    requireResourceBody(req);
     if (measureId !== undefined) {
       if (!ID_RE.test(measureId)) throw new FhirError(400, 'value', 'invalid Measure id');
       allow(ctx, 'Measure', 'read');
