@@ -48,14 +48,9 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     clientId = FQDN,
     o: Partial<Parameters<typeof networkJwt>[3]> = {},
   ) => networkJwt(leaf, chain, clientId, { aud: p.tokenUrl, ...o });
-  const clientIds = async () => (await p.store.clients.list()).map((c) => c.clientId);
-
-  before(async () => {
-    p = await startPlatform();
-    ca = await networkCa('Carequality Test CA');
-    intermediate = await issue(ca, 'Carequality Issuing CA 1', { ca: true });
-    member = await issue(ca, FQDN, { dns: [FQDN], organization: 'Example Clinic' });
-    await ok(
+  /** `carevault trust add carequality` with the test network's CA and the community scopes. */
+  const trustNetwork = (...extra: string[]) =>
+    ok(
       p.dataDir,
       'trust',
       'add',
@@ -64,7 +59,16 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
       file('ca.pem', ca.certPem),
       '--scope',
       'system/Patient.rs system/Observation.rs',
+      ...extra,
     );
+  const clientIds = async () => (await p.store.clients.list()).map((c) => c.clientId);
+
+  before(async () => {
+    p = await startPlatform();
+    ca = await networkCa('Carequality Test CA');
+    intermediate = await issue(ca, 'Carequality Issuing CA 1', { ca: true });
+    member = await issue(ca, FQDN, { dns: [FQDN], organization: 'Example Clinic' });
+    await trustNetwork();
     await partition(p, 'hospital');
     writer = await secretClient(p, 'loader', 'system/Patient.cruds');
     await ok(
@@ -287,18 +291,7 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     await new Promise<void>((r) => crlServer.listen(0, '127.0.0.1', r));
     const distributionPoint = `http://127.0.0.1:${(crlServer.address() as { port: number }).port}/network.crl`;
     assert.equal((await requestToken(await assertion(revoked, [ca], 'gone.example.org'))).status, 200);
-    await ok(
-      p.dataDir,
-      'trust',
-      'add',
-      'carequality',
-      '--ca',
-      file('ca.pem', ca.certPem),
-      '--scope',
-      'system/Patient.rs system/Observation.rs',
-      '--crl',
-      distributionPoint,
-    );
+    await trustNetwork('--crl', distributionPoint);
     crlServer.close();
     await new Promise((r) => setTimeout(r, 1100)); // the server re-reads communities every second
     const refused = await requestToken(await assertion(revoked, [ca], 'gone.example.org'));
@@ -327,16 +320,7 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     const gone = await requestToken(await assertion(member, [ca]));
     assert.equal(gone.status, 401);
     assert.match(gone.json.error_description ?? '', /does not lead to the CA of a trusted community/);
-    await ok(
-      p.dataDir,
-      'trust',
-      'add',
-      'carequality',
-      '--ca',
-      file('ca.pem', ca.certPem),
-      '--scope',
-      'system/Patient.rs system/Observation.rs',
-    );
+    await trustNetwork();
   });
 
   test('trust add refuses what is not a CA, and grant add names a network client before its first token', async () => {

@@ -2,7 +2,6 @@ import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:
 import type { JWK } from 'jose';
 import type { ClientRecord, Store } from '../store/types.ts';
 import { SAML2_BEARER } from './grant-types.ts';
-import { x5tS256 } from './mtls.ts';
 import { isCovered, looksLikeSmartScope, parseSmartScope, splitScope } from './smart-scopes.ts';
 
 export const AUTH_METHODS = [
@@ -47,7 +46,7 @@ export interface ClientPolicy {
   registered?: boolean | undefined;
 }
 
-interface StoredMetadata {
+export interface StoredMetadata {
   oidc: Record<string, unknown>;
   carevault: ClientPolicy;
 }
@@ -293,60 +292,25 @@ export class ClientRegistry {
   }
 
   /**
-   * Creates or refreshes the record of a network client whose certificate chain was just validated: its key is
-   * the leaf's, its scopes the community's (or the subset it registered for). Written only when it changed.
+   * Stores the metadata of a network client (auth/trust/network-record.ts builds it); written only when it
+   * changed, and an existing row keeps its `disabled` flag.
    */
-  async saveNetworkClient(input: {
-    clientId: string;
-    community: string;
-    leaf: X509Certificate;
-    scopes: string[];
-    name?: string | undefined;
-    registered?: boolean | undefined;
-  }): Promise<Record<string, unknown>> {
-    const existing = await this.store.clients.get(input.clientId);
-    const previous = existing?.metadata as unknown as StoredMetadata | undefined;
-    if (existing && previous?.carevault.community === undefined)
-      throw new ClientInputError(`client "${input.clientId}" is registered individually, not through a community`);
-    const jwk = input.leaf.publicKey.export({ format: 'jwk' }) as JWK;
-    const oidc: Record<string, unknown> = {
-      client_id: input.clientId,
-      token_endpoint_auth_method: 'private_key_jwt',
-      grant_types: ['client_credentials'],
-      response_types: [],
-      redirect_uris: [],
-      jwks: { keys: [{ ...jwk, kid: x5tS256(input.leaf), x5c: [input.leaf.raw.toString('base64')] }] },
-      ...((input.name ?? previous?.oidc.client_name) ? { client_name: input.name ?? previous?.oidc.client_name } : {}),
-    };
-    const metadata: StoredMetadata = {
-      oidc,
-      carevault: {
-        scopes: input.scopes,
-        orgName: input.leaf.subject.match(/^O=(.+)$/m)?.[1],
-        tokenFormat: 'jwt',
-        tokenAlg: 'ES256',
-        community: input.community,
-        ...(input.registered ? { registered: true } : {}),
-      },
-    };
-    if (JSON.stringify(previous) !== JSON.stringify(metadata)) {
-      await this.store.clients.save({
-        clientId: input.clientId,
-        metadata: metadata as unknown as Record<string, unknown>,
-        disabled: false,
-        createdAt: Math.floor(Date.now() / 1000),
-      });
-      this.cache.delete(input.clientId);
-    }
-    return oidc;
+  async saveMetadata(clientId: string, metadata: { oidc: Record<string, unknown>; carevault: ClientPolicy }) {
+    const existing = await this.store.clients.get(clientId);
+    if (existing && JSON.stringify(existing.metadata) === JSON.stringify(metadata)) return;
+    await this.store.clients.save({
+      clientId,
+      metadata: metadata as unknown as Record<string, unknown>,
+      disabled: false,
+      createdAt: Math.floor(Date.now() / 1000),
+    });
+    this.cache.delete(clientId);
   }
 
-  /** The stored record of a client, disabled or not (undefined when unknown). */
-  async lookup(clientId: string): Promise<{ disabled: boolean; policy: ClientPolicy } | undefined> {
+  /** The OAuth metadata and policy as stored, disabled or not (undefined when unknown). */
+  async stored(clientId: string): Promise<(StoredMetadata & { disabled: boolean }) | undefined> {
     const record = await this.record(clientId);
-    return record
-      ? { disabled: record.disabled, policy: (record.metadata as unknown as StoredMetadata).carevault }
-      : undefined;
+    return record ? { ...(record.metadata as unknown as StoredMetadata), disabled: record.disabled } : undefined;
   }
 
   /** OAuth metadata as the engine sees it; undefined for unknown or disabled clients. */

@@ -8,6 +8,7 @@ import { isCovered, splitScope } from '../smart-scopes.ts';
 import { TrustError } from './chain.ts';
 import type { TrustCommunities } from './communities.ts';
 import { hasX5c, verifyNetworkJwt } from './network-assertion.ts';
+import { saveNetworkClient } from './network-record.ts';
 
 /**
  * `invalid_client` that says which rule failed. A registered client only learns "client authentication failed";
@@ -51,12 +52,12 @@ export class NetworkClients {
     const ctx = this.requests.getStore();
     const assertion = (ctx?.oidc?.params as { client_assertion?: unknown } | undefined)?.client_assertion;
     if (!ctx || !hasX5c(assertion) || decodeJwt(assertion).sub !== id) return null;
-    const known = await this.deps.clients.lookup(id);
-    if (known && known.policy.community === undefined) return null;
+    const known = await this.deps.clients.stored(id);
+    if (known && known.carevault.community === undefined) return null;
     if (known?.disabled) return undefined;
     let answer = this.answered.get(ctx);
     if (!answer) {
-      answer = this.authenticate(ctx, assertion, known?.policy);
+      answer = this.authenticate(ctx, assertion, known?.carevault);
       this.answered.set(ctx, answer);
     }
     return answer;
@@ -80,7 +81,7 @@ export class NetworkClients {
       const allowed = splitScope(community.scope);
       // A client that registered (UDAP) keeps the scopes it registered for, as far as the community still allows.
       const scopes = policy?.registered ? policy.scopes.filter((s) => isCovered(s, allowed)) : allowed;
-      const oidc = await this.deps.clients.saveNetworkClient({
+      const oidc = await saveNetworkClient(this.deps.clients, {
         clientId: verified.clientId,
         community: verified.community,
         leaf: verified.leaf,

@@ -4,6 +4,7 @@ import { isCovered, splitScope } from '../smart-scopes.ts';
 import { TrustError } from './chain.ts';
 import type { TrustCommunities } from './communities.ts';
 import { verifyNetworkJwt } from './network-assertion.ts';
+import { saveNetworkClient } from './network-record.ts';
 
 export const REGISTRATION_PATH = '/oauth/register';
 
@@ -77,9 +78,9 @@ export async function registerNetworkClient(
       'invalid_client_metadata',
       `scope ${refused.join(' ')} is beyond what community "${community.name}" allows (${community.scope})`,
     );
-  const existed = (await deps.clients.lookup(verified.clientId)) !== undefined;
+  const existed = (await deps.clients.stored(verified.clientId)) !== undefined;
   try {
-    await deps.clients.saveNetworkClient({
+    await saveNetworkClient(deps.clients, {
       clientId: verified.clientId,
       community: community.name,
       leaf: verified.leaf,
