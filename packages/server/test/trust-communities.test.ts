@@ -255,6 +255,13 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     assert.deepEqual(await clientIds(), before, 'no refused client was registered');
   });
 
+  test('caller-chosen text in a refusal (and so in the audit trail) is cut short', async () => {
+    const { status, json } = await requestToken(await assertion(member, [ca], FQDN, { iss: 'x'.repeat(20_000) }));
+    assert.equal(status, 401);
+    assert.match(json.error_description ?? '', /must both be the client id/);
+    assert.ok((json.error_description ?? '').length < 400, `${(json.error_description ?? '').length} characters`);
+  });
+
   test("the seed's static jti is refused on its second use, saying so", async () => {
     const first = await requestToken(await assertion(member, [ca], FQDN, { jti: 'static-jti' }));
     assert.equal(first.status, 200);

@@ -36,7 +36,7 @@ function parseX5c(x5c: unknown): X509Certificate[] {
   });
 }
 
-const label = (cert: X509Certificate) => cert.subject.replace(/\n/g, ', ') || cert.serialNumber;
+const label = (cert: X509Certificate) => (cert.subject.replace(/\n/g, ', ') || cert.serialNumber).slice(0, 100);
 
 function assertCurrent(cert: X509Certificate, now: number, role: string): void {
   if (now < Date.parse(cert.validFrom))

@@ -15,6 +15,9 @@ export interface VerifiedNetworkJwt {
   claims: Record<string, unknown>;
 }
 
+/** Caller-chosen text in an error (and so in the audit trail) is cut short. */
+const shown = (text: string) => (text.length > 100 ? `${text.slice(0, 100)}…` : text);
+
 /** Whether a JWT carries an `x5c` header, i.e. asks to be trusted through a community CA. */
 export function hasX5c(jwt: unknown): jwt is string {
   if (typeof jwt !== 'string') return false;
@@ -53,12 +56,13 @@ export async function verifyNetworkJwt(
   const { iss, sub } = claims;
   if (typeof iss !== 'string' || iss === '') throw new TrustError(`the ${kind} has no iss (the client id)`);
   if (typeof sub !== 'string' || sub === '') throw new TrustError(`the ${kind} has no sub (the client id)`);
-  if (iss !== sub) throw new TrustError(`iss "${iss}" and sub "${sub}" of the ${kind} must both be the client id`);
+  if (iss !== sub)
+    throw new TrustError(`iss "${shown(iss)}" and sub "${shown(sub)}" of the ${kind} must both be the client id`);
   const { leaf, community } = validateChain(header.x5c, options.anchors);
   const names = sanIdentities(leaf);
   if (!names.includes(iss))
     throw new TrustError(
-      `client id "${iss}" is not a DNS or URI subject alternative name of the leaf certificate (${names.join(', ') || 'none'})`,
+      `client id "${shown(iss)}" is not a DNS or URI subject alternative name of the leaf certificate (${shown(names.join(', ')) || 'none'})`,
     );
   try {
     await jwtVerify(jwt, leaf.publicKey, { algorithms: [...ASYMMETRIC_ALGS], clockTolerance: TOLERANCE });
