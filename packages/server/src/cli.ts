@@ -1,5 +1,6 @@
 import { CarevaultError } from '@carevault/sdk';
 import { Command, Option } from 'commander';
+import { auditExport, auditPrune, auditVerify, auditVerifyFile } from './admin/audit.ts';
 import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { dbMigrate, dbStatus } from './admin/database.ts';
 import { directoryAdd } from './admin/directory.ts';
@@ -7,6 +8,7 @@ import { importCommand } from './admin/import.ts';
 import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
 import { trustAdd, trustList, trustRemove } from './admin/trust.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
+import { AuditArchiveError } from './audit/archive.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
 import { LaunchInputError } from './auth/launch-api.ts';
@@ -40,6 +42,7 @@ function fail(err: unknown): void {
     err instanceof ViewerInputError ||
     err instanceof IdpInputError ||
     err instanceof NoConsentError ||
+    err instanceof AuditArchiveError ||
     err instanceof CarevaultError;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error: ${expected ? message : `${message.split('\n')[0]} (unexpected)`}\n`);
@@ -290,13 +293,38 @@ dataDirOption(
   audit
     .command('verify')
     .description(
-      'check the hash chain of every AuditEvent; exit 1 and name the first bad event when one was altered or deleted',
-    ),
+      'check the hash chain of every AuditEvent (from the checkpoint of the last prune); exit 1 and name the first bad event when one was altered or deleted',
+    )
+    .option('--file <export>', 'verify an export file (audit export) on its own instead of the database'),
 ).action((o) =>
   admin(async () => {
-    const result = await withStore(adminConfig(o), (s) => s.audit.verify());
+    const result = o.file ? await auditVerifyFile(o.file) : await auditVerify(adminConfig(o));
     if (!result.ok) process.exitCode = 1;
     return result;
+  }),
+);
+dataDirOption(
+  audit
+    .command('export')
+    .description('write the events recorded before a date, with what proves their chain, to a gzipped NDJSON file')
+    .requiredOption('--until <date>', 'export the events recorded before this date or date-time (UTC)')
+    .requiredOption('--out <file>', 'the file to write (.ndjson.gz); never overwritten'),
+).action((o) =>
+  admin(async () => {
+    return auditExport(adminConfig(o), o);
+  }),
+);
+dataDirOption(
+  audit
+    .command('prune')
+    .description(
+      'delete the events recorded before a date once an export holds them; the rest verifies from a checkpoint',
+    )
+    .requiredOption('--until <date>', 'prune the events recorded before this date or date-time (UTC)')
+    .option('--without-export', 'prune even what no export holds (the events are lost)'),
+).action((o) =>
+  admin(async () => {
+    return auditPrune(adminConfig(o), o);
   }),
 );
 

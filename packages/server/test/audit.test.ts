@@ -354,6 +354,17 @@ describe('hash chain (carevault audit verify)', () => {
     await rawSql(p.dataDir, 'UPDATE audit_events SET content = ?, packed = NULL WHERE seq = ?', [json, row.seq]);
     assert.equal((await p.store.audit.verify()).ok, true);
     assert.equal(await p.store.audit.get(JSON.parse(json).id), json);
+    // Such old rows also stored their predecessor's hash (rows since do not: the hash covers it): checked too.
+    const [prev] = await rawSql<{ hash: string }>(
+      p.dataDir,
+      'SELECT hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1',
+      [row.seq],
+    );
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prev?.hash, row.seq]);
+    assert.equal((await p.store.audit.verify()).ok, true);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', ['f'.repeat(64), row.seq]);
+    assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /link to the previous event is broken/);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prev?.hash, row.seq]);
     await rawSql(p.dataDir, 'DELETE FROM audit_events WHERE seq = ?', [row.seq + 1]);
     const deleted = await p.store.audit.verify();
     assert.equal(deleted.ok, false);

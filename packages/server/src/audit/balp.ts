@@ -38,6 +38,7 @@ export const EVENT = {
   iti83: code(IHE_EVENT, 'ITI-83', 'Mobile Patient Identifier Cross-reference Query'),
   rest_: (interaction: string) => code(REST, interaction),
   securityAttributesChanged: code(DCM, '110137', 'User Security Attributes Changed'),
+  auditLogUsed: code(DCM, '110101', 'Audit Log Used'),
   consentGiven: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'consent-given', 'Consent given'),
   consentWithdrawn: code(
     'https://carevault.dev/fhir/CodeSystem/audit-subtype',

@@ -1,16 +1,18 @@
 import type pg from 'pg';
 import {
   auditWhere,
-  chainBreak,
+  CHECKPOINT_COLUMNS,
+  chainedEvent,
   chainHash,
   type EventRow,
   eventColumns,
   eventValues,
-  GENESIS,
+  verifyChain,
 } from '../sql/audit-chain.ts';
 import { eventJson } from '../sql/audit-packing.ts';
-import type { AuditRecord, AuditStore } from '../types.ts';
-import { run } from './connection.ts';
+import type { AuditCheckpoint, AuditRecord, AuditStore, ChainedEvent } from '../types.ts';
+import { checkout, rethrow, run } from './connection.ts';
+import { LOCK_WRITE } from './migrate.ts';
 
 /** Audit rows chained onto `head`, ready for auditCtes; returns the new head. */
 export function chainRecords(head: string, records: AuditRecord[]): { params: unknown[]; head: string } {
@@ -20,7 +22,7 @@ export function chainRecords(head: string, records: AuditRecord[]): { params: un
   for (const r of records) {
     const row = eventColumns(r);
     const hash = chainHash(prev, row, r.refs);
-    const values = eventValues(row, prev, hash);
+    const values = eventValues(row, hash);
     values.forEach((v, i) => {
       (cols[i] as unknown[]).push(v);
     });
@@ -60,9 +62,22 @@ export function auditCtes(offset: number): string[] {
   ];
 }
 
-export const HEAD_SQL = 'SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1';
+/** The newest hash: of the newest event, or of the checkpoint when every event was pruned. */
+export const HEAD_SQL = `SELECT COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1),
+  (SELECT hash FROM audit_checkpoint)) AS hash`;
 
 export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
+  const chain = async (after: number, through: number, limit: number): Promise<ChainedEvent[]> => {
+    const rows = await run<EventRow & { refs: { kind: string; value: string }[] | null }>(
+      pool,
+      `SELECT e.*, (SELECT json_agg(json_build_object('kind', r.kind, 'value', r.value)) FROM audit_refs r
+         WHERE r.seq = e.seq) AS refs FROM audit_events e WHERE e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?`,
+      [after, through, limit],
+    );
+    return rows.map((row) => chainedEvent(row, row.refs ?? []));
+  };
+  const checkpoint = async (): Promise<AuditCheckpoint | undefined> =>
+    (await run<AuditCheckpoint>(pool, `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoint`))[0];
   return {
     async get(id) {
       const [row] = await run<Pick<EventRow, 'content' | 'packed'>>(
@@ -86,25 +101,53 @@ export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Pr
       return { events: rows.map(eventJson), total: Number(count?.n ?? 0) };
     },
     async verify() {
-      // Walks the chain in pages by seq; writers only ever append above the highest committed seq.
-      let prev = GENESIS;
-      let events = 0;
-      let after = 0;
-      for (;;) {
-        const rows = await run<EventRow & { refs: { kind: string; value: string }[] | null }>(
-          pool,
-          `SELECT e.*, (SELECT json_agg(json_build_object('kind', r.kind, 'value', r.value)) FROM audit_refs r
-             WHERE r.seq = e.seq) AS refs FROM audit_events e WHERE e.seq > ? ORDER BY e.seq LIMIT 2000`,
-          [after],
+      return verifyChain(await checkpoint(), (after) => chain(after, Number.MAX_SAFE_INTEGER, 2000));
+    },
+    chain,
+    async prefixBefore(until) {
+      const [row] = await run<{ seq: number | null }>(
+        pool,
+        `SELECT MAX(seq) AS seq FROM audit_events
+         WHERE seq < COALESCE((SELECT MIN(seq) FROM audit_events WHERE recorded >= ?), 9223372036854775807)`,
+        [until],
+      );
+      return Number(row?.seq ?? 0);
+    },
+    checkpoint,
+    async prune(through, hash, now) {
+      const c = await checkout(pool);
+      try {
+        // Under the writers' lock: the checkpoint and the deletion become visible together.
+        await c.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE})`);
+        const [last] = await run<{ seq: number; hash: string; recorded: number }>(
+          c,
+          'SELECT seq, hash, recorded FROM audit_events WHERE seq = ?',
+          [through],
         );
-        if (rows.length === 0) return { events, ok: true };
-        for (const row of rows) {
-          events++;
-          const reason = chainBreak(prev, row, row.refs ?? []);
-          if (reason) return { events, ok: false, firstBad: { seq: row.seq, id: row.id, reason } };
-          prev = row.hash;
-          after = row.seq;
+        if (!last || last.hash !== hash) {
+          await c.query('ROLLBACK');
+          return undefined;
         }
+        await run(c, 'DELETE FROM audit_refs WHERE seq <= ?', [through]);
+        const deleted = await run<{ n: number }>(
+          c,
+          'WITH d AS (DELETE FROM audit_events WHERE seq <= ? RETURNING 1) SELECT COUNT(*)::int8 AS n FROM d',
+          [through],
+        );
+        await run(
+          c,
+          `INSERT INTO audit_checkpoint (one, seq, hash, recorded, pruned, at)
+           VALUES (1, ?, ?, ?, COALESCE((SELECT pruned FROM audit_checkpoint), 0) + ?, ?)
+           ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, recorded = excluded.recorded,
+             pruned = excluded.pruned, at = excluded.at`,
+          [last.seq, last.hash, last.recorded, Number(deleted[0]?.n ?? 0), now],
+        );
+        await c.query('COMMIT');
+        c.release();
+        return checkpoint();
+      } catch (err) {
+        c.release(true);
+        return rethrow(err);
       }
     },
   };

@@ -208,4 +208,12 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'audit_events.packed: events stored deflated against a dictionary (content keeps older rows)',
     sql: 'ALTER TABLE audit_events ADD COLUMN packed bytea;',
   },
+  {
+    version: 5,
+    name: 'audit_checkpoint: the last pruned event, where the remaining chain continues',
+    sql: `CREATE TABLE audit_checkpoint (
+      one int PRIMARY KEY CHECK (one = 1), seq bigint NOT NULL, hash text NOT NULL, recorded bigint NOT NULL,
+      pruned bigint NOT NULL, at bigint NOT NULL);
+    GRANT SELECT ON audit_checkpoint TO ${VAULT_ROLE};`,
+  },
 ];

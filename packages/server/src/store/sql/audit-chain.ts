@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { AuditQuery, AuditRecord } from '../types.ts';
+import type { AuditCheckpoint, AuditQuery, AuditRecord, AuditVerification, ChainedEvent } from '../types.ts';
 import { eventJson, packEvent } from './audit-packing.ts';
 import type { Sql } from './search-filter.ts';
 
 /** The predecessor of the first event. */
 export const GENESIS = '0'.repeat(64);
+
+/** audit_checkpoint's columns as an AuditCheckpoint. */
+export const CHECKPOINT_COLUMNS = 'seq, hash, recorded, pruned, at';
 
 /** One audit_events row, as both engines store it. */
 export interface EventRow {
@@ -22,6 +25,7 @@ export interface EventRow {
   content: string;
   /** The event JSON, packed (audit-packing.ts). */
   packed: Uint8Array | null;
+  /** The predecessor's hash in rows written before 2026-12-02; '' since (the hash covers it anyway). */
   prev_hash: string;
   hash: string;
 }
@@ -44,8 +48,11 @@ export function eventColumns(r: AuditRecord): EventColumns {
   };
 }
 
-/** The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash). */
-export function eventValues(e: EventColumns, prev: string, hash: string): unknown[] {
+/**
+ * The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash).
+ * The predecessor's hash is not stored: verifying walks the chain in order and carries it.
+ */
+export function eventValues(e: EventColumns, hash: string): unknown[] {
   return [
     e.id,
     e.partition,
@@ -58,7 +65,7 @@ export function eventValues(e: EventColumns, prev: string, hash: string): unknow
     e.correlation_id,
     '',
     packEvent(e.content),
-    prev,
+    '',
     hash,
   ];
 }
@@ -86,17 +93,88 @@ export function chainHash(prev: string, e: EventColumns, refs: { kind: string; v
     .digest('hex');
 }
 
-/** Why a row breaks the chain that ended in `prev`, or undefined when it continues it. */
-export function chainBreak(prev: string, row: EventRow, refs: { kind: string; value: string }[]): string | undefined {
-  if (row.prev_hash !== prev) return 'the link to the previous event is broken (an event was deleted or altered)';
-  let content: string;
+/**
+ * Why an event does not continue the chain that ended in `prev`. Its hash covers the predecessor's hash, so a
+ * deleted or altered predecessor breaks it as surely as an altered event; rows from before 2026-12-02 also
+ * store that predecessor's hash, which tells the two apart.
+ */
+export function chainBreak(prev: string, e: ChainedEvent): string | undefined {
+  if (e.content === undefined) return 'the stored event cannot be unpacked (it was altered after it was written)';
+  if (e.prevHash && e.prevHash !== prev) {
+    return 'the link to the previous event is broken (an event was deleted or altered)';
+  }
+  if (chainHash(prev, hashedColumns(e, e.content), e.refs) !== e.hash) {
+    return e.prevHash
+      ? 'the event was altered after it was written'
+      : 'the event was altered after it was written, or the one before it was deleted or altered';
+  }
+  return undefined;
+}
+
+/** A stored row and its refs as the store interface hands them out (the JSON unpacked; undefined if it cannot be). */
+export function chainedEvent(row: EventRow, refs: { kind: string; value: string }[]): ChainedEvent {
+  let content: string | undefined;
   try {
     content = eventJson(row);
   } catch {
-    return 'the stored event cannot be unpacked (it was altered after it was written)';
+    content = undefined;
   }
-  if (chainHash(prev, { ...row, content }, refs) !== row.hash) return 'the event was altered after it was written';
-  return undefined;
+  return {
+    seq: Number(row.seq),
+    id: row.id,
+    partition: row.partition,
+    recorded: Number(row.recorded),
+    type: row.type,
+    subtype: row.subtype,
+    action: row.action,
+    outcome: row.outcome,
+    requestId: row.request_id,
+    correlationId: row.correlation_id,
+    refs,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+    content,
+  };
+}
+
+/** The columns the hash covers. */
+export function hashedColumns(e: ChainedEvent, content: string): EventColumns {
+  return {
+    id: e.id,
+    partition: e.partition,
+    recorded: e.recorded,
+    type: e.type,
+    subtype: e.subtype,
+    action: e.action,
+    outcome: e.outcome,
+    request_id: e.requestId,
+    correlation_id: e.correlationId,
+    content,
+  };
+}
+
+/**
+ * Walks the chain from the checkpoint (or the first event) in pages of seq order and names the first event
+ * that does not continue it. Both engines read their pages their own way; the rule lives here.
+ */
+export async function verifyChain(
+  checkpoint: AuditCheckpoint | undefined,
+  page: (after: number) => Promise<ChainedEvent[]>,
+): Promise<AuditVerification> {
+  let prev = checkpoint?.hash ?? GENESIS;
+  let events = 0;
+  let after = checkpoint?.seq ?? 0;
+  for (;;) {
+    const rows = await page(after);
+    if (rows.length === 0) return { events, ok: true, ...(checkpoint ? { checkpoint } : {}) };
+    for (const e of rows) {
+      events++;
+      const reason = chainBreak(prev, e);
+      if (reason) return { events, ok: false, firstBad: { seq: e.seq, id: e.id, reason } };
+      prev = e.hash;
+      after = e.seq;
+    }
+  }
 }
 
 /** The WHERE clause (with `?` placeholders) of an AuditEvent search over `audit_events e`. */

@@ -195,4 +195,15 @@ export const MIGRATIONS: readonly string[] = [
   -- Events are stored packed (store/sql/audit-packing.ts); content keeps the JSON of rows written before.
   ALTER TABLE audit_events ADD COLUMN packed BLOB;
   `,
+  `
+  -- The last pruned event (carevault audit prune): the remaining chain continues from its hash.
+  CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    one      INTEGER PRIMARY KEY CHECK (one = 1),
+    seq      INTEGER NOT NULL,
+    hash     TEXT NOT NULL,
+    recorded INTEGER NOT NULL,
+    pruned   INTEGER NOT NULL,
+    at       INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];
