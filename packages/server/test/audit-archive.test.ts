@@ -4,9 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { expandCode, hashHex } from '../src/store/sql/audit-chain.ts';
+import { type PackedColumns, unpackEvent } from '../src/store/sql/audit-packing.ts';
+import { MIGRATIONS } from '../src/store/sqlite/schema.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
+import { TEST_STORE } from './helpers/store.ts';
 import { cli, ok } from './helpers/zorgviewer.ts';
 
 // Issue 14 §2: `carevault audit export --until`, `audit prune --until` (with a checkpoint from which `audit verify`
@@ -224,6 +228,65 @@ describe('audit export, prune and verify --file', () => {
     const verified = await ok<Verified>(p.dataDir, 'audit', 'verify');
     assert.equal(verified.ok, true);
     assert.ok(verified.events >= 3);
+  });
+
+  test('a trail stored before refs were packed (hex hashes, JSON rows, audit_refs) is upgraded and verifies', async () => {
+    await traffic(2);
+    // Turn every row back into the form of 2026-12-01, and the schema with it.
+    const rows = await rawSql<
+      PackedColumns & { seq: number; packed: Uint8Array; type: string; subtype: string | null }
+    >(
+      p.dataDir,
+      'SELECT seq, packed, id, recorded, request_id, correlation_id, type, subtype FROM audit_events ORDER BY seq',
+    );
+    const [checkpoint] = await rawSql<{ hash: string }>(p.dataDir, 'SELECT hash FROM audit_checkpoint');
+    let prev = checkpoint?.hash ?? '0'.repeat(64);
+    let patient: string | undefined;
+    let patientRefs = 0;
+    for (const row of rows) {
+      const { json, refs } = unpackEvent(row.packed, row);
+      const hash = hashHex(
+        (await rawSql<{ hash: string }>(p.dataDir, 'SELECT hash FROM audit_events WHERE seq = ?', [row.seq]))[0]
+          ?.hash as string,
+      );
+      await rawSql(
+        p.dataDir,
+        'UPDATE audit_events SET content = ?, packed = NULL, type = ?, subtype = ?, prev_hash = ?, hash = ? WHERE seq = ?',
+        [json, expandCode(row.type), row.subtype && expandCode(row.subtype), prev, hash, row.seq],
+      );
+      for (const r of refs ?? []) {
+        await rawSql(p.dataDir, 'INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)', [
+          row.seq,
+          r.kind,
+          r.value,
+        ]);
+        if (r.kind !== 'patient') continue;
+        patient ??= r.value;
+        if (r.value === patient) patientRefs++;
+      }
+      prev = hash;
+    }
+    assert.ok(patientRefs > 0);
+    await rawSql(p.dataDir, 'DROP TABLE audit_index');
+    await rawSql(p.dataDir, 'CREATE INDEX audit_refs_value ON audit_refs (kind, value, seq)');
+    if (TEST_STORE === 'sqlite') await rawSql(p.dataDir, `PRAGMA user_version = ${MIGRATIONS.length - 1}`);
+    else
+      await rawSql(
+        p.dataDir,
+        'DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)',
+      );
+    // The next command that opens the store migrates it: the old trail verifies, index included.
+    const verified = await ok<Verified>(p.dataDir, 'audit', 'verify');
+    assert.equal(verified.ok, true, JSON.stringify(verified));
+    assert.equal(verified.events, rows.length);
+    if (!patient) assert.fail('the traffic above is about patients');
+    const byPatient = await p.store.audit.search({ patient: [patient], limit: 1000, offset: 0 });
+    const byEntity = await p.store.audit.search({ entity: [patient], limit: 1000, offset: 0 });
+    assert.equal(byPatient.total, patientRefs, 'every old event about the patient is found by patient');
+    assert.ok(byEntity.total > 0 && byEntity.total <= byPatient.total, 'the Patient reads are found by entity');
+    // New events chain on after the old ones.
+    await traffic(1);
+    assert.equal((await ok<Verified>(p.dataDir, 'audit', 'verify')).ok, true);
   });
 
   test('a trail that does not verify is neither exported nor pruned', async () => {

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
+import { hashHex } from '../src/store/sql/audit-chain.ts';
+import { indexKeys as indexKeysOf } from '../src/store/sql/audit-index.ts';
+import { type PackedColumns, packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -329,27 +331,97 @@ describe('hash chain (carevault audit verify)', () => {
     const ok = await p.store.audit.verify();
     assert.equal(ok.ok, true);
     assert.ok(ok.events > 20);
-    const [row] = await rawSql<{ seq: number; packed: Uint8Array }>(
+    const [row] = await rawSql<PackedColumns & { seq: number; packed: Uint8Array; type: string }>(
       p.dataDir,
-      'SELECT seq, packed FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
+      'SELECT seq, packed, id, recorded, request_id, correlation_id, type FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
     );
     if (!row) assert.fail('the calls above should have written events');
-    // Events are stored packed; an intruder who can write the database can repack an altered one.
+    // Stored compactly: the type's system as one letter, the JSON packed without the row's own columns.
+    assert.match(row.type, /^[A-Z]\|/);
     const original = Buffer.from(row.packed);
-    const json = unpackEvent(original);
+    assert.equal(original.includes(Buffer.from(row.id)), false);
+    const { json, refs } = unpackEvent(original, row);
+    assert.ok(
+      refs?.some((r) => r.kind === 'agent'),
+      'the refs travel in the packed event',
+    );
     assert.match(json, /"outcome":"0"/);
+    assert.equal(JSON.parse(json).id, row.id);
+    // An intruder who can write the database can repack an altered event.
     await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [
-      packEvent(json.replace('"outcome":"0"', '"outcome":"4"')),
+      packEvent(json.replace('"outcome":"0"', '"outcome":"4"'), row),
       row.seq,
     ]);
     const altered = await p.store.audit.verify();
     assert.equal(altered.ok, false);
     assert.equal(altered.firstBad?.seq, row.seq);
     assert.match(altered.firstBad?.reason ?? '', /altered/);
+    // Or hide it from a search by its refs.
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [packEvent(json, row, []), row.seq]);
+    assert.equal((await p.store.audit.verify()).firstBad?.seq, row.seq);
+    // Or change a column the packed JSON leaves out: the JSON read back changes with it.
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, request_id = ? WHERE seq = ?', [
+      original,
+      'forged',
+      row.seq,
+    ]);
+    assert.equal((await p.store.audit.verify()).firstBad?.seq, row.seq);
     await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [Buffer.from([1, 2, 3]), row.seq]);
     assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /cannot be unpacked/);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [original, row.seq]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, request_id = ? WHERE seq = ?', [
+      original,
+      row.request_id,
+      row.seq,
+    ]);
     assert.equal((await p.store.audit.verify()).ok, true);
+    // The search index is checked whole: a key removed (an event hidden from search) or added is found.
+    const [key] = await rawSql<{ kind: string; value: string; seq: number }>(
+      p.dataDir,
+      'SELECT kind, value, seq FROM audit_index WHERE seq = ?',
+      [row.seq],
+    );
+    await rawSql(p.dataDir, 'DELETE FROM audit_index WHERE seq = ?', [row.seq]);
+    const hidden = await p.store.audit.verify();
+    assert.equal(hidden.ok, false);
+    assert.match(hidden.index ?? '', /search index of the trail does not match its events/);
+    await rawSql(p.dataDir, 'INSERT INTO audit_index (kind, value, seq) VALUES (?, ?, ?)', [
+      key?.kind,
+      key?.value,
+      row.seq,
+    ]);
+    assert.equal((await p.store.audit.verify()).ok, false, 'one key is back, the others are missing');
+    await rawSql(p.dataDir, 'DELETE FROM audit_index WHERE seq = ?', [row.seq]);
+    const restore = (refs ?? []).flatMap((r) => [r.kind, r.value]);
+    // Rows written before refs were packed keep them in audit_refs: such a row reads and verifies as it did.
+    for (let i = 0; i < restore.length; i += 2) {
+      await rawSql(p.dataDir, 'INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)', [
+        row.seq,
+        restore[i],
+        restore[i + 1],
+      ]);
+    }
+    for (const k of indexKeysOf(refs ?? [])) {
+      await rawSql(p.dataDir, 'INSERT INTO audit_index (kind, value, seq) VALUES (?, ?, ?)', [
+        k.kind,
+        k.value,
+        row.seq,
+      ]);
+    }
+    // Rows packed by the first format (the whole JSON) and with the type's full system still read and verify.
+    const fullType = `${JSON.parse(json).type.system}|${JSON.parse(json).type.code}`;
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, type = ? WHERE seq = ?', [
+      packEvent(json),
+      fullType,
+      row.seq,
+    ]);
+    assert.equal((await p.store.audit.verify()).ok, true);
+    assert.equal(await p.store.audit.get(row.id), json);
+    const typed = await p.store.audit.search({ type: [fullType], limit: 1000, offset: 0 });
+    assert.ok(
+      typed.events.some((e) => JSON.parse(e).id === row.id),
+      'the row with the full system',
+    );
+    assert.ok(typed.events.length > 1, 'and the rows with the compact one');
     // A row written before events were packed (its JSON in content) is read and verified as it was.
     await rawSql(p.dataDir, 'UPDATE audit_events SET content = ?, packed = NULL WHERE seq = ?', [json, row.seq]);
     assert.equal((await p.store.audit.verify()).ok, true);
@@ -360,16 +432,44 @@ describe('hash chain (carevault audit verify)', () => {
       'SELECT hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1',
       [row.seq],
     );
-    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prev?.hash, row.seq]);
+    const prevHex = hashHex(prev?.hash as string);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prevHex, row.seq]);
     assert.equal((await p.store.audit.verify()).ok, true);
     await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', ['f'.repeat(64), row.seq]);
     assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /link to the previous event is broken/);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prev?.hash, row.seq]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prevHex, row.seq]);
     await rawSql(p.dataDir, 'DELETE FROM audit_events WHERE seq = ?', [row.seq + 1]);
     const deleted = await p.store.audit.verify();
     assert.equal(deleted.ok, false);
     assert.equal(deleted.firstBad?.seq, row.seq + 2);
     assert.match(deleted.firstBad?.reason ?? '', /deleted/);
+  });
+});
+
+describe('packed events', () => {
+  test('a query entity packs as its text and comes back as the same base64, whatever it holds', () => {
+    const columns = {
+      id: 'ev-1',
+      recorded: Date.parse('2026-12-02T10:00:00.000Z'),
+      request_id: 'r1',
+      correlation_id: null,
+    };
+    const queries = [
+      'Observation?patient=mother&status=final',
+      'Patient?name="quoted"\\back&x=\u0001\n\t',
+      'Patient?name=Ærø😀&id=ev-1',
+    ].map((q) => Buffer.from(q, 'utf8').toString('base64'));
+    queries.push(Buffer.from([0xff, 0xfe, 0x00, 0x80]).toString('base64')); // not UTF-8: stays base64
+    for (const query of queries) {
+      const json = JSON.stringify({
+        resourceType: 'AuditEvent',
+        id: 'ev-1',
+        recorded: '2026-12-02T10:00:00.000Z',
+        entity: [{ query, description: 'x' }, { query }],
+      });
+      const refs = [{ kind: 'agent', value: 'ev-1' }];
+      assert.deepEqual(unpackEvent(packEvent(json, columns, refs), columns), { json, refs });
+    }
   });
 });
 

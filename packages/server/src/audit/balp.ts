@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding } from 'fhir/r4.js';
 import type { AuditRecord } from '../store/types.ts';
 
@@ -208,7 +208,9 @@ function entities(e: EventInput): AuditEventEntity[] {
 
 /** Builds the AuditEvent and the row that stores it (search columns, chain input). */
 export function auditRecord(e: EventInput): AuditRecord {
-  const id = randomUUID();
+  // 128 random bits in 22 characters (base64url with '.' for '_', which a FHIR id may not hold): an event's
+  // id is stored three times (row, unique index, JSON), so its length counts.
+  const id = randomBytes(16).toString('base64url').replaceAll('_', '.');
   const recorded = new Date().toISOString();
   const nen = Object.entries(e.nen7513 ?? {}).filter(([, v]) => v !== undefined) as [string, string][];
   const event: AuditEvent = {

@@ -318,6 +318,8 @@ export interface AuditVerification {
   firstBad?: { seq: number; id: string; reason: string } | undefined;
   /** Where the remaining chain starts when older events were pruned. */
   checkpoint?: AuditCheckpoint | undefined;
+  /** Why the search index of the events does not match them (the events themselves verified). */
+  index?: string | undefined;
 }
 
 /** The last pruned event: the remaining chain continues from its hash. */

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { GENESIS } from '../sql/audit-chain.ts';
+import { GENESIS, hashHex } from '../sql/audit-chain.ts';
 import { toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
@@ -104,7 +104,8 @@ export function resourceStore(pool: pg.Pool): {
       const results = (await c.query(
         `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ''}${alone ? ` ${enterVault(c, alone.partition)};` : ''} ${HEAD_SQL}`,
       )) as unknown as pg.QueryResult[];
-      let head: string = results[results.length - 1]?.rows[0]?.hash ?? GENESIS;
+      const stored: string | null | undefined = results[results.length - 1]?.rows[0]?.hash;
+      let head: string = stored ? hashHex(stored) : GENESIS;
       let open = false; // a savepoint waits to be released (folded into the next statement)
       let audits: AuditRecord[] = []; // events of audit-only jobs, sent together
       const sendAudits = async () => {

@@ -216,4 +216,19 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       pruned bigint NOT NULL, at bigint NOT NULL);
     GRANT SELECT ON audit_checkpoint TO ${VAULT_ROLE};`,
   },
+  {
+    version: 6,
+    name: 'audit_index: refs move into the packed event; this is only their search index',
+    sql: `CREATE TABLE audit_index (kind ${T} NOT NULL, value ${T} NOT NULL, seq bigint NOT NULL,
+      PRIMARY KEY (kind, value, seq));
+  INSERT INTO audit_index (kind, value, seq)
+    SELECT CASE kind WHEN 'patient' THEN 'p' WHEN 'entity' THEN 'e' WHEN 'agent' THEN 'a' ELSE kind END, value, seq
+    FROM audit_refs;
+  UPDATE audit_index SET kind = 'pe' WHERE kind = 'p' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'e' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DELETE FROM audit_index WHERE kind = 'e' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'pe' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DROP INDEX audit_refs_value;
+  GRANT SELECT, INSERT ON audit_index TO ${VAULT_ROLE};`,
+  },
 ];

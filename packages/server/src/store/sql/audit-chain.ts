@@ -1,10 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { AuditCheckpoint, AuditQuery, AuditRecord, AuditVerification, ChainedEvent } from '../types.ts';
-import { eventJson, packEvent } from './audit-packing.ts';
+import { IndexDigest, indexKeys, searchKinds } from './audit-index.ts';
+import { packEvent, storedEvent } from './audit-packing.ts';
 import type { Sql } from './search-filter.ts';
 
 /** The predecessor of the first event. */
 export const GENESIS = '0'.repeat(64);
+
+/**
+ * Hashes are stored as 43 base64url characters (rows from before 2026-12-02: 64 hex); everywhere else —
+ * hashing, the checkpoint, exports, `audit verify` — they are hex.
+ */
+export const storedHash = (hex: string): string => Buffer.from(hex, 'hex').toString('base64url');
+export const hashHex = (stored: string): string =>
+  stored.length === 64 ? stored : Buffer.from(stored, 'base64url').toString('hex');
 
 /** audit_checkpoint's columns as an AuditCheckpoint. */
 export const CHECKPOINT_COLUMNS = 'seq, hash, recorded, pruned, at';
@@ -49,24 +58,49 @@ export function eventColumns(r: AuditRecord): EventColumns {
 }
 
 /**
+ * Event type and subtype columns hold `system|code`; the systems of carevault's own events are stored as one
+ * letter (no system URI is one character long, so older rows with the full system stay unambiguous). The hash
+ * and the search parameters always use the full form.
+ */
+const SYSTEMS: Record<string, string> = {
+  T: 'http://terminology.hl7.org/CodeSystem/audit-event-type',
+  D: 'http://dicom.nema.org/resources/ontology/DCM',
+  I: 'urn:ihe:event-type-code',
+  R: 'http://hl7.org/fhir/restful-interaction',
+  C: 'https://carevault.dev/fhir/CodeSystem/audit-subtype',
+};
+const LETTERS = new Map(Object.entries(SYSTEMS).map(([letter, system]) => [system, letter]));
+
+export function compactCode(value: string): string {
+  const bar = value.lastIndexOf('|');
+  const letter = bar > 0 ? LETTERS.get(value.slice(0, bar)) : undefined;
+  return letter ? `${letter}${value.slice(bar)}` : value;
+}
+
+export function expandCode(value: string): string {
+  const system = value[1] === '|' ? SYSTEMS[value[0] as string] : undefined;
+  return system ? `${system}${value.slice(1)}` : value;
+}
+
+/**
  * The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash).
  * The predecessor's hash is not stored: verifying walks the chain in order and carries it.
  */
-export function eventValues(e: EventColumns, hash: string): unknown[] {
+export function eventValues(e: EventColumns, hash: string, refs: { kind: string; value: string }[]): unknown[] {
   return [
     e.id,
     e.partition,
     e.recorded,
-    e.type,
-    e.subtype,
+    compactCode(e.type),
+    e.subtype === null ? null : compactCode(e.subtype),
     e.action,
     e.outcome,
     e.request_id,
     e.correlation_id,
     '',
-    packEvent(e.content),
+    packEvent(e.content, e, refs),
     '',
-    hash,
+    storedHash(hash),
   ];
 }
 
@@ -111,11 +145,17 @@ export function chainBreak(prev: string, e: ChainedEvent): string | undefined {
   return undefined;
 }
 
-/** A stored row and its refs as the store interface hands them out (the JSON unpacked; undefined if it cannot be). */
-export function chainedEvent(row: EventRow, refs: { kind: string; value: string }[]): ChainedEvent {
+/**
+ * A stored row as the store interface hands it out: the JSON unpacked (undefined if it cannot be), the refs
+ * from the packed event, or for rows written before refs were packed, `olderRefs` (table audit_refs).
+ */
+export function chainedEvent(row: EventRow, olderRefs: { kind: string; value: string }[]): ChainedEvent {
   let content: string | undefined;
+  let refs = olderRefs;
   try {
-    content = eventJson(row);
+    const stored = storedEvent(row);
+    content = stored.json;
+    refs = stored.refs ?? olderRefs;
   } catch {
     content = undefined;
   }
@@ -124,15 +164,15 @@ export function chainedEvent(row: EventRow, refs: { kind: string; value: string 
     id: row.id,
     partition: row.partition,
     recorded: Number(row.recorded),
-    type: row.type,
-    subtype: row.subtype,
+    type: expandCode(row.type),
+    subtype: row.subtype === null ? null : expandCode(row.subtype),
     action: row.action,
     outcome: row.outcome,
     requestId: row.request_id,
     correlationId: row.correlation_id,
     refs,
     prevHash: row.prev_hash,
-    hash: row.hash,
+    hash: hashHex(row.hash),
     content,
   };
 }
@@ -160,33 +200,43 @@ export function hashedColumns(e: ChainedEvent, content: string): EventColumns {
 export async function verifyChain(
   checkpoint: AuditCheckpoint | undefined,
   page: (after: number) => Promise<ChainedEvent[]>,
+  indexDigest: () => Promise<{ count: number; sum: bigint }>,
 ): Promise<AuditVerification> {
   let prev = checkpoint?.hash ?? GENESIS;
   let events = 0;
   let after = checkpoint?.seq ?? 0;
+  const expected = new IndexDigest();
   for (;;) {
     const rows = await page(after);
-    if (rows.length === 0) return { events, ok: true, ...(checkpoint ? { checkpoint } : {}) };
+    if (rows.length === 0) break;
     for (const e of rows) {
       events++;
       const reason = chainBreak(prev, e);
       if (reason) return { events, ok: false, firstBad: { seq: e.seq, id: e.id, reason } };
+      expected.add(e.seq, indexKeys(e.refs));
       prev = e.hash;
       after = e.seq;
     }
   }
+  const found = await indexDigest();
+  const index =
+    found.count === expected.count && found.sum === expected.sum
+      ? undefined
+      : `the search index of the trail does not match its events (${expected.count} keys expected, ${found.count} found): events may be hidden from search; rebuild it with audit reindex`;
+  return { events, ok: index === undefined, ...(index ? { index } : {}), ...(checkpoint ? { checkpoint } : {}) };
 }
 
 /** The WHERE clause (with `?` placeholders) of an AuditEvent search over `audit_events e`. */
 export function auditWhere(q: AuditQuery): Sql {
   const where: string[] = [];
   const args: unknown[] = [];
-  const refFilter = (kind: string, values: string[] | undefined) => {
+  const refFilter = (kind: 'patient' | 'agent' | 'entity', values: string[] | undefined) => {
     if (!values?.length) return;
+    const kinds = searchKinds(kind);
     where.push(
-      `e.seq IN (SELECT seq FROM audit_refs WHERE kind = ? AND value IN (${values.map(() => '?').join(',')}))`,
+      `e.seq IN (SELECT seq FROM audit_index WHERE kind IN (${kinds.map(() => '?').join(',')}) AND value IN (${values.map(() => '?').join(',')}))`,
     );
-    args.push(kind, ...values);
+    args.push(...kinds, ...values);
   };
   refFilter('patient', q.patient);
   refFilter('agent', q.agent);
@@ -194,10 +244,10 @@ export function auditWhere(q: AuditQuery): Sql {
   const columnFilter = (column: string, values: string[] | undefined) => {
     if (!values?.length) return;
     // A bare code matches any system (`|code` suffix); system|code matches exactly.
-    const parts = values.map((v) => (v.includes('|') ? `${column} = ?` : `(${column} = ? OR ${column} LIKE ?)`));
+    const parts = values.map((v) => (v.includes('|') ? `${column} IN (?, ?)` : `(${column} = ? OR ${column} LIKE ?)`));
     where.push(`(${parts.join(' OR ')})`);
     for (const v of values) {
-      if (v.includes('|')) args.push(v);
+      if (v.includes('|')) args.push(v, compactCode(v));
       else args.push(v, `%|${v.replace(/[%_\\]/g, '')}`);
     }
   };

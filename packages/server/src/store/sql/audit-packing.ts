@@ -2,25 +2,126 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { AUDIT_DICTIONARY_V1 } from './audit-dictionary.ts';
 
 /**
- * Audit events on disk: the BALP JSON deflated against a dictionary of typical events (about 2.2 KB → 120-140
- * bytes), behind a one-byte format version. The hash chain covers the JSON itself, not these bytes, so the
- * packing can change (a new version) without touching the chain.
+ * Audit events on disk: the BALP JSON deflated against a dictionary of typical events, behind a one-byte
+ * format version. The hash chain covers the JSON itself, not these bytes, so the packing can change (a new
+ * version) without touching the chain; every version stays readable.
+ *   1: the JSON deflated (≈ 2.2 KB → 200 bytes).
+ *   2: as 1, but the values the row keeps in columns of its own (id, recorded, request and correlation id)
+ *      are replaced by one control character each first: JSON.stringify never writes a raw control
+ *      character, so putting the column values back gives the exact JSON. After a newline (which
+ *      JSON.stringify never writes either) follow the event's search refs, which the hash covers: deflate
+ *      finds them in the JSON, so they cost a few bytes here instead of a table of their own. A query
+ *      entity's base64 (BALP) is packed as the text it encodes (marked with \u0005), which deflate can
+ *      match against the query's description; only when that gives back the exact base64.
  */
 const V1 = 1;
-const dictionaries: Record<number, Buffer> = { [V1]: Buffer.from(AUDIT_DICTIONARY_V1, 'utf8') };
+const V2 = 2;
+const dictionary = Buffer.from(AUDIT_DICTIONARY_V1, 'utf8');
 
-export function packEvent(json: string): Buffer {
-  const body = deflateRawSync(Buffer.from(json, 'utf8'), { level: 6, dictionary: dictionaries[V1] });
-  return Buffer.concat([Buffer.from([V1]), body]);
+/** The row's own columns that a packed event leaves out of its JSON. */
+export interface PackedColumns {
+  id: string;
+  recorded: number;
+  request_id: string | null;
+  correlation_id: string | null;
 }
 
-export function unpackEvent(packed: Uint8Array): string {
-  const dictionary = dictionaries[packed[0] as number];
-  if (!dictionary) throw new Error(`audit event packed with unknown format ${packed[0]}`);
-  return inflateRawSync(packed.subarray(1), { dictionary }).toString('utf8');
+/** Marker, value pairs: a value only takes part when it is non-empty and free of control characters itself. */
+function substitutions(c: PackedColumns): [string, string][] {
+  const values = [c.id, new Date(Number(c.recorded)).toISOString(), c.request_id, c.correlation_id];
+  const out: [string, string][] = [];
+  values.forEach((v, i) => {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what is excluded
+    if (v && !/[\u0000-\u001f]/.test(v)) out.push([String.fromCharCode(i + 1), v]);
+  });
+  // Longest first, so a value that is part of another is not cut out of it.
+  return out.sort((a, b) => b[1].length - a[1].length);
+}
+
+export type Refs = { kind: string; value: string }[];
+
+const QUERY_B64 = /"query":"([A-Za-z0-9+/]+={0,2})"/g;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0005 is the marker, never written by JSON.stringify
+const QUERY_TEXT = /"query":"\u0005((?:[^"\\]|\\.)*)"/g;
+
+function queriesAsText(json: string): string {
+  const text = json.replace(QUERY_B64, (whole, b64: string) => {
+    const decoded = Buffer.from(b64, 'base64').toString('utf8');
+    return Buffer.from(decoded, 'utf8').toString('base64') === b64
+      ? `"query":"\u0005${JSON.stringify(decoded).slice(1, -1)}"`
+      : whole;
+  });
+  return queriesAsBase64(text) === json ? text : json;
+}
+
+function queriesAsBase64(text: string): string {
+  return text.replace(
+    QUERY_TEXT,
+    (_, escaped: string) => `"query":"${Buffer.from(JSON.parse(`"${escaped}"`) as string, 'utf8').toString('base64')}"`,
+  );
+}
+
+/** Version 2 (with the row's columns and the refs), or version 1 (the JSON alone) when they are not given. */
+export function packEvent(json: string, columns?: PackedColumns, refs?: Refs): Buffer {
+  let text = json;
+  if (columns) {
+    text = queriesAsText(text);
+    for (const [marker, value] of substitutions(columns)) text = text.replaceAll(value, marker);
+    text += `\n${packRefs(refs ?? [])}`;
+  }
+  const body = deflateRawSync(Buffer.from(text, 'utf8'), { level: 6, dictionary });
+  return Buffer.concat([Buffer.from([columns ? V2 : V1]), body]);
+}
+
+/** The JSON and, from version 2 on, the refs. */
+export function unpackEvent(packed: Uint8Array, columns?: PackedColumns): { json: string; refs?: Refs } {
+  const version = packed[0];
+  if (version !== V1 && version !== V2) throw new Error(`audit event packed with unknown format ${version}`);
+  const text = inflateRawSync(packed.subarray(1), { dictionary }).toString('utf8');
+  if (version === V1) return { json: text };
+  if (!columns) throw new Error('a version 2 audit event needs its row to be unpacked');
+  const newline = text.indexOf('\n');
+  if (newline < 0) throw new Error('a version 2 audit event without its refs');
+  let json = text.slice(0, newline);
+  for (const [marker, value] of substitutions(columns)) json = json.replaceAll(marker, value);
+  json = queriesAsBase64(json);
+  return { json, refs: unpackRefs(text.slice(newline + 1)) };
+}
+
+/** Refs as lines of a kind letter and the JSON string of the value (JSON.stringify never writes a newline). */
+const KIND_LETTER: Record<string, string> = { patient: 'p', entity: 'e', agent: 'a' };
+const LETTER_KIND: Record<string, string> = { p: 'patient', e: 'entity', a: 'agent' };
+
+function packRefs(refs: Refs): string {
+  return refs
+    .map((r) => {
+      const letter = KIND_LETTER[r.kind];
+      if (!letter) throw new Error(`an audit ref of unknown kind ${r.kind}`);
+      return `${letter}${JSON.stringify(r.value)}`;
+    })
+    .join('\n');
+}
+
+function unpackRefs(text: string): Refs {
+  if (text === '') return [];
+  return text.split('\n').map((line) => {
+    const kind = LETTER_KIND[line[0] as string];
+    if (!kind) throw new Error('an audit ref of unknown kind');
+    return { kind, value: JSON.parse(line.slice(1)) as string };
+  });
+}
+
+export type StoredEvent = PackedColumns & { content: string; packed?: Uint8Array | null };
+
+/** The JSON of a stored event, and its refs when the row holds them (version 2). */
+export function storedEvent(row: StoredEvent): { json: string; refs?: Refs } {
+  return row.packed ? unpackEvent(row.packed, row) : { json: row.content };
 }
 
 /** The JSON of a stored event: packed (current rows) or plain text (rows written before packing). */
-export function eventJson(row: { content: string; packed?: Uint8Array | null }): string {
-  return row.packed ? unpackEvent(row.packed) : row.content;
+export function eventJson(row: StoredEvent): string {
+  return storedEvent(row).json;
 }
+
+/** What a stored event is read back from: the columns eventJson needs. */
+export const EVENT_READ_COLUMNS = 'content, packed, id, recorded, request_id, correlation_id';

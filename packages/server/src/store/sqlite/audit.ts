@@ -8,9 +8,11 @@ import {
   eventColumns,
   eventValues,
   GENESIS,
+  hashHex,
   verifyChain,
 } from '../sql/audit-chain.ts';
-import { eventJson } from '../sql/audit-packing.ts';
+import { IndexDigest, indexKeys } from '../sql/audit-index.ts';
+import { EVENT_READ_COLUMNS, eventJson } from '../sql/audit-packing.ts';
 import type { AuditCheckpoint, AuditRecord, AuditStore } from '../types.ts';
 import type { AuditAppender } from './resources.ts';
 
@@ -28,14 +30,15 @@ export function auditWriter(db: Database.Database): AuditAppender {
     `INSERT INTO audit_events (id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id,
        content, packed, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
-  const insertRef = db.prepare('INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)');
+  const insertKey = db.prepare('INSERT INTO audit_index (kind, value, seq) VALUES (?, ?, ?)');
   let head: string | undefined;
   const write = (r: AuditRecord) => {
-    const prev = head ?? (last.get() as string | null) ?? GENESIS;
+    const stored = head ? undefined : (last.get() as string | null);
+    const prev = head ?? (stored ? hashHex(stored) : GENESIS);
     const row = eventColumns(r);
     const hash = chainHash(prev, row, r.refs);
-    const { lastInsertRowid } = insert.run(...eventValues(row, hash));
-    for (const ref of r.refs) insertRef.run(lastInsertRowid, ref.kind, ref.value);
+    const { lastInsertRowid } = insert.run(...eventValues(row, hash, r.refs));
+    for (const k of indexKeys(r.refs)) insertKey.run(k.kind, k.value, lastInsertRowid);
     head = hash;
   };
   return {
@@ -47,7 +50,7 @@ export function auditWriter(db: Database.Database): AuditAppender {
 }
 
 export function auditStore(db: Database.Database, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
-  const byId = db.prepare('SELECT content, packed FROM audit_events WHERE id = ?');
+  const byId = db.prepare(`SELECT ${EVENT_READ_COLUMNS} FROM audit_events WHERE id = ?`);
   const page = db.prepare(
     `SELECT e.*, (SELECT json_group_array(json_object('kind', r.kind, 'value', r.value)) FROM audit_refs r
        WHERE r.seq = e.seq) AS refs FROM audit_events e WHERE e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?`,
@@ -58,6 +61,7 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
        WHERE seq < COALESCE((SELECT MIN(seq) FROM audit_events WHERE recorded >= ?), 9223372036854775807)`,
     )
     .pluck();
+  const allKeys = db.prepare('SELECT seq, kind, value FROM audit_index');
   const checkpointRow = db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoint`);
   const chain = (after: number, through: number, limit: number) =>
     (page.all(after, through, limit) as (EventRow & { refs: string })[]).map((row) =>
@@ -68,20 +72,21 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
     const last = db.prepare('SELECT seq, hash, recorded FROM audit_events WHERE seq = ?').get(through) as
       | { seq: number; hash: string; recorded: number }
       | undefined;
-    if (!last || last.hash !== hash) return undefined;
+    if (!last || hashHex(last.hash) !== hash) return undefined;
     db.prepare('DELETE FROM audit_refs WHERE seq <= ?').run(through);
+    db.prepare('DELETE FROM audit_index WHERE seq <= ?').run(through);
     const { changes } = db.prepare('DELETE FROM audit_events WHERE seq <= ?').run(through);
     const pruned = (checkpoint()?.pruned ?? 0) + changes;
     db.prepare(
       `INSERT INTO audit_checkpoint (one, seq, hash, recorded, pruned, at) VALUES (1, ?, ?, ?, ?, ?)
        ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, recorded = excluded.recorded,
          pruned = excluded.pruned, at = excluded.at`,
-    ).run(last.seq, last.hash, last.recorded, pruned, now);
+    ).run(last.seq, hash, last.recorded, pruned, now);
     return checkpoint();
   });
   return {
     async get(id) {
-      const row = byId.get(id) as Pick<EventRow, 'content' | 'packed'> | undefined;
+      const row = byId.get(id) as EventRow | undefined;
       return row ? eventJson(row) : undefined;
     },
     async append(records) {
@@ -95,12 +100,22 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
           .pluck()
           .get(...w.params) as number) ?? 0;
       const rows = db
-        .prepare(`SELECT e.content, e.packed FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`)
-        .all(...w.params, q.limit, q.offset) as Pick<EventRow, 'content' | 'packed'>[];
+        .prepare(`SELECT ${EVENT_READ_COLUMNS} FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`)
+        .all(...w.params, q.limit, q.offset) as EventRow[];
       return { events: rows.map(eventJson), total };
     },
     async verify() {
-      return verifyChain(checkpoint(), async (after) => chain(after, Number.MAX_SAFE_INTEGER, 2000));
+      return verifyChain(
+        checkpoint(),
+        async (after) => chain(after, Number.MAX_SAFE_INTEGER, 2000),
+        async () => {
+          const digest = new IndexDigest();
+          for (const k of allKeys.iterate() as Iterable<{ seq: number; kind: string; value: string }>) {
+            digest.add(k.seq, [k]);
+          }
+          return digest;
+        },
+      );
     },
     async chain(after, through, limit) {
       return chain(after, through, limit);
@@ -112,7 +127,8 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
       return checkpoint();
     },
     async prune(through, hash, now) {
-      return prune(through, hash, now);
+      // IMMEDIATE: a deferred transaction that read first could not upgrade once a server had written since.
+      return prune.immediate(through, hash, now);
     },
   };
 }

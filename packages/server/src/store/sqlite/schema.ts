@@ -206,4 +206,22 @@ export const MIGRATIONS: readonly string[] = [
     at       INTEGER NOT NULL
   ) STRICT;
   `,
+  `
+  -- Refs now live in the packed event (under its hash); audit_index is only the search index
+  -- (store/sql/audit-index.ts). audit_refs keeps the refs of older rows, read by seq when verifying.
+  CREATE TABLE IF NOT EXISTS audit_index (
+    kind  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (kind, value, seq)
+  ) STRICT, WITHOUT ROWID;
+  INSERT INTO audit_index (kind, value, seq)
+    SELECT CASE kind WHEN 'patient' THEN 'p' WHEN 'entity' THEN 'e' WHEN 'agent' THEN 'a' ELSE kind END, value, seq
+    FROM audit_refs;
+  UPDATE audit_index SET kind = 'pe' WHERE kind = 'p' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'e' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DELETE FROM audit_index WHERE kind = 'e' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'pe' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DROP INDEX audit_refs_value;
+  `,
 ];
