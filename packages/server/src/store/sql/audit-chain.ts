@@ -222,7 +222,7 @@ export async function verifyChain(
   const index =
     found.count === expected.count && found.sum === expected.sum
       ? undefined
-      : `the search index of the trail does not match its events (${expected.count} keys expected, ${found.count} found): events may be hidden from search; rebuild it with audit reindex`;
+      : `the search index of the trail does not match its events (${expected.count} keys expected, ${found.count} found): keys were removed (events hidden from search) or added`;
   return { events, ok: index === undefined, ...(index ? { index } : {}), ...(checkpoint ? { checkpoint } : {}) };
 }
 
