@@ -289,13 +289,16 @@ describe('/audit/AuditEvent (ITI-81 style)', () => {
       'reading the trail is audited',
     );
     assert.equal((await auditSearch('nonsense=1')).status, 400);
-    const url = ((await auditSearch('_count=1')).json as unknown as { entry: { fullUrl: string }[] }).entry[0]?.fullUrl;
-    const one = await p.fetch(url as string, {
-      dispatcher: p.agent(),
-      headers: { authorization: `Bearer ${auditor.token}` },
-    });
-    assert.equal(one.status, 200);
-    assert.equal(((await one.json()) as { resourceType: string }).resourceType, 'AuditEvent');
+    // Every event reads back by its id (ids hold '-' and '.': 20 of them almost surely include both).
+    const urls = ((await auditSearch('_count=20')).json as unknown as { entry: { fullUrl: string }[] }).entry.map(
+      (e) => e.fullUrl,
+    );
+    assert.equal(urls.length, 20);
+    for (const url of urls) {
+      const one = await p.fetch(url, { dispatcher: p.agent(), headers: { authorization: `Bearer ${auditor.token}` } });
+      assert.equal(one.status, 200, url);
+      assert.equal(((await one.json()) as { resourceType: string }).resourceType, 'AuditEvent');
+    }
     const missing = await p.fetch(`${p.base}/audit/AuditEvent/nope`, {
       dispatcher: p.agent(),
       headers: { authorization: `Bearer ${auditor.token}` },

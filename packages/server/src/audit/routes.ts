@@ -194,7 +194,7 @@ export async function auditRoutes(
   app.get('/audit/AuditEvent', async (req, reply) => reply.type(FHIR_JSON).send(await search(req)));
   app.get<{ Params: { id: string } }>('/audit/AuditEvent/:id', async (req, reply) => {
     const claims = await auditor(req, 'r');
-    const content = /^[A-Za-z0-9-]{1,64}$/.test(req.params.id) ? await o.store.audit.get(req.params.id) : undefined;
+    const content = /^[A-Za-z0-9.-]{1,64}$/.test(req.params.id) ? await o.store.audit.get(req.params.id) : undefined;
     await o.audit.record({
       type: EVENT.rest,
       subtype: EVENT.rest_('read'),
