@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type { IndexRows } from '../../store/types.ts';
+import { type Accessor, compilePath, compileRelative } from './accessor.ts';
 import { SEARCH_PARAMETERS, type SearchParamDef } from './definitions.ts';
 import { dateRange, FAR_FUTURE, normalizeString, relativeReference } from './values.ts';
 
@@ -9,11 +10,43 @@ const fhirpath = require('fhirpath') as {
 };
 const model = require('fhirpath/fhir-context/r4') as unknown;
 
+/** One union part of a composite component: on the resource itself (`%resource.…`) or on each occurrence. */
+type ComponentPart = { onResource: boolean; fn: (node: unknown) => unknown[] };
+
 type Compiled = {
   code: string;
   def: SearchParamDef;
-  branches: { fn: (r: unknown) => unknown[]; expression: string; targetType?: string }[];
+  branches: {
+    fn: (r: unknown) => unknown[];
+    expression: string;
+    targetType?: string;
+    /** Composite components as plain accessors, when every part of every component compiles. */
+    components?: ComponentPart[][];
+  }[];
 };
+
+function componentAccessors(
+  type: string,
+  def: SearchParamDef,
+  base: Accessor | undefined,
+): ComponentPart[][] | undefined {
+  if (!base || !def.components) return undefined;
+  const out: ComponentPart[][] = [];
+  for (const component of def.components) {
+    const parts: ComponentPart[] = [];
+    const union = unionParts(component.expression);
+    // FHIRPath's `|` removes duplicates; such components stay with fhirpath.js.
+    if (union.length !== 1) return undefined;
+    for (const part of union) {
+      const onResource = part.startsWith('%resource.');
+      const fn = onResource ? compilePath(`${type}.${part.slice('%resource.'.length)}`) : compileRelative(base, part);
+      if (!fn) return undefined;
+      parts.push({ onResource, fn });
+    }
+    out.push(parts);
+  }
+  return out;
+}
 const compiled = new Map<string, Compiled[]>();
 
 function compiledFor(type: string): Compiled[] {
@@ -22,11 +55,15 @@ function compiledFor(type: string): Compiled[] {
     list = Object.entries(SEARCH_PARAMETERS[type] ?? {}).map(([code, def]) => ({
       code,
       def,
-      branches: def.branches.map((b) => ({
-        fn: fhirpath.compile(b.expression, model),
-        expression: b.expression,
-        targetType: b.targetType,
-      })),
+      branches: def.branches.map((b) => {
+        const plain = compilePath(b.expression);
+        return {
+          fn: plain ?? fhirpath.compile(b.expression, model),
+          expression: b.expression,
+          targetType: b.targetType,
+          components: def.type === 'composite' ? componentAccessors(type, def, plain) : undefined,
+        };
+      }),
     }));
     compiled.set(type, list);
   }
@@ -161,23 +198,30 @@ function composites(
   resource: Record<string, unknown>,
   param: string,
   def: SearchParamDef,
-  base: string,
-  occurrences: number,
+  branch: Compiled['branches'][number],
+  occurrences: unknown[],
   out: IndexRows['composite'],
 ): void {
   const type = resource.resourceType as string;
-  for (let row = 0; row < Math.min(occurrences, 100); row++) {
+  for (let row = 0; row < Math.min(occurrences.length, 100); row++) {
     (def.components ?? []).forEach((component, comp) => {
-      const expression = unionParts(component.expression)
-        .map((part) =>
-          part.startsWith('%resource.') ? `${type}.${part.slice('%resource.'.length)}` : `(${base})[${row}].${part}`,
-        )
-        .join(' | ');
       let values: unknown[];
-      try {
-        values = compiledExpression(expression)(resource);
-      } catch {
-        return;
+      const plain = branch.components?.[comp];
+      if (plain) {
+        values = plain.flatMap((part) => part.fn(part.onResource ? resource : occurrences[row]));
+      } else {
+        const expression = unionParts(component.expression)
+          .map((part) =>
+            part.startsWith('%resource.')
+              ? `${type}.${part.slice('%resource.'.length)}`
+              : `(${branch.expression})[${row}].${part}`,
+          )
+          .join(' | ');
+        try {
+          values = compiledExpression(expression)(resource);
+        } catch {
+          return;
+        }
       }
       const empty = { param, row, comp, system: null, code: null, num: null, lo: null, hi: null };
       for (const v of values) {
@@ -254,7 +298,7 @@ export function extractIndex(resource: Record<string, unknown>): IndexRows {
             break;
         }
       }
-      if (def.type === 'composite') composites(resource, code, def, b.expression, values.length, rows.composite);
+      if (def.type === 'composite') composites(resource, code, def, b, values, rows.composite);
     }
   }
   return rows;

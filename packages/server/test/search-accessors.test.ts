@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { compilePath, compileRelative } from '../src/fhir/search/accessor.ts';
+import { SEARCH_PARAMETERS } from '../src/fhir/search/definitions.ts';
+
+// Issue 14 §3: search expressions that are only a path are read from the JSON directly instead of through
+// fhirpath.js. They must give exactly what fhirpath.js gives: checked on every Synthea resource (fixtures/synthea)
+// for every search parameter of its type, composite components included.
+
+const require = createRequire(import.meta.url);
+const fhirpath = require('fhirpath') as { compile(e: string, m: unknown): (r: unknown) => unknown[] };
+const model = require('fhirpath/fhir-context/r4') as unknown;
+const DATA = fileURLToPath(new URL('../../../fixtures/synthea/', import.meta.url));
+type R = Record<string, unknown> & { resourceType: string; id: string };
+const resources = readdirSync(DATA)
+  .filter((f) => f.endsWith('.json'))
+  .flatMap((f) => (JSON.parse(readFileSync(join(DATA, f), 'utf8')) as { entry: { resource: R }[] }).entry)
+  .map((e) => e.resource);
+const byFhirpath = new Map<string, (r: unknown) => unknown[]>();
+const reference = (expression: string, r: unknown) => {
+  let fn = byFhirpath.get(expression);
+  if (!fn) {
+    fn = fhirpath.compile(expression, model);
+    byFhirpath.set(expression, fn);
+  }
+  return JSON.parse(JSON.stringify(fn(r)));
+};
+
+describe('compiled search accessors', () => {
+  test('every path expression gives what fhirpath.js gives, on every Synthea resource', () => {
+    assert.ok(resources.length >= 1000);
+    const expressions = new Set<string>();
+    const plain = new Set<string>();
+    let compared = 0;
+    for (const r of resources) {
+      for (const def of Object.values(SEARCH_PARAMETERS[r.resourceType] ?? {})) {
+        for (const b of def.branches) {
+          expressions.add(b.expression);
+          const fn = compilePath(b.expression);
+          if (!fn) continue;
+          plain.add(b.expression);
+          const want = reference(b.expression, r);
+          assert.deepEqual(fn(r), want, `${b.expression} on ${r.resourceType}/${r.id}`);
+          if (want.length) compared++;
+        }
+      }
+    }
+    // The fast path is the common one: all but a handful (where(), resolve(), as) compile.
+    assert.ok(plain.size / expressions.size > 0.95, `${plain.size} of ${expressions.size} compile`);
+    assert.ok(compared > 8000, `${compared} non-empty comparisons`);
+  });
+
+  test('composite components give what fhirpath.js gives on each occurrence of their base', () => {
+    let compared = 0;
+    for (const r of resources) {
+      for (const def of Object.values(SEARCH_PARAMETERS[r.resourceType] ?? {})) {
+        if (def.type !== 'composite') continue;
+        for (const b of def.branches) {
+          const base = compilePath(b.expression);
+          if (!base) continue;
+          const occurrences = base(r);
+          for (const component of def.components ?? []) {
+            const fn = compileRelative(base, component.expression);
+            if (!fn) continue;
+            occurrences.forEach((occurrence, row) => {
+              const want = reference(`(${b.expression})[${row}].${component.expression}`, r);
+              assert.deepEqual(fn(occurrence), want, `${component.expression} of ${b.expression}[${row}]`);
+              compared++;
+            });
+          }
+        }
+      }
+    }
+    assert.ok(compared > 1000, `${compared} comparisons`);
+  });
+
+  test('choice elements, ofType and what only fhirpath.js can do', () => {
+    const obs = {
+      resourceType: 'Observation',
+      effectivePeriod: { start: '2026-01-01' },
+      valueQuantity: { value: 1 },
+      component: [{ valueString: 'a' }, { valueQuantity: { value: 2 } }, {}],
+    };
+    assert.deepEqual(compilePath('Observation.effective')?.(obs), [{ start: '2026-01-01' }]);
+    assert.deepEqual(compilePath('Observation.value.ofType(Quantity)')?.(obs), [{ value: 1 }]);
+    assert.deepEqual(compilePath('Observation.component.value.ofType(Quantity)')?.(obs), [{ value: 2 }]);
+    assert.deepEqual(compilePath('Observation.component.value')?.(obs), ['a', { value: 2 }]);
+    for (const expression of [
+      'Observation.value.ofType(Attachment)', // not one of value[x]'s types
+      'Observation.nope',
+      "Observation.component.where(code.text = 'x')",
+      'Observation.subject.resolve()',
+      '(Observation.value as Quantity)',
+      'Observation.effective.start', // a step after an unresolved choice
+    ]) {
+      assert.equal(compilePath(expression), undefined, expression);
+    }
+  });
+});
