@@ -37,7 +37,7 @@ function resolve(from: string, parts: string[]): { steps: Step[]; at: string } |
     const ofType = OF_TYPE.exec(part);
     if (ofType) {
       const wanted = (ofType[1] as string).charAt(0).toUpperCase() + (ofType[1] as string).slice(1);
-      if (!choice || !choice.types.includes(wanted)) return undefined;
+      if (!choice?.types.includes(wanted)) return undefined;
       steps[steps.length - 1] = [`${choice.name}${wanted}`];
       at = wanted;
       choice = undefined;
