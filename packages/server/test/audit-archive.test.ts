@@ -118,6 +118,12 @@ describe('audit export, prune and verify --file', () => {
     const bad = await cli(p.dataDir, 'audit', 'export', '--until', 'yesterday', '--out', join(tmp, 'x.gz'));
     assert.match(bad.stderr, /^error: --until must be a date or date-time/);
     assert.equal(existsSync(join(tmp, 'x.gz')), false);
+    const nowhere = await cli(p.dataDir, 'audit', 'export', '--until', firstUntil, '--out', join(tmp, 'no', 'x.gz'));
+    assert.match(nowhere.stderr, /^error: cannot write .*x\.gz: ENOENT: no such file or directory\n$/);
+    writeFileSync(join(tmp, 'y.gz.partial'), '');
+    const stale = await cli(p.dataDir, 'audit', 'export', '--until', firstUntil, '--out', join(tmp, 'y.gz'));
+    assert.match(stale.stderr, /^error: .*y\.gz\.partial exists: another export is writing it, or one was interrupted/);
+    assert.equal(existsSync(join(tmp, 'y.gz')), false);
   });
 
   test('a tampered, cut, reordered or foreign export is refused, naming the line', async () => {

@@ -117,7 +117,16 @@ export async function exportAudit(store: Store, o: { until: number; out: string 
     await pipeline(Readable.from(lines()), createGzip(), createWriteStream(partial, { flags: 'wx', mode: 0o600 }));
     renameSync(partial, o.out);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') rmSync(partial, { force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      throw new AuditArchiveError(
+        `${partial} exists: another export is writing it, or one was interrupted (remove it)`,
+      );
+    }
+    rmSync(partial, { force: true });
+    if (code === 'ENOENT' || code === 'EACCES' || code === 'ENOTDIR' || code === 'EISDIR') {
+      throw new AuditArchiveError(`cannot write ${o.out}: ${(err as Error).message.split(', ')[0]}`);
+    }
     throw err;
   }
   const previous = await exportRecord(store);
