@@ -1,3 +1,5 @@
+import { INDEX_OLDER_REFS } from '../sql/audit-index.ts';
+
 /**
  * PostgreSQL schema, one entry per version (applied in order under an advisory lock, recorded in
  * schema_migrations). Text that is compared or sorted uses the "C" collation, so that prefix ranges and
@@ -221,14 +223,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'audit_index: refs move into the packed event; this is only their search index',
     sql: `CREATE TABLE audit_index (kind ${T} NOT NULL, value ${T} NOT NULL, seq bigint NOT NULL,
       PRIMARY KEY (kind, value, seq));
-  INSERT INTO audit_index (kind, value, seq)
-    SELECT CASE kind WHEN 'patient' THEN 'p' WHEN 'entity' THEN 'e' WHEN 'agent' THEN 'a' ELSE kind END, value, seq
-    FROM audit_refs;
-  UPDATE audit_index SET kind = 'pe' WHERE kind = 'p' AND EXISTS (
-    SELECT 1 FROM audit_index x WHERE x.kind = 'e' AND x.value = audit_index.value AND x.seq = audit_index.seq);
-  DELETE FROM audit_index WHERE kind = 'e' AND EXISTS (
-    SELECT 1 FROM audit_index x WHERE x.kind = 'pe' AND x.value = audit_index.value AND x.seq = audit_index.seq);
-  DROP INDEX audit_refs_value;
+  ${INDEX_OLDER_REFS}
   GRANT SELECT, INSERT ON audit_index TO ${VAULT_ROLE};`,
   },
 ];

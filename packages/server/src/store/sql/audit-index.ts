@@ -26,6 +26,19 @@ export function indexKeys(refs: { kind: string; value: string }[]): IndexKey[] {
   return keys;
 }
 
+/**
+ * The keys of rows written before refs were packed, from their audit_refs rows, by the same rule as indexKeys
+ * (one `pe` key where a value is both patient and entity). Part of a migration on both engines: frozen text.
+ */
+export const INDEX_OLDER_REFS = `INSERT INTO audit_index (kind, value, seq)
+    SELECT CASE kind WHEN 'patient' THEN 'p' WHEN 'entity' THEN 'e' WHEN 'agent' THEN 'a' ELSE kind END, value, seq
+    FROM audit_refs;
+  UPDATE audit_index SET kind = 'pe' WHERE kind = 'p' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'e' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DELETE FROM audit_index WHERE kind = 'e' AND EXISTS (
+    SELECT 1 FROM audit_index x WHERE x.kind = 'pe' AND x.value = audit_index.value AND x.seq = audit_index.seq);
+  DROP INDEX audit_refs_value;`;
+
 /** The index kinds a search on a ref kind looks in. */
 export function searchKinds(kind: 'patient' | 'agent' | 'entity'): string[] {
   return kind === 'agent' ? ['a'] : [LETTER[kind] as string, 'pe'];

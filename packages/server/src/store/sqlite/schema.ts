@@ -1,4 +1,6 @@
 /** SQLite schema, applied idempotently at open. Versioned through PRAGMA user_version. */
+import { INDEX_OLDER_REFS } from '../sql/audit-index.ts';
+
 export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE IF NOT EXISTS clients (
@@ -215,13 +217,6 @@ export const MIGRATIONS: readonly string[] = [
     seq   INTEGER NOT NULL,
     PRIMARY KEY (kind, value, seq)
   ) STRICT, WITHOUT ROWID;
-  INSERT INTO audit_index (kind, value, seq)
-    SELECT CASE kind WHEN 'patient' THEN 'p' WHEN 'entity' THEN 'e' WHEN 'agent' THEN 'a' ELSE kind END, value, seq
-    FROM audit_refs;
-  UPDATE audit_index SET kind = 'pe' WHERE kind = 'p' AND EXISTS (
-    SELECT 1 FROM audit_index x WHERE x.kind = 'e' AND x.value = audit_index.value AND x.seq = audit_index.seq);
-  DELETE FROM audit_index WHERE kind = 'e' AND EXISTS (
-    SELECT 1 FROM audit_index x WHERE x.kind = 'pe' AND x.value = audit_index.value AND x.seq = audit_index.seq);
-  DROP INDEX audit_refs_value;
+  ${INDEX_OLDER_REFS}
   `,
 ];

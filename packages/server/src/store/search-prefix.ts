@@ -1,0 +1,2 @@
+/** FHIR search comparison prefixes (search.html#prefix), as the store receives them. */
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
