@@ -152,6 +152,19 @@ describe('every FHIR interaction leaves its BALP AuditEvent (L01–L05)', () => 
     assert.deepEqual(refs(e), ['Patient/mother', `Observation/${id}/_history/4`]);
   });
 
+  test('read events name the patients of the version disclosed: vread the old subject, history every one', async () => {
+    const c = await audited('POST', `/${vault}/Observation`, obs('mother'));
+    const moved = (c.r.json as { id: string }).id;
+    const u = await audited('PUT', `/${vault}/Observation/${moved}`, { ...obs('child'), id: moved });
+    assert.equal(u.r.status, 200);
+    const now = await audited('GET', `/${vault}/Observation/${moved}`);
+    assert.deepEqual(refs(now.events[0] as Event), ['Patient/child', `Observation/${moved}/_history/2`]);
+    const then = await audited('GET', `/${vault}/Observation/${moved}/_history/1`);
+    assert.deepEqual(refs(then.events[0] as Event), ['Patient/mother', `Observation/${moved}/_history/1`]);
+    const h = await audited('GET', `/${vault}/Observation/${moved}/_history`);
+    assert.deepEqual(refs(h.events[0] as Event).sort(), [`Observation/${moved}`, 'Patient/child', 'Patient/mother']);
+  });
+
   test('search: action E, the query recorded base64 (role 24), results not recorded; history too', async () => {
     const { events } = await audited('GET', `/${vault}/Observation?patient=mother&status=final`);
     const [e] = events as [Event];

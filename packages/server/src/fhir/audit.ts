@@ -1,8 +1,9 @@
 import { actionFor, clientRoleFor, EVENT, type Outcome } from '../audit/balp.ts';
 import type { AuditInput } from '../audit/trail.ts';
 import type { StoredVersion } from '../store/types.ts';
-import { compartmentParams } from '../vault/compartment.ts';
+import { compartmentParams, patientsIn } from '../vault/compartment.ts';
 import type { FhirContext } from './context.ts';
+import { extractReferences } from './search/extract.ts';
 
 export interface AccessDetails {
   objects?: string[] | undefined;
@@ -44,11 +45,23 @@ export async function auditAccess(ctx: FhirContext, interaction: string, d: Acce
   await ctx.audit.record(auditOf(ctx, interaction, d));
 }
 
-/** The patients a stored resource is about (for read events), from its index rows. */
-export async function patientsOf(ctx: FhirContext, type: string, id: string): Promise<string[]> {
-  if (type === 'Patient') return [`Patient/${id}`];
-  const ids = await ctx.store.resources.referencedPatients(ctx.partition, type, id, compartmentParams(type));
-  return ids.map((p) => `Patient/${p}`);
+/**
+ * The patients the versions being disclosed are about (for read, vread and history events): extracted from
+ * their content, as their index rows were, so a vread names the patients of that version and no query is spent.
+ */
+export function patientsOf(versions: readonly StoredVersion[]): string[] {
+  const out = new Set<string>();
+  for (const v of versions) {
+    if (v.type === 'Patient') {
+      out.add(`Patient/${v.id}`);
+      continue;
+    }
+    const params = compartmentParams(v.type);
+    if (v.content === undefined || params.length === 0) continue;
+    const resource = JSON.parse(v.content) as Record<string, unknown>;
+    for (const p of patientsIn(v.type, v.id, { reference: extractReferences(resource, params) })) out.add(p);
+  }
+  return [...out];
 }
 
 /** The patients a search names (patient=, subject=, or _id on Patient), for the search event. */
@@ -71,6 +84,6 @@ export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread',
   if (!ctx.audit.enabled) return;
   await auditAccess(ctx, interaction, {
     objects: [`${v.type}/${v.id}/_history/${v.version}`],
-    patients: await patientsOf(ctx, v.type, v.id),
+    patients: patientsOf([v]),
   });
 }

@@ -168,10 +168,12 @@ export async function buildPlatform(
     public: config.publicDirectory,
   });
 
+  // close() waits for a sweep under way: ending the pool in the middle of one would fail its next query.
+  let sweeping: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
     try {
       if (auth.refreshKeys() && config.trustedCertHeader) auth.engine.proxy = true;
-      store
+      sweeping = store
         .sweep(Math.floor(Date.now() / 1000))
         .catch((err: Error) => app.log.error({ err: { message: err.message } }, 'expired-row sweep failed'));
     } catch (err) {
@@ -193,6 +195,7 @@ export async function buildPlatform(
     async close() {
       clearInterval(timer);
       await app.close();
+      await sweeping;
       await limiter.close();
       redis?.disconnect();
       await store.close();

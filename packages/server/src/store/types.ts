@@ -306,8 +306,6 @@ export interface ResourceStore {
     param: string | undefined,
     targets: { type: string; id: string }[],
   ): Promise<FoundResource[]>;
-  /** Ids of the Patients `type/id` (current version) refers to through one of `params` (for audit entities). */
-  referencedPatients(partition: string, type: string, id: string, params: readonly string[]): Promise<string[]>;
   /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
   scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;
   /**

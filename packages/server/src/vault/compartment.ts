@@ -33,7 +33,7 @@ export function indexInCompartment(type: string, id: string, index: IndexRows, p
 }
 
 /** The patients a resource is about (its Patient-compartment links), as `Patient/id` references. */
-export function patientsIn(type: string, id: string, index: IndexRows): string[] {
+export function patientsIn(type: string, id: string, index: Pick<IndexRows, 'reference'>): string[] {
   if (type === 'Patient') return [`Patient/${id}`];
   const params = COMPARTMENT[type];
   if (!params) return [];

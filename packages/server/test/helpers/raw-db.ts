@@ -16,7 +16,9 @@ export async function rawSql<T = Record<string, unknown>>(
     const db = new Database(join(dataDir, 'carevault.sqlite'));
     try {
       const stmt = db.prepare(sql);
-      return (stmt.reader ? stmt.all(...params) : (stmt.run(...params), [])) as T[];
+      if (stmt.reader) return stmt.all(...params) as T[];
+      stmt.run(...params);
+      return [];
     } finally {
       db.close();
     }

@@ -98,7 +98,7 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
   const interaction = params.id ? 'history-instance' : params.type ? 'history-type' : 'history-system';
   await auditAccess(ctx, interaction, {
     objects: params.id ? [`${params.type}/${params.id}`] : undefined,
-    patients: params.id && ctx.audit.enabled ? await patientsOf(ctx, params.type as string, params.id) : undefined,
+    patients: params.id && ctx.audit.enabled ? patientsOf(page) : undefined,
     query: params.id ? undefined : { raw: `${params.path}?${kept}`, description: `${params.path}?${kept}` },
   });
   const entries = page.map((v) => {

@@ -303,3 +303,24 @@ export function extractIndex(resource: Record<string, unknown>): IndexRows {
   }
   return rows;
 }
+
+/** The reference index rows of only the named parameters: what a read's audit event needs, at a fraction of the cost. */
+export function extractReferences(
+  resource: Record<string, unknown>,
+  params: readonly string[],
+): IndexRows['reference'] {
+  const out: IndexRows['reference'] = [];
+  for (const { code, def, branches } of compiledFor(resource.resourceType as string)) {
+    if (def.type !== 'reference' || !params.includes(code)) continue;
+    for (const b of branches) {
+      let values: unknown[];
+      try {
+        values = b.fn(resource);
+      } catch {
+        continue;
+      }
+      for (const v of values) references(code, v, b.targetType, out);
+    }
+  }
+  return out;
+}

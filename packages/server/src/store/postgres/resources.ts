@@ -301,18 +301,6 @@ export function resourceStore(pool: pg.Pool): {
         return rethrow(err);
       }
     },
-    async referencedPatients(partition, type, id, params) {
-      if (params.length === 0) return [];
-      return inVault(partition, async (c) => {
-        const rows = await query<{ target_id: string }>(
-          c,
-          `SELECT DISTINCT target_id FROM idx_reference WHERE partition = ? AND type = ? AND id = ?
-             AND target_type = 'Patient' AND target_id IS NOT NULL AND param = ANY(?::text[])`,
-          [partition, type, id, params],
-        );
-        return rows.map((r) => r.target_id);
-      });
-    },
     transaction(partition, fn) {
       return enqueue({ partition, fn: fn as Job['fn'] });
     },

@@ -126,12 +126,6 @@ export function resourceStore(
     }
     return stmt.all(...params) as T[];
   }, SQLITE);
-  const patientRefs = db
-    .prepare(
-      `SELECT DISTINCT target_id FROM idx_reference WHERE partition = ? AND type = ? AND id = ?
-         AND target_type = 'Patient' AND target_id IS NOT NULL AND param IN (SELECT value FROM json_each(?))`,
-    )
-    .pluck();
 
   const enqueue = <T>(job: Omit<Job, 'resolve' | 'reject'>) =>
     new Promise<T>((resolve, reject) => {
@@ -197,10 +191,6 @@ export function resourceStore(
           return n;
         },
       });
-    },
-    async referencedPatients(partition, type, id, params) {
-      if (params.length === 0) return [];
-      return patientRefs.all(partition, type, id, JSON.stringify(params)) as string[];
     },
     transaction(partition, fn) {
       return enqueue({ partition, fn: fn as Job['fn'] });
