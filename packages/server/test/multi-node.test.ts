@@ -9,6 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { Agent, fetch } from 'undici';
+import { openStore } from '../src/store/index.ts';
+import { addPartition } from '../src/vault/partitions.ts';
 import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
 import { freePort } from './helpers/platform.ts';
 import { pgClientFor } from './helpers/raw-db.ts';
@@ -283,6 +285,40 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
       await client.query('ROLLBACK');
     } finally {
       await client.end();
+    }
+  });
+
+  test('the read pool: one connection reused for reads of two vaults is confined to the vault of each read', async () => {
+    // One connection in each pool: every read below runs on the same one, alternating between vaults.
+    const store = await openStore({ dataDir, databaseUrl: postgresUrlFor(dataDir), poolSize: 1 });
+    try {
+      await addPartition(store, 'second_vault');
+      const content = JSON.stringify({ resourceType: 'Patient', id: 'only-here' });
+      await store.resources.transaction('second_vault', (tx) =>
+        tx.write({
+          type: 'Patient',
+          id: 'only-here',
+          version: 1,
+          lastUpdated: new Date().toISOString(),
+          method: 'PUT',
+          content,
+          index: { token: [], string: [], reference: [], date: [], number: [], quantity: [], uri: [], composite: [] },
+        }),
+      );
+      const [first] = await store.resources.scan(VAULT, undefined, 1);
+      assert.ok(first);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await store.resources.current('second_vault', 'Patient', 'only-here'))?.content, content);
+        assert.equal((await store.resources.current(VAULT, first.type, first.id))?.id, first.id);
+        const query = { type: 'Patient', filters: [], sort: [], limit: 10, offset: 0, total: false };
+        const found = await store.resources.search('second_vault', query);
+        assert.deepEqual(
+          found.matches.map((m) => m.id),
+          ['only-here'],
+        );
+      }
+    } finally {
+      await store.close();
     }
   });
 

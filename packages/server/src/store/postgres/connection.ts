@@ -39,12 +39,13 @@ const types = {
       : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-export function createPool(target: PgTarget, max: number): pg.Pool {
+/** `settings`: more `name=value` session settings every connection of the pool starts with. */
+export function createPool(target: PgTarget, max: number, settings: string[] = []): pg.Pool {
   const pool = new pg.Pool({
     connectionString: target.connectionString,
     max,
     types,
-    options: `-c search_path=${target.schema} -c jit=off`,
+    options: [`search_path=${target.schema}`, 'jit=off', ...settings].map((s) => `-c ${s}`).join(' '),
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30_000,
   });

@@ -34,23 +34,40 @@ const AUDIT_ONLY = `WITH ${auditCtes(0).join(',\n  ')}\nSELECT 1`;
 const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
 const WRITE_AND_AUDIT = `WITH ${[...writeCtes(), ...auditCtes(WRITE_PARAMS)].join(',\n  ')}\nSELECT 1`;
 
-export function resourceStore(pool: pg.Pool): {
+export function resourceStore(
+  pool: pg.Pool,
+  /** The read pool: connections that are the vault role and read-only from the start. */
+  reads: pg.Pool,
+): {
   resources: ResourceStore;
   appendAudit(records: AuditRecord[]): Promise<void>;
   idle(): Promise<void>;
 } {
-  /** A read in its own short transaction as the vault role: a query that forgot its partition sees nothing. */
+  // The partition each read connection is confined to now (a session setting: it outlives the read).
+  const confinedTo = new WeakMap<pg.PoolClient, string>();
+
+  /**
+   * A read on a connection of the read pool (vault role, read-only): row-level security admits only the
+   * partition set on it, so a query that forgot its partition filter sees nothing of another vault. The
+   * setting is changed only when the connection last served another partition.
+   */
   async function inVault<T>(partition: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await checkout(pool);
+    const client = await checkout(reads);
     try {
-      await client.query(`BEGIN READ ONLY; ${enterVault(client, partition)}`);
+      if (confinedTo.get(client) !== partition) {
+        confinedTo.delete(client);
+        await client.query({
+          name: 'cv_confine',
+          text: "SELECT set_config('carevault.partition', $1, false)",
+          values: [partition.replaceAll('\0', '\uFFFD')],
+        });
+        confinedTo.set(client, partition);
+      }
       const value = await fn(client);
-      // Queued on this connection ahead of whatever its next user sends; a read-only COMMIT has nothing to lose.
-      client.query('COMMIT').catch(() => {});
       client.release();
       return value;
     } catch (err) {
-      // A failed statement leaves the transaction aborted: the connection is dropped rather than reused.
+      // Whatever state a failed statement left (or a set_config cut short), the connection is not reused.
       client.release(true);
       return rethrow(err);
     }
