@@ -88,7 +88,10 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     if (!(await grantActive(o.store, claims)))
       throw challenge(401, 'invalid_token', 'the grant of this token was revoked');
     const access = await resolveVaultAccess(o.store, partition, claims);
-    if (!access || !(await o.store.partitions.get(partition))) throw vaultNotFound();
+    // A grant row names an existing vault (a foreign key in both stores); only a person's own rights and
+    // delegations are looked up here.
+    const grantBased = !access?.person || access.host !== undefined;
+    if (!access || (!grantBased && !(await o.store.partitions.get(partition)))) throw vaultNotFound();
     const provenance = req.method === 'POST' || req.method === 'PUT' ? provenanceFor(req, access) : undefined;
     return { store: o.store, partition, base, access, who, audit: o.audit, provenance };
   };
