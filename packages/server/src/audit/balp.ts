@@ -206,7 +206,6 @@ function entities(e: EventInput): AuditEventEntity[] {
   return out;
 }
 
-/** Builds the AuditEvent and the row that stores it (search columns, chain input). */
 // Random bytes for event ids, drawn from the system 4 KiB at a time (as randomUUID does): one call per id cost
 // more than the rest of the id.
 const entropy = Buffer.alloc(4096);
@@ -222,6 +221,7 @@ function eventId(): string {
   return entropy.toString('base64url', drawn - 16, drawn).replaceAll('_', '.');
 }
 
+/** Builds the AuditEvent and the row that stores it (search columns, chain input). */
 export function auditRecord(e: EventInput): AuditRecord {
   // An event's id is stored three times (row, unique index, JSON), so its length counts.
   const id = eventId();
