@@ -452,4 +452,43 @@ describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'ne
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test('revocations made while a node cannot listen are not missed, before or after it listens again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-revoked-'));
+    const real = new URL(postgresUrlFor(dir));
+    const hop = new CuttableHop(await freePort(), { host: real.hostname, port: Number(real.port || 5432) });
+    await hop.open();
+    const viaHop = new URL(real.href);
+    viaHop.port = String(hop.port);
+    const other = await openStore({ dataDir: dir, databaseUrl: real.href });
+    const node = await openStore({ dataDir: dir, databaseUrl: viaHop.href });
+    const until = async (what: () => Promise<boolean>, ms: number) => {
+      const end = Date.now() + ms;
+      while (!(await what()) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      return what();
+    };
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    try {
+      assert.equal(await node.revocations.isRevoked('never'), false);
+      await new Promise((r) => setTimeout(r, 500)); // listening by now
+      await other.revocations.revoke('while-listening', exp);
+      assert.ok(await until(() => node.revocations.isRevoked('while-listening'), 1000), 'seen within 1 s');
+      await hop.cut();
+      await other.revocations.revoke('while-cut', exp);
+      await hop.open();
+      // Whether it is answered from the table (not listening yet) or from the mirror (listening again, reloaded):
+      assert.equal(await node.revocations.isRevoked('while-cut'), true);
+      await new Promise((r) => setTimeout(r, 2500)); // reconnected and reloaded by now
+      assert.equal(await node.revocations.isRevoked('while-cut'), true);
+      assert.equal(await node.revocations.isRevoked('while-listening'), true);
+      assert.equal(await node.revocations.isRevoked('never'), false);
+      await other.revocations.revoke('after', exp);
+      assert.ok(await until(() => node.revocations.isRevoked('after'), 1000), 'seen within 1 s after reconnecting');
+    } finally {
+      await node.close();
+      await other.close();
+      await hop.cut().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -9,7 +9,7 @@ import {
   toPayload,
   toTrust,
 } from '../sql/rows.ts';
-import type { ClientStore, OidcPayloadStore, RevocationStore, TrustStore } from '../types.ts';
+import type { ClientStore, OidcPayloadStore, TrustStore } from '../types.ts';
 import { run, runCount } from './connection.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -130,20 +130,6 @@ export function trustStore(pool: pg.Pool): TrustStore {
     },
     async remove(name) {
       return (await runCount(pool, 'DELETE FROM trust_communities WHERE name = ?', [name])) === 1;
-    },
-  };
-}
-
-export function revocationStore(pool: pg.Pool): RevocationStore {
-  return {
-    async revoke(jti, expiresAt) {
-      await run(pool, 'INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING', [
-        jti,
-        expiresAt,
-      ]);
-    },
-    async isRevoked(jti) {
-      return (await run(pool, 'SELECT 1 FROM revoked_tokens WHERE jti = ?', [jti])).length > 0;
     },
   };
 }

@@ -39,14 +39,25 @@ const types = {
       : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
-/** `settings`: more `name=value` session settings every connection of the pool starts with. */
-export function createPool(target: PgTarget, max: number, settings: string[] = []): pg.Pool {
-  const pool = new pg.Pool({
+/** How every connection starts; `settings`: more `name=value` session settings. */
+function connectionConfig(target: PgTarget, settings: string[] = []): pg.ClientConfig {
+  return {
     connectionString: target.connectionString,
-    max,
     types,
     options: [`search_path=${target.schema}`, 'jit=off', ...settings].map((s) => `-c ${s}`).join(' '),
     connectionTimeoutMillis: 5000,
+  };
+}
+
+/** A connection of its own, outside the pools (for LISTEN). */
+export function newClient(target: PgTarget): pg.Client {
+  return new pg.Client(connectionConfig(target));
+}
+
+export function createPool(target: PgTarget, max: number, settings: string[] = []): pg.Pool {
+  const pool = new pg.Pool({
+    ...connectionConfig(target, settings),
+    max,
     idleTimeoutMillis: 30_000,
   });
   // An idle connection dropped by the server (restart, failover) must not take the process down;

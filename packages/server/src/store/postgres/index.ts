@@ -1,10 +1,11 @@
 import type pg from 'pg';
 import type { Store } from '../types.ts';
 import { auditStore } from './audit.ts';
-import { clientStore, oidcStore, revocationStore, trustStore } from './auth-state.ts';
+import { clientStore, oidcStore, trustStore } from './auth-state.ts';
 import { createPool, type PgTarget, parseDatabaseUrl, run } from './connection.ts';
 import { migrate } from './migrate.ts';
 import { resourceStore } from './resources.ts';
+import { revocationStore } from './revocations.ts';
 import { VAULT_ROLE } from './schema.ts';
 import { userStore } from './users.ts';
 import { partitionStore } from './vault.ts';
@@ -50,6 +51,7 @@ export async function openPostgresStore(
     throw err;
   }
   const { resources, appendAudit, idle } = resourceStore(pool, reads);
+  const revocations = revocationStore(pool, target);
   let closed = false;
   return {
     dialect: 'postgres',
@@ -61,7 +63,7 @@ export async function openPostgresStore(
     resources,
     audit: auditStore(pool, appendAudit),
     oidc: oidcStore(pool),
-    revocations: revocationStore(pool),
+    revocations,
     meta: {
       async get(key) {
         const [row] = await run(pool, 'SELECT value FROM store_meta WHERE key = ?', [key]);
@@ -78,6 +80,7 @@ export async function openPostgresStore(
     async sweep(now) {
       await run(pool, 'DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?', [now]);
       await run(pool, 'DELETE FROM revoked_tokens WHERE expires_at <= ?', [now]);
+      revocations.prune(now);
       await analyzeChanged(pool);
     },
     async ping() {
@@ -92,6 +95,7 @@ export async function openPostgresStore(
       if (closed) return;
       closed = true;
       await idle();
+      await revocations.close();
       await Promise.all([pool.end(), reads.end()]);
     },
   };
