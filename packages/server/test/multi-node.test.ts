@@ -482,6 +482,13 @@ describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'ne
       assert.equal(await node.revocations.isRevoked('while-cut'), true);
       assert.equal(await node.revocations.isRevoked('while-listening'), true);
       assert.equal(await node.revocations.isRevoked('never'), false);
+      // Anyone may NOTIFY the channel: what is not a revocation of this schema is ignored, and the node lives on.
+      const raw = await pgClientFor(dir);
+      await raw.query(`NOTIFY carevault_revoked, 'not json'`);
+      await raw.query(`SELECT pg_notify('carevault_revoked', '["another_schema","after",1]')`);
+      await raw.end();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await node.revocations.isRevoked('after'), false);
       await other.revocations.revoke('after', exp);
       assert.ok(await until(() => node.revocations.isRevoked('after'), 1000), 'seen within 1 s after reconnecting');
     } finally {

@@ -28,7 +28,7 @@ export function revocationStore(pool: pg.Pool, target: PgTarget): MirroredRevoca
   let listener: pg.Client | undefined; // connecting or connected
   let live = false; // listening and loaded
   let answeredAt = 0;
-  let beating = false;
+  let beating: pg.Client | undefined; // whose heartbeat is under way (one that hangs must not block the next)
   let closed = false;
   let heartbeat: NodeJS.Timeout | undefined;
   let retry: NodeJS.Timeout | undefined;
@@ -50,9 +50,12 @@ export function revocationStore(pool: pg.Pool, target: PgTarget): MirroredRevoca
     client.on('error', () => drop(client));
     client.on('end', () => drop(client));
     client.on('notification', (n) => {
+      // Any database user may NOTIFY this channel: what is not ours is ignored, never thrown.
       if (n.channel !== CHANNEL || !n.payload) return;
-      const [schema, jti, expiresAt] = JSON.parse(n.payload) as [string, string, number];
-      if (schema === target.schema) known.set(jti, expiresAt);
+      try {
+        const [schema, jti, expiresAt] = JSON.parse(n.payload) as unknown[];
+        if (schema === target.schema && typeof jti === 'string') known.set(jti, Number(expiresAt));
+      } catch {}
     });
     try {
       await client.connect();
@@ -77,8 +80,8 @@ export function revocationStore(pool: pg.Pool, target: PgTarget): MirroredRevoca
       if (!client || !live) return;
       // Silent for long (a connection dropped without a reset): start over on a new one.
       if (Date.now() - answeredAt > 5 * FRESH_MS) return drop(client);
-      if (beating) return;
-      beating = true;
+      if (beating === client) return;
+      beating = client;
       client
         .query('SELECT 1')
         .then(() => {
@@ -86,7 +89,7 @@ export function revocationStore(pool: pg.Pool, target: PgTarget): MirroredRevoca
         })
         .catch(() => drop(client))
         .finally(() => {
-          beating = false;
+          if (beating === client) beating = undefined;
         });
     }, HEARTBEAT_MS).unref();
   }
