@@ -398,14 +398,20 @@ class CuttableHop {
   }
 }
 
+/** The PostgreSQL URL of `dataDir`'s schema, directly and through a hop in front of it that can be cut. */
+async function hopFor(dataDir: string): Promise<{ real: URL; hop: CuttableHop; viaHop: URL }> {
+  const real = new URL(postgresUrlFor(dataDir));
+  const hop = new CuttableHop(await freePort(), { host: real.hostname, port: Number(real.port || 5432) });
+  await hop.open();
+  const viaHop = new URL(real.href);
+  viaHop.port = String(hop.port);
+  return { real, hop, viaHop };
+}
+
 describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'needs PostgreSQL' }, () => {
   test('503 transient OperationOutcome while it is gone, nothing half-written, recovery without restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'carevault-dblost-'));
-    const real = new URL(postgresUrlFor(dir));
-    const hop = new CuttableHop(await freePort(), { host: real.hostname, port: Number(real.port || 5432) });
-    await hop.open();
-    const viaHop = new URL(real.href);
-    viaHop.port = String(hop.port);
+    const { hop, viaHop } = await hopFor(dir);
     const localEnv = { ...process.env, CAREVAULT_DATABASE_URL: viaHop.href, CAREVAULT_LOG_LEVEL: 'error' };
     const cli = async (...args: string[]) =>
       (await run(process.execPath, [BIN, ...args, '--data-dir', dir], { timeout: 60_000, env: localEnv })).stdout;
@@ -455,11 +461,7 @@ describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'ne
 
   test('revocations made while a node cannot listen are not missed, before or after it listens again', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'carevault-revoked-'));
-    const real = new URL(postgresUrlFor(dir));
-    const hop = new CuttableHop(await freePort(), { host: real.hostname, port: Number(real.port || 5432) });
-    await hop.open();
-    const viaHop = new URL(real.href);
-    viaHop.port = String(hop.port);
+    const { real, hop, viaHop } = await hopFor(dir);
     const other = await openStore({ dataDir: dir, databaseUrl: real.href });
     const node = await openStore({ dataDir: dir, databaseUrl: viaHop.href });
     const until = async (what: () => Promise<boolean>, ms: number) => {
