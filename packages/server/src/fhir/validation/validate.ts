@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
 import { FhirError } from '../errors.ts';
+import { conformsFast } from './structure-fast-path.ts';
 
 let indexed = false;
-let requiredCodes: Record<string, string[]> | undefined;
+/** Per resource type: [element path below the type, allowed codes, the dotted path for messages]. */
+let requiredCodes: Map<string, [string[], string[], string][]> | undefined;
 
 /** Loads the generated definitions once (≈3 MB, ~50 ms), on first use. */
-function ensureLoaded(): Record<string, string[]> {
+function ensureLoaded(): Map<string, [string[], string[], string][]> {
   if (!indexed) {
     const bundle = JSON.parse(
       readFileSync(new URL('./structure-definitions.json', import.meta.url), 'utf8'),
@@ -14,10 +16,19 @@ function ensureLoaded(): Record<string, string[]> {
     indexStructureDefinitionBundle(bundle);
     indexed = true;
   }
-  requiredCodes ??= JSON.parse(readFileSync(new URL('./required-codes.json', import.meta.url), 'utf8')) as Record<
-    string,
-    string[]
-  >;
+  if (!requiredCodes) {
+    const byPath = JSON.parse(readFileSync(new URL('./required-codes.json', import.meta.url), 'utf8')) as Record<
+      string,
+      string[]
+    >;
+    requiredCodes = new Map();
+    for (const [path, codes] of Object.entries(byPath)) {
+      const [type = '', ...below] = path.split('.');
+      const list = requiredCodes.get(type) ?? [];
+      list.push([below, codes, path]);
+      requiredCodes.set(type, list);
+    }
+  }
   return requiredCodes;
 }
 
@@ -37,10 +48,28 @@ function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] 
 /**
  * Structural validation against the R4 StructureDefinitions (@medplum/core: cardinality, types,
  * unknown elements, invariants) plus the codes of required bindings that it does not check, such as
- * Observation.status. A violation is 422 with the path of the problem (http.html#create).
+ * Observation.status. A violation is 422 with the path of the problem (http.html#create). The fast path
+ * proves the common case; medplum validates whatever it cannot prove and words every error.
  */
 export function validate(resource: Record<string, unknown>): void {
   const required = ensureLoaded();
+  if (!conformsFast(resource)) structure(resource);
+  for (const [below, codes, path] of required.get(resource.resourceType as string) ?? []) {
+    for (const v of valuesAt(resource, below)) {
+      if (typeof v === 'string' && !codes.includes(v)) {
+        throw new FhirError(
+          422,
+          'code-invalid',
+          `"${v}" is not a valid code for ${path} (allowed: ${codes.slice(0, 12).join(', ')}${codes.length > 12 ? ', …' : ''})`,
+          {},
+          [path],
+        );
+      }
+    }
+  }
+}
+
+function structure(resource: Record<string, unknown>): void {
   try {
     validateResource(resource as never);
   } catch (err) {
@@ -67,20 +96,5 @@ export function validate(resource: Record<string, unknown>): void {
       );
     }
     throw err;
-  }
-  const type = resource.resourceType as string;
-  for (const [path, codes] of Object.entries(required)) {
-    if (!path.startsWith(`${type}.`)) continue;
-    for (const v of valuesAt(resource, path.split('.').slice(1))) {
-      if (typeof v === 'string' && !codes.includes(v)) {
-        throw new FhirError(
-          422,
-          'code-invalid',
-          `"${v}" is not a valid code for ${path} (allowed: ${codes.slice(0, 12).join(', ')}${codes.length > 12 ? ', …' : ''})`,
-          {},
-          [path],
-        );
-      }
-    }
   }
 }
