@@ -142,6 +142,35 @@ describe('URLs and headers', () => {
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /OperationOutcome/);
   });
+
+  test('a connection paused for backpressure whose bytes still reach the parser (HPE_PAUSED) → 503 to retry; the server lives on', async () => {
+    // Node pauses a connection whose last response has not drained when the next request arrives; over TLS the
+    // rest of what was already read still reaches the parser (seen under bench:fhir's ingest on Node 20). This
+    // puts a real connection in that state: paused as Node's parserOnIncoming does it, the parser's HPE_PAUSED,
+    // then the TLS layer delivering the rest of its read — which must not reach the HTTP server's own 'data'
+    // listener (it asserts the connection is not paused and takes the process down).
+    const accepted = once(p.app.server, 'secureConnection');
+    const socket = connect({
+      host: '127.0.0.1',
+      port: Number(new URL(p.base).port),
+      ca: p.ca,
+      servername: 'localhost',
+    });
+    await once(socket, 'secureConnect');
+    const [server] = (await accepted) as [import('node:tls').TLSSocket & { _paused?: boolean }];
+    socket.write('POST /fhir/h1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n');
+    socket.write('Content-Length: 100000\r\n\r\n{"resourceType":"Bundle","type":"transaction","entry":[');
+    server._paused = true;
+    server.pause();
+    p.app.server.emit('clientError', Object.assign(new Error('Parse Error: Paused'), { code: 'HPE_PAUSED' }), server);
+    server.push(Buffer.from('{"resource":{"resourceType":"Patient"}},'));
+    let answer = '';
+    for await (const chunk of socket) answer += chunk;
+    assert.match(answer, /^HTTP\/1\.1 503 /);
+    assert.match(answer, /\r\nRetry-After: 1\r\n/i);
+    assert.match(answer, /"code":"transient"/);
+    assert.equal((await raw('/fhir/h1/Patient')).status, 200);
+  });
 });
 
 describe('Bundles and searches', () => {

@@ -12,11 +12,15 @@ export function dialectOf(url: string): Dialect {
 }
 
 /** OperationOutcome issue code → OAuth error code for the same condition. */
-const OAUTH_CODES: Record<string, string> = { throttled: 'temporarily_unavailable', exception: 'server_error' };
+const OAUTH_CODES: Record<string, string> = {
+  throttled: 'temporarily_unavailable',
+  transient: 'temporarily_unavailable',
+  exception: 'server_error',
+};
 
 export function errorBody(
   dialect: Dialect,
-  code: 'throttled' | 'too-costly' | 'structure' | 'exception',
+  code: 'throttled' | 'transient' | 'too-costly' | 'structure' | 'exception',
   message: string,
 ): { contentType: string; body: Record<string, unknown> } {
   if (dialect === 'fhir') {

@@ -45,6 +45,11 @@ const REQUEST_LINE = /^[A-Z]{3,7} (\/[^\s?]*)/;
  * Requests the HTTP parser itself rejects (headers beyond PARSER_MAX_HEADER_BYTES, garbage). The answer is
  * written, the socket half-closed and what the client still sends is read and dropped for a moment, so the
  * client gets the status instead of a reset.
+ *
+ * HPE_PAUSED is not the client's fault: Node pauses a connection whose previous response has not drained when
+ * the next request arrives, and over TLS the parser can still be handed the rest of what was already read
+ * (Node 20: a client sending its next large POST the moment the last answer arrived, while the server was busy).
+ * That request was never handled, so the answer says: retry.
  */
 export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
@@ -58,12 +63,19 @@ export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unk
       ? ([431, 'Request Header Fields Too Large', 'too-costly', 'request headers are too large'] as const)
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? ([408, 'Request Timeout', 'structure', 'the request took too long to arrive'] as const)
-        : ([400, 'Bad Request', 'structure', 'the request is not valid HTTP'] as const);
+        : err.code === 'HPE_PAUSED'
+          ? ([503, 'Service Unavailable', 'transient', 'the request could not be read; send it again'] as const)
+          : ([400, 'Bad Request', 'structure', 'the request is not valid HTTP'] as const);
   const { contentType, body } = errorBody(dialectOf(path), code, msg);
   const text = JSON.stringify(body);
+  const retry = status === 503 ? 'Retry-After: 1\r\n' : '';
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${contentType}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: ${contentType}\r\nContent-Length: ${Buffer.byteLength(text)}\r\n${retry}Connection: close\r\n\r\n${text}`,
   );
+  // Node's HTTP server still listens for 'data' here and asserts that the connection is not paused: reading on
+  // from a paused connection with its listener attached kills the process (ERR_INTERNAL_ASSERTION). The parser
+  // must not see another byte of this connection anyway.
+  socket.removeAllListeners('data');
   socket.on('data', () => {});
   socket.resume();
   setTimeout(() => socket.destroy(), 2000).unref();
