@@ -3,7 +3,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { exportJWK, generateKeyPair } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import * as client from 'openid-client';
 import { discover } from './helpers/oidc-client.ts';
 import { decodeJwt, readPair, startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -142,6 +142,33 @@ describe('client_credentials with private_key_jwt (SMART Backend Services, rows 
       assert.equal(err.status, 401);
       return true;
     });
+  });
+
+  test('one assertion sent six times at once: exactly one token, five invalid_client', async () => {
+    // The jti claims of concurrent requests share one commit; they must still see each other.
+    const assertion = await new SignJWT({ iss: 'backend', sub: 'backend', aud: p.tokenUrl, jti: `race-${Date.now()}` })
+      .setProtectedHeader({ alg: 'ES384', kid: 'k1' })
+      .setIssuedAt()
+      .setExpirationTime('2m')
+      .sign(privateKey);
+    const body = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+    }).toString();
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const res = await p.fetch(p.tokenUrl, {
+          method: 'POST',
+          dispatcher: p.agent(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body,
+        });
+        return { status: res.status, json: (await res.json()) as { error?: string } };
+      }),
+    );
+    assert.deepEqual(answers.map((a) => a.status).sort(), [200, 401, 401, 401, 401, 401]);
+    assert.equal(answers.filter((a) => a.json.error === 'invalid_client').length, 5);
   });
 });
 

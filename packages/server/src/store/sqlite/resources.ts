@@ -14,7 +14,11 @@ export interface AuditAppender {
 export function resourceStore(
   db: Database.Database,
   audit: AuditAppender,
-): { resources: ResourceStore; appendAudit(records: AuditRecord[]): Promise<void> } {
+): {
+  resources: ResourceStore;
+  appendAudit(records: AuditRecord[]): Promise<void>;
+  grouped<T>(write: () => T): Promise<T>;
+} {
   const current = db.prepare(
     `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
        JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
@@ -207,5 +211,7 @@ export function resourceStore(
           for (const r of records) audit.write(r);
         },
       }),
+    // So do single-statement writes of other stores (a statement fails whole, so no savepoint either).
+    grouped: <T>(write: () => T) => enqueue<T>({ partition: '', plain: true, fn: async () => write() }),
   };
 }
