@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { importJWK, SignJWT } from 'jose';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeJwt, importJWK, SignJWT } from 'jose';
+import { openStore } from '../src/store/index.ts';
 import { account, type Caller, fhir, grant, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -445,6 +447,30 @@ describe('ITI-72 enforcement (I rows)', () => {
     assert.equal(res.status, 200);
     await res.arrayBuffer();
     assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 401);
+  });
+
+  test('a revocation committed by another process on the same database is honoured within 1 s', async () => {
+    // The server mirrors revoked token ids in memory; what another connection commits must still reach it.
+    const { client_secret } = await p.register('revoker-2', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+    await grant(p, { partition: 'alice_1234', client: 'revoker-2', scope: 'system/*.rs' });
+    const { tokenWithSecret } = await import('./helpers/fhir.ts');
+    const token = await tokenWithSecret(p, 'revoker-2', client_secret as string);
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/_history')).status, 200);
+    const { jti, exp } = decodeJwt(token);
+    const other = await openStore(p.config);
+    try {
+      await other.revocations.revoke(jti as string, exp as number);
+    } finally {
+      await other.close();
+    }
+    const deadline = Date.now() + 1000;
+    let status = 0;
+    while (Date.now() < deadline) {
+      status = (await fhir(p, { token }, 'GET', '/alice_1234/_history')).status;
+      if (status === 401) break;
+      await sleep(50);
+    }
+    assert.equal(status, 401);
   });
 });
 
