@@ -128,7 +128,8 @@ describe('URLs and headers', () => {
     assert.doesNotMatch(await huge.text(), /zzzz/);
   });
 
-  test('bytes that are not HTTP → 400, answered before the connection closes', async () => {
+  /** A TLS connection to the platform that speaks raw bytes, and everything it receives until it closes. */
+  async function rawConnection() {
     const socket = connect({
       host: '127.0.0.1',
       port: Number(new URL(p.base).port),
@@ -136,9 +137,18 @@ describe('URLs and headers', () => {
       servername: 'localhost',
     });
     await once(socket, 'secureConnect');
+    const answer = (async () => {
+      let text = '';
+      for await (const chunk of socket) text += chunk;
+      return text;
+    })();
+    return { socket, answer };
+  }
+
+  test('bytes that are not HTTP → 400, answered before the connection closes', async () => {
+    const { socket, answer: received } = await rawConnection();
     socket.end('NOT HTTP AT ALL\r\n\r\n');
-    let answer = '';
-    for await (const chunk of socket) answer += chunk;
+    const answer = await received;
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /OperationOutcome/);
   });
@@ -150,13 +160,7 @@ describe('URLs and headers', () => {
     // then the TLS layer delivering the rest of its read — which must not reach the HTTP server's own 'data'
     // listener (it asserts the connection is not paused and takes the process down).
     const accepted = once(p.app.server, 'secureConnection');
-    const socket = connect({
-      host: '127.0.0.1',
-      port: Number(new URL(p.base).port),
-      ca: p.ca,
-      servername: 'localhost',
-    });
-    await once(socket, 'secureConnect');
+    const { socket, answer: received } = await rawConnection();
     const [server] = (await accepted) as [import('node:tls').TLSSocket & { _paused?: boolean }];
     socket.write('POST /fhir/h1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n');
     socket.write('Content-Length: 100000\r\n\r\n{"resourceType":"Bundle","type":"transaction","entry":[');
@@ -164,8 +168,7 @@ describe('URLs and headers', () => {
     server.pause();
     p.app.server.emit('clientError', Object.assign(new Error('Parse Error: Paused'), { code: 'HPE_PAUSED' }), server);
     server.push(Buffer.from('{"resource":{"resourceType":"Patient"}},'));
-    let answer = '';
-    for await (const chunk of socket) answer += chunk;
+    const answer = await received;
     assert.match(answer, /^HTTP\/1\.1 503 /);
     assert.match(answer, /\r\nRetry-After: 1\r\n/i);
     assert.match(answer, /"code":"transient"/);
