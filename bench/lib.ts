@@ -13,6 +13,13 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Busy CPU-seconds of the whole machine (all cores; /proc/stat, everything but idle and iowait). */
+function machineBusySeconds(): number {
+  const [, ...ticks] = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return (total - (ticks[3] ?? 0) - (ticks[4] ?? 0)) / 100;
+}
+
 export async function startServer(
   dataDir: string,
   port: number,
@@ -89,10 +96,19 @@ export async function load(
   // for validation: ≈ 0.5 s of CPU) and get the JIT going; the figures are for a server that is running.
   await run(WARMUP_SECONDS);
   const cpu0 = cpuSeconds(pid);
+  const self0 = cpuSeconds(process.pid);
+  const machine0 = machineBusySeconds();
   const start = performance.now();
   const { ok, errors } = await run(SECONDS);
   const elapsed = (performance.now() - start) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
+  if (process.env.BENCH_VERBOSE) {
+    // Where the machine's cores went: the server, this load generator, everything else (e.g. PostgreSQL).
+    const self = cpuSeconds(process.pid) - self0;
+    const rest = machineBusySeconds() - machine0 - cpu - self;
+    const share = (s: number) => `${((100 * s) / elapsed).toFixed(0)} %`;
+    console.error(`  cores busy: server ${share(cpu)}, load generator ${share(self)}, rest ${share(rest)}`);
+  }
   return { name, wall: ok / elapsed, perCpu: ok / Math.max(cpu, 0.01), errors };
 
   async function run(seconds: number): Promise<{ ok: number; errors: number }> {
