@@ -1,14 +1,14 @@
 import type pg from 'pg';
-import { GENESIS, hashHex } from '../sql/audit-chain.ts';
 import { toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
-import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction, ResourceWrite } from '../types.ts';
-import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
+import type { AuditRecord, HistoryQuery, ResourceStore } from '../types.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
-import { reindexCtes, reindexParams, WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
+import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
+import { reindexCtes, reindexParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
-import { VAULT_ROLE } from './schema.ts';
+
+const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
 
 const CURRENT_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
   JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
@@ -20,19 +20,7 @@ async function query<T>(client: pg.PoolClient, sql: string, params: unknown[], n
   return r.rows as T[];
 }
 
-/** Opens the vault transaction prologue: the vault role, and the partition row-level security admits. */
-function enterVault(client: pg.PoolClient, partition: string): string {
-  return `SET LOCAL ROLE ${VAULT_ROLE}; SELECT set_config('carevault.partition', ${client.escapeLiteral(partition.replaceAll('\0', '\uFFFD'))}, true)`;
-}
-
 const AUDIT_BATCH_MS = 2;
-
-// A job's buffered resource writes and audit events go out as one statement: every roundtrip inside the
-// write lock is paid by every writer of every node.
-const WRITE_ONLY = `WITH ${writeCtes().join(',\n  ')}\nSELECT 1`;
-const AUDIT_ONLY = `WITH ${auditCtes(0).join(',\n  ')}\nSELECT 1`;
-const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
-const WRITE_AND_AUDIT = `WITH ${[...writeCtes(), ...auditCtes(WRITE_PARAMS)].join(',\n  ')}\nSELECT 1`;
 
 export function resourceStore(
   pool: pg.Pool,
@@ -77,16 +65,7 @@ export function resourceStore(
     searchQueries(<T>(sql: string, params: unknown[]) => query<T>(client, sql, params), POSTGRES);
 
   // Group commit, as in the SQLite store: transactions queued while one group commits share the next
-  // BEGIN/COMMIT, each in its own SAVEPOINT. Every group holds the write lock of this schema, which orders
-  // writers on all nodes: the audit chain stays one line, and a condition re-checked inside a transaction
-  // (conditional create, If-Match) cannot be overtaken by another node.
-  interface Job {
-    partition: string;
-    plain?: boolean;
-    fn: (tx: ResourceTransaction) => Promise<unknown>;
-    resolve: (value: unknown) => void;
-    reject: (err: unknown) => void;
-  }
+  // BEGIN/COMMIT (group-commit.ts).
   const queue: Job[] = [];
   let running: Promise<void> | undefined;
 
@@ -106,61 +85,21 @@ export function resourceStore(
     });
   }
 
+  const groupReads: GroupReads = {
+    async current(client, partition, type, id) {
+      const [row] = await query<VersionRow>(client, CURRENT_SQL, [partition, type, id], 'cv_current');
+      return row ? toVersion(row) : undefined;
+    },
+    search: (client, partition, q) => searchIn(client).search(partition, q),
+  };
+
   async function flushGroup(): Promise<void> {
     const jobs = queue.splice(0, 1000);
-    const outcomes: { ok: boolean; value: unknown }[] = [];
     let client: pg.PoolClient | undefined;
     try {
       client = await checkout(pool);
-      const c = client;
-      // Reads' audit events alone need not wait for the disk: as with SQLite's synchronous=NORMAL, a crash of
-      // the database server (not of a node) may lose the last ones. Data writes are always durable at 2xx.
-      const auditOnly = jobs.every((j) => j.plain);
-      // A group of one data job needs no savepoint: its failure rolls back the whole (its own) transaction.
-      const alone = jobs.length === 1 && !jobs[0]?.plain ? (jobs[0] as Job) : undefined;
-      const results = (await c.query(
-        `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ''}${alone ? ` ${enterVault(c, alone.partition)};` : ''} ${HEAD_SQL}`,
-      )) as unknown as pg.QueryResult[];
-      const stored: string | null | undefined = results[results.length - 1]?.rows[0]?.hash;
-      let head: string = stored ? hashHex(stored) : GENESIS;
-      let open = false; // a savepoint waits to be released (folded into the next statement)
-      let audits: AuditRecord[] = []; // events of audit-only jobs, sent together
-      const sendAudits = async () => {
-        if (audits.length === 0) return;
-        const chained = chainRecords(head, audits);
-        audits = [];
-        await c.query({ name: 'cv_audit', text: AUDIT_ONLY, values: clean(chained.params) });
-        head = chained.head;
-      };
-      for (const job of jobs) {
-        if (job.plain) {
-          await job.fn(collector((r) => audits.push(r)));
-          outcomes.push({ ok: true, value: undefined });
-          continue;
-        }
-        await sendAudits();
-        if (!alone) {
-          await c.query(`${open ? 'RELEASE job; ' : ''}SAVEPOINT job; ${enterVault(c, job.partition)}`);
-          open = true;
-        }
-        const state = txState(c, job.partition, head);
-        try {
-          const value = await job.fn(state.tx);
-          head = await state.flush();
-          outcomes.push({ ok: true, value });
-        } catch (err) {
-          await c.query(alone ? 'ROLLBACK' : 'ROLLBACK TO job');
-          if (alone) {
-            c.release();
-            job.reject(err);
-            return;
-          }
-          outcomes.push({ ok: false, value: err });
-        }
-      }
-      await sendAudits();
-      await c.query(`${open ? 'RELEASE job; ' : ''}COMMIT`);
-      c.release();
+      await commitGroup(client, jobs, groupReads);
+      client.release();
     } catch (err) {
       // The group is lost as a whole (connection gone, COMMIT failed): nothing of it is acknowledged.
       client?.release(true);
@@ -172,80 +111,7 @@ export function resourceStore(
         }
       })();
       for (const job of jobs) job.reject(failure);
-      return;
     }
-    jobs.forEach((job, k) => {
-      const o = outcomes[k] as { ok: boolean; value: unknown };
-      if (o.ok) job.resolve(o.value);
-      else job.reject(o.value);
-    });
-  }
-
-  /** The transaction an audit-only job sees: it only appends events. */
-  const collector = (push: (r: AuditRecord) => void): ResourceTransaction => ({
-    current: () => Promise.reject(new Error('audit-only job')),
-    write: () => Promise.reject(new Error('audit-only job')),
-    search: () => Promise.reject(new Error('audit-only job')),
-    async audit(r) {
-      push(r);
-    },
-  });
-
-  /**
-   * The transaction a job sees. Writes and audit records are buffered and sent as one multi-row statement;
-   * a read of a buffered resource or a search sends the writes first, the end of the job sends the rest.
-   */
-  function txState(client: pg.PoolClient, partition: string, head: string) {
-    let writes: ResourceWrite[] = [];
-    let keys = new Set<string>();
-    const audits: AuditRecord[] = [];
-    let chainHead = head;
-    const flushWrites = async () => {
-      if (writes.length === 0) return;
-      const batch = writes;
-      writes = [];
-      keys = new Set();
-      await client.query({ name: 'cv_write', text: WRITE_ONLY, values: clean(writeParams(partition, batch)) });
-    };
-    const flush = async (): Promise<string> => {
-      if (audits.length === 0) {
-        await flushWrites();
-        return chainHead;
-      }
-      const chained = chainRecords(chainHead, audits.splice(0));
-      if (writes.length === 0) {
-        await client.query({ name: 'cv_audit', text: AUDIT_ONLY, values: clean(chained.params) });
-      } else {
-        const values = [...writeParams(partition, writes), ...chained.params];
-        writes = [];
-        keys = new Set();
-        await client.query({ name: 'cv_write_audit', text: WRITE_AND_AUDIT, values: clean(values) });
-      }
-      chainHead = chained.head;
-      return chainHead;
-    };
-    const tx: ResourceTransaction = {
-      async current(type, id) {
-        if (keys.has(`${type}/${id}`)) await flushWrites();
-        const [row] = await query<VersionRow>(client, CURRENT_SQL, [partition, type, id], 'cv_current');
-        return row ? toVersion(row) : undefined;
-      },
-      async write(w) {
-        const key = `${w.type}/${w.id}`;
-        if (keys.has(key)) await flushWrites();
-        writes.push(w);
-        keys.add(key);
-        if (writes.length >= 500) await flushWrites();
-      },
-      async audit(record) {
-        audits.push(record);
-      },
-      async search(q) {
-        await flushWrites();
-        return searchIn(client).search(partition, q);
-      },
-    };
-    return { tx, flush };
   }
 
   const enqueue = <T>(job: Omit<Job, 'resolve' | 'reject'>) =>

@@ -1,0 +1,221 @@
+// The store's group commit: transactions requested together share one database transaction, yet each stays
+// atomic and isolated — a refused or failing one leaves no trace, the others commit, the audit chain holds.
+// Store-level (on the store this run uses), because over HTTP which requests share a group is up to timing.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { auditRecord, EVENT } from '../src/audit/balp.ts';
+import { openStore } from '../src/store/index.ts';
+import type { ResourceTransaction, ResourceWrite, Store } from '../src/store/types.ts';
+import { addPartition } from '../src/vault/partitions.ts';
+import { postgresUrlFor, TEST_STORE } from './helpers/store.ts';
+
+const NO_INDEX: ResourceWrite['index'] = {
+  token: [],
+  string: [],
+  reference: [],
+  date: [],
+  number: [],
+  quantity: [],
+  uri: [],
+  composite: [],
+};
+
+function patient(id: string, version = 1, method: string = version === 1 ? 'POST' : 'PUT'): ResourceWrite {
+  return {
+    type: 'Patient',
+    id,
+    version,
+    lastUpdated: new Date().toISOString(),
+    method: method as ResourceWrite['method'],
+    content: JSON.stringify({ resourceType: 'Patient', id, meta: { versionId: String(version) } }),
+    index: { ...NO_INDEX, token: [{ param: '_id', system: null, code: id, text: null }] } as ResourceWrite['index'],
+  };
+}
+
+const event = (partition: string, object: string) =>
+  auditRecord({
+    type: EVENT.rest,
+    subtype: EVENT.rest_('create'),
+    action: 'C',
+    outcome: '0',
+    who: { clientId: 'group-commit-test' },
+    clientRole: '110153',
+    partition,
+    objects: [object],
+    observer: 'https://localhost',
+  });
+
+describe(`group commit (${TEST_STORE})`, () => {
+  let dataDir: string;
+  let store: Store;
+
+  before(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'carevault-group-'));
+    store = await openStore({ dataDir, databaseUrl: TEST_STORE === 'postgres' ? postgresUrlFor(dataDir) : undefined });
+    await addPartition(store, 'vault_a');
+    await addPartition(store, 'vault_b');
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** Requests all transactions in one turn of the event loop, so that they share a group; settles them all. */
+  const together = (jobs: [string, (tx: ResourceTransaction) => Promise<unknown>][]) =>
+    Promise.allSettled(jobs.map(([partition, fn]) => store.resources.transaction(partition, fn)));
+
+  const content = async (partition: string, id: string) =>
+    (await store.resources.current(partition, 'Patient', id))?.content;
+
+  async function eventsAbout(object: string): Promise<number> {
+    const found = await store.audit.search({ entity: [`Patient/${object}`], limit: 10, offset: 0 });
+    return found.total;
+  }
+
+  test('a write the database refuses fails only its own transaction; the others and their events commit', async () => {
+    const outcomes = await together([
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('r1'));
+          await tx.audit(event('vault_a', 'Patient/r1'));
+        },
+      ],
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('r2'));
+          await tx.write(patient('r3', 1, 'GET')); // CHECK (method IN …) refuses this row
+          await tx.audit(event('vault_a', 'Patient/r3'));
+        },
+      ],
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('r4'));
+          await tx.audit(event('vault_a', 'Patient/r4'));
+        },
+      ],
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    assert.ok(await content('vault_a', 'r1'));
+    assert.equal(await content('vault_a', 'r2'), undefined, 'the refused transaction left a write behind');
+    assert.equal(await content('vault_a', 'r3'), undefined);
+    assert.ok(await content('vault_a', 'r4'));
+    assert.deepEqual([await eventsAbout('r1'), await eventsAbout('r3'), await eventsAbout('r4')], [1, 0, 1]);
+    assert.equal((await store.audit.verify()).ok, true);
+  });
+
+  test('a refused write in one vault does not disturb the next transaction of that vault', async () => {
+    const outcomes = await together([
+      ['vault_b', (tx) => tx.audit(event('vault_b', 'Patient/w0'))],
+      ['vault_a', (tx) => tx.write(patient('w1', 1, 'GET'))],
+      ['vault_a', (tx) => tx.write(patient('w2'))],
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    assert.ok(await content('vault_a', 'w2'));
+    assert.equal(await eventsAbout('w0'), 1);
+    assert.equal((await store.audit.verify()).ok, true);
+  });
+
+  test('a transaction that fails after a search (its writes already sent) rolls back alone', async () => {
+    const outcomes = await together([
+      ['vault_a', (tx) => tx.write(patient('s1'))],
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('s2'));
+          await tx.audit(event('vault_a', 'Patient/s2'));
+          // The search must see s1 (an earlier transaction of the group) and s2 (its own write).
+          const seen = await tx.search({
+            type: 'Patient',
+            filters: [],
+            sort: [],
+            limit: 100,
+            offset: 0,
+            total: false,
+          });
+          const ids = seen.matches.map((m) => m.id);
+          assert.ok(ids.includes('s1') && ids.includes('s2'), `search saw ${ids}`);
+          await tx.write(patient('s3'));
+          throw new Error('refused after the search');
+        },
+      ],
+      ['vault_a', (tx) => tx.write(patient('s4'))],
+    ]);
+    assert.equal(outcomes[1]?.status, 'rejected');
+    assert.equal(((outcomes[1] as PromiseRejectedResult).reason as Error).message, 'refused after the search');
+    assert.ok(await content('vault_a', 's1'));
+    assert.equal(await content('vault_a', 's2'), undefined);
+    assert.equal(await content('vault_a', 's3'), undefined);
+    assert.ok(await content('vault_a', 's4'));
+    assert.equal(await eventsAbout('s2'), 0);
+    assert.equal((await store.audit.verify()).ok, true);
+  });
+
+  test('a transaction reads what an earlier one of its group wrote, and may build on it', async () => {
+    const outcomes = await together([
+      ['vault_a', (tx) => tx.write(patient('u1'))],
+      [
+        'vault_a',
+        async (tx) => {
+          const seen = await tx.current('Patient', 'u1');
+          assert.equal(seen?.version, 1);
+          await tx.write(patient('u1', 2));
+        },
+      ],
+      [
+        'vault_a',
+        async (tx) => {
+          assert.equal((await tx.current('Patient', 'u1'))?.version, 2);
+          await tx.write(patient('u1', 3));
+        },
+      ],
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'fulfilled', 'fulfilled'],
+    );
+    assert.equal((await store.resources.current('vault_a', 'Patient', 'u1'))?.version, 3);
+    assert.deepEqual(
+      (await store.resources.history('vault_a', { type: 'Patient', id: 'u1', limit: 10 })).map((v) => v.version),
+      [3, 2, 1],
+    );
+  });
+
+  test('transactions of two vaults in one group each write to their own vault only', async () => {
+    const outcomes = await together([
+      ['vault_a', (tx) => tx.write(patient('v1'))],
+      ['vault_b', (tx) => tx.write(patient('v2'))],
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('v3'));
+          throw new Error('changed its mind');
+        },
+      ],
+      ['vault_b', (tx) => tx.write(patient('v4'))],
+      ['vault_a', (tx) => tx.write(patient('v5'))],
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+    );
+    assert.ok(await content('vault_a', 'v1'));
+    assert.ok(await content('vault_a', 'v5'));
+    assert.ok(await content('vault_b', 'v2'));
+    assert.ok(await content('vault_b', 'v4'));
+    for (const id of ['v2', 'v4']) assert.equal(await content('vault_a', id), undefined);
+    for (const id of ['v1', 'v3', 'v5']) assert.equal(await content('vault_b', id), undefined);
+    assert.equal(await content('vault_a', 'v3'), undefined);
+  });
+});
