@@ -192,6 +192,33 @@ describe(`group commit (${TEST_STORE})`, () => {
     );
   });
 
+  test('prefetched versions are what current() answers: earlier jobs of the group included, own writes after', async () => {
+    const outcomes = await together([
+      ['vault_a', (tx) => tx.write(patient('p1'))],
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.prefetch?.([
+            { type: 'Patient', id: 'p1' },
+            { type: 'Patient', id: 'p2' },
+          ]);
+          assert.equal((await tx.current('Patient', 'p1'))?.version, 1, 'the earlier job of the group wrote p1');
+          assert.equal(await tx.current('Patient', 'p2'), undefined);
+          await tx.write(patient('p1', 2));
+          await tx.write(patient('p2'));
+          assert.equal((await tx.current('Patient', 'p1'))?.version, 2, 'its own write of p1');
+          assert.equal((await tx.current('Patient', 'p2'))?.version, 1, 'its own write of p2');
+        },
+      ],
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'fulfilled'],
+      String(outcomes.map((o) => (o.status === 'rejected' ? o.reason : '')).join(' ')),
+    );
+    assert.equal((await store.resources.current('vault_a', 'Patient', 'p1'))?.version, 2);
+  });
+
   test('transactions of two vaults in one group each write to their own vault only', async () => {
     const outcomes = await together([
       ['vault_a', (tx) => tx.write(patient('v1'))],

@@ -49,6 +49,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
       },
       audit: (r) => tx.audit(r),
       search: (q) => tx.search(q),
+      prefetch: async (keys) => tx.prefetch?.(keys),
     });
     const targets = writes.filter((w) => w.method !== 'DELETE' && w.type !== 'Provenance');
     if (ctx.provenance && targets.length > 0) {

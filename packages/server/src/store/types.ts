@@ -270,6 +270,12 @@ export interface MetaStore {
 
 export interface ResourceTransaction {
   current(type: string, id: string): Promise<StoredVersion | undefined>;
+  /**
+   * A hint that `current` of these resources follows (a transaction Bundle's updates): a store whose reads
+   * are roundtrips reads them in one, and answers those `current` calls from it until the transaction writes
+   * the resource. Stores with cheap reads need not implement it.
+   */
+  prefetch?(keys: { type: string; id: string }[]): Promise<void>;
   write(write: ResourceWrite): Promise<void>;
   /** Appends an AuditEvent in this same transaction: it commits with the data it describes, or not at all. */
   audit(record: AuditRecord): Promise<void>;

@@ -196,6 +196,8 @@ async function attemptTransaction(
       const planned = p.kind === 'create' ? undefined : p.matched;
       if ((await single(ctx, p.e, condition, tx)) !== planned) throw new ConditionChanged(p.e, condition);
     }
+    const known = ordered.filter((p) => p.kind === 'update' || p.kind === 'delete' || p.kind === 'exists');
+    await tx.prefetch?.(known.flatMap((p) => (p.id === undefined ? [] : [{ type: p.e.type, id: p.id }])));
     for (const p of ordered) {
       switch (p.kind) {
         case 'delete':

@@ -19,6 +19,8 @@ export interface Job {
 /** The reads a transaction may make, on the group's connection. */
 export interface GroupReads {
   current(client: pg.PoolClient, partition: string, type: string, id: string): Promise<StoredVersion | undefined>;
+  /** Current versions of many resources (absent ones left out), in one statement. */
+  currents(client: pg.PoolClient, partition: string, keys: { type: string; id: string }[]): Promise<StoredVersion[]>;
   search: (client: pg.PoolClient, partition: string, q: SearchQuery) => ReturnType<ResourceTransaction['search']>;
 }
 
@@ -185,13 +187,24 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
         a.map((x) => x.record),
       );
     };
+    // What prefetch read, by key (undefined: absent), until this job writes the resource.
+    const known = new Map<string, StoredVersion | undefined>();
     const tx: ResourceTransaction = {
       async current(type, id) {
-        await own(keys.has(`${type}/${id}`));
+        const key = `${type}/${id}`;
+        if (known.has(key)) return known.get(key);
+        await own(keys.has(key));
         return reads.current(c, job.partition, type, id);
+      },
+      async prefetch(wanted) {
+        if (wanted.length === 0) return;
+        await own(wanted.some((k) => keys.has(`${k.type}/${k.id}`)));
+        for (const k of wanted) known.set(`${k.type}/${k.id}`, undefined);
+        for (const v of await reads.currents(c, job.partition, wanted)) known.set(`${v.type}/${v.id}`, v);
       },
       async write(w) {
         const key = `${w.type}/${w.id}`;
+        known.delete(key);
         if (keys.has(key) || writes.length >= MAX_WRITES || (writes.length > 0 && batchVault !== job.partition)) {
           await own(true);
         }

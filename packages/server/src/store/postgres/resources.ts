@@ -14,6 +14,10 @@ const CURRENT_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r
   JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
   WHERE r.partition = $1 AND r.type = $2 AND r.id = $3`;
 
+const CURRENTS_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
+  JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
+  WHERE r.partition = $1 AND (r.type, r.id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
+
 /** Runs `sql` (with `?` placeholders) on one connection; the statement text names its cached plan. */
 async function query<T>(client: pg.PoolClient, sql: string, params: unknown[], name?: string): Promise<T[]> {
   const r = await client.query({ text: numbered(sql), values: clean(params), ...(name ? { name } : {}) });
@@ -89,6 +93,15 @@ export function resourceStore(
     async current(client, partition, type, id) {
       const [row] = await query<VersionRow>(client, CURRENT_SQL, [partition, type, id], 'cv_current');
       return row ? toVersion(row) : undefined;
+    },
+    async currents(client, partition, wanted) {
+      const rows = await query<VersionRow>(
+        client,
+        CURRENTS_SQL,
+        [partition, wanted.map((k) => k.type), wanted.map((k) => k.id)],
+        'cv_currents',
+      );
+      return rows.map(toVersion);
     },
     search: (client, partition, q) => searchIn(client).search(partition, q),
   };
