@@ -39,6 +39,7 @@ export function oidcStore(pool: pg.Pool): OidcPayloadStore {
         pool,
         'SELECT payload, expires_at, consumed_at FROM oidc_payloads WHERE model = ? AND id = ?',
         [model, id],
+        { prepared: true },
       );
       return toPayload(row, nowSeconds());
     },
@@ -60,6 +61,7 @@ export function oidcStore(pool: pg.Pool): OidcPayloadStore {
          ON CONFLICT (model, id) DO UPDATE SET expires_at = excluded.expires_at, payload = '{}'
            WHERE oidc_payloads.expires_at <= ?`,
         [model, id, expiresAt, nowSeconds()],
+        { prepared: true },
       );
       return n === 1;
     },
@@ -104,7 +106,9 @@ export function clientStore(pool: pg.Pool): ClientStore {
       ]);
     },
     async get(clientId) {
-      const [row] = await run<ClientRow>(pool, 'SELECT * FROM clients WHERE client_id = ?', [clientId]);
+      const [row] = await run<ClientRow>(pool, 'SELECT * FROM clients WHERE client_id = ?', [clientId], {
+        prepared: true,
+      });
       return row ? toClient(row) : undefined;
     },
     async list() {

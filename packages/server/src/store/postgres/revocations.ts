@@ -107,7 +107,7 @@ export function revocationStore(pool: pg.Pool, target: PgTarget): MirroredRevoca
     async isRevoked(jti) {
       start();
       if (fresh()) return known.has(jti);
-      return (await run(pool, 'SELECT 1 FROM revoked_tokens WHERE jti = ?', [jti])).length > 0;
+      return (await run(pool, 'SELECT 1 FROM revoked_tokens WHERE jti = ?', [jti], { prepared: true })).length > 0;
     },
     prune(now) {
       for (const [jti, expiresAt] of known) if (expiresAt <= now) known.delete(jti);

@@ -84,6 +84,7 @@ export function partitionStore(pool: pg.Pool): PartitionStore {
         `SELECT * FROM partition_grants WHERE partition = ?
            AND ((subject_kind = 'client' AND subject = ?) OR (subject_kind = 'org' AND subject = ANY(?::text[])))`,
         [partition, clientId, organizations],
+        { prepared: true },
       );
       return rows.map(toGrant);
     },
