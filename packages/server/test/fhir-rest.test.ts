@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt, importJWK, SignJWT } from 'jose';
 import { openStore } from '../src/store/index.ts';
+import { addGrant } from '../src/vault/grants.ts';
 import { account, type Caller, fhir, grant, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -473,6 +474,27 @@ describe('ITI-72 enforcement (I rows)', () => {
       await sleep(50);
     }
     assert.equal(status, 401);
+  });
+
+  test('a grant narrowed by another process on the same database binds within 1 s', async () => {
+    // A node may cache the grants it looked up; what another connection commits must still reach it.
+    const { token } = await readerWithToken('narrowed');
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/Patient')).status, 200);
+    const other = await openStore(p.config);
+    try {
+      await addGrant(other, { partition: 'alice_1234', client: 'narrowed', scope: 'system/Observation.rs' });
+    } finally {
+      await other.close();
+    }
+    const deadline = Date.now() + 1000;
+    let status = 0;
+    while (Date.now() < deadline) {
+      status = (await fhir(p, { token }, 'GET', '/alice_1234/Patient')).status;
+      if (status !== 200) break;
+      await sleep(50);
+    }
+    assert.equal(status, 403);
+    assert.equal((await fhir(p, { token }, 'GET', '/alice_1234/Observation')).status, 200);
   });
 });
 

@@ -100,8 +100,7 @@ export interface PartitionStore {
   list(): Promise<PartitionRecord[]>;
   /** Creates or replaces the grant of one subject on one partition. */
   putGrant(grant: GrantRecord): Promise<void>;
-  /** Grants on `partition` held by the client or by its organization. */
-  /** Grants of the client itself and of its organizations (`<oid>` or `gln:<gln>` subjects). */
+  /** Grants on `partition` of the client itself and of its organizations (`<oid>` or `gln:<gln>` subjects). */
   grantsFor(partition: string, clientId: string, organizations: string[]): Promise<GrantRecord[]>;
   listGrants(partition?: string): Promise<GrantRecord[]>;
   /** The partition whose account carries this identifier (an MPI id URN), if any. */

@@ -3,6 +3,7 @@ import type { Store } from '../types.ts';
 import { auditStore } from './audit.ts';
 import { clientStore, oidcStore, trustStore } from './auth-state.ts';
 import { createPool, type PgTarget, parseDatabaseUrl, run } from './connection.ts';
+import { listener } from './listener.ts';
 import { migrate } from './migrate.ts';
 import { resourceStore } from './resources.ts';
 import { revocationStore } from './revocations.ts';
@@ -51,14 +52,16 @@ export async function openPostgresStore(
     throw err;
   }
   const { resources, appendAudit, idle } = resourceStore(pool, reads);
-  const revocations = revocationStore(pool, target);
+  // One listening connection per node keeps the in-memory mirrors (revocations, grants) current.
+  const notifications = listener(target);
+  const revocations = revocationStore(pool, target.schema, notifications);
   let closed = false;
   return {
     dialect: 'postgres',
     target,
     clients: clientStore(pool),
     trust: trustStore(pool),
-    partitions: partitionStore(pool),
+    partitions: partitionStore(pool, target.schema, notifications),
     users: userStore(pool),
     resources,
     audit: auditStore(pool, appendAudit),
@@ -95,7 +98,7 @@ export async function openPostgresStore(
       if (closed) return;
       closed = true;
       await idle();
-      await revocations.close();
+      await notifications.close();
       await Promise.all([pool.end(), reads.end()]);
     },
   };

@@ -1,7 +1,11 @@
 import type pg from 'pg';
 import { type GrantRow, toGrant } from '../sql/rows.ts';
-import type { PartitionRecord, PartitionStore } from '../types.ts';
+import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
 import { checkout, rethrow, run } from './connection.ts';
+import type { Listener } from './listener.ts';
+
+const GRANTS_CHANNEL = 'carevault_grants';
+const GRANTS_CACHED = 10_000;
 
 interface PartitionRow {
   name: string;
@@ -21,7 +25,31 @@ const SELECT_PARTITION = `SELECT p.name, p.account_urn, p.created_at,
   (SELECT array_agg(i.value ORDER BY i.value) FROM account_identifiers i WHERE i.partition = p.name) AS identifiers
   FROM partitions p`;
 
-export function partitionStore(pool: pg.Pool): PartitionStore {
+/**
+ * Every FHIR request asks for its client's grants on the vault; on PostgreSQL that was a roundtrip each. The
+ * answers are cached in memory while the node's listening connection is fresh (listener.ts), and a grant
+ * change NOTIFYs every node, which then forgets them all: grants change seldom, and a narrowed or replaced
+ * grant binds every node within a second, as a revocation does.
+ */
+export function partitionStore(pool: pg.Pool, schema: string, notifications: Listener): PartitionStore {
+  const grants = new Map<string, GrantRecord[]>();
+  // Bumped whenever cached answers may be stale: an answer read across a bump is not cached.
+  let generation = 0;
+  const forget = () => {
+    grants.clear();
+    generation++;
+  };
+  notifications.subscribe({
+    channel: GRANTS_CHANNEL,
+    notify(payload) {
+      try {
+        if ((JSON.parse(payload) as unknown[])[0] === schema) forget();
+      } catch {}
+    },
+    async load() {
+      forget();
+    },
+  });
   return {
     async create(r) {
       const client = await checkout(pool);
@@ -73,12 +101,20 @@ export function partitionStore(pool: pg.Pool): PartitionStore {
     async putGrant(g) {
       await run(
         pool,
-        `INSERT INTO partition_grants (partition, subject_kind, subject, scope, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (partition, subject_kind, subject) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
-        [g.partition, g.subjectKind, g.subject, g.scope, g.createdAt],
+        `WITH put AS (INSERT INTO partition_grants (partition, subject_kind, subject, scope, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (partition, subject_kind, subject) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at)
+         SELECT pg_notify('${GRANTS_CHANNEL}', ?)`,
+        [g.partition, g.subjectKind, g.subject, g.scope, g.createdAt, JSON.stringify([schema])],
       );
+      forget();
     },
     async grantsFor(partition, clientId, organizations) {
+      notifications.start();
+      const key = JSON.stringify([partition, clientId, organizations]);
+      const fresh = notifications.fresh();
+      const hit = fresh ? grants.get(key) : undefined;
+      if (hit) return hit;
+      const before = generation;
       const rows = await run<GrantRow>(
         pool,
         `SELECT * FROM partition_grants WHERE partition = ?
@@ -86,7 +122,12 @@ export function partitionStore(pool: pg.Pool): PartitionStore {
         [partition, clientId, organizations],
         { prepared: true },
       );
-      return rows.map(toGrant);
+      const found = rows.map(toGrant);
+      if (fresh && notifications.fresh() && generation === before) {
+        if (grants.size >= GRANTS_CACHED) grants.clear();
+        grants.set(key, found);
+      }
+      return found;
     },
     async listGrants(partition) {
       const rows = partition
