@@ -255,6 +255,10 @@ describe('parameter types (J26 J33–J39)', () => {
       ['bp2'],
     );
     assert.deepEqual(await ids('Observation?code-value-quantity=http://loinc.org|2339-0$gt6'), ['glu']);
+    // A composite exists only where every component has a value: the panels have a code but no value[x].
+    assert.deepEqual(await ids('Observation?code-value-quantity:missing=true'), ['bp1', 'bp2']);
+    assert.deepEqual(await ids('Observation?code-value-quantity:missing=false'), ['glu']);
+    assert.deepEqual(await ids('Observation?code-value-concept:missing=true'), ['bp1', 'bp2', 'glu']);
   });
 
   test(':missing (J39), _id (J28), _lastUpdated (J29), _tag, _profile', async () => {

@@ -193,6 +193,8 @@ function unionParts(expression: string): string[] {
 /**
  * Composite parameters (search.html#composite): each occurrence of the base element is one `row`, and each
  * component expression is evaluated on that same occurrence, so `code$value` pairs never mix across occurrences.
+ * A search gives every component, so an occurrence lacking one (an Observation's code-value-concept when its
+ * value is a Quantity) can never match: it gets no rows — half of a vital sign's composite rows were such.
  */
 function composites(
   resource: Record<string, unknown>,
@@ -203,8 +205,15 @@ function composites(
   out: IndexRows['composite'],
 ): void {
   const type = resource.resourceType as string;
+  const components = def.components ?? [];
   for (let row = 0; row < Math.min(occurrences.length, 100); row++) {
-    (def.components ?? []).forEach((component, comp) => {
+    const rows: IndexRows['composite'] = [];
+    const found = new Set<number>();
+    const push = (r: IndexRows['composite'][number]) => {
+      rows.push(r);
+      found.add(r.comp);
+    };
+    components.forEach((component, comp) => {
       let values: unknown[];
       const plain = branch.components?.[comp];
       if (plain) {
@@ -229,34 +238,35 @@ function composites(
           case 'token': {
             const t: IndexRows['token'] = [];
             tokens(param, v, t);
-            for (const x of t) out.push({ ...empty, system: x.system, code: x.code });
+            for (const x of t) push({ ...empty, system: x.system, code: x.code });
             break;
           }
           case 'quantity':
           case 'number': {
             const q = emptyRows();
             quantities(param, v, q);
-            for (const x of q.quantity) out.push({ ...empty, num: x.value, system: x.system, code: x.code });
-            for (const x of q.number) out.push({ ...empty, num: x.value });
+            for (const x of q.quantity) push({ ...empty, num: x.value, system: x.system, code: x.code });
+            for (const x of q.number) push({ ...empty, num: x.value });
             break;
           }
           case 'date': {
             const d: IndexRows['date'] = [];
             dates(param, v, d);
-            for (const x of d) out.push({ ...empty, lo: x.lo, hi: x.hi });
+            for (const x of d) push({ ...empty, lo: x.lo, hi: x.hi });
             break;
           }
           case 'reference': {
             const r: IndexRows['reference'] = [];
             references(param, v, undefined, r);
-            for (const x of r) out.push({ ...empty, system: x.targetType, code: x.targetId ?? x.url });
+            for (const x of r) push({ ...empty, system: x.targetType, code: x.targetId ?? x.url });
             break;
           }
           default:
-            if (typeof v === 'string') out.push({ ...empty, code: normalizeString(v) });
+            if (typeof v === 'string') push({ ...empty, code: normalizeString(v) });
         }
       }
     });
+    if (found.size === components.length) out.push(...rows);
   }
 }
 
