@@ -211,14 +211,27 @@ function entities(e: EventInput): AuditEventEntity[] {
 const entropy = Buffer.alloc(4096);
 let drawn = entropy.length;
 
-/** 128 random bits in 22 characters (base64url with '.' for '_', which a FHIR id may not hold). */
+/** FHIR id characters in ascending byte order, so that ids of later events sort after earlier ones. */
+const ORDERED = '-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+/**
+ * 22 characters: the time in milliseconds (8 characters, 48 bits, ordered) and 84 random bits. Ordered ids put
+ * each new event at the end of the id index instead of on a random page of it: a group of events dirties one
+ * page of that index instead of one each, and every dirty page is written again at commit.
+ */
 function eventId(): string {
-  if (drawn === entropy.length) {
+  if (drawn + 14 > entropy.length) {
     randomFillSync(entropy);
     drawn = 0;
   }
-  drawn += 16;
-  return entropy.toString('base64url', drawn - 16, drawn).replaceAll('_', '.');
+  let id = '';
+  let t = Date.now();
+  for (let i = 0; i < 8; i++) {
+    id = ORDERED[t % 64] + id;
+    t = Math.floor(t / 64);
+  }
+  for (let i = 0; i < 14; i++) id += ORDERED[(entropy[drawn++] as number) & 63];
+  return id;
 }
 
 /** Builds the AuditEvent and the row that stores it (search columns, chain input). */
