@@ -390,6 +390,16 @@ describe('hash chain (carevault audit verify)', () => {
       row.seq,
     ]);
     assert.equal((await p.store.audit.verify()).ok, true);
+    // Packed against the dictionary's event of its own kind (format 3); rows of format 2 (the whole dictionary)
+    // still read and verify.
+    assert.equal(original[0], 3);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [
+      packEvent(json, row, refs, 2),
+      row.seq,
+    ]);
+    assert.equal((await p.store.audit.verify()).ok, true);
+    assert.equal(await p.store.audit.get(row.id), json);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [original, row.seq]);
     // The search index is checked whole: a key removed (an event hidden from search) or added is found.
     const [key] = await rawSql<{ kind: string; value: string; seq: number }>(
       p.dataDir,
