@@ -14,6 +14,7 @@ import {
 } from '../sql/rows.ts';
 import type { ClientStore, OidcPayloadStore, RevocationStore, Store, TrustStore } from '../types.ts';
 import { auditStore, auditWriter } from './audit.ts';
+import { type ForeignWrites, foreignWrites } from './foreign-writes.ts';
 import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
 import { userStore } from './users.ts';
@@ -146,15 +147,18 @@ function trustStore(db: Db): TrustStore {
   };
 }
 
-function revocationStore(db: Db): RevocationStore {
+function revocationStore(db: Db, foreign: ForeignWrites): RevocationStore {
   const revoke = db.prepare('INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING');
   const check = db.prepare('SELECT 1 FROM revoked_tokens WHERE jti = ?');
+  // Asked for every token presented; revoked here (revoke below) or by another process (`carevault token revoke`).
+  const known = foreign.cache<string, boolean>();
   return {
     async revoke(jti, expiresAt) {
       revoke.run(jti, expiresAt);
+      known.set(jti, true);
     },
     async isRevoked(jti) {
-      return check.get(jti) !== undefined;
+      return known.get(jti, () => check.get(jti) !== undefined);
     },
   };
 }
@@ -179,6 +183,13 @@ export function openSqliteStore(file: string): Store {
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
+  // Every commit rewrites the pages it touched into the WAL (the trail's tail, its index leaves), and each
+  // checkpoint copies the WAL back, with an fsync, on the committing request's turn. Checkpointing every 10,000
+  // pages (≈ 40 MB of WAL) instead of SQLite's 1,000 copies a page rewritten by many commits once: ≈ 10–20 µs
+  // less per audited request (measured with 60,000 events). The page cache (2 MB by default) holds the hot index
+  // pages of a database of many GB at 64 MB.
+  db.pragma('wal_autocheckpoint = 10000');
+  db.pragma('cache_size = -65536');
   const version = db.pragma('user_version', { simple: true }) as number;
   for (let v = version; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
@@ -196,16 +207,17 @@ export function openSqliteStore(file: string): Store {
     'INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
   );
   const { resources, appendAudit, grouped } = resourceStore(db, auditWriter(db));
+  const foreign = foreignWrites(db);
   return {
     dialect: 'sqlite',
     clients: clientStore(db),
     trust: trustStore(db),
-    partitions: partitionStore(db),
+    partitions: partitionStore(db, foreign),
     users: userStore(db),
     resources,
     audit: auditStore(db, appendAudit),
     oidc: oidcStore(db, grouped),
-    revocations: revocationStore(db),
+    revocations: revocationStore(db, foreign),
     meta: {
       async get(key) {
         return (metaGet.get(key) as { value: string } | undefined)?.value;

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import { type GrantRow, toGrant } from '../sql/rows.ts';
-import type { PartitionRecord, PartitionStore } from '../types.ts';
+import type { GrantRecord, PartitionRecord, PartitionStore } from '../types.ts';
+import type { ForeignWrites } from './foreign-writes.ts';
 
 interface PartitionRow {
   name: string;
@@ -8,7 +9,7 @@ interface PartitionRow {
   created_at: number;
 }
 
-export function partitionStore(db: Database.Database): PartitionStore {
+export function partitionStore(db: Database.Database, foreign: ForeignWrites): PartitionStore {
   const insert = db.prepare(
     'INSERT INTO partitions (name, account_urn, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
   );
@@ -29,6 +30,8 @@ export function partitionStore(db: Database.Database): PartitionStore {
   );
   const grantsOf = db.prepare('SELECT * FROM partition_grants WHERE partition = ? ORDER BY subject_kind, subject');
   const allGrants = db.prepare('SELECT * FROM partition_grants ORDER BY partition, subject_kind, subject');
+  // Asked on every request; changed by `carevault grant` (another process) or putGrant here.
+  const grantCache = foreign.cache<string, GrantRecord[]>();
 
   const create = db.transaction((r: PartitionRecord): boolean => {
     if (insert.run(r.name, r.accountUrn ?? null, r.createdAt).changes !== 1) return false;
@@ -75,9 +78,13 @@ export function partitionStore(db: Database.Database): PartitionStore {
     },
     async putGrant(g) {
       putGrant.run(g.partition, g.subjectKind, g.subject, g.scope, g.createdAt);
+      grantCache.clear();
     },
     async grantsFor(partition, clientId, organizations) {
-      return (grantsFor.all(partition, clientId, JSON.stringify(organizations)) as GrantRow[]).map(toGrant);
+      const orgs = JSON.stringify(organizations);
+      return grantCache.get(JSON.stringify([partition, clientId, orgs]), () =>
+        (grantsFor.all(partition, clientId, orgs) as GrantRow[]).map(toGrant),
+      );
     },
     async listGrants(partition) {
       return ((partition ? grantsOf.all(partition) : allGrants.all()) as GrantRow[]).map(toGrant);
