@@ -3,8 +3,11 @@
  * 10,000 requests of each kind — reads of a Patient and of an Observation by id, a search, a token request;
  * the database is measured before and after each (dbstat: every table and index, after a WAL checkpoint), and
  * the growth is divided by the events written and split per table.
+ * Then what writing the trail costs, without HTTP: read events appended to a SQLite store in this process in
+ * groups of 14 (as concurrent reads share a commit), CPU µs per event.
  *   npm run bench:audit        (BENCH_READS: requests per kind, default 10000)
  */
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +15,9 @@ import Database from 'better-sqlite3';
 import { Agent, request } from 'undici';
 import { addClient } from '../packages/server/src/admin/clients.ts';
 import { withStore } from '../packages/server/src/admin/vault.ts';
+import { actionFor, auditRecord, clientRoleFor, EVENT } from '../packages/server/src/audit/balp.ts';
 import { loadConfig } from '../packages/server/src/config/index.ts';
+import { openStore } from '../packages/server/src/store/index.ts';
 import { addGrant } from '../packages/server/src/vault/grants.ts';
 import { addPartition } from '../packages/server/src/vault/partitions.ts';
 import { freePort } from '../packages/server/test/helpers/platform.ts';
@@ -152,4 +157,47 @@ async function main() {
   }
 }
 
+/** CPU and wall µs per read event appended through the store: building, hashing, packing, inserting, committing. */
+async function appendCost(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'carevault-bench-audit-'));
+  const store = await openStore({ dataDir });
+  const patients = Array.from({ length: 200 }, () => `Patient/${randomUUID()}`);
+  const GROUP = 14;
+  const event = (i: number) =>
+    auditRecord({
+      type: EVENT.rest,
+      subtype: EVENT.rest_('read'),
+      action: actionFor('read'),
+      outcome: '0',
+      who: { clientId: 'bench', tokenId: randomUUID(), address: '127.0.0.1', requestId: randomUUID() },
+      clientRole: clientRoleFor('read'),
+      partition: 'bench',
+      patients: [patients[i % patients.length] as string],
+      objects: [`Observation/${randomUUID()}`],
+      nen7513: { autorisatieprotocol: 'vault-grant:bench', toestemmingsprofiel: 'system/*.cruds' },
+      observer: 'https://localhost',
+    });
+  const append = async (n: number) => {
+    for (let g = 0; g < n / GROUP; g++) {
+      await Promise.all(Array.from({ length: GROUP }, (_, k) => store.audit.append([event(g * GROUP + k)])));
+    }
+  };
+  try {
+    await append(5000);
+    const n = READS * 6;
+    const cpu0 = process.cpuUsage();
+    const start = performance.now();
+    await append(n);
+    const cpu = process.cpuUsage(cpu0);
+    const wall = (performance.now() - start) * 1000;
+    console.log(
+      `audit append (store, groups of ${GROUP}): ${((cpu.user + cpu.system) / n).toFixed(0)} µs CPU, ${(wall / n).toFixed(0)} µs wall per read event (${n} events)`,
+    );
+  } finally {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 await main();
+await appendCost();

@@ -125,9 +125,11 @@ export async function load(
             headers: r.headers,
             body: r.body,
           });
-          await res.body.arrayBuffer();
+          const body = await res.body.text();
           if (res.statusCode < 300) ok += r.weight ?? 1;
-          else errors++;
+          else if (errors++ < 3 && process.env.BENCH_VERBOSE) {
+            console.error(`  ${r.method ?? 'GET'} ${r.url} → ${res.statusCode}: ${body.slice(0, 400)}`);
+          }
         }
       }),
     );
