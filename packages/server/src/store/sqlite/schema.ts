@@ -219,4 +219,13 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT, WITHOUT ROWID;
   ${INDEX_OLDER_REFS}
   `,
+  `
+  -- The two commonest search conditions answered from an index alone: a candidate's code (token) checked without
+  -- fetching its index rows one by one, a reference's owners listed without a row fetch each. The owner index
+  -- keeps its leading columns, so deleting a resource's rows still uses it.
+  CREATE INDEX IF NOT EXISTS idx_token_owner_value ON idx_token (partition, type, id, param, code, system);
+  DROP INDEX IF EXISTS idx_token_owner;
+  CREATE INDEX IF NOT EXISTS idx_reference_value_owner ON idx_reference (partition, type, param, target_id, target_type, id);
+  DROP INDEX IF EXISTS idx_reference_value;
+  `,
 ];
