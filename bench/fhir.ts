@@ -4,7 +4,7 @@
  *   read by id · create · token+reference search · transaction ingest of the Synthea Bundles.
  * Then the same on PostgreSQL (a schema of its own, dropped afterwards) when BENCH_DATABASE_URL or
  * CAREVAULT_TEST_DATABASE_URL names one, printed beside SQLite's.
- *   npm run bench:fhir        (about 90 s)
+ *   npm run bench:fhir        (about 90 s; BENCH_KEEP=1 keeps the data directory and the PostgreSQL schema)
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -92,12 +92,14 @@ async function measure(databaseUrl: string | undefined) {
   const json = { ...auth, 'content-type': 'application/fhir+json' };
   const fhir = `${base}/fhir/bench`;
 
-  // Seed: 200 patients × 10 Observations, as transactions.
+  // Seed: 200 patients × 30 Observations (15 heart rates: a search's hits), as transactions; and one more
+  // patient, whom the creates are about.
   const patients = Array.from({ length: 200 }, () => randomUUID());
+  const creates = randomUUID();
   const obsIds: string[] = [];
-  for (const p of patients) {
+  for (const p of [...patients, creates]) {
     const entry = [{ resource: { resourceType: 'Patient', id: p }, request: { method: 'PUT', url: `Patient/${p}` } }];
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 30; i++) {
       const id = randomUUID();
       obsIds.push(id);
       entry.push({
@@ -121,7 +123,10 @@ async function measure(databaseUrl: string | undefined) {
     url: `${fhir}/Observation/${obsIds[i++ % obsIds.length]}`,
     headers: auth,
   }));
-  const body = JSON.stringify(observation(patients[0] as string, 3));
+  // Not one of the searched patients: the search phase measures searches of 15 hits, as issue 14 names them. (Until
+  // 2026-12-03 the creates went to the first of them, whose ~12,000 heart rates made one search in 200 cost
+  // ≈ 30 ms: a page is sorted from all matches — docs/performance.md.)
+  const body = JSON.stringify(observation(creates, 3));
   const create = await load('create', pid, agent, () => ({
     url: `${fhir}/Observation`,
     method: 'POST',
@@ -180,7 +185,8 @@ async function measure(databaseUrl: string | undefined) {
 
   await agent.close();
   await stopServer(child);
-  rmSync(dataDir, { recursive: true, force: true });
+  if (process.env.BENCH_KEEP) console.error(`kept ${dataDir}`);
+  else rmSync(dataDir, { recursive: true, force: true });
   return { read, create, createNoAudit, search, ingest, raw };
 }
 
@@ -198,14 +204,14 @@ async function main() {
   const raw = sqlite.raw as { read: number; insert: number };
   const noAudit = sqlite.createNoAudit as Load;
   console.log('SQLite (embedded default):');
-  line(sqlite.read, raw.read, '≥ 10k/s');
-  line(sqlite.create, raw.insert, '≥ 2k/s');
+  line(sqlite.read, raw.read, '≥ 8,000 per server CPU-second');
+  line(sqlite.create, raw.insert, '≥ 2,000 per server CPU-second');
   line(noAudit, raw.insert, 'reference');
   console.log(
     `audit cost: create with audit ${(sqlite.create.perCpu / noAudit.perCpu).toFixed(2)}× of without, per server CPU-second (goal ≥ 0.80)`,
   );
-  line(sqlite.search, raw.read, 'n/a');
-  line(sqlite.ingest, raw.insert, '≥ 5k resources/s');
+  line(sqlite.search, raw.read, '≥ 3,000 per server CPU-second');
+  line(sqlite.ingest, raw.insert, '≥ 5,000 resources per server CPU-second');
 
   if (base) await postgres(base, sqlite);
   else console.log('PostgreSQL: skipped (set BENCH_DATABASE_URL=postgres://… to measure it beside SQLite)');
