@@ -15,7 +15,7 @@ import { AUDIT_DICTIONARY_V1 } from './audit-dictionary.ts';
  *      match against the query's description; only when that gives back the exact base64.
  *   3: as 2, deflated against one of the dictionary's four events (the second byte says which; 0: all four).
  *      zlib hashes the whole dictionary before every event: the one event of the same kind is a quarter of
- *      that work (38 → 23 µs per read event) and packs as small.
+ *      that work (≈ 25 → 18 µs per read event, warm) and packs as small.
  */
 const V1 = 1;
 const V2 = 2;
