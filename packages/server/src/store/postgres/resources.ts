@@ -14,9 +14,14 @@ const CURRENT_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r
   JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
   WHERE r.partition = $1 AND r.type = $2 AND r.id = $3`;
 
-const CURRENTS_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
+// One primary-key lookup per wanted key. Written as `(type, id) IN (unnest …)` the planner, trusting the
+// statistics of a vault that has just grown (a first import; autovacuum has not analysed it yet), scanned the
+// whole vault and compared it with every key: 12 ms instead of 1 for 100 keys in a vault of 1,000. The
+// lateral subquery (kept from being flattened by OFFSET 0) fixes the order whatever the statistics say.
+const CURRENTS_SQL = `SELECT c.* FROM unnest($2::text[], $3::text[]) AS k(type, id) CROSS JOIN LATERAL (
+  SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
   JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
-  WHERE r.partition = $1 AND (r.type, r.id) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
+  WHERE r.partition = $1 AND r.type = k.type AND r.id = k.id OFFSET 0) c`;
 
 /** Runs `sql` (with `?` placeholders) on one connection; the statement text names its cached plan. */
 async function query<T>(client: pg.PoolClient, sql: string, params: unknown[], name?: string): Promise<T[]> {
