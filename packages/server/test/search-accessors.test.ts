@@ -4,8 +4,10 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { prepare, stamp } from '../src/fhir/resource-body.ts';
 import { compilePath, compileRelative } from '../src/fhir/search/accessor.ts';
 import { SEARCH_PARAMETERS } from '../src/fhir/search/definitions.ts';
+import { extractIndex } from '../src/fhir/search/extract.ts';
 
 // Issue 14 §3: search expressions that are only a path are read from the JSON directly instead of through
 // fhirpath.js. They must give exactly what fhirpath.js gives: checked on every Synthea resource (fixtures/synthea)
@@ -99,5 +101,40 @@ describe('compiled search accessors', () => {
     ]) {
       assert.equal(compilePath(expression), undefined, expression);
     }
+  });
+
+  // Writes serialize and index a resource before the write lock, when its version and time are not yet known
+  // (resource-body.ts): that is only right while no search parameter reads meta.versionId or meta.lastUpdated.
+  test('a resource indexed before it is stamped has the index of the stored resource, on every Synthea resource', () => {
+    for (const r of resources) {
+      const { content, index } = stamp(prepare(r, r.id), 7, '2026-12-03T04:05:06.789Z');
+      assert.deepEqual(
+        index,
+        extractIndex(JSON.parse(content) as Record<string, unknown>),
+        `${r.resourceType}/${r.id}`,
+      );
+    }
+  });
+
+  test('stamping puts the server’s id, versionId and lastUpdated first and keeps the rest of meta', () => {
+    const body = {
+      resourceType: 'Observation',
+      id: 'chosen-by-client',
+      status: 'final',
+      meta: { source: 'urn:s', versionId: '99', tag: [{ code: 't' }], lastUpdated: '1999-01-01T00:00:00Z' },
+      code: { text: 'x' },
+    };
+    const { content } = stamp(prepare(body, 'server-id'), 3, '2026-12-03T04:05:06.789Z');
+    assert.equal(
+      content,
+      '{"resourceType":"Observation","id":"server-id","meta":{"versionId":"3","lastUpdated":"2026-12-03T04:05:06.789Z",' +
+        '"source":"urn:s","tag":[{"code":"t"}]},"status":"final","code":{"text":"x"}}',
+    );
+    assert.equal(body.meta.versionId, '99', 'the request body is left as it was');
+    const bare = stamp(prepare({ resourceType: 'Patient' }, 'p'), 1, '2026-12-03T04:05:06.789Z').content;
+    assert.equal(
+      bare,
+      '{"resourceType":"Patient","id":"p","meta":{"versionId":"1","lastUpdated":"2026-12-03T04:05:06.789Z"}}',
+    );
   });
 });

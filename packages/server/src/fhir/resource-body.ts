@@ -34,20 +34,39 @@ export function assertResourceBody(body: unknown, type: string): Record<string, 
   return resource;
 }
 
+/** A resource serialized and indexed before its version is known; stamping it is then one concatenation. */
+export interface Prepared {
+  type: string;
+  id: string;
+  /** The serialized resource after meta.lastUpdated (see `head`). */
+  rest: string;
+  index: IndexRows;
+}
+
+/** The start of every stored resource: the server owns id, meta.versionId and meta.lastUpdated, and puts them first. */
+function head(type: string, id: string, versionId: string, lastUpdated: string): string {
+  return `{"resourceType":${JSON.stringify(type)},"id":${JSON.stringify(id)},"meta":{"versionId":${JSON.stringify(versionId)},"lastUpdated":${JSON.stringify(lastUpdated)}`;
+}
+
 /**
- * The resource as stored and served (the server owns id, meta.versionId and meta.lastUpdated), serialized
- * once, with its search index rows.
+ * Everything of writing `resource` as `id` that does not depend on its version: callers do it before the
+ * write lock, where it does not hold up other writers. No search parameter reads meta.versionId or
+ * meta.lastUpdated (`_lastUpdated` is searched on the resource row), so the index rows are final here.
  */
-export function stamp(
-  resource: Record<string, unknown>,
-  id: string,
-  version: number,
-  lastUpdated: string,
-): { content: string; index: IndexRows } {
+export function prepare(resource: Record<string, unknown>, id: string): Prepared {
   const { resourceType, id: _ignored, meta, ...rest } = resource;
-  const ownMeta = { ...(meta as Record<string, unknown> | undefined), versionId: String(version), lastUpdated };
-  const stamped = { resourceType, id, meta: ownMeta, ...rest };
-  return { content: JSON.stringify(stamped), index: extractIndex(stamped) };
+  const { versionId: _v, lastUpdated: _l, ...ownMeta } = (meta ?? {}) as Record<string, unknown>;
+  const type = resourceType as string;
+  const blank = { resourceType, id, meta: { versionId: '', lastUpdated: '', ...ownMeta }, ...rest };
+  const text = JSON.stringify(blank);
+  const start = head(type, id, '', '');
+  if (!text.startsWith(start)) throw new Error(`${type}/${id} did not serialize as a resource`);
+  return { type, id, rest: text.slice(start.length), index: extractIndex(blank) };
+}
+
+/** The stored version of a prepared resource: its JSON text and its search index rows. */
+export function stamp(p: Prepared, version: number, lastUpdated: string): { content: string; index: IndexRows } {
+  return { content: head(p.type, p.id, String(version), lastUpdated) + p.rest, index: p.index };
 }
 
 /** A timestamp for a new version: always later than the previous one, even within one millisecond. */

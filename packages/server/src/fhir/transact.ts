@@ -5,7 +5,7 @@ import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
 import { auditOf } from './audit.ts';
 import { insufficientScope } from './bearer.ts';
 import type { FhirContext } from './context.ts';
-import { nextTimestamp, stamp } from './resource-body.ts';
+import { nextTimestamp, prepare, stamp } from './resource-body.ts';
 import { extractIndex } from './search/extract.ts';
 import { validate } from './validation/validate.ts';
 
@@ -63,7 +63,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
       validate(provenance);
       const id = randomUUID();
       const lastUpdated = nextTimestamp(undefined);
-      const { content, index } = stamp(provenance, id, 1, lastUpdated);
+      const { content, index } = stamp(prepare(provenance, id), 1, lastUpdated);
       const write: ResourceWrite = { type: 'Provenance', id, version: 1, lastUpdated, method: 'POST', content, index };
       await tx.write(write);
       writes.push(write);

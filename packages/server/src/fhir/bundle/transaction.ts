@@ -11,7 +11,7 @@ import { removeIn } from '../interactions/delete.ts';
 import { read, vread } from '../interactions/read.ts';
 import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
-import { assertResourceBody } from '../resource-body.ts';
+import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
@@ -185,6 +185,9 @@ async function attemptTransaction(
     plans.push(p);
   }
   await resolveReferences(ctx, plans, identities);
+  // Serialized and indexed now, not under the write lock where every other writer would wait for it.
+  const prepared = new Map<Plan, Prepared>();
+  for (const p of plans) if (p.kind === 'create' || p.kind === 'update') prepared.set(p, prepare(p.resource, p.id));
 
   const results = new Map<number, EntryResult>();
   const ordered = [...plans].sort((a, b) => ORDER[a.kind] - ORDER[b.kind] || a.e.index - b.e.index);
@@ -205,7 +208,7 @@ async function attemptTransaction(
           results.set(p.e.index, { status: 204 });
           break;
         case 'create': {
-          const v = await createIn(tx, p.e.type, p.resource, p.id);
+          const v = await createIn(tx, prepared.get(p) as Prepared);
           results.set(p.e.index, { status: 201, version: v, resource: returnResources ? v.content : undefined });
           break;
         }
@@ -216,7 +219,7 @@ async function attemptTransaction(
         }
         case 'update': {
           const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
-          const { version, created } = await updateIn(tx, p.e.type, p.id, p.resource, expected);
+          const { version, created } = await updateIn(tx, prepared.get(p) as Prepared, expected);
           results.set(p.e.index, {
             status: created ? 201 : 200,
             version,

@@ -1,19 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
-import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { assertResourceBody, nextTimestamp, type Prepared, prepare, stamp } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 
 /** Writes version 1 of a new resource inside an open transaction. */
-export async function createIn(
-  tx: ResourceTransaction,
-  type: string,
-  resource: Record<string, unknown>,
-  id: string = randomUUID(),
-): Promise<StoredVersion> {
+export async function createIn(tx: ResourceTransaction, resource: Prepared): Promise<StoredVersion> {
   const lastUpdated = nextTimestamp(undefined);
-  const { content, index } = stamp(resource, id, 1, lastUpdated);
+  const { content, index } = stamp(resource, 1, lastUpdated);
+  const { type, id } = resource;
   const written: StoredVersion = { type, id, version: 1, lastUpdated, method: 'POST', content };
   await tx.write({ ...written, index });
   return written;
@@ -23,5 +19,6 @@ export async function createIn(
 export async function create(ctx: FhirContext, type: string, body: unknown): Promise<StoredVersion> {
   const resource = assertResourceBody(body, type);
   validate(resource);
-  return transact(ctx, (tx) => createIn(tx, type, resource));
+  const prepared = prepare(resource, randomUUID());
+  return transact(ctx, (tx) => createIn(tx, prepared));
 }

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import type { StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
-import { assertResourceBody } from '../resource-body.ts';
+import { assertResourceBody, prepare } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { parseEtag, updateIn } from './update.ts';
@@ -44,7 +44,7 @@ export async function patch(
     if (resource.id !== id)
       throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
     validate(resource);
-    const { version } = await updateIn(tx, type, id, resource, expected, 'PATCH');
+    const { version } = await updateIn(tx, prepare(resource, id), expected, 'PATCH');
     return version;
   });
 }

@@ -1,7 +1,7 @@
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
-import { assertResourceBody, nextTimestamp, stamp } from '../resource-body.ts';
+import { assertResourceBody, nextTimestamp, type Prepared, prepare, stamp } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 
@@ -18,12 +18,11 @@ export function parseEtag(ifMatch: string): number {
  */
 export async function updateIn(
   tx: ResourceTransaction,
-  type: string,
-  id: string,
-  resource: Record<string, unknown>,
+  resource: Prepared,
   expected: number | undefined,
   method: 'PUT' | 'PATCH' = 'PUT',
 ): Promise<{ version: StoredVersion; created: boolean }> {
+  const { type, id } = resource;
   const current = await tx.current(type, id);
   if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
     throw new FhirError(
@@ -34,7 +33,7 @@ export async function updateIn(
   }
   const version = (current?.version ?? 0) + 1;
   const lastUpdated = nextTimestamp(current?.lastUpdated);
-  const { content, index } = stamp({ ...resource, id }, id, version, lastUpdated);
+  const { content, index } = stamp(resource, version, lastUpdated);
   const written: StoredVersion = { type, id, version, lastUpdated, method, content };
   await tx.write({ ...written, index });
   return { version: written, created: current?.content === undefined };
@@ -66,5 +65,6 @@ export async function update(
 ): Promise<{ version: StoredVersion; created: boolean }> {
   const resource = assertUpdateBody(body, type, id);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
-  return transact(ctx, (tx) => updateIn(tx, type, id, resource, expected));
+  const prepared = prepare(resource, id);
+  return transact(ctx, (tx) => updateIn(tx, prepared, expected));
 }
