@@ -261,6 +261,36 @@ describe('parameter types (J26 J33–J39)', () => {
     assert.deepEqual(await ids('Observation?code-value-concept:missing=true'), ['bp1', 'bp2', 'glu']);
   });
 
+  // An update replaces the resource's index rows: what changed must stop matching, what stayed must keep
+  // matching, and a resource sent again unchanged must match as before, once. (Guards any shortcut there, such
+  // as writing only the rows that differ — tried on PostgreSQL, docs/performance.md.)
+  test('an update moves exactly the searchable values it changed; sent again unchanged, nothing moves', async () => {
+    const ids = (q: string) => searchIds(q, tcu, 'bp');
+    const systolic = 'Observation?component-code-value-quantity=http://loinc.org|8480-6';
+    const diastolic = 'Observation?component-code-value-quantity=http://loinc.org|8462-4';
+    const current = (await fhir(p, tcu, 'GET', '/bp/Observation/bp1')).json as Record<string, unknown> & {
+      component: { valueQuantity: { value: number } }[];
+    };
+    (current.component[0] as { valueQuantity: { value: number } }).valueQuantity.value = 145;
+    await put({ ...current, status: 'amended' }, 'bp');
+    assert.deepEqual(await ids(`${systolic}$gt140`), ['bp1', 'bp2']);
+    assert.deepEqual(await ids(`${systolic}$lt130`), [], 'the old systolic value no longer matches');
+    assert.deepEqual(await ids(`${diastolic}$80`), ['bp1'], 'the unchanged diastolic value still matches');
+    assert.deepEqual(await ids('Observation?status=final'), ['bp2', 'glu']);
+    assert.deepEqual(await ids('Observation?status=amended'), ['bp1']);
+    assert.deepEqual(await ids('Observation?subject=Patient/peter&code=http://loinc.org|85354-9'), ['bp1', 'bp2']);
+
+    const again = (await fhir(p, tcu, 'GET', '/bp/Observation/bp1')).json as Record<string, unknown>;
+    await put(again, 'bp');
+    const counted = await fhir(p, tcu, 'GET', '/bp/Observation?status=amended&_total=accurate');
+    assert.equal((counted.json as unknown as Bundle).total, 1);
+    assert.deepEqual(await ids(`${systolic}$145`), ['bp1']);
+
+    await put({ ...again, component: (again.component as unknown[]).slice(0, 1) }, 'bp');
+    assert.deepEqual(await ids(`${diastolic}$80`), [], 'a removed component no longer matches');
+    assert.deepEqual(await ids(`${systolic}$145`), ['bp1']);
+  });
+
   test(':missing (J39), _id (J28), _lastUpdated (J29), _tag, _profile', async () => {
     assert.deepEqual(await searchIds('Patient?gender:missing=true'), ['nogender']);
     assert.deepEqual(await searchIds('Patient?birthdate:missing=false'), ['anna', 'peter']);
