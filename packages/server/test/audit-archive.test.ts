@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { expandCode, hashHex } from '../src/store/sql/audit-chain.ts';
+import { chainHash, expandCode } from '../src/store/sql/audit-chain.ts';
 import { type PackedColumns, unpackEvent } from '../src/store/sql/audit-packing.ts';
 import { MIGRATIONS } from '../src/store/sqlite/schema.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
@@ -139,6 +139,18 @@ describe('audit export, prune and verify --file', () => {
     );
     assert.equal(outcome.firstBad?.line, 4);
     assert.match(outcome.firstBad?.reason ?? '', /altered/);
+    // Each line carries the compact input the hash covers and the AuditEvent rendered from it: neither can be
+    // changed alone.
+    const input = await bad('input.gz', (l) =>
+      l.map((x, i) => (i === 3 ? x.replace(/"compact":(.*)"observer":"https:/, '"compact":$1"observer":"http:') : x)),
+    );
+    assert.equal(input.firstBad?.line, 4);
+    assert.match(input.firstBad?.reason ?? '', /altered after it was written/);
+    const rendered = await bad('rendered.gz', (l) =>
+      l.map((x, i) => (i === 3 ? x.replace(/("event":.*"display":)"carevault"/, '$1"intruder"') : x)),
+    );
+    assert.equal(rendered.firstBad?.line, 4);
+    assert.match(rendered.firstBad?.reason ?? '', /not the one its hashed input renders/);
     const refs = await bad('refs.gz', (l) =>
       l.map((x, i) => (i === 2 ? x.replace(/"refs":\[[^\]]*\]/, '"refs":[]') : x)),
     );
@@ -240,25 +252,33 @@ describe('audit export, prune and verify --file', () => {
     await traffic(2);
     // Turn every row back into the form of 2026-12-01, and the schema with it.
     const rows = await rawSql<
-      PackedColumns & { seq: number; packed: Uint8Array; type: string; subtype: string | null }
+      PackedColumns & {
+        seq: number;
+        packed: Uint8Array;
+        type: string;
+        subtype: string | null;
+        partition: string | null;
+        action: string | null;
+        outcome: string;
+      }
     >(
       p.dataDir,
-      'SELECT seq, packed, id, recorded, request_id, correlation_id, type, subtype FROM audit_events ORDER BY seq',
+      `SELECT seq, packed, id, recorded, request_id, correlation_id, type, subtype, partition, action, outcome
+       FROM audit_events ORDER BY seq`,
     );
     const [checkpoint] = await rawSql<{ hash: string }>(p.dataDir, 'SELECT hash FROM audit_checkpoint');
     let prev = checkpoint?.hash ?? '0'.repeat(64);
     let patient: string | undefined;
     let patientRefs = 0;
     for (const row of rows) {
+      // Then, the hash covered the event's JSON.
       const { json, refs } = unpackEvent(row.packed, row);
-      const hash = hashHex(
-        (await rawSql<{ hash: string }>(p.dataDir, 'SELECT hash FROM audit_events WHERE seq = ?', [row.seq]))[0]
-          ?.hash as string,
-      );
+      const columns = { ...row, type: expandCode(row.type), subtype: row.subtype && expandCode(row.subtype) };
+      const hash = chainHash(prev, columns, refs ?? [], { json });
       await rawSql(
         p.dataDir,
         'UPDATE audit_events SET content = ?, packed = NULL, type = ?, subtype = ?, prev_hash = ?, hash = ? WHERE seq = ?',
-        [json, expandCode(row.type), row.subtype && expandCode(row.subtype), prev, hash, row.seq],
+        [json, columns.type, columns.subtype, prev, hash, row.seq],
       );
       for (const r of refs ?? []) {
         await rawSql(p.dataDir, 'INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)', [

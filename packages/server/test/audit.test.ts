@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { hashHex } from '../src/store/sql/audit-chain.ts';
+import { chainHash, expandCode, hashHex, storedHash } from '../src/store/sql/audit-chain.ts';
 import { indexKeys as indexKeysOf } from '../src/store/sql/audit-index.ts';
-import { type PackedColumns, packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
+import { type PackedColumns, packCompact, packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -343,29 +343,103 @@ describe('/audit/AuditEvent (ITI-81 style)', () => {
 });
 
 describe('hash chain (carevault audit verify)', () => {
+  type Row = PackedColumns & { seq: number; packed: Uint8Array; type: string; subtype: string | null };
+  const ROW = 'seq, packed, id, recorded, request_id, correlation_id, type, subtype';
+
+  test('events written by earlier releases (the BALP JSON hashed and stored) still read and verify', async () => {
+    // The newest event becomes one of each older form in turn (it has no successor whose link would break).
+    const [row] = await rawSql<Row>(p.dataDir, `SELECT ${ROW} FROM audit_events ORDER BY seq DESC LIMIT 1`);
+    const [before] = await rawSql<{ hash: string }>(
+      p.dataDir,
+      'SELECT hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1',
+      [row?.seq],
+    );
+    if (!row || !before) assert.fail('the trail holds events');
+    const { json, refs } = unpackEvent(row.packed, row);
+    if (!refs) assert.fail('a format 4 event holds its refs');
+    const prev = hashHex(before.hash);
+    const columns = {
+      ...row,
+      partition: null as string | null,
+      action: null as string | null,
+      outcome: '',
+      type: expandCode(row.type),
+      subtype: row.subtype === null ? null : expandCode(row.subtype),
+    };
+    const [rest] = await rawSql<{ partition: string | null; action: string | null; outcome: string }>(
+      p.dataDir,
+      'SELECT partition, action, outcome FROM audit_events WHERE seq = ?',
+      [row.seq],
+    );
+    Object.assign(columns, rest);
+    const olderHash = storedHash(chainHash(prev, columns, refs, { json }));
+    const store = async (packed: Uint8Array | null, extra: Record<string, unknown> = {}) => {
+      const sets = Object.keys(extra).map((k) => `${k} = ?`);
+      await rawSql(
+        p.dataDir,
+        `UPDATE audit_events SET packed = ?, hash = ?${sets.map((x) => `, ${x}`).join('')} WHERE seq = ?`,
+        [packed, olderHash, ...Object.values(extra), row.seq],
+      );
+      const verified = await p.store.audit.verify();
+      assert.equal(verified.ok, true, JSON.stringify(verified));
+      assert.equal(await p.store.audit.get(row.id), json);
+    };
+    // Format 3 (the JSON against the dictionary event of its kind) and 2 (against the whole dictionary).
+    await store(packEvent(json, row, refs));
+    await store(packEvent(json, row, refs, 2));
+    // Format 1 kept no refs: they are in audit_refs, as in rows from before refs were packed.
+    for (const r of refs) {
+      await rawSql(p.dataDir, 'INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)', [row.seq, r.kind, r.value]);
+    }
+    // Format 1 (the whole JSON) with the type's full system, and the searches that find it.
+    await store(packEvent(json), { type: columns.type });
+    const typed = await p.store.audit.search({ type: [columns.type], limit: 1000, offset: 0 });
+    assert.ok(
+      typed.events.some((e) => JSON.parse(e).id === row.id),
+      'the row with the full system',
+    );
+    assert.ok(typed.events.length > 1, 'and the rows with the compact one');
+    // The JSON in content (before events were packed).
+    await store(null, { content: json });
+    // Such old rows also stored their predecessor's hash (rows since do not: the hash covers it): checked too.
+    await store(null, { content: json, prev_hash: prev });
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', ['f'.repeat(64), row.seq]);
+    assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /link to the previous event is broken/);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ? WHERE seq = ?', [
+      json.replace(row.id, `${row.id}x`),
+      row.seq,
+    ]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prev, row.seq]);
+    assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /altered/);
+    await store(null, { content: json });
+  });
+
   test('verify passes, then names the event that was altered, then the gap where one was deleted', async () => {
     const ok = await p.store.audit.verify();
     assert.equal(ok.ok, true);
     assert.ok(ok.events > 20);
-    const [row] = await rawSql<PackedColumns & { seq: number; packed: Uint8Array; type: string }>(
-      p.dataDir,
-      'SELECT seq, packed, id, recorded, request_id, correlation_id, type FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5',
-    );
+    const [row] = await rawSql<Row>(p.dataDir, `SELECT ${ROW} FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5`);
     if (!row) assert.fail('the calls above should have written events');
-    // Stored compactly: the type's system as one letter, the JSON packed without the row's own columns.
+    // Stored compactly: the type's system as one letter; the event's input packed without the row's columns,
+    // the BALP JSON rendered from it when read.
     assert.match(row.type, /^[A-Z]\|/);
     const original = Buffer.from(row.packed);
+    assert.equal(original[0], 4);
     assert.equal(original.includes(Buffer.from(row.id)), false);
-    const { json, refs } = unpackEvent(original, row);
+    const { json, refs, compact } = unpackEvent(original, row);
+    if (compact === undefined || refs === undefined) assert.fail('a format 4 event holds its input and its refs');
     assert.ok(
-      refs?.some((r) => r.kind === 'agent'),
+      refs.some((r) => r.kind === 'agent'),
       'the refs travel in the packed event',
     );
-    assert.match(json, /"outcome":"0"/);
+    assert.doesNotMatch(compact, /resourceType|"id":/);
     assert.equal(JSON.parse(json).id, row.id);
+    assert.equal(await p.store.audit.get(row.id), json);
+    const repack = (input: string, r = refs) => packCompact(input, r, row.subtype);
     // An intruder who can write the database can repack an altered event.
+    assert.match(compact, /"outcome":"0"/);
     await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [
-      packEvent(json.replace('"outcome":"0"', '"outcome":"4"'), row),
+      repack(compact.replace('"outcome":"0"', '"outcome":"4"')),
       row.seq,
     ]);
     const altered = await p.store.audit.verify();
@@ -373,16 +447,19 @@ describe('hash chain (carevault audit verify)', () => {
     assert.equal(altered.firstBad?.seq, row.seq);
     assert.match(altered.firstBad?.reason ?? '', /altered/);
     // Or hide it from a search by its refs.
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [packEvent(json, row, []), row.seq]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [repack(compact, []), row.seq]);
     assert.equal((await p.store.audit.verify()).firstBad?.seq, row.seq);
-    // Or change a column the packed JSON leaves out: the JSON read back changes with it.
+    // Or pass the rendered JSON off as the event in an older format (the hash names the form it covers).
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [packEvent(json, row, refs), row.seq]);
+    assert.equal((await p.store.audit.verify()).firstBad?.seq, row.seq);
+    // Or change a column the packed input leaves out: the JSON read back changes with it.
     await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, request_id = ? WHERE seq = ?', [
       original,
       'forged',
       row.seq,
     ]);
     assert.equal((await p.store.audit.verify()).firstBad?.seq, row.seq);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [Buffer.from([1, 2, 3]), row.seq]);
+    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [Buffer.from([4, 3, 2, 1]), row.seq]);
     assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /cannot be unpacked/);
     await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, request_id = ? WHERE seq = ?', [
       original,
@@ -390,16 +467,6 @@ describe('hash chain (carevault audit verify)', () => {
       row.seq,
     ]);
     assert.equal((await p.store.audit.verify()).ok, true);
-    // Packed against the dictionary's event of its own kind (format 3); rows of format 2 (the whole dictionary)
-    // still read and verify.
-    assert.equal(original[0], 3);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [
-      packEvent(json, row, refs, 2),
-      row.seq,
-    ]);
-    assert.equal((await p.store.audit.verify()).ok, true);
-    assert.equal(await p.store.audit.get(row.id), json);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ? WHERE seq = ?', [original, row.seq]);
     // The search index is checked whole: a key removed (an event hidden from search) or added is found.
     const [key] = await rawSql<{ kind: string; value: string; seq: number }>(
       p.dataDir,
@@ -417,53 +484,14 @@ describe('hash chain (carevault audit verify)', () => {
     ]);
     assert.equal((await p.store.audit.verify()).ok, false, 'one key is back, the others are missing');
     await rawSql(p.dataDir, 'DELETE FROM audit_index WHERE seq = ?', [row.seq]);
-    const restore = (refs ?? []).flatMap((r) => [r.kind, r.value]);
-    // Rows written before refs were packed keep them in audit_refs: such a row reads and verifies as it did.
-    for (let i = 0; i < restore.length; i += 2) {
-      await rawSql(p.dataDir, 'INSERT INTO audit_refs (seq, kind, value) VALUES (?, ?, ?)', [
-        row.seq,
-        restore[i],
-        restore[i + 1],
-      ]);
-    }
-    for (const k of indexKeysOf(refs ?? [])) {
+    for (const k of indexKeysOf(refs)) {
       await rawSql(p.dataDir, 'INSERT INTO audit_index (kind, value, seq) VALUES (?, ?, ?)', [
         k.kind,
         k.value,
         row.seq,
       ]);
     }
-    // Rows packed by the first format (the whole JSON) and with the type's full system still read and verify.
-    const fullType = `${JSON.parse(json).type.system}|${JSON.parse(json).type.code}`;
-    await rawSql(p.dataDir, 'UPDATE audit_events SET packed = ?, type = ? WHERE seq = ?', [
-      packEvent(json),
-      fullType,
-      row.seq,
-    ]);
     assert.equal((await p.store.audit.verify()).ok, true);
-    assert.equal(await p.store.audit.get(row.id), json);
-    const typed = await p.store.audit.search({ type: [fullType], limit: 1000, offset: 0 });
-    assert.ok(
-      typed.events.some((e) => JSON.parse(e).id === row.id),
-      'the row with the full system',
-    );
-    assert.ok(typed.events.length > 1, 'and the rows with the compact one');
-    // A row written before events were packed (its JSON in content) is read and verified as it was.
-    await rawSql(p.dataDir, 'UPDATE audit_events SET content = ?, packed = NULL WHERE seq = ?', [json, row.seq]);
-    assert.equal((await p.store.audit.verify()).ok, true);
-    assert.equal(await p.store.audit.get(JSON.parse(json).id), json);
-    // Such old rows also stored their predecessor's hash (rows since do not: the hash covers it): checked too.
-    const [prev] = await rawSql<{ hash: string }>(
-      p.dataDir,
-      'SELECT hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1',
-      [row.seq],
-    );
-    const prevHex = hashHex(prev?.hash as string);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prevHex, row.seq]);
-    assert.equal((await p.store.audit.verify()).ok, true);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', ['f'.repeat(64), row.seq]);
-    assert.match((await p.store.audit.verify()).firstBad?.reason ?? '', /link to the previous event is broken/);
-    await rawSql(p.dataDir, 'UPDATE audit_events SET prev_hash = ? WHERE seq = ?', [prevHex, row.seq]);
     await rawSql(p.dataDir, 'DELETE FROM audit_events WHERE seq = ?', [row.seq + 1]);
     const deleted = await p.store.audit.verify();
     assert.equal(deleted.ok, false);

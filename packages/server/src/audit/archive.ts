@@ -87,10 +87,14 @@ async function* verifiedChain(store: Store, start: ChainPoint, through: number):
   }
 }
 
-/** One export line: the chained columns and the AuditEvent itself, spliced in as stored (no re-serialising). */
+/**
+ * One export line: the chained columns, the compact input the hash covers (events since 2026-12-03) and the
+ * AuditEvent, both spliced in as they are (no re-serialising).
+ */
 function eventLine(e: ChainedEvent): string {
-  const { content, prevHash: _, ...columns } = e;
-  return `${JSON.stringify(columns).slice(0, -1)},"event":${content}}\n`;
+  const { content, compact, prevHash: _, ...columns } = e;
+  const input = compact === undefined ? '' : `,"compact":${compact}`;
+  return `${JSON.stringify(columns).slice(0, -1)}${input},"event":${content}}\n`;
 }
 
 export async function exportAudit(store: Store, o: { until: number; out: string }): Promise<ExportResult> {
@@ -260,7 +264,7 @@ function isPoint(v: unknown): v is ChainPoint {
   return typeof p?.seq === 'number' && typeof p.hash === 'string';
 }
 
-/** An event line back as the store hands events out; the AuditEvent serialised as it was when hashed. */
+/** An event line back as the store hands events out; the AuditEvent and the input serialised as when hashed. */
 function exportedEvent(v: Record<string, unknown>): ChainedEvent | undefined {
   if (typeof v.seq !== 'number' || typeof v.id !== 'string' || typeof v.hash !== 'string') return undefined;
   if (!Array.isArray(v.refs) || typeof v.event !== 'object' || v.event === null) return undefined;
@@ -280,5 +284,6 @@ function exportedEvent(v: Record<string, unknown>): ChainedEvent | undefined {
     prevHash: '',
     hash: v.hash,
     content: JSON.stringify(v.event),
+    ...(v.compact === undefined ? {} : { compact: JSON.stringify(v.compact) }),
   };
 }

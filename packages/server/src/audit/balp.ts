@@ -234,15 +234,50 @@ function eventId(): string {
   return id;
 }
 
-/** Builds the AuditEvent and the row that stores it (search columns, chain input). */
+/**
+ * What an event is stored and hashed as: its input less what the row's own columns hold (partition, request and
+ * correlation id). The BALP resource is rendered from it when the event is read (`renderAuditEvent`).
+ */
+export type StoredInput = Omit<EventInput, 'partition'>;
+
+/** Builds the row that stores an event: its search columns, its refs and the compact input (chain input). */
 export function auditRecord(e: EventInput): AuditRecord {
-  // An event's id is stored three times (row, unique index, JSON), so its length counts.
+  // An event's id is stored twice (row, unique index), so its length counts.
   const id = eventId();
   const recorded = new Date().toISOString();
-  const nen = Object.entries(e.nen7513 ?? {}).filter(([, v]) => v !== undefined) as [string, string][];
-  const event: AuditEvent = {
-    resourceType: 'AuditEvent',
+  const { partition, who, ...rest } = e;
+  const { requestId, correlationId, ...stored } = who;
+  const refs: AuditRecord['refs'] = [
+    ...(e.patients ?? []).map((value) => ({ kind: 'patient' as const, value })),
+    ...(e.objects ?? []).map((value) => ({ kind: 'entity' as const, value: value.replace(/\/_history\/.*$/, '') })),
+  ];
+  if (who.clientId) refs.push({ kind: 'agent', value: who.clientId });
+  if (who.user) refs.push({ kind: 'agent', value: who.user.id });
+  return {
     id,
+    recorded,
+    partition,
+    type: key(e.type),
+    subtype: e.subtype ? key(e.subtype) : undefined,
+    action: e.action,
+    outcome: e.outcome,
+    requestId,
+    correlationId,
+    refs: dedupe(refs),
+    compact: JSON.stringify({ ...rest, who: stored } satisfies StoredInput),
+  };
+}
+
+/** The BALP AuditEvent of a stored event: its row's columns and its compact input. */
+export function renderAuditEvent(
+  row: { id: string; recorded: string; requestId: string | undefined; correlationId: string | undefined },
+  input: StoredInput,
+): AuditEvent {
+  const e: EventInput = { ...input, who: { ...input.who, requestId: row.requestId, correlationId: row.correlationId } };
+  const nen = Object.entries(e.nen7513 ?? {}).filter(([, v]) => v !== undefined) as [string, string][];
+  return {
+    resourceType: 'AuditEvent',
+    id: row.id,
     meta: { profile: ['https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Base'] },
     ...(nen.length
       ? { extension: [{ url: NEN7513, extension: nen.map(([url, valueString]) => ({ url, valueString })) }] }
@@ -250,7 +285,7 @@ export function auditRecord(e: EventInput): AuditRecord {
     type: e.type,
     ...(e.subtype ? { subtype: [e.subtype] } : {}),
     ...(e.action ? { action: e.action } : {}),
-    recorded,
+    recorded: row.recorded,
     outcome: e.outcome,
     ...(e.outcomeDesc ? { outcomeDesc: e.outcomeDesc } : {}),
     agent: agents(e),
@@ -259,25 +294,6 @@ export function auditRecord(e: EventInput): AuditRecord {
       type: [code('http://terminology.hl7.org/CodeSystem/security-source-type', '4', 'Application Server')],
     },
     entity: entities(e),
-  };
-  const refs: AuditRecord['refs'] = [
-    ...(e.patients ?? []).map((value) => ({ kind: 'patient' as const, value })),
-    ...(e.objects ?? []).map((value) => ({ kind: 'entity' as const, value: value.replace(/\/_history\/.*$/, '') })),
-  ];
-  if (e.who.clientId) refs.push({ kind: 'agent', value: e.who.clientId });
-  if (e.who.user) refs.push({ kind: 'agent', value: e.who.user.id });
-  return {
-    id,
-    recorded,
-    partition: e.partition,
-    type: key(e.type),
-    subtype: e.subtype ? key(e.subtype) : undefined,
-    action: e.action,
-    outcome: e.outcome,
-    requestId: e.who.requestId,
-    correlationId: e.who.correlationId,
-    refs: dedupe(refs),
-    content: JSON.stringify(event),
   };
 }
 

@@ -2,7 +2,7 @@ import type { Prefix } from './search-prefix.ts';
 
 /** The audit trail's part of the storage interface (re-exported by types.ts). */
 
-/** One AuditEvent as stored: the FHIR JSON plus the columns it is searched and chained by. */
+/** One AuditEvent as stored: its compact input plus the columns it is searched and chained by. */
 export interface AuditRecord {
   id: string;
   /** ISO instant. */
@@ -17,8 +17,11 @@ export interface AuditRecord {
   correlationId: string | undefined;
   /** Search keys: patients (Patient/x), agents (client ids, user ids), entities (Type/id references). */
   refs: { kind: 'patient' | 'agent' | 'entity'; value: string }[];
-  /** The AuditEvent resource as served. */
-  content: string;
+  /**
+   * The event's input less what the columns hold, as JSON (audit/balp.ts `StoredInput`): what the hash covers
+   * and what the BALP AuditEvent is rendered from when it is read.
+   */
+  compact: string;
 }
 
 export interface AuditQuery {
@@ -77,6 +80,11 @@ export interface ChainedEvent {
   hash: string;
   /** The AuditEvent JSON; undefined when the stored form cannot be unpacked. */
   content: string | undefined;
+  /**
+   * Events written since 2026-12-03: the compact input the hash covers (`content` is rendered from it). Older
+   * events have none: their hash covers `content` itself.
+   */
+  compact?: string | undefined;
 }
 
 /** The audit trail: append-only, hash-chained (each event stores the hash of its predecessor). */

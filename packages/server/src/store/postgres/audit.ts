@@ -23,8 +23,8 @@ export function chainRecords(head: string, records: AuditRecord[]): { params: un
   let prev = head;
   for (const r of records) {
     const row = eventColumns(r);
-    const hash = chainHash(prev, row, r.refs);
-    const values = eventValues(row, hash, r.refs);
+    const hash = chainHash(prev, row, r.refs, { compact: r.compact });
+    const values = eventValues(row, hash, r.refs, r.compact);
     values.forEach((v, i) => {
       (cols[i] as unknown[]).push(v);
     });

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShotHash } from 'node:crypto';
 import type { AuditCheckpoint, AuditQuery, AuditRecord, AuditVerification, ChainedEvent } from '../types.ts';
 import { IndexDigest, indexKeys, searchKinds } from './audit-index.ts';
-import { packEvent, storedEvent } from './audit-packing.ts';
+import { packCompact, renderCompact, storedEvent } from './audit-packing.ts';
 import type { Sql } from './search-filter.ts';
 
 /** The predecessor of the first event. */
@@ -39,8 +39,8 @@ export interface EventRow {
   hash: string;
 }
 
-/** An event's columns with its JSON as such (what the hash covers), before it is packed for storage. */
-export type EventColumns = Omit<EventRow, 'seq' | 'prev_hash' | 'hash' | 'packed'>;
+/** An event's columns as the hash covers them (type and subtype in full), before they are stored. */
+export type EventColumns = Omit<EventRow, 'seq' | 'prev_hash' | 'hash' | 'packed' | 'content'>;
 
 export function eventColumns(r: AuditRecord): EventColumns {
   return {
@@ -53,7 +53,6 @@ export function eventColumns(r: AuditRecord): EventColumns {
     outcome: r.outcome,
     request_id: r.requestId ?? null,
     correlation_id: r.correlationId ?? null,
-    content: r.content,
   };
 }
 
@@ -86,7 +85,12 @@ export function expandCode(value: string): string {
  * The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash).
  * The predecessor's hash is not stored: verifying walks the chain in order and carries it.
  */
-export function eventValues(e: EventColumns, hash: string, refs: { kind: string; value: string }[]): unknown[] {
+export function eventValues(
+  e: EventColumns,
+  hash: string,
+  refs: { kind: string; value: string }[],
+  compact: string,
+): unknown[] {
   return [
     e.id,
     e.partition,
@@ -98,33 +102,47 @@ export function eventValues(e: EventColumns, hash: string, refs: { kind: string;
     e.request_id,
     e.correlation_id,
     '',
-    packEvent(e.content, e, refs),
+    packCompact(compact, refs, e.subtype),
     '',
     storedHash(hash),
   ];
 }
 
+/**
+ * Beyond the columns, the hash covers an event's compact input (events written since 2026-12-03) or, before,
+ * its BALP JSON.
+ */
+export type HashedBody = { compact: string } | { json: string };
+
 /** What the hash of an event covers: everything it is served and searched by, and its predecessor. */
-export function chainHash(prev: string, e: EventColumns, refs: { kind: string; value: string }[]): string {
+export function chainHash(
+  prev: string,
+  e: EventColumns,
+  refs: { kind: string; value: string }[],
+  body: HashedBody,
+): string {
   const sortedRefs = refs.map((r) => `${r.kind}=${r.value}`).sort();
-  return createHash('sha256')
-    .update(
-      JSON.stringify([
-        prev,
-        e.id,
-        e.partition,
-        Number(e.recorded),
-        e.type,
-        e.subtype,
-        e.action,
-        e.outcome,
-        e.request_id,
-        e.correlation_id,
-        sortedRefs,
-        e.content,
-      ]),
-    )
-    .digest('hex');
+  const hashed: unknown[] = [
+    prev,
+    e.id,
+    e.partition,
+    Number(e.recorded),
+    e.type,
+    e.subtype,
+    e.action,
+    e.outcome,
+    e.request_id,
+    e.correlation_id,
+    sortedRefs,
+  ];
+  if ('json' in body) {
+    hashed.push(body.json);
+    return createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
+  }
+  // The compact input follows the (self-delimiting) JSON array as it is: escaping it into the array cost more than
+  // hashing. The marker covers the kind of body: a compact input passed off as an event's JSON does not verify.
+  hashed.push('compact');
+  return oneShotHash('sha256', JSON.stringify(hashed) + body.compact, 'hex');
 }
 
 /**
@@ -137,10 +155,16 @@ export function chainBreak(prev: string, e: ChainedEvent): string | undefined {
   if (e.prevHash && e.prevHash !== prev) {
     return 'the link to the previous event is broken (an event was deleted or altered)';
   }
-  if (chainHash(prev, hashedColumns(e, e.content), e.refs) !== e.hash) {
+  const columns = hashedColumns(e);
+  const body = e.compact === undefined ? { json: e.content } : { compact: e.compact };
+  if (chainHash(prev, columns, e.refs, body) !== e.hash) {
     return e.prevHash
       ? 'the event was altered after it was written'
       : 'the event was altered after it was written, or the one before it was deleted or altered';
+  }
+  // An export carries the rendered event beside the compact input: it must be what the input renders to.
+  if (e.compact !== undefined && renderCompact(columns, e.compact) !== e.content) {
+    return 'the event is not the one its hashed input renders (it was altered after it was written)';
   }
   return undefined;
 }
@@ -151,10 +175,12 @@ export function chainBreak(prev: string, e: ChainedEvent): string | undefined {
  */
 export function chainedEvent(row: EventRow, olderRefs: { kind: string; value: string }[]): ChainedEvent {
   let content: string | undefined;
+  let compact: string | undefined;
   let refs = olderRefs;
   try {
     const stored = storedEvent(row);
     content = stored.json;
+    compact = stored.compact;
     refs = stored.refs ?? olderRefs;
   } catch {
     content = undefined;
@@ -174,11 +200,12 @@ export function chainedEvent(row: EventRow, olderRefs: { kind: string; value: st
     prevHash: row.prev_hash,
     hash: hashHex(row.hash),
     content,
+    ...(compact === undefined ? {} : { compact }),
   };
 }
 
 /** The columns the hash covers. */
-export function hashedColumns(e: ChainedEvent, content: string): EventColumns {
+export function hashedColumns(e: ChainedEvent): EventColumns {
   return {
     id: e.id,
     partition: e.partition,
@@ -189,7 +216,6 @@ export function hashedColumns(e: ChainedEvent, content: string): EventColumns {
     outcome: e.outcome,
     request_id: e.requestId,
     correlation_id: e.correlationId,
-    content,
   };
 }
 

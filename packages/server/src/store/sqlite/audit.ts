@@ -36,8 +36,8 @@ export function auditWriter(db: Database.Database): AuditAppender {
     const stored = head ? undefined : (last.get() as string | null);
     const prev = head ?? (stored ? hashHex(stored) : GENESIS);
     const row = eventColumns(r);
-    const hash = chainHash(prev, row, r.refs);
-    const { lastInsertRowid } = insert.run(...eventValues(row, hash, r.refs));
+    const hash = chainHash(prev, row, r.refs, { compact: r.compact });
+    const { lastInsertRowid } = insert.run(...eventValues(row, hash, r.refs, r.compact));
     for (const k of indexKeys(r.refs)) insertKey.run(k.kind, k.value, lastInsertRowid);
     head = hash;
   };
