@@ -91,7 +91,7 @@ describe('audit export, prune and verify --file', () => {
     // The file holds exactly the events recorded before --until, each with the BALP AuditEvent itself.
     const [header, ...rest] = lines(first.file);
     const events = rest.slice(0, -1).map((l) => JSON.parse(l));
-    assert.equal(JSON.parse(header as string).format, 'carevault-audit-export/1');
+    assert.equal(JSON.parse(header as string).format, 'carevault-audit-export/2');
     assert.equal(events.length, first.events);
     assert.ok(events.every((e) => e.event.resourceType === 'AuditEvent' && e.event.recorded < firstUntil));
     assert.ok(events.some((e) => e.event.subtype?.[0]?.code === 'read' && e.refs.length > 0));

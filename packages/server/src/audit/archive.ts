@@ -12,7 +12,13 @@ import type { AuditCheckpoint, ChainedEvent, Store } from '../store/types.ts';
  * it ends in); `prune` deletes what an export holds and leaves a checkpoint, from which `audit verify` still
  * proves the rest. The export's last hash is the checkpoint's hash: the two halves join.
  */
-export const EXPORT_FORMAT = 'carevault-audit-export/1';
+export const EXPORT_FORMAT = 'carevault-audit-export/2';
+/**
+ * Formats `verify --file` reads: 2 adds each event's compact input (`compact`), which the hashes of events
+ * written since 2026-12-03 cover; a verifier that knows only 1 refuses such a file as foreign instead of
+ * calling every event altered.
+ */
+const READABLE_FORMATS = new Set(['carevault-audit-export/1', EXPORT_FORMAT]);
 const PAGE = 1000;
 const EXPORTED_KEY = 'audit.exported';
 
@@ -227,7 +233,7 @@ export async function verifyExport(file: string): Promise<FileVerification> {
         return bad('the line is not JSON');
       }
       if (!header) {
-        if (value.format !== EXPORT_FORMAT || !isPoint(value.start)) {
+        if (!READABLE_FORMATS.has(value.format as string) || !isPoint(value.start)) {
           return bad(`not a carevault audit export (the first line must name ${EXPORT_FORMAT})`);
         }
         header = value as unknown as ExportHeader;
