@@ -1,8 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { chainHash, expandCode, hashHex, storedHash } from '../src/store/sql/audit-chain.ts';
+import { chainBreak, chainHash, expandCode, GENESIS, hashHex, storedHash } from '../src/store/sql/audit-chain.ts';
 import { indexKeys as indexKeysOf } from '../src/store/sql/audit-index.ts';
-import { type PackedColumns, packCompact, packEvent, unpackEvent } from '../src/store/sql/audit-packing.ts';
+import {
+  type PackedColumns,
+  packCompact,
+  packEvent,
+  renderCompact,
+  unpackEvent,
+} from '../src/store/sql/audit-packing.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -524,6 +530,47 @@ describe('packed events', () => {
       const refs = [{ kind: 'agent', value: 'ev-1' }];
       assert.deepEqual(unpackEvent(packEvent(json, columns, refs), columns), { json, refs });
     }
+  });
+});
+
+describe('compact inputs', () => {
+  test('an input that hashes right but renders nothing, or another event, is refused, not a crash', () => {
+    const columns = {
+      id: 'ev-1',
+      partition: null,
+      recorded: Date.parse('2026-12-03T10:00:00.000Z'),
+      type: 'http://dicom.nema.org/resources/ontology/DCM|110112',
+      subtype: null,
+      action: 'E',
+      outcome: '0',
+      request_id: null,
+      correlation_id: null,
+    };
+    const event = (compact: string, content: string) => ({
+      seq: 1,
+      id: columns.id,
+      partition: null,
+      recorded: columns.recorded,
+      type: columns.type,
+      subtype: null,
+      action: 'E',
+      outcome: '0',
+      requestId: null,
+      correlationId: null,
+      refs: [],
+      prevHash: '',
+      hash: chainHash(GENESIS, columns, [], { compact }),
+      content,
+      compact,
+    });
+    const good = JSON.stringify({ type: { code: '110112' }, outcome: '0', observer: 'https://x', who: {} });
+    assert.equal(chainBreak(GENESIS, event(good, renderCompact(columns, good))), undefined);
+    const hostile = JSON.stringify({ patients: 5, who: {} });
+    assert.match(chainBreak(GENESIS, event(hostile, '{}')) ?? '', /not the one its hashed input renders/);
+    assert.match(
+      chainBreak(GENESIS, event(good, '{"resourceType":"AuditEvent"}')) ?? '',
+      /not the one its hashed input renders/,
+    );
   });
 });
 
