@@ -1,4 +1,4 @@
-import { INDEX_COLUMNS, INDEX_TABLE } from '../sql/tables.ts';
+import { INDEX_COLUMNS, INDEX_TABLE, INDEX_VALUES } from '../sql/tables.ts';
 import type { IndexKind, IndexRows, ResourceWrite } from '../types.ts';
 
 /** PostgreSQL array type of each index column. */
@@ -12,18 +12,6 @@ const COLUMN_TYPE: Record<string, string> = {
 };
 const typeOf = (kind: IndexKind, column: string) =>
   (kind === 'uri' && column === 'value') || !(column in COLUMN_TYPE) ? 'text' : (COLUMN_TYPE[column] as string);
-
-/** The value of each column of an index row, in INDEX_COLUMNS order. */
-const VALUES: { [K in IndexKind]: (r: IndexRows[K][number]) => unknown[] } = {
-  token: (r) => [r.param, r.system, r.code, r.text],
-  string: (r) => [r.param, r.norm, r.exact],
-  reference: (r) => [r.param, r.targetType, r.targetId, r.url],
-  date: (r) => [r.param, r.lo, r.hi],
-  number: (r) => [r.param, r.value],
-  quantity: (r) => [r.param, r.value, r.system, r.code],
-  uri: (r) => [r.param, r.value],
-  composite: (r) => [r.param, r.row, r.comp, r.system, r.code, r.num, r.lo, r.hi],
-};
 
 const KINDS = Object.keys(INDEX_TABLE) as IndexKind[];
 
@@ -92,7 +80,7 @@ function indexColumns(
     for (const w of items) {
       if (w.skip || !w.index) continue;
       for (const row of w.index[kind]) {
-        const values = (VALUES[kind] as (r: unknown) => unknown[])(row);
+        const values = (INDEX_VALUES[kind] as (r: unknown) => unknown[])(row);
         (columns[0] as unknown[]).push(w.type);
         (columns[1] as unknown[]).push(w.id);
         values.forEach((v, c) => {

@@ -1,4 +1,4 @@
-import type { IndexKind } from '../types.ts';
+import type { IndexKind, IndexRows } from '../types.ts';
 
 /** The search index table of each value kind; table names in SQL come only from this map. */
 export const INDEX_TABLE: Record<IndexKind, string> = {
@@ -22,6 +22,18 @@ export const INDEX_COLUMNS: Record<IndexKind, readonly string[]> = {
   quantity: ['param', 'value', 'system', 'code'],
   uri: ['param', 'value'],
   composite: ['param', 'row', 'comp', 'system', 'code', 'num', 'lo', 'hi'],
+};
+
+/** The value of each column of an index row, in INDEX_COLUMNS order. */
+export const INDEX_VALUES: { [K in IndexKind]: (r: IndexRows[K][number]) => unknown[] } = {
+  token: (r) => [r.param, r.system, r.code, r.text],
+  string: (r) => [r.param, r.norm, r.exact],
+  reference: (r) => [r.param, r.targetType, r.targetId, r.url],
+  date: (r) => [r.param, r.lo, r.hi],
+  number: (r) => [r.param, r.value],
+  quantity: (r) => [r.param, r.value, r.system, r.code],
+  uri: (r) => [r.param, r.value],
+  composite: (r) => [r.param, r.row, r.comp, r.system, r.code, r.num, r.lo, r.hi],
 };
 
 /** What the SQL of the two engines differs in, where the search compiler needs it. */

@@ -1,34 +1,57 @@
 import type Database from 'better-sqlite3';
-import { INDEX_TABLE } from '../sql/tables.ts';
-import type { IndexRows } from '../types.ts';
+import { INDEX_COLUMNS, INDEX_TABLE, INDEX_VALUES } from '../sql/tables.ts';
+import type { IndexKind, IndexRows } from '../types.ts';
 
-/** Replaces the index rows of one resource; called inside the write transaction. */
+const KINDS = Object.keys(INDEX_TABLE) as IndexKind[];
+
+/** An index row's values as one comparable key (NULL and absent alike). */
+const keyOf = (values: unknown[]) => JSON.stringify(values.map((v) => v ?? null));
+
+/**
+ * Replaces the index rows of one resource; called inside the write transaction. An update writes only the
+ * rows that differ from the previous version's and deletes only those that went: most updates change a few
+ * values, and every index row written or deleted touches the table and two or three indexes.
+ */
 export function indexWriter(db: Database.Database) {
-  const del = Object.values(INDEX_TABLE).map((t) =>
-    db.prepare(`DELETE FROM ${t} WHERE partition = ? AND type = ? AND id = ?`),
-  );
-  const ins = {
-    token: db.prepare('INSERT INTO idx_token VALUES (?, ?, ?, ?, ?, ?, ?)'),
-    string: db.prepare('INSERT INTO idx_string VALUES (?, ?, ?, ?, ?, ?)'),
-    reference: db.prepare('INSERT INTO idx_reference VALUES (?, ?, ?, ?, ?, ?, ?)'),
-    date: db.prepare('INSERT INTO idx_date VALUES (?, ?, ?, ?, ?, ?)'),
-    number: db.prepare('INSERT INTO idx_number VALUES (?, ?, ?, ?, ?)'),
-    quantity: db.prepare('INSERT INTO idx_quantity VALUES (?, ?, ?, ?, ?, ?, ?)'),
-    uri: db.prepare('INSERT INTO idx_uri VALUES (?, ?, ?, ?, ?)'),
-    composite: db.prepare('INSERT INTO idx_composite VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
-  };
+  const statements = KINDS.map((k) => {
+    const table = INDEX_TABLE[k];
+    const columns = INDEX_COLUMNS[k];
+    return {
+      kind: k,
+      owned: db
+        .prepare(`SELECT rowid, ${columns.join(', ')} FROM ${table} WHERE partition = ? AND type = ? AND id = ?`)
+        .raw(),
+      insert: db.prepare(`INSERT INTO ${table} VALUES (?, ?, ?, ${columns.map(() => '?').join(', ')})`),
+      deleteAll: db.prepare(`DELETE FROM ${table} WHERE partition = ? AND type = ? AND id = ?`),
+      deleteRow: db.prepare(`DELETE FROM ${table} WHERE rowid = ?`),
+      values: INDEX_VALUES[k] as (r: unknown) => unknown[],
+    };
+  });
   return (partition: string, type: string, id: string, rows: IndexRows | undefined, replacing: boolean) => {
-    if (replacing) for (const d of del) d.run(partition, type, id);
-    if (!rows) return;
-    const k = [partition, type, id] as const;
-    for (const r of rows.token) ins.token.run(...k, r.param, r.system, r.code, r.text);
-    for (const r of rows.string) ins.string.run(...k, r.param, r.norm, r.exact);
-    for (const r of rows.reference) ins.reference.run(...k, r.param, r.targetType, r.targetId, r.url);
-    for (const r of rows.date) ins.date.run(...k, r.param, r.lo, r.hi);
-    for (const r of rows.number) ins.number.run(...k, r.param, r.value);
-    for (const r of rows.quantity) ins.quantity.run(...k, r.param, r.value, r.system, r.code);
-    for (const r of rows.uri) ins.uri.run(...k, r.param, r.value);
-    for (const r of rows.composite)
-      ins.composite.run(...k, r.param, r.row, r.comp, r.system, r.code, r.num, r.lo, r.hi);
+    for (const s of statements) {
+      if (!rows) {
+        if (replacing) s.deleteAll.run(partition, type, id);
+        continue;
+      }
+      const fresh = rows[s.kind] as unknown[];
+      const old = replacing ? (s.owned.all(partition, type, id) as unknown[][]) : [];
+      if (old.length === 0) {
+        for (const r of fresh) s.insert.run(partition, type, id, ...s.values(r));
+        continue;
+      }
+      // Old rows by their values (a resource may hold the same value twice): each new row keeps one if any.
+      const kept = new Map<string, number[]>();
+      for (const [rowid, ...values] of old) {
+        const key = keyOf(values);
+        const ids = kept.get(key);
+        if (ids) ids.push(rowid as number);
+        else kept.set(key, [rowid as number]);
+      }
+      for (const r of fresh) {
+        const values = s.values(r);
+        if (kept.get(keyOf(values))?.pop() === undefined) s.insert.run(partition, type, id, ...values);
+      }
+      for (const ids of kept.values()) for (const rowid of ids) s.deleteRow.run(rowid);
+    }
   };
 }
