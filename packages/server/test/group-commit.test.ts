@@ -245,4 +245,30 @@ describe(`group commit (${TEST_STORE})`, () => {
     for (const id of ['v1', 'v3', 'v5']) assert.equal(await content('vault_b', id), undefined);
     assert.equal(await content('vault_a', 'v3'), undefined);
   });
+
+  test('reads asked together, of two vaults, each answer from their own vault only', async () => {
+    await together([
+      ['vault_a', (tx) => tx.write(patient('r1'))],
+      ['vault_b', (tx) => tx.write(patient('r2'))],
+    ]);
+    await together([['vault_a', (tx) => tx.write(patient('r1', 2))]]);
+    // In one turn of the event loop: the PostgreSQL store sends these as one statement per vault.
+    const read = (partition: string, type: string, id: string) => store.resources.current(partition, type, id);
+    const [a1, b1, a2, b2, a1again, wrongType, absent] = await Promise.all([
+      read('vault_a', 'Patient', 'r1'),
+      read('vault_b', 'Patient', 'r1'),
+      read('vault_a', 'Patient', 'r2'),
+      read('vault_b', 'Patient', 'r2'),
+      read('vault_a', 'Patient', 'r1'),
+      read('vault_a', 'Observation', 'r1'),
+      read('vault_a', 'Patient', 'nobody'),
+    ]);
+    assert.equal(a1?.version, 2, 'the write acknowledged before the read');
+    assert.equal(a1?.method, 'PUT');
+    assert.equal(JSON.parse(a1?.content ?? '{}').meta.versionId, '2');
+    assert.equal(a1again?.version, 2);
+    assert.equal(b2?.version, 1);
+    assert.equal(b2?.id, 'r2');
+    for (const none of [b1, a2, wrongType, absent]) assert.equal(none, undefined);
+  });
 });
