@@ -248,19 +248,19 @@ describe(`group commit (${TEST_STORE})`, () => {
 
   test('reads asked together, of two vaults, each answer from their own vault only', async () => {
     await together([
-      ['vault_a', (tx) => tx.write(patient('r1'))],
-      ['vault_b', (tx) => tx.write(patient('r2'))],
+      ['vault_a', (tx) => tx.write(patient('q1'))],
+      ['vault_b', (tx) => tx.write(patient('q2'))],
     ]);
-    await together([['vault_a', (tx) => tx.write(patient('r1', 2))]]);
+    await together([['vault_a', (tx) => tx.write(patient('q1', 2))]]);
     // In one turn of the event loop: the PostgreSQL store sends these as one statement per vault.
     const read = (partition: string, type: string, id: string) => store.resources.current(partition, type, id);
     const [a1, b1, a2, b2, a1again, wrongType, absent] = await Promise.all([
-      read('vault_a', 'Patient', 'r1'),
-      read('vault_b', 'Patient', 'r1'),
-      read('vault_a', 'Patient', 'r2'),
-      read('vault_b', 'Patient', 'r2'),
-      read('vault_a', 'Patient', 'r1'),
-      read('vault_a', 'Observation', 'r1'),
+      read('vault_a', 'Patient', 'q1'),
+      read('vault_b', 'Patient', 'q1'),
+      read('vault_a', 'Patient', 'q2'),
+      read('vault_b', 'Patient', 'q2'),
+      read('vault_a', 'Patient', 'q1'),
+      read('vault_a', 'Observation', 'q1'),
       read('vault_a', 'Patient', 'nobody'),
     ]);
     assert.equal(a1?.version, 2, 'the write acknowledged before the read');
@@ -268,7 +268,31 @@ describe(`group commit (${TEST_STORE})`, () => {
     assert.equal(JSON.parse(a1?.content ?? '{}').meta.versionId, '2');
     assert.equal(a1again?.version, 2);
     assert.equal(b2?.version, 1);
-    assert.equal(b2?.id, 'r2');
+    assert.equal(b2?.id, 'q2');
     for (const none of [b1, a2, wrongType, absent]) assert.equal(none, undefined);
+  });
+
+  test('two nodes appending audit events in turns and together keep one chain', {
+    skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
+  }, async () => {
+    // A second store on the same database is a second node: its own pools, its own idea of the chain's head.
+    const other = await openStore({ dataDir, databaseUrl: postgresUrlFor(dataDir) });
+    try {
+      const append = (s: Store, name: string) => s.audit.append([event('vault_a', `Patient/${name}`)]);
+      for (let round = 0; round < 3; round++) {
+        await append(store, `na${round}`);
+        await append(store, `nb${round}`);
+        await append(other, `nc${round}`);
+        await append(other, `nd${round}`);
+        await Promise.all([append(store, `ne${round}`), append(other, `nf${round}`), append(store, `ng${round}`)]);
+      }
+      for (const p of ['na', 'nb', 'nc', 'nd', 'ne', 'nf', 'ng']) {
+        for (let round = 0; round < 3; round++) assert.equal(await eventsAbout(`${p}${round}`), 1, `${p}${round}`);
+      }
+      assert.deepEqual(await store.audit.verify(), await other.audit.verify());
+      assert.equal((await store.audit.verify()).ok, true);
+    } finally {
+      await other.close();
+    }
   });
 });

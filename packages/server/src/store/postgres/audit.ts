@@ -40,10 +40,10 @@ export function chainRecords(head: string, records: AuditRecord[]): { params: un
 
 /**
  * CTEs that append events in chain order (identity values follow the ORDER BY of the insert) and their
- * search refs, with parameters numbered from `offset + 1`. Run only while the writer holds the write lock,
- * so no other node's event can come between.
+ * search refs, with parameters numbered from `offset + 1`; `onlyIf`: a condition without which nothing is
+ * appended. Run only while the writer holds the write lock, so no other node's event can come between.
  */
-export function auditCtes(offset: number): string[] {
+export function auditCtes(offset: number, onlyIf?: string): string[] {
   const $ = (k: number) => `$${offset + k}`;
   return [
     `e AS (
@@ -55,7 +55,7 @@ export function auditCtes(offset: number): string[] {
     ${$(7)}::text[], ${$(8)}::text[], ${$(9)}::text[], ${$(10)}::text[], ${$(11)}::bytea[], ${$(12)}::text[],
     ${$(13)}::text[]) WITH ORDINALITY
     AS u(id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, packed, prev_hash,
-      hash, ord)
+      hash, ord)${onlyIf ? `\n  WHERE ${onlyIf}` : ''}
   ORDER BY ord
   RETURNING seq, id)`,
     `er AS (INSERT INTO audit_index (kind, value, seq)

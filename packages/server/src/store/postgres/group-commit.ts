@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { GENESIS, hashHex } from '../sql/audit-chain.ts';
 import type { AuditRecord, ResourceTransaction, ResourceWrite, SearchQuery, StoredVersion } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
+import { appendAfterKnownHead, type KnownHead } from './audit-append.ts';
 import { clean } from './connection.ts';
 import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
@@ -51,12 +52,26 @@ export function enterVault(client: pg.PoolClient, partition: string): string {
  * Resolves every job; rejects all of them when the transaction as a whole is lost (connection gone, COMMIT
  * failed), since then nothing of it was committed.
  */
-export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: GroupReads): Promise<void> {
+export async function commitGroup(
+  client: pg.PoolClient,
+  jobs: Job[],
+  reads: GroupReads,
+  /** The chain's head as this node last saw it; kept up to date here. */
+  known: KnownHead,
+): Promise<void> {
   const c = client;
   const outcomes: { ok: boolean; value: unknown }[] = [];
   // Reads' audit events alone need not wait for the disk: as with SQLite's synchronous=NORMAL, a crash of the
   // database server (not of a node) may lose the last ones. Data writes are always durable at 2xx.
   const auditOnly = jobs.every((j) => j.plain);
+  if (auditOnly && known.hash !== undefined && !known.contended) {
+    const records: AuditRecord[] = [];
+    for (const job of jobs) await job.fn(auditCollector((record) => records.push(record)));
+    if (await appendAfterKnownHead(c, records, known)) {
+      for (const job of jobs) job.resolve(undefined);
+      return;
+    }
+  }
   const alone = jobs.length === 1 && !jobs[0]?.plain;
   const firstVault = jobs.find((j) => !j.plain)?.partition;
   // The first statement also opens the savepoint the group's first multi-job batch will need: most groups
@@ -68,6 +83,8 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   const stored: string | null | undefined = results.find((r) => r.command === 'SELECT' && r.fields[0]?.name === 'hash')
     ?.rows[0]?.hash;
   let head = stored ? hashHex(stored) : GENESIS;
+  // Another node appended since this one last did: its known head is likely stale again next time.
+  known.contended = known.hash !== undefined && head !== known.hash;
   let vault = firstVault;
   let release = ''; // a released savepoint, folded into the next simple statement
 
@@ -249,6 +266,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   }
   await sendFinished();
   await simple('COMMIT');
+  known.hash = head;
   jobs.forEach((job, k) => {
     const o = outcomes[k] as { ok: boolean; value: unknown };
     if (o.ok) job.resolve(o.value);
