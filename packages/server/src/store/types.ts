@@ -321,7 +321,10 @@ export interface ResourceStore {
   /**
    * Runs `fn` in one database transaction: all its writes commit together or not at all (a throw rolls
    * back). `fn` must await nothing but `tx` calls, so the embedded store can keep the transaction on one
-   * connection without other requests interleaving.
+   * connection without other requests interleaving. `fn` may run more than once (the embedded store runs a
+   * group again, each in a savepoint, when one of them threw): only what it does through `tx` and what it
+   * returns from its last run count, so it must not leave effects of its own outside (a value it sets again on
+   * every run is fine).
    */
   transaction<T>(partition: string, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T>;
 }

@@ -80,6 +80,27 @@ export function resourceStore(
     },
     search: (q) => search.search(partition, q),
   });
+  /**
+   * Every job of the group in one transaction without savepoints; undefined, rolled back, when one fails.
+   * A savepoint makes SQLite copy every page a job first changes into a statement journal (for a create ≈ 15
+   * % of its CPU); most groups have no failing job, so they commit without, and a group with one runs again
+   * with a savepoint per job — which is why a transaction's function may run twice (ResourceStore).
+   */
+  async function together(jobs: Job[]): Promise<unknown[] | undefined> {
+    db.exec('BEGIN IMMEDIATE');
+    audit.reset();
+    const values: unknown[] = [];
+    try {
+      for (const job of jobs) values.push(await job.fn(txFor(job.partition)));
+    } catch {
+      db.exec('ROLLBACK');
+      audit.reset();
+      return undefined;
+    }
+    db.exec('COMMIT');
+    return values;
+  }
+
   async function flush(): Promise<void> {
     const jobs = queue;
     queue = [];
@@ -87,6 +108,13 @@ export function resourceStore(
     // better-sqlite3 is synchronous: as long as a job awaits only tx calls (already-settled promises),
     // everything between BEGIN and COMMIT runs in microtasks and no other request can interleave.
     try {
+      const values = await together(jobs);
+      if (values) {
+        jobs.forEach((job, k) => {
+          job.resolve(values[k]);
+        });
+        return;
+      }
       db.exec('BEGIN IMMEDIATE');
       audit.reset();
       for (const job of jobs) {
