@@ -82,8 +82,8 @@ export function resourceStore(
   });
   /**
    * Every job of the group in one transaction without savepoints; undefined, rolled back, when one fails.
-   * A savepoint makes SQLite copy every page a job first changes into a statement journal (for a create ≈ 15
-   * % of its CPU); most groups have no failing job, so they commit without, and a group with one runs again
+   * A savepoint makes SQLite copy every page a job first changes into a statement journal (≈ 15 % of a
+   * create's CPU); most groups have no failing job, so they commit without, and a group with one runs again
    * with a savepoint per job — which is why a transaction's function may run twice (ResourceStore).
    */
   async function together(jobs: Job[]): Promise<unknown[] | undefined> {
