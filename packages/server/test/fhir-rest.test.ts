@@ -79,6 +79,38 @@ describe('REST interactions (J rows)', () => {
     assert.match(r.headers.get('content-type') ?? '', /^application\/fhir\+json; ?charset=utf-8$/);
   });
 
+  test('server-assigned ids are version-7 UUIDs: distinct, in creation order by their time (create and Bundle)', async () => {
+    const UUID7 = /^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    const millis = (id: string) => {
+      const m = UUID7.exec(id);
+      if (!m) assert.fail(`${id} is not a version-7 UUID`);
+      return Number.parseInt(`${m[1]}${m[2]}`, 16);
+    };
+    const start = Date.now();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS());
+      assert.equal(r.status, 201, r.text);
+      ids.push(r.json.id as string);
+    }
+    const bundle = await fhir(p, tcu, 'POST', '/alice_1234', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ resource: OBS(), request: { method: 'POST', url: 'Observation' } }],
+    });
+    assert.equal(bundle.status, 200, bundle.text);
+    const entry = (bundle.json.entry as { response: { location: string } }[])[0];
+    ids.push(entry?.response.location.split('/')[1] ?? '');
+    const times = ids.map(millis);
+    assert.equal(new Set(ids).size, ids.length);
+    assert.deepEqual(
+      [...times].sort((a, b) => a - b),
+      times,
+      'later resources carry later times',
+    );
+    assert.ok((times[0] as number) >= start && (times[3] as number) <= Date.now(), `${times} within the test`);
+  });
+
   test('read (J08), unknown id (J09), vread (J11), HEAD (J51)', async () => {
     const created = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS());
     const id = created.json.id as string;

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, ResourceWrite } from '../store/types.ts';
 import { indexInCompartment, patientsIn } from '../vault/compartment.ts';
 import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
@@ -6,6 +5,7 @@ import { auditOf } from './audit.ts';
 import { insufficientScope } from './bearer.ts';
 import type { FhirContext } from './context.ts';
 import { nextTimestamp, prepare, stamp } from './resource-body.ts';
+import { newResourceId } from './resource-id.ts';
 import { extractIndex } from './search/extract.ts';
 import { validate } from './validation/validate.ts';
 
@@ -61,7 +61,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
         recorded: typeof ctx.provenance.recorded === 'string' ? ctx.provenance.recorded : new Date().toISOString(),
       };
       validate(provenance);
-      const id = randomUUID();
+      const id = newResourceId();
       const lastUpdated = nextTimestamp(undefined);
       const { content, index } = stamp(prepare(provenance, id), 1, lastUpdated);
       const write: ResourceWrite = { type: 'Provenance', id, version: 1, lastUpdated, method: 'POST', content, index };

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
@@ -12,6 +11,7 @@ import { read, vread } from '../interactions/read.ts';
 import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
+import { newResourceId } from '../resource-id.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
@@ -69,7 +69,7 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
         const existing = await single(ctx, e, e.ifNoneExist);
         if (existing) return { kind: 'exists', e, id: existing, matched: existing };
       }
-      return { kind: 'create', e, id: randomUUID(), resource };
+      return { kind: 'create', e, id: newResourceId(), resource };
     }
     case 'PUT': {
       const resource = assertResourceBody(e.resource, e.type);
@@ -78,7 +78,7 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
         if (match && resource.id !== undefined && resource.id !== match)
           throw fail(e, 400, 'the resource id differs from the matched resource');
         validate(resource);
-        const id = match ?? (resource.id as string | undefined) ?? randomUUID();
+        const id = match ?? (resource.id as string | undefined) ?? newResourceId();
         return { kind: 'update', e, id, resource, matched: match };
       }
       if (resource.id !== e.id)

@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { assertResourceBody, nextTimestamp, type Prepared, prepare, stamp } from '../resource-body.ts';
+import { newResourceId } from '../resource-id.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 
@@ -19,6 +19,6 @@ export async function createIn(tx: ResourceTransaction, resource: Prepared): Pro
 export async function create(ctx: FhirContext, type: string, body: unknown): Promise<StoredVersion> {
   const resource = assertResourceBody(body, type);
   validate(resource);
-  const prepared = prepare(resource, randomUUID());
+  const prepared = prepare(resource, newResourceId());
   return transact(ctx, (tx) => createIn(tx, prepared));
 }
