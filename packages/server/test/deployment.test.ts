@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { openStore } from '../src/store/index.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
 import { addPerson } from './helpers/people.ts';
@@ -150,5 +152,103 @@ describe('carevault db migrate / db status', () => {
       (r as { stderr: string }).stderr,
       /^error: CAREVAULT_DATABASE_POOL_SIZE must be an integer between 2 and 500/m,
     );
+  });
+});
+
+describe('SQLite: a database from before the rowid resource tables', {
+  skip: TEST_STORE !== 'sqlite' && 'SQLite run only',
+}, () => {
+  let p: TestPlatform;
+  let client: Caller;
+  before(async () => {
+    p = await startPlatform();
+    await partition(p, 'upgrade');
+    client = await secretClient(p, 'upgrader', 'system/*.cruds');
+    await grant(p, { partition: 'upgrade', client: 'upgrader', scope: 'system/*.cruds' });
+  });
+  after(() => p.stop());
+
+  test('is migrated at open: every version, the current ones, searches, deletes and new writes as before', async () => {
+    const obs = (value: number) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject: { reference: 'Patient/upg-1' },
+      valueQuantity: { value, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    });
+    const put = (path: string, body: unknown) => fhir(p, client, 'PUT', `/upgrade/${path}`, body);
+    assert.equal((await put('Patient/upg-1', { resourceType: 'Patient', id: 'upg-1', gender: 'female' })).status, 201);
+    assert.equal((await put('Patient/upg-1', { resourceType: 'Patient', id: 'upg-1', gender: 'male' })).status, 200);
+    assert.equal((await put('Observation/upg-o1', { ...obs(71), id: 'upg-o1' })).status, 201);
+    assert.equal((await put('Observation/upg-o2', { ...obs(72), id: 'upg-o2' })).status, 201);
+    assert.equal((await fhir(p, client, 'DELETE', '/upgrade/Observation/upg-o2')).status, 204);
+
+    // The tables as migrations 1–12 made them (clustered on their key), holding what was written above.
+    const file = join(p.dataDir, 'carevault.sqlite');
+    const old = new Database(file);
+    const version = old.pragma('user_version', { simple: true }) as number;
+    old.exec(`
+      CREATE TABLE r_old (partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL, content TEXT, PRIMARY KEY (partition, type, id)) STRICT, WITHOUT ROWID;
+      INSERT INTO r_old SELECT partition, type, id, version, last_updated, content FROM resources;
+      DROP TABLE resources;
+      ALTER TABLE r_old RENAME TO resources;
+      CREATE INDEX resources_type_time ON resources (partition, type, last_updated, id);
+      CREATE TABLE v_old (partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+        last_updated TEXT NOT NULL, method TEXT NOT NULL, content TEXT,
+        PRIMARY KEY (partition, type, id, version)) STRICT, WITHOUT ROWID;
+      INSERT INTO v_old SELECT partition, type, id, version, last_updated, method, content FROM resource_versions;
+      DROP TABLE resource_versions;
+      ALTER TABLE v_old RENAME TO resource_versions;
+      CREATE INDEX resource_versions_time ON resource_versions (partition, last_updated);
+      CREATE INDEX resource_versions_type_time ON resource_versions (partition, type, last_updated);
+      PRAGMA user_version = ${version - 1};`);
+    old.close();
+    // The next process to open the file migrates it (here a second store; the server's statements follow).
+    await (await openStore({ dataDir: p.dataDir })).close();
+    const check = new Database(file, { readonly: true });
+    const shape = check
+      .prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('resources', 'resource_versions')")
+      .all() as { name: string; sql: string }[];
+    check.close();
+    assert.equal(shape.length, 2);
+    for (const t of shape) assert.doesNotMatch(t.sql, /WITHOUT ROWID/, t.name);
+
+    const read = await fhir(p, client, 'GET', '/upgrade/Patient/upg-1');
+    assert.equal(read.json.gender, 'male');
+    assert.equal((read.json.meta as { versionId: string }).versionId, '2');
+    const history = await fhir(p, client, 'GET', '/upgrade/Patient/upg-1/_history');
+    const genders = (history.json.entry as { resource: { gender: string } }[]).map((e) => e.resource.gender);
+    assert.deepEqual(genders, ['male', 'female']);
+    assert.equal((await fhir(p, client, 'GET', '/upgrade/Observation/upg-o2')).status, 410);
+    const found = await fhir(
+      p,
+      client,
+      'GET',
+      '/upgrade/Observation?code=http://loinc.org|8867-4&subject=Patient/upg-1',
+    );
+    assert.deepEqual(
+      (found.json.entry as { resource: { id: string } }[]).map((e) => e.resource.id),
+      ['upg-o1'],
+    );
+    // Writes after it: an update makes version 3, a new resource is found by search, a stale If-Match is refused.
+    assert.equal((await put('Patient/upg-1', { resourceType: 'Patient', id: 'upg-1', gender: 'other' })).status, 200);
+    const created = await fhir(p, client, 'POST', '/upgrade/Observation', obs(73));
+    assert.equal(created.status, 201, created.text);
+    const again = await fhir(p, client, 'GET', '/upgrade/Observation?subject=Patient/upg-1&_sort=_id');
+    assert.equal((again.json.entry as unknown[]).length, 2);
+    const stale = await fhir(
+      p,
+      client,
+      'PUT',
+      '/upgrade/Patient/upg-1',
+      { resourceType: 'Patient', id: 'upg-1' },
+      {
+        'if-match': 'W/"2"',
+      },
+    );
+    assert.equal(stale.status, 412, stale.text);
+    const latest = await fhir(p, client, 'GET', '/upgrade/Patient/upg-1/_history/3');
+    assert.equal(latest.json.gender, 'other');
   });
 });
