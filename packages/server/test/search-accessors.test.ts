@@ -69,7 +69,8 @@ describe('compiled search accessors', () => {
             const fn = compileRelative(base, component.expression);
             if (!fn) continue;
             occurrences.forEach((occurrence, row) => {
-              const want = reference(`(${b.expression})[${row}].${component.expression}`, r);
+              const union = component.expression.split('|').map((p) => `(${b.expression})[${row}].${p.trim()}`);
+              const want = reference(union.join(' | '), r);
               assert.deepEqual(fn(occurrence), want, `${component.expression} of ${b.expression}[${row}]`);
               compared++;
             });
@@ -101,6 +102,45 @@ describe('compiled search accessors', () => {
     ]) {
       assert.equal(compilePath(expression), undefined, expression);
     }
+  });
+
+  test("a union of one choice element's types compiles, and gives what fhirpath.js gives", () => {
+    const base = compilePath('Observation') as NonNullable<ReturnType<typeof compilePath>>;
+    const date = compileRelative(base, 'value.ofType(dateTime) | value.ofType(Period)');
+    assert.ok(date, "code-value-date's value component compiles");
+    for (const obs of [
+      { resourceType: 'Observation', valueDateTime: '2026-03-04T05:06:07Z' },
+      { resourceType: 'Observation', valuePeriod: { start: '2026-01-01', end: '2026-02-01' } },
+      { resourceType: 'Observation', valueQuantity: { value: 3 } },
+      { resourceType: 'Observation' },
+    ]) {
+      const want = reference('(Observation)[0].value.ofType(dateTime) | (Observation)[0].value.ofType(Period)', obs);
+      assert.deepEqual(date(obs), want, JSON.stringify(obs));
+    }
+    assert.deepEqual(date({ valuePeriod: { start: '2026-01-01' } }), [{ start: '2026-01-01' }]);
+    // Parts that could give equal values, or are not all one choice element's types, stay with fhirpath.js.
+    for (const expression of [
+      'value.ofType(Quantity) | value.ofType(Quantity)',
+      'value.ofType(Quantity) | code',
+      'code | category',
+    ]) {
+      assert.equal(compileRelative(base, expression), undefined, expression);
+    }
+    // The composite index of such a parameter is the same either way.
+    const obs = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '1-8' }] },
+      valueDateTime: '2026-03-04',
+    };
+    const rows = extractIndex(obs).composite.filter((r) => r.param === 'code-value-date');
+    assert.deepEqual(
+      rows.map((r) => [r.comp, r.code, r.system, r.lo !== null]),
+      [
+        [0, '1-8', 'http://loinc.org', false],
+        [1, null, null, true],
+      ],
+    );
   });
 
   // Writes serialize and index a resource before the write lock, when its version and time are not yet known

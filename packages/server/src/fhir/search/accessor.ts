@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { isDeepStrictEqual } from 'node:util';
 
 /**
  * Plain accessors for the search expressions that are only a path (`Observation.component.code`,
@@ -97,10 +98,34 @@ export function compilePath(expression: string): Accessor | undefined {
 
 /**
  * An accessor for a path relative to the elements `base` yields (a composite parameter's component, e.g. `code`
- * or `value.ofType(Quantity)` on each `Observation.component`), or undefined.
+ * or `value.ofType(Quantity)` on each `Observation.component`), or undefined. A union is compiled only when its
+ * parts pick different types of one choice element (`value.ofType(dateTime) | value.ofType(Period)`): then no
+ * value of one part can equal one of another, and the union is the parts' values in order, each kept once.
  */
 export function compileRelative(base: Accessor, relative: string): Accessor | undefined {
   if (base.at === '') return undefined;
+  const parts = relative.split('|').map((p) => p.trim());
+  if (parts.length > 1) return choiceUnion(base.at, parts);
   const r = resolve(base.at, names(relative));
   return r && r.steps.length > 0 ? accessor(r.steps, r.at) : undefined;
+}
+
+function choiceUnion(at: string, parts: string[]): Accessor | undefined {
+  const split = parts.map((p) => /^(.+)\.(ofType\([A-Za-z]+\))$/.exec(p));
+  const prefix = split[0]?.[1];
+  const types = new Set(split.map((m) => m?.[2]));
+  if (split.some((m) => !m || m[1] !== prefix) || types.size !== parts.length) return undefined;
+  const fns: Accessor[] = [];
+  for (const part of parts) {
+    const r = resolve(at, names(part));
+    if (!r || r.steps.length === 0) return undefined;
+    fns.push(accessor(r.steps, r.at));
+  }
+  const fn = (node: unknown) => {
+    const out: unknown[] = [];
+    for (const f of fns) for (const v of f(node)) if (!out.some((o) => isDeepStrictEqual(o, v))) out.push(v);
+    return out;
+  };
+  // The parts end on different types: no one model path to continue from.
+  return Object.assign(fn, { at: '' });
 }

@@ -35,8 +35,13 @@ function componentAccessors(
   for (const component of def.components) {
     const parts: ComponentPart[] = [];
     const union = unionParts(component.expression);
-    // FHIRPath's `|` removes duplicates; such components stay with fhirpath.js.
-    if (union.length !== 1) return undefined;
+    // FHIRPath's `|` removes duplicates: only a union compileRelative proves exact is compiled, as one part.
+    if (union.length !== 1) {
+      const fn = union.some((p) => p.startsWith('%resource.')) ? undefined : compileRelative(base, union.join(' | '));
+      if (!fn) return undefined;
+      out.push([{ onResource: false, fn }]);
+      continue;
+    }
     for (const part of union) {
       const onResource = part.startsWith('%resource.');
       const fn = onResource ? compilePath(`${type}.${part.slice('%resource.'.length)}`) : compileRelative(base, part);
