@@ -288,6 +288,30 @@ describe('scopes and introspection', () => {
 });
 
 describe('logs', () => {
+  test("a request's log lines carry its request and correlation ids (J52)", async () => {
+    const r = await raw('/fhir/h1/Patient?name=logged', {
+      headers: { 'x-request-id': 'req-logged-1', 'x-correlation-id': 'corr-logged-1' },
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('x-correlation-id'), 'corr-logged-1');
+    await r.text();
+    // "request completed" is written when the response has finished, which the client may see first.
+    for (let i = 0; i < 50 && !/"reqId":"req-logged-1"[^\n]*request completed/.test(logText); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const lines = logText
+      .split('\n')
+      .filter((l) => l.includes('req-logged-1'))
+      .map((l) => JSON.parse(l) as { reqId?: string; correlationId?: string; msg?: string });
+    assert.deepEqual(
+      lines.map((l) => [l.msg, l.reqId, l.correlationId]),
+      [
+        ['incoming request', 'req-logged-1', 'corr-logged-1'],
+        ['request completed', 'req-logged-1', 'corr-logged-1'],
+      ],
+    );
+  });
+
   test('the FHIR search parameter code= is logged; OAuth codes and tokens are not', async () => {
     await fhir(p, writer, 'GET', '/h1/Observation?code=http://loinc.org|8867-4');
     await raw('/oauth/authorize?code=secret-code-123&access_token=secret-token-456');
