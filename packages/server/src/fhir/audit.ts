@@ -1,6 +1,6 @@
 import { actionFor, clientRoleFor, EVENT, type Outcome } from '../audit/balp.ts';
 import type { AuditInput } from '../audit/trail.ts';
-import type { StoredVersion } from '../store/types.ts';
+import type { CurrentVersion } from '../store/types.ts';
 import { compartmentParams, patientsIn } from '../vault/compartment.ts';
 import type { FhirContext } from './context.ts';
 import { extractReferences } from './search/extract.ts';
@@ -49,7 +49,7 @@ export async function auditAccess(ctx: FhirContext, interaction: string, d: Acce
  * The patients the versions being disclosed are about (for read, vread and history events): extracted from
  * their content, as their index rows were, so a vread names the patients of that version and no query is spent.
  */
-export function patientsOf(versions: readonly StoredVersion[]): string[] {
+export function patientsOf(versions: readonly CurrentVersion[]): string[] {
   const out = new Set<string>();
   for (const v of versions) {
     if (v.type === 'Patient') {
@@ -80,7 +80,7 @@ export function patientsSearched(type: string, params: [string, string][]): stri
 }
 
 /** A read or vread that is about to be answered. */
-export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: StoredVersion): Promise<void> {
+export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: CurrentVersion): Promise<void> {
   if (!ctx.audit.enabled) return;
   await auditAccess(ctx, interaction, {
     objects: [`${v.type}/${v.id}/_history/${v.version}`],

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { StoredVersion } from '../store/types.ts';
+import type { CurrentVersion } from '../store/types.ts';
 import { FhirError } from './errors.ts';
 
 const FHIR_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json+fhir', 'json', 'text/json']);
@@ -29,7 +29,7 @@ export interface NativeBinary {
 }
 
 /** The Binary's bytes and content type; 406 when the Accept does not cover that type. */
-export function nativeBinary(req: FastifyRequest, v: StoredVersion): NativeBinary {
+export function nativeBinary(req: FastifyRequest, v: CurrentVersion): NativeBinary {
   const binary = JSON.parse(v.content as string) as { contentType?: string; data?: string };
   const contentType = (binary.contentType ?? 'application/octet-stream').toLowerCase();
   const [major] = contentType.split('/');
@@ -40,7 +40,7 @@ export function nativeBinary(req: FastifyRequest, v: StoredVersion): NativeBinar
   return { contentType, data: Buffer.from(binary.data ?? '', 'base64') };
 }
 
-export function sendNativeBinary(reply: FastifyReply, v: StoredVersion, { contentType, data }: NativeBinary) {
+export function sendNativeBinary(reply: FastifyReply, v: CurrentVersion, { contentType, data }: NativeBinary) {
   // Stored content is served from the platform's origin: it must never run there as a page.
   return reply
     .code(200)

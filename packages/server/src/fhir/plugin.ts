@@ -4,7 +4,7 @@ import { type AuditTrail, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { correlationOf } from '../http/correlation.ts';
-import type { Store, StoredVersion } from '../store/types.ts';
+import type { CurrentVersion, Store } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
@@ -118,7 +118,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return id;
   };
 
-  const sendVersion = (reply: FastifyReply, status: number, v: StoredVersion, base: string, prefer?: string) => {
+  const sendVersion = (reply: FastifyReply, status: number, v: CurrentVersion, base: string, prefer?: string) => {
     void reply
       .code(status)
       .type(FHIR_JSON)

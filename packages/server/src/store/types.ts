@@ -143,6 +143,9 @@ export interface UserStore {
   delegationsOf(username: string): Promise<DelegationRecord[]>;
 }
 
+/** The current version of a resource: what a read serves and a write checks (no interaction name). */
+export type CurrentVersion = Omit<StoredVersion, 'method'>;
+
 /** A stored resource version; `content` is the JSON text exactly as served, absent for a deletion. */
 export interface StoredVersion {
   type: string;
@@ -268,7 +271,7 @@ export interface MetaStore {
 }
 
 export interface ResourceTransaction {
-  current(type: string, id: string): Promise<StoredVersion | undefined>;
+  current(type: string, id: string): Promise<CurrentVersion | undefined>;
   /**
    * A hint that `current` of these resources follows (a transaction Bundle's updates): a store whose reads
    * are roundtrips reads them in one, and answers those `current` calls from it until the transaction writes
@@ -287,7 +290,7 @@ export interface ResourceTransaction {
 
 export interface ResourceStore {
   /** Current version (a deletion has no content), or undefined if the id never existed. */
-  current(partition: string, type: string, id: string): Promise<StoredVersion | undefined>;
+  current(partition: string, type: string, id: string): Promise<CurrentVersion | undefined>;
   version(partition: string, type: string, id: string, version: number): Promise<StoredVersion | undefined>;
   /** Newest first. */
   history(partition: string, query: HistoryQuery): Promise<StoredVersion[]>;

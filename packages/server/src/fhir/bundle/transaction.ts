@@ -1,4 +1,4 @@
-import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
+import type { CurrentVersion, ResourceTransaction } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
@@ -26,7 +26,7 @@ type Plan =
 /** Outcome of one entry, rendered into Bundle.entry.response. */
 export interface EntryResult {
   status: number;
-  version?: StoredVersion | undefined;
+  version?: CurrentVersion | undefined;
   /** JSON text of a resource to return (GET results, or writes with return=representation). */
   resource?: string | undefined;
   outcome?: unknown;

@@ -1,9 +1,9 @@
-import type { StoredVersion } from '../../store/types.ts';
+import type { CurrentVersion, StoredVersion } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, resourceNotFound } from '../errors.ts';
 
 /** read (http.html#read): the current version; 410 once deleted, 404 if it never existed here. */
-export async function read(ctx: FhirContext, type: string, id: string): Promise<StoredVersion> {
+export async function read(ctx: FhirContext, type: string, id: string): Promise<CurrentVersion> {
   const current = await ctx.store.resources.current(ctx.partition, type, id);
   if (!current) throw resourceNotFound(type, id);
   if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { GENESIS, hashHex } from '../sql/audit-chain.ts';
-import type { AuditRecord, ResourceTransaction, ResourceWrite, SearchQuery, StoredVersion } from '../types.ts';
+import type { AuditRecord, CurrentVersion, ResourceTransaction, ResourceWrite, SearchQuery } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
 import { appendAfterKnownHead, type KnownHead } from './audit-append.ts';
 import { clean } from './connection.ts';
@@ -19,9 +19,9 @@ export interface Job {
 
 /** The reads a transaction may make, on the group's connection. */
 export interface GroupReads {
-  current(client: pg.PoolClient, partition: string, type: string, id: string): Promise<StoredVersion | undefined>;
+  current(client: pg.PoolClient, partition: string, type: string, id: string): Promise<CurrentVersion | undefined>;
   /** Current versions of many resources (absent ones left out), in one statement. */
-  currents(client: pg.PoolClient, partition: string, keys: { type: string; id: string }[]): Promise<StoredVersion[]>;
+  currents(client: pg.PoolClient, partition: string, keys: { type: string; id: string }[]): Promise<CurrentVersion[]>;
   search: (client: pg.PoolClient, partition: string, q: SearchQuery) => ReturnType<ResourceTransaction['search']>;
 }
 
@@ -205,7 +205,7 @@ export async function commitGroup(
       );
     };
     // What prefetch read, by key (undefined: absent), until this job writes the resource.
-    const known = new Map<string, StoredVersion | undefined>();
+    const known = new Map<string, CurrentVersion | undefined>();
     const tx: ResourceTransaction = {
       async current(type, id) {
         const key = `${type}/${id}`;

@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { toVersion, type VersionRow } from '../sql/rows.ts';
+import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
-import type { AuditRecord, HistoryQuery, ResourceStore, StoredVersion } from '../types.ts';
+import type { AuditRecord, CurrentVersion, HistoryQuery, ResourceStore } from '../types.ts';
 import type { KnownHead } from './audit-append.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
 import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
@@ -11,17 +11,15 @@ import { LOCK_WRITE } from './migrate.ts';
 
 const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
 
-const CURRENT_SQL = `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
-  JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
-  WHERE r.partition = $1 AND r.type = $2 AND r.id = $3`;
+const CURRENT_SQL =
+  'SELECT type, id, version, last_updated, content FROM resources WHERE partition = $1 AND type = $2 AND id = $3';
 
 // One primary-key lookup per wanted key. Written as `(type, id) IN (unnest …)` the planner, trusting the
 // statistics of a vault that has just grown (a first import; autovacuum has not analysed it yet), scanned the
 // whole vault and compared it with every key: 12 ms instead of 1 for 100 keys in a vault of 1,000. The
 // lateral subquery (kept from being flattened by OFFSET 0) fixes the order whatever the statistics say.
 const CURRENTS_SQL = `SELECT c.* FROM unnest($2::text[], $3::text[]) AS k(type, id) CROSS JOIN LATERAL (
-  SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
-  JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
+  SELECT r.type, r.id, r.version, r.last_updated, r.content FROM resources r
   WHERE r.partition = $1 AND r.type = k.type AND r.id = k.id OFFSET 0) c`;
 
 /** Runs `sql` (with `?` placeholders) on one connection; the statement text names its cached plan. */
@@ -98,17 +96,17 @@ export function resourceStore(
 
   const groupReads: GroupReads = {
     async current(client, partition, type, id) {
-      const [row] = await query<VersionRow>(client, CURRENT_SQL, [partition, type, id], 'cv_current');
-      return row ? toVersion(row) : undefined;
+      const [row] = await query<CurrentRow>(client, CURRENT_SQL, [partition, type, id], 'cv_current');
+      return row ? toCurrent(row) : undefined;
     },
     async currents(client, partition, wanted) {
-      const rows = await query<VersionRow>(
+      const rows = await query<CurrentRow>(
         client,
         CURRENTS_SQL,
         [partition, wanted.map((k) => k.type), wanted.map((k) => k.id)],
         'cv_currents',
       );
-      return rows.map(toVersion);
+      return rows.map(toCurrent);
     },
     search: (client, partition, q) => searchIn(client).search(partition, q),
   };
@@ -161,7 +159,7 @@ export function resourceStore(
   type Lookup = {
     type: string;
     id: string;
-    resolve: (v: StoredVersion | undefined) => void;
+    resolve: (v: CurrentVersion | undefined) => void;
     reject: (e: unknown) => void;
   };
   const lookups = new Map<string, Lookup[]>();
@@ -169,8 +167,8 @@ export function resourceStore(
     inVault(partition, async (c) => {
       const first = batch[0] as Lookup;
       if (batch.every((l) => l.type === first.type && l.id === first.id)) {
-        const [row] = await query<VersionRow>(c, CURRENT_SQL, [partition, first.type, first.id], 'cv_current');
-        return row ? [toVersion(row)] : [];
+        const [row] = await query<CurrentRow>(c, CURRENT_SQL, [partition, first.type, first.id], 'cv_current');
+        return row ? [toCurrent(row)] : [];
       }
       return groupReads.currents(c, partition, batch);
     }).then(

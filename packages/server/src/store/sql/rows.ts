@@ -1,5 +1,6 @@
 import type {
   ClientRecord,
+  CurrentVersion,
   DelegationRecord,
   GrantRecord,
   OidcPayloadRecord,
@@ -23,6 +24,17 @@ export interface VersionRow {
   method: StoredVersion['method'];
   content: string | null;
 }
+
+/** A current version is read from `resources` alone: the interaction that wrote it is only in its history row. */
+export type CurrentRow = Omit<VersionRow, 'method'>;
+
+export const toCurrent = (r: CurrentRow): CurrentVersion => ({
+  type: r.type,
+  id: r.id,
+  version: r.version,
+  lastUpdated: r.last_updated,
+  content: r.content ?? undefined,
+});
 
 export const toVersion = (r: VersionRow): StoredVersion => ({
   type: r.type,

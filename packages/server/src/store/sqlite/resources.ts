@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { toVersion, type VersionRow } from '../sql/rows.ts';
+import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
 import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction } from '../types.ts';
@@ -20,9 +20,7 @@ export function resourceStore(
   grouped<T>(write: () => T): Promise<T>;
 } {
   const current = db.prepare(
-    `SELECT r.type, r.id, r.version, r.last_updated, v.method, r.content FROM resources r
-       JOIN resource_versions v ON v.partition = r.partition AND v.type = r.type AND v.id = r.id AND v.version = r.version
-      WHERE r.partition = ? AND r.type = ? AND r.id = ?`,
+    'SELECT type, id, version, last_updated, content FROM resources WHERE partition = ? AND type = ? AND id = ?',
   );
   const version = db.prepare(
     'SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE partition = ? AND type = ? AND id = ? AND version = ?',
@@ -67,8 +65,8 @@ export function resourceStore(
   let queue: Job[] = [];
   const txFor = (partition: string): ResourceTransaction => ({
     async current(type, id) {
-      const row = current.get(partition, type, id) as VersionRow | undefined;
-      return row ? toVersion(row) : undefined;
+      const row = current.get(partition, type, id) as CurrentRow | undefined;
+      return row ? toCurrent(row) : undefined;
     },
     async write(w) {
       writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
@@ -171,8 +169,8 @@ export function resourceStore(
 
   const resources: ResourceStore = {
     async current(partition, type, id) {
-      const row = current.get(partition, type, id) as VersionRow | undefined;
-      return row ? toVersion(row) : undefined;
+      const row = current.get(partition, type, id) as CurrentRow | undefined;
+      return row ? toCurrent(row) : undefined;
     },
     async version(partition, type, id, v) {
       const row = version.get(partition, type, id, v) as VersionRow | undefined;
@@ -215,7 +213,7 @@ export function resourceStore(
         fn: async () => {
           let n = 0;
           for (const item of items) {
-            const row = current.get(partition, item.type, item.id) as VersionRow | undefined;
+            const row = current.get(partition, item.type, item.id) as CurrentRow | undefined;
             if (!row || row.version !== item.version || row.content === null) continue;
             writeIndex(partition, item.type, item.id, item.index, true);
             n++;
