@@ -141,7 +141,6 @@ export class AuthServer {
   private build(): Provider {
     const { log } = this.options;
     const provider = createProvider(this.options, this.network);
-    provider.use(this.network.middleware as Parameters<Provider['use']>[0]);
     provider.use(async (ctx, next) => {
       await next();
       await this.afterRoute(ctx as KoaContextWithOIDC);

@@ -1,6 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Store } from '../../store/types.ts';
 import type { ClientRegistry } from '../clients.ts';
 import type { CertificateSource } from '../mtls.ts';
@@ -20,15 +19,12 @@ export function networkRefusal(message: string): Error {
   return err;
 }
 
-type Middleware = (ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>;
-
 /**
  * Clients of trust communities as the engine sees them. The engine looks a client up by the assertion's `sub`
  * before it verifies anything; for an assertion with an `x5c` chain this lookup validates the chain and the
  * assertion and answers with the leaf certificate's key, so that the engine's own verification follows.
  */
 export class NetworkClients {
-  private readonly requests = new AsyncLocalStorage<KoaContextWithOIDC>();
   private readonly answered = new WeakMap<object, Promise<Record<string, unknown> | undefined>>();
 
   constructor(
@@ -41,15 +37,14 @@ export class NetworkClients {
     },
   ) {}
 
-  /** Koa middleware that makes the request visible to the engine's client lookup. */
-  readonly middleware: Middleware = (ctx, next) => this.requests.run(ctx, next);
-
   /**
    * Engine metadata for `id` when the current request authenticates it with an `x5c` assertion; null when the
    * request is not such a one (the registry answers as for any client).
    */
   async metadata(id: string): Promise<Record<string, unknown> | undefined | null> {
-    const ctx = this.requests.getStore();
+    // The engine's own request context (an AsyncLocalStorage of oidc-provider): a second one of ours cost every
+    // promise of a token request another store to carry on Node 20.
+    const ctx = Provider.ctx;
     const assertion = (ctx?.oidc?.params as { client_assertion?: unknown } | undefined)?.client_assertion;
     if (!ctx || !hasX5c(assertion) || decodeJwt(assertion).sub !== id) return null;
     const known = await this.deps.clients.stored(id);
