@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
-import { searchQueries } from '../sql/search.ts';
+import { limitSql, searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
 import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction } from '../types.ts';
 import { indexWriter } from './index-rows.ts';
@@ -45,7 +45,7 @@ export function resourceStore(
     }
     return db.prepare(
       `SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE ${where.join(' AND ')}
-        ORDER BY last_updated DESC, type DESC, id DESC, version DESC LIMIT @limit`,
+        ORDER BY last_updated DESC, type DESC, id DESC, version DESC ${limitSql(q.limit)}`,
     );
   }
   const historyCache = new Map<string, Database.Statement>();
@@ -177,9 +177,10 @@ export function resourceStore(
       return row ? toVersion(row) : undefined;
     },
     async history(partition, q) {
-      const key = `${!!q.type}${!!q.id}${!!q.since}${!!q.before}`;
+      const key = `${!!q.type}${!!q.id}${!!q.since}${!!q.before}${q.limit}`;
       let stmt = historyCache.get(key);
       if (!stmt) {
+        if (historyCache.size > 100) historyCache.clear();
         stmt = historyStatement(q);
         historyCache.set(key, stmt);
       }
@@ -192,7 +193,6 @@ export function resourceStore(
         bType: q.before?.type,
         bId: q.before?.id,
         bVersion: q.before?.version,
-        limit: q.limit,
       }) as VersionRow[];
       return rows.map(toVersion);
     },
