@@ -17,6 +17,7 @@ import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
 import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
+import { answerStructuredTokensWithoutThrowing } from './structured-tokens.ts';
 import type { NetworkClients } from './trust/network-clients.ts';
 import { userContextOf } from './user-context-claims.ts';
 
@@ -97,6 +98,7 @@ export const GRANT_TTL_SECONDS = 90 * 86400;
 
 /** The oidc-provider engine configured for carevault's SMART/IUA policy. */
 export function createProvider(deps: ProviderDeps, network: NetworkClients): Provider {
+  answerStructuredTokensWithoutThrowing();
   const { clients, keys, certificates, fhirBase } = deps;
   const certOf = (ctx: KoaContextWithOIDC): X509Certificate | undefined =>
     certificates.certificate({ socket: ctx.req.socket, headers: ctx.req.headers });
