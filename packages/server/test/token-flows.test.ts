@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import * as tls from 'node:tls';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import * as client from 'openid-client';
+import { answerStructuredTokensWithoutThrowing } from '../src/auth/structured-tokens.ts';
 import { discover } from './helpers/oidc-client.ts';
 import { decodeJwt, readPair, startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -85,6 +88,30 @@ describe('client_credentials with tls_client_auth (seed 000, rows F01 F05 D06)',
     const config = await discover(p.base, 'selfsigned', client.TlsClientAuth(), p.agent(pair));
     const tokens = await client.clientCredentialsGrant(config);
     assert.deepEqual(decodeJwt(tokens.access_token).payload.cnf, { 'x5t#S256': thumbprint(pair.cert) });
+  });
+
+  test('a TLS 1.2 client cannot renegotiate: a connection keeps the certificate of its handshake', async () => {
+    // The server reads a connection's certificate once (auth/mtls.ts); a renegotiation could present another.
+    const pair = readPair(
+      await p.register('reneg-tcu', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'out') }),
+    );
+    const { port, hostname } = new URL(p.base);
+    const socket = tls.connect({
+      host: hostname,
+      port: Number(port),
+      servername: 'localhost',
+      ca: p.ca,
+      ...pair,
+      maxVersion: 'TLSv1.2',
+    });
+    await once(socket, 'secureConnect');
+    socket.on('error', () => {});
+    const outcome = await new Promise<string>((resolve) => {
+      socket.once('close', () => resolve('closed by the server'));
+      socket.renegotiate({ rejectUnauthorized: true }, (err) => resolve(err ? 'refused' : 'renegotiated'));
+    });
+    assert.notEqual(outcome, 'renegotiated');
+    socket.destroy();
   });
 });
 
@@ -261,6 +288,11 @@ describe('introspection (ITI-102) and revocation (RFC 7009) through openid-clien
       ihe_iua: { subject_organization_id: 'urn:oid:2.999.1' },
     });
     assert.deepEqual(info.cnf, jwt.cnf);
+  });
+
+  test("JWTs reach carevault's introspection and revocation without the engine's exception path", () => {
+    // Both engine action lists still hold the step this replaces; an engine upgrade that moved it fails here.
+    assert.equal(answerStructuredTokensWithoutThrowing(), 2);
   });
 
   test('garbage and unknown tokens are {"active":false} and nothing else (G03 G04)', async () => {

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
+import { rootCertificates, type TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { aimRoutes } from '../aim/routes.ts';
@@ -96,6 +96,9 @@ export async function buildPlatform(
     forceCloseConnections: true,
   });
   for (const note of notes) app.log.warn(note);
+  // TLS 1.2 lets a client renegotiate, and present another certificate on the same connection; a connection's
+  // certificate is read once (auth/mtls.ts), so renegotiation is refused.
+  app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
   app.setChildLoggerFactory(correlatedLogger);
   app.addHook('onRequest', requestLimits);
   app.addHook('onRequest', correlate);

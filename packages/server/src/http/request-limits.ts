@@ -52,7 +52,13 @@ const REQUEST_LINE = /^[A-Z]{3,7} (\/[^\s?]*)/;
  * That request was never handled, so the answer says: retry.
  */
 export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
+  // A renegotiation the server refused (http/app.ts) leaves no state in which an answer could be written.
+  if (
+    err.code === 'ECONNRESET' ||
+    err.code === 'ERR_TLS_RENEGOTIATION_DISABLED' ||
+    socket.destroyed ||
+    !socket.writable
+  ) {
     socket.destroy();
     return;
   }
