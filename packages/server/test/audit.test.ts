@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { chainBreak, chainHash, expandCode, GENESIS, hashHex, storedHash } from '../src/store/sql/audit-chain.ts';
 import { indexKeys as indexKeysOf } from '../src/store/sql/audit-index.ts';
 import {
@@ -9,6 +11,7 @@ import {
   renderCompact,
   unpackEvent,
 } from '../src/store/sql/audit-packing.ts';
+import { DictionaryDeflate } from '../src/store/sql/dictionary-deflate.ts';
 import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -530,6 +533,29 @@ describe('packed events', () => {
       const refs = [{ kind: 'agent', value: 'ev-1' }];
       assert.deepEqual(unpackEvent(packEvent(json, columns, refs), columns), { json, refs });
     }
+  });
+
+  test("the kept deflate stream writes deflateRawSync's bytes, one input after another, large ones too", () => {
+    const dictionaries = [Buffer.from('{"resourceType":"AuditEvent","action":"R"}'.repeat(20)), Buffer.from('x')];
+    const deflaters = dictionaries.map((d) => new DictionaryDeflate(d));
+    // Empty, typical, not UTF-8, and larger than the kept stream's output buffer (not compressible).
+    const inputs = [
+      Buffer.alloc(0),
+      Buffer.from('{"resourceType":"AuditEvent","action":"E","entity":[{"what":"Patient/1"}]}'),
+      Buffer.from([0xff, 0x00, 0xfe]),
+      randomBytes(200_000),
+      Buffer.from('{"action":"R"}'.repeat(10_000)),
+    ];
+    for (const input of [...inputs, ...inputs.reverse()]) {
+      for (const [k, deflater] of deflaters.entries()) {
+        const dictionary = dictionaries[k] as Buffer;
+        const packed = deflater.deflate(input);
+        assert.deepEqual(packed, deflateRawSync(input, { dictionary }));
+        assert.deepEqual(inflateRawSync(packed, { dictionary }), input);
+      }
+    }
+    // Still the kept stream after the inputs it could not take (on this Node; else the test above proves little).
+    for (const deflater of deflaters) assert.ok(deflater.kept);
   });
 });
 

@@ -1,6 +1,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { renderAuditEvent, type StoredInput } from '../../audit/balp.ts';
 import { AUDIT_DICTIONARY_V1, AUDIT_DICTIONARY_V4 } from './audit-dictionary.ts';
+import { DictionaryDeflate } from './dictionary-deflate.ts';
 
 /**
  * Audit events on disk: the BALP JSON deflated against a dictionary of typical events, behind a one-byte
@@ -58,6 +59,7 @@ function dictionaryFor(json: string): number {
 
 /** Version 4's dictionaries, one per kind of event (token, write, search, read). */
 const COMPACT_DICTIONARIES = AUDIT_DICTIONARY_V4.map((d) => Buffer.from(d, 'utf8'));
+const COMPACT_DEFLATERS = COMPACT_DICTIONARIES.map((d) => new DictionaryDeflate(d));
 
 function compactDictionaryFor(subtype: string | null): number {
   const code = subtype?.slice(subtype.lastIndexOf('|') + 1);
@@ -70,9 +72,9 @@ function compactDictionaryFor(subtype: string | null): number {
 /** Version 4: an event's compact input and its refs; `subtype` (system|code) picks the dictionary. */
 export function packCompact(compact: string, refs: Refs, subtype: string | null): Buffer {
   const d = compactDictionaryFor(subtype);
-  const body = deflateRawSync(Buffer.from(`${compact}\n${packRefs(refs)}`, 'utf8'), {
-    dictionary: COMPACT_DICTIONARIES[d] as Buffer,
-  });
+  const body = (COMPACT_DEFLATERS[d] as DictionaryDeflate).deflate(
+    Buffer.from(`${compact}\n${packRefs(refs)}`, 'utf8'),
+  );
   return Buffer.concat([Buffer.from([V4, d]), body]);
 }
 
