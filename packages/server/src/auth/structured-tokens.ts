@@ -1,3 +1,4 @@
+/// <reference path="./oidc-provider-internals.d.ts" />
 import { decodeProtectedHeader } from 'jose';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import introspectionSteps from 'oidc-provider/lib/actions/introspection.js';
