@@ -271,6 +271,49 @@ describe(`group commit (${TEST_STORE})`, () => {
     for (const none of [b1, a2, wrongType, absent]) assert.equal(none, undefined);
   });
 
+  // The SQLite store keeps the current versions it has read (store/sqlite/current-versions.ts): what it keeps must
+  // never be a version that was rolled back, nor one that another process has since replaced.
+  test('a read while a write is open, then rolled back, leaves reads answering the committed version', async () => {
+    await together([['vault_a', (tx) => tx.write(patient('k1'))]]);
+    assert.equal((await store.resources.current('vault_a', 'Patient', 'k1'))?.version, 1);
+    const outcomes = await together([
+      [
+        'vault_a',
+        async (tx) => {
+          await tx.write(patient('k1', 2));
+          // A read of another request, between the write and the end of its transaction (on SQLite the same
+          // connection, which sees the uncommitted row).
+          await store.resources.current('vault_a', 'Patient', 'k1');
+          throw new Error('changed its mind');
+        },
+      ],
+    ]);
+    assert.equal(outcomes[0]?.status, 'rejected');
+    for (let i = 0; i < 2; i++) {
+      const read = await store.resources.current('vault_a', 'Patient', 'k1');
+      assert.equal(read?.version, 1);
+      assert.equal(JSON.parse(read?.content ?? '{}').meta.versionId, '1');
+    }
+  });
+
+  test('a version written through another connection to the database is read at once', async () => {
+    await together([['vault_a', (tx) => tx.write(patient('k2'))]]);
+    assert.equal((await store.resources.current('vault_a', 'Patient', 'k2'))?.version, 1);
+    // Another process (the CLI, a second server) as far as this store can tell.
+    const other = await openStore({
+      dataDir,
+      databaseUrl: TEST_STORE === 'postgres' ? postgresUrlFor(dataDir) : undefined,
+    });
+    try {
+      await other.resources.transaction('vault_a', (tx) => tx.write(patient('k2', 2)));
+    } finally {
+      await other.close();
+    }
+    const read = await store.resources.current('vault_a', 'Patient', 'k2');
+    assert.equal(read?.version, 2);
+    assert.equal(JSON.parse(read?.content ?? '{}').meta.versionId, '2');
+  });
+
   test('two nodes appending audit events in turns and together keep one chain', {
     skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
   }, async () => {

@@ -3,6 +3,7 @@ import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/r
 import { limitSql, searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
 import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction } from '../types.ts';
+import { currentVersions } from './current-versions.ts';
 import { indexWriter } from './index-rows.ts';
 
 /** Appends audit records inside the open transaction; `reset` forgets cached chain state after a rollback. */
@@ -22,6 +23,7 @@ export function resourceStore(
   const current = db.prepare(
     'SELECT type, id, version, last_updated, content FROM resources WHERE partition = ? AND type = ? AND id = ?',
   );
+  const kept = currentVersions(db, current);
   const version = db.prepare(
     'SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE partition = ? AND type = ? AND id = ? AND version = ?',
   );
@@ -69,6 +71,7 @@ export function resourceStore(
       return row ? toCurrent(row) : undefined;
     },
     async write(w) {
+      kept.forget(partition, w.type, w.id);
       writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
       insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
       upsertCurrent.run(partition, w.type, w.id, w.version, w.lastUpdated, w.content ?? null);
@@ -169,7 +172,7 @@ export function resourceStore(
 
   const resources: ResourceStore = {
     async current(partition, type, id) {
-      const row = current.get(partition, type, id) as CurrentRow | undefined;
+      const row = kept.get(partition, type, id);
       return row ? toCurrent(row) : undefined;
     },
     async version(partition, type, id, v) {
