@@ -164,6 +164,9 @@ describe('every FHIR interaction leaves its BALP AuditEvent (L01–L05)', () => 
   test('read events name the patients of the version disclosed: vread the old subject, history every one', async () => {
     const c = await audited('POST', `/${vault}/Observation`, obs('mother'));
     const moved = (c.r.json as { id: string }).id;
+    // Read before the update too: what a read of version 1 found must not answer for version 2.
+    const before = await audited('GET', `/${vault}/Observation/${moved}`);
+    assert.deepEqual(refs(before.events[0] as Event), ['Patient/mother', `Observation/${moved}/_history/1`]);
     const u = await audited('PUT', `/${vault}/Observation/${moved}`, { ...obs('child'), id: moved });
     assert.equal(u.r.status, 200);
     const now = await audited('GET', `/${vault}/Observation/${moved}`);

@@ -56,12 +56,43 @@ export function patientsOf(versions: readonly CurrentVersion[]): string[] {
       out.add(`Patient/${v.id}`);
       continue;
     }
-    const params = compartmentParams(v.type);
-    if (v.content === undefined || params.length === 0) continue;
-    const resource = JSON.parse(v.content) as Record<string, unknown>;
-    for (const p of patientsIn(v.type, v.id, { reference: extractReferences(resource, params) })) out.add(p);
+    for (const p of patientsOfContent(v)) out.add(p);
   }
   return [...out];
+}
+
+/**
+ * Parsing the resource read to find its patients was a fortieth of a read (docs/performance.md); the same
+ * versions are read again and again, so the answer is kept per version. A kept answer is used only when the
+ * content is the same string (the SQLite store hands out the very string it keeps, so the comparison is one
+ * pointer): a version number alone could name content a rolled-back transaction wrote.
+ */
+const KEPT_CHARS = 4 * 1024 * 1024;
+const keptPatients = new Map<string, { content: string; patients: string[] }>();
+let keptChars = 0;
+
+function patientsOfContent(v: CurrentVersion): string[] {
+  const params = compartmentParams(v.type);
+  if (v.content === undefined || params.length === 0) return [];
+  const key = `${v.type}/${v.id}/${v.version}`;
+  const kept = keptPatients.get(key);
+  if (kept?.content === v.content) return kept.patients;
+  const resource = JSON.parse(v.content) as Record<string, unknown>;
+  const patients = patientsIn(v.type, v.id, { reference: extractReferences(resource, params) });
+  if (kept) {
+    keptPatients.delete(key);
+    keptChars -= kept.content.length;
+  }
+  if (v.content.length <= KEPT_CHARS / 64) {
+    keptPatients.set(key, { content: v.content, patients });
+    keptChars += v.content.length;
+    for (const [k, e] of keptPatients) {
+      if (keptChars <= KEPT_CHARS) break;
+      keptPatients.delete(k);
+      keptChars -= e.content.length;
+    }
+  }
+  return patients;
 }
 
 /** The patients a search names (patient=, subject=, or _id on Patient), for the search event. */
