@@ -24,11 +24,15 @@ const concurrency = Number(process.env.CAREVAULT_TEST_CONCURRENCY) || Math.max(2
 
 function suite(label, env) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=tap', ...selected], {
-      cwd: root,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=tap', ...selected],
+      {
+        cwd: root,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     const counts = { tests: 0, pass: 0, fail: 0 };
     let tail = '';
     child.stdout.on('data', (chunk) => {
