@@ -17,6 +17,7 @@ import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
 import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
+import { signingKeysForEngine } from './signing-keys.ts';
 import { answerStructuredTokensWithoutThrowing } from './structured-tokens.ts';
 import type { NetworkClients } from './trust/network-clients.ts';
 import { userContextOf } from './user-context-claims.ts';
@@ -170,7 +171,7 @@ export function createProvider(deps: ProviderDeps, network: NetworkClients): Pro
 
   const configuration: Configuration = {
     adapter: createAdapterFactory(deps.store, clients, network),
-    jwks: { keys: keys.privateJwks() as NonNullable<Configuration['jwks']>['keys'] },
+    jwks: { keys: signingKeysForEngine(keys.privateJwks()) as NonNullable<Configuration['jwks']>['keys'] },
     cookies: { keys: keys.cookieKeys },
     routes: OAUTH_ROUTES,
     clientAuthMethods: [...CLIENT_AUTH_METHODS],
@@ -219,6 +220,9 @@ export function createProvider(deps: ProviderDeps, network: NetworkClients): Pro
     clockTolerance: 5,
     features: {
       devInteractions: { enabled: false },
+      // Our keys sign in process through this hook (auth/signing-keys.ts); the ack makes an engine update that
+      // changes the experiment refuse to start instead of signing differently.
+      externalSigningSupport: { enabled: true, ack: 'experimental-01' },
       clientCredentials: { enabled: true },
       // ITI-102: only authenticated callers may introspect, so public clients learn nothing here.
       introspection: {
