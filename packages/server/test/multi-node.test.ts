@@ -256,6 +256,29 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
     assert.ok(verified.events >= 60);
   });
 
+  test('reads and searches through both nodes at once: their events, hashed by PostgreSQL, form one unbroken chain', async () => {
+    const t = await token(A);
+    const created = await call(A, 'POST', `/fhir/${VAULT}/Patient`, t, {
+      resourceType: 'Patient',
+      name: [{ family: 'Müller-Łukasiewicz', given: ['Zoë'] }],
+    });
+    assert.equal(created.status, 201);
+    const before = (JSON.parse(await admin('audit', 'verify')) as { events: number }).events;
+    // Each node's groups of read events land between the other's: every group is chained onto a head another
+    // node wrote. A non-ASCII query is hashed from its UTF-8 bytes on both sides.
+    const results = await Promise.all(
+      Array.from({ length: 80 }, (_, i) =>
+        i % 4 === 3
+          ? call(i % 2 ? A : B, 'GET', `/fhir/${VAULT}/Patient?family=${encodeURIComponent('Müller-Łukasiewicz')}`, t)
+          : call(i % 2 ? A : B, 'GET', `/fhir/${VAULT}/Patient/${created.json.id}`, t),
+      ),
+    );
+    assert.ok(results.every((r) => r.status === 200));
+    const verified = JSON.parse(await admin('audit', 'verify')) as { ok: boolean; events: number };
+    assert.equal(verified.ok, true);
+    assert.equal(verified.events, before + 80, 'one event per read and search, none lost or doubled');
+  });
+
   test('row-level security: the vault role sees only the partition its transaction names', async () => {
     const client = await pgClientFor(dataDir);
     try {

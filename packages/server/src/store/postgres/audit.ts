@@ -4,10 +4,14 @@ import {
   CHECKPOINT_COLUMNS,
   chainedEvent,
   chainHash,
+  chainTail,
+  type EventColumns,
   type EventRow,
   eventColumns,
   eventValues,
+  GENESIS,
   hashHex,
+  storedHash,
   verifyChain,
 } from '../sql/audit-chain.ts';
 import { indexKeys } from '../sql/audit-index.ts';
@@ -16,15 +20,17 @@ import type { AuditCheckpoint, AuditRecord, AuditStore, ChainedEvent } from '../
 import { checkout, rethrow, run } from './connection.ts';
 import { LOCK_WRITE } from './migrate.ts';
 
-/** Audit rows chained onto `head`, ready for auditCtes; returns the new head. */
-export function chainRecords(head: string, records: AuditRecord[]): { params: unknown[]; head: string } {
+/** The chain's head as stored (newest event, else the checkpoint), or the genesis hash when there is neither. */
+export const HEAD_STORED = `COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1), (SELECT hash FROM audit_checkpoint),
+  '${GENESIS}')`;
+
+/** Audit rows for auditCtes: each event's last column is its hash (stored form) or, `chain: 'database'`, its tail. */
+function auditParams(records: AuditRecord[], last: (row: EventColumns, r: AuditRecord) => string): unknown[] {
   const cols: unknown[][] = Array.from({ length: 13 }, () => []);
   const refs: unknown[][] = [[], [], []];
-  let prev = head;
   for (const r of records) {
     const row = eventColumns(r);
-    const hash = chainHash(prev, row, r.refs, { compact: r.compact });
-    const values = eventValues(row, hash, r.refs, r.compact);
+    const values = [...eventValues(row, r.refs, r.compact), last(row, r)];
     values.forEach((v, i) => {
       (cols[i] as unknown[]).push(v);
     });
@@ -33,29 +39,57 @@ export function chainRecords(head: string, records: AuditRecord[]): { params: un
       (refs[1] as unknown[]).push(key.kind);
       (refs[2] as unknown[]).push(key.value);
     }
-    prev = hash;
   }
-  return { params: [...cols, ...refs], head: prev };
+  return [...cols, ...refs];
 }
+
+/** Audit rows chained onto `head` here, ready for auditCtes; returns the new head. */
+export function chainRecords(head: string, records: AuditRecord[]): { params: unknown[]; head: string } {
+  let prev = head;
+  const params = auditParams(records, (row, r) => {
+    prev = chainHash(prev, row, r.refs, { compact: r.compact });
+    return storedHash(prev);
+  });
+  return { params, head: prev };
+}
+
+/** Audit rows for auditCtes(…, 'database'): PostgreSQL chains them onto the head it finds under the lock. */
+export const tailedRecords = (records: AuditRecord[]): unknown[] =>
+  auditParams(records, (row, r) => chainTail(row, r.refs, r.compact));
 
 /**
  * CTEs that append events in chain order (identity values follow the ORDER BY of the insert) and their
- * search refs, with parameters numbered from `offset + 1`; `onlyIf`: a condition without which nothing is
- * appended. Run only while the writer holds the write lock, so no other node's event can come between.
+ * search refs, with parameters numbered from `offset + 1`. Run only while the writer holds the write lock, so no
+ * other node's event can come between. `chain: 'database'`: the last column of each event is its chain tail
+ * (chainTail), and PostgreSQL hashes each event onto its predecessor, the first onto the chain's head as it
+ * finds it — SHA-256 of `["<predecessor, hex>",` and the tail, as chainHash computes it.
  */
-export function auditCtes(offset: number, onlyIf?: string): string[] {
+export function auditCtes(offset: number, chain: 'given' | 'database' = 'given'): string[] {
   const $ = (k: number) => `$${offset + k}`;
+  const inDatabase = chain === 'database';
+  const hexOf = (stored: string) =>
+    `CASE WHEN length(${stored}) = 64 THEN ${stored} ELSE encode(decode(translate(${stored}, '-_', '+/') || '=', 'base64'), 'hex') END`;
+  const tails = `${$(13)}::text[]`;
   return [
+    ...(inDatabase
+      ? [
+          `c(ord, hex) AS (
+  SELECT 0::int8, ${hexOf('h.stored')} FROM (SELECT ${HEAD_STORED} AS stored) h
+  UNION ALL
+  SELECT c.ord + 1, encode(sha256(convert_to('["' || c.hex || '",' || (${tails})[c.ord + 1], 'UTF8')), 'hex')
+  FROM c WHERE c.ord < cardinality(${tails}))`,
+        ]
+      : []),
     `e AS (
   INSERT INTO audit_events (id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id,
     content, packed, prev_hash, hash)
   SELECT id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, packed, prev_hash,
-    hash
+    ${inDatabase ? `rtrim(translate(encode(decode(c.hex, 'hex'), 'base64'), '+/', '-_'), '=')` : 'hash'}
   FROM unnest(${$(1)}::text[], ${$(2)}::text[], ${$(3)}::int8[], ${$(4)}::text[], ${$(5)}::text[], ${$(6)}::text[],
     ${$(7)}::text[], ${$(8)}::text[], ${$(9)}::text[], ${$(10)}::text[], ${$(11)}::bytea[], ${$(12)}::text[],
     ${$(13)}::text[]) WITH ORDINALITY
     AS u(id, partition, recorded, type, subtype, action, outcome, request_id, correlation_id, content, packed, prev_hash,
-      hash, ord)${onlyIf ? `\n  WHERE ${onlyIf}` : ''}
+      hash, ord)${inDatabase ? ' JOIN c USING (ord)' : ''}
   ORDER BY ord
   RETURNING seq, id)`,
     `er AS (INSERT INTO audit_index (kind, value, seq)
@@ -64,9 +98,8 @@ export function auditCtes(offset: number, onlyIf?: string): string[] {
   ];
 }
 
-/** The newest hash: of the newest event, or of the checkpoint when every event was pruned. */
-export const HEAD_SQL = `SELECT COALESCE((SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1),
-  (SELECT hash FROM audit_checkpoint)) AS hash`;
+/** The newest hash: of the newest event, or of the checkpoint when every event was pruned (genesis if neither). */
+export const HEAD_SQL = `SELECT ${HEAD_STORED} AS hash`;
 
 export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Promise<void>): AuditStore {
   const chain = async (after: number, through: number, limit: number): Promise<ChainedEvent[]> => {

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { GENESIS, hashHex } from '../sql/audit-chain.ts';
 import type { AuditRecord, CurrentVersion, ResourceTransaction, ResourceWrite, SearchQuery } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
-import { appendAfterKnownHead, type KnownHead } from './audit-append.ts';
+import { appendChained } from './audit-append.ts';
 import { clean } from './connection.ts';
 import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
@@ -52,22 +52,16 @@ export function enterVault(client: pg.PoolClient, partition: string): string {
  * Resolves every job; rejects all of them when the transaction as a whole is lost (connection gone, COMMIT
  * failed), since then nothing of it was committed.
  */
-export async function commitGroup(
-  client: pg.PoolClient,
-  jobs: Job[],
-  reads: GroupReads,
-  /** The chain's head as this node last saw it; kept up to date here. */
-  known: KnownHead,
-): Promise<void> {
+export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: GroupReads): Promise<void> {
   const c = client;
   const outcomes: { ok: boolean; value: unknown }[] = [];
   // Reads' audit events alone need not wait for the disk: as with SQLite's synchronous=NORMAL, a crash of the
   // database server (not of a node) may lose the last ones. Data writes are always durable at 2xx.
   const auditOnly = jobs.every((j) => j.plain);
-  if (auditOnly && known.hash !== undefined && !known.contended) {
+  if (auditOnly) {
     const records: AuditRecord[] = [];
     for (const job of jobs) await job.fn(auditCollector((record) => records.push(record)));
-    if (await appendAfterKnownHead(c, records, known)) {
+    if (records.length === 0 || (await appendChained(c, records))) {
       for (const job of jobs) job.resolve(undefined);
       return;
     }
@@ -83,8 +77,6 @@ export async function commitGroup(
   const stored: string | null | undefined = results.find((r) => r.command === 'SELECT' && r.fields[0]?.name === 'hash')
     ?.rows[0]?.hash;
   let head = stored ? hashHex(stored) : GENESIS;
-  // Another node appended since this one last did: its known head is likely stale again next time.
-  known.contended = known.hash !== undefined && head !== known.hash;
   let vault = firstVault;
   let release = ''; // a released savepoint, folded into the next simple statement
 
@@ -266,7 +258,6 @@ export async function commitGroup(
   }
   await sendFinished();
   await simple('COMMIT');
-  known.hash = head;
   jobs.forEach((job, k) => {
     const o = outcomes[k] as { ok: boolean; value: unknown };
     if (o.ok) job.resolve(o.value);

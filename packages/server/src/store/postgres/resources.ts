@@ -3,7 +3,6 @@ import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/r
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
 import type { AuditRecord, CurrentVersion, HistoryQuery, ResourceStore } from '../types.ts';
-import type { KnownHead } from './audit-append.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
 import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
 import { reindexCtes, reindexParams } from './index-rows.ts';
@@ -75,7 +74,6 @@ export function resourceStore(
   // Group commit, as in the SQLite store: transactions queued while one group commits share the next
   // BEGIN/COMMIT (group-commit.ts).
   const queue: Job[] = [];
-  const head: KnownHead = { contended: false };
   let running: Promise<void> | undefined;
 
   function schedule(delay: number) {
@@ -116,10 +114,9 @@ export function resourceStore(
     let client: pg.PoolClient | undefined;
     try {
       client = await checkout(pool);
-      await commitGroup(client, jobs, groupReads, head);
+      await commitGroup(client, jobs, groupReads);
       client.release();
     } catch (err) {
-      head.hash = undefined;
       // The group is lost as a whole (connection gone, COMMIT failed): nothing of it is acknowledged.
       client?.release(true);
       const failure = (() => {

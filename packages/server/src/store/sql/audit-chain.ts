@@ -82,15 +82,10 @@ export function expandCode(value: string): string {
 }
 
 /**
- * The values of one audit_events row in insert order: (id … correlation_id, content, packed, prev_hash, hash).
- * The predecessor's hash is not stored: verifying walks the chain in order and carries it.
+ * The values of one audit_events row in insert order up to its hash: (id … correlation_id, content, packed,
+ * prev_hash). The predecessor's hash is not stored: verifying walks the chain in order and carries it.
  */
-export function eventValues(
-  e: EventColumns,
-  hash: string,
-  refs: { kind: string; value: string }[],
-  compact: string,
-): unknown[] {
+export function eventValues(e: EventColumns, refs: { kind: string; value: string }[], compact: string): unknown[] {
   return [
     e.id,
     e.partition,
@@ -104,7 +99,6 @@ export function eventValues(
     '',
     packCompact(compact, refs, e.subtype),
     '',
-    storedHash(hash),
   ];
 }
 
@@ -114,35 +108,45 @@ export function eventValues(
  */
 export type HashedBody = { compact: string } | { json: string };
 
-/** What the hash of an event covers: everything it is served and searched by, and its predecessor. */
+/** What the hash of an event covers besides its predecessor and body: everything it is served and searched by. */
+const hashedFields = (e: EventColumns, refs: { kind: string; value: string }[]): unknown[] => [
+  e.id,
+  e.partition,
+  Number(e.recorded),
+  e.type,
+  e.subtype,
+  e.action,
+  e.outcome,
+  e.request_id,
+  e.correlation_id,
+  refs.map((r) => `${r.kind}=${r.value}`).sort(),
+];
+
+/**
+ * What the hash of an event with a compact input covers after its predecessor's hash: the event's hash is the
+ * SHA-256 of `["<predecessor, hex>",` followed by this. The compact input follows the (self-delimiting) JSON
+ * array as it is: escaping it into the array cost more than hashing. The marker covers the kind of body: a
+ * compact input passed off as an event's JSON does not verify. PostgreSQL chains a group of events from their
+ * tails (postgres/audit-append.ts).
+ */
+export function chainTail(e: EventColumns, refs: { kind: string; value: string }[], compact: string): string {
+  return `${JSON.stringify([...hashedFields(e, refs), 'compact']).slice(1)}${compact}`;
+}
+
+/** An event's hash: what chainTail names, or for events from before 2026-12-03, their BALP JSON in the array. */
 export function chainHash(
   prev: string,
   e: EventColumns,
   refs: { kind: string; value: string }[],
   body: HashedBody,
 ): string {
-  const sortedRefs = refs.map((r) => `${r.kind}=${r.value}`).sort();
-  const hashed: unknown[] = [
-    prev,
-    e.id,
-    e.partition,
-    Number(e.recorded),
-    e.type,
-    e.subtype,
-    e.action,
-    e.outcome,
-    e.request_id,
-    e.correlation_id,
-    sortedRefs,
-  ];
   if ('json' in body) {
-    hashed.push(body.json);
-    return createHash('sha256').update(JSON.stringify(hashed)).digest('hex');
+    return createHash('sha256')
+      .update(JSON.stringify([prev, ...hashedFields(e, refs), body.json]))
+      .digest('hex');
   }
-  // The compact input follows the (self-delimiting) JSON array as it is: escaping it into the array cost more than
-  // hashing. The marker covers the kind of body: a compact input passed off as an event's JSON does not verify.
-  hashed.push('compact');
-  return oneShotHash('sha256', JSON.stringify(hashed) + body.compact, 'hex');
+  // `prev` is hex, so `"${prev}"` is its JSON.
+  return oneShotHash('sha256', `["${prev}",${chainTail(e, refs, body.compact)}`, 'hex');
 }
 
 /**

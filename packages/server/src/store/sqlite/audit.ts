@@ -9,6 +9,7 @@ import {
   eventValues,
   GENESIS,
   hashHex,
+  storedHash,
   verifyChain,
 } from '../sql/audit-chain.ts';
 import { IndexDigest, indexKeys } from '../sql/audit-index.ts';
@@ -37,7 +38,7 @@ export function auditWriter(db: Database.Database): AuditAppender {
     const prev = head ?? (stored ? hashHex(stored) : GENESIS);
     const row = eventColumns(r);
     const hash = chainHash(prev, row, r.refs, { compact: r.compact });
-    const { lastInsertRowid } = insert.run(...eventValues(row, hash, r.refs, r.compact));
+    const { lastInsertRowid } = insert.run(...eventValues(row, r.refs, r.compact), storedHash(hash));
     for (const k of indexKeys(r.refs)) insertKey.run(k.kind, k.value, lastInsertRowid);
     head = hash;
   };
