@@ -9,6 +9,9 @@ import type { Logger } from 'pino';
 export function connectRedis(url: string, log: Pick<Logger, 'error'>): Redis {
   const redis = new Redis(url, {
     maxRetriesPerRequest: 1,
+    // Every request takes from its rate-limit bucket: commands issued in one turn of the event loop go out as
+    // one write (a socket write per command was ≈ 10 % of a read's CPU on PostgreSQL + Redis).
+    enableAutoPipelining: true,
     enableOfflineQueue: true,
     connectTimeout: 2000,
     // While Redis is away a command is answered (with an error) within a second, not after reconnects.
