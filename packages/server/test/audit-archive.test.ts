@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import { MIGRATIONS as PG_MIGRATIONS } from '../src/store/postgres/schema.ts';
 import { chainHash, expandCode } from '../src/store/sql/audit-chain.ts';
 import { type PackedColumns, unpackEvent } from '../src/store/sql/audit-packing.ts';
 import { MIGRATIONS } from '../src/store/sqlite/schema.ts';
@@ -298,11 +299,10 @@ describe('audit export, prune and verify --file', () => {
     // Back to before the migration that made audit_index (the later ones are idempotent and run again).
     const auditIndexMigration = MIGRATIONS.findIndex((m) => m.includes('CREATE TABLE IF NOT EXISTS audit_index'));
     if (TEST_STORE === 'sqlite') await rawSql(p.dataDir, `PRAGMA user_version = ${auditIndexMigration}`);
-    else
-      await rawSql(
-        p.dataDir,
-        'DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)',
-      );
+    else {
+      const version = PG_MIGRATIONS.find((m) => m.sql.includes('CREATE TABLE audit_index'))?.version;
+      await rawSql(p.dataDir, 'DELETE FROM schema_migrations WHERE version = ?', [version]);
+    }
     // The next command that opens the store migrates it: the old trail verifies, index included.
     const verified = await ok<Verified>(p.dataDir, 'audit', 'verify');
     assert.equal(verified.ok, true, JSON.stringify(verified));
