@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { Agent, fetch } from 'undici';
+import { StoreUnavailableError } from '../src/store/errors.ts';
 import { openStore } from '../src/store/index.ts';
 import { addPartition } from '../src/vault/partitions.ts';
 import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
@@ -506,8 +507,19 @@ describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'ne
       await hop.cut();
       await other.revocations.revoke('while-cut', exp);
       await hop.open();
-      // Whether it is answered from the table (not listening yet) or from the mirror (listening again, reloaded):
-      assert.equal(await node.revocations.isRevoked('while-cut'), true);
+      // Answered from the table (not listening yet) or from the mirror (listening again, reloaded) — never from the
+      // mirror of the lost connection. A pooled connection whose close the node has not processed yet may refuse
+      // with 503 (fail closed) meanwhile; within a second it answers.
+      const answer = () =>
+        node.revocations.isRevoked('while-cut').then(
+          (revoked) => (revoked ? 'revoked' : 'not revoked'),
+          (err: unknown) => {
+            if (err instanceof StoreUnavailableError) return 'unavailable';
+            throw err;
+          },
+        );
+      assert.notEqual(await answer(), 'not revoked');
+      assert.ok(await until(async () => (await answer()) === 'revoked', 1000), 'seen within 1 s');
       await new Promise((r) => setTimeout(r, 2500)); // reconnected and reloaded by now
       assert.equal(await node.revocations.isRevoked('while-cut'), true);
       assert.equal(await node.revocations.isRevoked('while-listening'), true);

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import { newClient, type PgTarget } from './connection.ts';
 
@@ -58,6 +59,10 @@ export function listener(target: PgTarget): Listener {
     client = c;
     c.on('error', () => drop(c));
     c.on('end', () => drop(c));
+    // pg reports a lost connection only once its socket has closed, after Node has shut down its own side: under
+    // load that trailed the server's close by tens of milliseconds, in which the mirrors still answered (a
+    // revocation made meanwhile read as not revoked). They stop answering when the close arrives.
+    (c as unknown as { connection?: { stream?: Duplex } }).connection?.stream?.once('end', () => drop(c));
     c.on('notification', (n) => {
       if (n.payload) byChannel.get(n.channel)?.notify(n.payload);
     });
