@@ -314,6 +314,42 @@ describe(`group commit (${TEST_STORE})`, () => {
     assert.equal(JSON.parse(read?.content ?? '{}').meta.versionId, '2');
   });
 
+  test('events holding quotes, backslashes, braces and non-ASCII are stored as given and their chain verifies', async () => {
+    // On PostgreSQL an append writes its events into the statement's text as literals (audit-append.ts).
+    const hostile = [
+      `Patient/it's`,
+      'Patient/back\\slash\\x00',
+      'Patient/"quoted",{braced}',
+      "Patient/\\'mixed\\''",
+      'Patient/é—😀',
+    ];
+    const client = `client'\\"{x}`;
+    await store.audit.append(
+      hostile.map((object) =>
+        auditRecord({
+          type: EVENT.rest,
+          subtype: EVENT.rest_('read'),
+          action: 'R',
+          outcome: '0',
+          who: { clientId: client, address: "127.0.0.1'--" },
+          clientRole: '110152',
+          partition: 'vault_a',
+          objects: [object],
+          observer: 'https://localhost',
+        }),
+      ),
+    );
+    for (const object of hostile) {
+      const found = await store.audit.search({ entity: [object], limit: 10, offset: 0 });
+      assert.equal(found.total, 1, object);
+      // Events come back as their BALP JSON text.
+      const json = found.events[0] as string;
+      for (const value of [object, client, "127.0.0.1'--"])
+        assert.ok(json.includes(JSON.stringify(value).slice(1, -1)), value);
+    }
+    assert.equal((await store.audit.verify()).ok, true);
+  });
+
   test('two nodes appending audit events in turns and together keep one chain', {
     skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
   }, async () => {

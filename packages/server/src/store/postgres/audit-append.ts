@@ -1,14 +1,10 @@
-import { createRequire } from 'node:module';
 import type pg from 'pg';
 import type { AuditRecord } from '../types.ts';
 import { auditCtes, tailedRecords } from './audit.ts';
 import { clean } from './connection.ts';
+import { sqlLiteral } from './literal.ts';
 import { LOCK_WRITE } from './migrate.ts';
 import { VAULT_ROLE } from './schema.ts';
-
-// node-postgres' own serialisation of a parameter (arrays as array literals, bytea as \x hex): an EXECUTE in a
-// simple query takes its parameters as text, and must read them exactly as a bound parameter would.
-const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(v: unknown): unknown };
 
 /** Appends events chained by PostgreSQL onto the chain's head as it finds it (auditCtes, 'database'). */
 const STATEMENT = 'cv_audit_chained';
@@ -31,9 +27,8 @@ const prepared = new WeakSet<pg.PoolClient>();
  * then takes the long way, which appends the same events or reports why it cannot.
  */
 export async function appendChained(client: pg.PoolClient, records: AuditRecord[]): Promise<boolean> {
-  const args = clean(tailedRecords(records)).map((v) =>
-    v === null || v === undefined ? 'NULL' : client.escapeLiteral(String(prepareValue(v))),
-  );
+  // An EXECUTE in a simple query takes its parameters as text.
+  const args = clean(tailedRecords(records)).map(sqlLiteral);
   const fresh = !prepared.has(client);
   const sql = `${fresh ? `${PREPARE}; ` : ''}BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE}; SET LOCAL synchronous_commit TO off; EXECUTE ${STATEMENT}(${args.join(', ')}); COMMIT`;
   let results: pg.QueryResult[];

@@ -5,6 +5,7 @@ import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
 import { appendChained } from './audit-append.ts';
 import { clean } from './connection.ts';
 import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
+import { sqlLiteral } from './literal.ts';
 import { LOCK_WRITE } from './migrate.ts';
 import { VAULT_ROLE } from './schema.ts';
 
@@ -31,8 +32,8 @@ const WRITE_AND_AUDIT = `WITH ${[...writeCtes(), ...auditCtes(WRITE_PARAMS)].joi
 const MAX_WRITES = 500;
 
 /** The transaction prologue of a vault: the vault role, and the partition row-level security admits. */
-export function enterVault(client: pg.PoolClient, partition: string): string {
-  return `SET LOCAL ROLE ${VAULT_ROLE}; SELECT set_config('carevault.partition', ${client.escapeLiteral(partition.replaceAll('\0', '\uFFFD'))}, true)`;
+export function enterVault(partition: string): string {
+  return `SET LOCAL ROLE ${VAULT_ROLE}; SELECT set_config('carevault.partition', ${sqlLiteral(partition.replaceAll('\0', '\uFFFD'))}, true)`;
 }
 
 /**
@@ -72,7 +73,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   // send nothing else before it, and a roundtrip inside the lock costs more than an unused savepoint.
   let spare = !alone;
   const results = (await c.query(
-    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ''}${firstVault !== undefined ? ` ${enterVault(c, firstVault)};` : ''} ${HEAD_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
+    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ''}${firstVault !== undefined ? ` ${enterVault(firstVault)};` : ''} ${HEAD_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
   )) as unknown as pg.QueryResult[];
   const stored: string | null | undefined = results.find((r) => r.command === 'SELECT' && r.fields[0]?.name === 'hash')
     ?.rows[0]?.hash;
@@ -96,7 +97,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   /** Sends buffered writes and events as one statement (inside whatever savepoint is open). */
   const send = async (w: ResourceWrite[], a: AuditRecord[]) => {
     if (w.length > 0 && vault !== batchVault) {
-      await simple(enterVault(c, batchVault as string));
+      await simple(enterVault(batchVault as string));
       vault = batchVault;
     }
     if (a.length === 0) {
@@ -186,7 +187,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
         if (writes.length > 0) batchVault = job.partition;
       }
       if (vault !== job.partition) {
-        await simple(enterVault(c, job.partition));
+        await simple(enterVault(job.partition));
         vault = job.partition;
       }
       if (!flush) return;

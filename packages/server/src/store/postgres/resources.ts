@@ -224,7 +224,7 @@ export function resourceStore(
       // Under the write lock, as writers take it, so no resource changes between the version check and the rows.
       const client = await checkout(pool);
       try {
-        await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${enterVault(client, partition)}`);
+        await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${enterVault(partition)}`);
         const versions = await query<{ type: string; id: string; version: number }>(
           client,
           'SELECT type, id, version FROM resources WHERE partition = ? AND content IS NOT NULL AND (type, id) IN (SELECT * FROM unnest(?::text[], ?::text[]))',
