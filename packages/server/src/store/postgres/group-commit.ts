@@ -4,7 +4,7 @@ import type { AuditRecord, CurrentVersion, ResourceTransaction, ResourceWrite, S
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
 import { appendChained } from './audit-append.ts';
 import { clean } from './connection.ts';
-import { WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
+import { GENERIC_PLANS, WRITE_PARAMS, writeCtes, writeParams } from './index-rows.ts';
 import { sqlLiteral } from './literal.ts';
 import { LOCK_WRITE } from './migrate.ts';
 import { VAULT_ROLE } from './schema.ts';
@@ -73,7 +73,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   // send nothing else before it, and a roundtrip inside the lock costs more than an unused savepoint.
   let spare = !alone;
   const results = (await c.query(
-    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ''}${firstVault !== undefined ? ` ${enterVault(firstVault)};` : ''} ${HEAD_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
+    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ` ${GENERIC_PLANS};`}${firstVault !== undefined ? ` ${enterVault(firstVault)};` : ''} ${HEAD_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
   )) as unknown as pg.QueryResult[];
   const stored: string | null | undefined = results.find((r) => r.command === 'SELECT' && r.fields[0]?.name === 'hash')
     ?.rows[0]?.hash;

@@ -16,6 +16,17 @@ const typeOf = (kind: IndexKind, column: string) =>
 const KINDS = Object.keys(INDEX_TABLE) as IndexKind[];
 
 /**
+ * Set in every transaction that writes resources: its prepared statements are planned once per connection for
+ * any parameters, not again for each Bundle's values. Planned for its values, the write statement (twenty
+ * CTEs) cost 3–7 ms more per 100-resource execution; PostgreSQL plans the first five executions on each
+ * connection that way, and goes on doing so whenever those plans look cheaper than a generic one — as they do
+ * while a vault that has just grown (an import) still has the statistics of a near-empty one and is estimated
+ * to hold almost no rows, and then the deletes of a replaced resource's index rows walked the vault's rows
+ * (docs/performance.md). A generic plan estimates a partition's rows from the table as a whole.
+ */
+export const GENERIC_PLANS = 'SET LOCAL plan_cache_mode TO force_generic_plan';
+
+/**
  * One statement that writes many resource versions of one partition: the history rows, the current rows,
  * and all their index rows (old index rows of replaced resources deleted first), as multi-row `unnest`
  * inserts. The statement text is fixed, so PostgreSQL plans it once per connection.

@@ -5,7 +5,7 @@ import { POSTGRES } from '../sql/tables.ts';
 import type { AuditRecord, CurrentVersion, HistoryQuery, ResourceStore } from '../types.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
 import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
-import { reindexCtes, reindexParams } from './index-rows.ts';
+import { GENERIC_PLANS, reindexCtes, reindexParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
 
 const REINDEX = `WITH ${reindexCtes().join(',\n  ')}\nSELECT 1`;
@@ -224,7 +224,9 @@ export function resourceStore(
       // Under the write lock, as writers take it, so no resource changes between the version check and the rows.
       const client = await checkout(pool);
       try {
-        await client.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${enterVault(partition)}`);
+        await client.query(
+          `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${GENERIC_PLANS}; ${enterVault(partition)}`,
+        );
         const versions = await query<{ type: string; id: string; version: number }>(
           client,
           'SELECT type, id, version FROM resources WHERE partition = ? AND content IS NOT NULL AND (type, id) IN (SELECT * FROM unnest(?::text[], ?::text[]))',
