@@ -174,6 +174,45 @@ describe('URLs and headers', () => {
     assert.match(answer, /"code":"transient"/);
     assert.equal((await raw('/fhir/h1/Patient')).status, 200);
   });
+
+  test('a large POST sent while a large answer is still being written is read once the answer drains, not refused', async () => {
+    // Node pauses the connection (the answer has not drained) and over TLS its parser used to receive the POST's
+    // next bytes anyway: HPE_PAUSED, a 503 and a closed connection for a valid request (bench:fhir's ingest met it).
+    // The answer must be larger than the kernel's socket buffers take while the client is not reading.
+    // R4 strings hold at most 1 MB each: ten of them.
+    const filler = (c: string) => ({ url: 'https://x.example/filler', valueString: c.repeat(900_000) });
+    const big = { resourceType: 'Basic', code: { text: 'filler' }, extension: [...'abcdefghij'].map(filler) };
+    const stored = await fhir(p, writer, 'POST', '/h1/Basic', big);
+    assert.equal(stored.status, 201, stored.text.slice(0, 300));
+    const socket = connect({
+      host: '127.0.0.1',
+      port: Number(new URL(p.base).port),
+      ca: p.ca,
+      servername: 'localhost',
+    });
+    await once(socket, 'secureConnect');
+    const auth = `Authorization: Bearer ${writer.token}\r\nHost: localhost\r\n`;
+    socket.write(`GET /fhir/h1/Basic/${stored.json.id} HTTP/1.1\r\n${auth}Accept: application/fhir+json\r\n\r\n`);
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    await once(socket, 'data');
+    // The answer has begun and is far from written: stop reading it, and send the next request whole.
+    socket.pause();
+    const body = JSON.stringify({
+      resourceType: 'Patient',
+      extension: [{ url: 'https://x.example/n', valueString: 'n'.repeat(900_000) }],
+    });
+    socket.write(
+      `POST /fhir/h1/Patient HTTP/1.1\r\n${auth}Content-Type: application/fhir+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    socket.resume();
+    await once(socket, 'close');
+    const text = Buffer.concat(chunks).toString('latin1');
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ['200', '201'], text.slice(-400));
+    assert.ok(text.includes('j'.repeat(900_000)), 'the first answer came whole');
+  });
 });
 
 describe('Bundles and searches', () => {

@@ -32,6 +32,7 @@ import { oauthRoutes } from './oauth-routes.ts';
 import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
 import { connectRedis } from './redis.ts';
 import { clientErrorHandler, frameworkErrors, PARSER_MAX_HEADER_BYTES, requestLimits } from './request-limits.ts';
+import { readThroughStreamOncePaused } from './tls-request-reads.ts';
 
 export interface Platform {
   app: FastifyInstance;
@@ -98,7 +99,10 @@ export async function buildPlatform(
   for (const note of notes) app.log.warn(note);
   // TLS 1.2 lets a client renegotiate, and present another certificate on the same connection; a connection's
   // certificate is read once (auth/mtls.ts), so renegotiation is refused.
-  app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation());
+  app.server.on('secureConnection', (socket: TLSSocket) => {
+    socket.disableRenegotiation();
+    readThroughStreamOncePaused(socket);
+  });
   app.setChildLoggerFactory(correlatedLogger);
   app.addHook('onRequest', requestLimits);
   app.addHook('onRequest', correlate);

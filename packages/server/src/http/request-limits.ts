@@ -47,9 +47,9 @@ const REQUEST_LINE = /^[A-Z]{3,7} (\/[^\s?]*)/;
  * client gets the status instead of a reset.
  *
  * HPE_PAUSED is not the client's fault: Node pauses a connection whose previous response has not drained when
- * the next request arrives, and over TLS the parser can still be handed the rest of what was already read
- * (Node 20: a client sending its next large POST the moment the last answer arrived, while the server was busy).
- * That request was never handled, so the answer says: retry.
+ * the next request arrives, and over TLS the parser can still be handed the rest of what was already read (a
+ * large POST right after a large answer). `tls-request-reads.ts` reads a connection through its stream from its
+ * first pause on, which prevents that; should it happen anyway, the request was never handled: retry.
  */
 export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
   // A renegotiation the server refused (http/app.ts) leaves no state in which an answer could be written.
