@@ -237,7 +237,7 @@ async function main() {
   if (base) await postgres(base, sqlite);
   else console.log('PostgreSQL: skipped (set BENCH_DATABASE_URL=postgres://… to measure it beside SQLite)');
   console.log(
-    `(${CONCURRENCY} in flight, ingest ${INGEST_CONCURRENCY}; keep-alive; ${SECONDS} s each; server: one process)`,
+    `(${CONCURRENCY} in flight, ingest ${INGEST_CONCURRENCY}; keep-alive; ${SECONDS} s each; server: one process, Node ${process.version})`,
   );
 }
 
