@@ -32,7 +32,7 @@ import { oauthRoutes } from './oauth-routes.ts';
 import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } from './rate-limit.ts';
 import { connectRedis } from './redis.ts';
 import { clientErrorHandler, frameworkErrors, PARSER_MAX_HEADER_BYTES, requestLimits } from './request-limits.ts';
-import { readThroughStreamOncePaused } from './tls-request-reads.ts';
+import { readRequestsThroughStream } from './tls-request-reads.ts';
 
 export interface Platform {
   app: FastifyInstance;
@@ -101,7 +101,7 @@ export async function buildPlatform(
   // certificate is read once (auth/mtls.ts), so renegotiation is refused.
   app.server.on('secureConnection', (socket: TLSSocket) => {
     socket.disableRenegotiation();
-    readThroughStreamOncePaused(socket);
+    readRequestsThroughStream(socket);
   });
   app.setChildLoggerFactory(correlatedLogger);
   app.addHook('onRequest', requestLimits);

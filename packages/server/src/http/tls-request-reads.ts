@@ -7,14 +7,14 @@ import type { TLSSocket } from 'node:tls';
  * parser fails the request with `HPE_PAUSED` (Node 20 and 24 alike), and a client sending a large POST right
  * after a large answer got a 503 and a closed connection (`bench:fhir`'s ingest met it about once a run).
  *
- * At the connection's first pause a `data` listener is added, and Node unhooks its parser from the handle
- * (`_http_server.js`, generateSocketListenerWrapper): from then on the connection is read through the socket's
- * stream, where a pause buffers what arrives until the answer has drained. Only then: the stream costs 2–4 µs of
- * CPU per request (docs/performance.md), and most connections are never paused. Node unhooks its parser the
- * same way for an upgrade, from within a read.
+ * A `data` listener on the socket makes Node unhook its parser from the handle (`_http_server.js`,
+ * generateSocketListenerWrapper): the connection is read through the socket's stream, where a pause buffers what
+ * arrives until the answer has drained. It costs 2–4 µs of CPU per request (docs/performance.md). Added as the
+ * connection is set up: unhooking the parser only at the first pause, from within a read, reset connections
+ * whose request body was being held back (tried).
  */
-export function readThroughStreamOncePaused(socket: TLSSocket): void {
-  socket.once('pause', () => socket.on('data', ignore));
+export function readRequestsThroughStream(socket: TLSSocket): void {
+  socket.on('data', ignore);
 }
 
 function ignore(): void {}
