@@ -48,8 +48,8 @@ const REQUEST_LINE = /^[A-Z]{3,7} (\/[^\s?]*)/;
  *
  * HPE_PAUSED is not the client's fault: Node pauses a connection whose previous response has not drained when
  * the next request arrives, and over TLS the parser can still be handed the rest of what was already read (a
- * large POST right after a large answer). `tls-request-reads.ts` reads a connection through its stream from its
- * first pause on, which prevents that; should it happen anyway, the request was never handled: retry.
+ * large POST right after a large answer). `tls-request-reads.ts` reads TLS connections through their stream, which
+ * prevents that; should it happen anyway, the request was never handled: retry.
  */
 export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unknown }, socket: Socket): void {
   // A renegotiation the server refused (http/app.ts) leaves no state in which an answer could be written.
