@@ -128,8 +128,8 @@ describe('URLs and headers', () => {
     assert.doesNotMatch(await huge.text(), /zzzz/);
   });
 
-  /** A TLS connection to the platform that speaks raw bytes, and everything it receives until it closes. */
-  async function rawConnection() {
+  /** A TLS connection to the platform that speaks raw bytes. */
+  async function tlsConnection() {
     const socket = connect({
       host: '127.0.0.1',
       port: Number(new URL(p.base).port),
@@ -137,6 +137,12 @@ describe('URLs and headers', () => {
       servername: 'localhost',
     });
     await once(socket, 'secureConnect');
+    return socket;
+  }
+
+  /** A raw TLS connection, and everything it receives until it closes. */
+  async function rawConnection() {
+    const socket = await tlsConnection();
     const answer = (async () => {
       let text = '';
       for await (const chunk of socket) text += chunk;
@@ -184,13 +190,7 @@ describe('URLs and headers', () => {
     const big = { resourceType: 'Basic', code: { text: 'filler' }, extension: [...'abcdefghij'].map(filler) };
     const stored = await fhir(p, writer, 'POST', '/h1/Basic', big);
     assert.equal(stored.status, 201, stored.text.slice(0, 300));
-    const socket = connect({
-      host: '127.0.0.1',
-      port: Number(new URL(p.base).port),
-      ca: p.ca,
-      servername: 'localhost',
-    });
-    await once(socket, 'secureConnect');
+    const socket = await tlsConnection();
     const auth = `Authorization: Bearer ${writer.token}\r\nHost: localhost\r\n`;
     socket.write(`GET /fhir/h1/Basic/${stored.json.id} HTTP/1.1\r\n${auth}Accept: application/fhir+json\r\n\r\n`);
     const chunks: Buffer[] = [];
