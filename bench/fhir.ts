@@ -6,7 +6,7 @@
  *   also with CAREVAULT_AUDIT=off, which gives what each request's AuditEvent costs.
  * Then the same on PostgreSQL (a schema of its own, dropped afterwards) when BENCH_DATABASE_URL or
  * CAREVAULT_TEST_DATABASE_URL names one, printed beside SQLite's.
- *   npm run bench:fhir        (about 90 s; BENCH_KEEP=1 keeps the data directory and the PostgreSQL schema)
+ *   npm run bench:fhir        (about 100 s; BENCH_KEEP=1 keeps the data directory and the PostgreSQL schema)
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
