@@ -13,6 +13,8 @@ const CHUNK = 500;
 export interface ImportProgress {
   fileStarted(file: string, resources: number | undefined): void;
   resourcesDone(n: number): void;
+  /** Awaited after each transaction: where a long import does the store's upkeep between its writes. */
+  committed?(): Promise<void>;
 }
 
 export interface ImportReport {
@@ -92,6 +94,7 @@ async function importBundle(
   await runTransaction(ctx, entries, false);
   count(report, entries);
   progress.resourcesDone(entries.length);
+  await progress.committed?.();
 }
 
 async function importNdjson(
@@ -110,6 +113,7 @@ async function importNdjson(
     await runTransaction(ctx, entries, false);
     count(report, entries);
     progress.resourcesDone(entries.length);
+    await progress.committed?.();
     chunk = [];
   };
   for await (const line of lines) {
