@@ -110,3 +110,31 @@ test('fhir-kit-client: capabilityStatement, create, read, update, vread, history
     },
   );
 });
+
+test('fhir-kit-client: nextPage and prevPage follow the server-written links', async () => {
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const b = (await client.create({
+      resourceType: 'Basic',
+      body: { resourceType: 'Basic', code: { text: `page ${i}` } },
+    })) as unknown as { id: string };
+    ids.push(b.id);
+  }
+  const seen: string[] = [];
+  let page = (await client.search({ resourceType: 'Basic', searchParams: { _count: 2 } })) as unknown as Bundle;
+  const pages: Bundle[] = [page];
+  for (;;) {
+    seen.push(...(page.entry ?? []).map((e) => e.resource?.id as string));
+    const next = (await client.nextPage({ bundle: page as never })) as unknown as Bundle | undefined;
+    if (!next) break;
+    page = next;
+    pages.push(page);
+  }
+  assert.deepEqual(seen, ids, 'every Basic once, in the order written');
+  assert.equal(pages.length, 3);
+  const back = (await client.prevPage({ bundle: pages[2] as never })) as unknown as Bundle;
+  assert.deepEqual(
+    back.entry?.map((e) => e.resource?.id),
+    ids.slice(2, 4),
+  );
+});

@@ -422,6 +422,126 @@ describe('result shaping (J26 J30 J31 J32)', () => {
   });
 });
 
+describe('paging by position (_cursor)', () => {
+  const all = ['q1', 'q2', 'q3', 'q4', 'q5', 'q6', 'q7'];
+  const page = async (url: string) => {
+    const r = await fhir(p, tcu, 'GET', url);
+    assert.equal(r.status, 200, `${url} → ${r.text}`);
+    const b = r.json as unknown as Bundle;
+    const link = (rel: string) => b.link.find((l) => l.relation === rel)?.url;
+    return {
+      b,
+      ids: (b.entry ?? []).map((e) => e.resource.id as string),
+      next: link('next'),
+      previous: link('previous'),
+    };
+  };
+  const path = (url: string) => url.slice(p.fhirBase.length);
+
+  before(async () => {
+    await partition(p, 'pages');
+    await grant(p, { partition: 'pages', client: 'search-tcu', scope: 'system/*.cruds' });
+    // One at a time: each resource's lastUpdated follows the one before.
+    for (const id of all) await put({ resourceType: 'Basic', id, code: { text: 'paging' } }, 'pages');
+  });
+
+  test('next links continue after the last match: each page by position, the total on the last page', async () => {
+    const seen: string[] = [];
+    let url: string | undefined = '/pages/Basic?_count=3';
+    let last: Bundle | undefined;
+    while (url) {
+      const got = await page(url);
+      seen.push(...got.ids);
+      if (got.next) {
+        const q = new URL(got.next).searchParams;
+        assert.ok(q.get('_cursor'), `a next link names its position: ${got.next}`);
+        assert.equal(q.get('_offset'), null);
+        assert.equal(q.get('_count'), '3');
+      }
+      last = got.b;
+      url = got.next && path(got.next);
+    }
+    assert.deepEqual(seen, all, 'oldest first, each match once');
+    assert.equal(last?.total, 7, 'the last page knows the total: the matches before it and its own');
+    const third = await page(
+      path((await page(path((await page('/pages/Basic?_count=3')).next as string))).next as string),
+    );
+    assert.deepEqual(third.ids, ['q7']);
+    assert.equal(new URL(third.previous as string).searchParams.get('_offset'), '3', 'previous pages by offset');
+  });
+
+  test('a match updated between two pages moves to the end; none after it is skipped', async () => {
+    const first = await page('/pages/Basic?_count=3');
+    assert.deepEqual(first.ids, ['q1', 'q2', 'q3']);
+    await put({ resourceType: 'Basic', id: 'q2', code: { text: 'paging, updated' } }, 'pages');
+    const rest: string[] = [];
+    let url: string | undefined = first.next && path(first.next);
+    while (url) {
+      const got = await page(url);
+      rest.push(...got.ids);
+      url = got.next && path(got.next);
+    }
+    // By offset the second page would start at the fourth match, q5: q4 moved into the first page's place.
+    assert.deepEqual(rest, ['q4', 'q5', 'q6', 'q7', 'q2']);
+  });
+
+  test('_sort=-_lastUpdated pages newest first by position', async () => {
+    const seen: string[] = [];
+    let url: string | undefined = '/pages/Basic?_count=2&_sort=-_lastUpdated';
+    while (url) {
+      const got = await page(url);
+      seen.push(...got.ids);
+      if (got.next) assert.ok(new URL(got.next).searchParams.get('_cursor'));
+      url = got.next && path(got.next);
+    }
+    assert.deepEqual(seen, ['q2', 'q7', 'q6', 'q5', 'q4', 'q3', 'q1']);
+  });
+
+  test('a position deep in a search pages on: no _offset cap, no previous link past it', async () => {
+    const { next } = await page('/pages/Basic?_count=3');
+    const there = await page(path(next as string));
+    assert.equal(there.ids.length, 3);
+    const position = JSON.parse(
+      Buffer.from(new URL(next as string).searchParams.get('_cursor') as string, 'base64url').toString(),
+    );
+    position[0] = 250_000;
+    const deep = await page(
+      `/pages/Basic?_count=3&_cursor=${Buffer.from(JSON.stringify(position)).toString('base64url')}`,
+    );
+    assert.deepEqual(deep.ids, there.ids, 'the same page as at its real depth');
+    assert.equal(deep.previous, undefined, 'a previous page past the _offset cap cannot be named');
+    const beyond = await fhir(p, tcu, 'GET', '/pages/Basic?_offset=100001');
+    assert.equal(beyond.status, 400, 'refused, not clamped: a clamped offset answers the same page forever');
+    assert.match(beyond.text, /_lastUpdated order/);
+  });
+
+  test('a position is checked, and only moves within the vault and the order it was made for', async () => {
+    const { next } = await page('/pages/Basic?_count=3');
+    const cursor = new URL(next as string).searchParams.get('_cursor') as string;
+    const forged = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    for (const bad of [
+      'not-base64!',
+      forged({ a: 1 }),
+      forged([-1, '2026-01-01T00:00:00.000Z', 'x']),
+      forged([0, "2026-01-01' OR 1=1 --", 'x']),
+      forged([0, '2026-01-01T00:00:00.000Z', '../x']),
+      'x'.repeat(500),
+    ]) {
+      const r = await fhir(p, tcu, 'GET', `/pages/Basic?_cursor=${encodeURIComponent(bad)}`);
+      assert.equal(r.status, 400, bad);
+      assert.equal((r.json as { resourceType: string }).resourceType, 'OperationOutcome');
+    }
+    const both = await fhir(p, tcu, 'GET', `/pages/Basic?_cursor=${cursor}&_offset=3`);
+    assert.equal(both.status, 400);
+    const sorted = await fhir(p, tcu, 'GET', `/pages/Basic?_cursor=${cursor}&_sort=_id`);
+    assert.equal(sorted.status, 400);
+    // Another vault: the position is only a place in (lastUpdated, id) order; nothing of this vault shows.
+    const elsewhere = await fhir(p, tcu, 'GET', `/v2/Basic?_cursor=${cursor}`);
+    assert.equal(elsewhere.status, 200);
+    assert.equal((elsewhere.json as unknown as Bundle).entry, undefined);
+  });
+});
+
 describe('vault isolation in search (I16 X11)', () => {
   test('matches, includes, revincludes and totals stay inside the vault', async () => {
     const r = await fhir(

@@ -252,12 +252,25 @@ export interface SearchQuery {
   limit: number;
   offset: number;
   total: boolean;
+  /**
+   * Keyset paging: only matches after this one in the page order, which must be (last_updated, id) in the
+   * direction of the query's sort (`timeOrder`). Counts (`total`) ignore it.
+   */
+  after?: PagePosition;
+}
+
+/** Where a page of a search in (last_updated, id) order ended. */
+export interface PagePosition {
+  lastUpdated: string;
+  id: string;
 }
 
 export interface FoundResource {
   type: string;
   id: string;
   content: string;
+  /** Set by `search` on its matches: where a page ending with this match continues. */
+  lastUpdated?: string;
 }
 
 export interface ScannedResource extends FoundResource {

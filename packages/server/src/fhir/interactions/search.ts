@@ -1,11 +1,13 @@
-import type { FoundResource, SearchFilter } from '../../store/types.ts';
+import { timeOrder } from '../../store/search-order.ts';
+import type { FoundResource, SearchFilter, SearchQuery } from '../../store/types.ts';
 import { compartmentFilter } from '../../vault/compartment.ts';
 import { decide, type Restriction } from '../../vault/policy.ts';
 import { auditAccess, patientsSearched } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
-import { type IncludeDirective, parseSearch } from '../search/parse.ts';
+import { encodeCursor } from '../search/cursor.ts';
+import { type IncludeDirective, MAX_OFFSET, parseSearch } from '../search/parse.ts';
 import { elementsOnly, summarize } from '../search/subset.ts';
 
 const MAX_INCLUDED = 1000;
@@ -76,6 +78,8 @@ export async function search(
   const { matches: rows, total: counted } = await ctx.store.resources.search(ctx.partition, {
     ...query,
     filters,
+    // A cursor's offset counts the matches before its position; the store skips none after it.
+    offset: query.after ? 0 : query.offset,
     limit: limit === 0 ? 0 : limit + 1,
     total: wantTotal,
   });
@@ -91,15 +95,22 @@ export async function search(
     patients: patientsSearched(type, params),
     query: { raw: `${type}?${raw}`, description: `${type}?${new URLSearchParams(parsed.applied)}` },
   });
-  const links = [{ relation: 'self', url: pageUrl(ctx, type, parsed.applied, query.limit, query.offset) }];
-  if (hasNext)
-    links.push({ relation: 'next', url: pageUrl(ctx, type, parsed.applied, query.limit, query.offset + query.limit) });
-  if (query.offset > 0) {
-    links.push({
-      relation: 'previous',
-      url: pageUrl(ctx, type, parsed.applied, query.limit, Math.max(0, query.offset - query.limit)),
-    });
+  const links = [{ relation: 'self', url: pageUrl(ctx, type, parsed.applied, query.limit, query) }];
+  if (hasNext) links.push({ relation: 'next', url: pageUrl(ctx, type, parsed.applied, query.limit, nextPage()) });
+  const previous = Math.max(0, query.offset - query.limit);
+  // A previous page is found by offset, which is capped; past the cap a client pages forward only.
+  if (query.offset > 0 && previous <= MAX_OFFSET) {
+    links.push({ relation: 'previous', url: pageUrl(ctx, type, parsed.applied, query.limit, { offset: previous }) });
   }
+
+  /** In (last_updated, id) order the next page starts after this page's last match, at any depth; else by offset. */
+  function nextPage(): Page {
+    const last = matches[matches.length - 1];
+    const offset = query.offset + query.limit;
+    if (!timeOrder(query) || !last?.lastUpdated) return { offset };
+    return { offset, after: { lastUpdated: last.lastUpdated, id: last.id } };
+  }
+
   const shown = (r: FoundResource, mode: 'match' | 'include') => {
     if (mode !== 'match') return r.content;
     if (parsed.elements) return elementsOnly(r.content, parsed.elements);
@@ -113,10 +124,13 @@ export async function search(
   return `{"resourceType":"Bundle","type":"searchset"${total !== undefined ? `,"total":${total}` : ''},"link":${JSON.stringify(links)}${entryJson}}`;
 }
 
-function pageUrl(ctx: FhirContext, type: string, applied: [string, string][], count: number, offset: number): string {
-  const q = new URLSearchParams(applied.filter(([n]) => n !== '_count' && n !== '_offset'));
+type Page = Pick<SearchQuery, 'offset' | 'after'>;
+
+function pageUrl(ctx: FhirContext, type: string, applied: [string, string][], count: number, page: Page): string {
+  const q = new URLSearchParams(applied.filter(([n]) => n !== '_count' && n !== '_offset' && n !== '_cursor'));
   q.set('_count', String(count));
-  if (offset > 0) q.set('_offset', String(offset));
+  if (page.after) q.set('_cursor', encodeCursor({ offset: page.offset, after: page.after }));
+  else if (page.offset > 0) q.set('_offset', String(page.offset));
   return `${ctx.base}/${type}?${q}`;
 }
 

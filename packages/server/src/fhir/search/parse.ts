@@ -1,6 +1,8 @@
+import { timeOrder } from '../../store/search-order.ts';
 import type { IndexKind, SearchFilter, SearchQuery, SortKey } from '../../store/types.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
+import { decodeCursor } from './cursor.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
 import type { SummaryMode } from './subset.ts';
 import {
@@ -40,10 +42,11 @@ export interface ParsedSearch {
 
 export const DEFAULT_COUNT = 50;
 export const MAX_COUNT = 1000;
-const MAX_OFFSET = 100_000;
+export const MAX_OFFSET = 100_000;
 const CONTROL = new Set([
   '_count',
   '_offset',
+  '_cursor',
   '_sort',
   '_total',
   '_summary',
@@ -286,6 +289,7 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
   let summary: SummaryMode | undefined;
   let elements: string[] | undefined;
   let totalMode: ParsedSearch['totalMode'];
+  let sawOffset = false;
   if (params.length > 200) throw bad('too many search parameters');
   for (const [name, value] of params) {
     const base = name.split(':')[0] as string;
@@ -295,8 +299,21 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
           query.limit = intParam('_count', value, MAX_COUNT);
           break;
         case '_offset':
-          query.offset = intParam('_offset', value, MAX_OFFSET);
+          // Refused beyond the cap, not clamped: a clamped offset answers the same page again and again.
+          query.offset = intParam('_offset', value, Number.MAX_SAFE_INTEGER);
+          if (query.offset > MAX_OFFSET) {
+            throw bad(
+              `_offset goes up to ${MAX_OFFSET}: narrow the search, or page in _lastUpdated order, whose next links continue by position`,
+            );
+          }
+          sawOffset = true;
           break;
+        case '_cursor': {
+          const cursor = decodeCursor(value);
+          query.after = cursor.after;
+          query.offset = cursor.offset;
+          break;
+        }
         case '_sort':
           query.sort = parseSort(type, value);
           break;
@@ -336,6 +353,8 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
       applied.push([name, value]);
     }
   }
+  if (query.after && sawOffset) throw bad('use _cursor or _offset, not both');
+  if (query.after && !timeOrder(query)) throw bad('_cursor continues a search in _lastUpdated order only');
   if (includes.length > 10) throw bad('at most 10 _include/_revinclude values');
   if (summary && elements) throw bad('use _summary or _elements, not both');
   return { query, includes, summaryCount, summary, elements, totalMode, applied };

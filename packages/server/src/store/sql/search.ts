@@ -1,4 +1,5 @@
-import type { FoundResource, ScannedResource, SearchQuery, SortKey } from '../types.ts';
+import { timeOrder } from '../search-order.ts';
+import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SortKey } from '../types.ts';
 import { compileAll, type Sql } from './search-filter.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
@@ -35,6 +36,16 @@ export function limitSql(limit: number): string {
   return `LIMIT ${limit}`;
 }
 
+/**
+ * Whether the matches are best found by walking the (partition, type, last_updated, id) index in page order:
+ * when nothing but `_lastUpdated` narrows them, the walk stops after one page instead of sorting the whole type.
+ * Any other condition drives the plan from its own index (and the page is sorted from its matches), so the
+ * order is then kept out of the planner's choice.
+ */
+function walkTimeIndex(filters: SearchFilter[]): boolean {
+  return filters.every((f) => f.kind === 'lastUpdated');
+}
+
 /** Runs one statement with `?` placeholders and returns its rows. */
 export type Query = <T>(sql: string, params: unknown[]) => Promise<T[]>;
 
@@ -51,16 +62,28 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
   return {
     async search(partition: string, q: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }> {
       const w = where(partition, q);
-      const sorts = [
-        ...q.sort.map((s) => sortSql(s.key, s.descending, 'r')),
-        { sql: `${dialect.unindexed('r.last_updated')} ASC, r.id ASC`, params: [] },
-      ];
+      const time = timeOrder(q);
+      if (q.after && !time) throw new Error('a page position needs the (last_updated, id) order');
+      const at = time && walkTimeIndex(q.filters) ? 'r.last_updated' : dialect.unindexed('r.last_updated');
+      const sorts: Sql[] = time
+        ? [{ sql: `${at} ${time}, r.id ${time}`, params: [] }]
+        : [
+            ...q.sort.map((s) => sortSql(s.key, s.descending, 'r')),
+            { sql: `${dialect.unindexed('r.last_updated')} ASC, r.id ASC`, params: [] },
+          ];
+      const after: Sql = q.after
+        ? {
+            sql: ` AND (r.last_updated, r.id) ${time === 'DESC' ? '<' : '>'} (?, ?)`,
+            params: [q.after.lastUpdated, q.after.id],
+          }
+        : { sql: '', params: [] };
       const matches =
         q.limit === 0
           ? []
           : await query<FoundResource>(
-              `SELECT r.type, r.id, r.content FROM resources r WHERE ${w.sql} ORDER BY ${sorts.map((s) => s.sql).join(', ')} ${limitSql(q.limit)} OFFSET ?`,
-              [...w.params, ...sorts.flatMap((s) => s.params), q.offset],
+              `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r WHERE ${w.sql}${after.sql}
+                 ORDER BY ${sorts.map((s) => s.sql).join(', ')} ${limitSql(q.limit)} OFFSET ?`,
+              [...w.params, ...after.params, ...sorts.flatMap((s) => s.params), q.offset],
             );
       if (!q.total) return { matches };
       const [row] = await query<{ n: number | string }>(
