@@ -3,7 +3,7 @@ import type { FhirContext } from '../fhir/context.ts';
 import { FhirError } from '../fhir/errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../fhir/resource-types.ts';
 import { extractIndex } from '../fhir/search/extract.ts';
-import type { SearchFilter } from '../store/types.ts';
+import type { PagePosition, SearchFilter } from '../store/types.ts';
 import { compartmentFilter, patientsIn } from '../vault/compartment.ts';
 
 const PAGE = 2_000;
@@ -21,18 +21,24 @@ export function subjectId(subject: string): string {
   return id;
 }
 
+/** Every match, a page at a time, each page continuing where the last ended (not by offset: O(N) a page). */
 async function* all(ctx: FhirContext, type: string, filters: SearchFilter[]) {
-  for (let offset = 0; ; offset += PAGE) {
+  let after: PagePosition | undefined;
+  for (;;) {
     const { matches } = await ctx.store.resources.search(ctx.partition, {
       type,
       filters,
-      sort: [{ key: { kind: 'id' }, descending: false }],
+      sort: [],
       limit: PAGE,
-      offset,
+      offset: 0,
       total: false,
+      after,
     });
     for (const m of matches) yield JSON.parse(m.content) as FhirResource & { id: string };
-    if (matches.length < PAGE) return;
+    const last = matches[matches.length - 1];
+    if (matches.length < PAGE || !last) return;
+    if (!last.lastUpdated) throw new Error('a search match without its lastUpdated cannot be paged from');
+    after = { lastUpdated: last.lastUpdated, id: last.id };
   }
 }
 
