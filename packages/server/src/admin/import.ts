@@ -49,8 +49,10 @@ export async function importCommand(config: Config, files: string[], partition: 
         if (Date.now() - swept >= SWEEP_INTERVAL_MS) await upkeep();
       },
     });
-    // Once more at the end: the vault is searched next with the statistics left here.
-    await upkeep();
+    // At the end, statistics of everything loaded: the sweep's rule (a table that doubled) could leave the
+    // planner thinking a vault is half its size, and the vault is searched next with what is left here.
+    await store.sweep(Math.floor(Date.now() / 1000));
+    await store.analyze();
     return report;
   } catch (err) {
     if (err instanceof ImportError) throw new VaultInputError(err.message);

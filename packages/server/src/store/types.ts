@@ -358,6 +358,8 @@ export interface Store {
   readonly meta: MetaStore;
   /** Deletes expired rows; safe to call at any time. */
   sweep(now: number): Promise<void>;
+  /** Refreshes the planner statistics of every table now, whatever changed (after a bulk load). */
+  analyze(): Promise<void>;
   /** Whether the database answers now (for /readyz); never throws. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

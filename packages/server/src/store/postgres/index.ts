@@ -32,6 +32,17 @@ async function analyzeChanged(pool: pg.Pool): Promise<void> {
   }
 }
 
+/** Every table of the schema: ANALYZE samples a bounded number of rows per table, so this costs ~1 s at most. */
+async function analyzeAll(pool: pg.Pool): Promise<void> {
+  const tables = await run<{ tablename: string }>(
+    pool,
+    'SELECT tablename FROM pg_tables WHERE schemaname = current_schema()',
+  );
+  for (const { tablename } of tables) {
+    if (/^[a-z_0-9]+$/.test(tablename)) await run(pool, `ANALYZE ${tablename}`);
+  }
+}
+
 export interface PostgresStore extends Store {
   readonly target: PgTarget;
 }
@@ -89,6 +100,7 @@ export async function openPostgresStore(
       revocations.prune(now);
       await analyzeChanged(pool);
     },
+    analyze: () => analyzeAll(pool),
     async ping() {
       try {
         await pool.query('SELECT 1');
