@@ -190,3 +190,66 @@ describe('_include and _revinclude wildcards', () => {
     assert.deepEqual(included.sort(), expected.sort());
   });
 });
+
+describe('several conditions at once', () => {
+  // One condition drives the search from its index; the others are checked on its candidates (inside its
+  // subquery when they are index conditions too). Every combination must answer exactly the AND of them.
+  type Obs = R & {
+    subject: { reference: string };
+    category: { coding: { code: string }[] }[];
+    code: { coding: { code: string }[] };
+    effectiveDateTime: string;
+    valueQuantity?: { value: number };
+  };
+  const obs = observations as Obs[];
+  const patientOf = (o: Obs) => o.subject.reference.split(':').pop() as string;
+  const category = (o: Obs) => o.category[0]?.coding[0]?.code;
+  const code = (o: Obs) => o.code.coding[0]?.code;
+  const patients = [...new Set(obs.map(patientOf))].sort();
+  const ids = (list: Obs[]) => list.map((o) => o.id).sort();
+
+  test('subject with category and a negated code: every patient', async () => {
+    let found = 0;
+    for (const p of patients) {
+      const expected = ids(
+        obs.filter((o) => patientOf(o) === p && category(o) === 'laboratory' && code(o) !== '94531-1'),
+      );
+      const q = `Observation?subject=Patient/${p}&category=laboratory&code:not=http://loinc.org|94531-1&_count=100`;
+      assert.deepEqual(matchIds(await get(q)), expected, q);
+      found += expected.length;
+    }
+    assert.equal(found, 81);
+  });
+
+  test('two codes, a category, a value and a date on one index table and three others', async () => {
+    const expected = ids(
+      obs.filter(
+        (o) =>
+          category(o) === 'vital-signs' &&
+          ['8867-4', '9279-1'].includes(code(o) as string) &&
+          (o.valueQuantity?.value ?? 0) > 70 &&
+          Date.parse(o.effectiveDateTime) >= Date.parse('2020-03-05'),
+      ),
+    );
+    assert.ok(expected.length > 0 && expected.length < 18, String(expected.length));
+    const b = await get(
+      'Observation?category=vital-signs&code=http://loinc.org|8867-4,http://loinc.org|9279-1&value-quantity=gt70&date=ge2020-03-05&_count=100',
+    );
+    assert.deepEqual(matchIds(b), expected);
+    assert.equal(b.total, expected.length);
+  });
+
+  test('with :missing and with only negations (conditions that cannot drive from an index)', async () => {
+    const p = patients[0] as string;
+    assert.deepEqual(
+      matchIds(await get(`Observation?subject=Patient/${p}&value-quantity:missing=true&category=laboratory`)),
+      ids(obs.filter((o) => patientOf(o) === p && !o.valueQuantity && category(o) === 'laboratory')),
+    );
+    const negated = ids(obs.filter((o) => code(o) !== '8867-4' && category(o) !== 'laboratory'));
+    assert.equal(negated.length, 54 - 9);
+    assert.deepEqual(
+      matchIds(await get('Observation?code:not=http://loinc.org|8867-4&category:not=laboratory&_count=100')),
+      negated,
+    );
+  });
+});

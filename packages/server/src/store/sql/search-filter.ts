@@ -77,8 +77,11 @@ const or = (parts: Sql[]): Sql => ({
 /**
  * How a filter restricts `alias`: `in` drives the query from the value index (`alias.id IN (…)`), `exists`
  * checks one candidate's own index rows (`EXISTS (… id = alias.id …)`). One filter drives; the rest check.
+ * A driver given `checks` runs them inside its own subquery, on its index rows (`within`), so a resource row
+ * is only read for a candidate that passed them: with code + subject, 30 candidates cost 30 covering index
+ * checks and 15 row reads instead of 30 row reads and 30 checks.
  */
-type Mode = 'in' | 'exists';
+type Mode = 'in' | 'exists' | { within: string; checks: Sql[] };
 
 function indexed(
   alias: string,
@@ -96,11 +99,32 @@ function indexed(
       params: [partition, type, param, ...cond.params],
     };
   }
+  if (mode === 'in') {
+    return {
+      sql: `${alias}.id ${negate ? 'NOT ' : ''}IN (SELECT id FROM ${table} WHERE partition = ? AND type = ? AND param = ? AND ${cond.sql})`,
+      params: [partition, type, param, ...cond.params],
+    };
+  }
+  if (negate) throw new Error('a negated filter cannot drive with checks inside it');
+  // The value's columns stay unqualified: they name this subquery's own rows, as the checks' name theirs.
+  const d = mode.within;
   return {
-    sql: `${alias}.id ${negate ? 'NOT ' : ''}IN (SELECT id FROM ${table} WHERE partition = ? AND type = ? AND param = ? AND ${cond.sql})`,
-    params: [partition, type, param, ...cond.params],
+    sql: `${alias}.id IN (SELECT ${d}.id FROM ${table} ${d} WHERE ${d}.partition = ? AND ${d}.type = ? AND ${d}.param = ? AND ${cond.sql}${mode.checks.map((c) => ` AND ${c.sql}`).join('')})`,
+    params: [partition, type, param, ...cond.params, ...mode.checks.flatMap((c) => c.params)],
   };
 }
+
+/** Filters answered from one index table of the resource's own rows (`indexed`): they can check inside a driver. */
+const INDEXED = new Set<SearchFilter['kind']>([
+  'token',
+  'token-text',
+  'string',
+  'reference',
+  'date',
+  'number',
+  'quantity',
+  'uri',
+]);
 
 /** Which filter should drive: ids and references are usually the most selective, negations the least. */
 function selectivity(f: SearchFilter): number {
@@ -132,7 +156,19 @@ export function compileAll(
   counter: Compilation,
 ): Sql[] {
   const driver = [...filters].sort((a, b) => selectivity(a) - selectivity(b))[0];
-  return filters.map((f) => compileFilter(f, alias, partition, type, counter, f === driver ? 'in' : 'exists'));
+  const checks = filters.filter((f) => f !== driver && INDEXED.has(f.kind));
+  const nest = counter.dialect.checksInDriver && driver && INDEXED.has(driver.kind);
+  if (!nest || (driver.kind === 'token' && driver.not) || checks.length === 0) {
+    return filters.map((f) => compileFilter(f, alias, partition, type, counter, f === driver ? 'in' : 'exists'));
+  }
+  const within = `d${++counter.n}`;
+  const inner = checks.map((f) => compileFilter(f, within, partition, type, counter, 'exists'));
+  return [
+    compileFilter(driver, alias, partition, type, counter, { within, checks: inner }),
+    ...filters
+      .filter((f) => f !== driver && !INDEXED.has(f.kind))
+      .map((f) => compileFilter(f, alias, partition, type, counter, 'exists')),
+  ];
 }
 
 export function compileFilter(

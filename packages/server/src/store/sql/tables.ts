@@ -42,14 +42,22 @@ export interface SqlDialect {
   epochMs(column: string): string;
   /** The expression, in a form that keeps the planner from choosing an index for ORDER BY. */
   unindexed(expression: string): string;
+  /**
+   * Whether a search's index conditions are checked inside the driving condition's subquery (search-filter.ts).
+   * SQLite runs the statement as nested; PostgreSQL joins the conditions itself, and given them nested, its
+   * generic plans scanned the whole code index per candidate (code + subject: 971 → 115 searches/s).
+   */
+  checksInDriver: boolean;
 }
 
 export const SQLITE: SqlDialect = {
   epochMs: (c) => `(unixepoch(${c}, 'subsec') * 1000)`,
   unindexed: (e) => `+${e}`,
+  checksInDriver: true,
 };
 
 export const POSTGRES: SqlDialect = {
   epochMs: (c) => `(extract(epoch from ${c}::timestamptz) * 1000)`,
   unindexed: (e) => e,
+  checksInDriver: false,
 };
