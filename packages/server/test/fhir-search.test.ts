@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { importCommand } from '../src/admin/import.ts';
 import { account, type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -539,6 +543,97 @@ describe('paging by position (_cursor)', () => {
     const elsewhere = await fhir(p, tcu, 'GET', `/v2/Basic?_cursor=${cursor}`);
     assert.equal(elsewhere.status, 200);
     assert.equal((elsewhere.json as unknown as Bundle).entry, undefined);
+  });
+});
+
+describe('a condition that matches most of a type (time index walked, or not)', () => {
+  // SQLite walks the time index when a condition has ≥ 5,000 matches, over 2,000 resources from the page's
+  // start, and falls back to the condition's own index when that did not fill the page (store/sql/search.ts).
+  // Here patient b's 2,500 come first, so the first page of a's falls back and the later ones walk.
+  type Page = { b: Bundle; next?: string };
+  const a: string[] = [];
+  const hr: string[] = [];
+  const rare: string[] = [];
+  const page = async (url: string): Promise<Page> => {
+    const r = await fhir(p, tcu, 'GET', url);
+    assert.equal(r.status, 200, `${url} → ${r.text}`);
+    const b = r.json as unknown as Bundle;
+    return { b, next: b.link.find((l) => l.relation === 'next')?.url };
+  };
+  const walk = async (first: string) => {
+    const seen: { id: string; at: number }[] = [];
+    let url: string | undefined = first;
+    while (url) {
+      const got = await page(url);
+      for (const e of got.b.entry ?? []) {
+        const meta = e.resource.meta as { lastUpdated: string };
+        seen.push({ id: e.resource.id as string, at: Date.parse(meta.lastUpdated) });
+      }
+      url = got.next?.slice(p.fhirBase.length);
+    }
+    return seen;
+  };
+  const inOrder = (seen: { id: string; at: number }[], descending: boolean) =>
+    seen.every((x, i) => {
+      const prev = seen[i - 1];
+      if (!prev) return true;
+      const cmp = prev.at - x.at || (prev.id < x.id ? -1 : prev.id > x.id ? 1 : 0);
+      return descending ? cmp > 0 : cmp < 0;
+    });
+
+  before(async () => {
+    await partition(p, 'dense');
+    await grant(p, { partition: 'dense', client: 'search-tcu', scope: 'system/*.cruds' });
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-dense-'));
+    const line = (id: string, patient: string, code: string) =>
+      JSON.stringify({
+        resourceType: 'Observation',
+        id,
+        status: 'final',
+        subject: { reference: `Patient/${patient}` },
+        code: { coding: [{ system: 'http://loinc.org', code }] },
+      });
+    const first = Array.from({ length: 2500 }, (_, i) => line(`b${i}`, 'b', '8867-4'));
+    const then = Array.from({ length: 6006 }, (_, i) => {
+      const code = i % 1000 === 999 ? 'rare' : i % 2 ? '8867-4' : '29463-7';
+      const id = `a${String(i).padStart(5, '0')}`;
+      a.push(id);
+      if (code === '8867-4') hr.push(id);
+      if (code === 'rare') rare.push(id);
+      return line(id, 'a', code);
+    });
+    writeFileSync(join(dir, '1.ndjson'), `${first.join('\n')}\n`);
+    writeFileSync(join(dir, '2.ndjson'), `${then.join('\n')}\n`);
+    try {
+      await importCommand(p.config, [join(dir, '1.ndjson'), join(dir, '2.ndjson')], 'dense');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('all of a dense subject through next links: each once, in (lastUpdated, id) order', async () => {
+    const seen = await walk('/dense/Observation?subject=Patient/a&_count=1000');
+    assert.deepEqual(seen.map((x) => x.id).sort(), a);
+    assert.ok(inOrder(seen, false));
+  });
+
+  test('newest first, with a second condition checked on the way', async () => {
+    const seen = await walk(
+      '/dense/Observation?subject=Patient/a&code=http://loinc.org|8867-4&_count=700&_sort=-_lastUpdated',
+    );
+    assert.deepEqual(seen.map((x) => x.id).sort(), hr);
+    assert.ok(inOrder(seen, true));
+  });
+
+  test('a rare second condition, by _offset, and the total', async () => {
+    assert.deepEqual(await searchIds('Observation?subject=Patient/a&code=rare', tcu, 'dense'), rare);
+    const all = await walk('/dense/Observation?subject=Patient/a&_count=1000');
+    const r = await page('/dense/Observation?subject=Patient/a&_count=50&_offset=3000&_total=accurate');
+    assert.deepEqual(
+      (r.b.entry ?? []).map((e) => e.resource.id),
+      all.slice(3000, 3050).map((x) => x.id),
+    );
+    assert.equal(r.b.total, a.length);
   });
 });
 

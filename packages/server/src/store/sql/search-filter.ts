@@ -79,9 +79,9 @@ const or = (parts: Sql[]): Sql => ({
  * checks one candidate's own index rows (`EXISTS (… id = alias.id …)`). One filter drives; the rest check.
  * A driver given `checks` runs them inside its own subquery, on its index rows (`within`), so a resource row
  * is only read for a candidate that passed them: with code + subject, 30 candidates cost 30 covering index
- * checks and 15 row reads instead of 30 row reads and 30 checks.
+ * checks and 15 row reads instead of 30 row reads and 30 checks. `rows`: the value index's own rows only.
  */
-type Mode = 'in' | 'exists' | { within: string; checks: Sql[] };
+type Mode = 'in' | 'exists' | 'rows' | { within: string; checks: Sql[] };
 
 function indexed(
   alias: string,
@@ -93,6 +93,12 @@ function indexed(
   negate: boolean,
   mode: Mode,
 ): Sql {
+  if (mode === 'rows') {
+    return {
+      sql: `SELECT 1 FROM ${table} WHERE partition = ? AND type = ? AND param = ? AND ${cond.sql}`,
+      params: [partition, type, param, ...cond.params],
+    };
+  }
   if (mode === 'exists') {
     return {
       sql: `${negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${table} WHERE partition = ? AND type = ? AND id = ${alias}.id AND param = ? AND ${cond.sql})`,
@@ -147,6 +153,29 @@ function selectivity(f: SearchFilter): number {
   }
 }
 
+const driverOf = (filters: SearchFilter[]) => [...filters].sort((a, b) => selectivity(a) - selectivity(b))[0];
+
+/**
+ * The index rows of the filter that would drive `compileAll`'s plan (`SELECT 1 FROM idx_… WHERE …`), when it is
+ * an index condition: what a search counts, capped, to learn whether its driver matches a large share of a type.
+ */
+export function driverRows(filters: SearchFilter[], partition: string, type: string, counter: Compilation) {
+  const driver = driverOf(filters);
+  if (!driver || !INDEXED.has(driver.kind) || (driver.kind === 'token' && driver.not)) return undefined;
+  return compileFilter(driver, 'r', partition, type, counter, 'rows');
+}
+
+/** AND of filters on `alias`, each checked per candidate: for a plan that walks another index. */
+export function compileChecks(
+  filters: SearchFilter[],
+  alias: string,
+  partition: string,
+  type: string,
+  counter: Compilation,
+): Sql[] {
+  return filters.map((f) => compileFilter(f, alias, partition, type, counter, 'exists'));
+}
+
 /** AND of filters on `alias`: the most selective one drives, the others are checked per candidate. */
 export function compileAll(
   filters: SearchFilter[],
@@ -155,7 +184,7 @@ export function compileAll(
   type: string,
   counter: Compilation,
 ): Sql[] {
-  const driver = [...filters].sort((a, b) => selectivity(a) - selectivity(b))[0];
+  const driver = driverOf(filters);
   const checks = filters.filter((f) => f !== driver && INDEXED.has(f.kind));
   const nest = counter.dialect.checksInDriver && driver && INDEXED.has(driver.kind);
   if (!nest || (driver.kind === 'token' && driver.not) || checks.length === 0) {

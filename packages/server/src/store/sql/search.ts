@@ -1,6 +1,6 @@
 import { timeOrder } from '../search-order.ts';
 import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SortKey } from '../types.ts';
-import { compileAll, type Sql } from './search-filter.ts';
+import { compileAll, compileChecks, driverRows, type Sql } from './search-filter.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
 const SORT_COLUMN: Record<string, string> = {
@@ -46,6 +46,16 @@ function walkTimeIndex(filters: SearchFilter[]): boolean {
   return filters.every((f) => f.kind === 'lastUpdated');
 }
 
+/**
+ * A search whose driving condition has at least `DENSE` index rows (a patient with years of vital signs) first
+ * walks the time index, checking every condition per resource, over at most `WINDOW` resources from where the
+ * page starts: when matches are dense the page fills after a few dozen, where the driven plan reads and sorts
+ * every match (a patient with 50,000 of 100,000 Observations: ≈ 70 ms a page). A walk that did not fill its page
+ * gives way to the driven plan, so a search costs at most about twice the driven plan's cost.
+ */
+const DENSE = 5000;
+const WINDOW = 2000;
+
 /** Runs one statement with `?` placeholders and returns its rows. */
 export type Query = <T>(sql: string, params: unknown[]) => Promise<T[]>;
 
@@ -59,11 +69,48 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
     };
   }
 
+  /** The page by walking the time index (SQLite syntax), or undefined when the walk is not known to hold it. */
+  async function denseWalk(
+    partition: string,
+    q: SearchQuery,
+    time: 'ASC' | 'DESC',
+  ): Promise<FoundResource[] | undefined> {
+    const rows = driverRows(q.filters, partition, q.type, { dialect, n: 0 });
+    if (!rows) return undefined;
+    const [many] = await query(`${rows.sql} LIMIT 1 OFFSET ${DENSE - 1}`, rows.params);
+    if (!many) return undefined;
+    const beyond = time === 'DESC' ? '<' : '>';
+    const from: Sql = q.after
+      ? { sql: ` AND (last_updated, id) ${beyond} (?, ?)`, params: [q.after.lastUpdated, q.after.id] }
+      : { sql: '', params: [] };
+    const [edge] = await query<{ last_updated: string; id: string }>(
+      `SELECT last_updated, id FROM resources INDEXED BY resources_type_time WHERE partition = ? AND type = ?${from.sql}
+         ORDER BY last_updated ${time}, id ${time} LIMIT 1 OFFSET ${WINDOW - 1}`,
+      [partition, q.type, ...from.params],
+    );
+    const until: Sql = edge
+      ? { sql: ` AND (last_updated, id) ${time === 'DESC' ? '>=' : '<='} (?, ?)`, params: [edge.last_updated, edge.id] }
+      : { sql: '', params: [] };
+    const checks = compileChecks(q.filters, 'r', partition, q.type, { dialect, n: 0 });
+    const page = await query<FoundResource>(
+      `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r INDEXED BY resources_type_time
+         WHERE ${['r.partition = ?', 'r.type = ?', ...checks.map((c) => c.sql), 'r.content IS NOT NULL'].join(' AND ')}${from.sql}${until.sql}
+         ORDER BY r.last_updated ${time}, r.id ${time} ${limitSql(q.limit)} OFFSET ?`,
+      [partition, q.type, ...checks.flatMap((c) => c.params), ...from.params, ...until.params, q.offset],
+    );
+    // Short with the window cut off: the page's matches may lie beyond it.
+    return page.length === q.limit || !edge ? page : undefined;
+  }
+
   return {
     async search(partition: string, q: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }> {
       const w = where(partition, q);
       const time = timeOrder(q);
       if (q.after && !time) throw new Error('a page position needs the (last_updated, id) order');
+      const walked =
+        dialect.walksDenseMatches && time && q.limit > 0 && !walkTimeIndex(q.filters)
+          ? await denseWalk(partition, q, time)
+          : undefined;
       const at = time && walkTimeIndex(q.filters) ? 'r.last_updated' : dialect.unindexed('r.last_updated');
       const sorts: Sql[] = time
         ? [{ sql: `${at} ${time}, r.id ${time}`, params: [] }]
@@ -80,11 +127,12 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       const matches =
         q.limit === 0
           ? []
-          : await query<FoundResource>(
+          : (walked ??
+            (await query<FoundResource>(
               `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r WHERE ${w.sql}${after.sql}
                  ORDER BY ${sorts.map((s) => s.sql).join(', ')} ${limitSql(q.limit)} OFFSET ?`,
               [...w.params, ...after.params, ...sorts.flatMap((s) => s.params), q.offset],
-            );
+            )));
       if (!q.total) return { matches };
       const [row] = await query<{ n: number | string }>(
         `SELECT COUNT(*) AS n FROM resources r WHERE ${w.sql}`,

@@ -48,16 +48,23 @@ export interface SqlDialect {
    * generic plans scanned the whole code index per candidate (code + subject: 971 → 115 searches/s).
    */
   checksInDriver: boolean;
+  /**
+   * Whether a search whose driving condition matches many resources first tries walking the time index
+   * (search.ts `denseWalk`). PostgreSQL's planner makes that choice itself from its statistics.
+   */
+  walksDenseMatches: boolean;
 }
 
 export const SQLITE: SqlDialect = {
   epochMs: (c) => `(unixepoch(${c}, 'subsec') * 1000)`,
   unindexed: (e) => `+${e}`,
   checksInDriver: true,
+  walksDenseMatches: true,
 };
 
 export const POSTGRES: SqlDialect = {
   epochMs: (c) => `(extract(epoch from ${c}::timestamptz) * 1000)`,
   unindexed: (e) => e,
   checksInDriver: false,
+  walksDenseMatches: false,
 };
