@@ -311,7 +311,10 @@ describe('audit export, prune and verify --file', () => {
     const byPatient = await p.store.audit.search({ patient: [patient], limit: 1000, offset: 0 });
     const byEntity = await p.store.audit.search({ entity: [patient], limit: 1000, offset: 0 });
     assert.equal(byPatient.total, patientRefs, 'every old event about the patient is found by patient');
-    assert.ok(byEntity.total > 0 && byEntity.total <= byPatient.total, 'the Patient reads are found by entity');
+    assert.ok(
+      Number(byEntity.total) > 0 && Number(byEntity.total) <= Number(byPatient.total),
+      'the Patient reads are found by entity',
+    );
     // New events chain on after the old ones.
     await traffic(1);
     assert.equal((await ok<Verified>(p.dataDir, 'audit', 'verify')).ok, true);

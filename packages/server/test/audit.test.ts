@@ -40,6 +40,7 @@ before(async () => {
 after(() => p.stop());
 
 interface Event {
+  id: string;
   type: { code: string; system: string };
   subtype?: { code: string; system: string }[];
   action?: string;
@@ -329,6 +330,45 @@ describe('/audit/AuditEvent (ITI-81 style)', () => {
       headers: { authorization: `Bearer ${auditor.token}` },
     });
     assert.equal(missing.status, 404);
+  });
+
+  test('next links page by position: every event once, newest first, events appended meanwhile shift nothing', async () => {
+    const query = 'subtype=http://hl7.org/fhir/restful-interaction|create';
+    const all = await auditSearch(`${query}&_count=1000`);
+    assert.ok(all.events.length >= 3);
+    const expected = all.events.map((e) => e.id);
+    const seen: string[] = [];
+    let next: string | undefined = `${query}&_count=2`;
+    let pages = 0;
+    while (next) {
+      const page = await auditSearch(next);
+      assert.equal(page.status, 200, JSON.stringify(page.json));
+      if (pages === 0) assert.equal(page.total, expected.length, 'the first page counts');
+      else assert.equal(page.total, undefined, 'a page by position does not count');
+      seen.push(...page.events.map((e) => e.id));
+      const link = (page.json as { link: { relation: string; url: string }[] }).link.find((l) => l.relation === 'next');
+      if (link) {
+        const params = new URL(link.url).searchParams;
+        assert.match(params.get('_cursor') ?? '', /^[1-9][0-9]*$/);
+        assert.equal(params.get('_offset'), null);
+      }
+      if (pages === 0) {
+        // A new create between two pages: newest first, it lies before the position, so no event is seen twice.
+        assert.equal((await fhir(p, writer, 'POST', `/${vault}/Observation`, obs('mother'))).status, 201);
+      }
+      next = link ? link.url.split('?')[1] : undefined;
+      pages++;
+    }
+    assert.deepEqual(seen, expected, 'each event once, in the order of the trail');
+    assert.equal(pages, Math.ceil(expected.length / 2));
+    const counted = await auditSearch(`${query}&_count=2&_cursor=999999999999999&_total=accurate`);
+    assert.equal(counted.total, expected.length + 1, 'asked for, a page by position counts');
+    for (const bad of ['0', '-1', 'abc', '1e5', '9999999999999999', "1' OR 1=1"]) {
+      assert.equal((await auditSearch(`_cursor=${encodeURIComponent(bad)}`)).status, 400, bad);
+    }
+    assert.equal((await auditSearch('_cursor=5&_offset=2')).status, 400);
+    assert.equal((await auditSearch('_total=maybe')).status, 400);
+    assert.equal((await auditSearch('_total=none')).total, undefined);
   });
 
   test('only the explicit auditor scope reads it; nobody writes it', async () => {

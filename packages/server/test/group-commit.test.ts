@@ -72,7 +72,7 @@ describe(`group commit (${TEST_STORE})`, () => {
 
   async function eventsAbout(object: string): Promise<number> {
     const found = await store.audit.search({ entity: [`Patient/${object}`], limit: 10, offset: 0 });
-    return found.total;
+    return Number(found.total);
   }
 
   test('a write the database refuses fails only its own transaction; the others and their events commit', async () => {

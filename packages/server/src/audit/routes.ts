@@ -23,6 +23,8 @@ const PARAMS = new Set([
   'correlation-id',
   '_count',
   '_offset',
+  '_cursor',
+  '_total',
   '_format',
 ]);
 const MAX_COUNT = 1000;
@@ -37,6 +39,7 @@ function reference(value: string, type?: string): string {
 /** The ITI-81-style search parameters (patient, date, agent, entity, outcome, type, subtype) as a store query. */
 export function parseAuditQuery(params: [string, string][]): AuditQuery {
   const q: AuditQuery = { limit: 100, offset: 0 };
+  let offsetGiven = false;
   const add = (key: 'patient' | 'agent' | 'entity' | 'type' | 'subtype' | 'outcome', values: string[]) => {
     // Repeating a parameter ANDs it in FHIR; the store ORs values, so keep only the intersection.
     const prev = q[key];
@@ -92,10 +95,24 @@ export function parseAuditQuery(params: [string, string][]): AuditQuery {
         const n = Number(raw);
         if (!Number.isInteger(n) || n < 0) throw bad('_offset must be a non-negative integer');
         q.offset = n;
+        offsetGiven = true;
         break;
       }
+      case '_cursor':
+        // The seq of the last event of the page before: next links page by position, so a page costs the same
+        // at any depth of a trail that grows by an event per request, and events appended meanwhile shift nothing.
+        if (!/^[1-9][0-9]{0,14}$/.test(raw)) throw bad('_cursor is a position from a next link');
+        q.before = Number(raw);
+        break;
+      case '_total':
+        if (!/^(none|estimate|accurate)$/.test(raw)) throw bad('_total is one of none, estimate, accurate');
+        q.uncounted = raw === 'none';
+        break;
     }
   }
+  if (q.before !== undefined && offsetGiven) throw bad('_cursor and _offset cannot be combined');
+  // A page by position leaves the total out unless asked for: counting is a pass over every match.
+  if (q.before !== undefined && !params.some(([n, v]) => n === '_total' && v !== 'none')) q.uncounted = true;
   return q;
 }
 
@@ -165,7 +182,17 @@ export async function auditRoutes(
     const raw = req.raw.url?.split('?')[1] ?? '';
     const params = [...new URLSearchParams(raw)];
     const q = parseAuditQuery(params);
-    const { events, total } = await o.store.audit.search(q);
+    // One more than the page: whether there is a next one, without counting.
+    const {
+      events: found,
+      seqs,
+      total,
+    } = await o.store.audit.search({
+      ...q,
+      limit: q.limit === 0 ? 0 : q.limit + 1,
+    });
+    const hasNext = found.length > q.limit;
+    const events = found.slice(0, q.limit);
     await o.audit.record({
       type: EVENT.rest,
       subtype: EVENT.rest_('search-type'),
@@ -178,17 +205,17 @@ export async function auditRoutes(
       query: { raw: `AuditEvent?${raw}`, description: 'AuditEvent search' },
     });
     const base = `${o.issuer}/audit/AuditEvent`;
-    const kept = new URLSearchParams(params.filter(([n]) => n !== '_offset' && n !== '_count'));
+    const kept = new URLSearchParams(params.filter(([n]) => n !== '_offset' && n !== '_count' && n !== '_cursor'));
     kept.set('_count', String(q.limit));
-    const links = [{ relation: 'self', url: `${base}?${kept}${q.offset ? `&_offset=${q.offset}` : ''}` }];
-    if (q.offset + events.length < total && q.limit > 0) {
-      links.push({ relation: 'next', url: `${base}?${kept}&_offset=${q.offset + q.limit}` });
-    }
+    const at = q.before !== undefined ? `&_cursor=${q.before}` : q.offset ? `&_offset=${q.offset}` : '';
+    const links = [{ relation: 'self', url: `${base}?${kept}${at}` }];
+    const last = seqs[events.length - 1];
+    if (hasNext && last !== undefined) links.push({ relation: 'next', url: `${base}?${kept}&_cursor=${last}` });
     const entries = events.map((content) => {
       const id = (JSON.parse(content) as { id: string }).id;
       return `{"fullUrl":${JSON.stringify(`${base}/${id}`)},"resource":${content},"search":{"mode":"match"}}`;
     });
-    return `{"resourceType":"Bundle","type":"searchset","total":${total},"link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
+    return `{"resourceType":"Bundle","type":"searchset"${total !== undefined ? `,"total":${total}` : ''},"link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
   };
 
   app.get('/audit/AuditEvent', async (req, reply) => reply.type(FHIR_JSON).send(await search(req)));

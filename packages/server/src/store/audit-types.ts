@@ -37,6 +37,10 @@ export interface AuditQuery {
   recorded?: { lo: number; hi: number; prefix: Prefix }[] | undefined;
   limit: number;
   offset: number;
+  /** Keyset paging: only events older than this one (its `seq`); the trail is searched newest first. */
+  before?: number | undefined;
+  /** Leave `total` out: counting is a pass over every match, so a page by position does not. */
+  uncounted?: boolean | undefined;
 }
 
 export interface AuditVerification {
@@ -91,7 +95,8 @@ export interface ChainedEvent {
 export interface AuditStore {
   /** Appends events outside any data transaction (token issuance, logins, reads), batched with other commits. */
   append(records: AuditRecord[]): Promise<void>;
-  search(query: AuditQuery): Promise<{ events: string[]; total: number }>;
+  /** Newest first: each event's AuditEvent JSON, and (`seqs`, same order) its place in the chain, for `before`. */
+  search(query: AuditQuery): Promise<{ events: string[]; seqs: number[]; total?: number }>;
   /** One event's AuditEvent JSON by its id. */
   get(id: string): Promise<string | undefined>;
   verify(): Promise<AuditVerification>;

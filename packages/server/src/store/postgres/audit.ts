@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import {
+  auditPageWhere,
   auditWhere,
   CHECKPOINT_COLUMNS,
   chainedEvent,
@@ -123,13 +124,20 @@ export function auditStore(pool: pg.Pool, append: (records: AuditRecord[]) => Pr
     },
     async search(q) {
       const w = auditWhere(q);
-      const [count] = await run<{ n: number }>(pool, `SELECT COUNT(*) AS n FROM audit_events e ${w.sql}`, w.params);
-      const rows = await run<EventRow>(
+      const [count] = !q.uncounted
+        ? await run<{ n: number }>(pool, `SELECT COUNT(*) AS n FROM audit_events e ${w.sql}`, w.params)
+        : [];
+      const page = auditPageWhere(q);
+      const rows = await run<EventRow & { seq: number | string }>(
         pool,
-        `SELECT ${EVENT_READ_COLUMNS} FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`,
-        [...w.params, q.limit, q.offset],
+        `SELECT e.seq, ${EVENT_READ_COLUMNS} FROM audit_events e ${page.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`,
+        [...page.params, q.limit, q.offset],
       );
-      return { events: rows.map(eventJson), total: Number(count?.n ?? 0) };
+      return {
+        events: rows.map(eventJson),
+        seqs: rows.map((r) => Number(r.seq)),
+        total: q.uncounted ? undefined : Number(count?.n ?? 0),
+      };
     },
     async verify() {
       return verifyChain(

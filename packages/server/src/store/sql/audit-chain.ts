@@ -335,3 +335,10 @@ export function auditWhere(q: AuditQuery): Sql {
   }
   return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', params: args };
 }
+
+/** `auditWhere` with the page's position: the count ignores it, the page starts after it. */
+export function auditPageWhere(q: AuditQuery): Sql {
+  const w = auditWhere(q);
+  if (q.before === undefined) return w;
+  return { sql: `${w.sql ? `${w.sql} AND` : 'WHERE'} e.seq < ?`, params: [...w.params, q.before] };
+}

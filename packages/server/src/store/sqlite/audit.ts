@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import {
+  auditPageWhere,
   auditWhere,
   CHECKPOINT_COLUMNS,
   chainedEvent,
@@ -95,15 +96,19 @@ export function auditStore(db: Database.Database, append: (records: AuditRecord[
     },
     async search(q) {
       const w = auditWhere(q);
-      const total =
-        (db
-          .prepare(`SELECT COUNT(*) FROM audit_events e ${w.sql}`)
-          .pluck()
-          .get(...w.params) as number) ?? 0;
+      const total = !q.uncounted
+        ? ((db
+            .prepare(`SELECT COUNT(*) FROM audit_events e ${w.sql}`)
+            .pluck()
+            .get(...w.params) as number) ?? 0)
+        : undefined;
+      const page = auditPageWhere(q);
       const rows = db
-        .prepare(`SELECT ${EVENT_READ_COLUMNS} FROM audit_events e ${w.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`)
-        .all(...w.params, q.limit, q.offset) as EventRow[];
-      return { events: rows.map(eventJson), total };
+        .prepare(
+          `SELECT e.seq, ${EVENT_READ_COLUMNS} FROM audit_events e ${page.sql} ORDER BY e.seq DESC LIMIT ? OFFSET ?`,
+        )
+        .all(...page.params, q.limit, q.offset) as (EventRow & { seq: number })[];
+      return { events: rows.map(eventJson), seqs: rows.map((r) => r.seq), total };
     },
     async verify() {
       return verifyChain(
