@@ -1,6 +1,7 @@
 import { timeOrder } from '../search-order.ts';
 import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SortKey } from '../types.ts';
-import { compileAll, compileChecks, driverRows, type Sql } from './search-filter.ts';
+import { compileFilter, type Sql } from './search-filter.ts';
+import { compileAll, driverRows } from './search-plan.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
 
 const SORT_COLUMN: Record<string, string> = {
@@ -91,7 +92,8 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
     const until: Sql = edge
       ? { sql: ` AND (last_updated, id) ${time === 'DESC' ? '>=' : '<='} (?, ?)`, params: [edge.last_updated, edge.id] }
       : { sql: '', params: [] };
-    const checks = compileChecks(q.filters, 'r', partition, q.type, { dialect, n: 0 });
+    const c = { dialect, n: 0 };
+    const checks = q.filters.map((f) => compileFilter(f, 'r', partition, q.type, c, 'exists'));
     const page = await query<FoundResource>(
       `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r INDEXED BY resources_type_time
          WHERE ${['r.partition = ?', 'r.type = ?', ...checks.map((c) => c.sql), 'r.content IS NOT NULL'].join(' AND ')}${from.sql}${until.sql}
