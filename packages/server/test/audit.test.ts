@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { chainBreak, chainHash, expandCode, GENESIS, hashHex, storedHash } from '../src/store/sql/audit-chain.ts';
+import {
+  chainHash,
+  expandCode,
+  exportedEventBreak,
+  GENESIS,
+  hashHex,
+  storedHash,
+} from '../src/store/sql/audit-chain.ts';
 import { indexKeys as indexKeysOf } from '../src/store/sql/audit-index.ts';
 import {
   type PackedColumns,
@@ -633,11 +640,11 @@ describe('compact inputs', () => {
       compact,
     });
     const good = JSON.stringify({ type: { code: '110112' }, outcome: '0', observer: 'https://x', who: {} });
-    assert.equal(chainBreak(GENESIS, event(good, renderCompact(columns, good))), undefined);
+    assert.equal(exportedEventBreak(GENESIS, event(good, renderCompact(columns, good))), undefined);
     const hostile = JSON.stringify({ patients: 5, who: {} });
-    assert.match(chainBreak(GENESIS, event(hostile, '{}')) ?? '', /not the one its hashed input renders/);
+    assert.match(exportedEventBreak(GENESIS, event(hostile, '{}')) ?? '', /not the one its hashed input renders/);
     assert.match(
-      chainBreak(GENESIS, event(good, '{"resourceType":"AuditEvent"}')) ?? '',
+      exportedEventBreak(GENESIS, event(good, '{"resourceType":"AuditEvent"}')) ?? '',
       /not the one its hashed input renders/,
     );
   });

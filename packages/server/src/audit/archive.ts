@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
-import { chainBreak, GENESIS } from '../store/sql/audit-chain.ts';
+import { chainBreak, exportedEventBreak, GENESIS } from '../store/sql/audit-chain.ts';
 import type { AuditCheckpoint, ChainedEvent, Store } from '../store/types.ts';
 
 /**
@@ -249,7 +249,7 @@ export async function verifyExport(file: string): Promise<FileVerification> {
       if (!e) return bad('the line is not an exported event');
       if (e.seq <= (prev as ChainPoint).seq) return bad('events are out of order', e);
       events++;
-      const reason = chainBreak((prev as ChainPoint).hash, e);
+      const reason = exportedEventBreak((prev as ChainPoint).hash, e);
       if (reason) return bad(reason, e);
       prev = { seq: e.seq, hash: e.hash };
     }

@@ -166,8 +166,19 @@ export function chainBreak(prev: string, e: ChainedEvent): string | undefined {
       ? 'the event was altered after it was written'
       : 'the event was altered after it was written, or the one before it was deleted or altered';
   }
-  // An export carries the rendered event beside the compact input: it must be what the input renders to.
-  if (e.compact !== undefined && rendered(columns, e.compact) !== e.content) {
+  return undefined;
+}
+
+/**
+ * An exported event continues the chain (chainBreak) and carries the rendered AuditEvent beside its compact
+ * input, which the hash does not cover: it must be what the input renders to. A stored event needs no such
+ * check — its JSON is rendered from that very input when it is read (chainedEvent), twice the work of `audit
+ * verify` if compared again.
+ */
+export function exportedEventBreak(prev: string, e: ChainedEvent): string | undefined {
+  const reason = chainBreak(prev, e);
+  if (reason || e.compact === undefined) return reason;
+  if (rendered(hashedColumns(e), e.compact) !== e.content) {
     return 'the event is not the one its hashed input renders (it was altered after it was written)';
   }
   return undefined;
