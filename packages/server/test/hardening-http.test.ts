@@ -74,6 +74,26 @@ describe('bodies', () => {
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 
+  test("a primitive's extension element that is not an object (`_issued` as a string) → 422, in a create, an update and a transaction", async () => {
+    const obs = {
+      resourceType: 'Observation',
+      id: 'prim-ext',
+      status: 'final',
+      code: { text: 'x' },
+      _issued: '2020-02-29T06:09:27.970-08:00',
+    };
+    assertOutcome(await fhir(p, writer, 'POST', '/h1/Observation', obs), 422, /malformed.*extension/);
+    assertOutcome(await fhir(p, writer, 'PUT', '/h1/Observation/prim-ext', obs), 422, /malformed/);
+    const name = { resourceType: 'Patient', name: [{ given: ['a'], _given: ['not an element'] }] };
+    const tx = await fhir(p, writer, 'POST', '/h1', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ resource: name, request: { method: 'POST', url: 'Patient' } }],
+    });
+    assertOutcome(tx, 422, /malformed/);
+    assert.equal((await fhir(p, writer, 'GET', '/h1/Observation/prim-ext')).status, 404);
+  });
+
   test('an oversized body: the client receives the 413 (also while still uploading)', async () => {
     const big = Buffer.alloc(17 * 1024 * 1024, 0x20);
     for (let i = 0; i < 3; i++) {

@@ -95,6 +95,8 @@ function structure(resource: Record<string, unknown>): void {
         expression.length ? expression : first?.expression,
       );
     }
-    throw err;
+    // medplum refuses some malformed shapes with a plain Error (a primitive's `_element` that is not an object):
+    // the input's fault, answered like any other structural error rather than as an internal one.
+    throw new FhirError(422, 'invalid', `the resource is malformed: ${(err as Error).message}`);
   }
 }
