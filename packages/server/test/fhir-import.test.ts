@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { importCommand } from '../src/admin/import.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { openStore } from '../src/store/index.ts';
-import { addPartition } from '../src/vault/partitions.ts';
+import { addPartition, VaultInputError } from '../src/vault/partitions.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, storeEnv, TEST_STORE, type TestPlatform } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
@@ -166,5 +166,38 @@ describe('import of Bulk Data NDJSON (conditional references resolved after thei
     await assert.rejects(importCommand(p.config, [join(DATA, 'README.md')], 'bulk'), /not valid JSON/);
     await assert.rejects(importCommand(p.config, synthea.slice(0, 1), 'no-such-vault'), /not found/);
     await assert.rejects(importCommand(p.config, ['/nonexistent.ndjson'], 'bulk'), /file not found/);
+  });
+
+  test('a file of the wrong shape (null, entries that are not objects, an NDJSON line that is not a resource) is refused by name, not a crash', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-import-shape-'));
+    try {
+      const patient = { resourceType: 'Patient', id: 'shape-1' };
+      const files: [string, string, RegExp][] = [
+        ['null.json', 'null', /null\.json: expected a Bundle/],
+        ['entry-number.json', JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: 5 }), /must be an array/],
+        [
+          'entry-null.json',
+          JSON.stringify({
+            resourceType: 'Bundle',
+            type: 'batch',
+            entry: [{ resource: patient, request: { method: 'POST', url: 'Patient' } }, null],
+          }),
+          /entry-null\.json: entry\[1\]: not an object/,
+        ],
+        ['lines.ndjson', `${JSON.stringify(patient)}\nnull\n`, /lines\.ndjson:2: not a resource/],
+      ];
+      for (const [name, text, message] of files) {
+        writeFileSync(join(dir, name), text);
+        await assert.rejects(
+          importCommand(p.config, [join(dir, name)], 'bulk'),
+          (err: Error) => err instanceof VaultInputError && message.test(err.message),
+          name,
+        );
+      }
+      // Each file is one transaction: the good entry before the bad one was not written either.
+      assert.equal((await fhir(p, reader, 'GET', '/bulk/Patient/shape-1')).status, 404);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -44,15 +44,24 @@ function inspect(file: string): Source {
     const type = /^([A-Z][A-Za-z]+)[.]/.exec(basename(file))?.[1];
     return { file, kind: 'ndjson', rank: rank(type ? [type] : ['?']) };
   }
-  let bundle: { resourceType?: string; entry?: { resource?: { resourceType?: string } }[] };
+  let bundle: unknown;
   try {
     bundle = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new ImportError(`${file}: not valid JSON (${(err as Error).message})`);
   }
-  if (bundle.resourceType !== 'Bundle') throw new ImportError(`${file}: expected a Bundle or an .ndjson file`);
-  const types = [...new Set((bundle.entry ?? []).map((e) => e.resource?.resourceType ?? '?'))];
+  if (!isObject(bundle) || bundle.resourceType !== 'Bundle') {
+    throw new ImportError(`${file}: expected a Bundle or an .ndjson file`);
+  }
+  // Only the order of files is decided here; a malformed entry is refused by the transaction rules, by its index.
+  const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
+  const typeOf = (e: unknown) => (isObject(e) && isObject(e.resource) ? e.resource.resourceType : undefined);
+  const types = [...new Set(entries.map((e) => String(typeOf(e) ?? '?')))];
   return { file, kind: 'bundle', rank: rank(types), bundle };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /**
@@ -60,11 +69,13 @@ function inspect(file: string): Source {
  * PUT Type/id, keeping the generator's ids so references between files stay valid.
  */
 function asTransaction(bundle: unknown): unknown {
-  const b = bundle as { type?: string; entry?: Record<string, unknown>[] };
+  const b = bundle as { type?: string; entry?: unknown };
+  if (!Array.isArray(b.entry)) return { ...b, type: 'transaction' };
   return {
     ...b,
     type: 'transaction',
-    entry: (b.entry ?? []).map((e) => {
+    entry: b.entry.map((e: unknown) => {
+      if (!isObject(e)) return e;
       const resource = e.resource as { resourceType?: string; id?: string } | undefined;
       const request = e.request as { method?: string } | undefined;
       if (request?.method === 'POST' && resource?.id && resource.resourceType) {
@@ -119,13 +130,15 @@ async function importNdjson(
   for await (const line of lines) {
     lineNo++;
     if (line.trim() === '') continue;
-    let resource: { resourceType?: string; id?: string };
+    let resource: unknown;
     try {
       resource = JSON.parse(line);
     } catch {
       throw new ImportError(`${src.file}:${lineNo}: not valid JSON`);
     }
-    if (!resource.resourceType) throw new ImportError(`${src.file}:${lineNo}: no resourceType`);
+    if (!isObject(resource) || typeof resource.resourceType !== 'string' || !resource.resourceType) {
+      throw new ImportError(`${src.file}:${lineNo}: not a resource (no resourceType)`);
+    }
     chunk.push({
       resource,
       request: resource.id
