@@ -106,6 +106,12 @@ describe('carevault client …', () => {
       [['client', 'add', 'z', '--auth', 'private_key_jwt', '--jwks', '/nonexistent.json'], /file not found/],
       [['client', 'add', 'w', '--auth', 'tls_client_auth', '--org-oid', 'not-an-oid'], /OID/],
       [['client', 'show', 'nobody'], /not found/],
+      // An option of another method is refused, not stored unused: the client would not authenticate as meant.
+      [['client', 'add', 'v', '--auth', 'tls_client_auth', '--cert', '/etc/hostname'], /--cert goes with/],
+      [
+        ['client', 'add', 'v', '--auth', 'client_secret_basic', '--jwks-uri', 'https://x.example/jwks'],
+        /go with --auth private_key_jwt, not client_secret_basic/,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = await cli(...args);
@@ -113,6 +119,7 @@ describe('carevault client …', () => {
       assert.match(r.stderr, message);
       assert.ok(!/\n\s+at /.test(r.stderr), `stack trace for ${args.join(' ')}: ${r.stderr}`);
     }
+    assert.match((await cli('client', 'show', 'v')).stderr, /not found/);
   });
 });
 

@@ -67,6 +67,11 @@ export async function addClient(config: Config, clientId: string, o: ClientAddOp
   const outDir = resolve(o.out ?? join(config.dataDir, 'clients'));
   let selfSignedCertPem: string | undefined;
   let issued: { certPem: string; keyPem: string } | undefined;
+  if (o.cert && auth !== 'self_signed_tls_client_auth') {
+    throw new ClientInputError(
+      `--cert goes with --auth self_signed_tls_client_auth; ${auth === 'tls_client_auth' ? 'a tls_client_auth client gets a certificate from the platform CA' : `not ${auth}`}`,
+    );
+  }
   if (auth === 'self_signed_tls_client_auth') {
     if (o.cert) {
       if (!existsSync(o.cert)) throw new ClientInputError(`file not found: ${o.cert}`);

@@ -154,6 +154,10 @@ export class ClientRegistry {
     if (await this.store.clients.get(input.clientId))
       throw new ClientInputError(`client "${input.clientId}" already exists`);
     validateScopes(input.scopes);
+    // Keys given for another method would be stored and never used: the client would not authenticate as meant.
+    if ((input.jwks || input.jwksUri) && input.auth !== 'private_key_jwt') {
+      throw new ClientInputError(`--jwks and --jwks-uri go with --auth private_key_jwt, not ${input.auth}`);
+    }
     if (input.userContext && input.auth !== 'private_key_jwt') {
       throw new ClientInputError(
         '--assert-user-context needs --auth private_key_jwt (the context is a signed assertion)',
