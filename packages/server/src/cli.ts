@@ -165,12 +165,16 @@ dataDirOption(
     .option('--retention <seconds>', 'how long the replaced key stays published', '86400'),
 ).action((o: { alg: SigningAlg; activateAfter: string; retention: string; dataDir?: string }) =>
   admin(async () => {
-    const activateAfter = Number(o.activateAfter);
-    const retention = Number(o.retention);
-    if (!Number.isInteger(activateAfter) || activateAfter < 0)
-      throw new ConfigError('--activate-after must be a whole number of seconds');
-    if (!Number.isInteger(retention) || retention < 0)
-      throw new ConfigError('--retention must be a whole number of seconds');
+    // At most ten years: beyond that a key that never signs, or one never unpublished, is a typo, not a plan.
+    const seconds = (name: string, value: string) => {
+      const n = Number(value);
+      if (!/^\d+$/.test(value) || n > 315_360_000) {
+        throw new ConfigError(`${name} must be a whole number of seconds, at most 315360000 (ten years)`);
+      }
+      return n;
+    };
+    const activateAfter = seconds('--activate-after', o.activateAfter);
+    const retention = seconds('--retention', o.retention);
     const ring = await KeyRing.open(adminConfig(o).dataDir);
     const key = await ring.rotate(o.alg, activateAfter, retention);
     return { kid: key.kid, alg: key.alg, activateAt: new Date(key.activateAt * 1000).toISOString() };

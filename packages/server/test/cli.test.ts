@@ -211,6 +211,17 @@ describe('carevault keys …', () => {
     const after = JSON.parse((await cli('keys', 'list')).stdout) as { kid: string }[];
     assert.ok(after.some((k) => k.kid === rotated.kid));
     assert.notEqual((await cli('keys', 'rotate', '--activate-after', '-1')).code, 0);
+    // 1e99 is an integer to JavaScript: a key that would never sign (or never be unpublished) is refused.
+    for (const [option, value] of [
+      ['--activate-after', '1e99'],
+      ['--retention', '1e99'],
+      ['--retention', '315360001'],
+    ]) {
+      const r = await cli('keys', 'rotate', option as string, value as string);
+      assert.notEqual(r.code, 0, `${option} ${value}`);
+      assert.match(r.stderr, /at most 315360000/);
+    }
+    assert.equal((await cli('keys', 'list')).stdout, JSON.stringify(after, null, 2).concat('\n'));
   });
 });
 
