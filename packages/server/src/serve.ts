@@ -41,5 +41,6 @@ function listenError(err: unknown, config: Config): unknown {
     return new ConfigError(`port ${where} is already in use (another carevault?); choose another with --port`);
   if (code === 'EACCES') return new ConfigError(`not allowed to listen on ${where}; use a port above 1023`);
   if (code === 'EADDRNOTAVAIL') return new ConfigError(`${config.host} is not an address of this machine (--host)`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new ConfigError(`cannot resolve ${config.host} (--host)`);
   return err;
 }

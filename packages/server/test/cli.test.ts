@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Agent, fetch } from 'undici';
+import { loadConfig } from '../src/config/index.ts';
 import { freePort } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
 import { withStore } from './helpers/serve.ts';
@@ -271,6 +272,15 @@ describe('carevault serve', () => {
     const r = await cli('serve', '--port', 'abc');
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /port must be an integer/);
+    // A host that is not an address or a name failed inside the dev PKI's certificate code ("Invalid IP").
+    for (const host of ['999.1.1.1', 'a b', '-x']) {
+      const h = await cli('serve', '--port', '0', '--host', host);
+      assert.notEqual(h.code, 0, host);
+      assert.match(h.stderr, /neither an IP address nor a host name/, host);
+      assert.doesNotMatch(h.stderr, /unexpected/, host);
+    }
+    assert.throws(() => loadConfig({}, { CAREVAULT_LOG_LEVEL: 'loud' }), /must be one of fatal, error, warn, info/);
+    assert.equal(loadConfig({}, { CAREVAULT_LOG_LEVEL: 'debug', CAREVAULT_HOST: '::1' }).host, '::1');
   });
 });
 

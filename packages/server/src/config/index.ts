@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 
 export interface Config {
@@ -75,10 +76,30 @@ export function parseRateLimit(value: string): { count: number; windowMs: number
   return { count: Number(m[1]), windowMs: WINDOWS[m[2] as string] as number };
 }
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function logLevel(value: string): string {
+  if (!LOG_LEVELS.includes(value)) {
+    throw new ConfigError(`CAREVAULT_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${value}"`);
+  }
+  return value;
+}
+
+/**
+ * An IP address or a host name (RFC 1123). Checked before the dev PKI puts it into the server certificate:
+ * `999.1.1.1` would otherwise fail deep inside the certificate code.
+ */
+function listenHost(value: string): string {
+  const name =
+    /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+  if (isIP(value) || (name.test(value) && !/^[\d.]+$/.test(value))) return value;
+  throw new ConfigError(`--host / CAREVAULT_HOST "${value}" is neither an IP address nor a host name`);
+}
+
 /** Flags win over CAREVAULT_* environment variables, which win over defaults. */
 export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const port = integer('port', flags.port ?? env.CAREVAULT_PORT ?? 8443, 0, 65535);
-  const host = flags.host ?? env.CAREVAULT_HOST ?? '127.0.0.1';
+  const host = listenHost(flags.host ?? env.CAREVAULT_HOST ?? '127.0.0.1');
   const dataDir = resolve(flags.dataDir ?? env.CAREVAULT_DATA_DIR ?? 'data');
   const rawBase = flags.baseUrl ?? env.CAREVAULT_BASE_URL ?? `https://localhost:${port}`;
   let base: URL;
@@ -106,7 +127,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,
-    logLevel: flags.logLevel ?? env.CAREVAULT_LOG_LEVEL ?? 'info',
+    logLevel: logLevel(flags.logLevel ?? env.CAREVAULT_LOG_LEVEL ?? 'info'),
     rateLimit: parseRateLimit(flags.rateLimit ?? env.CAREVAULT_RATE_LIMIT ?? '6000/min'),
     redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',
     audit: auditSetting(env.CAREVAULT_AUDIT),
