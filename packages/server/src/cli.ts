@@ -33,7 +33,24 @@ function print(value: unknown): void {
  * One line on stderr and exit code 1: a person's mistake gets its message; anything unexpected gets its message
  * too, and the stack trace only with CAREVAULT_LOG_LEVEL=debug (a stack trace is not an answer to a user).
  */
+/** What a file given on the command line cannot be used for, in words (Node's own message names the syscall). */
+const FILE_ERRORS: Record<string, string> = {
+  EISDIR: 'a directory was given where a file belongs',
+  ENOTDIR: 'a part of the path is not a directory',
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+};
+
 function fail(err: unknown): void {
+  const fsError = err as NodeJS.ErrnoException;
+  const fileError = fsError?.syscall && fsError.code ? FILE_ERRORS[fsError.code] : undefined;
+  if (fileError) {
+    // A read of an open file (readFileSync of a directory) names no path.
+    process.stderr.write(`error: ${fsError.path ? `${fsError.path}: ` : ''}${fileError}\n`);
+    process.exitCode = 1;
+    return;
+  }
   const expected =
     err instanceof ClientInputError ||
     err instanceof ConfigError ||

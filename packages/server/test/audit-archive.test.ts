@@ -177,6 +177,10 @@ describe('audit export, prune and verify --file', () => {
     assert.match((JSON.parse(damaged.stdout) as Verified).firstBad?.reason ?? '', /damaged|cut short/);
     const missing = await cli(p.dataDir, 'audit', 'verify', '--file', join(tmp, 'nope.gz'));
     assert.match(missing.stderr, /^error: .*nope\.gz does not exist\n$/);
+    // A directory ended the process with an unheard stream error (and a stack trace).
+    const directory = await cli(p.dataDir, 'audit', 'verify', '--file', tmp);
+    assert.equal(directory.code, 1);
+    assert.match(directory.stderr, /^error: .* is not a file\n$/);
   });
 
   test('prune refuses what no export holds; after the export it leaves a checkpoint the rest verifies from', async () => {

@@ -109,6 +109,9 @@ describe('carevault client …', () => {
       [['client', 'show', 'nobody'], /not found/],
       // An option of another method is refused, not stored unused: the client would not authenticate as meant.
       [['client', 'add', 'v', '--auth', 'tls_client_auth', '--cert', '/etc/hostname'], /--cert goes with/],
+      // Read as a file, a directory was an "unexpected" EISDIR.
+      [['client', 'add', 'v', '--auth', 'self_signed_tls_client_auth', '--cert', tmpdir()], /a directory was given/],
+      [['client', 'add', 'v', '--auth', 'private_key_jwt', '--jwks', tmpdir()], /not valid JSON|a directory was given/],
       [
         ['client', 'add', 'v', '--auth', 'client_secret_basic', '--jwks-uri', 'https://x.example/jwks'],
         /go with --auth private_key_jwt, not client_secret_basic/,

@@ -118,6 +118,22 @@ describe('viewer init and the directory', () => {
       [['consent', 'add', '--bsn', BSN, '--org-oid', UMCG, '--start', '2026-13-01'], /YYYY-MM-DD/],
       [['source', 'add', '--name', 'X', '--org-oid', UMCG, '--fhir-base', 'nope', '--client-id', 'x'], /absolute URL/],
       [['query', '--bsn', '123456789', '--user-id', 'a', '--user-role', '1', '--user-org', UMCG], /ongeldig/],
+      // Taken as the default, or as a budget already spent, before these were checked.
+      [
+        ['query', '--bsn', BSN, '--user-id', 'a', '--user-role', '1', '--user-org', UMCG, '--timeout', 'abc'],
+        /--timeout/,
+      ],
+      [
+        ['query', '--bsn', BSN, '--user-id', 'a', '--user-role', '1', '--user-org', UMCG, '--timeout', '-5'],
+        /--timeout/,
+      ],
+      // A CA that is no certificate, and a key file the viewer would never sign with, were stored as given.
+      [['app', 'add', '--ehr', 'https://ehr.test/fhir', '--client-id', 'x', '--ca', FIXTURES], /a directory was given/],
+      [
+        ['app', 'add', '--ehr', 'https://ehr.test/fhir', '--client-id', 'x', '--ca', join(FIXTURES, 'source-a.json')],
+        /not a PEM/,
+      ],
+      [['app', 'add', '--ehr', 'https://ehr.test/fhir', '--client-id', 'x', '--jwks', 'keys.json'], /takes no file/],
     ] as const) {
       const r = await cli(hub.dataDir, 'viewer', ...args);
       assert.equal(r.code, 1, args.join(' '));

@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, existsSync, renameSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -205,10 +205,17 @@ export interface FileVerification {
 /** Verifies an export on its own: its header, every event's hash from the start hash on, and its closing line. */
 export async function verifyExport(file: string): Promise<FileVerification> {
   if (!existsSync(file)) throw new AuditArchiveError(`${file} does not exist`);
-  const input = createReadStream(file).pipe(createGunzip());
+  if (!statSync(file).isFile()) throw new AuditArchiveError(`${file} is not a file`);
+  const source = createReadStream(file);
+  const input = source.pipe(createGunzip());
   const failure: { error?: Error } = {};
   input.on('error', (err) => {
     failure.error = err;
+  });
+  // pipe() does not pass the file's own read errors on: unheard, one would end the process.
+  source.on('error', (err) => {
+    failure.error ??= err;
+    input.destroy(err);
   });
   const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
   let header: ExportHeader | undefined;

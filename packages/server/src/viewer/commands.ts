@@ -9,7 +9,7 @@ import { addIdp, loadIdps } from '../saml/idps.ts';
 import { samlEndpoint } from '../saml/validate.ts';
 import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
 import { ViewerRuntime } from './runtime.ts';
-import { requireSettings } from './settings.ts';
+import { requireSettings, ViewerInputError } from './settings.ts';
 import { addApp } from './smart-apps.ts';
 
 type Admin = (fn: () => Promise<unknown>) => Promise<void>;
@@ -30,6 +30,15 @@ const professionalOf = (o: UserFlags): Professional => ({
   name: o.userName,
   organizationName: o.userOrgName,
 });
+
+/** The per-source budget: `abc` or `-5` were taken as the default or as a budget already spent. */
+function timeoutOf(value: string): number {
+  const ms = Number(value);
+  if (!/^\d+$/.test(value) || ms < 100 || ms > 600_000) {
+    throw new ViewerInputError(`--timeout must be milliseconds between 100 and 600000, got "${value}"`);
+  }
+  return ms;
+}
 
 function userOptions(cmd: Command): Command {
   return cmd
@@ -159,7 +168,7 @@ export function viewerCommands(program: Command, admin: Admin, dataDir: WithData
         .requiredOption('--bsn <bsn>', "the patient's BSN")
         .option('--timeout <ms>', 'per-source time budget in milliseconds', '10000'),
     ),
-  ).action((o) => admin(() => withViewer(o, (v) => v.query(o.bsn, professionalOf(o), Number(o.timeout) || 10_000))));
+  ).action((o) => admin(() => withViewer(o, (v) => v.query(o.bsn, professionalOf(o), timeoutOf(o.timeout)))));
 
   dataDir(
     userOptions(

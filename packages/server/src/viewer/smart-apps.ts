@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSecretFile } from '../config/files.ts';
@@ -42,10 +43,22 @@ export function addApp(
   if (!o.clientId || o.clientId.length > 128) throw new ViewerInputError('--client-id is required');
   if (o.clientSecret !== undefined && o.jwks !== undefined)
     throw new ViewerInputError('give --client-secret or --jwks, not both');
+  // The viewer always signs with its own key: a file named here would be ignored, and the EHR would be given
+  // keys that sign nothing.
+  if (typeof o.jwks === 'string') {
+    throw new ViewerInputError(
+      "--jwks takes no file: the viewer signs with its own key, whose JWKS is viewer init's jwksFile (or /viewer/jwks)",
+    );
+  }
   let ca: string | undefined;
   if (o.ca) {
     if (!existsSync(o.ca)) throw new ViewerInputError(`file not found: ${o.ca}`);
     ca = readFileSync(o.ca, 'utf8');
+    try {
+      new X509Certificate(ca);
+    } catch {
+      throw new ViewerInputError(`${o.ca} is not a PEM certificate`);
+    }
   }
   const app: SmartAppRegistration = {
     ehr: ehr.href.replace(/\/$/, ''),
