@@ -285,6 +285,10 @@ async function main(argv: string[]): Promise<number> {
     if (command === 'scp-sync') return await scpSync(rest);
     if (command === 'submit-data') return await submitData(rest);
     if (command === 'query') return await query(rest);
+    if (command === '--help' || command === '-h' || command === 'help') {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
     process.stderr.write(`${command ? `unknown command "${command}"\n` : ''}${USAGE}\n`);
     return 2;
   } catch (err) {

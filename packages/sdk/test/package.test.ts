@@ -24,6 +24,17 @@ describe('the published shape of @carevault/sdk', () => {
     assert.deepEqual(JSON.parse(stdout), { tm: 'function', err: 'function', tls: 'function' });
   });
 
+  test('the carevault-client bin answers --help with its usage (exit 0) and an unknown command with exit 2', async () => {
+    const bin = join(SDK, 'bin', 'carevault-client.js');
+    for (const flag of ['--help', '-h', 'help']) {
+      const { stdout } = await run(process.execPath, [bin, flag]);
+      assert.match(stdout, /^usage: carevault-client scp-sync/);
+    }
+    const unknown = await run(process.execPath, [bin, 'bogus']).catch((err: { code: number; stderr: string }) => err);
+    assert.ok('code' in unknown && unknown.code === 2);
+    assert.match('stderr' in unknown ? unknown.stderr : '', /unknown command "bogus"/);
+  });
+
   test('a TypeScript consumer type-checks against the declarations (no .ts sources involved)', async () => {
     const modules = join(app, 'node_modules', '@carevault');
     await run('mkdir', ['-p', modules]);
