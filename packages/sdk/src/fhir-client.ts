@@ -229,6 +229,11 @@ export class FhirClient {
         if (err instanceof FhirResponseError || err instanceof ConfigurationError) throw err;
         if (o.signal?.aborted) throw err;
         if (err instanceof CarevaultError && !(err instanceof TransportError)) throw err;
+        // fetch rejects what it cannot send (a line break in a header value) with a TypeError of its own, where a
+        // network failure is `fetch failed` with a cause: the former would fail the same way every time.
+        if (err instanceof TypeError && err.cause === undefined && err.message !== 'fetch failed') {
+          throw new ConfigurationError(`${method} ${url} cannot be sent: ${err.message}`, { cause: err });
+        }
         const cause = (err as { cause?: { code?: string } }).cause;
         const reason = (err as Error).name === 'TimeoutError' ? 'timeout' : (cause?.code ?? (err as Error).message);
         failure = {

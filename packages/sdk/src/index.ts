@@ -58,6 +58,7 @@ export {
   type AggregateOptions,
   type AggregateResult,
   aggregatePatient,
+  DocumentAcceptError,
   DocumentUrlError,
   fetchDocument,
   InvalidBsnError,

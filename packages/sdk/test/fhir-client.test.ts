@@ -4,6 +4,7 @@ import {
   AccountNotFoundError,
   AimClient,
   type Bundle,
+  ConfigurationError,
   FhirClient,
   FhirResponseError,
   isSafeToRepeat,
@@ -290,6 +291,26 @@ describe('EHR quirks and faults', () => {
     assert.equal(seen?.headers['x-zv-subject-id'], 'dr-who');
     assert.equal(seen?.headers['x-correlation-id'], 'zv-session-01');
     assert.equal(seen?.headers.accept, 'application/fhir+json');
+  });
+});
+
+describe('requests that cannot be sent', () => {
+  test('a header value with a line break fails at once, not retried as if the network had failed', async () => {
+    const retries: string[] = [];
+    const client = new FhirClient({
+      baseUrl: `${cara.issuer}/fhir/alice_1234`,
+      tokens,
+      fetch,
+      retry: fast,
+      onRetry: (r) => retries.push(r.reason),
+    });
+    const from = cara.proxy.seen.length;
+    await assert.rejects(
+      client.read('Patient', 'put-retry', { headers: { 'x-zv-subject-name': 'A. Arts\r\nX-Injected: 1' } }),
+      (err: unknown) => err instanceof ConfigurationError && /cannot be sent/.test(err.message),
+    );
+    assert.deepEqual(retries, []);
+    assert.equal(fhirRequests(from).length, 0, 'nothing reached the server');
   });
 });
 

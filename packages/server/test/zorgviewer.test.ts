@@ -345,6 +345,14 @@ describe('documents (seq-4) and Binary in its own format', () => {
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /no active consent/);
     await consent(BSN, TJONGERSCHANS);
+    // A media type with a line break failed as a header inside fetch, which the client took for a network error
+    // and retried; it is refused before any request now.
+    for (const accept of ['application/pdf\r\nX-Evil: 1', 'pdf']) {
+      const r = await cli(hub.dataDir, ...documentArgs('Binary/a-letter', out), '--accept', accept);
+      assert.equal(r.code, 1, accept);
+      assert.match(r.stderr, /is not a media type to ask a source for/);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
   });
 });
 

@@ -1,6 +1,12 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CarevaultError, DocumentUrlError, InvalidBsnError, type Professional } from '@carevault/sdk';
+import {
+  CarevaultError,
+  DocumentAcceptError,
+  DocumentUrlError,
+  InvalidBsnError,
+  type Professional,
+} from '@carevault/sdk';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type AuditTrail, anonymous } from '../audit/trail.ts';
@@ -289,7 +295,12 @@ async function asFhir<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     if (err instanceof NoConsentError) throw new FhirError(403, 'forbidden', err.message);
-    if (err instanceof ViewerInputError || err instanceof InvalidBsnError || err instanceof DocumentUrlError)
+    if (
+      err instanceof ViewerInputError ||
+      err instanceof InvalidBsnError ||
+      err instanceof DocumentUrlError ||
+      err instanceof DocumentAcceptError
+    )
       throw new FhirError(400, 'invalid', err.message);
     if (err instanceof CarevaultError) throw new FhirError(502, 'transient', err.message);
     throw err;

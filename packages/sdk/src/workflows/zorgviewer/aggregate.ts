@@ -241,10 +241,23 @@ export async function fetchDocument(o: {
   const base = `${o.source.fhirBase.replace(/\/$/, '')}/`;
   const target = new URL(o.url, base);
   if (!target.href.startsWith(base)) throw new DocumentUrlError(o.url, o.source.fhirBase);
+  const accept = o.accept || 'application/pdf';
+  if (!MEDIA_RANGES.test(accept)) throw new DocumentAcceptError(accept);
   const timeoutMs = o.timeoutMs ?? 30_000;
   const call = o.connector.open(o.source, checkProfessional(o.professional), o.correlationId ?? newId(), timeoutMs);
-  const res = await call.client.binary(target.href, o.accept ?? 'application/pdf');
+  const res = await call.client.binary(target.href, accept);
   return { contentType: res.headers.get('content-type') ?? undefined, data: res.body, requestIds: call.requestIds };
+}
+
+/** One or more media ranges (RFC 9110 §12.5.1): a line break would fail the header, and be retried, at fetch. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const RANGE = `${TOKEN}/${TOKEN}(\\s*;\\s*${TOKEN}=(${TOKEN}|"[^"\\x00-\\x1f\\x7f]*"))*`;
+const MEDIA_RANGES = new RegExp(`^(?=.{1,500}$)${RANGE}(\\s*,\\s*${RANGE})*$`);
+
+export class DocumentAcceptError extends CarevaultError {
+  constructor(accept: string) {
+    super(`${JSON.stringify(accept.slice(0, 80))} is not a media type to ask a source for (e.g. application/pdf)`);
+  }
 }
 
 export class DocumentUrlError extends CarevaultError {
