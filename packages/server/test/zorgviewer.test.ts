@@ -571,6 +571,20 @@ describe('the aggregator API and a failing source', () => {
       );
       assert.equal(doc.status, 200);
       assert.ok(Buffer.from(await doc.arrayBuffer()).equals(PDF));
+      // The source's own final answer is passed on (it was a 502 "transient", which invites a retry); a bad Accept
+      // is the caller's 400.
+      for (const [query, status, code] of [
+        ['url=Binary/no-such-letter', 404, 'not-found'],
+        ['url=Binary/a-letter&accept=text/csv', 406, 'not-supported'],
+        ['url=Binary/a-letter&accept=pdf', 400, 'invalid'],
+      ] as const) {
+        const r = await fetchHub(`${hub.base}/viewer/api/document?bsn=${BSN}&source=${TJONGERSCHANS}&${query}`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        const outcome = (await r.json()) as { issue: { code: string }[] };
+        assert.equal(r.status, status, query);
+        assert.equal(outcome.issue[0]?.code, code, query);
+      }
       const anonymous = await fetchHub(`${hub.base}/viewer/api/query`, {
         method: 'POST',
         body: '{}',

@@ -4,6 +4,7 @@ import {
   CarevaultError,
   DocumentAcceptError,
   DocumentUrlError,
+  FhirResponseError,
   InvalidBsnError,
   type Professional,
 } from '@carevault/sdk';
@@ -289,7 +290,7 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
   });
 }
 
-/** The aggregator's refusals as OperationOutcomes: no consent 403, bad input 400, a source's failure 502. */
+/** The aggregator's refusals as OperationOutcomes: no consent 403, bad input 400, a source's 404/410/406 as such, a failure 502. */
 async function asFhir<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -302,6 +303,11 @@ async function asFhir<T>(fn: () => Promise<T>): Promise<T> {
       err instanceof DocumentAcceptError
     )
       throw new FhirError(400, 'invalid', err.message);
+    // The source's own final word on a document (never there, gone, not in the format asked for) is the answer:
+    // as a 502 "transient" it told the caller to try again. A failure to get any answer stays 502.
+    if (err instanceof FhirResponseError && (err.status === 404 || err.status === 410 || err.status === 406)) {
+      throw new FhirError(err.status, err.status === 406 ? 'not-supported' : 'not-found', err.message);
+    }
     if (err instanceof CarevaultError) throw new FhirError(502, 'transient', err.message);
     throw err;
   }
