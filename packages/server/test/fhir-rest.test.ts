@@ -615,4 +615,38 @@ describe('conditional interactions and JSON Patch (J15 J21 J53)', () => {
       ['PATCH', 'POST'],
     );
   });
+
+  test('conditional patch: PATCH Type?search patches the one match; none is 404, several 412, no condition 400', async () => {
+    const patient = (value: string) => ({
+      resourceType: 'Patient',
+      identifier: [{ system: 'urn:cpatch', value }],
+      gender: 'male',
+    });
+    const only = (await fhir(p, tcu, 'POST', '/alice_1234/Patient', patient('one'))).json.id as string;
+    await fhir(p, tcu, 'POST', '/alice_1234/Patient', patient('two'));
+    await fhir(p, tcu, 'POST', '/alice_1234/Patient', patient('two'));
+    const patchWhere = (query: string, headers: Record<string, string> = {}) =>
+      fhir(p, tcu, 'PATCH', `/alice_1234/Patient${query}`, '[{"op":"replace","path":"/gender","value":"female"}]', {
+        'content-type': 'application/json-patch+json',
+        ...headers,
+      });
+    const ok = await patchWhere('?identifier=urn:cpatch|one', { 'if-match': 'W/"1"' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.id, only);
+    assert.equal(ok.json.gender, 'female');
+    assert.equal(ok.headers.get('etag'), 'W/"2"');
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Patient/${only}`)).json.gender, 'female');
+    assert.equal((await patchWhere('?identifier=urn:cpatch|one', { 'if-match': 'W/"1"' })).status, 412, 'stale');
+    assert.equal((await patchWhere('?identifier=urn:cpatch|none')).status, 404);
+    const several = await patchWhere('?identifier=urn:cpatch|two');
+    assert.equal(several.status, 412);
+    assert.match(String((several.json.issue as { diagnostics: string }[])[0]?.diagnostics), /more than one/);
+    assert.equal((await patchWhere('')).status, 400);
+    assert.equal((await patchWhere('?bogus-param=1')).status, 400, 'a condition is never ignored');
+    // Another vault's matching Patient is not this vault's match.
+    await partition(p, 'cpatch_other');
+    await grant(p, { partition: 'cpatch_other', client: 'bestclinic-tcu', scope: 'system/*.cruds' });
+    assert.equal((await fhir(p, tcu, 'POST', '/cpatch_other/Patient', patient('elsewhere'))).status, 201);
+    assert.equal((await patchWhere('?identifier=urn:cpatch|elsewhere')).status, 404);
+  });
 });

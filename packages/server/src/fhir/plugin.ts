@@ -22,7 +22,7 @@ import { bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
-import { patch } from './interactions/patch.ts';
+import { conditionalPatch, patch } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
@@ -300,6 +300,21 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       );
     await runTransaction(ctx, [{ index: 0, method: 'DELETE', type, query }], false);
     return reply.code(204).send();
+  });
+
+  // Conditional patch: PATCH [type]?[search] (http.html#patch).
+  app.patch<{ Params: Params }>('/:partition/:type', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    allow(ctx, type, 'update');
+    if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
+      throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
+    }
+    const query = req.raw.url?.split('?')[1];
+    if (!query) throw new FhirError(400, 'invalid', 'PATCH needs an id (Type/id) or a condition (Type?search)');
+    const ifMatch = req.headers['if-match'];
+    const v = await conditionalPatch(ctx, type, query, req.body, typeof ifMatch === 'string' ? ifMatch : undefined);
+    return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
   });
 
   app.patch<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {

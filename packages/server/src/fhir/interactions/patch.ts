@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
-import type { StoredVersion } from '../../store/types.ts';
+import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
+import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, prepare } from '../resource-body.ts';
@@ -24,27 +25,62 @@ export async function patch(
   operations: unknown,
   ifMatch: string | undefined,
 ): Promise<StoredVersion> {
-  if (!Array.isArray(operations))
-    throw new FhirError(400, 'structure', 'a JSON Patch document is an array of operations');
+  const ops = operationsOf(operations);
+  const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
+  return transact(ctx, (tx) => patchIn(tx, type, id, ops, expected));
+}
+
+/**
+ * Conditional patch, `PATCH [type]?[search]` (http.html#patch): the one match of the condition, found inside the
+ * write's transaction so that a resource created meanwhile is counted; none is 404, several are 412.
+ */
+export async function conditionalPatch(
+  ctx: FhirContext,
+  type: string,
+  query: string,
+  operations: unknown,
+  ifMatch: string | undefined,
+): Promise<StoredVersion> {
+  const ops = operationsOf(operations);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
   return transact(ctx, async (tx) => {
-    const current = await tx.current(type, id);
-    if (!current) throw new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
-    if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);
-    let patched: unknown;
-    try {
-      patched = jsonPatch.applyPatch(JSON.parse(current.content), operations, true, false).newDocument;
-    } catch (err) {
-      const e = err as { name?: string; message?: string; index?: number };
-      if (e.name === 'TEST_OPERATION_FAILED')
-        throw new FhirError(422, 'conflict', `JSON Patch test operation ${e.index ?? ''} failed`);
-      throw new FhirError(400, 'invalid', `invalid JSON Patch: ${(e.message ?? 'error').split('\n')[0]}`);
-    }
-    const resource = assertResourceBody(patched, type);
-    if (resource.id !== id)
-      throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
-    validate(resource);
-    const { version } = await updateIn(tx, prepare(resource, id), expected, 'PATCH');
-    return version;
+    const ids = await conditionalMatches(ctx, type, query, (q) => tx.search(q));
+    if (ids.length > 1)
+      throw new FhirError(412, 'conflict', `the condition ${type}?${query} matches more than one resource`);
+    if (!ids[0]) throw new FhirError(404, 'not-found', `no ${type} matches the condition ${type}?${query}`);
+    return patchIn(tx, type, ids[0], ops, expected);
   });
+}
+
+function operationsOf(operations: unknown): unknown[] {
+  if (!Array.isArray(operations))
+    throw new FhirError(400, 'structure', 'a JSON Patch document is an array of operations');
+  return operations;
+}
+
+async function patchIn(
+  tx: ResourceTransaction,
+  type: string,
+  id: string,
+  operations: unknown[],
+  expected: number | undefined,
+): Promise<StoredVersion> {
+  const current = await tx.current(type, id);
+  if (!current) throw new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
+  if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);
+  let patched: unknown;
+  try {
+    patched = jsonPatch.applyPatch(JSON.parse(current.content), operations, true, false).newDocument;
+  } catch (err) {
+    const e = err as { name?: string; message?: string; index?: number };
+    if (e.name === 'TEST_OPERATION_FAILED')
+      throw new FhirError(422, 'conflict', `JSON Patch test operation ${e.index ?? ''} failed`);
+    throw new FhirError(400, 'invalid', `invalid JSON Patch: ${(e.message ?? 'error').split('\n')[0]}`);
+  }
+  const resource = assertResourceBody(patched, type);
+  if (resource.id !== id)
+    throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
+  validate(resource);
+  const { version } = await updateIn(tx, prepare(resource, id), expected, 'PATCH');
+  return version;
 }
