@@ -4,7 +4,7 @@ import { type AuditTrail, whoFromToken } from '../audit/trail.ts';
 import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { correlationOf } from '../http/correlation.ts';
-import type { CurrentVersion, Store } from '../store/types.ts';
+import type { CurrentVersion, Store, StoredVersion } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
@@ -302,32 +302,40 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.code(204).send();
   });
 
+  /** A PATCH by id or by condition: the update permission, a JSON Patch body, then the patch and its answer. */
+  const patchRoute =
+    (
+      apply: (
+        req: FastifyRequest<{ Params: Params }>,
+        ctx: FhirContext,
+        type: string,
+        ifMatch?: string,
+      ) => Promise<StoredVersion>,
+    ) =>
+    async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+      const ctx = await context(req);
+      const type = typeOf(req);
+      allow(ctx, type, 'update');
+      if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
+        throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
+      }
+      const ifMatch = req.headers['if-match'];
+      const v = await apply(req, ctx, type, typeof ifMatch === 'string' ? ifMatch : undefined);
+      return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
+    };
   // Conditional patch: PATCH [type]?[search] (http.html#patch).
-  app.patch<{ Params: Params }>('/:partition/:type', async (req, reply) => {
-    const ctx = await context(req);
-    const type = typeOf(req);
-    allow(ctx, type, 'update');
-    if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
-      throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
-    }
-    const query = req.raw.url?.split('?')[1];
-    if (!query) throw new FhirError(400, 'invalid', 'PATCH needs an id (Type/id) or a condition (Type?search)');
-    const ifMatch = req.headers['if-match'];
-    const v = await conditionalPatch(ctx, type, query, req.body, typeof ifMatch === 'string' ? ifMatch : undefined);
-    return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
-  });
-
-  app.patch<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
-    const ctx = await context(req);
-    const type = typeOf(req);
-    allow(ctx, type, 'update');
-    if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
-      throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
-    }
-    const ifMatch = req.headers['if-match'];
-    const v = await patch(ctx, type, idOf(req), req.body, typeof ifMatch === 'string' ? ifMatch : undefined);
-    return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
-  });
+  app.patch<{ Params: Params }>(
+    '/:partition/:type',
+    patchRoute((req, ctx, type, ifMatch) => {
+      const query = req.raw.url?.split('?')[1];
+      if (!query) throw new FhirError(400, 'invalid', 'PATCH needs an id (Type/id) or a condition (Type?search)');
+      return conditionalPatch(ctx, type, query, req.body, ifMatch);
+    }),
+  );
+  app.patch<{ Params: Params }>(
+    '/:partition/:type/:id',
+    patchRoute((req, ctx, type, ifMatch) => patch(ctx, type, idOf(req), req.body, ifMatch)),
+  );
 
   app.put<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {
     const ctx = await context(req);
