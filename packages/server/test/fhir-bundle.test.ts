@@ -21,6 +21,16 @@ const post = (fullUrl: string, resource: Record<string, unknown>, extra: Record<
   request: { method: 'POST', url: resource.resourceType, ...extra },
 });
 
+/** A PATCH entry: the JSON Patch in a Binary (http.html#patch). */
+const patchEntry = (url: string, operations: unknown[], request: Record<string, unknown> = {}) => ({
+  resource: {
+    resourceType: 'Binary',
+    contentType: 'application/json-patch+json',
+    data: Buffer.from(JSON.stringify(operations)).toString('base64'),
+  },
+  request: { method: 'PATCH', url, ...request },
+});
+
 async function count(type: string, vault = 'tx'): Promise<number> {
   const r = await fhir(p, tcu, 'GET', `/${vault}/${type}?_summary=count`);
   return (r.json as { total: number }).total;
@@ -256,6 +266,141 @@ describe('transaction', () => {
     assert.equal((second.json as unknown as Resp).entry[0]?.response.status, '200 OK');
     assert.match((second.json as unknown as Resp).entry[0]?.response.etag as string, /W\/"2"/);
   });
+
+  test('PATCH entries: a Binary JSON Patch, run with the PUTs after the POSTs, urn:uuid references resolved (J47)', async () => {
+    await fhir(p, tcu, 'PUT', '/tx/Patient/patched', { resourceType: 'Patient', id: 'patched', gender: 'male' });
+    await fhir(p, tcu, 'PUT', '/tx/Observation/obs-patched', {
+      resourceType: 'Observation',
+      id: 'obs-patched',
+      status: 'preliminary',
+      code: { text: 'bp' },
+    });
+    const r = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('transaction', [
+        { request: { method: 'GET', url: 'Patient/patched' } },
+        patchEntry('Observation/obs-patched', [
+          { op: 'replace', path: '/status', value: 'final' },
+          { op: 'add', path: '/subject', value: { reference: 'urn:uuid:5d0c1a3e-8a8f-4a44-9d8e-0c8b5b1f7c11' } },
+          { op: 'add', path: '/performer', value: [{ reference: 'Patient/patched' }] },
+          { op: 'replace', path: '/performer/0/reference', value: 'urn:uuid:5d0c1a3e-8a8f-4a44-9d8e-0c8b5b1f7c11' },
+        ]),
+        post('urn:uuid:5d0c1a3e-8a8f-4a44-9d8e-0c8b5b1f7c11', { resourceType: 'Patient', name: [{ family: 'New' }] }),
+        patchEntry('Patient/patched', [{ op: 'replace', path: '/gender', value: 'female' }], { ifMatch: 'W/"1"' }),
+      ]),
+    );
+    assert.equal(r.status, 200, r.text);
+    const b = r.json as unknown as Resp;
+    assert.deepEqual(
+      b.entry.map((e) => e.response.status),
+      ['200 OK', '200 OK', '201 Created', '200 OK'],
+    );
+    assert.equal(b.entry[0]?.resource?.gender, 'female', 'the GET sees the PATCH of the same transaction');
+    assert.equal(b.entry[1]?.response.etag, 'W/"2"');
+    const created = String(b.entry[2]?.response.location).replace(/\/_history\/1$/, '');
+    const obs = (await fhir(p, tcu, 'GET', '/tx/Observation/obs-patched')).json;
+    assert.equal(obs.status, 'final');
+    assert.equal((obs.subject as { reference: string }).reference, created);
+    assert.deepEqual(obs.performer, [{ reference: created }]);
+    assert.equal((obs.meta as { versionId: string }).versionId, '2');
+    // The same Patch in a batch, with return=representation: the patched resource comes back in its entry.
+    const again = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('batch', [patchEntry('Patient/patched', [{ op: 'replace', path: '/gender', value: 'other' }])]),
+      { prefer: 'return=representation' },
+    );
+    const entry = (again.json as unknown as Resp).entry[0];
+    assert.equal(entry?.response.status, '200 OK');
+    assert.equal(entry?.resource?.gender, 'other');
+    assert.equal(entry?.response.etag, 'W/"3"');
+  });
+
+  test('a PATCH entry that cannot apply fails the whole transaction; nothing is stored', async () => {
+    await fhir(p, tcu, 'PUT', '/tx/Patient/unpatched', { resourceType: 'Patient', id: 'unpatched', gender: 'male' });
+    await fhir(p, tcu, 'PUT', '/elsewhere/Patient/other-vault', { resourceType: 'Patient', id: 'other-vault' });
+    const before = await count('Patient');
+    const cases: [unknown, number, RegExp][] = [
+      [patchEntry('Patient/nobody', [{ op: 'replace', path: '/gender', value: 'female' }]), 404, /not found/],
+      [patchEntry('Patient/other-vault', [{ op: 'remove', path: '/id' }]), 404, /not found/],
+      [
+        patchEntry('Patient/unpatched', [{ op: 'replace', path: '/gender', value: 'x' }], { ifMatch: 'W/"9"' }),
+        412,
+        /If-Match/,
+      ],
+      [patchEntry('Patient/unpatched', [{ op: 'test', path: '/gender', value: 'female' }]), 422, /test operation/],
+      [patchEntry('Patient/unpatched', [{ op: 'replace', path: '/gender', value: 42 }]), 422, /expected string/],
+      [patchEntry('Patient/unpatched', [{ op: 'replace', path: '/id', value: 'moved' }]), 422, /id/],
+      [patchEntry('Patient/unpatched', [{ op: 'jump', path: '/gender' }]), 400, /invalid JSON Patch/],
+      [
+        patchEntry('Patient?identifier=urn:none|0', [{ op: 'add', path: '/active', value: true }]),
+        404,
+        /no Patient matches/,
+      ],
+    ];
+    for (const [entry, status, message] of cases) {
+      const r = await fhir(
+        p,
+        tcu,
+        'POST',
+        '/tx',
+        bundle('transaction', [
+          post('urn:uuid:never', { resourceType: 'Patient', name: [{ family: 'Never' }] }),
+          entry,
+        ]),
+      );
+      assert.equal(r.status, status, `${JSON.stringify(entry)} → ${r.text}`);
+      const diagnostics = (r.json as { issue: { diagnostics: string }[] }).issue[0]?.diagnostics;
+      assert.match(diagnostics ?? '', message);
+    }
+    assert.equal(await count('Patient'), before, 'the POST beside a failed PATCH was not stored');
+    const kept = (await fhir(p, tcu, 'GET', '/tx/Patient/unpatched')).json;
+    assert.equal(kept.gender, 'male');
+    assert.equal((kept.meta as { versionId: string }).versionId, '1');
+    assert.equal((await fhir(p, tcu, 'GET', '/elsewhere/Patient/other-vault')).json.id, 'other-vault');
+  });
+
+  test('a conditional PATCH entry patches its one match; two entries on one resource fail (J46)', async () => {
+    await fhir(p, tcu, 'POST', '/tx/Patient', {
+      resourceType: 'Patient',
+      identifier: [{ system: 'urn:txpatch', value: '1' }],
+    });
+    const r = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('transaction', [
+        patchEntry('Patient?identifier=urn:txpatch|1', [{ op: 'add', path: '/active', value: true }]),
+      ]),
+    );
+    assert.equal(r.status, 200, r.text);
+    const found = (await fhir(p, tcu, 'GET', '/tx/Patient?identifier=urn:txpatch|1')).json as {
+      entry: { resource: { active?: boolean } }[];
+    };
+    assert.equal(found.entry.length, 1);
+    assert.equal(found.entry[0]?.resource.active, true);
+    const twice = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('transaction', [
+        patchEntry('Patient/unpatched-twice', [{ op: 'add', path: '/active', value: true }]),
+        {
+          resource: { resourceType: 'Patient', id: 'unpatched-twice' },
+          request: { method: 'PUT', url: 'Patient/unpatched-twice' },
+        },
+      ]),
+    );
+    assert.equal(twice.status, 400, twice.text);
+    assert.match(twice.text, /more than one entry/);
+  });
 });
 
 describe('batch', () => {
@@ -281,6 +426,29 @@ describe('batch', () => {
     assert.equal(b.entry[1]?.response.outcome?.issue[0]?.code, 'not-found');
     const found = await fhir(p, tcu, 'GET', '/tx/Patient?family=batch');
     assert.equal((found.json as { total: number }).total, 2);
+  });
+
+  test('PATCH entries in a batch succeed or fail on their own', async () => {
+    await fhir(p, tcu, 'PUT', '/tx/Patient/batch-patched', { resourceType: 'Patient', id: 'batch-patched' });
+    const r = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('batch', [
+        patchEntry('Patient/batch-patched', [{ op: 'add', path: '/gender', value: 'female' }]),
+        patchEntry('Patient/batch-nobody', [{ op: 'add', path: '/gender', value: 'female' }]),
+        patchEntry('Patient/batch-patched', [{ op: 'test', path: '/gender', value: 'male' }]),
+        { resource: { resourceType: 'Parameters' }, request: { method: 'PATCH', url: 'Patient/batch-patched' } },
+      ]),
+    );
+    assert.equal(r.status, 200, r.text);
+    const b = r.json as unknown as Resp;
+    assert.deepEqual(
+      b.entry.map((e) => e.response.status),
+      ['200 OK', '404 Not Found', '422 Unprocessable Entity', '400 Bad Request'],
+    );
+    assert.equal((await fhir(p, tcu, 'GET', '/tx/Patient/batch-patched')).json.gender, 'female');
   });
 
   test('CARA: a batch of PUT Observation/<uuid>, sent twice, keeps the ids and makes version 2 (seed 000)', async () => {
@@ -365,6 +533,46 @@ describe('batch', () => {
       bundle('transaction', [{ request: { method: 'GET', url: 'https://evil.example/fhir/Patient/1' } }]),
       bundle('transaction', [{ request: { method: 'POST', url: 'Patient' } }]),
       bundle('transaction', [{ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'NotAType' } }]),
+      bundle('transaction', [{ request: { method: 'PATCH', url: 'Patient/1' } }]),
+      bundle('transaction', [
+        { resource: { resourceType: 'Parameters' }, request: { method: 'PATCH', url: 'Patient/1' } },
+      ]),
+      bundle('transaction', [{ ...patchEntry('Patient/1', []), request: { method: 'PATCH', url: 'Patient' } }]),
+      bundle('transaction', [
+        { ...patchEntry('Patient/1', []), request: { method: 'PATCH', url: 'Patient/1/_history/1' } },
+      ]),
+      bundle('transaction', [
+        {
+          resource: { resourceType: 'Binary', contentType: 'application/json', data: 'W10=' },
+          request: { method: 'PATCH', url: 'Patient/1' },
+        },
+      ]),
+      bundle('transaction', [
+        {
+          resource: { resourceType: 'Binary', contentType: 'application/json-patch+json', data: 'not base64!' },
+          request: { method: 'PATCH', url: 'Patient/1' },
+        },
+      ]),
+      bundle('transaction', [
+        {
+          resource: {
+            resourceType: 'Binary',
+            contentType: 'application/json-patch+json',
+            data: Buffer.from('{"op":"add"}').toString('base64'),
+          },
+          request: { method: 'PATCH', url: 'Patient/1' },
+        },
+      ]),
+      bundle('transaction', [
+        {
+          resource: {
+            resourceType: 'Binary',
+            contentType: 'application/json-patch+json',
+            data: Buffer.from('[{').toString('base64'),
+          },
+          request: { method: 'PATCH', url: 'Patient/1' },
+        },
+      ]),
     ];
     for (const body of cases) {
       const r = await fhir(p, tcu, 'POST', '/tx', body);

@@ -82,7 +82,7 @@ function references(type: string): string[] {
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
  * update-as-create, delete, history and search (every R4 search parameter) for every R4 type;
- * conditional create, update and (single) delete; JSON Patch, also conditional (PATCH Type?search).
+ * conditional create, update and (single) delete; JSON Patch, also conditional (PATCH Type?search) and in Bundles.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
   const oauth = `${o.issuer}/oauth`;

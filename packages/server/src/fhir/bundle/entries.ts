@@ -1,7 +1,7 @@
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 
-export type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE';
+export type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** One Bundle.entry of a batch or transaction, its request URL taken apart. */
 export interface EntryRequest {
@@ -14,6 +14,8 @@ export interface EntryRequest {
   query?: string | undefined;
   fullUrl?: string | undefined;
   resource?: Record<string, unknown> | undefined;
+  /** The JSON Patch of a PATCH entry, taken out of its Binary. */
+  patch?: unknown[] | undefined;
   ifMatch?: string | undefined;
   ifNoneExist?: string | undefined;
 }
@@ -24,7 +26,7 @@ export interface InvalidEntry {
   invalid: FhirError;
 }
 
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']);
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
 export const MAX_ENTRIES = 10_000;
 
 const fail = (index: number, message: string) => new FhirError(400, 'invalid', `entry[${index}]: ${message}`);
@@ -76,7 +78,7 @@ function parseEntry(e: unknown, index: number, base: string): EntryRequest {
   if (typeof request !== 'object' || request === null) throw fail(index, 'request is required');
   const method = request.method;
   if (typeof method !== 'string' || !METHODS.has(method))
-    throw fail(index, `request.method ${String(method)} is not supported (GET, HEAD, POST, PUT, DELETE)`);
+    throw fail(index, `request.method ${String(method)} is not supported (GET, HEAD, POST, PUT, PATCH, DELETE)`);
   if (typeof request.url !== 'string' || request.url.length === 0) throw fail(index, 'request.url is required');
   let url = request.url;
   if (url.startsWith(`${base}/`)) url = url.slice(base.length + 1);
@@ -94,8 +96,9 @@ function parseEntry(e: unknown, index: number, base: string): EntryRequest {
   if ((method === 'POST' || method === 'PUT') && (typeof resource !== 'object' || resource === null))
     throw fail(index, `${method} needs a resource`);
   if (method === 'POST' && id !== undefined) throw fail(index, 'POST goes to the type, not to an id');
-  if ((method === 'PUT' || method === 'DELETE') && id === undefined && query === undefined)
+  if ((method === 'PUT' || method === 'PATCH' || method === 'DELETE') && id === undefined && query === undefined)
     throw fail(index, `${method} needs Type/id or a condition`);
+  if (method === 'PATCH' && versionId !== undefined) throw fail(index, 'PATCH goes to Type/id, not to a version');
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
   return {
     index,
@@ -105,11 +108,41 @@ function parseEntry(e: unknown, index: number, base: string): EntryRequest {
     versionId,
     query,
     fullUrl: str(entry.fullUrl),
-    resource,
+    resource: method === 'PATCH' ? undefined : resource,
+    patch: method === 'PATCH' ? patchOf(resource, index) : undefined,
     ifMatch: str(request.ifMatch),
     ifNoneExist: str(request.ifNoneExist),
   };
 }
+
+/**
+ * A PATCH entry's resource is a Binary holding the JSON Patch (http.html#patch, "in a transaction"). FHIRPath
+ * Patch (a Parameters resource) is not implemented; it is refused by name rather than misread.
+ */
+function patchOf(resource: unknown, index: number): unknown[] {
+  const binary = resource as Record<string, unknown> | undefined;
+  if (binary?.resourceType === 'Parameters')
+    throw fail(index, 'FHIRPath Patch (Parameters) is not supported; send a Binary with application/json-patch+json');
+  if (typeof binary !== 'object' || binary === null || binary.resourceType !== 'Binary')
+    throw fail(index, 'PATCH needs a Binary resource holding the JSON Patch');
+  if (
+    typeof binary.contentType !== 'string' ||
+    binary.contentType.split(';')[0]?.trim() !== 'application/json-patch+json'
+  )
+    throw fail(index, 'the Binary of a PATCH must have contentType application/json-patch+json');
+  const data = typeof binary.data === 'string' ? binary.data.replace(/\s+/g, '') : '';
+  if (!data || !BASE64_RE.test(data)) throw fail(index, 'the Binary of a PATCH needs its patch as base64 in data');
+  let operations: unknown;
+  try {
+    operations = JSON.parse(Buffer.from(data, 'base64').toString('utf8'));
+  } catch {
+    throw fail(index, 'the Binary of a PATCH does not hold JSON');
+  }
+  if (!Array.isArray(operations)) throw fail(index, 'a JSON Patch document is an array of operations');
+  return operations;
+}
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** Applies `rewrite` to every Reference.reference (and nothing else) in a resource, contained ones included. */
 export function rewriteReferences(value: unknown, rewrite: (ref: string) => string): void {

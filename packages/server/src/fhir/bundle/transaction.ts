@@ -4,9 +4,10 @@ import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
-import { FhirError, operationOutcome } from '../errors.ts';
+import { FhirError, type IssueCode, operationOutcome } from '../errors.ts';
 import { createIn } from '../interactions/create.ts';
 import { removeIn } from '../interactions/delete.ts';
+import { patchIn } from '../interactions/patch.ts';
 import { read, vread } from '../interactions/read.ts';
 import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
@@ -20,6 +21,7 @@ type Plan =
   | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
   | { kind: 'exists'; e: EntryRequest; id: string; matched: string }
   | { kind: 'update'; e: EntryRequest; id: string; resource: Record<string, unknown>; matched?: string | undefined }
+  | { kind: 'patch'; e: EntryRequest; id: string; operations: unknown[]; matched?: string | undefined }
   | { kind: 'delete'; e: EntryRequest; id: string | undefined; matched?: string | undefined }
   | { kind: 'read'; e: EntryRequest };
 
@@ -32,14 +34,16 @@ export interface EntryResult {
   outcome?: unknown;
 }
 
+const CODE: Record<number, IssueCode> = { 404: 'not-found', 412: 'conflict' };
 const fail = (e: EntryRequest, status: number, message: string) =>
-  new FhirError(status, status === 412 ? 'conflict' : 'invalid', `entry[${e.index}]: ${message}`);
+  new FhirError(status, CODE[status] ?? 'invalid', `entry[${e.index}]: ${message}`);
 
 function interactionOf(e: EntryRequest): Interaction {
   switch (e.method) {
     case 'POST':
       return 'create';
     case 'PUT':
+    case 'PATCH':
       return 'update';
     case 'DELETE':
       return 'delete';
@@ -86,6 +90,13 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
       validate(resource);
       return { kind: 'update', e, id: e.id as string, resource };
     }
+    case 'PATCH': {
+      const operations = e.patch ?? [];
+      if (e.query === undefined) return { kind: 'patch', e, id: e.id as string, operations };
+      const matched = await single(ctx, e, e.query);
+      if (!matched) throw fail(e, 404, `no ${e.type} matches the condition ${e.type}?${e.query}`);
+      return { kind: 'patch', e, id: matched, operations, matched };
+    }
     case 'DELETE': {
       if (e.query === undefined) return { kind: 'delete', e, id: e.id };
       const matched = await single(ctx, e, e.query);
@@ -100,9 +111,9 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
 async function resolveReferences(ctx: FhirContext, plans: Plan[], identities: Map<string, string>): Promise<void> {
   const conditional = new Map<string, string>();
   for (const p of plans) {
-    if (p.kind !== 'create' && p.kind !== 'update') continue;
+    if (p.kind !== 'create' && p.kind !== 'update' && p.kind !== 'patch') continue;
     const pending: string[] = [];
-    rewriteReferences(p.resource, (ref) => {
+    rewritePlan(p, (ref) => {
       const mapped = identities.get(ref);
       if (mapped) return mapped;
       if (/^[A-Z][A-Za-z]+\?/.test(ref) && !conditional.has(ref)) pending.push(ref);
@@ -115,7 +126,7 @@ async function resolveReferences(ctx: FhirContext, plans: Plan[], identities: Ma
         throw fail(p.e, 412, `the conditional reference ${ref} matches ${ids.length} resources (needs exactly 1)`);
       conditional.set(ref, `${type}/${ids[0]}`);
     }
-    rewriteReferences(p.resource, (ref) => {
+    rewritePlan(p, (ref) => {
       if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) {
         throw fail(p.e, 400, `the reference ${ref} does not resolve to an entry of this transaction`);
       }
@@ -124,11 +135,26 @@ async function resolveReferences(ctx: FhirContext, plans: Plan[], identities: Ma
   }
 }
 
-const ORDER: Record<Plan['kind'], number> = { delete: 0, create: 1, exists: 1, update: 2, read: 3 };
+/** The references a written entry carries: its resource's, or those its patch operations set. */
+function rewritePlan(p: Plan & { kind: 'create' | 'update' | 'patch' }, rewrite: (ref: string) => string): void {
+  if (p.kind !== 'patch') {
+    rewriteReferences(p.resource, rewrite);
+    return;
+  }
+  rewriteReferences(p.operations, rewrite);
+  // An operation may set a reference's text itself: {"op":"replace","path":"/subject/reference","value":"urn:uuid:…"}.
+  for (const op of p.operations) {
+    const o = op as Record<string, unknown> | null;
+    if (typeof o?.path === 'string' && o.path.endsWith('/reference') && typeof o.value === 'string')
+      o.value = rewrite(o.value);
+  }
+}
+
+const ORDER: Record<Plan['kind'], number> = { delete: 0, create: 1, exists: 1, update: 2, patch: 2, read: 3 };
 
 /**
  * A transaction (http.html#transaction): every entry's permission is checked first, identities and
- * references are resolved, then DELETE → POST → PUT run in one database transaction — all or nothing —
+ * references are resolved, then DELETE → POST → PUT/PATCH run in one database transaction — all or nothing —
  * and GETs run last. Returns the result of every entry, in entry order.
  */
 export async function runTransaction(
@@ -156,7 +182,7 @@ class ConditionChanged extends FhirError {
 /** The condition a planned entry was decided by, if any. */
 function conditionOf(p: Plan): string | undefined {
   if (p.kind === 'exists' || (p.kind === 'create' && p.e.ifNoneExist)) return p.e.ifNoneExist;
-  if ((p.kind === 'update' || p.kind === 'delete') && p.e.query !== undefined) return p.e.query;
+  if ((p.kind === 'update' || p.kind === 'patch' || p.kind === 'delete') && p.e.query !== undefined) return p.e.query;
   return undefined;
 }
 
@@ -199,7 +225,7 @@ async function attemptTransaction(
       const planned = p.kind === 'create' ? undefined : p.matched;
       if ((await single(ctx, p.e, condition, tx)) !== planned) throw new ConditionChanged(p.e, condition);
     }
-    const known = ordered.filter((p) => p.kind === 'update' || p.kind === 'delete' || p.kind === 'exists');
+    const known = ordered.filter((p) => p.kind !== 'create' && p.kind !== 'read');
     await tx.prefetch?.(known.flatMap((p) => (p.id === undefined ? [] : [{ type: p.e.type, id: p.id }])));
     for (const p of ordered) {
       switch (p.kind) {
@@ -225,6 +251,12 @@ async function attemptTransaction(
             version,
             resource: returnResources ? version.content : undefined,
           });
+          break;
+        }
+        case 'patch': {
+          const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
+          const version = await patchIn(tx, p.e.type, p.id, p.operations, expected);
+          results.set(p.e.index, { status: 200, version, resource: returnResources ? version.content : undefined });
           break;
         }
         case 'read':

@@ -58,7 +58,8 @@ function operationsOf(operations: unknown): unknown[] {
   return operations;
 }
 
-async function patchIn(
+/** Patches the current version of `type/id` inside an open transaction (also a Bundle's PATCH entry). */
+export async function patchIn(
   tx: ResourceTransaction,
   type: string,
   id: string,
@@ -68,6 +69,13 @@ async function patchIn(
   const current = await tx.current(type, id);
   if (!current) throw new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
   if (current.content === undefined) throw new FhirError(410, 'deleted', `Resource ${type}/${id} has been deleted`);
+  // A precondition is judged before the method runs (RFC 9110 §13.2.2), whatever the patch would make.
+  if (expected !== undefined && current.version !== expected)
+    throw new FhirError(
+      412,
+      'conflict',
+      `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
+    );
   let patched: unknown;
   try {
     patched = jsonPatch.applyPatch(JSON.parse(current.content), operations, true, false).newDocument;
