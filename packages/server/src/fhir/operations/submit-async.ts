@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
+import { AsyncJobs, loadAccess, type SubmissionJob, storeAccess } from '../async-jobs.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
 import { bodyMediaType, FHIR_JSON } from '../format.ts';
 import { parseFhirJson } from '../json-body.ts';
 import { provenanceHeaderValue } from '../provenance-header.ts';
 import { committedJob } from './submission-job-outcome.ts';
-import { loadAccess, SubmissionJobs, storeAccess } from './submission-jobs.ts';
 
 type Params = { partition: string; id?: string };
 type Outcome = { status: number; body: string; provenance?: string | undefined };
@@ -30,7 +30,7 @@ export interface AsyncSubmissionOptions {
  * runs and then what the synchronous call would have answered. Returns the preParsing hook of the submit routes.
  */
 export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions) {
-  const jobs = new SubmissionJobs(
+  const jobs = new AsyncJobs<SubmissionJob>(
     o.jobsDir,
     async (job, text, update) => {
       const ctx: FhirContext = {

@@ -5,10 +5,10 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AuditWho } from '../../audit/balp.ts';
-import { parseSmartScope } from '../../auth/smart-scopes.ts';
-import type { VaultAccess } from '../../vault/policy.ts';
-import { FhirError, operationOutcome } from '../errors.ts';
+import type { AuditWho } from '../audit/balp.ts';
+import { parseSmartScope } from '../auth/smart-scopes.ts';
+import type { VaultAccess } from '../vault/policy.ts';
+import { FhirError, operationOutcome } from './errors.ts';
 
 /** An accepted asynchronous submission may be this large; the synchronous limit stays FHIR_BODY_LIMIT. */
 export const ASYNC_BODY_LIMIT = 256 * 1024 * 1024;
@@ -35,20 +35,24 @@ export const loadAccess = (a: StoredAccess): VaultAccess => ({
 });
 
 /** What a job needs to run later, on this node or another, after a restart: never the token itself. */
-export interface SubmissionJob {
+export interface AsyncJob {
   id: string;
   partition: string;
   base: string;
-  measureId: string | undefined;
   access: StoredAccess;
   who: AuditWho;
-  provenance: Record<string, unknown> | undefined;
   acceptedAt: string;
   state: 'queued' | 'in-progress' | 'completed' | 'failed';
+  /** When done: the answer the status URL gives. */
+  result?: { status: number; body: string; provenance?: string | undefined } | undefined;
+}
+
+/** An asynchronous $submit-data. */
+export interface SubmissionJob extends AsyncJob {
+  measureId: string | undefined;
+  provenance: Record<string, unknown> | undefined;
   /** Resources in the submission, once it was read. */
   resources?: number | undefined;
-  /** When done: the answer the synchronous call would have given. */
-  result?: { status: number; body: string; provenance?: string | undefined } | undefined;
 }
 
 /** Counts bytes on their way to disk and stops the upload past `limit`. */
@@ -58,7 +62,7 @@ function limitTo(limit: number): Transform {
     transform(chunk: Buffer, _enc, done) {
       seen += chunk.length;
       if (seen > limit) {
-        done(new FhirError(413, 'too-costly', `an asynchronous submission may be at most ${limit} bytes`));
+        done(new FhirError(413, 'too-costly', `an asynchronous request may be at most ${limit} bytes`));
         return;
       }
       done(null, chunk);
@@ -67,12 +71,13 @@ function limitTo(limit: number): Transform {
 }
 
 /**
- * Asynchronous $submit-data jobs (Prefer: respond-async) as files in `<data-dir>/jobs/`, the directory every
- * node mounts: the body is streamed to disk as it arrives, the job survives a restart, and any node answers its
- * status. A node claims a job with an exclusive lock file it keeps fresh; a lock left stale by a dead node is
- * taken over by renaming it (atomic, so exactly one node wins).
+ * Asynchronous jobs (Prefer: respond-async: $submit-data, $export) as files in a directory under
+ * `<data-dir>/jobs/`, which every node mounts: the body is streamed to disk as it arrives, the job survives a
+ * restart, and any node answers its status. A node claims a job with an exclusive lock file it keeps fresh; a
+ * lock left stale by a dead node is taken over by renaming it (atomic, so exactly one node wins). What a job
+ * writes besides its answer goes to `outputDir(id)`, removed with the job.
  */
-export class SubmissionJobs {
+export class AsyncJobs<J extends AsyncJob> {
   private readonly node = randomUUID();
   private running = false;
   private again = false;
@@ -81,21 +86,17 @@ export class SubmissionJobs {
 
   constructor(
     private readonly dir: string,
-    private readonly execute: (
-      job: SubmissionJob,
-      body: string,
-      update: (j: SubmissionJob) => Promise<void>,
-    ) => Promise<SubmissionJob['result']>,
+    private readonly execute: (job: J, body: string, update: (j: J) => Promise<void>) => Promise<J['result']>,
     private readonly log: { error(o: object, msg: string): void },
   ) {}
 
   private file = (id: string, kind: 'job' | 'body' | 'lock') =>
     join(this.dir, `${id}.${kind}${kind === 'lock' ? '' : '.json'}`);
 
-  async accept(
-    job: Omit<SubmissionJob, 'id' | 'state' | 'acceptedAt'>,
-    body: NodeJS.ReadableStream,
-  ): Promise<SubmissionJob> {
+  /** Where a job keeps its output files. */
+  outputDir = (id: string) => join(this.dir, `${id}.out`);
+
+  async accept(job: Omit<J, 'id' | 'state' | 'acceptedAt'>, body: NodeJS.ReadableStream): Promise<J> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const id = randomUUID();
     const partial = join(this.dir, `${id}.upload`);
@@ -106,19 +107,38 @@ export class SubmissionJobs {
       await rm(partial, { force: true });
       throw err;
     }
-    const full: SubmissionJob = { ...job, id, state: 'queued', acceptedAt: new Date().toISOString() };
+    const full = { ...job, id, state: 'queued', acceptedAt: new Date().toISOString() } as J;
     await this.save(full);
     this.kick();
     return full;
   }
 
-  async get(id: string): Promise<SubmissionJob | undefined> {
+  async get(id: string): Promise<J | undefined> {
     if (!JOB_ID_RE.test(id)) return undefined;
     try {
-      return JSON.parse(await readFile(this.file(id, 'job'), 'utf8')) as SubmissionJob;
+      return JSON.parse(await readFile(this.file(id, 'job'), 'utf8')) as J;
     } catch {
       return undefined;
     }
+  }
+
+  /** Forgets a job and its output; one that is running finishes its work and then removes what it wrote. */
+  async remove(id: string): Promise<void> {
+    if (!JOB_ID_RE.test(id)) return;
+    await rm(this.file(id, 'job'), { force: true });
+    await rm(this.file(id, 'body'), { force: true });
+    await rm(this.outputDir(id), { recursive: true, force: true });
+  }
+
+  /** Every job in the directory. */
+  async list(): Promise<J[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const jobs: J[] = [];
+    for (const n of names.filter((n) => n.endsWith('.job.json'))) {
+      const job = await this.get(n.slice(0, -'.job.json'.length));
+      if (job) jobs.push(job);
+    }
+    return jobs;
   }
 
   /** Starts working through the queue now, and every few seconds for jobs whose node died. */
@@ -133,7 +153,7 @@ export class SubmissionJobs {
     if (this.timer) clearInterval(this.timer);
   }
 
-  private async save(job: SubmissionJob): Promise<void> {
+  private async save(job: J): Promise<void> {
     const tmp = `${this.file(job.id, 'job')}.${this.node}`;
     await writeFile(tmp, JSON.stringify(job), { mode: 0o600 });
     await rename(tmp, this.file(job.id, 'job'));
@@ -159,7 +179,7 @@ export class SubmissionJobs {
   private async drain(): Promise<void> {
     for (;;) {
       const names = await readdir(this.dir).catch(() => [] as string[]);
-      let claimed: SubmissionJob | undefined;
+      let claimed: J | undefined;
       for (const name of names.filter((n) => n.endsWith('.job.json')).sort()) {
         const job = await this.get(name.slice(0, -'.job.json'.length));
         if (!job || job.state === 'completed' || job.state === 'failed') continue;
@@ -207,25 +227,27 @@ export class SubmissionJobs {
     }
   }
 
-  private async run(job: SubmissionJob): Promise<void> {
+  private async run(job: J): Promise<void> {
     const lock = this.file(job.id, 'lock');
     const beat = setInterval(() => void utimes(lock, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS);
     try {
-      let current: SubmissionJob = { ...job, state: 'in-progress' };
+      let current: J = { ...job, state: 'in-progress' };
       await this.save(current);
       let result: SubmissionJob['result'];
       try {
         const body = await readFile(this.file(job.id, 'body'), 'utf8');
         result = await this.execute(current, body, async (j) => {
           current = j;
-          await this.save(j);
+          if (await this.get(j.id)) await this.save(j);
         });
       } catch (err) {
         if (!(err instanceof FhirError)) throw err;
         result = { status: err.status, body: JSON.stringify(operationOutcome('error', err.code, err.diagnostics)) };
       }
       const status = result?.status ?? 500;
-      await this.save({ ...current, state: status < 300 ? 'completed' : 'failed', result });
+      // A job removed while it ran (an export cancelled by DELETE) stays removed, with what it wrote.
+      if (await this.get(job.id)) await this.save({ ...current, state: status < 300 ? 'completed' : 'failed', result });
+      else await this.remove(job.id);
       await rm(this.file(job.id, 'body'), { force: true });
     } finally {
       clearInterval(beat);
