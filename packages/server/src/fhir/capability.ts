@@ -8,6 +8,8 @@ export interface CapabilityOptions {
   base: string;
 }
 
+const BULK = 'http://hl7.org/fhir/uv/bulkdata';
+
 let resourceList: CapabilityStatement['rest'] extends (infer R)[] | undefined
   ? NonNullable<R extends { resource?: infer X } ? X : never>
   : never;
@@ -32,6 +34,9 @@ function resources() {
       .map((code) => ({
         code: code as CapabilityStatementRestResourceInteraction['code'],
       })),
+    ...(type === 'Patient' || type === 'Group'
+      ? { operation: [{ name: 'export', definition: `${BULK}/OperationDefinition/${type.toLowerCase()}-export` }] }
+      : {}),
     ...(type === 'Measure'
       ? {
           operation: [
@@ -82,7 +87,8 @@ function references(type: string): string[] {
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
  * update-as-create, delete, history and search (every R4 search parameter) for every R4 type;
- * conditional create, update and (single) delete; JSON Patch, also conditional (PATCH Type?search) and in Bundles.
+ * conditional create, update and (single) delete; JSON Patch, also conditional (PATCH Type?search) and in Bundles;
+ * Bulk Data export at the vault, Patient and Group.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
   const oauth = `${o.issuer}/oauth`;
@@ -95,6 +101,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
     software: { name: 'carevault', version: '0.1.0' },
     implementation: { description: 'carevault FHIR vault', url: o.base },
     fhirVersion: '4.0.1',
+    instantiates: [`${BULK}/CapabilityStatement/bulk-data`],
     format: ['json', 'xml', 'application/fhir+json', 'application/fhir+xml'],
     rest: [
       {
@@ -124,6 +131,7 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
         },
         resource: resources(),
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        operation: [{ name: 'export', definition: `${BULK}/OperationDefinition/export` }],
       },
     ],
   };

@@ -12,6 +12,7 @@ import { authenticate, challenge, insufficientScope } from './bearer.ts';
 import { nativeBinary, sendNativeBinary, wantsNativeBinary } from './binary.ts';
 import { fhirBodyParsers } from './body-parsers.ts';
 import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
+import { bulkExport } from './bulk/export-routes.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
@@ -375,4 +376,6 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     jobsDir: o.jobsDir,
     log: app.log,
   });
+  // Bulk Data export (Bulk Data Access IG 2.0).
+  bulkExport(app, { context, allow, store: o.store, audit: o.audit, jobsDir: o.jobsDir, log: app.log });
 }

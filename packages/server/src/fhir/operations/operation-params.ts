@@ -1,7 +1,16 @@
 import type { FastifyRequest } from 'fastify';
 import { FhirError } from '../errors.ts';
 
-const PRIMITIVE = ['valueDate', 'valueDateTime', 'valueString', 'valueCode', 'valueId', 'valueUri', 'valueCanonical'];
+const PRIMITIVE = [
+  'valueDate',
+  'valueDateTime',
+  'valueInstant',
+  'valueString',
+  'valueCode',
+  'valueId',
+  'valueUri',
+  'valueCanonical',
+];
 
 /**
  * The input parameters of an operation (operations.html#request): the query string for GET, a Parameters

@@ -1,0 +1,206 @@
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuditTrail } from '../../audit/trail.ts';
+import type { Store } from '../../store/types.ts';
+import type { Interaction, Restriction } from '../../vault/policy.ts';
+import { type AsyncJob, AsyncJobs, loadAccess, storeAccess } from '../async-jobs.ts';
+import { auditAccess } from '../audit.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError, operationOutcome } from '../errors.ts';
+import { FHIR_JSON } from '../format.ts';
+import { operationParams } from '../operations/operation-params.ts';
+import { ID_RE } from '../resource-types.ts';
+import { type ExportRequest, parseExportRequest } from './export-request.ts';
+import { exportTypes, typeSearches, writeExport } from './export-run.ts';
+
+type Params = { partition: string; id?: string; job?: string; file?: string };
+
+/** An export's files are kept this long after it was asked for, then removed with its job. */
+export const EXPORT_RETENTION_MS = 24 * 3600_000;
+const NDJSON = 'application/fhir+ndjson';
+
+interface ExportJob extends AsyncJob {
+  /** The kick-off request, for the manifest's `request`. */
+  url: string;
+  /** Patients the export was asked for by name, for the audit of every download. */
+  patients?: string[] | undefined;
+  group?: string | undefined;
+}
+
+export interface BulkExportOptions {
+  context(req: FastifyRequest): Promise<FhirContext>;
+  allow(ctx: FhirContext, type: string, interaction: Interaction): Restriction[] | undefined;
+  store: Store;
+  audit: AuditTrail;
+  /** `<data-dir>/jobs`: exports go to its `exports/`. */
+  jobsDir: string;
+  log: { error(o: object, msg: string): void };
+}
+
+/**
+ * Bulk Data export (Bulk Data Access IG 2.0, export.html): `$export` at the vault, `Patient/$export` and
+ * `Group/[id]/$export` start a job (202 + Content-Location); `$export-status/{job}` answers 202 while it runs,
+ * then the manifest; its files are NDJSON at `$export-file/{job}/{Type}.ndjson`; DELETE on the status URL
+ * cancels or removes it. Only the client that asked, in the vault it asked in, learns anything about a job,
+ * and every download is audited as the disclosure it is.
+ */
+export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
+  const contextOf = (job: ExportJob): FhirContext => ({
+    store: o.store,
+    partition: job.partition,
+    base: job.base,
+    access: loadAccess(job.access),
+    who: job.who,
+    audit: o.audit,
+  });
+  const jobs: AsyncJobs<ExportJob> = new AsyncJobs<ExportJob>(
+    join(o.jobsDir, 'exports'),
+    async (job, text) => {
+      const files = await writeExport(contextOf(job), JSON.parse(text) as ExportRequest, jobs.outputDir(job.id));
+      const manifest = {
+        transactionTime: job.acceptedAt,
+        request: job.url,
+        requiresAccessToken: true,
+        output: files.map((f) => ({
+          type: f.type,
+          url: `${job.base}/$export-file/${job.id}/${f.type}.ndjson`,
+          count: f.count,
+        })),
+        error: [],
+      };
+      return { status: 200, body: JSON.stringify(manifest) };
+    },
+    o.log,
+  );
+  jobs.start();
+  app.addHook('onClose', async () => jobs.stop());
+
+  /** Exports older than the retention are removed when the next one is asked for. */
+  const sweep = async () => {
+    const now = Date.now();
+    for (const job of await jobs.list()) {
+      if (job.state !== 'in-progress' && now - Date.parse(job.acceptedAt) > EXPORT_RETENTION_MS)
+        await jobs.remove(job.id);
+    }
+  };
+
+  const kickOff =
+    (level: ExportRequest['level']) => async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+      const ctx = await o.context(req);
+      const prefer = String(req.headers.prefer ?? '');
+      if (!/\brespond-async\b/.test(prefer))
+        throw new FhirError(400, 'invalid', '$export runs asynchronously: send Prefer: respond-async');
+      let group: string | undefined;
+      if (level === 'group') {
+        group = req.params.id as string;
+        if (!ID_RE.test(group)) throw new FhirError(400, 'value', 'invalid Group id');
+        o.allow(ctx, 'Group', 'read');
+      }
+      const request = parseExportRequest(level, group, operationParams(req), /\bhandling=lenient\b/.test(prefer));
+      // What can be judged now is, so that the client hears of it from the kick-off and not from a failed job.
+      for (const type of exportTypes(ctx, request)) typeSearches(ctx, type, request);
+      if (group && (await ctx.store.resources.current(ctx.partition, 'Group', group))?.content === undefined)
+        throw new FhirError(404, 'not-found', `Group/${group} not found`);
+      const raw = req.raw.url ?? '';
+      // The request as the client made it, from the vault's base on (the manifest's `request`).
+      const url = `${ctx.base}${raw.slice(raw.indexOf(`/${ctx.partition}/`) + ctx.partition.length + 1)}`;
+      await auditAccess(ctx, 'operation', {
+        objects: group ? [`Group/${group}`] : undefined,
+        patients: request.patients?.map((p) => `Patient/${p}`),
+        query: { raw: url.slice(ctx.base.length + 1), description: '$export' },
+      });
+      await sweep();
+      const job = await jobs.accept(
+        {
+          partition: ctx.partition,
+          base: ctx.base,
+          access: storeAccess(ctx.access),
+          who: ctx.who,
+          url,
+          patients: request.patients,
+          group,
+        },
+        Readable.from([JSON.stringify(request)]),
+      );
+      return reply
+        .code(202)
+        .header('content-location', `${ctx.base}/$export-status/${job.id}`)
+        .type(FHIR_JSON)
+        .send(operationOutcome('information', 'informational', 'accepted: poll Content-Location for the manifest'));
+    };
+  for (const [path, level] of [
+    ['/:partition/$export', 'system'],
+    ['/:partition/Patient/$export', 'patient'],
+    ['/:partition/Group/:id/$export', 'group'],
+  ] as const) {
+    app.get<{ Params: Params }>(path, kickOff(level));
+    app.post<{ Params: Params }>(path, kickOff(level));
+  }
+
+  /** The caller's own job, or 404 whether it does not exist or belongs to someone else. */
+  const ownJob = async (req: FastifyRequest<{ Params: Params }>) => {
+    const ctx = await o.context(req);
+    const job = await jobs.get(req.params.job as string);
+    if (
+      !job ||
+      job.partition !== ctx.partition ||
+      job.access.clientId !== ctx.access.clientId ||
+      job.who.user?.id !== ctx.who.user?.id
+    )
+      throw new FhirError(404, 'not-found', 'no such export');
+    return { ctx, job };
+  };
+
+  app.get<{ Params: Params }>('/:partition/$export-status/:job', async (req, reply) => {
+    const { job } = await ownJob(req);
+    if (!job.result) {
+      return reply
+        .code(202)
+        .header('x-progress', job.state === 'queued' ? 'queued' : 'in progress')
+        .header('retry-after', '1')
+        .send();
+    }
+    const expires = new Date(Date.parse(job.acceptedAt) + EXPORT_RETENTION_MS).toUTCString();
+    return reply
+      .code(job.result.status)
+      .header('expires', expires)
+      .type(job.result.status === 200 ? 'application/json' : FHIR_JSON)
+      .send(job.result.body);
+  });
+
+  app.delete<{ Params: Params }>('/:partition/$export-status/:job', async (req, reply) => {
+    const { job } = await ownJob(req);
+    await jobs.remove(job.id);
+    return reply
+      .code(202)
+      .type(FHIR_JSON)
+      .send(operationOutcome('information', 'informational', 'the export and its files are removed'));
+  });
+
+  app.get<{ Params: Params }>('/:partition/$export-file/:job/:file', async (req, reply) => {
+    const { ctx, job } = await ownJob(req);
+    const type = /^([A-Z][A-Za-z]+)\.ndjson$/.exec(req.params.file as string)?.[1];
+    const manifest =
+      job.result?.status === 200 ? (JSON.parse(job.result.body) as { output: { type: string }[] }) : undefined;
+    if (!type || !manifest?.output.some((f) => f.type === type)) throw new FhirError(404, 'not-found', 'no such file');
+    const stream = createReadStream(join(jobs.outputDir(job.id), `${type}.ndjson`));
+    // Opened before the event is written: a file removed meanwhile is a 404, not an audited disclosure.
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', () => reject(new FhirError(404, 'not-found', 'no such file')));
+    });
+    try {
+      await auditAccess(ctx, 'operation', {
+        objects: job.group ? [`Group/${job.group}`] : undefined,
+        patients: job.patients?.map((p) => `Patient/${p}`),
+        query: { raw: `$export-file/${job.id}/${type}.ndjson`, description: `$export ${type}` },
+      });
+    } catch (err) {
+      stream.destroy();
+      throw err;
+    }
+    return reply.type(NDJSON).send(stream);
+  });
+}

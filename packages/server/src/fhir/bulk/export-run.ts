@@ -1,0 +1,155 @@
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SearchFilter, SearchQuery } from '../../store/types.ts';
+import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
+import { decide } from '../../vault/policy.ts';
+import { insufficientScope } from '../bearer.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+import { restrictionFilter } from '../interactions/search.ts';
+import { RESOURCE_TYPES } from '../resource-types.ts';
+import { parseSearch } from '../search/parse.ts';
+import type { ExportRequest } from './export-request.ts';
+
+const PAGE = 1000;
+/** Patients per compartment query: the reference filter lists them all. */
+const PATIENTS_PER_QUERY = 200;
+
+export interface ExportFile {
+  type: string;
+  count: number;
+}
+
+/**
+ * The types an export writes: those asked for, or every type the client may search (at patient and group
+ * level, the Patient compartment's). A type asked for that the token may not search is refused, not skipped.
+ */
+export function exportTypes(ctx: FhirContext, request: ExportRequest): string[] {
+  if (request.types.length > 0) {
+    for (const type of request.types) {
+      const d = decide(ctx.access, type, 'search-type');
+      if (!d.allowed) throw insufficientScope(`_type ${type}: ${d.reason}`);
+    }
+    return request.types;
+  }
+  return [...RESOURCE_TYPES]
+    .filter((t) => request.level === 'system' || inPatientCompartment(t))
+    .filter((t) => decide(ctx.access, t, 'search-type').allowed)
+    .sort();
+}
+
+/** The searches of one type (its `_typeFilter`s, OR-ed, or all of it), parsed; a bad one is the client's error. */
+export function typeSearches(ctx: FhirContext, type: string, request: ExportRequest): SearchQuery[] {
+  const filters = request.typeFilters[type] ?? [''];
+  return filters.map((q) => {
+    const params = [...new URLSearchParams(q)];
+    if (request.since) params.push(['_lastUpdated', `gt${request.since}`]);
+    let parsed: ReturnType<typeof parseSearch>;
+    try {
+      parsed = parseSearch(type, params, { base: ctx.base, strict: true });
+    } catch (err) {
+      if (err instanceof FhirError) throw new FhirError(400, err.code, `_typeFilter ${type}?${q}: ${err.diagnostics}`);
+      throw err;
+    }
+    const control = params.find(([n]) =>
+      /^_(count|offset|cursor|sort|include|revinclude|summary|elements|total)/.test(n),
+    );
+    if (control)
+      throw new FhirError(400, 'invalid', `_typeFilter ${type}?${q}: ${control[0]} has no place in an export`);
+    return parsed.query;
+  });
+}
+
+/** The patients of a patient- or group-level export: those named, the group's members, or every Patient. */
+export async function exportPatients(ctx: FhirContext, request: ExportRequest): Promise<string[] | undefined> {
+  if (request.level === 'system') return undefined;
+  let members: string[] | undefined;
+  if (request.level === 'group') {
+    const group = await ctx.store.resources.current(ctx.partition, 'Group', request.group as string);
+    if (group?.content === undefined) throw new FhirError(404, 'not-found', `Group/${request.group} not found`);
+    const member = (JSON.parse(group.content) as { member?: { entity?: { reference?: string } }[] }).member ?? [];
+    members = member.flatMap(
+      (m) => /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '')?.[1] ?? [],
+    );
+  }
+  if (request.patients) return members ? request.patients.filter((p) => members.includes(p)) : request.patients;
+  if (members) return [...new Set(members)];
+  const all: string[] = [];
+  for await (const page of pages(ctx, { type: 'Patient', filters: [], sort: [], limit: PAGE, offset: 0, total: false }))
+    all.push(...page.map((r) => r.id));
+  return all;
+}
+
+async function* pages(ctx: FhirContext, query: SearchQuery) {
+  let after: SearchQuery['after'];
+  for (;;) {
+    const { matches } = await ctx.store.resources.search(ctx.partition, { ...query, limit: PAGE, offset: 0, after });
+    if (matches.length > 0) yield matches;
+    const last = matches[matches.length - 1];
+    if (matches.length < PAGE || !last?.lastUpdated) return;
+    after = { lastUpdated: last.lastUpdated, id: last.id };
+  }
+}
+
+/**
+ * Writes one NDJSON file per type with matches into `dir` (export.html#bulk-data-output-file-request): the
+ * current version of every match, in the order of the vault's time index, paged by position so that a large
+ * vault is never held in memory.
+ */
+export async function writeExport(ctx: FhirContext, request: ExportRequest, dir: string): Promise<ExportFile[]> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const patients = await exportPatients(ctx, request);
+  const files: ExportFile[] = [];
+  for (const type of exportTypes(ctx, request)) {
+    const d = decide(ctx.access, type, 'search-type');
+    const restriction = d.allowed ? restrictionFilter(ctx, type, d.restrictions) : undefined;
+    const chunks: (SearchFilter | undefined)[] = [];
+    if (patients === undefined) chunks.push(undefined);
+    for (let i = 0; patients && i < patients.length; i += PATIENTS_PER_QUERY) {
+      chunks.push(compartmentOfAll(type, patients.slice(i, i + PATIENTS_PER_QUERY)));
+    }
+    const searches = typeSearches(ctx, type, request);
+    // One resource can match two filters or be in two patients' compartments: it is written once.
+    const seen = searches.length > 1 || chunks.length > 1 ? new Set<string>() : undefined;
+    const path = join(dir, `${type}.ndjson`);
+    const out = createWriteStream(path, { mode: 0o600 });
+    let count = 0;
+    try {
+      for (const search of searches) {
+        for (const chunk of chunks) {
+          const filters = [...search.filters, ...(chunk ? [chunk] : []), ...(restriction ? [restriction] : [])];
+          for await (const page of pages(ctx, { ...search, filters })) {
+            for (const r of page) {
+              if (seen?.has(r.id)) continue;
+              seen?.add(r.id);
+              count++;
+              if (!out.write(`${r.content}\n`)) await once(out, 'drain');
+            }
+          }
+        }
+      }
+    } finally {
+      out.end();
+      await once(out, 'close');
+    }
+    if (count === 0) await rm(path, { force: true });
+    else files.push({ type, count });
+  }
+  return files;
+}
+
+/** Resources of `type` in the compartment of any of `patients`. */
+function compartmentOfAll(type: string, patients: string[]): SearchFilter {
+  const one = compartmentFilter(type, patients[0] as string);
+  if (type === 'Patient') return { kind: 'id', ids: patients };
+  if (one?.kind !== 'or') throw new Error(`${type} is not in the Patient compartment`);
+  return {
+    kind: 'or',
+    filters: one.filters.map((f) => ({
+      ...(f as Extract<SearchFilter, { kind: 'reference' }>),
+      values: patients.map((id) => ({ type: 'Patient', id })),
+    })),
+  };
+}

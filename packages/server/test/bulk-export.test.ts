@@ -1,0 +1,312 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { importCommand } from '../src/admin/import.ts';
+import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// Bulk Data export (Bulk Data Access IG 2.0, export.html; standards rows E16–E18) on two Synthea patients.
+const DATA = fileURLToPath(new URL('../../../fixtures/synthea/', import.meta.url));
+const FILES = [
+  'Bibi254_Schowalter414_475d72ca-91c7-7211-97e3-f000af33fc04.json',
+  'Cris921_Rath779_d4519c92-d241-b2b2-7360-291d60be699e.json',
+].map((f) => `${DATA}${f}`);
+const OTHER = `${DATA}Denisha680_Keeling57_6a93e0ad-9bd0-6d85-34a7-015186f7880a.json`;
+
+type R = {
+  resourceType: string;
+  id: string;
+  subject?: { reference?: string };
+  code?: { coding?: { code?: string }[] };
+};
+const resourcesOf = (file: string): R[] =>
+  (JSON.parse(readFileSync(file, 'utf8')) as { entry: { resource: R }[] }).entry.map((e) => e.resource);
+const vault = FILES.flatMap(resourcesOf);
+const countByType = (list: R[]) => {
+  const out: Record<string, number> = {};
+  for (const r of list) out[r.resourceType] = (out[r.resourceType] ?? 0) + 1;
+  return out;
+};
+
+let p: TestPlatform;
+let reader: Caller;
+let stranger: Caller;
+let patientsOnly: Caller;
+let auditor: Caller;
+
+interface Manifest {
+  transactionTime: string;
+  request: string;
+  requiresAccessToken: boolean;
+  output: { type: string; url: string; count: number }[];
+  error: unknown[];
+}
+
+async function get(caller: Caller | undefined, url: string, method = 'GET') {
+  const res = await p.fetch(url, {
+    method,
+    dispatcher: p.agent(),
+    headers: caller ? { authorization: `Bearer ${caller.token}` } : {},
+  });
+  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') ?? '' };
+}
+
+/** Kick-off, then the status URL polled until it answers something other than 202. */
+async function runExport(
+  path: string,
+  caller = reader,
+  init: { body?: unknown; headers?: Record<string, string> } = {},
+) {
+  const kick = await fhir(p, caller, init.body ? 'POST' : 'GET', path, init.body, {
+    prefer: 'respond-async',
+    accept: 'application/fhir+json',
+    ...init.headers,
+  });
+  assert.equal(kick.status, 202, kick.text);
+  const status = kick.headers.get('content-location') as string;
+  assert.match(status, new RegExp(`^${p.fhirBase}/bulk/\\$export-status/[0-9a-f-]{36}$`));
+  for (let i = 0; i < 400; i++) {
+    const r = await get(caller, status);
+    if (r.status !== 202)
+      return { status, answer: r, manifest: r.status === 200 ? (JSON.parse(r.text) as Manifest) : undefined };
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('the export did not finish');
+}
+
+async function lines(manifest: Manifest, type: string, caller = reader): Promise<R[]> {
+  const file = manifest.output.find((o) => o.type === type);
+  if (!file) return [];
+  const r = await get(caller, file.url);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.type, 'application/fhir+ndjson');
+  return r.text
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as R);
+}
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'bulk');
+  await partition(p, 'elsewhere');
+  reader = await secretClient(p, 'bulk-reader', 'system/*.rs');
+  stranger = await secretClient(p, 'bulk-stranger', 'system/*.rs');
+  patientsOnly = await secretClient(p, 'bulk-patients', 'system/Patient.rs');
+  auditor = await secretClient(p, 'bulk-auditor', 'system/AuditEvent.rs');
+  for (const client of ['bulk-reader', 'bulk-stranger'])
+    await grant(p, { partition: 'bulk', client, scope: 'system/*.rs' });
+  await grant(p, { partition: 'bulk', client: 'bulk-patients', scope: 'system/Patient.rs' });
+  await importCommand(p.config, FILES, 'bulk');
+  await importCommand(p.config, [OTHER], 'elsewhere');
+});
+after(() => p.stop());
+
+describe('system-level $export', () => {
+  test('every resource of the vault, one NDJSON file per type with its count, and nothing of another vault', async () => {
+    const { manifest, answer } = await runExport('/bulk/$export?_outputFormat=application%2Ffhir%2Bndjson');
+    assert.ok(manifest, answer.text);
+    assert.equal(answer.type.split(';')[0], 'application/json');
+    assert.equal(manifest.request, `${p.fhirBase}/bulk/$export?_outputFormat=application%2Ffhir%2Bndjson`);
+    assert.equal(manifest.requiresAccessToken, true);
+    assert.deepEqual(manifest.error, []);
+    assert.ok(Date.parse(manifest.transactionTime) <= Date.now());
+    const expected = countByType(vault);
+    assert.deepEqual(
+      Object.fromEntries(manifest.output.map((o) => [o.type, o.count])),
+      expected,
+      'one file per type present, with the number of resources of that type',
+    );
+    const foreign = new Set(resourcesOf(OTHER).map((r) => r.id));
+    for (const [type, count] of Object.entries(expected)) {
+      const found = await lines(manifest, type);
+      assert.equal(found.length, count, type);
+      assert.ok(
+        found.every((r) => r.resourceType === type),
+        type,
+      );
+      const ids = new Set(vault.filter((r) => r.resourceType === type).map((r) => r.id));
+      assert.ok(
+        found.every((r) => ids.has(r.id) && !foreign.has(r.id)),
+        `${type}: only this vault's resources`,
+      );
+    }
+  });
+
+  test('_type, _since and _typeFilter narrow the export', async () => {
+    const obs = vault.find((r) => r.resourceType === 'Observation') as R;
+    const since = new Date(Date.now() + 5).toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const current = (await fhir(p, reader, 'GET', `/bulk/Observation/${obs.id}`)).json;
+    const writer = await secretClient(p, 'bulk-writer', 'system/Observation.u');
+    await grant(p, { partition: 'bulk', client: 'bulk-writer', scope: 'system/Observation.u' });
+    const put = await fhir(p, writer, 'PUT', `/bulk/Observation/${obs.id}`, { ...current, status: 'amended' });
+    assert.equal(put.status, 200, put.text);
+
+    const recent = (await runExport(`/bulk/$export?_type=Patient,Observation&_since=${since}`)).manifest as Manifest;
+    assert.deepEqual(
+      recent.output.map((o) => [o.type, o.count]),
+      [['Observation', 1]],
+    );
+    assert.equal((await lines(recent, 'Observation'))[0]?.id, obs.id);
+
+    const code = '8310-5'; // body temperature, once per patient
+    const filtered = (
+      await runExport(
+        `/bulk/$export?_type=Observation&_typeFilter=${encodeURIComponent(`Observation?code=http://loinc.org|${code}`)}`,
+      )
+    ).manifest as Manifest;
+    const heights = vault.filter(
+      (r) => r.resourceType === 'Observation' && r.code?.coding?.some((c) => c.code === code),
+    );
+    assert.ok(heights.length > 1);
+    assert.deepEqual((await lines(filtered, 'Observation')).map((r) => r.id).sort(), heights.map((r) => r.id).sort());
+  });
+
+  test('a token for some types exports those types only; asking for another is 403', async () => {
+    const { manifest } = await runExport('/bulk/$export', patientsOnly);
+    assert.deepEqual(
+      manifest?.output.map((o) => [o.type, o.count]),
+      [['Patient', 2]],
+    );
+    const r = await fhir(p, patientsOnly, 'GET', '/bulk/$export?_type=Observation', undefined, {
+      prefer: 'respond-async',
+    });
+    assert.equal(r.status, 403, r.text);
+  });
+});
+
+describe('patient- and group-level $export', () => {
+  const [bibi, cris] = FILES.map((f) => resourcesOf(f).find((r) => r.resourceType === 'Patient') as R);
+
+  test("POST Patient/$export with a patient parameter: that patient's compartment only", async () => {
+    const { manifest } = await runExport('/bulk/Patient/$export', reader, {
+      body: {
+        resourceType: 'Parameters',
+        parameter: [
+          { name: 'patient', valueReference: { reference: `Patient/${cris?.id}` } },
+          { name: '_type', valueString: 'Patient,Observation,Encounter' },
+        ],
+      },
+    });
+    assert.ok(manifest);
+    assert.deepEqual(
+      (await lines(manifest, 'Patient')).map((r) => r.id),
+      [cris?.id],
+    );
+    const crisObs = resourcesOf(FILES[1] as string).filter((r) => r.resourceType === 'Observation');
+    const found = await lines(manifest, 'Observation');
+    assert.equal(found.length, crisObs.length);
+    assert.ok(found.every((r) => r.subject?.reference === `Patient/${cris?.id}`));
+  });
+
+  test('Patient/$export without patients: every patient, compartment types only', async () => {
+    const { manifest } = await runExport('/bulk/Patient/$export');
+    assert.ok(manifest);
+    const types = manifest.output.map((o) => o.type);
+    assert.ok(types.includes('Observation') && types.includes('Patient'));
+    assert.ok(!types.includes('Organization') && !types.includes('Practitioner'), types.join());
+    assert.equal((await lines(manifest, 'Patient')).length, 2);
+  });
+
+  test("Group/[id]/$export: the compartments of the group's patients", async () => {
+    const group = await fhir(p, await groupWriter(), 'POST', '/bulk/Group', {
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: [{ entity: { reference: `Patient/${bibi?.id}` } }],
+    });
+    assert.equal(group.status, 201, group.text);
+    const { manifest } = await runExport(`/bulk/Group/${group.json.id}/$export?_type=Patient,Condition`);
+    assert.ok(manifest);
+    assert.deepEqual(
+      (await lines(manifest, 'Patient')).map((r) => r.id),
+      [bibi?.id],
+    );
+    const conditions = resourcesOf(FILES[0] as string).filter((r) => r.resourceType === 'Condition');
+    assert.equal((await lines(manifest, 'Condition')).length, conditions.length);
+    const missing = await fhir(p, reader, 'GET', '/bulk/Group/no-such-group/$export', undefined, {
+      prefer: 'respond-async',
+    });
+    assert.equal(missing.status, 404);
+  });
+});
+
+async function groupWriter(): Promise<Caller> {
+  const client = `bulk-group-${Date.now()}`;
+  const c = await secretClient(p, client, 'system/Group.c');
+  await grant(p, { partition: 'bulk', client, scope: 'system/Group.c' });
+  return c;
+}
+
+describe('status, files and cancellation', () => {
+  test('only the client that asked sees the job and its files; DELETE removes both', async () => {
+    const { status, manifest } = await runExport('/bulk/$export?_type=Patient');
+    const file = manifest?.output[0]?.url as string;
+    assert.equal((await get(stranger, status)).status, 404, 'another client of the same vault');
+    assert.equal((await get(stranger, file)).status, 404);
+    assert.equal((await get(undefined, status)).status, 401);
+    assert.equal((await get(undefined, file)).status, 401);
+    assert.equal((await get(reader, status.replace('/bulk/', '/elsewhere/'))).status, 404, 'another vault');
+    assert.equal((await get(reader, file.replace(/Patient\.ndjson$/, 'Observation.ndjson'))).status, 404);
+    assert.equal((await get(reader, file.replace(/Patient\.ndjson$/, '..%2F..%2Fsecret.ndjson'))).status, 404);
+    assert.equal((await get(reader, status, 'DELETE')).status, 202);
+    assert.equal((await get(reader, status)).status, 404);
+    assert.equal((await get(reader, file)).status, 404);
+  });
+
+  test('every download is audited as an $export of that type', async () => {
+    const { manifest } = await runExport('/bulk/$export?_type=Patient');
+    await lines(manifest as Manifest, 'Patient');
+    const events = await get(auditor, `${p.base}/audit/AuditEvent?subtype=operation&_count=1000`);
+    const texts =
+      (JSON.parse(events.text) as { entry?: { resource: { entity?: { description?: string }[] } }[] }).entry ?? [];
+    const descriptions = texts.flatMap((e) => (e.resource.entity ?? []).map((x) => x.description));
+    assert.ok(descriptions.includes('$export Patient'), JSON.stringify(descriptions));
+    assert.ok(descriptions.includes('$export'), 'the kick-off too');
+  });
+});
+
+describe('kick-off errors', () => {
+  test('the CapabilityStatement states the export at the vault, Patient and Group', async () => {
+    const cs = (await fhir(p, undefined, 'GET', '/bulk/metadata')).json as {
+      instantiates: string[];
+      rest: { operation: { name: string }[]; resource: { type: string; operation?: { name: string }[] }[] }[];
+    };
+    assert.ok(cs.instantiates.includes('http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data'));
+    assert.deepEqual(
+      cs.rest[0]?.operation.map((o) => o.name),
+      ['export'],
+    );
+    const ops = (t: string) => cs.rest[0]?.resource.find((r) => r.type === t)?.operation?.map((o) => o.name);
+    assert.deepEqual(ops('Patient'), ['export']);
+    assert.deepEqual(ops('Group'), ['export']);
+  });
+
+  test('bad requests are 400 OperationOutcomes before any job exists (E16: no token is 401)', async () => {
+    const none = await fhir(p, undefined, 'GET', '/bulk/$export', undefined, { prefer: 'respond-async' });
+    assert.equal(none.status, 401);
+    const cases: [string, Record<string, string>, RegExp][] = [
+      ['/bulk/$export', {}, /respond-async/],
+      ['/bulk/$export?_outputFormat=text/csv', { prefer: 'respond-async' }, /_outputFormat/],
+      ['/bulk/$export?_type=Nope', { prefer: 'respond-async' }, /Nope/],
+      ['/bulk/$export?_since=yesterday', { prefer: 'respond-async' }, /_since/],
+      ['/bulk/$export?_elements=id', { prefer: 'respond-async' }, /handling=lenient/],
+      ['/bulk/$export?_typeFilter=Observation%3F_sort%3Ddate', { prefer: 'respond-async' }, /_sort/],
+      ['/bulk/$export?_typeFilter=Observation%3Fnosuch%3D1', { prefer: 'respond-async' }, /nosuch/],
+      ['/bulk/$export?_typeFilter=status%3Dfinal', { prefer: 'respond-async' }, /_typeFilter/],
+      ['/bulk/Patient/$export?_type=Organization', { prefer: 'respond-async' }, /compartment/],
+      ['/bulk/$export?patient=Patient/1', { prefer: 'respond-async' }, /patient/],
+    ];
+    for (const [path, headers, message] of cases) {
+      const r = await fhir(p, reader, 'GET', path, undefined, headers);
+      assert.equal(r.status, 400, `${path} → ${r.text}`);
+      assert.match(String((r.json as { issue?: { diagnostics?: string }[] }).issue?.[0]?.diagnostics), message, path);
+    }
+    const lenient = await fhir(p, reader, 'GET', '/bulk/$export?_type=Patient&_elements=id', undefined, {
+      prefer: 'respond-async, handling=lenient',
+    });
+    assert.equal(lenient.status, 202, lenient.text);
+  });
+});
