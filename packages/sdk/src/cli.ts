@@ -1,11 +1,13 @@
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AccountNotFoundError } from './aim-client.js';
 import { CarevaultError, FhirResponseError, OAuthError, TransportError } from './errors.js';
 import { FhirClient } from './fhir-client.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
+import { bulkExport, exportedResources } from './workflows/bulk/export.js';
 import { submitMeasureData } from './workflows/deqm/submit.js';
 import { connectViaDirectory } from './workflows/network/connect.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
@@ -19,7 +21,10 @@ const USAGE = `usage: carevault-client scp-sync --issuer <url> --client-id <id> 
          --issuer <url> --client-id <id> --cert <pem> --key <pem> [--ca <pem>] [--scope "…"]
          [--ehr-issuer <url>] [--ehr-client-id <id>] [--ehr-cert <pem> --ehr-key <pem>] [--ehr-scope "…"]
        carevault-client query --directory <url> --organization <oid> --client-id <fqdn> --cert <pem> --key <pem>
-         [--ca <pem>] [--scope "…"] [--token-uri <name>]… <relative FHIR path, e.g. "Patient?name=Smith">`;
+         [--ca <pem>] [--scope "…"] [--token-uri <name>]… <relative FHIR path, e.g. "Patient?name=Smith">
+       carevault-client export --base <fhir base> --issuer <url> --client-id <id> --cert <pem> --key <pem> --out <dir>
+         [--ca <pem>] [--scope "…"] [--patients | --group <id>] [--patient <id>]… [--type <Type>]…
+         [--since <instant>] [--type-filter "Type?search"]… [--timeout <seconds>]`;
 
 class UsageError extends CarevaultError {}
 
@@ -267,6 +272,80 @@ async function query(args: string[]): Promise<number> {
   }
 }
 
+/** Bulk Data export into `<out>/<Type>.ndjson`, one file per type the server exported; prints the manifest. */
+async function exportData(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      base: { type: 'string' },
+      issuer: { type: 'string' },
+      'client-id': { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      ca: { type: 'string' },
+      scope: { type: 'string' },
+      out: { type: 'string' },
+      patients: { type: 'boolean' },
+      group: { type: 'string' },
+      patient: { type: 'string', multiple: true },
+      type: { type: 'string', multiple: true },
+      since: { type: 'string' },
+      'type-filter': { type: 'string', multiple: true },
+      timeout: { type: 'string' },
+    },
+    strict: true,
+  });
+  for (const required of ['base', 'issuer', 'client-id', 'cert', 'key', 'out'] as const) {
+    if (!values[required]) throw new UsageError(`--${required} is required\n${USAGE}`);
+  }
+  if (values.patients && values.group) throw new UsageError('give --patients or --group, not both');
+  if (values.patient?.length && !values.patients && !values.group)
+    throw new UsageError('--patient needs --patients or --group (a patient- or group-level export)');
+  if (values.since !== undefined && Number.isNaN(Date.parse(values.since)))
+    throw new UsageError(`--since must be an instant such as 2024-01-01T00:00:00Z, not "${values.since}"`);
+  const timeout = values.timeout === undefined ? 3600 : Number(values.timeout);
+  if (!/^\d+$/.test(values.timeout ?? '3600') || timeout < 1 || timeout > 86_400)
+    throw new UsageError('--timeout is a whole number of seconds from 1 to 86400');
+  const out = values.out as string;
+  const cert = read(values.cert as string, 'the client certificate');
+  checkCertificate(cert, values.cert as string);
+  const key = read(values.key as string, 'the client key');
+  const fetch = tlsFetch({ cert, key, ...(values.ca ? { ca: read(values.ca, 'the CA certificate') } : {}) });
+  try {
+    const tokens = new TokenManager({
+      issuer: values.issuer as string,
+      clientId: values['client-id'] as string,
+      auth: { method: 'tls_client_auth' },
+      fetch,
+      ...(values.scope ? { scope: values.scope } : {}),
+    });
+    const client = new FhirClient({ baseUrl: values.base as string, tokens, fetch });
+    const { manifest } = await bulkExport(client, {
+      level: values.group ? { group: values.group } : values.patients ? 'patient' : 'system',
+      ...(values.type ? { types: values.type } : {}),
+      ...(values.since ? { since: values.since } : {}),
+      ...(values['type-filter'] ? { typeFilters: values['type-filter'] } : {}),
+      ...(values.patient ? { patients: values.patient } : {}),
+      timeoutMs: timeout * 1000,
+      onProgress: (p) => process.stderr.write(`export ${p ?? 'in progress'}\n`),
+    });
+    mkdirSync(out, { recursive: true });
+    for (const file of manifest.output) {
+      const lines: string[] = [];
+      for await (const r of exportedResources(client, manifest, file.type)) lines.push(JSON.stringify(r));
+      // Never over an earlier export's file ('wx' refuses one that exists); health data readable by the owner only.
+      writeFileSync(join(out, `${file.type}.ndjson`), lines.length ? `${lines.join('\n')}\n` : '', {
+        flag: 'wx',
+        mode: 0o600,
+      });
+    }
+    process.stdout.write(`${JSON.stringify(manifest, null, 2)}\n`);
+    return 0;
+  } finally {
+    await fetch.close();
+  }
+}
+
 /** One line a person can act on, whatever went wrong. */
 function describe(err: unknown): string {
   if (err instanceof AccountNotFoundError) return err.message;
@@ -276,6 +355,10 @@ function describe(err: unknown): string {
     return `${err.message}${err.cause ? ` (${(err.cause as Error).message ?? ''})` : ''}`;
   if (err instanceof CarevaultError) return err.message;
   if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return `${(err as Error).message}\n${USAGE}`;
+  const fsError = err as NodeJS.ErrnoException;
+  if (fsError.code === 'EEXIST')
+    return `${fsError.path} exists already: give an --out directory without earlier exports`;
+  if (fsError.syscall && fsError.path) return `cannot ${fsError.syscall} ${fsError.path} (${fsError.code})`;
   return `unexpected: ${(err as Error)?.message ?? String(err)}`;
 }
 
@@ -285,6 +368,7 @@ async function main(argv: string[]): Promise<number> {
     if (command === 'scp-sync') return await scpSync(rest);
     if (command === 'submit-data') return await submitData(rest);
     if (command === 'query') return await query(rest);
+    if (command === 'export') return await exportData(rest);
     if (command === '--help' || command === '-h' || command === 'help') {
       process.stdout.write(`${USAGE}\n`);
       return 0;

@@ -26,6 +26,15 @@ export {
   type TokenManagerOptions,
 } from './token-manager.js';
 export {
+  type BulkExport,
+  BulkExportError,
+  type BulkExportOptions,
+  bulkExport,
+  cancelExport,
+  type ExportManifest,
+  exportedResources,
+} from './workflows/bulk/export.js';
+export {
   type DataRequirement,
   MeasureDataError,
   type MeasureQuery,

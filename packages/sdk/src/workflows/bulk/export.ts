@@ -1,0 +1,157 @@
+import { CarevaultError } from '../../errors.js';
+import type { FhirClient, RequestOptions } from '../../fhir-client.js';
+import type { Resource } from '../../fhir-types.js';
+import { sleep } from '../../retry.js';
+import { parseRetryAfter } from '../../token-manager.js';
+
+/** The manifest a finished Bulk Data export answers with (export.html#response---complete-status). */
+export interface ExportManifest {
+  transactionTime: string;
+  request: string;
+  requiresAccessToken: boolean;
+  output: { type: string; url: string; count?: number }[];
+  error: { type: string; url: string }[];
+}
+
+export interface BulkExportOptions {
+  /** The whole server or vault (default), every patient, or one Group's members. */
+  level?: 'system' | 'patient' | { group: string };
+  /** `_type`: only these resource types. */
+  types?: string[];
+  /** `_since`: only resources changed after this instant. */
+  since?: string | Date;
+  /** `_typeFilter`: searches such as `Observation?status=final`. */
+  typeFilters?: string[];
+  /** `patient` (patient or group level): these patients only, as ids or `Patient/id`; sent as a POST. */
+  patients?: string[];
+  /** How long to wait for the export in all (default one hour); the job is left running past it. */
+  timeoutMs?: number;
+  /** Between status polls when the server names no Retry-After (default 1 s); never more than 60 s at once. */
+  pollIntervalMs?: number;
+  signal?: AbortSignal;
+  /** Each `X-Progress` the server reports while the export runs. */
+  onProgress?: (progress: string | undefined) => void;
+}
+
+export interface BulkExport {
+  /** Where the job's status is (for `cancelExport`, or to poll again later). */
+  statusUrl: string;
+  manifest: ExportManifest;
+}
+
+/** The export could not be started, did not finish in time, or its files are not what the IG says. */
+export class BulkExportError extends CarevaultError {
+  constructor(
+    message: string,
+    readonly statusUrl?: string,
+  ) {
+    super(message);
+  }
+}
+
+const MAX_WAIT_MS = 60_000;
+
+/**
+ * Bulk Data export (Bulk Data Access IG 2.0) with one FhirClient: the kick-off (GET, or POST with a Parameters
+ * body when patients are named), then the status URL polled as the server asks (Retry-After, else
+ * `pollIntervalMs`) until it answers the manifest. 429 and 5xx on a poll are retried by the client like any
+ * read; an export the server failed is its `FhirResponseError`.
+ */
+export async function bulkExport(client: FhirClient, o: BulkExportOptions = {}): Promise<BulkExport> {
+  const level = o.level ?? 'system';
+  const path =
+    level === 'system'
+      ? '$export'
+      : level === 'patient'
+        ? 'Patient/$export'
+        : `Group/${encodeURIComponent(level.group)}/$export`;
+  const params: [string, string][] = [];
+  if (o.types?.length) params.push(['_type', o.types.join(',')]);
+  if (o.since !== undefined) params.push(['_since', new Date(o.since).toISOString()]);
+  for (const f of o.typeFilters ?? []) params.push(['_typeFilter', f]);
+  const request: RequestOptions = { headers: { prefer: 'respond-async' }, ...(o.signal ? { signal: o.signal } : {}) };
+  const kickOff = o.patients?.length
+    ? await client.request('POST', path, exportParameters(params, o.patients), request)
+    : await client.request(
+        'GET',
+        `${path}${params.length ? `?${new URLSearchParams(params)}` : ''}`,
+        undefined,
+        request,
+      );
+  const statusUrl = kickOff.headers.get('content-location');
+  if (kickOff.status !== 202 || !statusUrl)
+    throw new BulkExportError(`the kick-off answered ${kickOff.status} without a Content-Location to poll`);
+
+  const deadline = Date.now() + (o.timeoutMs ?? 3_600_000);
+  const interval = o.pollIntervalMs ?? 1000;
+  for (;;) {
+    const status = await client.request<ExportManifest | undefined>('GET', statusUrl, undefined, request);
+    if (status.status === 200) return { statusUrl, manifest: checkManifest(status.body, statusUrl) };
+    o.onProgress?.(status.headers.get('x-progress') ?? undefined);
+    const retryAfter = parseRetryAfter(status.headers.get('retry-after'));
+    const wait = Math.min(MAX_WAIT_MS, retryAfter === undefined ? interval : retryAfter * 1000);
+    if (Date.now() + wait > deadline)
+      throw new BulkExportError(`the export did not finish in time; its status is at ${statusUrl}`, statusUrl);
+    await sleep(wait, o.signal);
+  }
+}
+
+function exportParameters(params: [string, string][], patients: string[]) {
+  const parameter: Record<string, unknown>[] = params.map(([name, value]) =>
+    name === '_since' ? { name, valueInstant: value } : { name, valueString: value },
+  );
+  for (const p of patients)
+    parameter.push({ name: 'patient', valueReference: { reference: p.includes('/') ? p : `Patient/${p}` } });
+  return { resourceType: 'Parameters', parameter };
+}
+
+function checkManifest(body: unknown, statusUrl: string): ExportManifest {
+  const m = body as Partial<ExportManifest> | undefined;
+  if (typeof m?.transactionTime !== 'string' || !Array.isArray(m.output))
+    throw new BulkExportError(`${statusUrl} answered 200 without an export manifest`, statusUrl);
+  return { ...m, error: m.error ?? [] } as ExportManifest;
+}
+
+/**
+ * The resources of a finished export, file by file (those of `type` only, when given). Files that need the
+ * token are fetched with the client (its retries, its token, never to another origin); the others, which the
+ * IG allows on other storage, without credentials.
+ */
+export async function* exportedResources(
+  client: FhirClient,
+  manifest: ExportManifest,
+  type?: string,
+  o: RequestOptions = {},
+): AsyncGenerator<Resource> {
+  for (const file of manifest.output) {
+    if (type !== undefined && file.type !== type) continue;
+    const text = manifest.requiresAccessToken
+      ? new TextDecoder().decode((await client.binary(file.url, 'application/fhir+ndjson', o)).body)
+      : await fetchPublic(file.url, o.signal);
+    let n = 0;
+    for (const line of text.split('\n')) {
+      n++;
+      if (!line.trim()) continue;
+      let resource: Resource;
+      try {
+        resource = JSON.parse(line) as Resource;
+      } catch {
+        throw new BulkExportError(`${file.url} line ${n} is not JSON`);
+      }
+      if (resource?.resourceType !== file.type)
+        throw new BulkExportError(`${file.url} line ${n} is not a ${file.type}`);
+      yield resource;
+    }
+  }
+}
+
+async function fetchPublic(url: string, signal?: AbortSignal): Promise<string> {
+  const res = await fetch(url, signal ? { signal } : {});
+  if (!res.ok) throw new BulkExportError(`${url} answered ${res.status}`);
+  return res.text();
+}
+
+/** DELETE on the status URL: the server stops the export (if it still runs) and removes its files. */
+export async function cancelExport(client: FhirClient, statusUrl: string, o?: RequestOptions): Promise<void> {
+  await client.request('DELETE', statusUrl, undefined, o);
+}

@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import {
+  BulkExportError,
+  type Bundle,
+  bulkExport,
+  cancelExport,
+  exportedResources,
+  FhirClient,
+  FhirResponseError,
+  type Resource,
+  TokenManager,
+} from '../src/index.ts';
+import { type ClosableFetch, tlsFetch } from '../src/node.ts';
+import { type Cara, CLIENT_ID, DENISHA, startCara } from './helpers/cara.ts';
+
+// The SDK's Bulk Data export against a real carevault behind the fault-injecting proxy: throttled and failing
+// status polls, a dropped download, a job that outlives the client's patience.
+const CLIENT_BIN = fileURLToPath(new URL('../bin/carevault-client.js', import.meta.url));
+const run = promisify(execFile);
+let cara: Cara;
+let fetch: ClosableFetch;
+let fhir: FhirClient;
+const retried: string[] = [];
+
+before(async () => {
+  cara = await startCara();
+  fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+  const tokens = new TokenManager({
+    issuer: cara.issuer,
+    clientId: CLIENT_ID,
+    auth: { method: 'tls_client_auth' },
+    fetch,
+  });
+  fhir = new FhirClient({
+    baseUrl: `${cara.issuer}/fhir/alice_1234`,
+    tokens,
+    fetch,
+    retry: { baseDelayMs: 10, maxDelayMs: 2000, maxAttempts: 5 },
+    onRetry: (i) => retried.push(`${i.method} ${new URL(i.url).pathname} ${i.reason}`),
+  });
+});
+after(async () => {
+  await fetch.close();
+  await cara.stop();
+});
+
+const count = async (type: string) => ((await fhir.search(type, { _summary: 'count' })) as Bundle).total;
+const all = async (it: AsyncIterable<Resource>) => {
+  const out: Resource[] = [];
+  for await (const r of it) out.push(r);
+  return out;
+};
+
+describe('bulkExport', () => {
+  test('through throttled and failing status polls and a dropped download, every resource arrives once', async () => {
+    cara.proxy.fault = (req) => {
+      if (req.url.includes('$export-status/') && !retried.some((r) => r.includes('429')))
+        return { kind: 'status', status: 429, retryAfter: 0 };
+      if (req.url.includes('$export-status/') && !retried.some((r) => r.includes('503')))
+        return { kind: 'status', status: 503 };
+      if (req.url.includes('$export-file/') && !retried.some((r) => r.includes('$export-file')))
+        return { kind: 'drop' };
+      return { kind: 'pass' };
+    };
+    try {
+      const { manifest, statusUrl } = await bulkExport(fhir, { types: ['Patient', 'Observation'], pollIntervalMs: 20 });
+      assert.match(statusUrl, /\$export-status\//);
+      assert.equal(manifest.requiresAccessToken, true);
+      const patients = await all(exportedResources(fhir, manifest, 'Patient'));
+      const observations = await all(exportedResources(fhir, manifest, 'Observation'));
+      assert.equal(observations.length, await count('Observation'));
+      assert.equal(new Set(observations.map((o) => o.id)).size, observations.length);
+      const denisha = (JSON.parse(readFileSync(DENISHA, 'utf8')) as { entry: { resource: Resource }[] }).entry.find(
+        (e) => e.resource.resourceType === 'Patient',
+      )?.resource;
+      assert.deepEqual(
+        patients.map((p) => p.id),
+        [denisha?.id],
+      );
+      assert.ok(
+        retried.some((r) => r.includes('429')),
+        retried.join('\n'),
+      );
+      assert.ok(
+        retried.some((r) => r.includes('503')),
+        retried.join('\n'),
+      );
+      assert.ok(
+        retried.some((r) => r.includes('$export-file')),
+        retried.join('\n'),
+      );
+    } finally {
+      cara.proxy.fault = () => ({ kind: 'pass' });
+    }
+  });
+
+  test('named patients go as a POST Parameters body; _since leaves out what did not change', async () => {
+    const patient = (await fhir.search('Patient')).entry?.[0]?.resource as Resource;
+    const byPatient = await bulkExport(fhir, {
+      level: 'patient',
+      patients: [patient.id as string],
+      types: ['Patient'],
+      pollIntervalMs: 20,
+    });
+    assert.deepEqual(
+      (await all(exportedResources(fhir, byPatient.manifest))).map((r) => r.id),
+      [patient.id],
+    );
+    const kickOff = cara.proxy.seen.filter((s) => s.url.endsWith('/Patient/$export')).at(-1);
+    assert.equal(kickOff?.method, 'POST');
+    const none = await bulkExport(fhir, { since: new Date(Date.now() + 60_000), pollIntervalMs: 20 });
+    assert.deepEqual(none.manifest.output, []);
+  });
+
+  test("a refused kick-off is the server's error; an export that outlives timeoutMs names its status URL", async () => {
+    await assert.rejects(bulkExport(fhir, { types: ['NotAType'] }), (err: unknown) => {
+      assert.ok(err instanceof FhirResponseError);
+      assert.equal(err.status, 400);
+      assert.match(err.message, /NotAType/);
+      return true;
+    });
+    cara.proxy.fault = (req) =>
+      req.url.includes('$export-status/') ? { kind: 'status', status: 202, retryAfter: 0 } : { kind: 'pass' };
+    let statusUrl = '';
+    try {
+      await assert.rejects(
+        bulkExport(fhir, { types: ['Patient'], timeoutMs: 300, pollIntervalMs: 50 }),
+        (err: unknown) => {
+          assert.ok(err instanceof BulkExportError);
+          assert.match(err.message, /did not finish in time/);
+          statusUrl = err.statusUrl as string;
+          return true;
+        },
+      );
+    } finally {
+      cara.proxy.fault = () => ({ kind: 'pass' });
+    }
+    await cancelExport(fhir, statusUrl);
+    await assert.rejects(
+      fhir.request('GET', statusUrl),
+      (err: unknown) => err instanceof FhirResponseError && err.status === 404,
+    );
+  });
+});
+
+describe('carevault-client export', () => {
+  async function cli(...args: string[]) {
+    const base = [
+      'export',
+      '--base',
+      `${cara.issuer}/fhir/alice_1234`,
+      '--issuer',
+      cara.issuer,
+      '--client-id',
+      CLIENT_ID,
+    ];
+    const tls = ['--cert', cara.certPath, '--key', cara.keyPath, '--ca', cara.caPath];
+    try {
+      const r = await run(process.execPath, [CLIENT_BIN, ...base, ...tls, ...args], { timeout: 120_000 });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  }
+
+  test('writes one NDJSON file per exported type and prints the manifest; never over an earlier export', async () => {
+    const out = join(cara.dataDir, 'export-out');
+    const r = await cli('--out', out, '--type', 'Patient', '--type', 'Condition');
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = JSON.parse(r.stdout) as { output: { type: string; count: number }[] };
+    assert.deepEqual(readdirSync(out).sort(), ['Condition.ndjson', 'Patient.ndjson']);
+    assert.equal(statSync(join(out, 'Patient.ndjson')).mode & 0o777, 0o600, 'health data for the owner only');
+    for (const f of manifest.output) {
+      const lines = readFileSync(join(out, `${f.type}.ndjson`), 'utf8')
+        .trim()
+        .split('\n');
+      assert.equal(lines.length, f.count, f.type);
+      assert.equal(lines.length, await count(f.type), f.type);
+    }
+    const again = await cli('--out', out, '--type', 'Patient');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /Patient\.ndjson exists already/);
+    const bad = await cli('--out', out, '--patient', 'x');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--patient needs --patients or --group/);
+    const refused = await cli('--out', join(out, 'x'), '--type', 'Nope');
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Nope is not an R4 resource type/);
+  });
+});
