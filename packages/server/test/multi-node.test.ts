@@ -257,6 +257,43 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
     assert.ok(verified.events >= 60);
   });
 
+  test('a Bulk Data export asked at node A is answered at node B: status, manifest and files', async () => {
+    const t = await token(A);
+    for (let i = 0; i < 5; i++)
+      await call(A, 'POST', `/fhir/${VAULT}/Condition`, t, {
+        resourceType: 'Condition',
+        subject: { reference: 'Patient/nobody' },
+        code: { text: `exported ${i}` },
+      });
+    const kickOff = await call(A, 'GET', `/fhir/${VAULT}/$export?_type=Condition`, t, undefined, {
+      prefer: 'respond-async',
+    });
+    assert.equal(kickOff.status, 202, JSON.stringify(kickOff.json));
+    // The URLs name the load balancer; node B is asked directly.
+    const onB = (url: string) => url.replace(lb, B);
+    const status = onB(kickOff.headers.get('content-location') as string);
+    let manifest: { output: { type: string; url: string; count: number }[] } | undefined;
+    for (let i = 0; i < 200 && !manifest; i++) {
+      const r = await call(status, 'GET', '', t);
+      if (r.status === 200) manifest = r.json as typeof manifest;
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(manifest, 'node B answered the manifest');
+    const conditions = await call(B, 'GET', `/fhir/${VAULT}/Condition?_summary=count`, t);
+    assert.deepEqual(
+      manifest.output.map((o) => [o.type, o.count]),
+      [['Condition', conditions.json.total]],
+    );
+    const file = await fetch(onB(manifest.output[0]?.url as string), {
+      dispatcher: agent,
+      headers: { authorization: `Bearer ${t}` },
+    });
+    assert.equal(file.status, 200);
+    const lines = (await file.text()).trim().split('\n');
+    assert.equal(lines.length, conditions.json.total);
+    assert.ok(lines.every((l) => (JSON.parse(l) as { resourceType: string }).resourceType === 'Condition'));
+  });
+
   test('reads and searches through both nodes at once: their events, hashed by PostgreSQL, form one unbroken chain', async () => {
     const t = await token(A);
     const created = await call(A, 'POST', `/fhir/${VAULT}/Patient`, t, {

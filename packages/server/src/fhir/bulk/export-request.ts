@@ -39,6 +39,8 @@ export function parseExportRequest(
   lenient: boolean,
 ): ExportRequest {
   const request: ExportRequest = { level, group, types: [], typeFilters: {} };
+  // Each filter is a search the job runs for every chunk of patients: their number is bounded like a search's.
+  if ([...params.keys()].length > 200) throw bad('at most 200 $export parameters');
   for (const [name, value] of params) {
     switch (name) {
       case '_outputFormat':
