@@ -164,6 +164,31 @@ describe('system-level $export', () => {
     assert.deepEqual((await lines(filtered, 'Observation')).map((r) => r.id).sort(), heights.map((r) => r.id).sort());
   });
 
+  test('a granular scope filters the export as it filters a search', async () => {
+    const scope =
+      'system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
+    const lab = await secretClient(p, 'bulk-lab', scope);
+    await grant(p, { partition: 'bulk', client: 'bulk-lab', scope: 'system/*.rs' });
+    const { manifest } = await runExport('/bulk/$export', lab);
+    assert.ok(manifest);
+    const expected = vault.filter(
+      (r) =>
+        r.resourceType === 'Observation' &&
+        (r as { category?: { coding?: { code?: string }[] }[] }).category?.some((c) =>
+          c.coding?.some((x) => x.code === 'laboratory'),
+        ),
+    );
+    assert.ok(expected.length > 0 && expected.length < vault.filter((r) => r.resourceType === 'Observation').length);
+    assert.deepEqual(
+      manifest.output.map((o) => o.type),
+      ['Observation'],
+    );
+    assert.deepEqual(
+      (await lines(manifest, 'Observation', lab)).map((r) => r.id).sort(),
+      expected.map((r) => r.id).sort(),
+    );
+  });
+
   test('a token for some types exports those types only; asking for another is 403', async () => {
     const { manifest } = await runExport('/bulk/$export', patientsOnly);
     assert.deepEqual(
