@@ -93,8 +93,22 @@ async function measure(ndjson: string, databaseUrl: string | undefined) {
       const next = before.link.find((l) => l.relation === 'next')?.url as string;
       const cursorPath = next.slice(`${base}/fhir/big/`.length);
       if (!cursorPath.includes('_cursor=')) throw new Error(`not a position: ${next}`);
+      const exported = await bulkExport(base, agent, token);
+      // The same resources read the way a client without $export would: every page of 1,000 by its next link.
+      const t = performance.now();
+      let paged = 0;
+      for (let page = await get('Observation?_count=1000'); ; ) {
+        paged += page.entry?.length ?? 0;
+        const link = page.link.find((l) => l.relation === 'next')?.url;
+        if (!link) break;
+        page = await get(link.slice(`${base}/fhir/big/`.length));
+      }
+      if (paged !== N) throw new Error(`paged ${paged} of ${N}`);
+      const pagedMs = performance.now() - t;
       return {
         importRate,
+        exported,
+        pagedMs,
         first: await best('Observation?_count=50'),
         byOffset: await best(`Observation?_count=50&_offset=${DEEP}`),
         byCursor: await best(cursorPath),
@@ -111,6 +125,37 @@ async function measure(ndjson: string, databaseUrl: string | undefined) {
   }
 }
 
+/** `$export?_type=Observation`: kick-off to manifest (the job writing its file), then the file's download. */
+async function bulkExport(base: string, agent: Agent, token: string) {
+  const headers = { authorization: `Bearer ${token}` };
+  const started = performance.now();
+  const kick = await request(`${base}/fhir/big/$export?_type=Observation`, {
+    dispatcher: agent,
+    headers: { ...headers, prefer: 'respond-async' },
+  });
+  await kick.body.dump();
+  const status = kick.headers['content-location'] as string;
+  if (kick.statusCode !== 202 || !status) throw new Error(`$export → ${kick.statusCode}`);
+  type Manifest = { output: { url: string; count: number }[] };
+  let manifest: Manifest | undefined;
+  while (!manifest) {
+    const res = await request(status, { dispatcher: agent, headers });
+    if (res.statusCode === 200) manifest = (await res.body.json()) as Manifest;
+    else if (res.statusCode === 202) {
+      await res.body.dump();
+      await new Promise((r) => setTimeout(r, 20));
+    } else throw new Error(`${status} → ${res.statusCode} ${await res.body.text()}`);
+  }
+  const jobMs = performance.now() - started;
+  const file = manifest?.output[0];
+  if (file?.count !== N) throw new Error(`exported ${file?.count} of ${N}`);
+  const t = performance.now();
+  const res = await request(file.url, { dispatcher: agent, headers });
+  let bytes = 0;
+  for await (const chunk of res.body) bytes += (chunk as Buffer).length;
+  return { jobMs, downloadMs: performance.now() - t, bytes };
+}
+
 function print(name: string, r: Awaited<ReturnType<typeof measure>>) {
   const ms = (v: number) => `${v.toFixed(1)} ms`;
   console.log(`${name}: ${N.toLocaleString('en')} Observations imported at ${r.importRate.toFixed(0)}/s`);
@@ -121,6 +166,13 @@ function print(name: string, r: Awaited<ReturnType<typeof measure>>) {
   console.log(
     `  subject= a patient with half the vault: ${ms(r.dense)}; with ${Math.round(N / 400)}: ${ms(r.sparse)} ` +
       '(both first pages of 50, oldest first)',
+  );
+  const { jobMs, downloadMs, bytes } = r.exported;
+  const s = (v: number) => `${(v / 1000).toFixed(1)} s`;
+  console.log(
+    `  $export of the ${N.toLocaleString('en')}: kick-off to manifest ${s(jobMs)} (${(N / (jobMs / 1000)).toFixed(0)}/s), ` +
+      `download ${(bytes / 2 ** 20).toFixed(0)} MiB in ${s(downloadMs)}; the same read by search pages of 1,000 ` +
+      `${s(r.pagedMs)} → ${(r.pagedMs / (jobMs + downloadMs)).toFixed(1)}× the export's time`,
   );
 }
 

@@ -272,10 +272,11 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
     // The URLs name the load balancer; node B is asked directly.
     const onB = (url: string) => url.replace(lb, B);
     const status = onB(kickOff.headers.get('content-location') as string);
-    let manifest: { output: { type: string; url: string; count: number }[] } | undefined;
+    type Manifest = { output: { type: string; url: string; count: number }[] };
+    let manifest: Manifest | undefined;
     for (let i = 0; i < 200 && !manifest; i++) {
       const r = await call(status, 'GET', '', t);
-      if (r.status === 200) manifest = r.json as typeof manifest;
+      if (r.status === 200) manifest = r.json as unknown as Manifest;
       else await new Promise((resolve) => setTimeout(resolve, 50));
     }
     assert.ok(manifest, 'node B answered the manifest');
