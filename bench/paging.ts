@@ -131,7 +131,7 @@ async function bulkExport(base: string, agent: Agent, token: string) {
   const started = performance.now();
   const kick = await request(`${base}/fhir/big/$export?_type=Observation`, {
     dispatcher: agent,
-    headers: { ...headers, prefer: 'respond-async' },
+    headers: { ...headers, prefer: 'respond-async', accept: 'application/fhir+json' },
   });
   await kick.body.dump();
   const status = kick.headers['content-location'] as string;

@@ -29,6 +29,7 @@ const countByType = (list: R[]) => {
   return out;
 };
 
+const KICK_OFF = { prefer: 'respond-async', accept: 'application/fhir+json' };
 let p: TestPlatform;
 let reader: Caller;
 let stranger: Caller;
@@ -164,6 +165,23 @@ describe('system-level $export', () => {
     assert.deepEqual((await lines(filtered, 'Observation')).map((r) => r.id).sort(), heights.map((r) => r.id).sort());
   });
 
+  test('_elements keeps the named elements (and the mandatory ones), tagged SUBSETTED; _type may repeat', async () => {
+    const { manifest } = await runExport(
+      '/bulk/$export?_type=Patient&_type=Observation&_elements=Patient.gender,subject',
+    );
+    assert.ok(manifest);
+    const patients = await lines(manifest, 'Patient');
+    assert.equal(patients.length, 2);
+    for (const r of patients) {
+      assert.deepEqual(Object.keys(r).sort(), ['gender', 'id', 'meta', 'resourceType']);
+      assert.ok(JSON.stringify((r as { meta?: unknown }).meta).includes('SUBSETTED'));
+    }
+    const observations = await lines(manifest, 'Observation');
+    assert.equal(observations.length, countByType(vault).Observation);
+    for (const r of observations)
+      assert.deepEqual(Object.keys(r).sort(), ['code', 'id', 'meta', 'resourceType', 'status', 'subject']);
+  });
+
   test('a granular scope filters the export as it filters a search', async () => {
     const scope =
       'system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -195,9 +213,7 @@ describe('system-level $export', () => {
       manifest?.output.map((o) => [o.type, o.count]),
       [['Patient', 2]],
     );
-    const r = await fhir(p, patientsOnly, 'GET', '/bulk/$export?_type=Observation', undefined, {
-      prefer: 'respond-async',
-    });
+    const r = await fhir(p, patientsOnly, 'GET', '/bulk/$export?_type=Observation', undefined, KICK_OFF);
     assert.equal(r.status, 403, r.text);
   });
 });
@@ -251,9 +267,7 @@ describe('patient- and group-level $export', () => {
     );
     const conditions = resourcesOf(FILES[0] as string).filter((r) => r.resourceType === 'Condition');
     assert.equal((await lines(manifest, 'Condition')).length, conditions.length);
-    const missing = await fhir(p, reader, 'GET', '/bulk/Group/no-such-group/$export', undefined, {
-      prefer: 'respond-async',
-    });
+    const missing = await fhir(p, reader, 'GET', '/bulk/Group/no-such-group/$export', undefined, KICK_OFF);
     assert.equal(missing.status, 404);
   });
 });
@@ -310,28 +324,39 @@ describe('kick-off errors', () => {
   });
 
   test('bad requests are 400 OperationOutcomes before any job exists (E16: no token is 401)', async () => {
-    const none = await fhir(p, undefined, 'GET', '/bulk/$export', undefined, { prefer: 'respond-async' });
+    const none = await fhir(p, undefined, 'GET', '/bulk/$export', undefined, KICK_OFF);
     assert.equal(none.status, 401);
     const cases: [string, Record<string, string>, RegExp][] = [
-      ['/bulk/$export', {}, /respond-async/],
-      ['/bulk/$export?_outputFormat=text/csv', { prefer: 'respond-async' }, /_outputFormat/],
-      ['/bulk/$export?_type=Nope', { prefer: 'respond-async' }, /Nope/],
-      ['/bulk/$export?_since=yesterday', { prefer: 'respond-async' }, /_since/],
-      ['/bulk/$export?_elements=id', { prefer: 'respond-async' }, /handling=lenient/],
-      ['/bulk/$export?_typeFilter=Observation%3F_sort%3Ddate', { prefer: 'respond-async' }, /_sort/],
-      ['/bulk/$export?_typeFilter=Observation%3Fnosuch%3D1', { prefer: 'respond-async' }, /nosuch/],
-      ['/bulk/$export?_typeFilter=status%3Dfinal', { prefer: 'respond-async' }, /_typeFilter/],
-      ['/bulk/Patient/$export?_type=Organization', { prefer: 'respond-async' }, /compartment/],
-      ['/bulk/$export?patient=Patient/1', { prefer: 'respond-async' }, /patient/],
+      ['/bulk/$export', { accept: 'application/fhir+json' }, /respond-async/],
+      // fetch sends Accept: */* unless told otherwise; an empty one is as good as none.
+      ['/bulk/$export', { prefer: 'respond-async', accept: '' }, /Accept: application\/fhir\+json/],
+      [`/bulk/$export?_since=${new Date(Date.now() + 3_600_000).toISOString()}`, KICK_OFF, /in the future/],
+      ['/bulk/$export?_since=0000-60-01T30:70:80%2B05:00', KICK_OFF, /_since/],
+      ['/bulk/$export?_elements=Nope.id', KICK_OFF, /_elements/],
+      ['/bulk/$export?_elements=Patient.name.given', KICK_OFF, /_elements/],
+      ['/bulk/$export?_outputFormat=text/csv', KICK_OFF, /_outputFormat/],
+      ['/bulk/$export?_type=Nope', KICK_OFF, /Nope/],
+      ['/bulk/$export?_since=yesterday', KICK_OFF, /_since/],
+      ['/bulk/$export?includeAssociatedData=LatestProvenanceResources', KICK_OFF, /handling=lenient/],
+      ['/bulk/$export?_typeFilter=Observation%3F_sort%3Ddate', KICK_OFF, /_sort/],
+      ['/bulk/$export?_typeFilter=Observation%3Fnosuch%3D1', KICK_OFF, /nosuch/],
+      ['/bulk/$export?_typeFilter=status%3Dfinal', KICK_OFF, /_typeFilter/],
+      ['/bulk/Patient/$export?_type=Organization', KICK_OFF, /compartment/],
+      ['/bulk/$export?patient=Patient/1', KICK_OFF, /patient/],
     ];
     for (const [path, headers, message] of cases) {
       const r = await fhir(p, reader, 'GET', path, undefined, headers);
       assert.equal(r.status, 400, `${path} → ${r.text}`);
       assert.match(String((r.json as { issue?: { diagnostics?: string }[] }).issue?.[0]?.diagnostics), message, path);
     }
-    const lenient = await fhir(p, reader, 'GET', '/bulk/$export?_type=Patient&_elements=id', undefined, {
-      prefer: 'respond-async, handling=lenient',
-    });
+    const lenient = await fhir(
+      p,
+      reader,
+      'GET',
+      '/bulk/$export?_type=Patient&includeAssociatedData=LatestProvenanceResources',
+      undefined,
+      { ...KICK_OFF, prefer: 'respond-async, handling=lenient' },
+    );
     assert.equal(lenient.status, 202, lenient.text);
   });
 });

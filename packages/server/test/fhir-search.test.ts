@@ -369,6 +369,10 @@ describe('result shaping (J26 J30 J31 J32)', () => {
     assert.equal(res.gender, 'female');
     assert.equal(res.name, undefined);
     assert.ok(JSON.stringify(res.meta).includes('SUBSETTED'));
+    // Mandatory elements (Observation.status, .code) come along unasked (search.html#elements: SHOULD).
+    const r4 = await fhir(p, tcu, 'GET', '/v1/Observation?_id=o1&_elements=subject');
+    const o1 = (r4.json as unknown as Bundle).entry?.[0]?.resource as Record<string, unknown>;
+    assert.deepEqual(Object.keys(o1).sort(), ['code', 'id', 'meta', 'resourceType', 'status', 'subject']);
   });
 
   test('_include, _revinclude and :iterate — the CARA context query in one request (J32, domain §1.3)', async () => {

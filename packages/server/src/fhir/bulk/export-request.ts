@@ -13,18 +13,28 @@ export interface ExportRequest {
   typeFilters: Record<string, string[]>;
   /** `patient` (POST): the patients whose compartments are exported, as ids. */
   patients?: string[] | undefined;
+  /** `_elements`: top-level elements for every type (`id`) or for one (`Patient.name`). */
+  elements?: string[] | undefined;
+}
+
+/** The elements `_elements` keeps of `type`, or undefined when it names none of that type: the whole resource. */
+export function elementsFor(request: ExportRequest, type: string): string[] | undefined {
+  const own = (request.elements ?? []).flatMap((e) => {
+    const dot = e.indexOf('.');
+    if (dot < 0) return [e];
+    return e.slice(0, dot) === type ? [e.slice(dot + 1)] : [];
+  });
+  return own.length > 0 ? own : undefined;
 }
 
 const OUTPUT_FORMATS = new Set(['application/fhir+ndjson', 'application/ndjson', 'ndjson']);
 const INSTANT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 /** Parameters the IG defines that this server does not implement: refused, or ignored under handling=lenient. */
-const UNSUPPORTED = new Set([
-  '_elements',
-  'includeAssociatedData',
-  '_until',
-  'organizeOutputBy',
-  'allowPartialManifests',
-]);
+const UNSUPPORTED = new Set(['includeAssociatedData', '_until', 'organizeOutputBy', 'allowPartialManifests']);
+
+const ELEMENT_RE = /^(?:([A-Z][A-Za-z]+)\.)?[a-z][A-Za-z0-9]*$/;
+/** How far ahead of this server's clock `_since` may be (clock skew); beyond it, the client asks for the future. */
+const SKEW_MS = 5 * 60_000;
 
 const bad = (message: string) => new FhirError(400, 'invalid', message);
 
@@ -49,7 +59,16 @@ export function parseExportRequest(
       case '_since':
         if (!INSTANT_RE.test(value) || Number.isNaN(Date.parse(value)))
           throw bad(`_since must be an instant such as 2024-01-01T00:00:00Z, not "${value}"`);
+        if (Date.parse(value) > Date.now() + SKEW_MS) throw bad(`_since ${value} is in the future`);
         request.since = new Date(value).toISOString();
+        break;
+      case '_elements':
+        for (const element of value.split(',').map((e) => e.trim())) {
+          const type = ELEMENT_RE.exec(element)?.[1];
+          if (!ELEMENT_RE.test(element) || (type !== undefined && !RESOURCE_TYPES.has(type)))
+            throw bad(`_elements takes top-level elements such as id or Patient.name, not "${element}"`);
+          request.elements = [...(request.elements ?? []), element];
+        }
         break;
       case '_type':
         for (const type of value.split(',').map((t) => t.trim())) {

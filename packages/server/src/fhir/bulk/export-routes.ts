@@ -92,6 +92,9 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       const prefer = String(req.headers.prefer ?? '');
       if (!/\brespond-async\b/.test(prefer))
         throw new FhirError(400, 'invalid', '$export runs asynchronously: send Prefer: respond-async');
+      // The IG's kick-off names the format of its OperationOutcome; a client that names none is told to.
+      if (!req.headers.accept)
+        throw new FhirError(400, 'invalid', 'send Accept: application/fhir+json with the $export kick-off');
       let group: string | undefined;
       if (level === 'group') {
         group = req.params.id as string;

@@ -11,7 +11,8 @@ import { FhirError } from '../errors.ts';
 import { restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
-import type { ExportRequest } from './export-request.ts';
+import { elementsOnly } from '../search/subset.ts';
+import { type ExportRequest, elementsFor } from './export-request.ts';
 
 const PAGE = 1000;
 /** Patients per compartment query: the reference filter lists them all. */
@@ -111,6 +112,7 @@ export async function writeExport(ctx: FhirContext, request: ExportRequest, dir:
       chunks.push(compartmentOfAll(type, patients.slice(i, i + PATIENTS_PER_QUERY)));
     }
     const searches = typeSearches(ctx, type, request);
+    const elements = elementsFor(request, type);
     // One resource can match two filters or be in two patients' compartments: it is written once.
     const seen = searches.length > 1 || chunks.length > 1 ? new Set<string>() : undefined;
     const path = join(dir, `${type}.ndjson`);
@@ -125,7 +127,8 @@ export async function writeExport(ctx: FhirContext, request: ExportRequest, dir:
               if (seen?.has(r.id)) continue;
               seen?.add(r.id);
               count++;
-              if (!out.write(`${r.content}\n`)) await once(out, 'drain');
+              const line = elements ? elementsOnly(r.content, type, elements) : r.content;
+              if (!out.write(`${line}\n`)) await once(out, 'drain');
             }
           }
         }

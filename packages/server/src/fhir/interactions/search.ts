@@ -113,7 +113,7 @@ export async function search(
 
   const shown = (r: FoundResource, mode: 'match' | 'include') => {
     if (mode !== 'match') return r.content;
-    if (parsed.elements) return elementsOnly(r.content, parsed.elements);
+    if (parsed.elements) return elementsOnly(r.content, r.type, parsed.elements);
     return parsed.summary ? summarize(r.content, r.type, parsed.summary) : r.content;
   };
   const entry = (r: FoundResource, mode: 'match' | 'include') =>

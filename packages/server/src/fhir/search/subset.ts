@@ -38,7 +38,11 @@ export function summarize(content: string, type: string, mode: SummaryMode): str
   return subset(content, (k) => matches(k, defs.summary));
 }
 
-/** `_elements`: the named top-level elements, plus what every resource keeps (id, meta). */
-export function elementsOnly(content: string, elements: string[]): string {
-  return subset(content, (k) => elements.includes(k));
+/**
+ * `_elements`: the named top-level elements, plus what every resource keeps (id, meta) and its mandatory
+ * elements, which servers SHOULD return whether asked for or not (search.html#elements).
+ */
+export function elementsOnly(content: string, type: string, elements: string[]): string {
+  const mandatory = ELEMENTS[type]?.mandatory ?? [];
+  return subset(content, (k) => elements.includes(k) || matches(k, mandatory));
 }
