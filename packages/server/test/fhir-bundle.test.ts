@@ -439,7 +439,13 @@ describe('batch', () => {
         patchEntry('Patient/batch-patched', [{ op: 'add', path: '/gender', value: 'female' }]),
         patchEntry('Patient/batch-nobody', [{ op: 'add', path: '/gender', value: 'female' }]),
         patchEntry('Patient/batch-patched', [{ op: 'test', path: '/gender', value: 'male' }]),
-        { resource: { resourceType: 'Parameters' }, request: { method: 'PATCH', url: 'Patient/batch-patched' } },
+        {
+          resource: {
+            resourceType: 'Parameters',
+            parameter: [{ name: 'operation', part: [{ name: 'type', valueCode: 'explode' }] }],
+          },
+          request: { method: 'PATCH', url: 'Patient/batch-patched' },
+        },
       ]),
     );
     assert.equal(r.status, 200, r.text);
@@ -535,7 +541,7 @@ describe('batch', () => {
       bundle('transaction', [{ resource: { resourceType: 'Patient' }, request: { method: 'POST', url: 'NotAType' } }]),
       bundle('transaction', [{ request: { method: 'PATCH', url: 'Patient/1' } }]),
       bundle('transaction', [
-        { resource: { resourceType: 'Parameters' }, request: { method: 'PATCH', url: 'Patient/1' } },
+        { resource: { resourceType: 'Observation' }, request: { method: 'PATCH', url: 'Patient/1' } },
       ]),
       bundle('transaction', [{ ...patchEntry('Patient/1', []), request: { method: 'PATCH', url: 'Patient' } }]),
       bundle('transaction', [

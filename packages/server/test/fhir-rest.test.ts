@@ -607,7 +607,13 @@ describe('conditional interactions and JSON Patch (J15 J21 J53)', () => {
     );
     assert.equal((await patchReq([{ op: 'explode', path: '/status' }])).status, 400);
     assert.equal((await patchReq({ not: 'an array' })).status, 400);
-    const wrongType = await fhir(p, tcu, 'PATCH', `/alice_1234/Observation/${id}`, OBS(id));
+    // A FHIR-format body is a FHIRPath Patch: a resource that is not Parameters is no patch.
+    const notParameters = await fhir(p, tcu, 'PATCH', `/alice_1234/Observation/${id}`, OBS(id));
+    assert.equal(notParameters.status, 400);
+    assert.match(notParameters.text, /FHIRPath Patch Parameters/);
+    const wrongType = await fhir(p, tcu, 'PATCH', `/alice_1234/Observation/${id}`, 'status=final', {
+      'content-type': 'text/plain',
+    });
     assert.equal(wrongType.status, 415);
     const history = await fhir(p, tcu, 'GET', `/alice_1234/Observation/${id}/_history`);
     assert.deepEqual(

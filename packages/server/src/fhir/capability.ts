@@ -87,7 +87,8 @@ function references(type: string): string[] {
 /**
  * The CapabilityStatement states exactly what this server does today (J01): read, vread, create,
  * update-as-create, delete, history and search (every R4 search parameter) for every R4 type;
- * conditional create, update and (single) delete; JSON Patch, also conditional (PATCH Type?search) and in Bundles;
+ * conditional create, update and (single) delete; JSON Patch and FHIRPath Patch, also conditional (PATCH
+ * Type?search) and in Bundles;
  * Bulk Data export at the vault, Patient and Group.
  */
 export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {

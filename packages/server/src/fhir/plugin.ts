@@ -23,7 +23,7 @@ import { bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { history } from './interactions/history.ts';
-import { conditionalPatch, patch } from './interactions/patch.ts';
+import { conditionalPatch, type PatchDocument, patch, patchDocument } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
@@ -303,13 +303,17 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return reply.code(204).send();
   });
 
-  /** A PATCH by id or by condition: the update permission, a JSON Patch body, then the patch and its answer. */
+  /**
+   * A PATCH by id or by condition: the update permission, a JSON Patch or FHIRPath Patch (Parameters) body, then
+   * the patch and its answer.
+   */
   const patchRoute =
     (
       apply: (
         req: FastifyRequest<{ Params: Params }>,
         ctx: FhirContext,
         type: string,
+        doc: PatchDocument,
         ifMatch?: string,
       ) => Promise<StoredVersion>,
     ) =>
@@ -317,25 +321,31 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       const ctx = await context(req);
       const type = typeOf(req);
       allow(ctx, type, 'update');
-      if (bodyMediaType(req.headers['content-type']) !== 'json-patch') {
-        throw new FhirError(415, 'not-supported', 'PATCH takes application/json-patch+json');
+      const media = bodyMediaType(req.headers['content-type']);
+      if (!media) {
+        throw new FhirError(
+          415,
+          'not-supported',
+          'PATCH takes application/json-patch+json, or a FHIRPath Patch Parameters as application/fhir+json or +xml',
+        );
       }
+      const doc = patchDocument(req.body, media === 'json-patch' ? 'json-patch' : 'fhir');
       const ifMatch = req.headers['if-match'];
-      const v = await apply(req, ctx, type, typeof ifMatch === 'string' ? ifMatch : undefined);
+      const v = await apply(req, ctx, type, doc, typeof ifMatch === 'string' ? ifMatch : undefined);
       return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
     };
   // Conditional patch: PATCH [type]?[search] (http.html#patch).
   app.patch<{ Params: Params }>(
     '/:partition/:type',
-    patchRoute((req, ctx, type, ifMatch) => {
+    patchRoute((req, ctx, type, doc, ifMatch) => {
       const query = req.raw.url?.split('?')[1];
       if (!query) throw new FhirError(400, 'invalid', 'PATCH needs an id (Type/id) or a condition (Type?search)');
-      return conditionalPatch(ctx, type, query, req.body, ifMatch);
+      return conditionalPatch(ctx, type, query, doc, ifMatch);
     }),
   );
   app.patch<{ Params: Params }>(
     '/:partition/:type/:id',
-    patchRoute((req, ctx, type, ifMatch) => patch(ctx, type, idOf(req), req.body, ifMatch)),
+    patchRoute((req, ctx, type, doc, ifMatch) => patch(ctx, type, idOf(req), doc, ifMatch)),
   );
 
   app.put<{ Params: Params }>('/:partition/:type/:id', async (req, reply) => {

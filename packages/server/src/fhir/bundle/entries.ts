@@ -1,4 +1,5 @@
 import { FhirError } from '../errors.ts';
+import type { PatchDocument } from '../interactions/patch.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 
 export type EntryMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -14,8 +15,8 @@ export interface EntryRequest {
   query?: string | undefined;
   fullUrl?: string | undefined;
   resource?: Record<string, unknown> | undefined;
-  /** The JSON Patch of a PATCH entry, taken out of its Binary. */
-  patch?: unknown[] | undefined;
+  /** The patch of a PATCH entry: a JSON Patch taken out of its Binary, or a FHIRPath Patch Parameters. */
+  patch?: PatchDocument | undefined;
   ifMatch?: string | undefined;
   ifNoneExist?: string | undefined;
 }
@@ -116,15 +117,14 @@ function parseEntry(e: unknown, index: number, base: string): EntryRequest {
 }
 
 /**
- * A PATCH entry's resource is a Binary holding the JSON Patch (http.html#patch, "in a transaction"). FHIRPath
- * Patch (a Parameters resource) is not implemented; it is refused by name rather than misread.
+ * A PATCH entry's resource (http.html#patch, "in a transaction"): a Binary holding a JSON Patch, or the
+ * Parameters of a FHIRPath Patch.
  */
-function patchOf(resource: unknown, index: number): unknown[] {
+function patchOf(resource: unknown, index: number): PatchDocument {
   const binary = resource as Record<string, unknown> | undefined;
-  if (binary?.resourceType === 'Parameters')
-    throw fail(index, 'FHIRPath Patch (Parameters) is not supported; send a Binary with application/json-patch+json');
+  if (binary?.resourceType === 'Parameters') return { kind: 'fhirpath', parameters: binary };
   if (typeof binary !== 'object' || binary === null || binary.resourceType !== 'Binary')
-    throw fail(index, 'PATCH needs a Binary resource holding the JSON Patch');
+    throw fail(index, 'PATCH needs a Binary holding a JSON Patch, or a FHIRPath Patch Parameters');
   if (
     typeof binary.contentType !== 'string' ||
     binary.contentType.split(';')[0]?.trim() !== 'application/json-patch+json'
@@ -139,7 +139,7 @@ function patchOf(resource: unknown, index: number): unknown[] {
     throw fail(index, 'the Binary of a PATCH does not hold JSON');
   }
   if (!Array.isArray(operations)) throw fail(index, 'a JSON Patch document is an array of operations');
-  return operations;
+  return { kind: 'json', operations };
 }
 
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;

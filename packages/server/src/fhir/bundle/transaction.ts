@@ -7,7 +7,7 @@ import type { FhirContext } from '../context.ts';
 import { FhirError, type IssueCode, operationOutcome } from '../errors.ts';
 import { createIn } from '../interactions/create.ts';
 import { removeIn } from '../interactions/delete.ts';
-import { patchIn } from '../interactions/patch.ts';
+import { type PatchDocument, patchIn } from '../interactions/patch.ts';
 import { read, vread } from '../interactions/read.ts';
 import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
@@ -16,12 +16,13 @@ import { newResourceId } from '../resource-id.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
+import { rewritePatchReferences } from './patch-references.ts';
 
 type Plan =
   | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
   | { kind: 'exists'; e: EntryRequest; id: string; matched: string }
   | { kind: 'update'; e: EntryRequest; id: string; resource: Record<string, unknown>; matched?: string | undefined }
-  | { kind: 'patch'; e: EntryRequest; id: string; operations: unknown[]; matched?: string | undefined }
+  | { kind: 'patch'; e: EntryRequest; id: string; patch: PatchDocument; matched?: string | undefined }
   | { kind: 'delete'; e: EntryRequest; id: string | undefined; matched?: string | undefined }
   | { kind: 'read'; e: EntryRequest };
 
@@ -91,11 +92,11 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
       return { kind: 'update', e, id: e.id as string, resource };
     }
     case 'PATCH': {
-      const operations = e.patch ?? [];
-      if (e.query === undefined) return { kind: 'patch', e, id: e.id as string, operations };
+      const patch = e.patch as PatchDocument;
+      if (e.query === undefined) return { kind: 'patch', e, id: e.id as string, patch };
       const matched = await single(ctx, e, e.query);
       if (!matched) throw fail(e, 404, `no ${e.type} matches the condition ${e.type}?${e.query}`);
-      return { kind: 'patch', e, id: matched, operations, matched };
+      return { kind: 'patch', e, id: matched, patch, matched };
     }
     case 'DELETE': {
       if (e.query === undefined) return { kind: 'delete', e, id: e.id };
@@ -135,19 +136,10 @@ async function resolveReferences(ctx: FhirContext, plans: Plan[], identities: Ma
   }
 }
 
-/** The references a written entry carries: its resource's, or those its patch operations set. */
+/** The references a written entry carries: its resource's, or those its patch sets. */
 function rewritePlan(p: Plan & { kind: 'create' | 'update' | 'patch' }, rewrite: (ref: string) => string): void {
-  if (p.kind !== 'patch') {
-    rewriteReferences(p.resource, rewrite);
-    return;
-  }
-  rewriteReferences(p.operations, rewrite);
-  // An operation may set a reference's text itself: {"op":"replace","path":"/subject/reference","value":"urn:uuid:…"}.
-  for (const op of p.operations) {
-    const o = op as Record<string, unknown> | null;
-    if (typeof o?.path === 'string' && o.path.endsWith('/reference') && typeof o.value === 'string')
-      o.value = rewrite(o.value);
-  }
+  if (p.kind === 'patch') rewritePatchReferences(p.patch, rewrite);
+  else rewriteReferences(p.resource, rewrite);
 }
 
 const ORDER: Record<Plan['kind'], number> = { delete: 0, create: 1, exists: 1, update: 2, patch: 2, read: 3 };
@@ -255,7 +247,7 @@ async function attemptTransaction(
         }
         case 'patch': {
           const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
-          const version = await patchIn(tx, p.e.type, p.id, p.operations, expected);
+          const version = await patchIn(tx, p.e.type, p.id, p.patch, expected);
           results.set(p.e.index, { status: 200, version, resource: returnResources ? version.content : undefined });
           break;
         }

@@ -6,6 +6,7 @@ import { FhirError } from '../errors.ts';
 import { assertResourceBody, prepare } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
+import { applyFhirPathPatch } from './fhirpath-patch.ts';
 import { parseEtag, updateIn } from './update.ts';
 
 const require = createRequire(import.meta.url);
@@ -14,20 +15,31 @@ const jsonPatch = require('fast-json-patch') as {
   JsonPatchError: new (...args: unknown[]) => Error & { name: string; index?: number };
 };
 
+/** A patch as http.html#patch takes it: JSON Patch (RFC 6902) or FHIRPath Patch (a Parameters resource). */
+export type PatchDocument = { kind: 'json'; operations: unknown[] } | { kind: 'fhirpath'; parameters: unknown };
+
+/** The patch a body holds, by its media type: `application/json-patch+json`, or a FHIR Parameters resource. */
+export function patchDocument(body: unknown, media: 'json-patch' | 'fhir'): PatchDocument {
+  if (media === 'json-patch') return { kind: 'json', operations: operationsOf(body) };
+  if ((body as { resourceType?: unknown } | null)?.resourceType !== 'Parameters')
+    throw new FhirError(400, 'invalid', 'a FHIR-format PATCH body is a FHIRPath Patch Parameters resource');
+  return { kind: 'fhirpath', parameters: body };
+}
+
 /**
- * patch (http.html#patch) with JSON Patch (RFC 6902, fast-json-patch): applied to the current version,
- * then validated like an update. It may not change resourceType or id; If-Match works as for update.
+ * patch (http.html#patch) with JSON Patch (RFC 6902, fast-json-patch) or FHIRPath Patch (fhirpatch.html):
+ * applied to the current version, then validated like an update. It may not change resourceType or id;
+ * If-Match works as for update.
  */
 export async function patch(
   ctx: FhirContext,
   type: string,
   id: string,
-  operations: unknown,
+  doc: PatchDocument,
   ifMatch: string | undefined,
 ): Promise<StoredVersion> {
-  const ops = operationsOf(operations);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
-  return transact(ctx, (tx) => patchIn(tx, type, id, ops, expected));
+  return transact(ctx, (tx) => patchIn(tx, type, id, doc, expected));
 }
 
 /**
@@ -38,17 +50,16 @@ export async function conditionalPatch(
   ctx: FhirContext,
   type: string,
   query: string,
-  operations: unknown,
+  doc: PatchDocument,
   ifMatch: string | undefined,
 ): Promise<StoredVersion> {
-  const ops = operationsOf(operations);
   const expected = ifMatch === undefined ? undefined : parseEtag(ifMatch);
   return transact(ctx, async (tx) => {
     const ids = await conditionalMatches(ctx, type, query, (q) => tx.search(q));
     if (ids.length > 1)
       throw new FhirError(412, 'conflict', `the condition ${type}?${query} matches more than one resource`);
     if (!ids[0]) throw new FhirError(404, 'not-found', `no ${type} matches the condition ${type}?${query}`);
-    return patchIn(tx, type, ids[0], ops, expected);
+    return patchIn(tx, type, ids[0], doc, expected);
   });
 }
 
@@ -63,7 +74,7 @@ export async function patchIn(
   tx: ResourceTransaction,
   type: string,
   id: string,
-  operations: unknown[],
+  doc: PatchDocument,
   expected: number | undefined,
 ): Promise<StoredVersion> {
   const current = await tx.current(type, id);
@@ -76,19 +87,23 @@ export async function patchIn(
       'conflict',
       `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
     );
-  let patched: unknown;
+  const resource = assertResourceBody(applied(current.content, doc), type);
+  if (resource.id !== id)
+    throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
+  validate(resource);
+  const { version } = await updateIn(tx, prepare(resource, id), expected, 'PATCH');
+  return version;
+}
+
+function applied(content: string, doc: PatchDocument): unknown {
+  if (doc.kind === 'fhirpath')
+    return applyFhirPathPatch(JSON.parse(content) as Record<string, unknown>, doc.parameters);
   try {
-    patched = jsonPatch.applyPatch(JSON.parse(current.content), operations, true, false).newDocument;
+    return jsonPatch.applyPatch(JSON.parse(content), doc.operations, true, false).newDocument;
   } catch (err) {
     const e = err as { name?: string; message?: string; index?: number };
     if (e.name === 'TEST_OPERATION_FAILED')
       throw new FhirError(422, 'conflict', `JSON Patch test operation ${e.index ?? ''} failed`);
     throw new FhirError(400, 'invalid', `invalid JSON Patch: ${(e.message ?? 'error').split('\n')[0]}`);
   }
-  const resource = assertResourceBody(patched, type);
-  if (resource.id !== id)
-    throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
-  validate(resource);
-  const { version } = await updateIn(tx, prepare(resource, id), expected, 'PATCH');
-  return version;
 }

@@ -1,5 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
+import {
+  getElementDefinition,
+  getElementDefinitionTypeName,
+  type InternalSchemaElement,
+  indexStructureDefinitionBundle,
+  OperationOutcomeError,
+  validateResource,
+} from '@medplum/core';
 import { FhirError } from '../errors.ts';
 import { conformsFast } from './structure-fast-path.ts';
 
@@ -30,6 +37,16 @@ function ensureLoaded(): Map<string, [string[], string[], string][]> {
     }
   }
   return requiredCodes;
+}
+
+/** The R4 definition of `type`'s element `name` (a choice by its bare name, `deceased`), and its type's name. */
+export function elementDefinition(
+  type: string,
+  name: string,
+): (InternalSchemaElement & { typeName: string; choice: boolean }) | undefined {
+  ensureLoaded();
+  const d = getElementDefinition(type, name);
+  return d && { ...d, typeName: getElementDefinitionTypeName(d), choice: d.path.endsWith('[x]') };
 }
 
 /** Values at a dotted element path (arrays flattened), e.g. Observation.component.code → every component's code. */
