@@ -128,10 +128,17 @@ export class FhirClient {
     return this.body('PUT', `${resource.resourceType}${query(params)}`, resource, o);
   }
 
-  patch<T extends Resource = Resource>(type: string, id: string, ops: JsonPatchOperation[], o?: RequestOptions) {
-    return this.body<T>('PATCH', `${type}/${encodeURIComponent(id)}`, ops, {
+  /** PATCH by id: a JSON Patch (operations), or a FHIRPath Patch (a Parameters resource, sent as FHIR JSON). */
+  patch<T extends Resource = Resource>(
+    type: string,
+    id: string,
+    patch: JsonPatchOperation[] | (Resource & { resourceType: 'Parameters' }),
+    o?: RequestOptions,
+  ) {
+    const contentType = Array.isArray(patch) ? 'application/json-patch+json' : FHIR_JSON;
+    return this.body<T>('PATCH', `${type}/${encodeURIComponent(id)}`, patch, {
       ...o,
-      headers: { 'content-type': 'application/json-patch+json', ...o?.headers },
+      headers: { 'content-type': contentType, ...o?.headers },
     });
   }
 

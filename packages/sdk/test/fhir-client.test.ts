@@ -54,8 +54,22 @@ describe('REST interactions', () => {
       { op: 'replace', path: '/gender', value: 'male' },
     ]);
     assert.equal(patched.gender, 'male');
+    const fhirPathPatched = await fhir.patch('Patient', created.id as string, {
+      resourceType: 'Parameters',
+      parameter: [
+        {
+          name: 'operation',
+          part: [
+            { name: 'type', valueCode: 'replace' },
+            { name: 'path', valueString: 'Patient.gender' },
+            { name: 'value', valueCode: 'other' },
+          ],
+        },
+      ],
+    });
+    assert.equal(fhirPathPatched.gender, 'other');
     const history = await fhir.history('Patient', created.id as string);
-    assert.equal(history.entry?.length, 3);
+    assert.equal(history.entry?.length, 4);
     const c1 = await fhir.create(
       { resourceType: 'Patient', identifier: [{ system: 'urn:x', value: 'cc-1' }] },
       { ifNoneExist: 'identifier=urn:x|cc-1' },
