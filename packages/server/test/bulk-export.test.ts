@@ -295,6 +295,18 @@ describe('status, files and cancellation', () => {
     assert.equal((await get(reader, file)).status, 404);
   });
 
+  test('a download needs the access the export was made with: a narrowed grant is 403', async () => {
+    const narrowed = await secretClient(p, 'bulk-narrowed', 'system/*.rs');
+    await grant(p, { partition: 'bulk', client: 'bulk-narrowed', scope: 'system/*.rs' });
+    const { manifest } = await runExport('/bulk/$export?_type=Patient,Observation', narrowed);
+    assert.equal((await lines(manifest as Manifest, 'Patient', narrowed)).length, 2);
+    await grant(p, { partition: 'bulk', client: 'bulk-narrowed', scope: 'system/Patient.rs' });
+    const file = manifest?.output.find((o) => o.type === 'Observation')?.url as string;
+    const r = await get(narrowed, file);
+    assert.equal(r.status, 403, r.text);
+    assert.equal((await lines(manifest as Manifest, 'Patient', narrowed)).length, 2, 'what is still allowed');
+  });
+
   test('every download is audited as an $export of that type', async () => {
     const { manifest } = await runExport('/bulk/$export?_type=Patient');
     await lines(manifest as Manifest, 'Patient');

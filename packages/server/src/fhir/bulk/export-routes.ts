@@ -5,8 +5,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
 import type { Interaction, Restriction } from '../../vault/policy.ts';
+import { decide } from '../../vault/policy.ts';
 import { type AsyncJob, AsyncJobs, loadAccess, storeAccess } from '../async-jobs.ts';
 import { auditAccess } from '../audit.ts';
+import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
@@ -142,7 +144,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
     app.post<{ Params: Params }>(path, kickOff(level));
   }
 
-  /** The caller's own job, or 404 whether it does not exist or belongs to someone else. */
+  /** The caller's own job, or 404 whether it does not exist, belongs to someone else or has expired. */
   const ownJob = async (req: FastifyRequest<{ Params: Params }>) => {
     const ctx = await o.context(req);
     const job = await jobs.get(req.params.job as string);
@@ -153,6 +155,10 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       job.who.user?.id !== ctx.who.user?.id
     )
       throw new FhirError(404, 'not-found', 'no such export');
+    if (job.result && Date.now() - Date.parse(job.acceptedAt) > EXPORT_RETENTION_MS) {
+      await jobs.remove(job.id);
+      throw new FhirError(404, 'not-found', 'no such export (expired)');
+    }
     return { ctx, job };
   };
 
@@ -188,6 +194,11 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
     const manifest =
       job.result?.status === 200 ? (JSON.parse(job.result.body) as { output: { type: string }[] }) : undefined;
     if (!type || !manifest?.output.some((f) => f.type === type)) throw new FhirError(404, 'not-found', 'no such file');
+    // The file was written under the access the kick-off had; the token now must allow as much for its type.
+    const now = o.allow(ctx, type, 'search-type');
+    const then = decide(loadAccess(job.access), type, 'search-type');
+    if (JSON.stringify(now ?? null) !== JSON.stringify((then.allowed && then.restrictions) || null))
+      throw insufficientScope(`the access to ${type} changed since the export was asked for; start a new one`);
     const stream = createReadStream(join(jobs.outputDir(job.id), `${type}.ndjson`));
     // Opened before the event is written: a file removed meanwhile is a 404, not an audited disclosure.
     await new Promise<void>((resolve, reject) => {
