@@ -94,6 +94,59 @@ describe('bodies', () => {
     assert.equal((await fhir(p, writer, 'GET', '/h1/Observation/prim-ext')).status, 404);
   });
 
+  test('patches that would exhaust the process are refused, and the server lives on', async () => {
+    const put = await fhir(p, writer, 'PUT', '/h1/Patient/grow', {
+      resourceType: 'Patient',
+      id: 'grow',
+      name: Array.from({ length: 50 }, (_, i) => ({ family: `F${i}`, given: ['a', 'b', 'c'] })),
+    });
+    assert.equal(put.status, 201, put.text);
+    const jsonPatch = (ops: unknown[]) =>
+      fhir(p, writer, 'PATCH', '/h1/Patient/grow', JSON.stringify(ops), {
+        'content-type': 'application/json-patch+json',
+      });
+    // Each copy of a list into itself doubles it: thirty of them would be gigabytes.
+    const doubling = Array.from({ length: 30 }, () => ({ op: 'copy', from: '/name', path: '/name/-' }));
+    assertOutcome(await jsonPatch(doubling), 422, /would exceed 16777216 bytes/);
+    const fromRoot = [
+      { op: 'add', path: '/contained', value: [] },
+      ...Array.from({ length: 30 }, () => ({ op: 'copy', from: '', path: '/contained/-' })),
+    ];
+    assertOutcome(await jsonPatch(fromRoot), 422, /would exceed/);
+    const many = Array.from({ length: 1001 }, () => ({ op: 'test', path: '/id', value: 'grow' }));
+    assertOutcome(await jsonPatch(many), 400, /at most 1000 operations/);
+    // FHIRPath that refers back to the resource from inside a function, or builds strings or collections.
+    const fhirPath = (path: string) =>
+      fhir(p, writer, 'PATCH', '/h1/Patient/grow', {
+        resourceType: 'Parameters',
+        parameter: [
+          {
+            name: 'operation',
+            part: [
+              { name: 'type', valueCode: 'delete' },
+              { name: 'path', valueString: path },
+            ],
+          },
+        ],
+      });
+    for (const [path, message] of [
+      ['Patient.name.select(%context.name.select(%context.name.given))', /variables/],
+      ['Patient.name.select(given)', /select\(\) is not allowed/],
+      ["Patient.id.replace('x', 'xxxxxxxxxx').replace('x', 'xxxxxxxxxx')", /replace\(\) is not allowed/],
+      ['Patient.descendants()', /descendants\(\) is not allowed/],
+      ['Patient.repeat(name)', /repeat\(\) is not allowed/],
+      [`Patient.name.where(${'family.exists() and '.repeat(60)}true)`, /at most 1000 characters/],
+    ] as const) {
+      assertOutcome(await fhirPath(path), 400, message);
+    }
+    // Inside a string literal a function name is only text.
+    const literal = await fhirPath("Patient.name.where(family = 'select(%x)')");
+    assert.equal(literal.status, 200, literal.text);
+    const after = await fhir(p, writer, 'GET', '/h1/Patient/grow');
+    assert.equal(after.status, 200);
+    assert.equal((after.json.name as unknown[]).length, 50, 'none of the refused patches was written');
+  });
+
   test('an oversized body: the client receives the 413 (also while still uploading)', async () => {
     const big = Buffer.alloc(17 * 1024 * 1024, 0x20);
     for (let i = 0; i < 3; i++) {

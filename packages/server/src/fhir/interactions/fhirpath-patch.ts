@@ -30,6 +30,42 @@ interface Operation {
   destination?: number | undefined;
 }
 
+/** Operations in one patch (JSON Patch or FHIRPath Patch): each is work under the vault's write lock. */
+export const MAX_PATCH_OPERATIONS = 1000;
+const MAX_PATH = 1000;
+/**
+ * The FHIRPath a patch path may use: navigation, indexers, operators and the functions that select or test
+ * without building anything. fhirpath.js evaluates synchronously and cannot be stopped, and a path that refers
+ * back to the resource from inside a function (`%context`), or grows strings (`replace`) or collections
+ * (`select`, `repeat`, `aggregate`, `descendants`), can exhaust the process with a few dozen characters.
+ */
+const FUNCTIONS = new Set([
+  'where',
+  'first',
+  'last',
+  'tail',
+  'skip',
+  'take',
+  'single',
+  'exists',
+  'empty',
+  'not',
+  'ofType',
+  'is',
+  'as',
+  'hasValue',
+  'count',
+  'startsWith',
+  'endsWith',
+  'contains',
+  'lower',
+  'upper',
+  'length',
+  'extension',
+  'allTrue',
+  'anyTrue',
+]);
+
 const invalid = (message: string) => new FhirError(400, 'invalid', `FHIRPath Patch: ${message}`);
 const cannot = (op: Operation, message: string) =>
   new FhirError(400, 'processing', `FHIRPath Patch ${op.type} at ${op.path}: ${message}`);
@@ -53,6 +89,7 @@ function parseOperations(parameters: unknown): Operation[] {
     throw invalid('the body is a Parameters resource of operations');
   const list = parameters.parameter ?? [];
   if (!Array.isArray(list)) throw invalid('Parameters.parameter must be an array');
+  if (list.length > MAX_PATCH_OPERATIONS) throw invalid(`at most ${MAX_PATCH_OPERATIONS} operations in one patch`);
   return list.map((p, i) => {
     if (!isObject(p) || p.name !== 'operation' || !Array.isArray(p.part))
       throw invalid(`parameter[${i}] must be an operation with parts`);
@@ -67,6 +104,7 @@ function parseOperations(parameters: unknown): Operation[] {
     if (type !== 'add' && type !== 'insert' && type !== 'delete' && type !== 'replace' && type !== 'move')
       throw invalid(`operation ${i}: type is one of add, insert, delete, replace, move`);
     if (typeof path !== 'string' || !path) throw invalid(`operation ${i}: path is required`);
+    checkPath(path, i);
     const integer = (name: string) => {
       const v = parts.get(name)?.valueInteger;
       if (v === undefined) throw invalid(`operation ${i} (${type}): ${name} is required`);
@@ -92,6 +130,18 @@ function parseOperations(parameters: unknown): Operation[] {
     }
     return op;
   });
+}
+
+/** Refuses what FHIRPath Patch paths do not need and could make evaluation unbounded (see FUNCTIONS). */
+function checkPath(path: string, i: number): void {
+  if (path.length > MAX_PATH) throw invalid(`operation ${i}: a path is at most ${MAX_PATH} characters`);
+  // String literals may hold anything; what is outside them is what runs.
+  const code = path.replace(/'(?:[^'\\]|\\.)*'/g, "''");
+  if (code.includes('%')) throw invalid(`operation ${i}: variables (%…) are not allowed in a patch path`);
+  for (const m of code.matchAll(/([A-Za-z_][A-Za-z0-9_]*)\s*\(/g)) {
+    if (!FUNCTIONS.has(m[1] as string))
+      throw invalid(`operation ${i}: ${m[1]}() is not allowed in a patch path (allowed: ${[...FUNCTIONS].join(', ')})`);
+  }
 }
 
 function select(resource: Json, op: Operation): Node[] {

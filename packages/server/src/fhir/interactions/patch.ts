@@ -1,18 +1,26 @@
 import { createRequire } from 'node:module';
 import type { ResourceTransaction, StoredVersion } from '../../store/types.ts';
+import { FHIR_BODY_LIMIT } from '../body-parsers.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { assertResourceBody, prepare } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
-import { applyFhirPathPatch } from './fhirpath-patch.ts';
+import { applyFhirPathPatch, MAX_PATCH_OPERATIONS } from './fhirpath-patch.ts';
 import { parseEtag, updateIn } from './update.ts';
 
 const require = createRequire(import.meta.url);
 const jsonPatch = require('fast-json-patch') as {
-  applyPatch(doc: unknown, patch: unknown[], validate?: boolean, mutate?: boolean): { newDocument: unknown };
-  JsonPatchError: new (...args: unknown[]) => Error & { name: string; index?: number };
+  applyOperation(
+    doc: unknown,
+    operation: unknown,
+    validate: boolean,
+    mutate: boolean,
+    banPrototypeModifications: boolean,
+    index: number,
+  ): { newDocument: unknown };
+  getValueByPointer(doc: unknown, pointer: string): unknown;
 };
 
 /** A patch as http.html#patch takes it: JSON Patch (RFC 6902) or FHIRPath Patch (a Parameters resource). */
@@ -66,6 +74,8 @@ export async function conditionalPatch(
 function operationsOf(operations: unknown): unknown[] {
   if (!Array.isArray(operations))
     throw new FhirError(400, 'structure', 'a JSON Patch document is an array of operations');
+  if (operations.length > MAX_PATCH_OPERATIONS)
+    throw new FhirError(400, 'too-costly', `at most ${MAX_PATCH_OPERATIONS} operations in one patch`);
   return operations;
 }
 
@@ -98,9 +108,34 @@ export async function patchIn(
 function applied(content: string, doc: PatchDocument): unknown {
   if (doc.kind === 'fhirpath')
     return applyFhirPathPatch(JSON.parse(content) as Record<string, unknown>, doc.parameters);
+  let document: unknown = JSON.parse(content);
+  // `copy` is the one operation that grows a resource beyond what the request carried: copying a list into
+  // itself doubles it, and twenty such lines would exhaust the process. What copies add is counted against
+  // the size a resource may have.
+  let size = content.length;
   try {
-    return jsonPatch.applyPatch(JSON.parse(content), doc.operations, true, false).newDocument;
+    doc.operations.forEach((op, i) => {
+      const o = op as { op?: unknown; from?: unknown };
+      if (o?.op === 'copy' && typeof o.from === 'string') {
+        let copied: unknown;
+        try {
+          copied = jsonPatch.getValueByPointer(document, o.from);
+        } catch {
+          copied = undefined; // an unresolvable `from` is applyOperation's error to report
+        }
+        size += JSON.stringify(copied)?.length ?? 0;
+        if (size > FHIR_BODY_LIMIT)
+          throw new FhirError(
+            422,
+            'too-costly',
+            `JSON Patch operation ${i}: the resource would exceed ${FHIR_BODY_LIMIT} bytes`,
+          );
+      }
+      document = jsonPatch.applyOperation(document, op, true, true, true, i).newDocument;
+    });
+    return document;
   } catch (err) {
+    if (err instanceof FhirError) throw err;
     const e = err as { name?: string; message?: string; index?: number };
     if (e.name === 'TEST_OPERATION_FAILED')
       throw new FhirError(422, 'conflict', `JSON Patch test operation ${e.index ?? ''} failed`);
