@@ -2,7 +2,8 @@
  * Quality-measure calculation (seed 002): `Measure/$evaluate-measure` population reports over 1,000 patients per
  * measure, synthesized from fqm-execution's test patients with new ids, against a real `carevault serve` child over
  * HTTPS — beside fqm-execution called directly, in this process, on the same 1,000 patient bundles (the engine
- * alone: no store, no HTTP, no audit). Prints patients/s for both and their ratio, measured in one run.
+ * alone: no store, no HTTP, no audit). Prints patients/s for both and their ratio, measured in one run, and how
+ * long reads of one Patient by another client take while the first evaluation runs.
  *   npm run bench:deqm          (about a minute; BENCH_PATIENTS=N sets the patients per measure, BENCH_ROUNDS=N)
  */
 import { randomUUID } from 'node:crypto';
@@ -85,14 +86,36 @@ async function main() {
       const server: number[] = [];
       const serverCpu: number[] = [];
       const engine: number[] = [];
+      const readMs: number[] = [];
+      const somePatient = (cohorts.get(m.folder)?.[0] ?? []).find((r) => r.resourceType === 'Patient')?.id;
       for (let round = 0; round < ROUNDS; round++) {
         const cpu0 = cpuSeconds(pid);
         let t = performance.now();
-        const res = await request(
+        const evaluation = request(
           `${base}/fhir/${m.folder}/Measure/${m.id}/$evaluate-measure?periodStart=${PERIOD.start}&periodEnd=${PERIOD.end}`,
           { dispatcher: agent, headers: { authorization: `Bearer ${access_token}`, accept: 'application/fhir+json' } },
-        );
-        const report = (await res.body.json()) as { group?: { population?: { count?: number }[] }[] };
+        ).then(async (r) => ({
+          res: r,
+          report: (await r.body.json()) as { group?: { population?: { count?: number }[] }[] },
+        }));
+        // Meanwhile another client reads one Patient after another: what the evaluation makes it wait.
+        let done = false;
+        void evaluation.finally(() => {
+          done = true;
+        });
+        await new Promise((r) => setTimeout(r, 200));
+        while (round === 0 && !done) {
+          const r0 = performance.now();
+          const read = await request(`${base}/fhir/${m.folder}/Patient/${somePatient}`, {
+            dispatcher: agent,
+            headers: { authorization: `Bearer ${access_token}`, accept: 'application/fhir+json' },
+          });
+          await read.body.dump();
+          if (read.statusCode !== 200) throw new Error(`read during the evaluation: ${read.statusCode}`);
+          readMs.push(performance.now() - r0);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const { res, report } = await evaluation;
         if (res.statusCode !== 200) throw new Error(`evaluate: ${res.statusCode} ${JSON.stringify(report)}`);
         server.push((performance.now() - t) / 1000);
         serverCpu.push(cpuSeconds(pid) - cpu0);
@@ -112,6 +135,10 @@ async function main() {
       const raw = PATIENTS / best(engine);
       console.log(
         `  ${m.folder.padEnd(20)} server ${perS.toFixed(0).padStart(6)} patients/s (${perCpu.toFixed(0)} per server CPU-s) · fqm-execution alone ${raw.toFixed(0).padStart(6)} patients/s · ratio ${(perS / raw).toFixed(2)}`,
+      );
+      const sorted = [...readMs].sort((a, b) => a - b);
+      console.log(
+        `  ${''.padEnd(20)} reads of one Patient during the first evaluation: ${sorted.length}, p50 ${(sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)} ms, max ${(sorted.at(-1) ?? 0).toFixed(1)} ms`,
       );
     }
     await agent.close();

@@ -40,6 +40,8 @@ export interface Config {
   programServer: string | undefined;
   /** `/directory` answers without a token (seed 003: a network directory anyone may look providers up in). */
   publicDirectory: boolean;
+  /** One quality-measure calculation's heap and time on the engine thread (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT). */
+  measureLimits: { memoryMb: number; timeoutMs: number };
 }
 
 export interface ConfigInput {
@@ -133,6 +135,10 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     audit: auditSetting(env.CAREVAULT_AUDIT),
     outboundCa: pemBundle('CAREVAULT_OUTBOUND_CA', env.CAREVAULT_OUTBOUND_CA),
     programServer: programServerUrl(flags.programServer ?? env.CAREVAULT_PROGRAM_SERVER),
+    measureLimits: {
+      memoryMb: integer('CAREVAULT_MEASURE_MEMORY_MB', env.CAREVAULT_MEASURE_MEMORY_MB || 1024, 64, 65_536),
+      timeoutMs: integer('CAREVAULT_MEASURE_TIMEOUT', env.CAREVAULT_MEASURE_TIMEOUT || 300, 1, 86_400) * 1000,
+    },
     publicDirectory:
       flags.publicDirectory ?? onOff('CAREVAULT_PUBLIC_DIRECTORY', env.CAREVAULT_PUBLIC_DIRECTORY, false),
     viewerSession: {

@@ -19,6 +19,7 @@ import { directoryRoutes } from '../directory/routes.ts';
 import { programServer } from '../fhir/operations/program-server.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { reindexIfStale } from '../fhir/search/reindex.ts';
+import { configureEngine } from '../measure/engine.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
 import { loadIdps } from '../saml/idps.ts';
@@ -115,6 +116,7 @@ export async function buildPlatform(
   );
   app.addHook('onRequest', addressLimit(limiter));
   const audit = new AuditTrail(store, config.audit, issuer, app.log);
+  configureEngine(config.measureLimits);
   const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
   const outboundCa = [...rootCertificates, pki.ca.certPem, ...config.outboundCa];
   const auth = new AuthServer({

@@ -4,7 +4,7 @@ import type { FhirContext } from '../fhir/context.ts';
 import { FhirError } from '../fhir/errors.ts';
 import { ID_RE } from '../fhir/resource-types.ts';
 import { loadMeasure, type MeasureArtifacts } from './artifacts.ts';
-import { calculator, type FqmBundle, type FqmOptions } from './engine.ts';
+import { type FqmBundle, type FqmOptions, runEngine } from './engine.ts';
 import { patientData, subjectId } from './patient-data.ts';
 import { checkPeriodSyntax, measurementPeriod } from './period.ts';
 import { measureReport, type PatientResult } from './report.ts';
@@ -28,7 +28,8 @@ async function engine<T>(what: string, run: () => Promise<T>): Promise<T> {
       .replace(/\s+/g, ' ')
       .trim()
       .slice(0, 600);
-    const unsupported = (err as Error)?.constructor?.name === 'UnsupportedProperty';
+    // The engine thread sends its errors' class names along.
+    const unsupported = (err as Error)?.name === 'UnsupportedProperty';
     throw new FhirError(422, unsupported ? 'not-supported' : 'processing', `${what}: ${message}`);
   }
 }
@@ -48,9 +49,8 @@ async function requiredTypes(a: MeasureArtifacts, period: { start: string; end: 
 }
 
 async function dataRequirementsLibrary(a: MeasureArtifacts, period: { start: string; end: string }): Promise<Library> {
-  const c = await calculator();
   const out = await engine(`data requirements of Measure/${a.measure.id}`, () =>
-    c.calculateDataRequirements(asFqm(a.bundle), options(period)),
+    runEngine<{ results: unknown }>('calculateDataRequirements', asFqm(a.bundle), options(period)),
   );
   return out.results as unknown as Library;
 }
@@ -105,12 +105,16 @@ export async function evaluateMeasure(
   const period = measurementPeriod(params, a.measure.effectivePeriod);
   const data = await patientData(ctx, await requiredTypes(a, period), subject, mayRead);
   const patients = data.bundles.map((b) => `Patient/${b.entry?.[0]?.resource?.id}`);
-  const c = await calculator();
   const out =
     data.bundles.length === 0
       ? { results: [] }
       : await engine(`Measure/${measureId} could not be evaluated`, () =>
-          c.calculate(asFqm(a.bundle), data.bundles.map(asFqm), options(period, { verboseCalculationResults: false })),
+          runEngine<{ results: unknown }>(
+            'calculate',
+            asFqm(a.bundle),
+            data.bundles.map(asFqm),
+            options(period, { verboseCalculationResults: false }),
+          ),
         );
   const report = measureReport(a.measure, out.results as unknown as PatientResult[], reportType, period);
   return { report, patients };
@@ -138,7 +142,6 @@ export async function careGaps(
   for (const id of ids) if (!ID_RE.test(id)) throw new FhirError(400, 'value', `measureId ${id} is not an id`);
   const subject = params.get('subject') ? subjectId(params.get('subject') as string) : undefined;
   checkPeriodSyntax(params);
-  const c = await calculator();
   const parameter: NonNullable<Parameters['parameter']> = [];
   const patients = new Set<string>();
   for (const id of ids) {
@@ -148,7 +151,7 @@ export async function careGaps(
     for (const b of data.bundles) patients.add(`Patient/${b.entry?.[0]?.resource?.id}`);
     if (data.bundles.length === 0) continue;
     const out = await engine(`gaps in care for Measure/${id}`, () =>
-      c.calculateGapsInCare(asFqm(a.bundle), data.bundles.map(asFqm), options(period)),
+      runEngine<{ results: unknown }>('calculateGapsInCare', asFqm(a.bundle), data.bundles.map(asFqm), options(period)),
     );
     const gaps = (Array.isArray(out.results) ? out.results : [out.results]) as unknown as Bundle[];
     for (const doc of gaps) {
