@@ -100,7 +100,7 @@ describe('bulkExport', () => {
     }
   });
 
-  test('named patients go as a POST Parameters body; _since leaves out what did not change', async () => {
+  test('named patients go as a POST Parameters body; _since leaves out what did not change; a Group export', async () => {
     const patient = (await fhir.search('Patient')).entry?.[0]?.resource as Resource;
     const byPatient = await bulkExport(fhir, {
       level: 'patient',
@@ -116,6 +116,24 @@ describe('bulkExport', () => {
     assert.equal(kickOff?.method, 'POST');
     const none = await bulkExport(fhir, { since: new Date(), pollIntervalMs: 20 });
     assert.deepEqual(none.manifest.output, []);
+    const group = await fhir.create({
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: [{ entity: { reference: `Patient/${patient.id}` } }],
+    });
+    const byGroup = await bulkExport(fhir, {
+      level: { group: group.id as string },
+      types: ['Patient'],
+      pollIntervalMs: 20,
+    });
+    assert.deepEqual(
+      (await all(exportedResources(fhir, byGroup.manifest))).map((r) => r.id),
+      [patient.id],
+    );
+    assert.ok(
+      cara.proxy.seen.some((s) => s.url.startsWith(`/fhir/alice_1234/Group/${group.id}/$export?_type=Patient`)),
+    );
   });
 
   test("a refused kick-off is the server's error; an export that outlives timeoutMs names its status URL", async () => {
