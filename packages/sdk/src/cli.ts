@@ -28,6 +28,15 @@ const USAGE = `usage: carevault-client scp-sync --issuer <url> --client-id <id> 
 
 class UsageError extends CarevaultError {}
 
+/** Who the command authenticates as: a client certificate and its key (mTLS), the CA, the scope to ask for. */
+const CLIENT_OPTIONS = {
+  'client-id': { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
+  ca: { type: 'string' },
+  scope: { type: 'string' },
+} as const;
+
 function read(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
@@ -57,17 +66,13 @@ async function scpSync(args: string[]): Promise<number> {
     args,
     options: {
       issuer: { type: 'string' },
-      'client-id': { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ca: { type: 'string' },
+      ...CLIENT_OPTIONS,
       'mpi-id': { type: 'string' },
       'org-gln': { type: 'string' },
       'org-id': { type: 'string' },
       observations: { type: 'string' },
       'dry-run': { type: 'boolean' },
       'batch-size': { type: 'string' },
-      scope: { type: 'string' },
       'external-system': { type: 'string' },
       'fhir-root': { type: 'string' },
       'aim-base': { type: 'string' },
@@ -142,11 +147,7 @@ async function submitData(args: string[]): Promise<number> {
       patient: { type: 'string', multiple: true },
       reporter: { type: 'string' },
       issuer: { type: 'string' },
-      'client-id': { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ca: { type: 'string' },
-      scope: { type: 'string' },
+      ...CLIENT_OPTIONS,
       'ehr-issuer': { type: 'string' },
       'ehr-client-id': { type: 'string' },
       'ehr-cert': { type: 'string' },
@@ -231,11 +232,7 @@ async function query(args: string[]): Promise<number> {
     options: {
       directory: { type: 'string' },
       organization: { type: 'string' },
-      'client-id': { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ca: { type: 'string' },
-      scope: { type: 'string' },
+      ...CLIENT_OPTIONS,
       'token-uri': { type: 'string', multiple: true },
     },
     allowPositionals: true,
@@ -279,11 +276,7 @@ async function exportData(args: string[]): Promise<number> {
     options: {
       base: { type: 'string' },
       issuer: { type: 'string' },
-      'client-id': { type: 'string' },
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      ca: { type: 'string' },
-      scope: { type: 'string' },
+      ...CLIENT_OPTIONS,
       out: { type: 'string' },
       patients: { type: 'boolean' },
       group: { type: 'string' },

@@ -6,8 +6,11 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { AuditWho } from '../audit/balp.ts';
+import type { AuditTrail } from '../audit/trail.ts';
 import { parseSmartScope } from '../auth/smart-scopes.ts';
+import type { Store } from '../store/types.ts';
 import type { VaultAccess } from '../vault/policy.ts';
+import type { FhirContext } from './context.ts';
 import { FhirError, operationOutcome } from './errors.ts';
 
 /** An accepted asynchronous submission may be this large; the synchronous limit stays FHIR_BODY_LIMIT. */
@@ -46,6 +49,16 @@ export interface AsyncJob {
   /** When done: the answer the status URL gives. */
   result?: { status: number; body: string; provenance?: string | undefined } | undefined;
 }
+
+/** The context a job acts in: the vault, access and caller of the request that started it. */
+export const jobContext = (job: AsyncJob, store: Store, audit: AuditTrail): FhirContext => ({
+  store,
+  partition: job.partition,
+  base: job.base,
+  access: loadAccess(job.access),
+  who: job.who,
+  audit,
+});
 
 /** An asynchronous $submit-data. */
 export interface SubmissionJob extends AsyncJob {

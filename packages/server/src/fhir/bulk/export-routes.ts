@@ -6,7 +6,7 @@ import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
 import type { Interaction, Restriction } from '../../vault/policy.ts';
 import { decide } from '../../vault/policy.ts';
-import { type AsyncJob, AsyncJobs, loadAccess, storeAccess } from '../async-jobs.ts';
+import { type AsyncJob, AsyncJobs, jobContext, loadAccess, storeAccess } from '../async-jobs.ts';
 import { auditAccess } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
@@ -49,18 +49,14 @@ export interface BulkExportOptions {
  * and every download is audited as the disclosure it is.
  */
 export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
-  const contextOf = (job: ExportJob): FhirContext => ({
-    store: o.store,
-    partition: job.partition,
-    base: job.base,
-    access: loadAccess(job.access),
-    who: job.who,
-    audit: o.audit,
-  });
   const jobs: AsyncJobs<ExportJob> = new AsyncJobs<ExportJob>(
     join(o.jobsDir, 'exports'),
     async (job, text) => {
-      const files = await writeExport(contextOf(job), JSON.parse(text) as ExportRequest, jobs.outputDir(job.id));
+      const files = await writeExport(
+        jobContext(job, o.store, o.audit),
+        JSON.parse(text) as ExportRequest,
+        jobs.outputDir(job.id),
+      );
       const manifest = {
         transactionTime: job.acceptedAt,
         request: job.url,

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
-import { AsyncJobs, loadAccess, type SubmissionJob, storeAccess } from '../async-jobs.ts';
+import { AsyncJobs, jobContext, type SubmissionJob, storeAccess } from '../async-jobs.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
 import { bodyMediaType, FHIR_JSON } from '../format.ts';
@@ -33,15 +33,7 @@ export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions
   const jobs = new AsyncJobs<SubmissionJob>(
     o.jobsDir,
     async (job, text, update) => {
-      const ctx: FhirContext = {
-        store: o.store,
-        partition: job.partition,
-        base: job.base,
-        access: loadAccess(job.access),
-        who: job.who,
-        audit: o.audit,
-        provenance: job.provenance,
-      };
+      const ctx: FhirContext = { ...jobContext(job, o.store, o.audit), provenance: job.provenance };
       // A node that died after the commit but before recording the outcome left the job's Provenance behind.
       const earlier = await committedJob(ctx, job.id);
       if (earlier) return earlier;
