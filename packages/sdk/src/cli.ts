@@ -47,6 +47,17 @@ function read(path: string, what: string): string {
   }
 }
 
+/** Tokens for a client that authenticates with its certificate (tls_client_auth), as every command here does. */
+function mtlsTokens(issuer: string, clientId: string, fetch: typeof globalThis.fetch, scope: string | undefined) {
+  return new TokenManager({
+    issuer,
+    clientId,
+    auth: { method: 'tls_client_auth' },
+    fetch,
+    ...(scope ? { scope } : {}),
+  });
+}
+
 /** Refused before any request: an expired or not yet valid certificate would only earn a bare invalid_client. */
 function checkCertificate(pem: string, path: string): void {
   let cert: X509Certificate;
@@ -96,13 +107,7 @@ async function scpSync(args: string[]): Promise<number> {
   const fetch = tlsFetch({ cert, key, ...(ca ? { ca } : {}) });
   try {
     const clientId = values['client-id'] as string;
-    const tokens = new TokenManager({
-      issuer: values.issuer as string,
-      clientId,
-      auth: { method: 'tls_client_auth' },
-      fetch,
-      ...(values.scope ? { scope: values.scope } : {}),
-    });
+    const tokens = mtlsTokens(values.issuer as string, clientId, fetch, values.scope);
     const result = await syncSharedCarePlan({
       issuer: values.issuer as string,
       tokens,
@@ -184,21 +189,14 @@ async function submitData(args: string[]): Promise<number> {
   const onRetry = (i: { method: string; url: string; reason: string; delayMs: number }) =>
     process.stderr.write(`retrying ${i.method} ${i.url} (${i.reason}) in ${i.delayMs} ms\n`);
   try {
-    const tokens = new TokenManager({
-      issuer: values.issuer as string,
-      clientId: values['client-id'] as string,
-      auth: { method: 'tls_client_auth' },
-      fetch,
-      ...(values.scope ? { scope: values.scope } : {}),
-    });
+    const tokens = mtlsTokens(values.issuer as string, values['client-id'] as string, fetch, values.scope);
     const ehrTokens = values['ehr-client-id']
-      ? new TokenManager({
-          issuer: values['ehr-issuer'] ?? (values.issuer as string),
-          clientId: values['ehr-client-id'],
-          auth: { method: 'tls_client_auth' },
-          fetch: ehrFetch,
-          ...(values['ehr-scope'] ? { scope: values['ehr-scope'] } : {}),
-        })
+      ? mtlsTokens(
+          values['ehr-issuer'] ?? (values.issuer as string),
+          values['ehr-client-id'],
+          ehrFetch,
+          values['ehr-scope'],
+        )
       : undefined;
     const result = await submitMeasureData({
       receiving: new FhirClient({ baseUrl: values.receiving as string, tokens, fetch, onRetry }),
@@ -305,13 +303,7 @@ async function exportData(args: string[]): Promise<number> {
   const key = read(values.key as string, 'the client key');
   const fetch = tlsFetch({ cert, key, ...(values.ca ? { ca: read(values.ca, 'the CA certificate') } : {}) });
   try {
-    const tokens = new TokenManager({
-      issuer: values.issuer as string,
-      clientId: values['client-id'] as string,
-      auth: { method: 'tls_client_auth' },
-      fetch,
-      ...(values.scope ? { scope: values.scope } : {}),
-    });
+    const tokens = mtlsTokens(values.issuer as string, values['client-id'] as string, fetch, values.scope);
     const client = new FhirClient({ baseUrl: values.base as string, tokens, fetch });
     const { manifest } = await bulkExport(client, {
       level: values.group ? { group: values.group } : values.patients ? 'patient' : 'system',
