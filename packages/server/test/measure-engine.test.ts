@@ -5,8 +5,9 @@ import { PERIOD, PROPORTION, patientsOf } from './helpers/deqm.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
-// The measure engine's thread (measure/engine.ts): logic a client stored in a Library runs with a heap limit
-// (here CAREVAULT_MEASURE_MEMORY_MB=64) off the event loop; what outgrows it is 422, and the server goes on.
+// The measure engine's process (measure/engine.ts): logic a client stored in a Library runs with a heap limit
+// (here CAREVAULT_MEASURE_MEMORY_MB=64) off the event loop; what outgrows it is 422, and the server goes on. On
+// Node 24 a worker thread that outgrew its limit this way took the whole test process with it.
 let p: TestPlatform;
 let writer: Caller;
 
@@ -88,7 +89,7 @@ const evaluate = (measure: string) =>
     `/quality/Measure/${measure}/$evaluate-measure?periodStart=${PERIOD.start}&periodEnd=${PERIOD.end}`,
   );
 
-describe('the measure engine thread', () => {
+describe('the measure engine process', () => {
   test('logic that outgrows the heap limit is 422 too-costly; reads go on meanwhile, and the next calculation works', async () => {
     const bomb = evaluate('bomb');
     // While it runs, the server answers: the calculation is not on its event loop.

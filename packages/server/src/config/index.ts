@@ -40,7 +40,7 @@ export interface Config {
   programServer: string | undefined;
   /** `/directory` answers without a token (seed 003: a network directory anyone may look providers up in). */
   publicDirectory: boolean;
-  /** One quality-measure calculation's heap and time on the engine thread (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT). */
+  /** One quality-measure calculation's heap and time in the engine process (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT). */
   measureLimits: { memoryMb: number; timeoutMs: number };
 }
 

@@ -28,7 +28,7 @@ async function engine<T>(what: string, run: () => Promise<T>): Promise<T> {
       .replace(/\s+/g, ' ')
       .trim()
       .slice(0, 600);
-    // The engine thread sends its errors' class names along.
+    // The engine process sends its errors' class names along.
     const unsupported = (err as Error)?.name === 'UnsupportedProperty';
     throw new FhirError(422, unsupported ? 'not-supported' : 'processing', `${what}: ${message}`);
   }

@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import { type ChildProcess, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type * as Fqm from 'fqm-execution';
 import { FhirError } from '../fhir/errors.ts';
 
@@ -6,7 +7,7 @@ export type FqmBundle = Parameters<typeof Fqm.Calculator.calculate>[0];
 export type FqmOptions = Fqm.CalculationOptions;
 type Method = 'calculate' | 'calculateDataRequirements' | 'calculateGapsInCare';
 
-/** What one calculation may take: the engine thread's heap, and its time. */
+/** What one calculation may take: the engine process's heap, and its time. */
 export interface EngineLimits {
   memoryMb: number;
   timeoutMs: number;
@@ -19,23 +20,23 @@ interface Job {
   resolve(value: unknown): void;
   reject(err: unknown): void;
   timer?: NodeJS.Timeout;
-  /** The thread it was given to: only that thread's end fails it. */
-  worker?: Worker;
+  /** The process it was given to: only that process's end fails it. */
+  worker?: ChildProcess;
 }
 
-const WORKER = new URL('./engine-worker.ts', import.meta.url).href;
-// The thread runs TypeScript like the rest of the server: tsx registered before its module is imported.
-const BOOT = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(WORKER)}); });`;
+const WORKER = fileURLToPath(new URL('./engine-worker.ts', import.meta.url));
+// The process runs TypeScript like the rest of the server.
+const TSX = import.meta.resolve('tsx');
 
 let limits: EngineLimits = { memoryMb: 1024, timeoutMs: 300_000 };
-let worker: Worker | undefined;
+let worker: ChildProcess | undefined;
 let running: Job | undefined;
 const queue: Job[] = [];
 let nextId = 1;
-/** New limits arrived while a calculation ran: its thread is replaced once it is done. */
+/** New limits arrived while a calculation ran: its process is replaced once it is done. */
 let stale = false;
 
-/** Sets the limits (config: CAREVAULT_MEASURE_MEMORY_MB, CAREVAULT_MEASURE_TIMEOUT); a new thread takes them. */
+/** Sets the limits (config: CAREVAULT_MEASURE_MEMORY_MB, CAREVAULT_MEASURE_TIMEOUT); a new process takes them. */
 export function configureEngine(next: EngineLimits): void {
   if (next.memoryMb === limits.memoryMb && next.timeoutMs === limits.timeoutMs) return;
   limits = next;
@@ -46,21 +47,33 @@ export function configureEngine(next: EngineLimits): void {
 function stop(): void {
   const w = worker;
   worker = undefined;
-  void w?.terminate();
+  w?.kill('SIGKILL');
 }
 
-/** The job's failure when the thread ends under it: out of memory, or killed for its time. */
+/** The job's failure when the process ends under it: out of memory, or killed for its time. */
 function fail(job: Job, err: FhirError): void {
   clearTimeout(job.timer);
   if (running === job) running = undefined;
   job.reject(err);
 }
 
-function start(): Worker {
-  const w = new Worker(BOOT, {
-    eval: true,
-    resourceLimits: { maxOldGenerationSizeMb: limits.memoryMb },
+/**
+ * A process, not a worker thread: a worker's heap limit is best-effort, and a worker that grows one array past
+ * it aborts the whole server (nodejs/node#47224; seen on Node 24 with this file's test).
+ */
+function start(): ChildProcess {
+  const w = fork(WORKER, [], {
+    execArgv: ['--import', TSX, `--max-old-space-size=${limits.memoryMb}`],
+    serialization: 'advanced',
+    stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   });
+  // Its last words tell an exhausted heap from any other end.
+  let stderr = '';
+  w.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-8192);
+  });
+  // Only a running job keeps the server's process alive (next()), not this pipe.
+  (w.stderr as (NodeJS.ReadableStream & { unref?: () => void }) | null)?.unref?.();
   w.on('message', (m: { id?: number; json?: string; error?: { message: string; name: string } }) => {
     const job = running;
     if (m.id === undefined || !job || job.id !== m.id) return;
@@ -77,20 +90,20 @@ function start(): Worker {
     }
     next();
   });
-  // 'error' and then 'exit' both come when a thread dies; the job it ran fails once, a later job is not touched.
-  const died = (why: FhirError) => {
+  // The job the process ran fails once, whatever ends it; a later job on a new process is not touched.
+  const died = (why: () => FhirError) => {
     if (worker === w) worker = undefined;
-    if (running?.worker === w) fail(running, why);
+    if (running?.worker === w) fail(running, why());
     next();
   };
-  w.on('error', (err: Error & { code?: string }) =>
-    died(
-      err.code === 'ERR_WORKER_OUT_OF_MEMORY'
+  w.on('error', (err) => died(() => new FhirError(500, 'exception', `the measure engine failed: ${err.message}`)));
+  w.on('exit', () =>
+    died(() =>
+      /heap out of memory|Reached heap limit/.test(stderr)
         ? new FhirError(422, 'too-costly', `the measure's logic needed more than ${limits.memoryMb} MB`)
-        : new FhirError(500, 'exception', `the measure engine failed: ${err.message}`),
+        : new FhirError(503, 'transient', 'the measure engine stopped; retry'),
     ),
   );
-  w.on('exit', () => died(new FhirError(503, 'transient', 'the measure engine stopped; retry')));
   return w;
 }
 
@@ -98,26 +111,29 @@ function next(): void {
   if (running) return;
   const job = queue.shift();
   if (!job) {
+    // Idle, the engine process does not keep the server's process alive.
     worker?.unref();
+    worker?.channel?.unref();
     return;
   }
   running = job;
   worker ??= start();
   job.worker = worker;
   worker.ref();
+  worker.channel?.ref();
   job.timer = setTimeout(() => {
     fail(job, new FhirError(422, 'too-costly', `the measure's logic ran longer than ${limits.timeoutMs / 1000} s`));
     stop();
     next();
   }, limits.timeoutMs);
-  worker.postMessage({ id: job.id, method: job.method, args: job.args });
+  worker.send({ id: job.id, method: job.method, args: job.args });
 }
 
 /**
- * Runs an fqm-execution method on the engine thread, one at a time (fqm-execution, the engine behind seed 002's
- * DEQM test server, loads on the thread's first use). A calculation that outgrows the heap limit or the time
- * limit ends the thread — the next one starts a fresh thread — and is 422 `too-costly`; the server's event loop
- * is never held by a calculation. Its types speak `fhir4.*` from its own @types/fhir; ours are the same JSON.
+ * Runs an fqm-execution method in the engine process, one at a time (fqm-execution, the engine behind seed 002's
+ * DEQM test server, loads on the process's first use). A calculation that outgrows the heap limit or the time
+ * limit ends the process — the next one starts a fresh one — and is 422 `too-costly`; the server's event loop is
+ * never held by a calculation. Its types speak `fhir4.*` from its own @types/fhir; ours are the same JSON.
  */
 export function runEngine<T>(method: Method, ...args: unknown[]): Promise<T> {
   return new Promise<T>((resolve, reject) => {
