@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { importCommand } from '../src/admin/import.ts';
@@ -50,7 +53,12 @@ async function get(caller: Caller | undefined, url: string, method = 'GET') {
     dispatcher: p.agent(),
     headers: caller ? { authorization: `Bearer ${caller.token}` } : {},
   });
-  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') ?? '' };
+  return {
+    status: res.status,
+    text: await res.text(),
+    type: res.headers.get('content-type') ?? '',
+    retryAfter: res.headers.get('retry-after'),
+  };
 }
 
 /** Kick-off, then the status URL polled until it answers something other than 202. */
@@ -69,9 +77,11 @@ async function runExport(
   assert.match(status, new RegExp(`^${p.fhirBase}/bulk/\\$export-status/[0-9a-f-]{36}$`));
   for (let i = 0; i < 400; i++) {
     const r = await get(caller, status);
-    if (r.status !== 202)
+    // Polled sooner than the server asks (E18): wait as it says.
+    if (r.status === 429) await new Promise((resolve) => setTimeout(resolve, 1000 * Number(r.retryAfter)));
+    else if (r.status !== 202)
       return { status, answer: r, manifest: r.status === 200 ? (JSON.parse(r.text) as Manifest) : undefined };
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    else await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error('the export did not finish');
 }
@@ -305,6 +315,44 @@ describe('status, files and cancellation', () => {
     const r = await get(narrowed, file);
     assert.equal(r.status, 403, r.text);
     assert.equal((await lines(manifest as Manifest, 'Patient', narrowed)).length, 2, 'what is still allowed');
+  });
+
+  test('a status polled sooner than half its Retry-After after the last poll is 429 (E18), on any node', async () => {
+    // An export another node is working on: its job file, and that node's lock (a live process on this host).
+    const { status } = await runExport('/bulk/$export?_type=Patient');
+    const dir = join(p.dataDir, 'jobs', 'exports');
+    const done = JSON.parse(readFileSync(join(dir, `${status.split('/').pop()}.job.json`), 'utf8'));
+    const id = randomUUID();
+    const lock = join(dir, `${id}.lock`);
+    writeFileSync(lock, `${hostname()} ${process.pid} another-node`);
+    writeFileSync(
+      join(dir, `${id}.job.json`),
+      JSON.stringify({ ...done, id, state: 'in-progress', result: undefined }),
+    );
+    const running = status.replace(/[0-9a-f-]{36}$/, id);
+
+    const first = await get(reader, running);
+    assert.equal(first.status, 202);
+    assert.equal(first.retryAfter, '1');
+    const again = await get(reader, running);
+    assert.equal(again.status, 429, again.text);
+    assert.equal(again.retryAfter, '1');
+    assert.equal(JSON.parse(again.text).issue[0].code, 'throttled');
+    assert.equal((await get(stranger, running)).status, 404, 'another client still learns nothing of the job');
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.equal((await get(reader, running)).status, 202, 'polled as asked');
+    assert.equal((await get(reader, running)).status, 429);
+    assert.equal((await get(reader, running, 'DELETE')).status, 202);
+    rmSync(lock);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith(id)),
+      [],
+      'the job and its poll time are removed',
+    );
+    // A finished export's manifest may be fetched again at once.
+    const { status: finished } = await runExport('/bulk/$export?_type=Patient');
+    assert.equal((await get(reader, finished)).status, 200);
+    assert.equal((await get(reader, finished)).status, 200);
   });
 
   test('every download is audited as an $export of that type', async () => {

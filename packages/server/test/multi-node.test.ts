@@ -277,7 +277,7 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
     for (let i = 0; i < 200 && !manifest; i++) {
       const r = await call(status, 'GET', '', t);
       if (r.status === 200) manifest = r.json as unknown as Manifest;
-      else await new Promise((resolve) => setTimeout(resolve, 50));
+      else await new Promise((resolve) => setTimeout(resolve, r.status === 429 ? 1000 : 50));
     }
     assert.ok(manifest, 'node B answered the manifest');
     const conditions = await call(B, 'GET', `/fhir/${VAULT}/Condition?_summary=count`, t);

@@ -103,8 +103,8 @@ export class AsyncJobs<J extends AsyncJob> {
     private readonly log: { error(o: object, msg: string): void },
   ) {}
 
-  private file = (id: string, kind: 'job' | 'body' | 'lock') =>
-    join(this.dir, `${id}.${kind}${kind === 'lock' ? '' : '.json'}`);
+  private file = (id: string, kind: 'job' | 'body' | 'lock' | 'poll') =>
+    join(this.dir, `${id}.${kind}${kind === 'lock' || kind === 'poll' ? '' : '.json'}`);
 
   /** Where a job keeps its output files. */
   outputDir = (id: string) => join(this.dir, `${id}.out`);
@@ -140,7 +140,23 @@ export class AsyncJobs<J extends AsyncJob> {
     if (!JOB_ID_RE.test(id)) return;
     await rm(this.file(id, 'job'), { force: true });
     await rm(this.file(id, 'body'), { force: true });
+    await rm(this.file(id, 'poll'), { force: true });
     await rm(this.outputDir(id), { recursive: true, force: true });
+  }
+
+  /**
+   * Milliseconds until the job's status may be asked again: 0 when the last poll (on any node: the time is the
+   * mtime of a file beside the job) was at least `intervalMs` ago, and this poll is then the last one.
+   */
+  async untilNextPoll(id: string, intervalMs: number): Promise<number> {
+    const file = this.file(id, 'poll');
+    const last = (await stat(file).catch(() => undefined))?.mtimeMs;
+    const now = Date.now();
+    // A clock of another node ahead of this one never makes the wait longer than one interval.
+    if (last !== undefined && now - last < intervalMs) return Math.min(intervalMs, intervalMs - (now - last));
+    await writeFile(file, '', { mode: 0o600 });
+    await utimes(file, now / 1000, now / 1000);
+    return 0;
   }
 
   /** Every job in the directory. */

@@ -22,6 +22,9 @@ type Params = { partition: string; id?: string; job?: string; file?: string };
 /** An export's files are kept this long after it was asked for, then removed with its job. */
 export const EXPORT_RETENTION_MS = 24 * 3600_000;
 const NDJSON = 'application/fhir+ndjson';
+/** The status URL's Retry-After while a job runs; a poll sooner than half of it after the last is too often (E18). */
+const POLL_SECONDS = 1;
+const MIN_POLL_MS = (POLL_SECONDS * 1000) / 2;
 
 interface ExportJob extends AsyncJob {
   /** The kick-off request, for the manifest's `request`. */
@@ -161,10 +164,15 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
   app.get<{ Params: Params }>('/:partition/$export-status/:job', async (req, reply) => {
     const { job } = await ownJob(req);
     if (!job.result) {
+      const wait = await jobs.untilNextPoll(job.id, MIN_POLL_MS);
+      if (wait > 0)
+        throw new FhirError(429, 'throttled', 'the export status is polled too often; wait as Retry-After says', {
+          'retry-after': String(Math.ceil(wait / 1000)),
+        });
       return reply
         .code(202)
         .header('x-progress', job.state === 'queued' ? 'queued' : 'in progress')
-        .header('retry-after', '1')
+        .header('retry-after', String(POLL_SECONDS))
         .send();
     }
     const expires = new Date(Date.parse(job.acceptedAt) + EXPORT_RETENTION_MS).toUTCString();
