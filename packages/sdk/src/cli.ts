@@ -1,13 +1,14 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, linkSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { AccountNotFoundError } from './aim-client.js';
 import { CarevaultError, FhirResponseError, OAuthError, TransportError } from './errors.js';
 import { FhirClient } from './fhir-client.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
-import { bulkExport, exportedResources } from './workflows/bulk/export.js';
+import { bulkExport, type ExportManifest, exportedResources } from './workflows/bulk/export.js';
 import { submitMeasureData } from './workflows/deqm/submit.js';
 import { connectViaDirectory } from './workflows/network/connect.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
@@ -315,19 +316,31 @@ async function exportData(args: string[]): Promise<number> {
       onProgress: (p) => process.stderr.write(`export ${p ?? 'in progress'}\n`),
     });
     mkdirSync(out, { recursive: true });
-    for (const file of manifest.output) {
-      const lines: string[] = [];
-      for await (const r of exportedResources(client, manifest, file.type)) lines.push(JSON.stringify(r));
-      // Never over an earlier export's file ('wx' refuses one that exists); health data readable by the owner only.
-      writeFileSync(join(out, `${file.type}.ndjson`), lines.length ? `${lines.join('\n')}\n` : '', {
-        flag: 'wx',
-        mode: 0o600,
-      });
-    }
+    for (const file of manifest.output)
+      await writeExported(client, manifest, file.type, join(out, `${file.type}.ndjson`));
     process.stdout.write(`${JSON.stringify(manifest, null, 2)}\n`);
     return 0;
   } finally {
     await fetch.close();
+  }
+}
+
+/**
+ * One type's resources streamed into `path`, which appears only when the download is whole: they are written
+ * to a partial file first, then linked to its name, which never replaces an earlier export's file. Health
+ * data, readable by its owner only.
+ */
+async function writeExported(client: FhirClient, manifest: ExportManifest, type: string, path: string) {
+  if (existsSync(path)) throw Object.assign(new Error('exists'), { code: 'EEXIST', path });
+  const partial = `${path}.partial`;
+  const file = createWriteStream(partial, { flags: 'wx', mode: 0o600 });
+  try {
+    await pipeline(async function* () {
+      for await (const r of exportedResources(client, manifest, type)) yield `${JSON.stringify(r)}\n`;
+    }, file);
+    linkSync(partial, path);
+  } finally {
+    rmSync(partial, { force: true });
   }
 }
 
@@ -340,9 +353,9 @@ function describe(err: unknown): string {
     return `${err.message}${err.cause ? ` (${(err.cause as Error).message ?? ''})` : ''}`;
   if (err instanceof CarevaultError) return err.message;
   if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return `${(err as Error).message}\n${USAGE}`;
-  const fsError = err as NodeJS.ErrnoException;
+  const fsError = err as NodeJS.ErrnoException & { dest?: string };
   if (fsError.code === 'EEXIST')
-    return `${fsError.path} exists already: give an --out directory without earlier exports`;
+    return `${fsError.dest ?? fsError.path} exists already: give an --out directory without earlier exports`;
   if (fsError.syscall && fsError.path) return `cannot ${fsError.syscall} ${fsError.path} (${fsError.code})`;
   return `unexpected: ${(err as Error)?.message ?? String(err)}`;
 }

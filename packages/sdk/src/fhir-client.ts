@@ -1,3 +1,4 @@
+import { bodyChunks, type IdleTimer } from './body-stream.js';
 import { CarevaultError, ConfigurationError, FhirResponseError, TransportError } from './errors.js';
 import type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
 import { newId } from './ids.js';
@@ -202,12 +203,25 @@ export class FhirClient {
     );
   }
 
+  /**
+   * A large body as it arrives (a Bulk Data file): the request is retried like any read until the server
+   * answers; then the body streams, and the per-attempt timeout bounds each wait for data instead of the whole
+   * download. A connection lost mid-body ends the iteration with a `TransportError`.
+   */
+  async stream(path: string, accept: string, o: RequestOptions = {}): Promise<FhirResponse<AsyncIterable<Uint8Array>>> {
+    const headers = { ...o.headers, accept };
+    return this.exchange('GET', path, undefined, { ...o, headers }, async (res, idle) => bodyChunks(res, path, idle), {
+      streamed: true,
+    });
+  }
+
   private async exchange<T>(
     method: string,
     path: string,
     body: unknown,
     o: RequestOptions,
-    read: (res: Response) => Promise<T>,
+    read: (res: Response, idle?: IdleTimer) => Promise<T>,
+    mode: { streamed?: boolean } = {},
   ): Promise<FhirResponse<T>> {
     const url = /^https?:\/\//.test(path) ? this.onOwnOrigin(path) : `${this.baseUrl}/${path.replace(/^\//, '')}`;
     const repeatable = o.retry ?? isSafeToRepeat(method, body, o.headers);
@@ -218,8 +232,8 @@ export class FhirClient {
       const info: FhirRequestInfo = { method, url, requestId, attempt };
       let failure: { reason: string; retryAfter?: number | undefined; error: CarevaultError };
       try {
-        const res = await this.attempt(info, body, o);
-        if (res.ok) return { status: res.status, headers: res.headers, body: await read(res) };
+        const { res, idle } = await this.attempt(info, body, o, mode.streamed);
+        if (res.ok) return { status: res.status, headers: res.headers, body: await read(res, idle) };
         const outcome = await readOutcome(res);
         const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
         const error = new FhirResponseError(res.status, method, url, outcome, { retryAfterSeconds: retryAfter });
@@ -262,7 +276,12 @@ export class FhirClient {
     }
   }
 
-  private async attempt(info: FhirRequestInfo, body: unknown, o: RequestOptions): Promise<Response> {
+  private async attempt(
+    info: FhirRequestInfo,
+    body: unknown,
+    o: RequestOptions,
+    streamed = false,
+  ): Promise<{ res: Response; idle?: IdleTimer }> {
     const headers: Record<string, string> = {
       accept: FHIR_JSON,
       'x-request-id': info.requestId,
@@ -272,14 +291,38 @@ export class FhirClient {
       ...o.headers,
     };
     if (this.options.tokens) headers.authorization = `Bearer ${await this.options.tokens.getToken()}`;
-    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const idle = streamed ? this.idleTimer() : undefined;
+    const timeout = idle?.signal ?? AbortSignal.timeout(this.timeoutMs);
     const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
-    return this.fetchImpl(info.url, {
-      method: info.method,
-      headers,
-      signal,
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
+    idle?.arm();
+    try {
+      const res = await this.fetchImpl(info.url, {
+        method: info.method,
+        headers,
+        signal,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      return idle ? { res, idle } : { res };
+    } finally {
+      idle?.stop();
+    }
+  }
+
+  /** The per-attempt timeout of a streamed body: it runs only while data is awaited. */
+  private idleTimer(): IdleTimer & { signal: AbortSignal } {
+    const aborter = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return {
+      signal: aborter.signal,
+      arm: () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          () => aborter.abort(new DOMException(`no data for ${this.timeoutMs} ms`, 'TimeoutError')),
+          this.timeoutMs,
+        );
+      },
+      stop: () => clearTimeout(timer),
+    };
   }
 
   /**

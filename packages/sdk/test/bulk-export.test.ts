@@ -26,12 +26,13 @@ const run = promisify(execFile);
 let cara: Cara;
 let fetch: ClosableFetch;
 let fhir: FhirClient;
+let tokens: TokenManager;
 const retried: string[] = [];
 
 before(async () => {
   cara = await startCara();
   fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
-  const tokens = new TokenManager({
+  tokens = new TokenManager({
     issuer: cara.issuer,
     clientId: CLIENT_ID,
     auth: { method: 'tls_client_auth' },
@@ -98,6 +99,34 @@ describe('bulkExport', () => {
     } finally {
       cara.proxy.fault = () => ({ kind: 'pass' });
     }
+  });
+
+  test('a download that breaks off or stalls mid-file goes on after its last line: every resource once', async () => {
+    const { manifest } = await bulkExport(fhir, { types: ['Observation'], pollIntervalMs: 20 });
+    const expected = await all(exportedResources(fhir, manifest));
+    const size = new TextEncoder().encode(expected.map((r) => `${JSON.stringify(r)}\n`).join('')).length;
+    assert.ok(size > 10_000, `a file of ${size} bytes`);
+    let downloads = 0;
+    cara.proxy.fault = (req) => {
+      if (!req.url.includes('$export-file/')) return { kind: 'pass' };
+      downloads++;
+      // Mid-line; then a stall longer than the client's timeout; then the whole file, slower than that timeout
+      // in all, but never silent for as long.
+      if (downloads === 1) return { kind: 'truncate', bytes: 3001 };
+      if (downloads === 2) return { kind: 'truncate', bytes: 9_876, stallMs: 3000 };
+      return { kind: 'drip', chunks: 8, everyMs: 150 };
+    };
+    const impatient = new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch, timeoutMs: 500 });
+    const got: Resource[] = [];
+    const started = Date.now();
+    try {
+      for await (const r of exportedResources(impatient, manifest)) got.push(r);
+    } finally {
+      cara.proxy.fault = () => ({ kind: 'pass' });
+    }
+    assert.ok(Date.now() - started > 1000);
+    assert.equal(downloads, 3, 'two breaks, each resumed once');
+    assert.deepEqual(got, expected);
   });
 
   test('named patients go as a POST Parameters body; _since leaves out what did not change; a Group export', async () => {

@@ -8,6 +8,10 @@ export type Fault =
   | { kind: 'pass' }
   | { kind: 'status'; status: number; retryAfter?: number }
   | { kind: 'drop' }
+  /** Forward, then send the answer's headers and its first `bytes` bytes, and close the connection (after `stallMs`). */
+  | { kind: 'truncate'; bytes: number; stallMs?: number }
+  /** Forward, then send the answer's body in `chunks` parts, `everyMs` apart (a slow link). */
+  | { kind: 'drip'; chunks: number; everyMs: number }
   | { kind: 'delay'; ms: number }
   /** Forward, then rewrite this response's entries with the given status for the given indexes (batch answers). */
   | { kind: 'entry-status'; status: number; every: number };
@@ -134,7 +138,19 @@ export class FaultProxy {
       out[k] = Array.isArray(v) ? v.join(', ') : v;
     }
     res.writeHead(up.statusCode, { ...out, 'content-length': String(Buffer.byteLength(text)) });
-    res.end(text);
+    if (fault.kind === 'truncate') {
+      res.write(Buffer.from(text).subarray(0, fault.bytes), () => setTimeout(() => res.destroy(), fault.stallMs ?? 0));
+      return;
+    }
+    if (fault.kind === 'drip') {
+      const bytes = Buffer.from(text);
+      const size = Math.ceil(bytes.length / fault.chunks);
+      for (let at = 0; at < bytes.length; at += size) {
+        res.write(bytes.subarray(at, at + size));
+        await new Promise((r) => setTimeout(r, fault.everyMs));
+      }
+    }
+    res.end(fault.kind === 'drip' ? undefined : text);
   }
 
   private rewrite(text: string, fault: Fault): string {

@@ -1,4 +1,5 @@
-import { CarevaultError } from '../../errors.js';
+import { bodyChunks, textLines } from '../../body-stream.js';
+import { CarevaultError, TransportError } from '../../errors.js';
 import type { FhirClient, RequestOptions } from '../../fhir-client.js';
 import type { Resource } from '../../fhir-types.js';
 import { sleep } from '../../retry.js';
@@ -112,10 +113,14 @@ function checkManifest(body: unknown, statusUrl: string): ExportManifest {
   return { ...m, error: m.error ?? [] } as ExportManifest;
 }
 
+/** Times a file's download may break off and be resumed from the line it broke at. */
+const RESUMES = 5;
+
 /**
- * The resources of a finished export, file by file (those of `type` only, when given). Files that need the
- * token are fetched with the client (its retries, its token, never to another origin); the others, which the
- * IG allows on other storage, without credentials.
+ * The resources of a finished export, file by file (those of `type` only, when given), streamed: no file is
+ * held in memory. Files that need the token are fetched with the client (its retries, its token, never to
+ * another origin); the others, which the IG allows on other storage, without credentials. A download that
+ * breaks off is asked for again and continues after the last line it gave (an export's files do not change).
  */
 export async function* exportedResources(
   client: FhirClient,
@@ -125,30 +130,50 @@ export async function* exportedResources(
 ): AsyncGenerator<Resource> {
   for (const file of manifest.output) {
     if (type !== undefined && file.type !== type) continue;
-    const text = manifest.requiresAccessToken
-      ? new TextDecoder().decode((await client.binary(file.url, 'application/fhir+ndjson', o)).body)
-      : await fetchPublic(file.url, o.signal);
-    let n = 0;
-    for (const line of text.split('\n')) {
-      n++;
-      if (!line.trim()) continue;
-      let resource: Resource;
+    let given = 0;
+    for (let resume = 0; ; resume++) {
+      const body = manifest.requiresAccessToken
+        ? (await client.stream(file.url, NDJSON, o)).body
+        : await publicBody(file.url, o.signal);
+      let n = 0;
       try {
-        resource = JSON.parse(line) as Resource;
-      } catch {
-        throw new BulkExportError(`${file.url} line ${n} is not JSON`);
+        for await (const line of textLines(body)) {
+          if (++n <= given) continue;
+          given = n;
+          if (!line.trim()) continue;
+          yield checkLine(line, n, file);
+        }
+        break;
+      } catch (err) {
+        if (!(err instanceof TransportError) || resume >= RESUMES || o.signal?.aborted) throw err;
       }
-      if (resource?.resourceType !== file.type)
-        throw new BulkExportError(`${file.url} line ${n} is not a ${file.type}`);
-      yield resource;
     }
   }
 }
 
-async function fetchPublic(url: string, signal?: AbortSignal): Promise<string> {
-  const res = await fetch(url, signal ? { signal } : {});
+const NDJSON = 'application/fhir+ndjson';
+
+function checkLine(line: string, n: number, file: { type: string; url: string }): Resource {
+  let resource: Resource;
+  try {
+    resource = JSON.parse(line) as Resource;
+  } catch {
+    throw new BulkExportError(`${file.url} line ${n} is not JSON`);
+  }
+  if (resource?.resourceType !== file.type) throw new BulkExportError(`${file.url} line ${n} is not a ${file.type}`);
+  return resource;
+}
+
+async function publicBody(url: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+  let res: Response;
+  try {
+    res = await fetch(url, signal ? { signal } : {});
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    throw new TransportError(`GET ${url} failed: ${(err as Error).message}`, undefined, { cause: err });
+  }
   if (!res.ok) throw new BulkExportError(`${url} answered ${res.status}`);
-  return res.text();
+  return bodyChunks(res, url);
 }
 
 /** DELETE on the status URL: the server stops the export (if it still runs) and removes its files. */
