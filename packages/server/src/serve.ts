@@ -1,3 +1,6 @@
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { writeSecretFile } from './config/files.ts';
 import { type Config, ConfigError, SERVER_INFO_FILE } from './config/index.ts';
@@ -5,6 +8,7 @@ import { buildPlatform } from './http/app.ts';
 
 /** `carevault serve`: starts the platform and stops it cleanly on SIGINT/SIGTERM. */
 export async function serve(config: Config): Promise<void> {
+  await checkHost(config.host);
   const platform = await buildPlatform(config);
   try {
     await platform.app.listen({ port: config.port, host: config.host });
@@ -32,6 +36,28 @@ export async function serve(config: Config): Promise<void> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+/**
+ * The address to listen on, judged before anything is written: the dev PKI names it in the server certificate,
+ * which a host that cannot be listened on must not leave behind.
+ */
+async function checkHost(host: string): Promise<void> {
+  if (host === '0.0.0.0' || host === '::') return;
+  let addresses: string[];
+  try {
+    addresses = isIP(host) ? [host] : (await lookup(host, { all: true })).map((a) => a.address);
+  } catch {
+    throw new ConfigError(`cannot resolve ${host} (--host)`);
+  }
+  const own = new Set(
+    Object.values(networkInterfaces())
+      .flat()
+      .map((i) => i?.address),
+  );
+  // Linux answers for all of 127.0.0.0/8 on its loopback interface, which lists only 127.0.0.1.
+  if (!addresses.some((a) => own.has(a) || a.startsWith('127.') || a === '::1'))
+    throw new ConfigError(`${host} is not an address of this machine (--host)`);
 }
 
 function listenError(err: unknown, config: Config): unknown {

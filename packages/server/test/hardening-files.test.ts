@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import {
   chmodSync,
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -180,6 +181,14 @@ describe('common mistakes get one line and an exit code', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  test('a --host that is not an address of this machine: one line, and no certificate written for it', async () => {
+    const data = join(root, 'elsewhere');
+    // TEST-NET-1 (RFC 5737): never an address of this machine, and an IP literal needs no name lookup.
+    const s = await serveChild(['--port', String(await freePort()), '--data-dir', data, '--host', '192.0.2.1']);
+    oneLineError({ code: await s.exited, stderr: s.output().stderr }, /192\.0\.2\.1 is not an address of this machine/);
+    assert.equal(existsSync(join(data, 'pki', 'server.pem')), false);
   });
 
   test('a data directory that cannot be created', async () => {
