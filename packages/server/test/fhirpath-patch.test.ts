@@ -110,6 +110,70 @@ describe('FHIRPath Patch operations', () => {
     assert.match(again.text, /gender has a value already/);
   });
 
+  test("add to a primitive: its extension and id go beside it (_birthDate, a list's _given)", async () => {
+    await reset();
+    const TIME = 'http://hl7.org/fhir/StructureDefinition/patient-birthTime';
+    const r = await patchIt(
+      patchBody(
+        op('add', 'Patient.birthDate', [
+          { name: 'name', valueString: 'extension' },
+          {
+            name: 'value',
+            part: [
+              { name: 'url', valueUri: TIME },
+              { name: 'value', valueDateTime: '1970-01-01T06:30:00Z' },
+            ],
+          },
+        ]),
+        op('add', 'Patient.birthDate', [
+          { name: 'name', valueString: 'id' },
+          { name: 'value', valueString: 'bd' },
+        ]),
+        op('add', "Patient.name.where(family = 'Alpha').given[1]", [
+          { name: 'name', valueString: 'extension' },
+          { name: 'value', valueExtension: { url: 'urn:fp:nickname', valueBoolean: true } },
+        ]),
+        // What was added is a path's target like any element.
+        op('replace', `Patient.birthDate.extension.where(url = '${TIME}').value`, [
+          { name: 'value', valueDateTime: '1970-01-01T07:45:00Z' },
+        ]),
+      ),
+    );
+    assert.equal(r.status, 200, r.text);
+    const pt = await read();
+    assert.equal(pt.birthDate, '1970-01-01');
+    assert.deepEqual(pt._birthDate, { id: 'bd', extension: [{ url: TIME, valueDateTime: '1970-01-01T07:45:00Z' }] });
+    const alpha = (pt.name as { given: string[]; _given?: unknown[] }[])[0];
+    assert.deepEqual(alpha?.given, ['Ann', 'Beth']);
+    assert.deepEqual(alpha?._given, [null, { extension: [{ url: 'urn:fp:nickname', valueBoolean: true }] }]);
+
+    const bad = await patchIt(
+      patchBody(
+        op('add', 'Patient.birthDate', [
+          { name: 'name', valueString: 'family' },
+          { name: 'value', valueString: 'x' },
+        ]),
+      ),
+    );
+    assert.equal(bad.status, 400, bad.text);
+    assert.match(bad.text, /a primitive has only id and extension, not family/);
+    const twice = await patchIt(
+      patchBody(
+        op('add', 'Patient.birthDate', [
+          { name: 'name', valueString: 'id' },
+          { name: 'value', valueString: 'x' },
+        ]),
+      ),
+    );
+    assert.equal(twice.status, 400, twice.text);
+    assert.match(twice.text, /id has a value already/);
+    const gone = await patchIt(patchBody(op('delete', 'Patient.birthDate')));
+    assert.equal(gone.status, 200, gone.text);
+    const deleted = await read();
+    assert.equal(deleted.birthDate, undefined);
+    assert.equal(deleted._birthDate, undefined, 'its extensions go with it');
+  });
+
   test('insert, move and delete in a list; delete of nothing is nothing', async () => {
     await reset();
     const r = await patchIt(

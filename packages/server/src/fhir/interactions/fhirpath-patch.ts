@@ -224,31 +224,55 @@ function sibling(holder: Json, key: string, change: (list: unknown[]) => void): 
   if (Array.isArray(ext)) change(ext);
 }
 
+/** Adds element `name` of `type` with the operation's value to `holder`: appended to a list, or set when unset. */
+function addTo(holder: Json, type: string, name: string, op: Operation): void {
+  const def = elementDefinition(type, name);
+  if (!def) throw cannot(op, `${type} has no element ${name}`);
+  const { value, suffix } = partValue(op.value as Json, def, op);
+  const key = def.choice ? `${name}${suffix}` : name;
+  if (def.isArray) {
+    const list = holder[key];
+    if (list !== undefined && !Array.isArray(list)) throw cannot(op, `${key} is not a list`);
+    holder[key] = [...(list ?? []), value];
+    return;
+  }
+  const taken = Object.keys(holder).some(
+    (k) => k === name || (def.choice && k.startsWith(name) && /^[A-Z]/.test(k.slice(name.length))),
+  );
+  if (taken) throw cannot(op, `${name} has a value already (replace it instead)`);
+  holder[key] = value;
+}
+
 function apply(resource: Json, op: Operation): void {
   const nodes = select(resource, op);
   switch (op.type) {
     case 'add': {
       if (nodes.length !== 1) throw cannot(op, `the path must select one element, not ${nodes.length}`);
       const container = nodes[0] as Node;
-      if (!isObject(container.data)) throw cannot(op, 'a primitive has no elements to add to');
-      const type = typeOf(container);
       const name = op.name as string;
-      const def = elementDefinition(type, name);
-      if (!def) throw cannot(op, `${type} has no element ${name}`);
-      const { value, suffix } = partValue(op.value as Json, def, op);
-      const key = def.choice ? `${name}${suffix}` : name;
-      const holder = container.data;
-      if (def.isArray) {
-        const list = holder[key];
-        if (list !== undefined && !Array.isArray(list)) throw cannot(op, `${key} is not a list`);
-        holder[key] = [...(list ?? []), value];
+      if (isObject(container.data)) {
+        addTo(container.data, typeOf(container), name, op);
         return;
       }
-      const taken = Object.keys(holder).some(
-        (k) => k === name || (def.choice && k.startsWith(name) && /^[A-Z]/.test(k.slice(name.length))),
-      );
-      if (taken) throw cannot(op, `${name} has a value already (replace it instead)`);
-      holder[key] = value;
+      // A primitive's id and extensions live beside it, under `_key` (json.html#primitive).
+      if (name !== 'id' && name !== 'extension') throw cannot(op, `a primitive has only id and extension, not ${name}`);
+      const { holder, key, index } = placeOf(container, op);
+      if (index === null) {
+        const element = holder[`_${key}`] ?? {};
+        if (!isObject(element)) throw cannot(op, `_${key} is not an element`);
+        addTo(element, 'Element', name, op);
+        holder[`_${key}`] = element;
+        return;
+      }
+      const list = holder[key] as unknown[];
+      const elements = holder[`_${key}`] ?? list.map(() => null);
+      if (!Array.isArray(elements) || elements.length !== list.length)
+        throw cannot(op, `_${key} is not in step with ${key}`);
+      const element = elements[index] ?? {};
+      if (!isObject(element)) throw cannot(op, `_${key}[${index}] is not an element`);
+      addTo(element, 'Element', name, op);
+      elements[index] = element;
+      holder[`_${key}`] = elements;
       return;
     }
     case 'insert': {
