@@ -19,7 +19,7 @@ import { loadConfig } from '../packages/server/src/config/index.ts';
 import { addGrant } from '../packages/server/src/vault/grants.ts';
 import { addPartition } from '../packages/server/src/vault/partitions.ts';
 import { freePort } from '../packages/server/test/helpers/platform.ts';
-import { secretToken, startServer, stopServer, treeCpuSeconds } from './lib.ts';
+import { childPids, residentMiB, secretToken, startServer, stopServer, treeCpuSeconds } from './lib.ts';
 
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 1000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -141,6 +141,13 @@ async function main() {
         `  ${''.padEnd(20)} reads of one Patient during the first evaluation: ${sorted.length}, p50 ${(sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)} ms, max ${(sorted.at(-1) ?? 0).toFixed(1)} ms`,
       );
     }
+    // The engine process is kept between calculations: what it holds beside the server (its heap limit is
+    // CAREVAULT_MEASURE_MEMORY_MB, 1024 by default).
+    const engines = childPids(pid);
+    const mib = (n: number) => `${n.toFixed(0)} MiB`;
+    console.log(
+      `  memory: server peak ${mib(residentMiB(pid, 'VmHWM'))}, now ${mib(residentMiB(pid))}; engine process${engines.length === 1 ? '' : 'es'} peak ${engines.map((e) => mib(residentMiB(e, 'VmHWM'))).join(', ') || 'none'}, now ${engines.map((e) => mib(residentMiB(e))).join(', ') || 'none'}`,
+    );
     await agent.close();
     await stopServer(child);
   } finally {

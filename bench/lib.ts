@@ -13,19 +13,24 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** CPU-seconds of a process and the processes it started (the measure engine runs in one of its own). */
-export function treeCpuSeconds(pid: number): number {
-  let children: number[] = [];
+/** The processes a process started (the measure engine runs in one of its own). */
+export function childPids(pid: number): number[] {
   try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
-    children = [];
+    return [];
   }
-  return cpuSeconds(pid) + children.reduce((sum, child) => sum + treeCpuSeconds(child), 0);
+}
+
+/** CPU-seconds of a process and the processes it started. */
+export function treeCpuSeconds(pid: number): number {
+  return cpuSeconds(pid) + childPids(pid).reduce((sum, child) => sum + treeCpuSeconds(child), 0);
+}
+
+/** A process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), in MiB (Linux /proc). */
+export function residentMiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): number {
+  const kb = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb ?? 0) / 1024;
 }
 
 /** Busy CPU-seconds of the whole machine (all cores; /proc/stat, everything but idle and iowait). */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { PERIOD, PROPORTION, patientsOf } from './helpers/deqm.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
@@ -58,7 +58,10 @@ function bombMeasure(): Json[] {
 }
 
 before(async () => {
-  p = await startPlatform({}, { env: { CAREVAULT_MEASURE_MEMORY_MB: '64', CAREVAULT_MEASURE_TIMEOUT: '60' } });
+  p = await startPlatform(
+    {},
+    { env: { CAREVAULT_MEASURE_MEMORY_MB: '64', CAREVAULT_MEASURE_TIMEOUT: '60', CAREVAULT_MEASURE_IDLE: '1' } },
+  );
   await partition(p, 'quality');
   writer = await secretClient(p, 'measure-writer', 'system/*.cruds');
   await grant(p, { partition: 'quality', client: 'measure-writer', scope: 'system/*.cruds' });
@@ -108,4 +111,29 @@ describe('the measure engine process', () => {
     const population = (good.json as { group: { population: { count: number }[] }[] }).group[0]?.population[0];
     assert.equal(population?.count, 1);
   });
+
+  test('an engine process with nothing to calculate ends after CAREVAULT_MEASURE_IDLE; the next calculation starts one', async () => {
+    assert.equal((await evaluate(PROPORTION.id)).status, 200);
+    assert.equal(engines().length, 1, 'kept between calculations');
+    for (let i = 0; i < 50 && engines().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(engines(), [], 'ended after a second without work');
+    const again = await evaluate(PROPORTION.id);
+    assert.equal(again.status, 200, again.text);
+    assert.equal(engines().length, 1);
+  });
 });
+
+/** The measure engine processes this process (whose platform runs in it) started. */
+function engines(): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        const ppid = Number(readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
+        return ppid === process.pid && readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('engine-worker');
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}

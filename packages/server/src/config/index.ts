@@ -40,8 +40,9 @@ export interface Config {
   programServer: string | undefined;
   /** `/directory` answers without a token (seed 003: a network directory anyone may look providers up in). */
   publicDirectory: boolean;
-  /** One quality-measure calculation's heap and time in the engine process (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT). */
-  measureLimits: { memoryMb: number; timeoutMs: number };
+  /** One quality-measure calculation's heap and time in the engine process, and how long an idle one is kept
+   * (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT, _IDLE). */
+  measureLimits: { memoryMb: number; timeoutMs: number; idleMs: number };
 }
 
 export interface ConfigInput {
@@ -138,6 +139,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     measureLimits: {
       memoryMb: integer('CAREVAULT_MEASURE_MEMORY_MB', env.CAREVAULT_MEASURE_MEMORY_MB || 1024, 64, 65_536),
       timeoutMs: integer('CAREVAULT_MEASURE_TIMEOUT', env.CAREVAULT_MEASURE_TIMEOUT || 300, 1, 86_400) * 1000,
+      idleMs: integer('CAREVAULT_MEASURE_IDLE', env.CAREVAULT_MEASURE_IDLE || 300, 1, 86_400) * 1000,
     },
     publicDirectory:
       flags.publicDirectory ?? onOff('CAREVAULT_PUBLIC_DIRECTORY', env.CAREVAULT_PUBLIC_DIRECTORY, false),

@@ -7,10 +7,11 @@ export type FqmBundle = Parameters<typeof Fqm.Calculator.calculate>[0];
 export type FqmOptions = Fqm.CalculationOptions;
 type Method = 'calculate' | 'calculateDataRequirements' | 'calculateGapsInCare';
 
-/** What one calculation may take: the engine process's heap, and its time. */
+/** What one calculation may take: the engine process's heap, and its time; and how long an idle one is kept. */
 export interface EngineLimits {
   memoryMb: number;
   timeoutMs: number;
+  idleMs: number;
 }
 
 interface Job {
@@ -28,17 +29,19 @@ const WORKER = fileURLToPath(new URL('./engine-worker.ts', import.meta.url));
 // The process runs TypeScript like the rest of the server.
 const TSX = import.meta.resolve('tsx');
 
-let limits: EngineLimits = { memoryMb: 1024, timeoutMs: 300_000 };
+let limits: EngineLimits = { memoryMb: 1024, timeoutMs: 300_000, idleMs: 300_000 };
 let worker: ChildProcess | undefined;
+/** Ends a process that has had nothing to calculate for `idleMs`: it holds what its last calculation loaded. */
+let idle: NodeJS.Timeout | undefined;
 let running: Job | undefined;
 const queue: Job[] = [];
 let nextId = 1;
 /** New limits arrived while a calculation ran: its process is replaced once it is done. */
 let stale = false;
 
-/** Sets the limits (config: CAREVAULT_MEASURE_MEMORY_MB, CAREVAULT_MEASURE_TIMEOUT); a new process takes them. */
+/** Sets the limits (config: CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT, _IDLE); a new process takes them. */
 export function configureEngine(next: EngineLimits): void {
-  if (next.memoryMb === limits.memoryMb && next.timeoutMs === limits.timeoutMs) return;
+  if (next.memoryMb === limits.memoryMb && next.timeoutMs === limits.timeoutMs && next.idleMs === limits.idleMs) return;
   limits = next;
   if (running) stale = true;
   else stop();
@@ -110,10 +113,12 @@ function start(): ChildProcess {
 function next(): void {
   if (running) return;
   const job = queue.shift();
+  clearTimeout(idle);
   if (!job) {
-    // Idle, the engine process does not keep the server's process alive.
+    // Idle, the engine process does not keep the server's process alive, and is ended after a while.
     worker?.unref();
     worker?.channel?.unref();
+    if (worker) idle = setTimeout(stop, limits.idleMs).unref();
     return;
   }
   running = job;
