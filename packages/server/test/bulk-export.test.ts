@@ -355,6 +355,30 @@ describe('status, files and cancellation', () => {
     assert.equal((await get(reader, finished)).status, 200);
   });
 
+  test('a client keeps at most 24 exports in a vault: the 25th kick-off is 429 until one is deleted', async () => {
+    const many = await secretClient(p, 'bulk-many', 'system/*.rs');
+    await grant(p, { partition: 'bulk', client: 'bulk-many', scope: 'system/*.rs' });
+    const statuses: string[] = [];
+    for (let i = 0; i < 24; i++) {
+      const r = await fhir(p, many, 'GET', '/bulk/$export?_type=Patient', undefined, KICK_OFF);
+      assert.equal(r.status, 202, r.text);
+      statuses.push(r.headers.get('content-location') as string);
+    }
+    const refused = await fhir(p, many, 'GET', '/bulk/$export?_type=Patient', undefined, KICK_OFF);
+    assert.equal(refused.status, 429, refused.text);
+    assert.equal((refused.json as { issue: { code: string }[] }).issue[0]?.code, 'throttled');
+    assert.match(refused.text, /keeps 24 exports in this vault/);
+    const wait = Number(refused.headers.get('retry-after'));
+    assert.ok(wait > 23 * 3600 && wait <= 24 * 3600, `Retry-After ${wait}: until the oldest expires`);
+    assert.equal(
+      (await fhir(p, reader, 'GET', '/bulk/$export?_type=Patient', undefined, KICK_OFF)).status,
+      202,
+      'other clients are not held back',
+    );
+    assert.equal((await get(many, statuses[0] as string, 'DELETE')).status, 202);
+    assert.equal((await fhir(p, many, 'GET', '/bulk/$export?_type=Patient', undefined, KICK_OFF)).status, 202);
+  });
+
   test('every download is audited as an $export of that type', async () => {
     const { manifest } = await runExport('/bulk/$export?_type=Patient');
     await lines(manifest as Manifest, 'Patient');

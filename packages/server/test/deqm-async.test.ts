@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,8 +31,16 @@ const program = createServer((req, res) => {
   });
 });
 let node: ServeChild | undefined;
+let dispatcher: Agent | undefined;
+/** A request to the vault with the clinic's token (set up by the first test). */
+let call: (
+  path: string,
+  init?: { method?: string; body?: string; headers?: Record<string, string> },
+) => ReturnType<typeof fetch>;
+let submitOne: () => ReturnType<typeof fetch>;
 after(async () => {
   await node?.stop();
+  await dispatcher?.close();
   for (const r of held) r.destroy();
   program.closeAllConnections();
   program.close();
@@ -60,7 +68,7 @@ test('a job accepted by a node that is killed is finished by the next node, once
   );
   await ok(dir, 'grant', 'add', '--partition', 'quality', '--client', 'clinic', '--scope', 'system/*.cruds');
   await ok(dir, 'import', PROPORTION.bundle, '--partition', 'quality');
-  const dispatcher = new Agent({ connect: { ca: readFileSync(join(dir, 'pki', 'ca.pem'), 'utf8') } });
+  dispatcher = new Agent({ connect: { ca: readFileSync(join(dir, 'pki', 'ca.pem'), 'utf8') } });
   const base = `https://localhost:${port}`;
   const tokenRes = await fetch(`${base}/oauth/token`, {
     method: 'POST',
@@ -72,7 +80,7 @@ test('a job accepted by a node that is killed is finished by the next node, once
     body: 'grant_type=client_credentials',
   });
   const { access_token } = (await tokenRes.json()) as { access_token: string };
-  const call = (path: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}) =>
+  call = (path, init = {}) =>
     fetch(path.startsWith('https:') ? path : `${base}/fhir/quality${path}`, {
       ...init,
       dispatcher,
@@ -91,11 +99,13 @@ test('a job accepted by a node that is killed is finished by the next node, once
   assert.equal(put.status, 201);
 
   const pt = patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number];
-  const accepted = await call(`/Measure/${PROPORTION.id}/$submit-data`, {
-    method: 'POST',
-    body: JSON.stringify(submission(PROPORTION.url, 'Organization/umcg', pt)),
-    headers: { 'content-type': 'application/fhir+json', prefer: 'respond-async' },
-  });
+  submitOne = () =>
+    call(`/Measure/${PROPORTION.id}/$submit-data`, {
+      method: 'POST',
+      body: JSON.stringify(submission(PROPORTION.url, 'Organization/umcg', pt)),
+      headers: { 'content-type': 'application/fhir+json', prefer: 'respond-async' },
+    });
+  const accepted = await submitOne();
   assert.equal(accepted.status, 202);
   const status = accepted.headers.get('content-location') as string;
   assert.match(status, /\/fhir\/quality\/\$submit-data-status\/[0-9a-f-]{36}$/);
@@ -132,5 +142,44 @@ test('a job accepted by a node that is killed is finished by the next node, once
 
   // Another client, or the same job id in another vault, learns nothing about the job.
   assert.equal((await call(status.replace('/quality/', '/elsewhere/'))).status, 404);
-  await dispatcher.close();
+});
+
+test('eight submissions of a client may wait or run at a time; a ninth is 429 until they are done', async () => {
+  // The program server holds its answers again: the first job waits for it, the others queue behind it.
+  answer = false;
+  const statuses: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const r = await submitOne();
+    assert.equal(r.status, 202, await r.text());
+    statuses.push(r.headers.get('content-location') as string);
+  }
+  const refused = await submitOne();
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get('retry-after'), '5');
+  const outcome = (await refused.json()) as { issue: { code: string; diagnostics: string }[] };
+  assert.equal(outcome.issue[0]?.code, 'throttled');
+  assert.match(outcome.issue[0]?.diagnostics ?? '', /8 asynchronous submissions of this client wait or run/);
+
+  answer = true;
+  for (const r of held.splice(0)) r.writeHead(200, { 'content-type': 'application/json' }).end('{"allow":true}');
+  for (const status of statuses) {
+    let r = await call(status);
+    for (let i = 0; i < 400 && r.status === 202; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      r = await call(status);
+    }
+    assert.equal(r.status, 200, await r.text());
+  }
+  const again = await submitOne();
+  assert.equal(again.status, 202, 'finished submissions no longer count');
+
+  // A finished submission's outcome is kept 24 hours after it was accepted, then removed at the next submission.
+  const file = join(dir, 'jobs', `${(statuses[0] as string).split('/').pop()}.job.json`);
+  const job = JSON.parse(readFileSync(file, 'utf8'));
+  writeFileSync(file, JSON.stringify({ ...job, acceptedAt: new Date(Date.now() - 25 * 3600_000).toISOString() }));
+  assert.equal((await call(statuses[1] as string)).status, 200);
+  assert.equal((await submitOne()).status, 202);
+  assert.equal((await call(statuses[0] as string)).status, 404, 'expired');
+  assert.equal(existsSync(file), false);
+  assert.equal((await call(statuses[1] as string)).status, 200, 'not yet expired');
 });

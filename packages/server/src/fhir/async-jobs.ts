@@ -50,6 +50,12 @@ export interface AsyncJob {
   result?: { status: number; body: string; provenance?: string | undefined } | undefined;
 }
 
+/** Whether the caller is who started the job: the same client (and person) in the same vault. */
+export const ownedBy = (job: AsyncJob, ctx: FhirContext): boolean =>
+  job.partition === ctx.partition &&
+  job.access.clientId === ctx.access.clientId &&
+  job.who.user?.id === ctx.who.user?.id;
+
 /** The context a job acts in: the vault, access and caller of the request that started it. */
 export const jobContext = (job: AsyncJob, store: Store, audit: AuditTrail): FhirContext => ({
   store,
@@ -168,6 +174,18 @@ export class AsyncJobs<J extends AsyncJob> {
       if (job) jobs.push(job);
     }
     return jobs;
+  }
+
+  /** Removes the finished jobs accepted longer than `retentionMs` ago; returns the jobs that are left. */
+  async sweep(retentionMs: number): Promise<J[]> {
+    const now = Date.now();
+    const kept: J[] = [];
+    for (const job of await this.list()) {
+      const finished = job.state === 'completed' || job.state === 'failed';
+      if (finished && now - Date.parse(job.acceptedAt) > retentionMs) await this.remove(job.id);
+      else kept.push(job);
+    }
+    return kept;
   }
 
   /** Starts working through the queue now, and every few seconds for jobs whose node died. */

@@ -6,7 +6,7 @@ import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
 import type { Interaction, Restriction } from '../../vault/policy.ts';
 import { decide } from '../../vault/policy.ts';
-import { type AsyncJob, AsyncJobs, jobContext, loadAccess, storeAccess } from '../async-jobs.ts';
+import { type AsyncJob, AsyncJobs, jobContext, loadAccess, ownedBy, storeAccess } from '../async-jobs.ts';
 import { auditAccess } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
@@ -21,6 +21,8 @@ type Params = { partition: string; id?: string; job?: string; file?: string };
 
 /** An export's files are kept this long after it was asked for, then removed with its job. */
 export const EXPORT_RETENTION_MS = 24 * 3600_000;
+/** Each export is a copy of (part of) a vault on disk; this many fit one a day for an hourly export. */
+const MAX_KEPT_EXPORTS = 24;
 const NDJSON = 'application/fhir+ndjson';
 /** The status URL's Retry-After while a job runs; a poll sooner than half of it after the last is too often (E18). */
 const POLL_SECONDS = 1;
@@ -78,13 +80,18 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
   jobs.start();
   app.addHook('onClose', async () => jobs.stop());
 
-  /** Exports older than the retention are removed when the next one is asked for. */
-  const sweep = async () => {
-    const now = Date.now();
-    for (const job of await jobs.list()) {
-      if (job.state !== 'in-progress' && now - Date.parse(job.acceptedAt) > EXPORT_RETENTION_MS)
-        await jobs.remove(job.id);
-    }
+  /** Exports past their retention are removed when the next one is asked for; a client keeps MAX_KEPT_EXPORTS. */
+  const admit = async (ctx: FhirContext) => {
+    const mine = (await jobs.sweep(EXPORT_RETENTION_MS)).filter((j) => ownedBy(j, ctx));
+    if (mine.length < MAX_KEPT_EXPORTS) return;
+    const oldest = Math.min(...mine.map((j) => Date.parse(j.acceptedAt)));
+    const wait = Math.max(1, Math.ceil((oldest + EXPORT_RETENTION_MS - Date.now()) / 1000));
+    throw new FhirError(
+      429,
+      'throttled',
+      `this client keeps ${mine.length} exports in this vault (at most ${MAX_KEPT_EXPORTS}): DELETE one at its status URL, or wait until one expires`,
+      { 'retry-after': String(wait) },
+    );
   };
 
   const kickOff =
@@ -107,6 +114,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       for (const type of exportTypes(ctx, request)) typeSearches(ctx, type, request);
       if (group && (await ctx.store.resources.current(ctx.partition, 'Group', group))?.content === undefined)
         throw new FhirError(404, 'not-found', `Group/${group} not found`);
+      await admit(ctx);
       const raw = req.raw.url ?? '';
       // The request as the client made it, from the vault's base on (the manifest's `request`).
       const url = `${ctx.base}${raw.slice(raw.indexOf(`/${ctx.partition}/`) + ctx.partition.length + 1)}`;
@@ -115,7 +123,6 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
         patients: request.patients?.map((p) => `Patient/${p}`),
         query: { raw: url.slice(ctx.base.length + 1), description: '$export' },
       });
-      await sweep();
       const job = await jobs.accept(
         {
           partition: ctx.partition,
@@ -147,13 +154,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
   const ownJob = async (req: FastifyRequest<{ Params: Params }>) => {
     const ctx = await o.context(req);
     const job = await jobs.get(req.params.job as string);
-    if (
-      !job ||
-      job.partition !== ctx.partition ||
-      job.access.clientId !== ctx.access.clientId ||
-      job.who.user?.id !== ctx.who.user?.id
-    )
-      throw new FhirError(404, 'not-found', 'no such export');
+    if (!job || !ownedBy(job, ctx)) throw new FhirError(404, 'not-found', 'no such export');
     if (job.result && Date.now() - Date.parse(job.acceptedAt) > EXPORT_RETENTION_MS) {
       await jobs.remove(job.id);
       throw new FhirError(404, 'not-found', 'no such export (expired)');

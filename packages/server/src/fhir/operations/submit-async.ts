@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditTrail } from '../../audit/trail.ts';
 import type { Store } from '../../store/types.ts';
-import { AsyncJobs, jobContext, type SubmissionJob, storeAccess } from '../async-jobs.ts';
+import { AsyncJobs, jobContext, ownedBy, type SubmissionJob, storeAccess } from '../async-jobs.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError, operationOutcome } from '../errors.ts';
 import { bodyMediaType, FHIR_JSON } from '../format.ts';
@@ -10,6 +10,11 @@ import { provenanceHeaderValue } from '../provenance-header.ts';
 import { committedJob } from './submission-job-outcome.ts';
 
 type Params = { partition: string; id?: string };
+
+/** A finished submission's outcome is kept this long after it was accepted. */
+const SUBMISSION_RETENTION_MS = 24 * 3600_000;
+/** Submissions of one client in one vault that may wait or run at a time: each is up to 256 MiB on disk. */
+const MAX_OPEN_SUBMISSIONS = 8;
 type Outcome = { status: number; body: string; provenance?: string | undefined };
 
 export interface AsyncSubmissionOptions {
@@ -50,10 +55,8 @@ export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions
   app.get<{ Params: Params & { job: string } }>('/:partition/$submit-data-status/:job', async (req, reply) => {
     const ctx = await o.context(req);
     const job = await jobs.get(req.params.job);
-    // Only the client that submitted, in the vault it submitted to, learns anything about the job.
-    if (!job || job.partition !== ctx.partition || job.access.clientId !== ctx.access.clientId) {
-      throw new FhirError(404, 'not-found', 'no such submission');
-    }
+    // Only the client (and person) that submitted, in the vault it submitted to, learns anything about the job.
+    if (!job || !ownedBy(job, ctx)) throw new FhirError(404, 'not-found', 'no such submission');
     if (!job.result) {
       const progress =
         job.state === 'queued' ? 'queued' : `in progress${job.resources ? `: ${job.resources} parameters` : ''}`;
@@ -76,6 +79,16 @@ export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions
     ) {
       throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
     }
+    const open = (await jobs.sweep(SUBMISSION_RETENTION_MS)).filter(
+      (j) => ownedBy(j, ctx) && j.state !== 'completed' && j.state !== 'failed',
+    );
+    if (open.length >= MAX_OPEN_SUBMISSIONS)
+      throw new FhirError(
+        429,
+        'throttled',
+        `${open.length} asynchronous submissions of this client wait or run in this vault (at most ${MAX_OPEN_SUBMISSIONS}): poll them before sending more`,
+        { 'retry-after': '5' },
+      );
     const job = await jobs.accept(
       {
         partition: ctx.partition,
