@@ -160,6 +160,21 @@ test('eight submissions of a client may wait or run at a time; a ninth is 429 un
   assert.equal(outcome.issue[0]?.code, 'throttled');
   assert.match(outcome.issue[0]?.diagnostics ?? '', /8 asynchronous submissions of this client wait or run/);
 
+  // DELETE cancels one still queued; of the one running (waiting for the program server) only the record goes.
+  const cancel = async (status: string) => {
+    const r = await call(status, { method: 'DELETE' });
+    assert.equal(r.status, 202);
+    return ((await r.json()) as { issue: { diagnostics: string }[] }).issue[0]?.diagnostics;
+  };
+  assert.match(String(await cancel(statuses.pop() as string)), /cancelled: nothing of it was stored/);
+  const requeued = await submitOne();
+  assert.equal(requeued.status, 202, 'a cancelled submission no longer counts');
+  statuses.push(requeued.headers.get('content-location') as string);
+  const running = statuses.shift() as string;
+  assert.match(String(await cancel(running)), /what it stored stays in the vault/);
+  assert.equal((await call(running)).status, 404);
+  assert.equal((await call(running, { method: 'DELETE' })).status, 404);
+
   answer = true;
   for (const r of held.splice(0)) r.writeHead(200, { 'content-type': 'application/json' }).end('{"allow":true}');
   for (const status of statuses) {
@@ -170,6 +185,7 @@ test('eight submissions of a client may wait or run at a time; a ninth is 429 un
     }
     assert.equal(r.status, 200, await r.text());
   }
+  assert.equal(asked, 2 + 8, 'every job but the cancelled one asked the program server, once');
   const again = await submitOne();
   assert.equal(again.status, 202, 'finished submissions no longer count');
 

@@ -176,6 +176,17 @@ export class AsyncJobs<J extends AsyncJob> {
     return jobs;
   }
 
+  /**
+   * Removes a job. One that no node has started is cancelled: its lock is taken first, so that none starts it
+   * meanwhile. Of one that runs or ran, only the record goes (see `remove`).
+   */
+  async cancel(id: string): Promise<'cancelled' | 'removed'> {
+    const notStarted = (await this.get(id))?.state === 'queued' && (await this.claim(id));
+    await this.remove(id);
+    if (notStarted) await rm(this.file(id, 'lock'), { force: true });
+    return notStarted ? 'cancelled' : 'removed';
+  }
+
   /** Removes the finished jobs accepted longer than `retentionMs` ago; returns the jobs that are left. */
   async sweep(retentionMs: number): Promise<J[]> {
     const now = Date.now();

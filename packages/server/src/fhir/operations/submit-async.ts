@@ -66,6 +66,22 @@ export function asyncSubmissions(app: FastifyInstance, o: AsyncSubmissionOptions
     return reply.code(job.result.status).type(FHIR_JSON).send(job.result.body);
   });
 
+  // async.html: DELETE cancels a submission that has not started; of one that runs or ran, what it stores stays
+  // (it is in the vault, audited) and only the record of its outcome goes.
+  app.delete<{ Params: Params & { job: string } }>('/:partition/$submit-data-status/:job', async (req, reply) => {
+    const ctx = await o.context(req);
+    const job = await jobs.get(req.params.job);
+    if (!job || !ownedBy(job, ctx)) throw new FhirError(404, 'not-found', 'no such submission');
+    const text =
+      (await jobs.cancel(job.id)) === 'cancelled'
+        ? 'the submission is cancelled: nothing of it was stored'
+        : 'the record of the submission is removed; what it stored stays in the vault';
+    return reply
+      .code(202)
+      .type(FHIR_JSON)
+      .send(operationOutcome('information', 'informational', text));
+  });
+
   return async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply, payload: NodeJS.ReadableStream) => {
     if (!/\brespond-async\b/.test(String(req.headers.prefer ?? ''))) return payload;
     // The job is parsed later from the stored text, as JSON.
