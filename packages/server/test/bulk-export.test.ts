@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { MedplumClient } from '@medplum/core';
 import { importCommand } from '../src/admin/import.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -388,6 +389,41 @@ describe('status, files and cancellation', () => {
     const descriptions = texts.flatMap((e) => (e.resource.entity ?? []).map((x) => x.description));
     assert.ok(descriptions.includes('$export Patient'), JSON.stringify(descriptions));
     assert.ok(descriptions.includes('$export'), 'the kick-off too');
+  });
+});
+
+describe('a third-party client', () => {
+  test("MedplumClient.bulkExport (@medplum/core): its POST kick-off, its polls and the files' contents", async () => {
+    const medplum = new MedplumClient({
+      baseUrl: `${new URL(p.fhirBase).origin}/`,
+      fhirUrlPath: new URL(p.fhirBase).pathname.slice(1),
+      fetch: (url: string, init: RequestInit) => p.fetch(url, { ...(init as object), dispatcher: p.agent() }) as never,
+    });
+    const client = await secretClient(p, 'bulk-medplum', 'system/*.rs');
+    await grant(p, { partition: 'bulk', client: 'bulk-medplum', scope: 'system/*.rs' });
+    medplum.setAccessToken(client.token);
+    const manifest = (await medplum.bulkExport('bulk', 'Patient,Observation', undefined, {
+      pollStatusOnAccepted: true,
+    })) as Manifest;
+    const expected = countByType(vault);
+    assert.deepEqual(Object.fromEntries(manifest.output.map((o) => [o.type, o.count])), {
+      Patient: expected.Patient,
+      Observation: expected.Observation,
+    });
+    for (const file of manifest.output) {
+      const text = await medplum.download(file.url).then((blob) => blob.text());
+      const ids = text
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as R).id);
+      assert.deepEqual(
+        ids.sort(),
+        vault
+          .filter((r) => r.resourceType === file.type)
+          .map((r) => r.id)
+          .sort(),
+      );
+    }
   });
 });
 
