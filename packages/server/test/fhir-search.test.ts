@@ -320,6 +320,14 @@ describe('result shaping (J26 J30 J31 J32)', () => {
     const b = r.json as unknown as Bundle;
     assert.equal((r.json as { type: string }).type, 'searchset');
     assert.equal(b.total, 2);
+    // A page past the end knows no total: it does not claim its offset as one.
+    for (const q of ['_offset=50', '_offset=99999&_sort=date']) {
+      const past = (await fhir(p, tcu, 'GET', `/v1/Observation?code=2339-0&${q}`)).json as unknown as Bundle;
+      assert.equal(past.entry, undefined, q);
+      assert.equal(past.total, undefined, q);
+      const counted = await fhir(p, tcu, 'GET', `/v1/Observation?code=2339-0&${q}&_total=accurate`);
+      assert.equal((counted.json as unknown as Bundle).total, 2, q);
+    }
     const self = b.link.find((l) => l.relation === 'self')?.url ?? '';
     assert.ok(self.startsWith(`${p.fhirBase}/v1/Observation?`));
     assert.ok(self.includes('code=2339-0') && !self.includes('unknown-param'));

@@ -373,6 +373,39 @@ describe('Bundles and searches', () => {
     assert.equal(none.json.total, 0);
     assert.ok(!('entry' in none.json), none.text);
   });
+
+  test('sort keys and _elements names are bounded, in a URL and in a _search body of any size', async () => {
+    const sorts = (n: number) => `_sort=${Array.from({ length: n }, () => 'birthdate').join(',')}`;
+    const names = (n: number) => `_elements=${Array.from({ length: n }, (_, i) => `e${i}`).join(',')}`;
+    assert.equal((await fhir(p, writer, 'GET', `/h1/Patient?${sorts(10)}`)).status, 200);
+    assertOutcome(await fhir(p, writer, 'GET', `/h1/Patient?${sorts(11)}`), 400, /_sort takes at most 10/);
+    assertOutcome(await fhir(p, writer, 'GET', `/h1/Patient?${names(101)}`), 400, /_elements takes at most 100/);
+    // A form body is not held to the URL's 8 KiB: 5,000 sort keys used to reach the database (500).
+    for (const [form, re] of [
+      [sorts(5000), /_sort takes at most 10/],
+      [names(100_000), /_elements takes at most 100/],
+    ] as const) {
+      const r = await raw('/fhir/h1/Patient/_search', {
+        method: 'POST',
+        body: form,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      const text = await r.text();
+      assertOutcome({ status: r.status, json: JSON.parse(text), text }, 400, re);
+    }
+    const kickOff = await fhir(
+      p,
+      writer,
+      'POST',
+      '/h1/$export',
+      {
+        resourceType: 'Parameters',
+        parameter: [{ name: '_elements', valueString: Array.from({ length: 100_000 }, () => 'id').join(',') }],
+      },
+      { prefer: 'respond-async', accept: 'application/fhir+json' },
+    );
+    assertOutcome(kickOff, 400, /_elements takes at most 500/);
+  });
 });
 
 describe('scopes and introspection', () => {

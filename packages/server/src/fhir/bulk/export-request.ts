@@ -33,6 +33,7 @@ const INSTANT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}
 const UNSUPPORTED = new Set(['includeAssociatedData', '_until', 'organizeOutputBy', 'allowPartialManifests']);
 
 const ELEMENT_RE = /^(?:([A-Z][A-Za-z]+)\.)?[a-z][A-Za-z0-9]*$/;
+const MAX_ELEMENTS = 500;
 /** How far ahead of this server's clock `_since` may be (clock skew); beyond it, the client asks for the future. */
 const SKEW_MS = 5 * 60_000;
 
@@ -62,14 +63,19 @@ export function parseExportRequest(
         if (Date.parse(value) > Date.now() + SKEW_MS) throw bad(`_since ${value} is in the future`);
         request.since = new Date(value).toISOString();
         break;
-      case '_elements':
-        for (const element of value.split(',').map((e) => e.trim())) {
+      case '_elements': {
+        const names = value.split(',').map((e) => e.trim());
+        // Every exported resource is cut to them, one name at a time.
+        if ((request.elements?.length ?? 0) + names.length > MAX_ELEMENTS)
+          throw bad(`_elements takes at most ${MAX_ELEMENTS} names`);
+        for (const element of names) {
           const type = ELEMENT_RE.exec(element)?.[1];
           if (!ELEMENT_RE.test(element) || (type !== undefined && !RESOURCE_TYPES.has(type)))
             throw bad(`_elements takes top-level elements such as id or Patient.name, not "${element}"`);
-          request.elements = [...(request.elements ?? []), element];
         }
+        request.elements = [...(request.elements ?? []), ...names];
         break;
+      }
       case '_type':
         for (const type of value.split(',').map((t) => t.trim())) {
           if (!RESOURCE_TYPES.has(type)) throw bad(`_type: ${type} is not an R4 resource type`);

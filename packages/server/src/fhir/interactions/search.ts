@@ -85,8 +85,10 @@ export async function search(
   });
   const hasNext = rows.length > limit;
   const matches = rows.slice(0, limit);
-  // Without a COUNT the total is still known exactly when the last page is reached.
-  const total = counted ?? (parsed.totalMode !== 'none' && !hasNext ? query.offset + matches.length : undefined);
+  // Without a COUNT the total is still known exactly when the last page is reached — not from a page past the
+  // end, whose offset says nothing about how many came before it.
+  const lastPage = !hasNext && (matches.length > 0 || query.offset === 0);
+  const total = counted ?? (parsed.totalMode !== 'none' && lastPage ? query.offset + matches.length : undefined);
 
   const included = await resolveIncludes(ctx, matches, parsed.includes);
   // BALP query event (L04): the request as asked, not the results.

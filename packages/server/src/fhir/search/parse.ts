@@ -8,6 +8,7 @@ import type { SummaryMode } from './subset.ts';
 import {
   bad,
   compositeComponent,
+  MAX_VALUES,
   type ParseContext,
   parseDate,
   parseNumber,
@@ -262,9 +263,13 @@ function parseInclude(type: string, value: string, reverse: boolean, iterate: bo
 }
 
 const SORTABLE = new Set(['token', 'string', 'date', 'number', 'quantity', 'uri', 'reference']);
+/** Each sort key is a lookup per match in the statement; more than a few orders nothing further. */
+const MAX_SORT_KEYS = 10;
 
 function parseSort(type: string, value: string): { key: SortKey; descending: boolean }[] {
-  return value.split(',').map((raw) => {
+  const keys = value.split(',');
+  if (keys.length > MAX_SORT_KEYS) throw bad(`_sort takes at most ${MAX_SORT_KEYS} parameters`);
+  return keys.map((raw) => {
     const descending = raw.startsWith('-');
     const code = descending ? raw.slice(1) : raw;
     if (code === '_id') return { key: { kind: 'id' }, descending };
@@ -333,6 +338,7 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
             .filter(Boolean);
           if (elements.some((e) => !/^[a-zA-Z][A-Za-z0-9]*$/.test(e)))
             throw bad('_elements takes top-level element names');
+          if (elements.length > MAX_VALUES) throw bad(`_elements takes at most ${MAX_VALUES} names`);
           break;
         case '_include':
         case '_revinclude': {

@@ -11,7 +11,7 @@ export interface ParseContext {
 
 /** Parsing of single search values (search.html#escaping, #prefix, #date, #number, #composite). */
 
-const MAX_VALUES = 100;
+export const MAX_VALUES = 100;
 const PREFIXES = new Set(['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap']);
 export const bad = (message: string) => new FhirError(400, 'invalid', message);
 
