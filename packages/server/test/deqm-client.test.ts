@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { FhirClient, MeasureDataError, submitMeasureData, TokenManager } from '@carevault/sdk';
+import { FhirClient, FhirResponseError, MeasureDataError, submitMeasureData, TokenManager } from '@carevault/sdk';
 import { tlsFetch } from '@carevault/sdk/node';
 import { DEQM, PERIOD, PROPORTION, patientsOf, RATIO } from './helpers/deqm.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
@@ -221,5 +221,89 @@ describe('carevault-client submit-data (CLI, mTLS at both servers)', () => {
         return true;
       },
     );
+  });
+});
+
+describe('submitMeasureData: a submission too large to send synchronously', () => {
+  test('the 413 is answered by sending it again with Prefer: respond-async and polling its status', async () => {
+    // Three copies of the patient's Procedure, each with 6 MB of notes: the submission is ≈ 18 MB, past the
+    // 16 MiB a synchronous request may have; each copy alone is stored at the EHR as usual.
+    const pt = patientsOf('proportion-boolean').find((x) => x.patient === PROPORTION.ipp);
+    const procedure = pt?.resources.find((r) => r.resourceType === 'Procedure') as Record<string, unknown>;
+    const ehrAdmin = await secretClient(ehr, 'ehr-big', 'system/*.cruds');
+    await grant(ehr, { partition: 'records', client: 'ehr-big', scope: 'system/*.cruds' });
+    for (const n of [1, 2, 3]) {
+      const copy = {
+        ...procedure,
+        id: `big-${n}`,
+        note: Array.from({ length: 6 }, () => ({ text: 'x'.repeat(1_000_000) })),
+      };
+      const put = await fhir(ehr, ehrAdmin, 'PUT', `/records/Procedure/big-${n}`, copy);
+      assert.equal(put.status, 201, put.text.slice(0, 500));
+    }
+    const ehrSecret = (await ehr.register('big-reader', { auth: 'client_secret_basic', scope: 'system/*.rs' }))
+      .client_secret as string;
+    await grant(ehr, { partition: 'records', client: 'big-reader', scope: 'system/*.rs' });
+    const recvSecret = (
+      await receiving.register('big-submitter', {
+        auth: 'client_secret_basic',
+        scope: 'system/*.cruds',
+        orgOid: ORG_OID,
+      })
+    ).client_secret as string;
+    await grant(receiving, { partition: 'quality', client: 'big-submitter', scope: 'system/*.cruds' });
+    const sent: { method: string; prefer: string | undefined; status?: number }[] = [];
+    const client = (p: TestPlatform, base: string, clientId: string, secret: string) =>
+      new FhirClient({
+        baseUrl: `${p.fhirBase}/${base}`,
+        tokens: new TokenManager({
+          issuer: p.base,
+          clientId,
+          auth: { method: 'client_secret_basic', secret },
+          fetch: fetchBoth,
+        }),
+        fetch: (async (url: string, init: RequestInit) => {
+          const res = await fetchBoth(url, init as never);
+          const prefer = (init.headers as Record<string, string> | undefined)?.prefer;
+          if (String(url).includes('$submit-data'))
+            sent.push({ method: init.method ?? 'GET', prefer, status: res.status });
+          return res;
+        }) as never,
+      });
+    const o = {
+      receiving: client(receiving, 'quality', 'big-submitter', recvSecret),
+      ehr: client(ehr, 'records', 'big-reader', ehrSecret),
+      measure: PROPORTION.id,
+      periodStart: PERIOD.start,
+      periodEnd: PERIOD.end,
+      patients: [PROPORTION.ipp],
+      reporter: 'Organization/umcg',
+    };
+    await assert.rejects(submitMeasureData({ ...o, async: false }), (err: unknown) => {
+      assert.ok(err instanceof FhirResponseError, String(err));
+      assert.equal(err.status, 413);
+      return true;
+    });
+    sent.length = 0;
+    const result = await submitMeasureData(o);
+    assert.deepEqual(sent.map((s) => [s.method, s.prefer, s.status]).slice(0, 2), [
+      ['POST', undefined, 413],
+      ['POST', 'respond-async', 202],
+    ]);
+    assert.ok(
+      sent.slice(2).every((s) => s.method === 'GET'),
+      'then the status URL, until the outcome',
+    );
+    assert.equal(
+      result.patients[0]?.sent,
+      1 + 1 + (pt?.resources.filter((r) => r.resourceType === 'Procedure').length ?? 0) + 3,
+    );
+    assert.ok(result.measureReport[0], 'the MeasureReport stored by the job');
+    assert.ok(result.provenance[0], "the job's Provenance, from X-Provenance of the outcome");
+    for (const n of [1, 2, 3])
+      assert.equal(
+        (await fhir(receiving, receivingAdmin, 'GET', `/quality/Procedure/big-${n}?_elements=id`)).status,
+        200,
+      );
   });
 });

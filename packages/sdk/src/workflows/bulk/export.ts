@@ -2,8 +2,7 @@ import { bodyChunks, textLines } from '../../body-stream.js';
 import { CarevaultError, TransportError } from '../../errors.js';
 import type { FhirClient, RequestOptions } from '../../fhir-client.js';
 import type { Resource } from '../../fhir-types.js';
-import { sleep } from '../../retry.js';
-import { parseRetryAfter } from '../../token-manager.js';
+import { pollStatus } from '../async-status.js';
 
 /** The manifest a finished Bulk Data export answers with (export.html#response---complete-status). */
 export interface ExportManifest {
@@ -50,8 +49,6 @@ export class BulkExportError extends CarevaultError {
   }
 }
 
-const MAX_WAIT_MS = 60_000;
-
 /**
  * Bulk Data export (Bulk Data Access IG 2.0) with one FhirClient: the kick-off (GET, or POST with a Parameters
  * body when patients are named), then the status URL polled as the server asks (Retry-After, else
@@ -83,18 +80,14 @@ export async function bulkExport(client: FhirClient, o: BulkExportOptions = {}):
   if (kickOff.status !== 202 || !statusUrl)
     throw new BulkExportError(`the kick-off answered ${kickOff.status} without a Content-Location to poll`);
 
-  const deadline = Date.now() + (o.timeoutMs ?? 3_600_000);
-  const interval = o.pollIntervalMs ?? 1000;
-  for (;;) {
-    const status = await client.request<ExportManifest | undefined>('GET', statusUrl, undefined, request);
-    if (status.status === 200) return { statusUrl, manifest: checkManifest(status.body, statusUrl) };
-    o.onProgress?.(status.headers.get('x-progress') ?? undefined);
-    const retryAfter = parseRetryAfter(status.headers.get('retry-after'));
-    const wait = Math.min(MAX_WAIT_MS, retryAfter === undefined ? interval : retryAfter * 1000);
-    if (Date.now() + wait > deadline)
-      throw new BulkExportError(`the export did not finish in time; its status is at ${statusUrl}`, statusUrl);
-    await sleep(wait, o.signal);
-  }
+  const status = await pollStatus<ExportManifest | undefined>(client, statusUrl, {
+    timeoutMs: o.timeoutMs ?? 3_600_000,
+    pollIntervalMs: o.pollIntervalMs ?? 1000,
+    signal: o.signal,
+    onProgress: o.onProgress,
+    onTimeout: (url) => new BulkExportError(`the export did not finish in time; its status is at ${url}`, url),
+  });
+  return { statusUrl, manifest: checkManifest(status.body, statusUrl) };
 }
 
 function exportParameters(params: [string, string][], patients: string[]) {

@@ -1,5 +1,7 @@
-import type { FhirClient } from '../../fhir-client.js';
+import { FhirResponseError } from '../../errors.js';
+import type { FhirClient, FhirResponse } from '../../fhir-client.js';
 import type { Bundle, Resource } from '../../fhir-types.js';
+import { pollStatus } from '../async-status.js';
 import { type DataRequirement, MeasureDataError, queriesFromRequirements } from './requirements.js';
 
 export interface SubmitMeasureDataOptions {
@@ -17,6 +19,13 @@ export interface SubmitMeasureDataOptions {
   reporter: string;
   /** Who submits, for the Provenance (default: the reporter). */
   author?: { reference?: string; identifier?: { system: string; value: string }; display?: string };
+  /**
+   * `Prefer: respond-async` (async.html): `'auto'` (default) sends a patient's submission synchronously and again
+   * asynchronously when the server refuses it as too large (413); `true` always, `false` never.
+   */
+  async?: boolean | 'auto';
+  /** How long to wait for one asynchronous submission (default one hour); polls as the server asks. */
+  asyncTimeoutMs?: number;
 }
 
 export interface SubmittedPatient {
@@ -37,6 +46,39 @@ export interface SubmitMeasureDataResult {
 }
 
 const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
+
+/**
+ * One patient's `$submit-data`: synchronously, or (see `async`) with `Prefer: respond-async` and its status URL
+ * polled until the outcome — which is what the synchronous call would have answered. A 413 means nothing was
+ * stored, so sending the same submission again asynchronously cannot store it twice.
+ */
+async function submitOne(
+  o: SubmitMeasureDataOptions,
+  path: string,
+  parameters: unknown,
+  headers: Record<string, string>,
+): Promise<FhirResponse<Bundle>> {
+  const mode = o.async ?? 'auto';
+  if (mode !== true) {
+    try {
+      return await o.receiving.request<Bundle>('POST', path, parameters, { headers });
+    } catch (err) {
+      if (mode === false || !(err instanceof FhirResponseError && err.status === 413)) throw err;
+    }
+  }
+  const accepted = await o.receiving.request<Bundle>('POST', path, parameters, {
+    headers: { ...headers, prefer: 'respond-async' },
+  });
+  // A server without the asynchronous pattern answers as it would have anyway.
+  if (accepted.status !== 202) return accepted;
+  const statusUrl = accepted.headers.get('content-location');
+  if (!statusUrl) throw new MeasureDataError('the asynchronous submission was accepted without a Content-Location');
+  return pollStatus<Bundle>(o.receiving, statusUrl, {
+    timeoutMs: o.asyncTimeoutMs ?? 3_600_000,
+    pollIntervalMs: 1000,
+    onTimeout: (url) => new MeasureDataError(`the submission did not finish in time; its status is at ${url}`),
+  });
+}
 
 /** Measure id and canonical at the receiving server. */
 async function resolveMeasure(receiving: FhirClient, measure: string): Promise<{ id: string; canonical: string }> {
@@ -129,19 +171,13 @@ export async function submitMeasureData(o: SubmitMeasureDataOptions): Promise<Su
         ...[...records.values()].map((resource) => ({ name: 'resource', resource })),
       ],
     };
-    const res = await o.receiving.request<Bundle>(
-      'POST',
-      `Measure/${encodeURIComponent(measure.id)}/$submit-data`,
-      parameters,
-      {
-        headers: {
-          'x-provenance': JSON.stringify(provenance).replace(
-            /[\u007f-\uffff]/g,
-            (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-          ),
-        },
-      },
-    );
+    const headers = {
+      'x-provenance': JSON.stringify(provenance).replace(
+        /[\u007f-\uffff]/g,
+        (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+      ),
+    };
+    const res = await submitOne(o, `Measure/${encodeURIComponent(measure.id)}/$submit-data`, parameters, headers);
     const locations = (res.body.entry ?? []).flatMap((e) => (e.response?.location ? [e.response.location] : []));
     const reportRef = locations.find((l) => l.startsWith('MeasureReport/') || l.includes('/MeasureReport/'));
     const stored = res.headers.get('x-provenance');
