@@ -234,7 +234,9 @@ export class FhirClient {
       try {
         const { res, idle } = await this.attempt(info, body, o, mode.streamed);
         if (res.ok) return { status: res.status, headers: res.headers, body: await read(res, idle) };
-        const outcome = await readOutcome(res);
+        // A streamed request's error body is read under its timeout too.
+        idle?.arm();
+        const outcome = await readOutcome(res).finally(() => idle?.stop());
         const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
         const error = new FhirResponseError(res.status, method, url, outcome, { retryAfterSeconds: retryAfter });
         if (res.status === 401 && !renewedToken && this.options.tokens?.invalidate && isInvalidToken(res)) {

@@ -56,7 +56,8 @@ async function checkHost(host: string): Promise<void> {
       .map((i) => i?.address),
   );
   // Linux answers for all of 127.0.0.0/8 on its loopback interface, which lists only 127.0.0.1.
-  if (!addresses.some((a) => own.has(a) || a.startsWith('127.') || a === '::1'))
+  // An IPv6 address may carry its interface (`fe80::1%eth0`), which the interface list does not.
+  if (!addresses.some((a) => own.has(a.split('%')[0]) || a.startsWith('127.') || a === '::1'))
     throw new ConfigError(`${host} is not an address of this machine (--host)`);
 }
 

@@ -10,12 +10,12 @@ import { provenanceHeaderValue } from '../provenance-header.ts';
 import { committedJob } from './submission-job-outcome.ts';
 
 type Params = { partition: string; id?: string };
+type Outcome = { status: number; body: string; provenance?: string | undefined };
 
 /** A finished submission's outcome is kept this long after it was accepted. */
 const SUBMISSION_RETENTION_MS = 24 * 3600_000;
 /** Submissions of one client in one vault that may wait or run at a time: each is up to 256 MiB on disk. */
 const MAX_OPEN_SUBMISSIONS = 8;
-type Outcome = { status: number; body: string; provenance?: string | undefined };
 
 export interface AsyncSubmissionOptions {
   context(req: FastifyRequest): Promise<FhirContext>;
