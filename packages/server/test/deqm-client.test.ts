@@ -73,19 +73,21 @@ after(async () => {
   await Promise.all([ehr?.stop(), receiving?.stop()]);
 });
 
+/** A reader at the EHR and a submitter (of the measuring organisation) at the receiving server: their secrets. */
+async function secretPair(reader: string, submitter: string): Promise<{ ehrSecret: string; recvSecret: string }> {
+  const ehrSecret = (await ehr.register(reader, { auth: 'client_secret_basic', scope: 'system/*.rs' }))
+    .client_secret as string;
+  await grant(ehr, { partition: 'records', client: reader, scope: 'system/*.rs' });
+  const recvSecret = (
+    await receiving.register(submitter, { auth: 'client_secret_basic', scope: 'system/*.cruds', orgOid: ORG_OID })
+  ).client_secret as string;
+  await grant(receiving, { partition: 'quality', client: submitter, scope: 'system/*.cruds' });
+  return { ehrSecret, recvSecret };
+}
+
 describe('submitMeasureData (SDK) between two real servers', () => {
   test('the proportion measure: exactly the required data goes over, and the receiving server finds the gap', async () => {
-    const ehrSecret = (await ehr.register('umcg-reader', { auth: 'client_secret_basic', scope: 'system/*.rs' }))
-      .client_secret as string;
-    await grant(ehr, { partition: 'records', client: 'umcg-reader', scope: 'system/*.rs' });
-    const recvSecret = (
-      await receiving.register('umcg-submitter', {
-        auth: 'client_secret_basic',
-        scope: 'system/*.cruds',
-        orgOid: ORG_OID,
-      })
-    ).client_secret as string;
-    await grant(receiving, { partition: 'quality', client: 'umcg-submitter', scope: 'system/*.cruds' });
+    const { ehrSecret, recvSecret } = await secretPair('umcg-reader', 'umcg-submitter');
     const tokens = (p: TestPlatform, clientId: string, secret: string) =>
       new TokenManager({ issuer: p.base, clientId, auth: { method: 'client_secret_basic', secret }, fetch: fetchBoth });
     const result = await submitMeasureData({
@@ -241,17 +243,7 @@ describe('submitMeasureData: a submission too large to send synchronously', () =
       const put = await fhir(ehr, ehrAdmin, 'PUT', `/records/Procedure/big-${n}`, copy);
       assert.equal(put.status, 201, put.text.slice(0, 500));
     }
-    const ehrSecret = (await ehr.register('big-reader', { auth: 'client_secret_basic', scope: 'system/*.rs' }))
-      .client_secret as string;
-    await grant(ehr, { partition: 'records', client: 'big-reader', scope: 'system/*.rs' });
-    const recvSecret = (
-      await receiving.register('big-submitter', {
-        auth: 'client_secret_basic',
-        scope: 'system/*.cruds',
-        orgOid: ORG_OID,
-      })
-    ).client_secret as string;
-    await grant(receiving, { partition: 'quality', client: 'big-submitter', scope: 'system/*.cruds' });
+    const { ehrSecret, recvSecret } = await secretPair('big-reader', 'big-submitter');
     const sent: { method: string; prefer: string | undefined; status?: number }[] = [];
     const client = (p: TestPlatform, base: string, clientId: string, secret: string) =>
       new FhirClient({
