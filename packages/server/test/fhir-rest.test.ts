@@ -202,6 +202,70 @@ describe('REST interactions (J rows)', () => {
     assert.equal((await fhir(p, tcu, 'GET', '/paging/_history?_cursor=Zm9v')).status, 400);
   });
 
+  test('history _at: the versions current at some point of a period, AND-ed, kept in the next link', async () => {
+    await partition(p, 'at_vault');
+    await grant(p, { partition: 'at_vault', client: 'bestclinic-tcu', scope: 'system/*.cruds' });
+    const id = (await fhir(p, tcu, 'POST', '/at_vault/Observation', OBS())).json.id as string;
+    await sleep(40);
+    await fhir(p, tcu, 'PUT', `/at_vault/Observation/${id}`, OBS(id));
+    await sleep(40);
+    await fhir(p, tcu, 'DELETE', `/at_vault/Observation/${id}`);
+    await sleep(40);
+    // Another resource, written after the delete: only a period reaching past it finds it.
+    const later = (await fhir(p, tcu, 'POST', '/at_vault/Observation', OBS())).json.id as string;
+    const all = (await fhir(p, tcu, 'GET', '/at_vault/_history')).json.entry as {
+      response: { lastModified: string; etag: string };
+      fullUrl: string;
+    }[];
+    const time = (version: number) =>
+      Date.parse(
+        all.find((e) => e.fullUrl.endsWith(id) && e.response.etag === `W/"${version}"`)?.response.lastModified ?? '',
+      );
+    const [t1, t2, t3] = [time(1), time(2), time(3)];
+    const mid = (a: number, b: number) => new Date(Math.floor((a + b) / 2)).toISOString();
+    const at = async (query: string, path = '/at_vault/_history') => {
+      const r = await fhir(p, tcu, 'GET', `${path}?${query}`);
+      assert.equal(r.status, 200, `${query}: ${r.text}`);
+      return ((r.json.entry ?? []) as { fullUrl: string; response: { etag: string } }[]).map(
+        (e) => `${e.fullUrl.endsWith(later) ? 'later' : 'obs'}@${e.response.etag.slice(3, -1)}`,
+      );
+    };
+    const enc = encodeURIComponent;
+    assert.deepEqual(await at(`_at=${enc(new Date(t1).toISOString())}`), ['obs@1'], 'the instant it was written');
+    assert.deepEqual(await at(`_at=${enc(mid(t1, t2))}`), ['obs@1']);
+    assert.deepEqual(await at(`_at=${enc(mid(t2, t3))}`), ['obs@2']);
+    assert.deepEqual(await at(`_at=ge${enc(mid(t1, t2))}`), ['later@1', 'obs@3', 'obs@2', 'obs@1']);
+    assert.deepEqual(await at(`_at=gt${enc(mid(t2, t3))}`), ['later@1', 'obs@3', 'obs@2']);
+    assert.deepEqual(await at(`_at=lt${enc(mid(t1, t2))}`), ['obs@1']);
+    assert.deepEqual(await at(`_at=le${enc(mid(t2, t3))}`), ['obs@2', 'obs@1']);
+    assert.deepEqual(await at(`_at=ge${enc(mid(t1, t2))}&_at=lt${enc(mid(t2, t3))}`), ['obs@2', 'obs@1']);
+    // The delete is a version too: from then on the resource was deleted.
+    assert.deepEqual(await at(`_at=${enc(mid(t2, t3))}&_at=gt${enc(mid(t2, t3))}`), ['obs@2']);
+    assert.deepEqual(await at('_at=2000'), []);
+    assert.deepEqual(await at(`_at=ge${enc(mid(t1, t2))}`, `/at_vault/Observation/${id}/_history`), [
+      'obs@3',
+      'obs@2',
+      'obs@1',
+    ]);
+    assert.deepEqual(await at(`_at=${enc(mid(t1, t2))}`, '/at_vault/Observation/_history'), ['obs@1']);
+    // Paging keeps the period.
+    const first = await fhir(p, tcu, 'GET', `/at_vault/_history?_at=ge${enc(mid(t1, t2))}&_count=3`);
+    const next = (first.json.link as { relation: string; url: string }[]).find((l) => l.relation === 'next');
+    assert.ok(next?.url.includes('_at=ge'), next?.url);
+    const rest = (await fhir(p, tcu, 'GET', (next?.url ?? '').slice(p.fhirBase.length))).json.entry as unknown[];
+    assert.equal(rest.length, 1);
+    // Another vault's versions are never current "at" anything here.
+    assert.deepEqual(await at('_at=ge2000', '/bob_5678/Observation/_history'), []);
+    for (const bad of ['_at=sa2020', '_at=2020,2021', '_at=yesterday', '_list=abc']) {
+      const r = await fhir(p, tcu, 'GET', `/at_vault/_history?${bad}`);
+      assert.equal(r.status, 400, bad);
+      assert.match(String((r.json.issue as { diagnostics: string }[])[0]?.diagnostics), /_at|_list/);
+    }
+    assert.equal((await fhir(p, tcu, 'GET', '/at_vault/_history?_fooo=1')).status, 200);
+    const strict = await fhir(p, tcu, 'GET', '/at_vault/_history?_fooo=1', undefined, { prefer: 'handling=strict' });
+    assert.equal(strict.status, 400);
+  });
+
   test('Prefer: return=minimal / OperationOutcome (J48)', async () => {
     const minimal = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS(), { prefer: 'return=minimal' });
     assert.equal(minimal.status, 201);

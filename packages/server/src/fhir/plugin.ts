@@ -169,26 +169,33 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   });
 
   const sendHistory = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);
+  const strictHandling = (req: FastifyRequest) => /\bhandling=strict\b/.test(String(req.headers.prefer ?? ''));
   app.get<{ Params: Params }>('/:partition/:type/:id/_history', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
     const id = idOf(req);
     await assertVisible(ctx, type, id, allow(ctx, type, 'history-instance'));
     const q = req.query as Record<string, unknown>;
-    return sendHistory(reply, await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history` }));
+    return sendHistory(
+      reply,
+      await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history`, strict: strictHandling(req) }),
+    );
   });
   app.get<{ Params: Params }>('/:partition/:type/_history', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
     if (allow(ctx, type, 'history-type')) throw insufficientScope('granular scopes do not cover history');
     const q = req.query as Record<string, unknown>;
-    return sendHistory(reply, await history(ctx, { type, query: q, path: `/${type}/_history` }));
+    return sendHistory(
+      reply,
+      await history(ctx, { type, query: q, path: `/${type}/_history`, strict: strictHandling(req) }),
+    );
   });
   app.get<{ Params: Params }>('/:partition/_history', async (req, reply) => {
     const ctx = await context(req);
     if (allow(ctx, '*', 'history-system')) throw insufficientScope('patient scopes do not cover system history');
     const q = req.query as Record<string, unknown>;
-    return sendHistory(reply, await history(ctx, { query: q, path: '/_history' }));
+    return sendHistory(reply, await history(ctx, { query: q, path: '/_history', strict: strictHandling(req) }));
   });
 
   const runSearch = async (
@@ -199,8 +206,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     const restrictions = allow(ctx, type, 'search-type');
-    const strict = /handling=strict/.test(String(req.headers.prefer ?? ''));
-    return reply.type(FHIR_JSON).send(await search(ctx, type, params, { strict, restrictions }));
+    return reply.type(FHIR_JSON).send(await search(ctx, type, params, { strict: strictHandling(req), restrictions }));
   };
   const queryParams = (req: FastifyRequest): [string, string][] => {
     const q = req.raw.url?.split('?')[1];

@@ -161,6 +161,11 @@ export interface HistoryQuery {
   id?: string | undefined;
   /** ISO instant: only versions updated at or after it. */
   since?: string | undefined;
+  /**
+   * `_at`: only versions current at some time between `endedAfter` and `beganBefore` (ISO instants): the version
+   * was written before `beganBefore`, and the resource's next version (if any) after `endedAfter`.
+   */
+  at?: { beganBefore?: string | undefined; endedAfter?: string | undefined } | undefined;
   /** Exclusive upper bound, to page back in time with a stable cursor. */
   before?: { lastUpdated: string; type: string; id: string; version: number } | undefined;
   limit: number;

@@ -2,6 +2,7 @@ import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
 import { auditAccess, patientsOf } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
+import { parseDate } from '../search/value-parsers.ts';
 
 export interface HistoryParams {
   type?: string | undefined;
@@ -10,6 +11,8 @@ export interface HistoryParams {
   query: Record<string, unknown>;
   /** Path below the vault base, e.g. "/Patient/1/_history". */
   path: string;
+  /** `Prefer: handling=strict`: an unknown parameter is refused instead of ignored. */
+  strict?: boolean | undefined;
 }
 
 const DEFAULT_COUNT = 50;
@@ -37,6 +40,46 @@ function parseCount(value: string | undefined): number {
   if (value === undefined) return DEFAULT_COUNT;
   if (!/^\d{1,7}$/.test(value)) throw new FhirError(400, 'value', `_count "${value}" must be a whole number`);
   return Math.max(1, Math.min(Number(value), MAX_COUNT));
+}
+
+/** The parameters of history (http.html#history), and those of every interaction (http.html#parameters). */
+const KNOWN = new Set(['_count', '_since', '_at', '_list', '_cursor', '_format', '_pretty']);
+/** Instants past this one are not ISO strings of four-digit years: every stored time compares below it. */
+const LAST_INSTANT = '9999-12-31T23:59:59.999Z';
+const instant = (ms: number) => (ms >= Date.UTC(10000, 0, 1) ? LAST_INSTANT : new Date(ms).toISOString());
+
+/**
+ * `_at` (http.html#history): versions current at some point during the period of each value, the values
+ * AND-ed (`_at=ge2024&_at=lt2025` is 2024). A version is current from its own time until the next version's.
+ */
+function parseAt(value: unknown): HistoryQuery['at'] {
+  if (value === undefined) return undefined;
+  const values = Array.isArray(value) ? value : [value];
+  if (values.length > 10) throw new FhirError(400, 'invalid', '_at may be given at most 10 times');
+  let beganBefore: string | undefined;
+  let endedAfter: string | undefined;
+  const before = (t: string) => {
+    if (beganBefore === undefined || t < beganBefore) beganBefore = t;
+  };
+  const after = (t: string) => {
+    if (endedAfter === undefined || t > endedAfter) endedAfter = t;
+  };
+  for (const v of values) {
+    if (typeof v !== 'string') throw new FhirError(400, 'invalid', '_at takes a date such as 2024-05-01');
+    if (v.includes(','))
+      throw new FhirError(400, 'not-supported', '_at takes one date per value; repeat _at to combine');
+    const { prefix, lo, hi } = parseDate(v, '_at');
+    const [start, end] = [instant(lo), instant(hi)];
+    if (prefix === 'eq') {
+      before(end);
+      after(start);
+    } else if (prefix === 'gt') after(end);
+    else if (prefix === 'ge') after(start);
+    else if (prefix === 'lt') before(start);
+    else if (prefix === 'le') before(end);
+    else throw new FhirError(400, 'not-supported', `_at: the prefix ${prefix} is not supported (eq, gt, ge, lt, le)`);
+  }
+  return { beganBefore, endedAfter };
 }
 
 type Cursor = NonNullable<HistoryQuery['before']>;
@@ -75,19 +118,25 @@ const STATUS: Record<StoredVersion['method'], string> = {
  * with a `next` link that pages back in time from a stable cursor. Built as text around the stored JSON.
  */
 export async function history(ctx: FhirContext, params: HistoryParams): Promise<string> {
+  const unknown = Object.keys(params.query).find((name) => !KNOWN.has(name));
+  if (params.strict && unknown) throw new FhirError(400, 'not-supported', `unknown history parameter ${unknown}`);
+  if (params.query._list !== undefined) throw new FhirError(400, 'not-supported', '_list is not supported in history');
   const count = parseCount(single(params.query, '_count'));
   const since = parseSince(single(params.query, '_since'));
+  const at = parseAt(params.query._at);
   const before = decodeCursor(single(params.query, '_cursor'));
   const rows = await ctx.store.resources.history(ctx.partition, {
     type: params.type,
     id: params.id,
     since,
+    at,
     before,
     limit: count + 1,
   });
   const page = rows.slice(0, count);
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);
+  for (const v of [params.query._at ?? []].flat()) kept.append('_at', String(v));
   kept.set('_count', String(count));
   const self = `${ctx.base}${params.path}?${kept}${before ? `&_cursor=${single(params.query, '_cursor')}` : ''}`;
   const links = [{ relation: 'self', url: self }];

@@ -1,8 +1,9 @@
 import type pg from 'pg';
+import { historySql } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
-import type { AuditRecord, CurrentVersion, HistoryQuery, ResourceStore } from '../types.ts';
+import type { AuditRecord, CurrentVersion, ResourceStore } from '../types.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
 import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
 import { GENERIC_PLANS, reindexCtes, reindexParams } from './index-rows.ts';
@@ -137,16 +138,6 @@ export function resourceStore(
       if (queue.length === 1) schedule(job.plain ? AUDIT_BATCH_MS : 0);
     });
 
-  const historySql = (q: HistoryQuery) => {
-    const where = ['partition = ?'];
-    if (q.type) where.push('type = ?');
-    if (q.id) where.push('id = ?');
-    if (q.since) where.push('last_updated >= ?');
-    if (q.before) where.push('(last_updated, type, id, version) < (?, ?, ?, ?)');
-    return `SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE ${where.join(' AND ')}
-      ORDER BY last_updated DESC, type DESC, id DESC, version DESC LIMIT ?`;
-  };
-
   /**
    * Current-version lookups of one vault that arrive in the same turn of the event loop go out as one statement.
    * A lookup is one primary-key probe for PostgreSQL, but a roundtrip for the node (a socket write, a response
@@ -206,13 +197,8 @@ export function resourceStore(
       }),
     history: (partition, q) =>
       inVault(partition, async (c) => {
-        const params: unknown[] = [partition];
-        if (q.type) params.push(q.type);
-        if (q.id) params.push(q.id);
-        if (q.since) params.push(q.since);
-        if (q.before) params.push(q.before.lastUpdated, q.before.type, q.before.id, q.before.version);
-        params.push(q.limit);
-        return (await query<VersionRow>(c, historySql(q), params)).map(toVersion);
+        const { sql, params } = historySql(partition, q);
+        return (await query<VersionRow>(c, sql, params)).map(toVersion);
       }),
     search: (partition, q) => inVault(partition, (c) => searchIn(c).search(partition, q)),
     referencedBy: (partition, sourceType, sourceIds, param, targetType) =>

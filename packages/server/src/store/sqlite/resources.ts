@@ -1,8 +1,9 @@
 import type Database from 'better-sqlite3';
+import { historySql } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
-import { limitSql, searchQueries } from '../sql/search.ts';
+import { searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
-import type { AuditRecord, HistoryQuery, ResourceStore, ResourceTransaction } from '../types.ts';
+import type { AuditRecord, ResourceStore, ResourceTransaction } from '../types.ts';
 import { currentVersions } from './current-versions.ts';
 import { indexWriter } from './index-rows.ts';
 
@@ -36,20 +37,6 @@ export function resourceStore(
     'INSERT INTO resource_versions (partition, type, id, version, last_updated, method, content) VALUES (?, ?, ?, ?, ?, ?, ?)',
   );
 
-  // History pages go back in time by (last_updated, type, id, version) so a page boundary is stable.
-  function historyStatement(q: HistoryQuery) {
-    const where = ['partition = @partition'];
-    if (q.type) where.push('type = @type');
-    if (q.id) where.push('id = @id');
-    if (q.since) where.push('last_updated >= @since');
-    if (q.before) {
-      where.push('(last_updated, type, id, version) < (@bLastUpdated, @bType, @bId, @bVersion)');
-    }
-    return db.prepare(
-      `SELECT type, id, version, last_updated, method, content FROM resource_versions WHERE ${where.join(' AND ')}
-        ORDER BY last_updated DESC, type DESC, id DESC, version DESC ${limitSql(q.limit)}`,
-    );
-  }
   const historyCache = new Map<string, Database.Statement>();
 
   const writeIndex = indexWriter(db);
@@ -180,24 +167,13 @@ export function resourceStore(
       return row ? toVersion(row) : undefined;
     },
     async history(partition, q) {
-      const key = `${!!q.type}${!!q.id}${!!q.since}${!!q.before}${q.limit}`;
+      const { sql, params, key } = historySql(partition, q);
       let stmt = historyCache.get(key);
       if (!stmt) {
-        if (historyCache.size > 100) historyCache.clear();
-        stmt = historyStatement(q);
+        stmt = db.prepare(sql);
         historyCache.set(key, stmt);
       }
-      const rows = stmt.all({
-        partition,
-        type: q.type,
-        id: q.id,
-        since: q.since,
-        bLastUpdated: q.before?.lastUpdated,
-        bType: q.before?.type,
-        bId: q.before?.id,
-        bVersion: q.before?.version,
-      }) as VersionRow[];
-      return rows.map(toVersion);
+      return (stmt.all(...params) as VersionRow[]).map(toVersion);
     },
     async search(partition, q) {
       return search.search(partition, q);
