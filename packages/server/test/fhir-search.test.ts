@@ -199,6 +199,16 @@ describe('parameter types (J26 J33–J39)', () => {
       ['o1'],
       'time zones are honoured',
     );
+    // Years below 100 are themselves, not 1900–1999 (Date.UTC's reading of them).
+    const ancient = { resourceType: 'Patient', id: 'ancient', birthDate: '0050-06-01' };
+    assert.equal((await fhir(p, tcu, 'PUT', '/v1/Patient/ancient', ancient)).status, 201);
+    try {
+      assert.deepEqual(await searchIds('Patient?birthdate=0050'), ['ancient']);
+      assert.deepEqual(await searchIds('Patient?birthdate=lt0050-07'), ['ancient']);
+      assert.deepEqual(await searchIds('Patient?birthdate=1950'), []);
+    } finally {
+      await fhir(p, tcu, 'DELETE', '/v1/Patient/ancient');
+    }
   });
 
   test('quantity and number: prefixes and implicit precision (J38)', async () => {
