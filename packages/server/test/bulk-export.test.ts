@@ -281,6 +281,99 @@ describe('patient- and group-level $export', () => {
     const missing = await fhir(p, reader, 'GET', '/bulk/Group/no-such-group/$export', undefined, KICK_OFF);
     assert.equal(missing.status, 404);
   });
+
+  const named = (...ids: (string | undefined)[]) => ({
+    resourceType: 'Parameters',
+    parameter: [
+      ...ids.map((id) => ({ name: 'patient', valueReference: { reference: `Patient/${id}` } })),
+      { name: '_type', valueString: 'Patient' },
+    ],
+  });
+  /** The manifest's error file, one OperationOutcome per line, as "severity code: diagnostics". */
+  const errorLines = async (manifest: Manifest, caller = reader) => {
+    const file = manifest.error[0] as { type: string; url: string; count: number } | undefined;
+    if (!file) return [];
+    assert.equal(file.type, 'OperationOutcome');
+    const r = await get(caller, file.url);
+    assert.equal(r.status, 200, r.text);
+    const outcomes = r.text
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as { resourceType: string; issue: { severity: string; code: string; diagnostics: string }[] },
+      );
+    assert.equal(outcomes.length, file.count);
+    return outcomes.map((o) => `${o.issue[0]?.severity} ${o.issue[0]?.code}: ${o.issue[0]?.diagnostics}`);
+  };
+
+  test('the error file: named patients not in the vault, parameters ignored under handling=lenient', async () => {
+    const { manifest } = await runExport(
+      '/bulk/Patient/$export?includeAssociatedData=LatestProvenanceResources',
+      reader,
+      {
+        body: named(cris?.id, 'nobody'),
+        headers: { prefer: 'respond-async, handling=lenient' },
+      },
+    );
+    assert.ok(manifest);
+    assert.deepEqual(
+      (await lines(manifest, 'Patient')).map((r) => r.id),
+      [cris?.id],
+    );
+    assert.deepEqual(await errorLines(manifest), [
+      'warning not-supported: the parameter includeAssociatedData was ignored (Prefer: handling=lenient): this server does not support it',
+      'warning not-found: Patient/nobody is not in this vault: nothing of it is exported',
+    ]);
+    // Only the client that asked may fetch it.
+    assert.equal((await get(stranger, (manifest.error[0] as { url: string }).url)).status, 404);
+    // A client that may not read Patients learns nothing of which exist.
+    const obsOnly = await secretClient(p, 'bulk-observations', 'system/Observation.rs');
+    await grant(p, { partition: 'bulk', client: 'bulk-observations', scope: 'system/Observation.rs' });
+    const blind = await runExport('/bulk/Patient/$export', obsOnly, {
+      body: {
+        ...named('nobody'),
+        parameter: [named('nobody').parameter[0], { name: '_type', valueString: 'Observation' }],
+      },
+    });
+    assert.deepEqual(blind.manifest?.error, []);
+    assert.deepEqual(blind.manifest?.output, []);
+  });
+
+  test("the error file: a group's inactive members and non-patients are left out, named non-members too", async () => {
+    const group = await fhir(p, await groupWriter(), 'POST', '/bulk/Group', {
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      member: [
+        { entity: { reference: `Patient/${bibi?.id}` } },
+        { entity: { reference: `Patient/${cris?.id}` }, inactive: true },
+        { entity: { reference: 'Device/pump-1' } },
+      ],
+    });
+    assert.equal(group.status, 201, group.text);
+    const all = await runExport(`/bulk/Group/${group.json.id}/$export?_type=Patient`);
+    assert.ok(all.manifest);
+    assert.deepEqual(
+      (await lines(all.manifest, 'Patient')).map((r) => r.id),
+      [bibi?.id],
+    );
+    assert.deepEqual(await errorLines(all.manifest), [
+      `information informational: 1 inactive member(s) of Group/${group.json.id} are not exported (Group.member.inactive)`,
+      `information informational: 1 member(s) of Group/${group.json.id} are not Patient references: not exported`,
+    ]);
+    const some = await runExport(`/bulk/Group/${group.json.id}/$export`, reader, { body: named(bibi?.id, cris?.id) });
+    assert.ok(some.manifest);
+    assert.deepEqual(
+      (await lines(some.manifest, 'Patient')).map((r) => r.id),
+      [bibi?.id],
+    );
+    assert.ok(
+      (await errorLines(some.manifest)).includes(
+        `warning not-found: Patient/${cris?.id} is not an active member of Group/${group.json.id}: nothing of it is exported`,
+      ),
+    );
+  });
 });
 
 async function groupWriter(): Promise<Caller> {

@@ -15,6 +15,8 @@ export interface ExportRequest {
   patients?: string[] | undefined;
   /** `_elements`: top-level elements for every type (`id`) or for one (`Patient.name`). */
   elements?: string[] | undefined;
+  /** Parameters ignored under `Prefer: handling=lenient`, named in the export's error file. */
+  ignored?: string[] | undefined;
 }
 
 /** The elements `_elements` keeps of `type`, or undefined when it names none of that type: the whole resource. */
@@ -108,6 +110,8 @@ export function parseExportRequest(
               : `unknown $export parameter ${name}`,
           );
         }
+        if (!request.ignored?.includes(name.slice(0, 64)))
+          request.ignored = [...(request.ignored ?? []), name.slice(0, 64)];
     }
   }
   // A type filter narrows its type; a type it names that _type leaves out is not exported (export.html#_typefilter).

@@ -15,7 +15,7 @@ import { FHIR_JSON } from '../format.ts';
 import { operationParams } from '../operations/operation-params.ts';
 import { ID_RE } from '../resource-types.ts';
 import { type ExportRequest, parseExportRequest } from './export-request.ts';
-import { exportTypes, typeSearches, writeExport } from './export-run.ts';
+import { ERROR_FILE, exportTypes, typeSearches, writeExport } from './export-run.ts';
 
 type Params = { partition: string; id?: string; job?: string; file?: string };
 
@@ -57,21 +57,18 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
   const jobs: AsyncJobs<ExportJob> = new AsyncJobs<ExportJob>(
     join(o.jobsDir, 'exports'),
     async (job, text) => {
-      const files = await writeExport(
+      const { files, notes } = await writeExport(
         jobContext(job, o.store, o.audit),
         JSON.parse(text) as ExportRequest,
         jobs.outputDir(job.id),
       );
+      const fileUrl = (name: string) => `${job.base}/$export-file/${job.id}/${name}`;
       const manifest = {
         transactionTime: job.acceptedAt,
         request: job.url,
         requiresAccessToken: true,
-        output: files.map((f) => ({
-          type: f.type,
-          url: `${job.base}/$export-file/${job.id}/${f.type}.ndjson`,
-          count: f.count,
-        })),
-        error: [],
+        output: files.map((f) => ({ type: f.type, url: fileUrl(`${f.type}.ndjson`), count: f.count })),
+        error: notes.length > 0 ? [{ type: 'OperationOutcome', url: fileUrl(ERROR_FILE), count: notes.length }] : [],
       };
       return { status: 200, body: JSON.stringify(manifest) };
     },
@@ -195,26 +192,34 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
 
   app.get<{ Params: Params }>('/:partition/$export-file/:job/:file', async (req, reply) => {
     const { ctx, job } = await ownJob(req);
-    const type = /^([A-Z][A-Za-z]+)\.ndjson$/.exec(req.params.file as string)?.[1];
+    const name = req.params.file as string;
     const manifest =
-      job.result?.status === 200 ? (JSON.parse(job.result.body) as { output: { type: string }[] }) : undefined;
-    if (!type || !manifest?.output.some((f) => f.type === type)) throw new FhirError(404, 'not-found', 'no such file');
-    // The file was written under the access the kick-off had; the token now must allow as much for its type.
-    const now = o.allow(ctx, type, 'search-type');
-    const then = decide(loadAccess(job.access), type, 'search-type');
-    if (JSON.stringify(now ?? null) !== JSON.stringify((then.allowed && then.restrictions) || null))
-      throw insufficientScope(`the access to ${type} changed since the export was asked for; start a new one`);
-    const stream = createReadStream(join(jobs.outputDir(job.id), `${type}.ndjson`));
+      job.result?.status === 200
+        ? (JSON.parse(job.result.body) as { output: { type: string }[]; error: unknown[] })
+        : undefined;
+    const type = /^([A-Z][A-Za-z]+)\.ndjson$/.exec(name)?.[1];
+    const errors = name === ERROR_FILE && manifest !== undefined && manifest.error.length > 0;
+    if (!errors && (!type || !manifest?.output.some((f) => f.type === type)))
+      throw new FhirError(404, 'not-found', 'no such file');
+    if (type) {
+      // The file was written under the access the kick-off had; the token now must allow as much for its type.
+      const now = o.allow(ctx, type, 'search-type');
+      const then = decide(loadAccess(job.access), type, 'search-type');
+      if (JSON.stringify(now ?? null) !== JSON.stringify((then.allowed && then.restrictions) || null))
+        throw insufficientScope(`the access to ${type} changed since the export was asked for; start a new one`);
+    }
+    const stream = createReadStream(join(jobs.outputDir(job.id), errors ? ERROR_FILE : `${type}.ndjson`));
     // Opened before the event is written: a file removed meanwhile is a 404, not an audited disclosure.
     await new Promise<void>((resolve, reject) => {
       stream.once('open', () => resolve());
       stream.once('error', () => reject(new FhirError(404, 'not-found', 'no such file')));
     });
     try {
+      // The error file says which named patients are in the group or the vault: audited like the data.
       await auditAccess(ctx, 'operation', {
         objects: job.group ? [`Group/${job.group}`] : undefined,
         patients: job.patients?.map((p) => `Patient/${p}`),
-        query: { raw: `$export-file/${job.id}/${type}.ndjson`, description: `$export ${type}` },
+        query: { raw: `$export-file/${job.id}/${name}`, description: `$export ${errors ? 'errors' : type}` },
       });
     } catch (err) {
       stream.destroy();

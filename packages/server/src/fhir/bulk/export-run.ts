@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SearchFilter, SearchQuery } from '../../store/types.ts';
 import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
@@ -63,25 +63,71 @@ export function typeSearches(ctx: FhirContext, type: string, request: ExportRequ
   });
 }
 
-/** The patients of a patient- or group-level export: those named, the group's members, or every Patient. */
-export async function exportPatients(ctx: FhirContext, request: ExportRequest): Promise<string[] | undefined> {
+/** A message for the export's error file (export.html#response---complete-status: errors, warnings, information). */
+export interface ExportNote {
+  severity: 'error' | 'warning' | 'information';
+  code: string;
+  diagnostics: string;
+}
+
+type Member = { entity?: { reference?: string }; inactive?: boolean };
+
+/**
+ * The patients of a patient- or group-level export: those named, the group's active members, or every Patient.
+ * What is left out, and why, goes to `notes`: a named patient who is not in the vault or not in the group
+ * (export.html#query-parameters, `patient`), members that are inactive or not patients.
+ */
+export async function exportPatients(
+  ctx: FhirContext,
+  request: ExportRequest,
+  notes: ExportNote[],
+): Promise<string[] | undefined> {
   if (request.level === 'system') return undefined;
   let members: string[] | undefined;
   if (request.level === 'group') {
     const group = await ctx.store.resources.current(ctx.partition, 'Group', request.group as string);
     if (group?.content === undefined) throw new FhirError(404, 'not-found', `Group/${request.group} not found`);
-    const member = (JSON.parse(group.content) as { member?: { entity?: { reference?: string } }[] }).member ?? [];
-    members = member.flatMap(
-      (m) => /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '')?.[1] ?? [],
-    );
+    const member = (JSON.parse(group.content) as { member?: Member[] }).member ?? [];
+    const patientOf = (m: Member) => /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '')?.[1];
+    members = member.flatMap((m) => (m.inactive === true ? [] : (patientOf(m) ?? [])));
+    const inactive = member.filter((m) => m.inactive === true && patientOf(m)).length;
+    const others = member.filter((m) => !patientOf(m)).length;
+    if (inactive > 0)
+      notes.push(
+        info(`${inactive} inactive member(s) of Group/${request.group} are not exported (Group.member.inactive)`),
+      );
+    if (others > 0)
+      notes.push(info(`${others} member(s) of Group/${request.group} are not Patient references: not exported`));
   }
-  if (request.patients) return members ? request.patients.filter((p) => members.includes(p)) : request.patients;
+  if (request.patients) {
+    const named = [...new Set(request.patients)];
+    if (members) {
+      const absent = named.filter((p) => !members.includes(p));
+      for (const p of absent)
+        notes.push(
+          warning(`Patient/${p} is not an active member of Group/${request.group}: nothing of it is exported`),
+        );
+      return named.filter((p) => members.includes(p));
+    }
+    // Said only to a client that may read any Patient here: to it, a read would answer 404 as well.
+    const read = decide(ctx.access, 'Patient', 'read');
+    if (read.allowed && !read.restrictions) {
+      for (const p of named) {
+        if ((await ctx.store.resources.current(ctx.partition, 'Patient', p))?.content === undefined)
+          notes.push(warning(`Patient/${p} is not in this vault: nothing of it is exported`));
+      }
+    }
+    return named;
+  }
   if (members) return [...new Set(members)];
   const all: string[] = [];
   for await (const page of pages(ctx, { type: 'Patient', filters: [], sort: [], limit: PAGE, offset: 0, total: false }))
     all.push(...page.map((r) => r.id));
   return all;
 }
+
+const info = (diagnostics: string): ExportNote => ({ severity: 'information', code: 'informational', diagnostics });
+const warning = (diagnostics: string): ExportNote => ({ severity: 'warning', code: 'not-found', diagnostics });
 
 async function* pages(ctx: FhirContext, query: SearchQuery) {
   let after: SearchQuery['after'];
@@ -99,9 +145,18 @@ async function* pages(ctx: FhirContext, query: SearchQuery) {
  * current version of every match, in the order of the vault's time index, paged by position so that a large
  * vault is never held in memory.
  */
-export async function writeExport(ctx: FhirContext, request: ExportRequest, dir: string): Promise<ExportFile[]> {
+export async function writeExport(
+  ctx: FhirContext,
+  request: ExportRequest,
+  dir: string,
+): Promise<{ files: ExportFile[]; notes: ExportNote[] }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const patients = await exportPatients(ctx, request);
+  const notes: ExportNote[] = (request.ignored ?? []).map((name) => ({
+    severity: 'warning',
+    code: 'not-supported',
+    diagnostics: `the parameter ${name} was ignored (Prefer: handling=lenient): this server does not support it`,
+  }));
+  const patients = await exportPatients(ctx, request, notes);
   const files: ExportFile[] = [];
   for (const type of exportTypes(ctx, request)) {
     const d = decide(ctx.access, type, 'search-type');
@@ -140,8 +195,15 @@ export async function writeExport(ctx: FhirContext, request: ExportRequest, dir:
     if (count === 0) await rm(path, { force: true });
     else files.push({ type, count });
   }
-  return files;
+  if (notes.length > 0) {
+    const lines = notes.map((issue) => `${JSON.stringify({ resourceType: 'OperationOutcome', issue: [issue] })}\n`);
+    await writeFile(join(dir, ERROR_FILE), lines.join(''), { mode: 0o600 });
+  }
+  return { files, notes };
 }
+
+/** The error file's name: no resource type is spelled in lower case, so no type's file can be called so. */
+export const ERROR_FILE = 'errors.ndjson';
 
 /** Resources of `type` in the compartment of any of `patients`. */
 function compartmentOfAll(type: string, patients: string[]): SearchFilter {
