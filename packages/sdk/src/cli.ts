@@ -6,9 +6,10 @@ import { parseArgs } from 'node:util';
 import { AccountNotFoundError } from './aim-client.js';
 import { CarevaultError, FhirResponseError, OAuthError, TransportError } from './errors.js';
 import { FhirClient } from './fhir-client.js';
+import type { OperationOutcome, Resource } from './fhir-types.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
-import { bulkExport, type ExportManifest, exportedResources } from './workflows/bulk/export.js';
+import { bulkExport, exportErrors, exportedResources } from './workflows/bulk/export.js';
 import { submitMeasureData } from './workflows/deqm/submit.js';
 import { connectViaDirectory } from './workflows/network/connect.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
@@ -268,7 +269,10 @@ async function query(args: string[]): Promise<number> {
   }
 }
 
-/** Bulk Data export into `<out>/<Type>.ndjson`, one file per type the server exported; prints the manifest. */
+/**
+ * Bulk Data export into `<out>/<Type>.ndjson`, one file per type the server exported, and `<out>/errors.ndjson` when
+ * the server left something out; prints the manifest.
+ */
 async function exportData(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -317,7 +321,11 @@ async function exportData(args: string[]): Promise<number> {
     });
     mkdirSync(out, { recursive: true });
     for (const file of manifest.output)
-      await writeExported(client, manifest, file.type, join(out, `${file.type}.ndjson`));
+      await writeExported(exportedResources(client, manifest, file.type), join(out, `${file.type}.ndjson`));
+    if (manifest.error.length > 0) {
+      // What the server left out, and why: kept beside the data, and said where a person sees it.
+      await writeExported(tell(exportErrors(client, manifest)), join(out, 'errors.ndjson'));
+    }
     process.stdout.write(`${JSON.stringify(manifest, null, 2)}\n`);
     return 0;
   } finally {
@@ -330,17 +338,25 @@ async function exportData(args: string[]): Promise<number> {
  * to a partial file first, then linked to its name, which never replaces an earlier export's file. Health
  * data, readable by its owner only.
  */
-async function writeExported(client: FhirClient, manifest: ExportManifest, type: string, path: string) {
+async function writeExported(resources: AsyncIterable<Resource>, path: string) {
   if (existsSync(path)) throw Object.assign(new Error('exists'), { code: 'EEXIST', path });
   const partial = `${path}.partial`;
   const file = createWriteStream(partial, { flags: 'wx', mode: 0o600 });
   try {
     await pipeline(async function* () {
-      for await (const r of exportedResources(client, manifest, type)) yield `${JSON.stringify(r)}\n`;
+      for await (const r of resources) yield `${JSON.stringify(r)}\n`;
     }, file);
     linkSync(partial, path);
   } finally {
     rmSync(partial, { force: true });
+  }
+}
+
+/** Each issue of the export's error files on stderr, as it is written. */
+async function* tell(outcomes: AsyncIterable<OperationOutcome>): AsyncGenerator<OperationOutcome> {
+  for await (const o of outcomes) {
+    for (const i of o.issue ?? []) process.stderr.write(`export ${i.severity}: ${i.diagnostics ?? i.code}\n`);
+    yield o;
   }
 }
 

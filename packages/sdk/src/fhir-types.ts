@@ -6,6 +6,11 @@ export interface Resource {
   [k: string]: unknown;
 }
 
+export interface OperationOutcome extends Resource {
+  resourceType: 'OperationOutcome';
+  issue: { severity: string; code: string; diagnostics?: string; expression?: string[] }[];
+}
+
 export interface BundleEntry<T extends Resource = Resource> {
   fullUrl?: string;
   resource?: T;

@@ -16,7 +16,14 @@ export {
   type RequestOptions,
   type TokenSource,
 } from './fhir-client.js';
-export type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
+export type {
+  Bundle,
+  BundleEntry,
+  JsonPatchOperation,
+  OperationOutcome,
+  Resource,
+  SearchParams,
+} from './fhir-types.js';
 export { newId } from './ids.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 export {
@@ -32,6 +39,7 @@ export {
   bulkExport,
   cancelExport,
   type ExportManifest,
+  exportErrors,
   exportedResources,
 } from './workflows/bulk/export.js';
 export {

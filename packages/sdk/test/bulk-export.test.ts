@@ -10,9 +10,11 @@ import {
   type Bundle,
   bulkExport,
   cancelExport,
+  exportErrors,
   exportedResources,
   FhirClient,
   FhirResponseError,
+  type OperationOutcome,
   type Resource,
   TokenManager,
 } from '../src/index.ts';
@@ -163,6 +165,23 @@ describe('bulkExport', () => {
     assert.ok(
       cara.proxy.seen.some((s) => s.url.startsWith(`/fhir/alice_1234/Group/${group.id}/$export?_type=Patient`)),
     );
+    assert.deepEqual(await all(exportErrors(fhir, byGroup.manifest)), [], 'nothing was left out');
+    // A named patient who is not a member: exported is nothing of it, and the error file says so.
+    const named = await bulkExport(fhir, {
+      level: { group: group.id as string },
+      patients: [patient.id as string, 'nobody'],
+      types: ['Patient'],
+      pollIntervalMs: 20,
+    });
+    assert.deepEqual(
+      (await all(exportedResources(fhir, named.manifest))).map((r) => r.id),
+      [patient.id],
+    );
+    const errors = (await all(exportErrors(fhir, named.manifest))) as OperationOutcome[];
+    assert.deepEqual(
+      errors.map((o) => o.issue.map((i) => `${i.severity}: ${i.diagnostics}`)),
+      [[`warning: Patient/nobody is not an active member of Group/${group.id}: nothing of it is exported`]],
+    );
   });
 
   test("a refused kick-off is the server's error; an export that outlives timeoutMs names its status URL", async () => {
@@ -237,6 +256,15 @@ describe('carevault-client export', () => {
     const bad = await cli('--out', out, '--patient', 'x');
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /--patient needs --patients or --group/);
+    // What the server left out is kept beside the data and said on stderr.
+    const group = await fhir.create({ resourceType: 'Group', type: 'person', actual: true });
+    const left = join(cara.dataDir, 'export-left');
+    const r2 = await cli('--out', left, '--group', group.id as string, '--patient', 'nobody', '--type', 'Patient');
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.deepEqual(readdirSync(left), ['errors.ndjson']);
+    assert.match(r2.stderr, new RegExp(`export warning: Patient/nobody is not an active member of Group/${group.id}`));
+    const outcome = JSON.parse(readFileSync(join(left, 'errors.ndjson'), 'utf8')) as OperationOutcome;
+    assert.equal(outcome.issue[0]?.code, 'not-found');
     const refused = await cli('--out', join(out, 'x'), '--type', 'Nope');
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /Nope is not an R4 resource type/);

@@ -1,7 +1,7 @@
 import { bodyChunks, textLines } from '../../body-stream.js';
 import { CarevaultError, TransportError } from '../../errors.js';
 import type { FhirClient, RequestOptions } from '../../fhir-client.js';
-import type { Resource } from '../../fhir-types.js';
+import type { OperationOutcome, Resource } from '../../fhir-types.js';
 import { pollStatus } from '../async-status.js';
 
 /** The manifest a finished Bulk Data export answers with (export.html#response---complete-status). */
@@ -10,7 +10,8 @@ export interface ExportManifest {
   request: string;
   requiresAccessToken: boolean;
   output: { type: string; url: string; count?: number }[];
-  error: { type: string; url: string }[];
+  /** Files of OperationOutcomes: errors, warnings and information about what was left out. */
+  error: { type: string; url: string; count?: number }[];
 }
 
 export interface BulkExportOptions {
@@ -121,11 +122,33 @@ export async function* exportedResources(
   type?: string,
   o: RequestOptions = {},
 ): AsyncGenerator<Resource> {
-  for (const file of manifest.output) {
-    if (type !== undefined && file.type !== type) continue;
+  const files = manifest.output.filter((f) => type === undefined || f.type === type);
+  yield* fileLines(client, manifest.requiresAccessToken, files, o);
+}
+
+/**
+ * The OperationOutcomes of a finished export's error files (its `error` array): what the server left out and
+ * why, such as a named patient who is not in the group, or a parameter it ignored under `handling=lenient`.
+ */
+export async function* exportErrors(
+  client: FhirClient,
+  manifest: ExportManifest,
+  o: RequestOptions = {},
+): AsyncGenerator<OperationOutcome> {
+  const files = manifest.error.filter((f) => f.type === 'OperationOutcome');
+  yield* fileLines(client, manifest.requiresAccessToken, files, o) as AsyncGenerator<OperationOutcome>;
+}
+
+async function* fileLines(
+  client: FhirClient,
+  requiresAccessToken: boolean,
+  files: { type: string; url: string }[],
+  o: RequestOptions,
+): AsyncGenerator<Resource> {
+  for (const file of files) {
     let given = 0;
     for (let resume = 0; ; resume++) {
-      const body = manifest.requiresAccessToken
+      const body = requiresAccessToken
         ? (await client.stream(file.url, NDJSON, o)).body
         : await publicBody(file.url, o.signal);
       let n = 0;
