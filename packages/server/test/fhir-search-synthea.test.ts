@@ -155,6 +155,36 @@ describe('_count=0 and _summary', () => {
     const none = await get('Patient?_summary=false&_count=1');
     assert.equal(none.entry?.[0]?.resource.meta?.tag, undefined);
   });
+
+  test('_summary and _elements on a read and a vread, as on a search', async () => {
+    const patient = [...resources.values()].find((r) => r.resourceType === 'Patient') as R;
+    const read = async (path: string, status = 200) => {
+      const r = await fhir(p, reader, 'GET', `/synthea/${path}`);
+      assert.equal(r.status, status, `${path}: ${r.text}`);
+      return r.json as R & { meta?: { tag?: { code: string }[]; versionId?: string } };
+    };
+    const summary = await read(`Patient/${patient.id}?_summary=true`);
+    assert.ok(summary.meta?.tag?.some((t) => t.code === 'SUBSETTED'));
+    for (const gone of ['text', 'extension', 'maritalStatus', 'communication']) assert.equal(summary[gone], undefined);
+    assert.deepEqual(summary.name, patient.name);
+    assert.equal(summary.birthDate, patient.birthDate);
+    const elements = await read(`Patient/${patient.id}/_history/1?_elements=gender,birthDate`);
+    assert.deepEqual(Object.keys(elements).sort(), ['birthDate', 'gender', 'id', 'meta', 'resourceType']);
+    assert.equal(elements.meta?.versionId, '1');
+    const data = await read(`Patient/${patient.id}?_summary=data`);
+    assert.equal(data.text, undefined);
+    assert.deepEqual(data.extension, patient.extension);
+    const whole = await read(`Patient/${patient.id}?_summary=false`);
+    assert.deepEqual(whole.text, patient.text);
+    assert.equal(whole.meta?.tag, undefined);
+    for (const bad of [
+      '_summary=count',
+      '_summary=true&_elements=gender',
+      '_elements=name.given',
+      '_summary=a&_summary=b',
+    ])
+      await read(`Patient/${patient.id}?${bad}`, 400);
+  });
 });
 
 describe('_include and _revinclude wildcards', () => {

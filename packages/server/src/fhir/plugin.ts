@@ -31,6 +31,7 @@ import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
+import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
 import { negotiate, xmlAnswers } from './xml.ts';
 
@@ -119,7 +120,14 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return id;
   };
 
-  const sendVersion = (reply: FastifyReply, status: number, v: CurrentVersion, base: string, prefer?: string) => {
+  const sendVersion = (
+    reply: FastifyReply,
+    status: number,
+    v: CurrentVersion,
+    base: string,
+    prefer?: string,
+    shape?: (content: string, type: string) => string,
+  ) => {
     void reply
       .code(status)
       .type(FHIR_JSON)
@@ -133,7 +141,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
         operationOutcome('information', 'informational', `${v.type}/${v.id} version ${v.version} stored`),
       );
     }
-    return reply.send(v.content);
+    return reply.send(shape && v.content !== undefined ? shape(v.content, v.type) : v.content);
   };
 
   appDiscovery(app, o.issuer);
@@ -150,22 +158,24 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     const restrictions = allow(ctx, type, 'read');
+    const shape = readSubset(req.query as Record<string, unknown>);
     const v = await read(ctx, type, idOf(req));
     await assertVisible(ctx, v.type, v.id, restrictions);
     const native = wantsNativeBinary(req) ? nativeBinary(req, v) : undefined;
     await auditRead(ctx, 'read', v);
     if (native) return sendNativeBinary(reply, v, native);
-    return sendVersion(reply, 200, v, ctx.base);
+    return sendVersion(reply, 200, v, ctx.base, undefined, shape);
   });
 
   app.get<{ Params: Params }>('/:partition/:type/:id/_history/:vid', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
     const restrictions = allow(ctx, type, 'vread');
+    const shape = readSubset(req.query as Record<string, unknown>);
     const v = await vread(ctx, type, idOf(req), req.params.vid as string);
     await assertVisible(ctx, type, v.id, restrictions);
     await auditRead(ctx, 'vread', v);
-    return sendVersion(reply, 200, v, ctx.base);
+    return sendVersion(reply, 200, v, ctx.base, undefined, shape);
   });
 
   const sendHistory = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);

@@ -4,11 +4,10 @@ import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { decodeCursor } from './cursor.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
-import type { SummaryMode } from './subset.ts';
+import { parseElements, type SummaryMode } from './subset.ts';
 import {
   bad,
   compositeComponent,
-  MAX_VALUES,
   type ParseContext,
   parseDate,
   parseNumber,
@@ -332,13 +331,7 @@ export function parseSearch(type: string, params: [string, string][], ctx: Parse
           else if (value !== 'false') throw bad('_summary is one of true, text, data, count, false');
           break;
         case '_elements':
-          elements = value
-            .split(',')
-            .map((e) => e.trim())
-            .filter(Boolean);
-          if (elements.some((e) => !/^[a-zA-Z][A-Za-z0-9]*$/.test(e)))
-            throw bad('_elements takes top-level element names');
-          if (elements.length > MAX_VALUES) throw bad(`_elements takes at most ${MAX_VALUES} names`);
+          elements = parseElements(value);
           break;
         case '_include':
         case '_revinclude': {

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { bad, MAX_VALUES } from './value-parsers.ts';
 
 const require = createRequire(import.meta.url);
 /** Per resource type: top-level `isSummary` and mandatory elements (scripts/generate-summary-elements.ts). */
@@ -45,4 +46,33 @@ export function summarize(content: string, type: string, mode: SummaryMode): str
 export function elementsOnly(content: string, type: string, elements: string[]): string {
   const mandatory = ELEMENTS[type]?.mandatory ?? [];
   return subset(content, (k) => elements.includes(k) || matches(k, mandatory));
+}
+
+/** `_elements` (search.html#elements): top-level element names, comma-separated, at most MAX_VALUES. */
+export function parseElements(value: string): string[] {
+  const elements = value
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  if (elements.length > MAX_VALUES) throw bad(`_elements takes at most ${MAX_VALUES} names`);
+  if (elements.some((e) => !/^[a-zA-Z][A-Za-z0-9]*$/.test(e))) throw bad('_elements takes top-level element names');
+  return elements;
+}
+
+/**
+ * `_summary` or `_elements` on a read or vread (search.html#summary applies to them as well): how the served
+ * JSON is cut, or undefined for the whole resource. Each may be given once, and not both.
+ */
+export function readSubset(query: Record<string, unknown>): ((content: string, type: string) => string) | undefined {
+  const { _summary: summary, _elements: elements } = query;
+  if (Array.isArray(summary) || Array.isArray(elements)) throw bad('_summary and _elements may be given once each');
+  if (summary !== undefined && elements !== undefined) throw bad('use _summary or _elements, not both');
+  if (typeof elements === 'string') {
+    const names = parseElements(elements);
+    return (content, type) => elementsOnly(content, type, names);
+  }
+  if (summary === undefined || summary === 'false') return undefined;
+  if (summary !== 'true' && summary !== 'text' && summary !== 'data')
+    throw bad('_summary on a read is one of true, text, data, false');
+  return (content, type) => summarize(content, type, summary);
 }
