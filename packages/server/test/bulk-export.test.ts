@@ -532,7 +532,7 @@ describe('kick-off errors', () => {
       ['export'],
     );
     const ops = (t: string) => cs.rest[0]?.resource.find((r) => r.type === t)?.operation?.map((o) => o.name);
-    assert.deepEqual(ops('Patient'), ['export']);
+    assert.deepEqual(ops('Patient'), ['export', 'everything']);
     assert.deepEqual(ops('Group'), ['export']);
   });
 

@@ -35,7 +35,14 @@ function resources() {
         code: code as CapabilityStatementRestResourceInteraction['code'],
       })),
     ...(type === 'Patient' || type === 'Group'
-      ? { operation: [{ name: 'export', definition: `${BULK}/OperationDefinition/${type.toLowerCase()}-export` }] }
+      ? {
+          operation: [
+            { name: 'export', definition: `${BULK}/OperationDefinition/${type.toLowerCase()}-export` },
+            ...(type === 'Patient'
+              ? [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }]
+              : []),
+          ],
+        }
       : {}),
     ...(type === 'Measure'
       ? {

@@ -27,6 +27,8 @@ import { conditionalPatch, type PatchDocument, patch, patchDocument } from './in
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
+import { patientEverything } from './operations/everything.ts';
+import { operationParams } from './operations/operation-params.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -207,6 +209,18 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const q = req.query as Record<string, unknown>;
     return sendHistory(reply, await history(ctx, { query: q, path: '/_history', strict: strictHandling(req) }));
   });
+
+  const everything = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const ctx = await context(req);
+    const id = idOf(req);
+    const restrictions = allow(ctx, 'Patient', 'read');
+    await read(ctx, 'Patient', id);
+    await assertVisible(ctx, 'Patient', id, restrictions);
+    const params = operationParams(req);
+    return reply.type(FHIR_JSON).send(await patientEverything(ctx, id, params, strictHandling(req)));
+  };
+  app.get<{ Params: Params }>('/:partition/Patient/:id/$everything', everything);
+  app.post<{ Params: Params }>('/:partition/Patient/:id/$everything', everything);
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -136,10 +136,15 @@ function pageUrl(ctx: FhirContext, type: string, applied: [string, string][], co
   return `${ctx.base}/${type}?${q}`;
 }
 
-async function resolveIncludes(
+/**
+ * The resources `directives` bring in for `matches`, each passing the scope checks of a read; `keep` narrows
+ * them by type before they are read-checked and counted against MAX_INCLUDED.
+ */
+export async function resolveIncludes(
   ctx: FhirContext,
   matches: FoundResource[],
   directives: IncludeDirective[],
+  keep: (type: string) => boolean = () => true,
 ): Promise<FoundResource[]> {
   if (directives.length === 0 || matches.length === 0) return [];
   const key = (r: { type: string; id: string }) => `${r.type}/${r.id}`;
@@ -199,7 +204,7 @@ async function resolveIncludes(
       }
     }
     const fresh: FoundResource[] = [];
-    const unseen = found.filter((r) => !seen.has(key(r)));
+    const unseen = found.filter((r) => !seen.has(key(r)) && keep(r.type));
     for (const r of await readable(unseen)) {
       if (seen.has(key(r))) continue;
       seen.add(key(r));

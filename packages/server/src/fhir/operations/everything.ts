@@ -1,0 +1,158 @@
+import type { FoundResource, SearchFilter, SearchQuery } from '../../store/types.ts';
+import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
+import { decide } from '../../vault/policy.ts';
+import { auditAccess } from '../audit.ts';
+import { insufficientScope } from '../bearer.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+import { resolveIncludes, restrictionFilter } from '../interactions/search.ts';
+import { RESOURCE_TYPES } from '../resource-types.ts';
+import { parseSearch } from '../search/parse.ts';
+
+const DEFAULT_COUNT = 100;
+const MAX_COUNT = 1000;
+/** What a page of `$everything` starts from: a type of the list, the position in it, the matches before. */
+type Position = { type: string; after?: SearchQuery['after']; before: number };
+
+/** Patient first, then the compartment's types by name (the order a page walks them in). */
+const COMPARTMENT_TYPES = [
+  'Patient',
+  ...[...RESOURCE_TYPES].filter((t) => t !== 'Patient' && inPatientCompartment(t)).sort(),
+];
+
+const bad = (message: string) => new FhirError(400, 'invalid', message);
+
+/**
+ * Patient `$everything` (R4 patient-operation-everything): the patient, every resource of its compartment the
+ * caller may search, and the resources they refer to outside it (practitioners, organizations, locations,
+ * medications…) that the caller may read. Parameters `_since`, `_type`, `_count`; `start` and `end` (care dates)
+ * are refused. Pages walk the types in a fixed order, each in (lastUpdated, id) order, and `next` links continue
+ * by position. Each page is audited as a disclosure of the patient's record.
+ */
+export async function patientEverything(
+  ctx: FhirContext,
+  patient: string,
+  params: URLSearchParams,
+  strict: boolean,
+): Promise<string> {
+  let since: string | undefined;
+  let asked: string[] | undefined;
+  let count = DEFAULT_COUNT;
+  let position: Position | undefined;
+  for (const [name, value] of params) {
+    if (name === '_since') {
+      if (
+        !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/.test(value) ||
+        Number.isNaN(Date.parse(value))
+      )
+        throw bad(`_since must be an instant such as 2024-01-01T00:00:00Z, not "${value}"`);
+      since = new Date(value).toISOString();
+    } else if (name === '_type') {
+      const types = value.split(',').map((t) => t.trim());
+      if (types.length > RESOURCE_TYPES.size) throw bad('_type names each type once');
+      for (const t of types) if (!RESOURCE_TYPES.has(t)) throw bad(`_type: ${t} is not an R4 resource type`);
+      asked = [...new Set([...(asked ?? []), ...types])];
+    } else if (name === '_count') {
+      if (!/^\d{1,7}$/.test(value) || Number(value) < 1)
+        throw bad(`_count must be a whole number from 1, not "${value}"`);
+      count = Math.min(Number(value), MAX_COUNT);
+    } else if (name === '_cursor') position = decodePosition(value);
+    else if (name === 'start' || name === 'end')
+      throw new FhirError(400, 'not-supported', `${name} (care dates) is not supported; _since narrows by last update`);
+    else if (strict && !['_format', '_pretty'].includes(name))
+      throw new FhirError(400, 'not-supported', `unknown $everything parameter ${name}`);
+  }
+
+  // Types the caller may search: all of the compartment's, or those asked for, each of which must be allowed.
+  const searchable = (type: string) => decide(ctx.access, type, 'search-type');
+  const types = COMPARTMENT_TYPES.filter((t) => (asked ? asked.includes(t) : searchable(t).allowed));
+  for (const t of asked ?? []) {
+    const d = searchable(t);
+    if (!d.allowed && inPatientCompartment(t)) throw insufficientScope(`_type ${t}: ${d.reason}`);
+  }
+  const start = position ? types.indexOf(position.type) : 0;
+  if (start < 0) throw bad('_cursor is not a cursor of this $everything');
+
+  const find = (type: string, limit: number, after?: SearchQuery['after']) => {
+    const d = searchable(type);
+    if (!d.allowed) return Promise.resolve([]);
+    const filters: SearchFilter[] = [compartmentFilter(type, patient) as SearchFilter];
+    const restriction = restrictionFilter(ctx, type, d.restrictions);
+    if (restriction) filters.push(restriction);
+    if (since)
+      filters.push(
+        ...parseSearch(type, [['_lastUpdated', `ge${since}`]], { base: ctx.base, strict: true }).query.filters,
+      );
+    const query = { type, filters, sort: [], limit, offset: 0, after, total: false };
+    return ctx.store.resources.search(ctx.partition, query).then((r) => r.matches);
+  };
+  const matches: FoundResource[] = [];
+  let next: Position | undefined;
+  let i = start;
+  for (; i < types.length && matches.length < count; i++) {
+    const type = types[i] as string;
+    const room = count - matches.length;
+    const rows = await find(type, room + 1, i === start ? position?.after : undefined);
+    matches.push(...rows.slice(0, room));
+    const last = matches[matches.length - 1];
+    if (rows.length > room && last?.lastUpdated)
+      next = { type, after: { lastUpdated: last.lastUpdated, id: last.id }, before: 0 };
+  }
+  // A page that ends with its type: the next one starts at the next type that has anything, if any does.
+  for (; !next && matches.length === count && i < types.length; i++) {
+    if ((await find(types[i] as string, 1)).length > 0) next = { type: types[i] as string, before: 0 };
+  }
+  const before = position?.before ?? 0;
+  if (next) next.before = before + matches.length;
+
+  // What the page's resources refer to outside the compartment, as `_include=*:*` finds it, read-checked.
+  const outside = (type: string) => !inPatientCompartment(type) && (!asked || asked.includes(type));
+  const everyReference = { sourceType: '*', param: '*', iterate: false, reverse: false };
+  const included = await resolveIncludes(ctx, matches, [everyReference], outside);
+
+  const kept = new URLSearchParams();
+  if (since) kept.set('_since', since);
+  if (asked) kept.set('_type', asked.join(','));
+  kept.set('_count', String(count));
+  const url = (p?: Position) =>
+    `${ctx.base}/Patient/${patient}/$everything?${kept}${p ? `&_cursor=${encodePosition(p)}` : ''}`;
+  await auditAccess(ctx, 'operation', {
+    objects: [`Patient/${patient}`],
+    patients: [`Patient/${patient}`],
+    query: { raw: `Patient/${patient}/$everything?${kept}`, description: '$everything' },
+  });
+  const links = [{ relation: 'self', url: url(position) }];
+  if (next) links.push({ relation: 'next', url: url(next) });
+  const entry = (r: FoundResource, mode: 'match' | 'include') =>
+    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${r.content},"search":{"mode":"${mode}"}}`;
+  const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
+  const total = next ? '' : `,"total":${before + matches.length}`;
+  return `{"resourceType":"Bundle","type":"searchset"${total},"link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
+}
+
+function encodePosition(p: Position): string {
+  return Buffer.from(JSON.stringify([p.type, p.after?.lastUpdated ?? null, p.after?.id ?? null, p.before])).toString(
+    'base64url',
+  );
+}
+
+function decodePosition(value: string): Position {
+  try {
+    const v = JSON.parse(Buffer.from(value, 'base64url').toString()) as unknown;
+    if (
+      Array.isArray(v) &&
+      v.length === 4 &&
+      typeof v[0] === 'string' &&
+      Number.isSafeInteger(v[3]) &&
+      (v[3] as number) >= 0 &&
+      ((v[1] === null && v[2] === null) || (typeof v[1] === 'string' && typeof v[2] === 'string'))
+    ) {
+      return {
+        type: v[0],
+        ...(v[1] ? { after: { lastUpdated: v[1], id: v[2] as string } } : {}),
+        before: v[3] as number,
+      };
+    }
+  } catch {}
+  throw bad('_cursor is not a cursor this server issued');
+}

@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Bundle } from 'fhir/r4.js';
+import { Client } from 'fhir-kit-client';
+import { Agent, setGlobalDispatcher } from 'undici';
+import { importCommand } from '../src/admin/import.ts';
+import { type Caller, fhir, grant, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// Patient/$everything (R4 patient-operation-everything) on two Synthea patients in one vault: exactly one
+// patient's record, what it refers to outside the compartment, paged, scoped, audited.
+const DATA = fileURLToPath(new URL('../../../fixtures/synthea/', import.meta.url));
+const BIBI = `${DATA}Bibi254_Schowalter414_475d72ca-91c7-7211-97e3-f000af33fc04.json`;
+const CRIS = `${DATA}Cris921_Rath779_d4519c92-d241-b2b2-7360-291d60be699e.json`;
+type R = { resourceType: string; id: string };
+const resourcesOf = (file: string): R[] =>
+  (JSON.parse(readFileSync(file, 'utf8')) as { entry: { resource: R }[] }).entry.map((e) => e.resource);
+const key = (r: R) => `${r.resourceType}/${r.id}`;
+const bibi = resourcesOf(BIBI);
+const bibiId = (bibi.find((r) => r.resourceType === 'Patient') as R).id;
+/** Bibi's file holds her record and the organizations and practitioners it refers to. */
+const OUTSIDE = new Set(['Organization', 'Practitioner']);
+const record = bibi.filter((r) => !OUTSIDE.has(r.resourceType)).map(key);
+const referenced = bibi.filter((r) => OUTSIDE.has(r.resourceType)).map(key);
+
+let p: TestPlatform;
+let reader: Caller;
+let twoTypes: Caller;
+let auditor: Caller;
+
+type Page = Omit<Bundle, 'entry'> & { entry?: { resource: R; search: { mode: string } }[] };
+async function everything(query = '', caller = reader, vault = 'ev'): Promise<Page> {
+  const r = await fhir(p, caller, 'GET', `/${vault}/Patient/${bibiId}/$everything${query}`);
+  assert.equal(r.status, 200, r.text);
+  return r.json as unknown as Page;
+}
+const matches = (b: Page) => (b.entry ?? []).filter((e) => e.search.mode === 'match').map((e) => key(e.resource));
+const includes = (b: Page) => (b.entry ?? []).filter((e) => e.search.mode === 'include').map((e) => key(e.resource));
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'ev');
+  await partition(p, 'ev_other');
+  reader = await secretClient(p, 'ev-reader', 'system/*.rs');
+  await grant(p, { partition: 'ev', client: 'ev-reader', scope: 'system/*.rs' });
+  await grant(p, { partition: 'ev_other', client: 'ev-reader', scope: 'system/*.rs' });
+  twoTypes = await secretClient(p, 'ev-two', 'system/Patient.rs system/Observation.rs');
+  await grant(p, { partition: 'ev', client: 'ev-two', scope: 'system/Patient.rs system/Observation.rs' });
+  auditor = await secretClient(p, 'ev-auditor', 'system/AuditEvent.rs');
+  await importCommand(p.config, [BIBI, CRIS], 'ev');
+  await importCommand(p.config, [CRIS], 'ev_other');
+  setGlobalDispatcher(new Agent({ connect: { ca: p.ca } }));
+});
+after(() => p.stop());
+
+describe('Patient/$everything', () => {
+  test("the patient first, then her whole compartment and nothing of another patient's; what it refers to outside", async () => {
+    const b = await everything('?_count=1000');
+    assert.equal(b.type, 'searchset');
+    assert.equal(matches(b)[0], `Patient/${bibiId}`);
+    assert.deepEqual(matches(b).sort(), [...record].sort());
+    assert.equal(b.total, record.length);
+    assert.deepEqual(includes(b).sort(), [...referenced].sort());
+    assert.equal(
+      b.link?.find((l) => l.relation === 'next'),
+      undefined,
+    );
+  });
+
+  test('pages of _count follow each other by their next links: every resource once, in the same order', async () => {
+    const whole = matches(await everything('?_count=1000'));
+    // fhir-kit-client (third party, on the global fetch): its operation() for the first page, nextPage() after.
+    const client = new Client({ baseUrl: `${p.fhirBase}/ev`, bearerToken: reader.token });
+    let page = (await client.operation({
+      name: 'everything',
+      resourceType: 'Patient',
+      id: bibiId,
+      method: 'GET',
+      input: { _count: 9 },
+    })) as unknown as Page;
+    const seen: string[] = [];
+    let pages = 0;
+    for (;;) {
+      pages++;
+      assert.ok(matches(page).length <= 9);
+      seen.push(...matches(page));
+      if (!page.link?.some((l) => l.relation === 'next')) break;
+      assert.equal(page.total, undefined, 'the total is known on the last page');
+      page = (await client.nextPage({ bundle: page as never })) as unknown as Page;
+    }
+    assert.deepEqual(seen, whole);
+    assert.equal(pages, Math.ceil(whole.length / 9));
+    assert.equal(page.total, whole.length);
+  });
+
+  test('_type and _since narrow it; start and end are refused, bad values are 400', async () => {
+    const typed = await everything('?_type=Patient,Observation,Organization&_count=1000');
+    const observations = bibi.filter((r) => r.resourceType === 'Observation').map(key);
+    assert.deepEqual(matches(typed).sort(), [`Patient/${bibiId}`, ...observations].sort());
+    assert.ok(includes(typed).every((k) => k.startsWith('Organization/')));
+    const future = await everything(`?_since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`);
+    assert.deepEqual(matches(future), []);
+    assert.equal(future.total, 0);
+    assert.equal(matches(await everything('?_since=2000-01-01T00:00:00Z&_count=1000')).length, record.length);
+    const post = await fhir(p, reader, 'POST', `/ev/Patient/${bibiId}/$everything`, {
+      resourceType: 'Parameters',
+      parameter: [{ name: '_type', valueString: 'Condition' }],
+    });
+    assert.equal(post.status, 200, post.text);
+    const conditions = bibi.filter((r) => r.resourceType === 'Condition').map(key);
+    assert.deepEqual(matches(post.json as unknown as Page).sort(), conditions.sort());
+    for (const bad of ['start=2020', 'end=2021', '_type=Nope', '_count=0', '_since=yesterday', '_cursor=abc']) {
+      const r = await fhir(p, reader, 'GET', `/ev/Patient/${bibiId}/$everything?${bad}`);
+      assert.equal(r.status, 400, `${bad}: ${r.text}`);
+    }
+  });
+
+  test('only what the token may search and read: other types drop out, asking for one is 403', async () => {
+    const b = await everything('?_count=1000', twoTypes);
+    const expected = bibi.filter((r) => ['Patient', 'Observation'].includes(r.resourceType)).map(key);
+    assert.deepEqual(matches(b).sort(), expected.sort());
+    assert.deepEqual(includes(b), [], 'no Organization or Practitioner without a scope to read them');
+    const r = await fhir(p, twoTypes, 'GET', `/ev/Patient/${bibiId}/$everything?_type=Condition`);
+    assert.equal(r.status, 403, r.text);
+  });
+
+  test('another vault, an unknown patient and a stranger are 404; every page is audited', async () => {
+    assert.equal((await fhir(p, reader, 'GET', `/ev_other/Patient/${bibiId}/$everything`)).status, 404);
+    assert.equal((await fhir(p, reader, 'GET', '/ev/Patient/nobody/$everything')).status, 404);
+    const stranger = await mtlsClient(p, 'ev-stranger', 'system/*.rs');
+    assert.equal((await fhir(p, stranger, 'GET', `/ev/Patient/${bibiId}/$everything`)).status, 404);
+    await everything('?_count=50');
+    const res = await p.fetch(`${p.base}/audit/AuditEvent?subtype=operation&_count=1000`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    assert.equal(res.status, 200);
+    type Event = { resource: { entity?: { description?: string; what?: { reference?: string } }[] } };
+    const events = ((await res.json()) as { entry?: Event[] }).entry ?? [];
+    const audited = events
+      .map((e) => e.resource.entity ?? [])
+      .filter((entity) => entity.some((x) => x.description === '$everything'));
+    assert.ok(audited.length >= 1);
+    assert.ok(audited.every((entity) => entity.some((x) => x.what?.reference?.endsWith(`Patient/${bibiId}`))));
+  });
+});
