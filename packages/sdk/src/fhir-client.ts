@@ -106,6 +106,15 @@ export class FhirClient {
     }
   }
 
+  /**
+   * Patient `$everything` (R4 patient-operation-everything), page by page as `pages()` gives a search: the
+   * patient's record as matches, what it refers to outside it as `search.mode` include. `_type`, `_since`,
+   * `_count` as params.
+   */
+  everything<T extends Resource = Resource>(patientId: string, params?: SearchParams, o?: RequestOptions) {
+    return this.pages<T>(`Patient/${encodeURIComponent(patientId)}/$everything`, params, o);
+  }
+
   /** Every matching resource (`search.mode` match) over all pages. */
   async *searchAll<T extends Resource = Resource>(type: string, params?: SearchParams, o?: RequestOptions) {
     for await (const page of this.pages<T>(type, params, o)) {

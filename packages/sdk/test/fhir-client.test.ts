@@ -155,6 +155,25 @@ describe('paging', () => {
     assert.equal(ids.size, total);
   });
 
+  test("everything() pages through a patient's $everything: the patient first, each resource once", async () => {
+    const patient = (await fhir.search('Patient', { _count: 1 })).entry?.[0]?.resource as Resource;
+    const matches: string[] = [];
+    let pages = 0;
+    for await (const page of fhir.everything(patient.id as string, { _count: 5 })) {
+      pages++;
+      for (const e of page.entry ?? [])
+        if (e.search?.mode === 'match') matches.push(`${e.resource?.resourceType}/${e.resource?.id}`);
+    }
+    assert.equal(matches[0], `Patient/${patient.id}`);
+    assert.equal(new Set(matches).size, matches.length);
+    assert.equal(pages, Math.ceil(matches.length / 5));
+    const observations: string[] = [];
+    for await (const o of fhir.searchAll('Observation', { subject: `Patient/${patient.id}` }))
+      observations.push(`Observation/${o.id}`);
+    assert.ok(observations.length > 0);
+    assert.deepEqual(matches.filter((m) => m.startsWith('Observation/')).sort(), observations.sort());
+  });
+
   test('next links on an internal host name are followed on the configured origin (the token never leaves it)', async () => {
     cara.proxy.linkOrigin = 'https://ehr-internal.invalid:9443';
     const from = cara.proxy.seen.length;
