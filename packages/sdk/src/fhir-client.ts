@@ -106,11 +106,7 @@ export class FhirClient {
     }
   }
 
-  /**
-   * Patient `$everything` (R4 patient-operation-everything), page by page as `pages()` gives a search: the
-   * patient's record as matches, what it refers to outside it as `search.mode` include. `_type`, `_since`,
-   * `_count` as params.
-   */
+  /** Patient `$everything` page by page, like `pages()`: the record as matches, what it refers to as includes. */
   everything<T extends Resource = Resource>(patientId: string, params?: SearchParams, o?: RequestOptions) {
     return this.pages<T>(`Patient/${encodeURIComponent(patientId)}/$everything`, params, o);
   }

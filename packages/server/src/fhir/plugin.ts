@@ -22,17 +22,17 @@ import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
 import { bodyMediaType, FHIR_JSON } from './format.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
-import { history } from './interactions/history.ts';
+import { historyRoutes } from './interactions/history.ts';
 import { conditionalPatch, type PatchDocument, patch, patchDocument } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { assertVisible, search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
-import { patientEverything } from './operations/everything.ts';
-import { operationParams } from './operations/operation-params.ts';
+import { everythingRoutes } from './operations/everything.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
+import { strictHandling, type VaultParams } from './route-helpers.ts';
 import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
 import { negotiate, xmlAnswers } from './xml.ts';
@@ -50,7 +50,7 @@ export interface FhirPluginOptions {
   certificates: CertificateSource;
 }
 
-type Params = { partition: string; type?: string; id?: string; vid?: string };
+type Params = VaultParams;
 
 /** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
 export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
@@ -180,47 +180,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return sendVersion(reply, 200, v, ctx.base, undefined, shape);
   });
 
-  const sendHistory = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);
-  const strictHandling = (req: FastifyRequest) => /\bhandling=strict\b/.test(String(req.headers.prefer ?? ''));
-  app.get<{ Params: Params }>('/:partition/:type/:id/_history', async (req, reply) => {
-    const ctx = await context(req);
-    const type = typeOf(req);
-    const id = idOf(req);
-    await assertVisible(ctx, type, id, allow(ctx, type, 'history-instance'));
-    const q = req.query as Record<string, unknown>;
-    return sendHistory(
-      reply,
-      await history(ctx, { type, id, query: q, path: `/${type}/${id}/_history`, strict: strictHandling(req) }),
-    );
-  });
-  app.get<{ Params: Params }>('/:partition/:type/_history', async (req, reply) => {
-    const ctx = await context(req);
-    const type = typeOf(req);
-    if (allow(ctx, type, 'history-type')) throw insufficientScope('granular scopes do not cover history');
-    const q = req.query as Record<string, unknown>;
-    return sendHistory(
-      reply,
-      await history(ctx, { type, query: q, path: `/${type}/_history`, strict: strictHandling(req) }),
-    );
-  });
-  app.get<{ Params: Params }>('/:partition/_history', async (req, reply) => {
-    const ctx = await context(req);
-    if (allow(ctx, '*', 'history-system')) throw insufficientScope('patient scopes do not cover system history');
-    const q = req.query as Record<string, unknown>;
-    return sendHistory(reply, await history(ctx, { query: q, path: '/_history', strict: strictHandling(req) }));
-  });
-
-  const everything = async (req: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
-    const ctx = await context(req);
-    const id = idOf(req);
-    const restrictions = allow(ctx, 'Patient', 'read');
-    await read(ctx, 'Patient', id);
-    await assertVisible(ctx, 'Patient', id, restrictions);
-    const params = operationParams(req);
-    return reply.type(FHIR_JSON).send(await patientEverything(ctx, id, params, strictHandling(req)));
-  };
-  app.get<{ Params: Params }>('/:partition/Patient/:id/$everything', everything);
-  app.post<{ Params: Params }>('/:partition/Patient/:id/$everything', everything);
+  historyRoutes(app, { context, allow, typeOf, idOf });
+  everythingRoutes(app, { context, allow, typeOf, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -1,8 +1,13 @@
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
 import { auditAccess, patientsOf } from '../audit.ts';
+import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
+import { FHIR_JSON } from '../format.ts';
+import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { parseDate } from '../search/value-parsers.ts';
+import { assertVisible } from './search.ts';
 
 export interface HistoryParams {
   type?: string | undefined;
@@ -158,4 +163,34 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
     return `{"fullUrl":${JSON.stringify(`${ctx.base}/${v.type}/${v.id}`)}${resource},"request":${request},"response":${response}}`;
   });
   return `{"resourceType":"Bundle","type":"history","link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
+}
+
+/** The three history routes: of an instance, of a type, of the vault. */
+export function historyRoutes(app: FastifyInstance, h: RouteHelpers): void {
+  const { context, allow, typeOf, idOf } = h;
+  const send = (reply: FastifyReply, body: string) => reply.type(FHIR_JSON).send(body);
+  app.get<{ Params: VaultParams }>('/:partition/:type/:id/_history', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    const id = idOf(req);
+    await assertVisible(ctx, type, id, allow(ctx, type, 'history-instance'));
+    const query = req.query as Record<string, unknown>;
+    return send(
+      reply,
+      await history(ctx, { type, id, query, path: `/${type}/${id}/_history`, strict: strictHandling(req) }),
+    );
+  });
+  app.get<{ Params: VaultParams }>('/:partition/:type/_history', async (req, reply) => {
+    const ctx = await context(req);
+    const type = typeOf(req);
+    if (allow(ctx, type, 'history-type')) throw insufficientScope('granular scopes do not cover history');
+    const query = req.query as Record<string, unknown>;
+    return send(reply, await history(ctx, { type, query, path: `/${type}/_history`, strict: strictHandling(req) }));
+  });
+  app.get<{ Params: VaultParams }>('/:partition/_history', async (req, reply) => {
+    const ctx = await context(req);
+    if (allow(ctx, '*', 'history-system')) throw insufficientScope('patient scopes do not cover system history');
+    const query = req.query as Record<string, unknown>;
+    return send(reply, await history(ctx, { query, path: '/_history', strict: strictHandling(req) }));
+  });
 }

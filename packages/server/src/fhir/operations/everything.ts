@@ -1,3 +1,4 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { FoundResource, SearchFilter, SearchQuery } from '../../store/types.ts';
 import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
 import { decide } from '../../vault/policy.ts';
@@ -5,9 +6,13 @@ import { auditAccess } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
-import { resolveIncludes, restrictionFilter } from '../interactions/search.ts';
+import { FHIR_JSON } from '../format.ts';
+import { read } from '../interactions/read.ts';
+import { assertVisible, resolveIncludes, restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
+import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { parseSearch } from '../search/parse.ts';
+import { operationParams } from './operation-params.ts';
 
 const DEFAULT_COUNT = 100;
 const MAX_COUNT = 1000;
@@ -155,4 +160,19 @@ function decodePosition(value: string): Position {
     }
   } catch {}
   throw bad('_cursor is not a cursor this server issued');
+}
+
+/** `Patient/[id]/$everything` by GET, or by POST with a Parameters body; the Patient must be readable. */
+export function everythingRoutes(app: FastifyInstance, h: RouteHelpers): void {
+  const everything = async (req: FastifyRequest<{ Params: VaultParams }>, reply: FastifyReply) => {
+    const ctx = await h.context(req);
+    const id = h.idOf(req);
+    const restrictions = h.allow(ctx, 'Patient', 'read');
+    await read(ctx, 'Patient', id);
+    await assertVisible(ctx, 'Patient', id, restrictions);
+    const params = operationParams(req);
+    return reply.type(FHIR_JSON).send(await patientEverything(ctx, id, params, strictHandling(req)));
+  };
+  app.get<{ Params: VaultParams }>('/:partition/Patient/:id/$everything', everything);
+  app.post<{ Params: VaultParams }>('/:partition/Patient/:id/$everything', everything);
 }

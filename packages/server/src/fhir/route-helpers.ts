@@ -1,0 +1,20 @@
+import type { FastifyRequest } from 'fastify';
+import type { Interaction, Restriction } from '../vault/policy.ts';
+import type { FhirContext } from './context.ts';
+
+export type VaultParams = { partition: string; type?: string; id?: string; vid?: string };
+
+/** What the vault plugin lends the modules that register routes of their own. */
+export interface RouteHelpers {
+  /** The request's vault context (token, vault, access), set up before the handler runs. */
+  context(req: FastifyRequest): Promise<FhirContext>;
+  /** The restrictions under which `interaction` on `type` is allowed; 403 when it is not. */
+  allow(ctx: FhirContext, type: string, interaction: Interaction): Restriction[] | undefined;
+  /** The path's resource type, 404 when it is not an R4 type. */
+  typeOf(req: FastifyRequest<{ Params: VaultParams }>): string;
+  /** The path's id, 400 when it is not a FHIR id. */
+  idOf(req: FastifyRequest<{ Params: VaultParams }>): string;
+}
+
+/** `Prefer: handling=strict` (http.html#prefer): an unknown parameter is refused instead of ignored. */
+export const strictHandling = (req: FastifyRequest) => /\bhandling=strict\b/.test(String(req.headers.prefer ?? ''));
