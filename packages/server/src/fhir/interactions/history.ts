@@ -30,7 +30,8 @@ function single(query: Record<string, unknown>, name: string): string | undefine
   return v;
 }
 
-function parseSince(value: string | undefined): string | undefined {
+/** `_since` of history and `$everything`: an instant (a date or dateTime is taken too), as an ISO instant. */
+export function parseSince(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   // FHIR instant, or a date / dateTime with optional zone (search "_since" takes an instant).
   if (!/^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.test(value)) {

@@ -7,6 +7,7 @@ import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
+import { parseSince } from '../interactions/history.ts';
 import { read } from '../interactions/read.ts';
 import { assertVisible, resolveIncludes, restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
@@ -45,14 +46,8 @@ export async function patientEverything(
   let count = DEFAULT_COUNT;
   let position: Position | undefined;
   for (const [name, value] of params) {
-    if (name === '_since') {
-      if (
-        !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/.test(value) ||
-        Number.isNaN(Date.parse(value))
-      )
-        throw bad(`_since must be an instant such as 2024-01-01T00:00:00Z, not "${value}"`);
-      since = new Date(value).toISOString();
-    } else if (name === '_type') {
+    if (name === '_since') since = parseSince(value);
+    else if (name === '_type') {
       const types = value.split(',').map((t) => t.trim());
       if (types.length > RESOURCE_TYPES.size) throw bad('_type names each type once');
       for (const t of types) if (!RESOURCE_TYPES.has(t)) throw bad(`_type: ${t} is not an R4 resource type`);
