@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { KeyRing } from '../src/auth/keys.ts';
@@ -97,5 +98,22 @@ describe('signing keys', () => {
       kids.some((k) => k.startsWith('rs256-')),
       'the RS256 key is untouched',
     );
+  });
+
+  test('a node whose clock lags the one that made the keys signs with the key active first, not with none', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-keys-'));
+    try {
+      const ring = await KeyRing.open(dir);
+      const [first] = ring.list().filter((k) => k.alg === 'ES256');
+      const made = first?.activateAt as number;
+      // Five seconds behind the maker: before, no key was active and the node failed to start.
+      assert.equal(ring.signingKid('ES256', made - 5), first?.kid);
+      // A rotation made on the lagging node's future keeps the first key signing there until it retires.
+      const next = await ring.rotate('ES256', 60, 86400);
+      assert.equal(ring.signingKid('ES256', made - 5), first?.kid);
+      assert.equal(ring.signingKid('ES256', next.activateAt), next.kid);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -105,12 +105,15 @@ export class KeyRing {
     return this.file.keys.map(({ jwk: _jwk, ...meta }) => meta);
   }
 
-  /** The key that signs now for `alg`: the newest active, unretired one. */
+  /**
+   * The key that signs now for `alg`: the newest active, unretired one. A node whose clock lags the node that
+   * made the keys finds none active yet (the first keys activate when they are made): it signs with the one
+   * that became active first, as the other nodes did before it — published from the same file, so verifiable.
+   */
   signingKid(alg: SigningAlg, at = now()): string {
-    const candidates = this.file.keys
-      .filter((k) => k.alg === alg && k.activateAt <= at && (k.retiredAt === undefined || k.retiredAt > at))
-      .sort((a, b) => b.activateAt - a.activateAt);
-    const key = candidates[0];
+    const unretired = this.file.keys.filter((k) => k.alg === alg && (k.retiredAt === undefined || k.retiredAt > at));
+    const active = unretired.filter((k) => k.activateAt <= at).sort((a, b) => b.activateAt - a.activateAt);
+    const key = active[0] ?? unretired.sort((a, b) => a.activateAt - b.activateAt)[0];
     if (!key) throw new Error(`no active ${alg} signing key`);
     return key.kid;
   }
