@@ -350,6 +350,52 @@ describe(`group commit (${TEST_STORE})`, () => {
     assert.equal((await store.audit.verify()).ok, true);
   });
 
+  test('versions are stamped after the instant committedThrough answered, by every transaction of a group', async () => {
+    const through = await store.resources.committedThrough();
+    const stamps = await together(
+      ['ct_a', 'ct_b', 'ct_c'].map((id) => [
+        'vault_a',
+        async (tx) => {
+          const stamp = tx.now();
+          await tx.write({ ...patient(id), lastUpdated: new Date(stamp).toISOString() });
+          return stamp;
+        },
+      ]),
+    );
+    for (const s of stamps) {
+      assert.equal(s.status, 'fulfilled');
+      assert.ok((s as PromiseFulfilledResult<number>).value > through, 'a later version is stamped after it');
+    }
+  });
+
+  test('committedThrough waits for a transaction between its stamp and its commit, and answers after the stamp', {
+    skip: TEST_STORE !== 'postgres' && 'only PostgreSQL keeps a transaction open across turns of the event loop',
+  }, async () => {
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let stamped: number | undefined;
+    const open = store.resources.transaction('vault_a', async (tx) => {
+      stamped = tx.now();
+      await tx.write({ ...patient('ct_open'), lastUpdated: new Date(stamped).toISOString() });
+      await gate; // a long transaction Bundle, as far as the others can tell
+    });
+    while (stamped === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+    let answered: number | undefined;
+    const through = store.resources.committedThrough().then((t) => {
+      answered = t;
+      return t;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.equal(answered, undefined, 'no answer while a stamped version is not yet committed');
+    release();
+    await open;
+    const t = await through;
+    assert.ok(t >= stamped, `${t} is not before the open transaction's stamp ${stamped}`);
+    assert.equal((await store.resources.current('vault_a', 'Patient', 'ct_open'))?.version, 1);
+  });
+
   test('two nodes appending audit events in turns and together keep one chain', {
     skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
   }, async () => {

@@ -240,6 +240,32 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
     }
   });
 
+  test('a node whose clock lags stamps what it commits later as later: a poller resuming at the last lastUpdated misses nothing', async () => {
+    // Versions are stamped with the database's clock under the write lock. Stamped with the node's own clock, a
+    // version written at node C after one at node A came out 5 s older, and `_lastUpdated=gt<A's>` skipped it.
+    const lag = join(dataDir, 'lagging-clock.mjs');
+    writeFileSync(lag, 'const real = Date.now;\nDate.now = () => real() - 5000;\n');
+    const { url: C } = await startNode({ NODE_OPTIONS: `--import ${lag}` });
+    const [tA, tC] = [await token(A), await token(C)];
+    const family = `Clock${randomBytes(4).toString('hex')}`;
+    const first = await call(A, 'POST', `/fhir/${VAULT}/Patient`, tA, { resourceType: 'Patient', name: [{ family }] });
+    const second = await call(C, 'POST', `/fhir/${VAULT}/Patient`, tC, { resourceType: 'Patient', name: [{ family }] });
+    assert.deepEqual([first.status, second.status], [201, 201]);
+    const [s1, s2] = [first, second].map((r) => (r.json.meta as { lastUpdated: string }).lastUpdated) as [
+      string,
+      string,
+    ];
+    assert.ok(Date.parse(s2) > Date.parse(s1), `written later at the lagging node, stamped ${s2}, before ${s1}`);
+    for (const [base, t] of [
+      [A, tA],
+      [C, tC],
+    ] as const) {
+      const polled = await call(base, 'GET', `/fhir/${VAULT}/Patient?family=${family}&_lastUpdated=gt${s1}`, t);
+      const found = (polled.json.entry as { resource: { id: string } }[] | undefined)?.map((e) => e.resource.id);
+      assert.deepEqual(found, [second.json.id], `polled at ${base === A ? 'A' : 'C'}`);
+    }
+  });
+
   test('concurrent creates through both nodes, then `audit verify` walks one unbroken chain', async () => {
     const t = await token(A);
     const results = await Promise.all(

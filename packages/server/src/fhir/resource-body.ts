@@ -69,9 +69,11 @@ export function stamp(p: Prepared, version: number, lastUpdated: string): { cont
   return { content: head(p.type, p.id, String(version), lastUpdated) + p.rest, index: p.index };
 }
 
-/** A timestamp for a new version: always later than the previous one, even within one millisecond. */
-export function nextTimestamp(previous: string | undefined): string {
-  const now = Date.now();
+/**
+ * A new version's lastUpdated, from its transaction's clock (`now`, ResourceTransaction.now): always later than
+ * the previous version's, even within one millisecond.
+ */
+export function nextTimestamp(now: number, previous: string | undefined): string {
   const prev = previous ? Date.parse(previous) : 0;
   return new Date(Math.max(now, prev + 1)).toISOString();
 }

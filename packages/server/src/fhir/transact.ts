@@ -26,6 +26,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
     const writes: ResourceWrite[] = [];
     const before = new Map<string, string>();
     const result = await fn({
+      now: () => tx.now(),
       async current(type, id) {
         const v = await tx.current(type, id);
         if (v?.content === undefined) return v;
@@ -62,7 +63,7 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
       };
       validate(provenance);
       const id = newResourceId();
-      const lastUpdated = nextTimestamp(undefined);
+      const lastUpdated = nextTimestamp(tx.now(), undefined);
       const { content, index } = stamp(prepare(provenance, id), 1, lastUpdated);
       const write: ResourceWrite = { type: 'Provenance', id, version: 1, lastUpdated, method: 'POST', content, index };
       await tx.write(write);

@@ -289,6 +289,13 @@ export interface MetaStore {
 }
 
 export interface ResourceTransaction {
+  /**
+   * The instant (ms since the epoch) a version written now is stamped with: one clock for every node that
+   * shares the store, read under the write lock, so that versions' lastUpdated follow the order in which they
+   * commit. A poller that resumes at the newest lastUpdated it saw (inclusive) misses nothing, whichever node
+   * wrote, and whatever that node's own clock says.
+   */
+  now(): number;
   current(type: string, id: string): Promise<CurrentVersion | undefined>;
   /**
    * A hint that `current` of these resources follows (a transaction Bundle's updates): a store whose reads
@@ -348,6 +355,12 @@ export interface ResourceStore {
    * every run is fine).
    */
   transaction<T>(partition: string, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T>;
+  /**
+   * An instant T (ms) such that every version stamped at or before T has committed, and every version that
+   * commits later is stamped after T: a point in the store's time that a later `_lastUpdated=gtT` (or `_since`)
+   * continues from without a gap. Waits for a write transaction in flight.
+   */
+  committedThrough(): Promise<number>;
 }
 
 export interface Store {

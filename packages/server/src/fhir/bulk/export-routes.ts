@@ -34,6 +34,13 @@ interface ExportJob extends AsyncJob {
   /** Patients the export was asked for by name, for the audit of every download. */
   patients?: string[] | undefined;
   group?: string | undefined;
+  /**
+   * The manifest's `transactionTime`: taken from the store when no write was between its stamp and its commit,
+   * so every resource changed up to it is in this export and an export `_since` it misses none changed later.
+   * (The kick-off's acceptance time was not: a write stamped before it could commit after the job had read.)
+   * Jobs accepted before it was kept use acceptedAt.
+   */
+  transactionTime?: string | undefined;
 }
 
 export interface BulkExportOptions {
@@ -64,7 +71,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       );
       const fileUrl = (name: string) => `${job.base}/$export-file/${job.id}/${name}`;
       const manifest = {
-        transactionTime: job.acceptedAt,
+        transactionTime: job.transactionTime ?? job.acceptedAt,
         request: job.url,
         requiresAccessToken: true,
         output: files.map((f) => ({ type: f.type, url: fileUrl(`${f.type}.ndjson`), count: f.count })),
@@ -129,6 +136,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
           url,
           patients: request.patients,
           group,
+          transactionTime: new Date(await ctx.store.resources.committedThrough()).toISOString(),
         },
         Readable.from([JSON.stringify(request)]),
       );

@@ -7,7 +7,7 @@ import { validate } from '../validation/validate.ts';
 
 /** Writes version 1 of a new resource inside an open transaction. */
 export async function createIn(tx: ResourceTransaction, resource: Prepared): Promise<StoredVersion> {
-  const lastUpdated = nextTimestamp(undefined);
+  const lastUpdated = nextTimestamp(tx.now(), undefined);
   const { content, index } = stamp(resource, 1, lastUpdated);
   const { type, id } = resource;
   const written: StoredVersion = { type, id, version: 1, lastUpdated, method: 'POST', content };

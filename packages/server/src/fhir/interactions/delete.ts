@@ -13,7 +13,7 @@ export async function removeIn(tx: ResourceTransaction, type: string, id: string
     type,
     id,
     version: current.version + 1,
-    lastUpdated: nextTimestamp(current.lastUpdated),
+    lastUpdated: nextTimestamp(tx.now(), current.lastUpdated),
     method: 'DELETE',
     content: undefined,
   });

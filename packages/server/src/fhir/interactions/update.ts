@@ -32,7 +32,7 @@ export async function updateIn(
     );
   }
   const version = (current?.version ?? 0) + 1;
-  const lastUpdated = nextTimestamp(current?.lastUpdated);
+  const lastUpdated = nextTimestamp(tx.now(), current?.lastUpdated);
   const { content, index } = stamp(resource, version, lastUpdated);
   const written: StoredVersion = { type, id, version, lastUpdated, method, content };
   await tx.write({ ...written, index });

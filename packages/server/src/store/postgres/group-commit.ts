@@ -31,6 +31,19 @@ const AUDIT_ONLY = `WITH ${auditCtes(0).join(',\n  ')}\nSELECT 1`;
 const WRITE_AND_AUDIT = `WITH ${[...writeCtes(), ...auditCtes(WRITE_PARAMS)].join(',\n  ')}\nSELECT 1`;
 const MAX_WRITES = 500;
 
+/**
+ * The database's clock, in ms: versions are stamped with it, not with the node's, so that a node whose clock
+ * lags cannot stamp a version that commits after another node's with an earlier lastUpdated.
+ */
+export const NOW_SQL = 'SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms';
+
+/** The value NOW_SQL selected, from the results of a simple query. */
+export function databaseNow(results: pg.QueryResult[]): number {
+  const ms = results.find((r) => r.fields?.[0]?.name === 'now_ms')?.rows[0]?.now_ms;
+  if (typeof ms !== 'number') throw new Error('the database did not tell its time');
+  return ms;
+}
+
 /** The transaction prologue of a vault: the vault role, and the partition row-level security admits. */
 export function enterVault(partition: string): string {
   return `SET LOCAL ROLE ${VAULT_ROLE}; SELECT set_config('carevault.partition', ${sqlLiteral(partition.replaceAll('\0', '\uFFFD'))}, true)`;
@@ -73,8 +86,13 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
   // send nothing else before it, and a roundtrip inside the lock costs more than an unused savepoint.
   let spare = !alone;
   const results = (await c.query(
-    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ` ${GENERIC_PLANS};`}${firstVault !== undefined ? ` ${enterVault(firstVault)};` : ''} ${HEAD_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
+    `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); SET LOCAL ROLE ${VAULT_ROLE};${auditOnly ? ' SET LOCAL synchronous_commit TO off;' : ` ${GENERIC_PLANS};`}${firstVault !== undefined ? ` ${enterVault(firstVault)};` : ''} ${HEAD_SQL}; ${NOW_SQL};${spare ? ' SAVEPOINT batch' : ''}`,
   )) as unknown as pg.QueryResult[];
+  // Read under the lock, after the previous group committed: this group's stamps are not earlier than any
+  // committed before it, on any node. Within the group the node's monotonic clock advances it.
+  const base = databaseNow(results);
+  const since = performance.now();
+  const now = () => Math.floor(base + performance.now() - since);
   const stored: string | null | undefined = results.find((r) => r.command === 'SELECT' && r.fields[0]?.name === 'hash')
     ?.rows[0]?.hash;
   let head = stored ? hashHex(stored) : GENESIS;
@@ -200,6 +218,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
     // What prefetch read, by key (undefined: absent), until this job writes the resource.
     const known = new Map<string, CurrentVersion | undefined>();
     const tx: ResourceTransaction = {
+      now,
       async current(type, id) {
         const key = `${type}/${id}`;
         if (known.has(key)) return known.get(key);
@@ -269,6 +288,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
 /** The transaction an audit-only job sees: it only appends events. */
 function auditCollector(push: (r: AuditRecord) => void): ResourceTransaction {
   return {
+    now: () => Date.now(),
     current: () => Promise.reject(new Error('audit-only job')),
     write: () => Promise.reject(new Error('audit-only job')),
     search: () => Promise.reject(new Error('audit-only job')),

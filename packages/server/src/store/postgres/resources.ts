@@ -5,7 +5,7 @@ import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
 import type { AuditRecord, CurrentVersion, ResourceStore } from '../types.ts';
 import { checkout, clean, numbered, rethrow } from './connection.ts';
-import { commitGroup, enterVault, type GroupReads, type Job } from './group-commit.ts';
+import { commitGroup, databaseNow, enterVault, type GroupReads, type Job, NOW_SQL } from './group-commit.ts';
 import { GENERIC_PLANS, reindexCtes, reindexParams } from './index-rows.ts';
 import { LOCK_WRITE } from './migrate.ts';
 
@@ -231,6 +231,22 @@ export function resourceStore(
     },
     transaction(partition, fn) {
       return enqueue({ partition, fn: fn as Job['fn'] });
+    },
+    async committedThrough() {
+      // Under the write lock no transaction is between stamping and committing, and versions are stamped with
+      // the database's clock (group-commit.ts): what committed is stamped at or before its now, what commits
+      // later at or after it.
+      const client = await checkout(pool);
+      try {
+        const results = (await client.query(
+          `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_WRITE}); ${NOW_SQL}; COMMIT`,
+        )) as unknown as pg.QueryResult[];
+        client.release();
+        return Math.floor(databaseNow(results)) - 1;
+      } catch (err) {
+        client.release(true);
+        return rethrow(err);
+      }
     },
   };
   return {

@@ -53,6 +53,8 @@ export function resourceStore(
   }
   let queue: Job[] = [];
   const txFor = (partition: string): ResourceTransaction => ({
+    // One process writes this database, and a transaction runs within one turn of the event loop.
+    now: () => Date.now(),
     async current(type, id) {
       const row = current.get(partition, type, id) as CurrentRow | undefined;
       return row ? toCurrent(row) : undefined;
@@ -204,6 +206,9 @@ export function resourceStore(
     transaction(partition, fn) {
       return enqueue({ partition, fn: fn as Job['fn'] });
     },
+    // No transaction is ever in flight between two turns of the event loop, and versions are stamped with
+    // this process's clock: whatever commits from now on is stamped at or after now.
+    committedThrough: async () => Date.now() - 1,
   };
   return {
     resources,
