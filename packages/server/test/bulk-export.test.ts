@@ -359,7 +359,7 @@ describe('patient- and group-level $export', () => {
       [bibi?.id],
     );
     assert.deepEqual(await errorLines(all.manifest), [
-      `information informational: 1 inactive member(s) of Group/${group.json.id} are not exported (Group.member.inactive)`,
+      `information informational: 1 member(s) of Group/${group.json.id} are inactive or outside their membership period: not exported (Group.member.inactive, Group.member.period)`,
       `information informational: 1 member(s) of Group/${group.json.id} are not Patient references: not exported`,
     ]);
     const some = await runExport(`/bulk/Group/${group.json.id}/$export`, reader, { body: named(bibi?.id, cris?.id) });
@@ -373,6 +373,41 @@ describe('patient- and group-level $export', () => {
         `warning not-found: Patient/${cris?.id} is not an active member of Group/${group.json.id}: nothing of it is exported`,
       ),
     );
+  });
+
+  test("a group's members whose membership period has ended or not yet begun are left out", async () => {
+    const writer = await groupWriter();
+    const year = new Date().getUTCFullYear();
+    const exported = async (member: unknown[]) => {
+      const group = await fhir(p, writer, 'POST', '/bulk/Group', {
+        resourceType: 'Group',
+        type: 'person',
+        actual: true,
+        member,
+      });
+      assert.equal(group.status, 201, group.text);
+      const { manifest } = await runExport(`/bulk/Group/${group.json.id}/$export?_type=Patient`);
+      assert.ok(manifest);
+      const notes = await errorLines(manifest);
+      return { ids: (await lines(manifest, 'Patient')).map((r) => r.id), notes };
+    };
+    // Periods of every precision: a year, a month, a day, an instant.
+    const ended = await exported([
+      { entity: { reference: `Patient/${bibi?.id}` }, period: { start: '2019', end: `${year + 1}-01` } },
+      { entity: { reference: `Patient/${cris?.id}` }, period: { start: '2019-03-04', end: '2021-06' } },
+    ]);
+    assert.deepEqual(ended.ids, [bibi?.id]);
+    assert.equal(ended.notes.length, 1);
+    assert.match(ended.notes[0] as string, /1 member\(s\) .* outside their membership period/);
+    const future = await exported([
+      { entity: { reference: `Patient/${bibi?.id}` }, period: { start: `${year + 1}-02-03T04:05:06Z` } },
+      {
+        entity: { reference: `Patient/${cris?.id}` },
+        period: { start: '2019-03-04T10:00:00+01:00', end: `${year + 2}` },
+      },
+    ]);
+    assert.deepEqual(future.ids, [cris?.id]);
+    assert.equal(future.notes.length, 1);
   });
 });
 

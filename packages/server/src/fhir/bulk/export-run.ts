@@ -12,6 +12,7 @@ import { restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
 import { elementsOnly } from '../search/subset.ts';
+import { dateRange } from '../search/values.ts';
 import { type ExportRequest, elementsFor } from './export-request.ts';
 
 const PAGE = 1000;
@@ -70,7 +71,15 @@ export interface ExportNote {
   diagnostics: string;
 }
 
-type Member = { entity?: { reference?: string }; inactive?: boolean };
+type Member = { entity?: { reference?: string }; inactive?: boolean; period?: { start?: string; end?: string } };
+
+/** Whether a member is in its group at `at`: not flagged inactive, and `at` within its membership period. */
+function memberAt(m: Member, at: number): boolean {
+  if (m.inactive === true) return false;
+  const start = m.period?.start ? dateRange(m.period.start) : undefined;
+  const end = m.period?.end ? dateRange(m.period.end) : undefined;
+  return (!start || start[0] <= at) && (!end || at < end[1]);
+}
 
 /**
  * The patients of a patient- or group-level export: those named, the group's active members, or every Patient.
@@ -89,12 +98,15 @@ export async function exportPatients(
     if (group?.content === undefined) throw new FhirError(404, 'not-found', `Group/${request.group} not found`);
     const member = (JSON.parse(group.content) as { member?: Member[] }).member ?? [];
     const patientOf = (m: Member) => /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '')?.[1];
-    members = member.flatMap((m) => (m.inactive === true ? [] : (patientOf(m) ?? [])));
-    const inactive = member.filter((m) => m.inactive === true && patientOf(m)).length;
+    const now = Date.now();
+    members = member.flatMap((m) => (memberAt(m, now) ? (patientOf(m) ?? []) : []));
+    const inactive = member.filter((m) => !memberAt(m, now) && patientOf(m)).length;
     const others = member.filter((m) => !patientOf(m)).length;
     if (inactive > 0)
       notes.push(
-        info(`${inactive} inactive member(s) of Group/${request.group} are not exported (Group.member.inactive)`),
+        info(
+          `${inactive} member(s) of Group/${request.group} are inactive or outside their membership period: not exported (Group.member.inactive, Group.member.period)`,
+        ),
       );
     if (others > 0)
       notes.push(info(`${others} member(s) of Group/${request.group} are not Patient references: not exported`));
