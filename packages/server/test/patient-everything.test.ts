@@ -95,7 +95,7 @@ describe('Patient/$everything', () => {
     assert.equal(page.total, whole.length);
   });
 
-  test('_type and _since narrow it; start and end are refused, bad values are 400', async () => {
+  test('_type and _since narrow it; bad values are 400', async () => {
     const typed = await everything('?_type=Patient,Observation,Organization&_count=1000');
     const observations = bibi.filter((r) => r.resourceType === 'Observation').map(key);
     assert.deepEqual(matches(typed).sort(), [`Patient/${bibiId}`, ...observations].sort());
@@ -111,10 +111,77 @@ describe('Patient/$everything', () => {
     assert.equal(post.status, 200, post.text);
     const conditions = bibi.filter((r) => r.resourceType === 'Condition').map(key);
     assert.deepEqual(matches(post.json as unknown as Page).sort(), conditions.sort());
-    for (const bad of ['start=2020', 'end=2021', '_type=Nope', '_count=0', '_since=yesterday', '_cursor=abc']) {
+    for (const bad of [
+      '_type=Nope',
+      '_count=0',
+      '_since=yesterday',
+      '_cursor=abc',
+      'start=2020-13',
+      'start=yesterday',
+      'start=2020-03-06T10:00:00Z',
+      'end=2020-02-30',
+      'start=2021&end=2020',
+      'start=2020&start=2021',
+    ]) {
       const r = await fhir(p, reader, 'GET', `/ev/Patient/${bibiId}/$everything?${bad}`);
       assert.equal(r.status, 400, `${bad}: ${r.text}`);
     }
+  });
+
+  test('start and end narrow the clinical-date types to those whose care date overlaps them; the rest come whole', async () => {
+    /** A resource's care date as SearchParameter clinical-date reads it, for the types of Bibi's record that have one. */
+    const careDate = (r: R): [number, number] | undefined => {
+      const x = r as R & Record<string, string | { start: string; end?: string } | undefined>;
+      const at = x.effectiveDateTime ?? x.occurrenceDateTime ?? x.performedDateTime ?? x.recordedDate;
+      if (typeof at === 'string') return [Date.parse(at), Date.parse(at)];
+      const period = (x.period ?? x.performedPeriod) as { start: string; end?: string } | undefined;
+      return period ? [Date.parse(period.start), period.end ? Date.parse(period.end) : Infinity] : undefined;
+    };
+    const clinical = new Set([
+      'CarePlan',
+      'CareTeam',
+      'DiagnosticReport',
+      'Encounter',
+      'Immunization',
+      'Observation',
+      'Procedure',
+    ]);
+    const expected = (from: number, until: number) =>
+      bibi
+        .filter((r) => !OUTSIDE.has(r.resourceType))
+        .filter((r) => {
+          if (!clinical.has(r.resourceType)) return true;
+          const d = careDate(r);
+          return d !== undefined && d[1] >= from && d[0] < until;
+        })
+        .map(key)
+        .sort();
+    const cases: [string, number, number][] = [
+      ['start=2020-03&end=2020-03', Date.UTC(2020, 2), Date.UTC(2020, 3)],
+      // 21:20 at -07:00 on the 9th is the 10th in UTC, the zone of a date without one here.
+      ['start=2014-04-10&end=2014-04-10', Date.UTC(2014, 3, 10), Date.UTC(2014, 3, 11)],
+      ['end=2011', -Infinity, Date.UTC(2012, 0)],
+      ['start=2020-05', Date.UTC(2020, 4), Infinity],
+    ];
+    for (const [query, from, until] of cases) {
+      const want = expected(from, until);
+      assert.ok(want.length < record.length && want.some((k) => clinical.has(k.split('/')[0] as string)), query);
+      assert.deepEqual(matches(await everything(`?${query}&_count=1000`)).sort(), want, query);
+    }
+    // The next links keep start and end.
+    const seen: string[] = [];
+    let page = await everything('?start=2020-03&end=2020-03&_count=7');
+    for (;;) {
+      seen.push(...matches(page));
+      const next = page.link?.find((l) => l.relation === 'next')?.url;
+      if (!next) break;
+      assert.match(next, /start=2020-03&end=2020-03/);
+      const r = await fhir(p, reader, 'GET', next.slice(p.fhirBase.length));
+      assert.equal(r.status, 200, r.text);
+      page = r.json as unknown as Page;
+    }
+    assert.deepEqual(seen.sort(), expected(Date.UTC(2020, 2), Date.UTC(2020, 3)));
+    assert.equal(page.total, seen.length);
   });
 
   test('only what the token may search and read: other types drop out, asking for one is 403', async () => {

@@ -13,6 +13,7 @@ import { assertVisible, resolveIncludes, restrictionFilter } from '../interactio
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { parseSearch } from '../search/parse.ts';
+import { dateRange } from '../search/values.ts';
 import { operationParams } from './operation-params.ts';
 
 const DEFAULT_COUNT = 100;
@@ -26,13 +27,47 @@ const COMPARTMENT_TYPES = [
   ...[...RESOURCE_TYPES].filter((t) => t !== 'Patient' && inPatientCompartment(t)).sort(),
 ];
 
+/**
+ * The types of R4's SearchParameter clinical-date (`date`): what `start` and `end` narrow, by that parameter.
+ * The operation's "care dates" name no element; the other types have no care date to judge and come whole, as
+ * in Blaze. A resource of these types without the date is left out, as a `date` search leaves it out.
+ */
+const CLINICAL_DATE_TYPES = new Set([
+  'AllergyIntolerance',
+  'CarePlan',
+  'CareTeam',
+  'ClinicalImpression',
+  'Composition',
+  'Consent',
+  'DiagnosticReport',
+  'Encounter',
+  'EpisodeOfCare',
+  'FamilyMemberHistory',
+  'Flag',
+  'Immunization',
+  'List',
+  'Observation',
+  'Procedure',
+  'RiskAssessment',
+  'SupplyRequest',
+]);
+const DATE_RE = /^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$/;
+
 const bad = (message: string) => new FhirError(400, 'invalid', message);
+
+/** `start` / `end` (type date): a date of any precision, given once. */
+function careDate(name: string, value: string, previous: string | undefined): string {
+  if (previous !== undefined) throw bad(`${name} is given once`);
+  if (!DATE_RE.test(value) || !dateRange(value))
+    throw new FhirError(400, 'value', `${name} must be a date such as 2020, 2020-03 or 2020-03-06, not "${value}"`);
+  return value;
+}
 
 /**
  * Patient `$everything` (R4 patient-operation-everything): the patient, every resource of its compartment the
  * caller may search, and the resources they refer to outside it (practitioners, organizations, locations,
- * medications…) that the caller may read. Parameters `_since`, `_type`, `_count`; `start` and `end` (care dates)
- * are refused. Pages walk the types in a fixed order, each in (lastUpdated, id) order, and `next` links continue
+ * medications…) that the caller may read. Parameters `_since`, `_type`, `_count`, and `start` / `end` (care
+ * dates, inclusive at their precision: the clinical-date types whose date overlaps them). Pages walk the types in a fixed order, each in (lastUpdated, id) order, and `next` links continue
  * by position. Each page is audited as a disclosure of the patient's record.
  */
 export async function patientEverything(
@@ -42,6 +77,8 @@ export async function patientEverything(
   strict: boolean,
 ): Promise<string> {
   let since: string | undefined;
+  let from: string | undefined;
+  let to: string | undefined;
   let asked: string[] | undefined;
   let count = DEFAULT_COUNT;
   let position: Position | undefined;
@@ -57,11 +94,19 @@ export async function patientEverything(
         throw bad(`_count must be a whole number from 1, not "${value}"`);
       count = Math.min(Number(value), MAX_COUNT);
     } else if (name === '_cursor') position = decodePosition(value);
-    else if (name === 'start' || name === 'end')
-      throw new FhirError(400, 'not-supported', `${name} (care dates) is not supported; _since narrows by last update`);
+    else if (name === 'start') from = careDate(name, value, from);
+    else if (name === 'end') to = careDate(name, value, to);
     else if (strict && !['_format', '_pretty'].includes(name))
       throw new FhirError(400, 'not-supported', `unknown $everything parameter ${name}`);
   }
+
+  if (from && to && (dateRange(from) as [number, number])[0] >= (dateRange(to) as [number, number])[1])
+    throw bad(`start ${from} is after end ${to}`);
+  const narrowing: [string, string][] = [];
+  if (since) narrowing.push(['_lastUpdated', `ge${since}`]);
+  const care: [string, string][] = [];
+  if (from) care.push(['date', `ge${from}`]);
+  if (to) care.push(['date', `le${to}`]);
 
   // Types the caller may search: all of the compartment's, or those asked for, each of which must be allowed.
   const searchable = (type: string) => decide(ctx.access, type, 'search-type');
@@ -79,10 +124,8 @@ export async function patientEverything(
     const filters: SearchFilter[] = [compartmentFilter(type, patient) as SearchFilter];
     const restriction = restrictionFilter(ctx, type, d.restrictions);
     if (restriction) filters.push(restriction);
-    if (since)
-      filters.push(
-        ...parseSearch(type, [['_lastUpdated', `ge${since}`]], { base: ctx.base, strict: true }).query.filters,
-      );
+    const narrow = CLINICAL_DATE_TYPES.has(type) ? [...narrowing, ...care] : narrowing;
+    if (narrow.length > 0) filters.push(...parseSearch(type, narrow, { base: ctx.base, strict: true }).query.filters);
     const query = { type, filters, sort: [], limit, offset: 0, after, total: false };
     return ctx.store.resources.search(ctx.partition, query).then((r) => r.matches);
   };
@@ -112,6 +155,8 @@ export async function patientEverything(
 
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);
+  if (from) kept.set('start', from);
+  if (to) kept.set('end', to);
   if (asked) kept.set('_type', asked.join(','));
   kept.set('_count', String(count));
   const url = (p?: Position) =>
