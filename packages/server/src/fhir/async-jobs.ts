@@ -17,6 +17,11 @@ import { FhirError, operationOutcome } from './errors.ts';
 export const ASYNC_BODY_LIMIT = 256 * 1024 * 1024;
 const HEARTBEAT_MS = 5_000;
 const STALE_MS = 30_000;
+/**
+ * Jobs a node runs at once: a second one, so that a small export or submission does not wait behind a large
+ * one (each streams page by page, so two hold little memory); more would only share the same two cores.
+ */
+export const JOB_WORKERS = 2;
 const JOB_ID_RE = /^[0-9a-f-]{36}$/;
 
 /** A VaultAccess as JSON: its scopes by their text. */
@@ -98,7 +103,7 @@ function limitTo(limit: number): Transform {
  */
 export class AsyncJobs<J extends AsyncJob> {
   private readonly node = randomUUID();
-  private running = false;
+  private active = 0;
   private again = false;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
@@ -107,6 +112,7 @@ export class AsyncJobs<J extends AsyncJob> {
     private readonly dir: string,
     private readonly execute: (job: J, body: string, update: (j: J) => Promise<void>) => Promise<J['result']>,
     private readonly log: { error(o: object, msg: string): void },
+    private readonly workers = JOB_WORKERS,
   ) {}
 
   private file = (id: string, kind: 'job' | 'body' | 'lock' | 'poll') =>
@@ -219,34 +225,44 @@ export class AsyncJobs<J extends AsyncJob> {
 
   private kick(): void {
     if (this.stopped) return;
-    // A kick while draining (a job accepted just as the loop found nothing) is not lost: the loop runs again.
-    if (this.running) {
+    // A kick while every worker is busy (a job accepted just as a loop found nothing) is not lost: a loop runs
+    // again when one ends.
+    if (this.active >= this.workers) {
       this.again = true;
       return;
     }
-    this.running = true;
+    this.active++;
     this.again = false;
     void this.drain()
-      .catch((err) => this.log.error({ err: { message: (err as Error).message } }, 'submission jobs'))
+      .catch((err) => this.log.error({ err: { message: (err as Error).message } }, 'asynchronous jobs'))
       .finally(() => {
-        this.running = false;
+        this.active--;
         if (this.again) this.kick();
       });
   }
 
   private async drain(): Promise<void> {
     for (;;) {
-      const names = await readdir(this.dir).catch(() => [] as string[]);
+      // Oldest first, so that a job is never passed over for ever by those accepted after it.
+      const waiting = (await this.list())
+        .filter((j) => j.state !== 'completed' && j.state !== 'failed')
+        .sort((a, b) => a.acceptedAt.localeCompare(b.acceptedAt) || a.id.localeCompare(b.id));
       let claimed: J | undefined;
-      for (const name of names.filter((n) => n.endsWith('.job.json')).sort()) {
-        const job = await this.get(name.slice(0, -'.job.json'.length));
-        if (!job || job.state === 'completed' || job.state === 'failed') continue;
-        if (await this.claim(job.id)) {
-          claimed = job;
+      for (const job of waiting) {
+        if (!(await this.claim(job.id))) continue;
+        // Read again under the lock: the node that ran it may have finished and let go of it since the list.
+        const now = await this.get(job.id);
+        if (now && now.state !== 'completed' && now.state !== 'failed') {
+          claimed = now;
           break;
         }
+        await rm(this.file(job.id, 'lock'), { force: true });
       }
-      if (!claimed || this.stopped) return;
+      if (!claimed) return;
+      if (this.stopped) {
+        await rm(this.file(claimed.id, 'lock'), { force: true });
+        return;
+      }
       await this.run(claimed);
     }
   }
