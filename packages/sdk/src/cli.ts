@@ -9,7 +9,7 @@ import { FhirClient } from './fhir-client.js';
 import type { OperationOutcome, Resource } from './fhir-types.js';
 import { tlsFetch } from './node.js';
 import { TokenManager } from './token-manager.js';
-import { bulkExport, exportErrors, exportedResources } from './workflows/bulk/export.js';
+import { bulkExport, deletedBundles, exportErrors, exportedResources } from './workflows/bulk/export.js';
 import { submitMeasureData } from './workflows/deqm/submit.js';
 import { connectViaDirectory } from './workflows/network/connect.js';
 import { parseCandidates } from './workflows/scp/candidates.js';
@@ -270,8 +270,9 @@ async function query(args: string[]): Promise<number> {
 }
 
 /**
- * Bulk Data export into `<out>/<Type>.ndjson`, one file per type the server exported, and `<out>/errors.ndjson` when
- * the server left something out; prints the manifest.
+ * Bulk Data export into `<out>/<Type>.ndjson`, one file per type the server exported, `<out>/errors.ndjson` when
+ * the server left something out, and `<out>/deleted.ndjson` (the IG's transaction Bundles of DELETE entries) when
+ * a `--since` export names resources deleted since; prints the manifest.
  */
 async function exportData(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -326,6 +327,7 @@ async function exportData(args: string[]): Promise<number> {
       // What the server left out, and why: kept beside the data, and said where a person sees it.
       await writeExported(tell(exportErrors(client, manifest)), join(out, 'errors.ndjson'));
     }
+    if (manifest.deleted?.length) await writeExported(deletedBundles(client, manifest), join(out, 'deleted.ndjson'));
     process.stdout.write(`${JSON.stringify(manifest, null, 2)}\n`);
     return 0;
   } finally {

@@ -38,7 +38,9 @@ export {
   type BulkExportOptions,
   bulkExport,
   cancelExport,
+  type ExportedDeletion,
   type ExportManifest,
+  exportDeletions,
   exportErrors,
   exportedResources,
 } from './workflows/bulk/export.js';

@@ -10,6 +10,7 @@ import {
   type Bundle,
   bulkExport,
   cancelExport,
+  exportDeletions,
   exportErrors,
   exportedResources,
   FhirClient,
@@ -54,8 +55,8 @@ after(async () => {
 });
 
 const count = async (type: string) => ((await fhir.search(type, { _summary: 'count' })) as Bundle).total;
-const all = async (it: AsyncIterable<Resource>) => {
-  const out: Resource[] = [];
+const all = async <T = Resource>(it: AsyncIterable<T>) => {
+  const out: T[] = [];
   for await (const r of it) out.push(r);
   return out;
 };
@@ -184,6 +185,28 @@ describe('bulkExport', () => {
     );
   });
 
+  test('a _since export names what was deleted since; the CLI keeps it as deleted.ndjson', async () => {
+    const observation = { resourceType: 'Observation', status: 'final', code: { text: 'deleted since' } };
+    const [gone, kept] = [await fhir.create(observation), await fhir.create(observation)];
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const since = new Date();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await fhir.delete('Observation', gone.id as string);
+    const { manifest } = await bulkExport(fhir, { since, types: ['Observation'], pollIntervalMs: 20 });
+    const deletions = await all(exportDeletions(fhir, manifest));
+    assert.deepEqual(
+      deletions.map((d) => `${d.type}/${d.id}`),
+      [`Observation/${gone.id}`],
+    );
+    const at = deletions[0]?.deletedAt as string;
+    assert.ok(Date.parse(at) > since.getTime(), at);
+    assert.deepEqual(manifest.output, [], `${kept.id} did not change`);
+    // Without _since the manifest lists no deletions, and the SDK yields none.
+    const whole = await bulkExport(fhir, { types: ['Observation'], pollIntervalMs: 20 });
+    assert.equal(whole.manifest.deleted, undefined);
+    assert.deepEqual(await all(exportDeletions(fhir, whole.manifest)), []);
+  });
+
   test("a refused kick-off is the server's error; an export that outlives timeoutMs names its status URL", async () => {
     await assert.rejects(bulkExport(fhir, { types: ['NotAType'] }), (err: unknown) => {
       assert.ok(err instanceof FhirResponseError);
@@ -265,6 +288,21 @@ describe('carevault-client export', () => {
     assert.match(r2.stderr, new RegExp(`export warning: Patient/nobody is not an active member of Group/${group.id}`));
     const outcome = JSON.parse(readFileSync(join(left, 'errors.ndjson'), 'utf8')) as OperationOutcome;
     assert.equal(outcome.issue[0]?.code, 'not-found');
+    // A --since export keeps what was deleted since, as the server's transaction Bundles.
+    const since = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const doomed = await fhir.create({ resourceType: 'Condition', subject: { reference: 'Patient/x' } });
+    await fhir.delete('Condition', doomed.id as string);
+    const incremental = join(cara.dataDir, 'export-since');
+    const r3 = await cli('--out', incremental, '--since', since, '--type', 'Condition');
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.deepEqual(readdirSync(incremental), ['deleted.ndjson']);
+    const line = JSON.parse(readFileSync(join(incremental, 'deleted.ndjson'), 'utf8')) as Bundle;
+    assert.equal(line.type, 'transaction');
+    assert.deepEqual(
+      line.entry?.map((e) => e.request),
+      [{ method: 'DELETE', url: `Condition/${doomed.id}` }],
+    );
     const refused = await cli('--out', join(out, 'x'), '--type', 'Nope');
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /Nope is not an R4 resource type/);

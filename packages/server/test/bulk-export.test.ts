@@ -46,6 +46,7 @@ interface Manifest {
   requiresAccessToken: boolean;
   output: { type: string; url: string; count: number }[];
   error: unknown[];
+  deleted?: { type: string; url: string; count: number }[];
 }
 
 async function get(caller: Caller | undefined, url: string, method = 'GET') {
@@ -86,6 +87,24 @@ async function runExport(
   }
   throw new Error('the export did not finish');
 }
+
+/** The manifest's error file, one OperationOutcome per line, as "severity code: diagnostics". */
+const errorLines = async (manifest: Manifest, caller = reader) => {
+  const file = manifest.error[0] as { type: string; url: string; count: number } | undefined;
+  if (!file) return [];
+  assert.equal(file.type, 'OperationOutcome');
+  const r = await get(caller, file.url);
+  assert.equal(r.status, 200, r.text);
+  const outcomes = r.text
+    .trim()
+    .split('\n')
+    .map(
+      (l) =>
+        JSON.parse(l) as { resourceType: string; issue: { severity: string; code: string; diagnostics: string }[] },
+    );
+  assert.equal(outcomes.length, file.count);
+  return outcomes.map((o) => `${o.issue[0]?.severity} ${o.issue[0]?.code}: ${o.issue[0]?.diagnostics}`);
+};
 
 async function lines(manifest: Manifest, type: string, caller = reader): Promise<R[]> {
   const file = manifest.output.find((o) => o.type === type);
@@ -289,23 +308,6 @@ describe('patient- and group-level $export', () => {
       { name: '_type', valueString: 'Patient' },
     ],
   });
-  /** The manifest's error file, one OperationOutcome per line, as "severity code: diagnostics". */
-  const errorLines = async (manifest: Manifest, caller = reader) => {
-    const file = manifest.error[0] as { type: string; url: string; count: number } | undefined;
-    if (!file) return [];
-    assert.equal(file.type, 'OperationOutcome');
-    const r = await get(caller, file.url);
-    assert.equal(r.status, 200, r.text);
-    const outcomes = r.text
-      .trim()
-      .split('\n')
-      .map(
-        (l) =>
-          JSON.parse(l) as { resourceType: string; issue: { severity: string; code: string; diagnostics: string }[] },
-      );
-    assert.equal(outcomes.length, file.count);
-    return outcomes.map((o) => `${o.issue[0]?.severity} ${o.issue[0]?.code}: ${o.issue[0]?.diagnostics}`);
-  };
 
   test('the error file: named patients not in the vault, parameters ignored under handling=lenient', async () => {
     const { manifest } = await runExport(
@@ -606,5 +608,113 @@ describe('kick-off errors', () => {
       { ...KICK_OFF, prefer: 'respond-async, handling=lenient' },
     );
     assert.equal(lenient.status, 202, lenient.text);
+  });
+});
+
+describe('_since exports list what was deleted since (manifest `deleted`)', () => {
+  const [bibi, cris] = FILES.map((f) => resourcesOf(f));
+  const patientOf = (rs: R[] | undefined) => (rs ?? []).find((r) => r.resourceType === 'Patient')?.id;
+  const observationsOf = (rs: R[] | undefined) => (rs ?? []).filter((r) => r.resourceType === 'Observation');
+
+  /** The deletions a manifest lists, as "Type/id", after checking each line is the IG's transaction Bundle. */
+  async function deletedIn(manifest: Manifest, caller = reader): Promise<string[]> {
+    const out: string[] = [];
+    for (const file of manifest.deleted ?? []) {
+      assert.equal(file.type, 'Bundle');
+      const r = await get(caller, file.url);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.type, 'application/fhir+ndjson');
+      const bundles = r.text
+        .trim()
+        .split('\n')
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              resourceType: string;
+              type: string;
+              entry: { request: { method: string; url: string } }[];
+            },
+        );
+      assert.equal(bundles.length, file.count);
+      for (const b of bundles) {
+        assert.equal(b.resourceType, 'Bundle');
+        assert.equal(b.type, 'transaction');
+        for (const e of b.entry) {
+          assert.equal(e.request.method, 'DELETE');
+          out.push(e.request.url);
+        }
+      }
+    }
+    return out.sort();
+  }
+
+  test('deleted after _since and still deleted, within the export: as DELETE entries; the rest not', async () => {
+    const writer = await secretClient(p, 'bulk-deleter', 'system/Observation.cruds');
+    await grant(p, { partition: 'bulk', client: 'bulk-deleter', scope: 'system/Observation.cruds' });
+    const [b1, b2, b3] = observationsOf(bibi);
+    const [c1, c2] = observationsOf(cris);
+    assert.ok(b1 && b2 && b3 && c1 && c2);
+    const del = async (o: R) =>
+      assert.equal((await fhir(p, writer, 'DELETE', `/bulk/Observation/${o.id}`)).status, 204);
+    await del(b1); // deleted before _since: the previous export already said so
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const since = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await del(b2);
+    await del(c1);
+    // Deleted, then written again: it exists, and is in the output.
+    await del(c2);
+    const again = await fhir(p, writer, 'PUT', `/bulk/Observation/${c2.id}`, { ...c2, status: 'amended' });
+    assert.equal(again.status, 201, again.text);
+    // Created and deleted since: listed (a DELETE of what the client never had is harmless to it).
+    const brief = await fhir(p, writer, 'POST', '/bulk/Observation', { ...b3, id: undefined });
+    assert.equal(brief.status, 201, brief.text);
+    await del(brief.json as unknown as R);
+
+    const system = (await runExport(`/bulk/$export?_type=Observation,Patient&_since=${since}`)).manifest as Manifest;
+    assert.deepEqual(
+      await deletedIn(system),
+      [`Observation/${b2.id}`, `Observation/${c1.id}`, `Observation/${brief.json.id}`].sort(),
+    );
+    assert.deepEqual(
+      system.deleted?.map((f) => f.url.split('/').pop()),
+      ['deleted-Observation.ndjson'],
+    );
+    assert.deepEqual(
+      (await lines(system, 'Observation')).map((r) => r.id),
+      [c2.id],
+    );
+
+    // Patient level, one patient: only what was in her compartment before it was deleted.
+    const one = await runExport('/bulk/Patient/$export', reader, {
+      body: {
+        resourceType: 'Parameters',
+        parameter: [
+          { name: 'patient', valueReference: { reference: `Patient/${patientOf(cris)}` } },
+          { name: '_since', valueInstant: since },
+          { name: '_type', valueString: 'Observation' },
+        ],
+      },
+    });
+    assert.deepEqual(await deletedIn(one.manifest as Manifest), [`Observation/${c1.id}`]);
+
+    // Nobody else downloads the file.
+    const url = system.deleted?.[0]?.url as string;
+    assert.equal((await get(stranger, url)).status, 404);
+
+    // A _typeFilter narrows the export by a query a deleted resource cannot be checked against: not listed, said.
+    const filtered = (
+      await runExport(
+        `/bulk/$export?_type=Observation&_since=${since}&_typeFilter=${encodeURIComponent('Observation?status=final')}`,
+      )
+    ).manifest as Manifest;
+    assert.deepEqual(filtered.deleted, []);
+    assert.deepEqual(await errorLines(filtered), [
+      `warning not-supported: deletions of Observation since ${since} are not listed: the export of Observation is narrowed by a query (_typeFilter, or the token's scope) that a deleted resource can no longer be checked against`,
+    ]);
+
+    // Without _since there is nothing to list.
+    const full = (await runExport('/bulk/$export?_type=Patient')).manifest as Manifest;
+    assert.equal(full.deleted, undefined);
   });
 });

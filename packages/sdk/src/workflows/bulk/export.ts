@@ -12,6 +12,16 @@ export interface ExportManifest {
   output: { type: string; url: string; count?: number }[];
   /** Files of OperationOutcomes: errors, warnings and information about what was left out. */
   error: { type: string; url: string; count?: number }[];
+  /** With `_since`: files of transaction Bundles whose DELETE entries name what was deleted since. */
+  deleted?: { type: string; url: string; count?: number }[];
+}
+
+/** A resource a `_since` export says was deleted since (a DELETE entry of its `deleted` files). */
+export interface ExportedDeletion {
+  type: string;
+  id: string;
+  /** When, as the server said (the Bundle's `meta.lastUpdated`), if it did. */
+  deletedAt?: string;
 }
 
 export interface BulkExportOptions {
@@ -190,6 +200,46 @@ async function publicBody(url: string, signal?: AbortSignal): Promise<AsyncItera
   }
   if (!res.ok) throw new BulkExportError(`${url} answered ${res.status}`);
   return bodyChunks(res, url);
+}
+
+/** The transaction Bundles of a finished `_since` export's `deleted` files, as the server wrote them. */
+export async function* deletedBundles(
+  client: FhirClient,
+  manifest: ExportManifest,
+  o: RequestOptions = {},
+): AsyncGenerator<Resource> {
+  const files = (manifest.deleted ?? []).filter((f) => f.type === 'Bundle');
+  for await (const bundle of fileLines(client, manifest.requiresAccessToken, files, o)) {
+    if ((bundle as { type?: string }).type !== 'transaction')
+      throw new BulkExportError(
+        `a line of a deleted file is a Bundle of type ${(bundle as { type?: string }).type}, not transaction`,
+      );
+    yield bundle;
+  }
+}
+
+/**
+ * What a finished `_since` export says was deleted since (its `deleted` array): one item per DELETE entry, so
+ * that a copy kept up to date by incremental exports can remove them too.
+ */
+export async function* exportDeletions(
+  client: FhirClient,
+  manifest: ExportManifest,
+  o: RequestOptions = {},
+): AsyncGenerator<ExportedDeletion> {
+  for await (const bundle of deletedBundles(client, manifest, o)) {
+    const b = bundle as { meta?: { lastUpdated?: string }; entry?: { request?: { method?: string; url?: string } }[] };
+    for (const e of b.entry ?? []) {
+      if (e.request?.method !== 'DELETE') continue;
+      const m = /(?:^|\/)([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(e.request.url ?? '');
+      if (!m) throw new BulkExportError(`a DELETE entry of a deleted file names "${e.request.url}", not Type/id`);
+      yield {
+        type: m[1] as string,
+        id: m[2] as string,
+        ...(b.meta?.lastUpdated ? { deletedAt: b.meta.lastUpdated } : {}),
+      };
+    }
+  }
 }
 
 /** DELETE on the status URL: the server stops the export (if it still runs) and removes its files. */

@@ -14,6 +14,7 @@ import { FhirError, operationOutcome } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import { operationParams } from '../operations/operation-params.ts';
 import { ID_RE } from '../resource-types.ts';
+import { DELETED_FILE_RE, deletedFile } from './export-deleted.ts';
 import { type ExportRequest, parseExportRequest } from './export-request.ts';
 import { ERROR_FILE, exportTypes, typeSearches, writeExport } from './export-run.ts';
 
@@ -64,7 +65,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
   const jobs: AsyncJobs<ExportJob> = new AsyncJobs<ExportJob>(
     join(o.jobsDir, 'exports'),
     async (job, text) => {
-      const { files, notes } = await writeExport(
+      const { files, deleted, notes } = await writeExport(
         jobContext(job, o.store, o.audit),
         JSON.parse(text) as ExportRequest,
         jobs.outputDir(job.id),
@@ -76,6 +77,10 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
         requiresAccessToken: true,
         output: files.map((f) => ({ type: f.type, url: fileUrl(`${f.type}.ndjson`), count: f.count })),
         error: notes.length > 0 ? [{ type: 'OperationOutcome', url: fileUrl(ERROR_FILE), count: notes.length }] : [],
+        // With `_since`: what was deleted since, per type (transaction Bundles of DELETE entries).
+        ...(deleted
+          ? { deleted: deleted.map((f) => ({ type: 'Bundle', url: fileUrl(deletedFile(f.type)), count: f.count })) }
+          : {}),
       };
       return { status: 200, body: JSON.stringify(manifest) };
     },
@@ -203,12 +208,15 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
     const name = req.params.file as string;
     const manifest =
       job.result?.status === 200
-        ? (JSON.parse(job.result.body) as { output: { type: string }[]; error: unknown[] })
+        ? (JSON.parse(job.result.body) as { output: { type: string }[]; error: unknown[]; deleted?: { url: string }[] })
         : undefined;
-    const type = /^([A-Z][A-Za-z]+)\.ndjson$/.exec(name)?.[1];
+    const deletions = DELETED_FILE_RE.exec(name)?.[1];
+    const type = /^([A-Z][A-Za-z]+)\.ndjson$/.exec(name)?.[1] ?? deletions;
     const errors = name === ERROR_FILE && manifest !== undefined && manifest.error.length > 0;
-    if (!errors && (!type || !manifest?.output.some((f) => f.type === type)))
-      throw new FhirError(404, 'not-found', 'no such file');
+    const listed = deletions
+      ? manifest?.deleted?.some((f) => f.url.endsWith(`/${name}`))
+      : manifest?.output.some((f) => f.type === type);
+    if (!errors && (!type || !listed)) throw new FhirError(404, 'not-found', 'no such file');
     if (type) {
       // The file was written under the access the kick-off had; the token now must allow as much for its type.
       const now = o.allow(ctx, type, 'search-type');
@@ -216,7 +224,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       if (JSON.stringify(now ?? null) !== JSON.stringify((then.allowed && then.restrictions) || null))
         throw insufficientScope(`the access to ${type} changed since the export was asked for; start a new one`);
     }
-    const stream = createReadStream(join(jobs.outputDir(job.id), errors ? ERROR_FILE : `${type}.ndjson`));
+    const stream = createReadStream(join(jobs.outputDir(job.id), name));
     // Opened before the event is written: a file removed meanwhile is a 404, not an audited disclosure.
     await new Promise<void>((resolve, reject) => {
       stream.once('open', () => resolve());
@@ -227,7 +235,10 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       await auditAccess(ctx, 'operation', {
         objects: job.group ? [`Group/${job.group}`] : undefined,
         patients: job.patients?.map((p) => `Patient/${p}`),
-        query: { raw: `$export-file/${job.id}/${name}`, description: `$export ${errors ? 'errors' : type}` },
+        query: {
+          raw: `$export-file/${job.id}/${name}`,
+          description: `$export ${errors ? 'errors' : deletions ? `deleted ${type}` : type}`,
+        },
       });
     } catch (err) {
       stream.destroy();

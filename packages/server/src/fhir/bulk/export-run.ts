@@ -13,6 +13,7 @@ import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
 import { elementsOnly } from '../search/subset.ts';
 import { dateRange } from '../search/values.ts';
+import { deletionsListable, writeDeleted } from './export-deleted.ts';
 import { type ExportRequest, elementsFor } from './export-request.ts';
 
 const PAGE = 1000;
@@ -161,7 +162,7 @@ export async function writeExport(
   ctx: FhirContext,
   request: ExportRequest,
   dir: string,
-): Promise<{ files: ExportFile[]; notes: ExportNote[] }> {
+): Promise<{ files: ExportFile[]; deleted: ExportFile[] | undefined; notes: ExportNote[] }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const notes: ExportNote[] = (request.ignored ?? []).map((name) => ({
     severity: 'warning',
@@ -170,6 +171,8 @@ export async function writeExport(
   }));
   const patients = await exportPatients(ctx, request, notes);
   const files: ExportFile[] = [];
+  const deleted: ExportFile[] | undefined = request.since ? [] : undefined;
+  const patientSet = patients && new Set(patients);
   for (const type of exportTypes(ctx, request)) {
     const d = decide(ctx.access, type, 'search-type');
     const restriction = d.allowed ? restrictionFilter(ctx, type, d.restrictions) : undefined;
@@ -206,12 +209,24 @@ export async function writeExport(
     }
     if (count === 0) await rm(path, { force: true });
     else files.push({ type, count });
+    if (!request.since || !deleted) continue;
+    const restrictions = d.allowed ? d.restrictions : undefined;
+    if (deletionsListable(restrictions, request.typeFilters[type] !== undefined)) {
+      const gone = await writeDeleted(ctx, type, request.since, { patients: patientSet, restrictions }, dir);
+      if (gone > 0) deleted.push({ type, count: gone });
+    } else {
+      notes.push({
+        severity: 'warning',
+        code: 'not-supported',
+        diagnostics: `deletions of ${type} since ${request.since} are not listed: the export of ${type} is narrowed by a query (_typeFilter, or the token's scope) that a deleted resource can no longer be checked against`,
+      });
+    }
   }
   if (notes.length > 0) {
     const lines = notes.map((issue) => `${JSON.stringify({ resourceType: 'OperationOutcome', issue: [issue] })}\n`);
     await writeFile(join(dir, ERROR_FILE), lines.join(''), { mode: 0o600 });
   }
-  return { files, notes };
+  return { files, deleted, notes };
 }
 
 /** The error file's name: no resource type is spelled in lower case, so no type's file can be called so. */
