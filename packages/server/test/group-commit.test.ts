@@ -368,6 +368,23 @@ describe(`group commit (${TEST_STORE})`, () => {
     }
   });
 
+  test('a host clock stepped back an hour stamps nothing before the newest version written', async () => {
+    const stamp = await store.resources.transaction('vault_a', async (tx) => {
+      const s = tx.now();
+      await tx.write({ ...patient('ct_clock'), lastUpdated: new Date(s).toISOString() });
+      return s;
+    });
+    const real = Date.now;
+    Date.now = () => real() - 3_600_000;
+    try {
+      const later = await store.resources.transaction('vault_a', async (tx) => tx.now());
+      assert.ok(later >= stamp, `stamped ${new Date(later).toISOString()} after ${new Date(stamp).toISOString()}`);
+      assert.ok((await store.resources.committedThrough()) >= stamp - 1);
+    } finally {
+      Date.now = real;
+    }
+  });
+
   test('committedThrough waits for a transaction between its stamp and its commit, and answers after the stamp', {
     skip: TEST_STORE !== 'postgres' && 'only PostgreSQL keeps a transaction open across turns of the event loop',
   }, async () => {

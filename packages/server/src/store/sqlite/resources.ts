@@ -39,6 +39,15 @@ export function resourceStore(
 
   const historyCache = new Map<string, Database.Statement>();
 
+  // Versions are stamped with this host's clock, but never before the newest version written (rows are appended
+  // in time order): were the clock stepped back (a VM resumed, the time set by hand), a poller resuming at the
+  // newest lastUpdated it saw would miss what is written next.
+  const newestRow = db.prepare('SELECT last_updated FROM resource_versions ORDER BY rowid DESC LIMIT 1').get() as
+    | { last_updated: string }
+    | undefined;
+  let newest = newestRow ? Date.parse(newestRow.last_updated) || 0 : 0;
+  const clock = () => Math.max(Date.now(), newest);
+
   const writeIndex = indexWriter(db);
 
   // Group commit: transactions requested in the same turn of the event loop share one BEGIN/COMMIT, each
@@ -54,12 +63,13 @@ export function resourceStore(
   let queue: Job[] = [];
   const txFor = (partition: string): ResourceTransaction => ({
     // One process writes this database, and a transaction runs within one turn of the event loop.
-    now: () => Date.now(),
+    now: clock,
     async current(type, id) {
       const row = current.get(partition, type, id) as CurrentRow | undefined;
       return row ? toCurrent(row) : undefined;
     },
     async write(w) {
+      newest = Math.max(newest, Date.parse(w.lastUpdated));
       kept.forget(partition, w.type, w.id);
       writeIndex(partition, w.type, w.id, w.content === undefined ? undefined : w.index, w.version > 1);
       insertVersion.run(partition, w.type, w.id, w.version, w.lastUpdated, w.method, w.content ?? null);
@@ -207,8 +217,8 @@ export function resourceStore(
       return enqueue({ partition, fn: fn as Job['fn'] });
     },
     // No transaction is ever in flight between two turns of the event loop, and versions are stamped with
-    // this process's clock: whatever commits from now on is stamped at or after now.
-    committedThrough: async () => Date.now() - 1,
+    // this clock: whatever commits from now on is stamped at or after its now.
+    committedThrough: async () => clock() - 1,
   };
   return {
     resources,
