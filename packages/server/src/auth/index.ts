@@ -7,15 +7,11 @@ import { EVENT } from '../audit/balp.ts';
 import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import { correlationOf } from '../http/correlation.ts';
-import type { RegisteredIdp } from '../saml/idps.ts';
-import type { Store } from '../store/types.ts';
 import { ClientKeys } from './client-keys.ts';
 import type { ClientRegistry } from './clients.ts';
 import { introspectJwt } from './introspection.ts';
-import type { KeyRing } from './keys.ts';
 import { extendDiscovery } from './metadata.ts';
-import type { CertificateSource } from './mtls.ts';
-import { createProvider } from './provider.ts';
+import { createProvider, type ProviderDeps } from './provider.ts';
 import { revokeJwt } from './revocation.ts';
 import { addLaunchContext } from './token-response.ts';
 import { TrustCommunities } from './trust/communities.ts';
@@ -23,17 +19,7 @@ import { NetworkClients } from './trust/network-clients.ts';
 import { type RegistrationAnswer, registerNetworkClient } from './trust/udap-registration.ts';
 import { type AccessTokenClaims, TokenVerifier } from './verifier.ts';
 
-export interface AuthOptions {
-  issuer: string;
-  fhirBase: string;
-  accessTokenTtl: number;
-  store: Store;
-  clients: ClientRegistry;
-  keys: KeyRing;
-  certificates: CertificateSource;
-  outboundCa: string[];
-  /** SAML IdPs whose assertions the SAML 2.0 bearer grant accepts. */
-  samlIdps: () => RegisteredIdp[];
+export interface AuthOptions extends ProviderDeps {
   log: Logger;
   audit: AuditTrail;
 }
