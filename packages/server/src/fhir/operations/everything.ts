@@ -67,8 +67,9 @@ function careDate(name: string, value: string, previous: string | undefined): st
  * Patient `$everything` (R4 patient-operation-everything): the patient, every resource of its compartment the
  * caller may search, and the resources they refer to outside it (practitioners, organizations, locations,
  * medications…) that the caller may read. Parameters `_since`, `_type`, `_count`, and `start` / `end` (care
- * dates, inclusive at their precision: the clinical-date types whose date overlaps them). Pages walk the types in a fixed order, each in (lastUpdated, id) order, and `next` links continue
- * by position. Each page is audited as a disclosure of the patient's record.
+ * dates, inclusive at their precision: the clinical-date types whose date overlaps them). Pages walk the types
+ * in a fixed order, each in (lastUpdated, id) order, and `next` links continue by position. Each page is
+ * audited as a disclosure of the patient's record.
  */
 export async function patientEverything(
   ctx: FhirContext,
