@@ -16,7 +16,7 @@ export interface BundleEntry<T extends Resource = Resource> {
   resource?: T;
   search?: { mode?: 'match' | 'include' | 'outcome' };
   request?: { method: string; url: string; ifNoneExist?: string; ifMatch?: string };
-  response?: { status: string; location?: string; etag?: string; outcome?: Resource };
+  response?: { status: string; location?: string; etag?: string; lastModified?: string; outcome?: Resource };
 }
 
 export interface Bundle<T extends Resource = Resource> extends Resource {

@@ -44,6 +44,7 @@ export {
   exportErrors,
   exportedResources,
 } from './workflows/bulk/export.js';
+export { type Change, type ChangesOptions, changesSince } from './workflows/changes.js';
 export {
   type DataRequirement,
   MeasureDataError,

@@ -5,6 +5,7 @@ import {
   AimClient,
   type Bundle,
   ConfigurationError,
+  changesSince,
   FhirClient,
   FhirResponseError,
   isSafeToRepeat,
@@ -348,6 +349,51 @@ describe('requests that cannot be sent', () => {
 });
 
 describe('against a server that is not carevault-shaped', () => {
+  test('changesSince: what changed since an instant, each resource once in its newest state, resumable', async () => {
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
+    const all = async <T>(it: AsyncIterable<T>) => {
+      const out: T[] = [];
+      for await (const x of it) out.push(x);
+      return out;
+    };
+    const a = await fhir.create({ resourceType: 'Patient', name: [{ family: 'ChangeA' }] });
+    const b = await fhir.create({ resourceType: 'Patient', name: [{ family: 'ChangeB' }] });
+    await pause();
+    const since = new Date();
+    await pause();
+    const a2 = await fhir.update({ ...a, gender: 'female' });
+    const a3 = await fhir.update({ ...a2, gender: 'male' });
+    await fhir.delete('Patient', b.id as string);
+    const c = await fhir.create({ resourceType: 'Observation', status: 'final', code: { text: 'changes' } });
+    // Pages of two versions: five versions since, three resources.
+    const changes = await all(changesSince(fhir, since, { count: 2 }));
+    assert.deepEqual(
+      changes.map((x) => `${x.type}/${x.id} v${x.version}${x.deleted ? ' deleted' : ''}`).sort(),
+      [`Observation/${c.id} v1`, `Patient/${a.id} v3`, `Patient/${b.id} v2 deleted`].sort(),
+    );
+    assert.equal(changes.find((x) => x.id === a.id)?.resource?.gender, 'male');
+    assert.equal(changes.find((x) => x.id === b.id)?.resource, undefined);
+    assert.equal(a3.meta?.versionId, '3');
+    assert.deepEqual(
+      (await all(changesSince(fhir, since, { types: ['Observation'] }))).map((x) => x.id),
+      [c.id],
+    );
+    // Resumed from the newest lastUpdated it saw: the next change, and at most what it already has again.
+    const resume = changes
+      .map((x) => x.lastUpdated as string)
+      .sort()
+      .at(-1) as string;
+    const c2 = await fhir.update({ ...c, status: 'amended' });
+    const next = await all(changesSince(fhir, resume));
+    assert.ok(next.some((x) => x.id === c.id && x.version === c2.meta?.versionId));
+    for (const x of next.filter((x) => x.id !== c.id)) {
+      const had = changes.find((y) => y.id === x.id);
+      assert.equal(x.lastUpdated, resume);
+      assert.equal(x.version, had?.version, 'only a change it has already, at the same version');
+    }
+    await assert.rejects(all(changesSince(fhir, 'yesterday')), /since must be an instant/);
+  });
+
   test('absolute next links on the same origin and empty searchsets without entry work', async () => {
     const empty = (await fhir.search('Patient', { identifier: 'urn:none|none' })) as Bundle;
     assert.equal(empty.entry, undefined);
