@@ -392,6 +392,7 @@ describe('against a server that is not carevault-shaped', () => {
       assert.equal(x.version, had?.version, 'only a change it has already, at the same version');
     }
     await assert.rejects(all(changesSince(fhir, 'yesterday')), /since must be an instant/);
+    await assert.rejects(all(changesSince(fhir, since, { types: ['Patient/x?'] })), /is not a resource type/);
   });
 
   test('absolute next links on the same origin and empty searchsets without entry work', async () => {

@@ -43,6 +43,8 @@ export async function* changesSince<T extends Resource = Resource>(
   if (!Number.isInteger(count) || count < 1)
     throw new CarevaultError(`count must be a whole number from 1, not ${count}`);
   const { types, count: _count, ...request } = o;
+  for (const t of types ?? [])
+    if (!/^[A-Z][A-Za-z]+$/.test(t)) throw new CarevaultError(`"${t}" is not a resource type`);
   const params = { _since: at.toISOString(), _count: String(count) };
   const met = new Set<string>();
   for (const path of types?.length ? types.map((t) => `${t}/_history`) : ['_history']) {
