@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { account, type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { account, type Caller, fhir, grant, grantedClient, partition } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Batch and transaction Bundles (http.html#transaction, J43–J47, I17).
@@ -40,9 +40,7 @@ before(async () => {
   p = await startPlatform();
   await account(p, 'urn:cara:account:tx');
   await partition(p, 'elsewhere');
-  tcu = await secretClient(p, 'bundle-tcu', 'system/*.cruds');
-  await grant(p, { partition: 'tx', client: 'bundle-tcu', scope: 'system/*.cruds' });
-  await grant(p, { partition: 'elsewhere', client: 'bundle-tcu', scope: 'system/*.cruds' });
+  tcu = await grantedClient(p, 'bundle-tcu', 'system/*.cruds', ['tx', 'elsewhere']);
 });
 after(() => p.stop());
 

@@ -8,7 +8,7 @@ import { importCommand } from '../src/admin/import.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { openStore } from '../src/store/index.ts';
 import { addPartition, VaultInputError } from '../src/vault/partitions.ts';
-import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { type Caller, fhir, grantedClient, partition } from './helpers/fhir.ts';
 import { startPlatform, storeEnv, TEST_STORE, type TestPlatform } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
 
@@ -34,9 +34,7 @@ before(async () => {
   p = await startPlatform();
   await partition(p, 'synthea');
   await partition(p, 'bulk');
-  reader = await secretClient(p, 'import-reader', 'system/*.rs');
-  await grant(p, { partition: 'synthea', client: 'import-reader', scope: 'system/*.rs' });
-  await grant(p, { partition: 'bulk', client: 'import-reader', scope: 'system/*.rs' });
+  reader = await grantedClient(p, 'import-reader', 'system/*.rs', ['synthea', 'bulk']);
 });
 after(() => p.stop());
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { importCommand } from '../src/admin/import.ts';
-import { account, type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { account, type Caller, fhir, grant, grantedClient, partition } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // FHIR search (search.html) over the index built from the official R4 SearchParameters.
@@ -40,11 +40,8 @@ before(async () => {
   p = await startPlatform();
   await account(p, 'urn:cara:account:v1');
   await partition(p, 'v2');
-  tcu = await secretClient(p, 'search-tcu', 'system/*.cruds');
-  await grant(p, { partition: 'v1', client: 'search-tcu', scope: 'system/*.cruds' });
-  await grant(p, { partition: 'v2', client: 'search-tcu', scope: 'system/*.cruds' });
-  other = await secretClient(p, 'search-other', 'system/*.rs');
-  await grant(p, { partition: 'v2', client: 'search-other', scope: 'system/*.rs' });
+  tcu = await grantedClient(p, 'search-tcu', 'system/*.cruds', ['v1', 'v2']);
+  other = await grantedClient(p, 'search-other', 'system/*.rs', ['v2']);
 
   await put({
     resourceType: 'Organization',

@@ -6,7 +6,7 @@ import type { Bundle } from 'fhir/r4.js';
 import { Client } from 'fhir-kit-client';
 import { Agent, setGlobalDispatcher } from 'undici';
 import { importCommand } from '../src/admin/import.ts';
-import { type Caller, fhir, grant, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
+import { type Caller, fhir, grantedClient, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Patient/$everything (R4 patient-operation-everything) on two Synthea patients in one vault: exactly one
@@ -43,11 +43,8 @@ before(async () => {
   p = await startPlatform();
   await partition(p, 'ev');
   await partition(p, 'ev_other');
-  reader = await secretClient(p, 'ev-reader', 'system/*.rs');
-  await grant(p, { partition: 'ev', client: 'ev-reader', scope: 'system/*.rs' });
-  await grant(p, { partition: 'ev_other', client: 'ev-reader', scope: 'system/*.rs' });
-  twoTypes = await secretClient(p, 'ev-two', 'system/Patient.rs system/Observation.rs');
-  await grant(p, { partition: 'ev', client: 'ev-two', scope: 'system/Patient.rs system/Observation.rs' });
+  reader = await grantedClient(p, 'ev-reader', 'system/*.rs', ['ev', 'ev_other']);
+  twoTypes = await grantedClient(p, 'ev-two', 'system/Patient.rs system/Observation.rs', ['ev']);
   auditor = await secretClient(p, 'ev-auditor', 'system/AuditEvent.rs');
   await importCommand(p.config, [BIBI, CRIS], 'ev');
   await importCommand(p.config, [CRIS], 'ev_other');

@@ -65,6 +65,18 @@ export const grant = (p: TestPlatform, input: { partition: string; client?: stri
   addGrant(p.store, input);
 
 /** A FHIR request as a caller; answers status, headers, the parsed body and the raw text. */
+/** A client with a secret and `scope`, granted that scope on each of `partitions`; its token. */
+export async function grantedClient(
+  p: TestPlatform,
+  clientId: string,
+  scope: string,
+  partitions: string[],
+): Promise<Caller> {
+  const caller = await secretClient(p, clientId, scope);
+  for (const partition of partitions) await grant(p, { partition, client: clientId, scope });
+  return caller;
+}
+
 export async function fhir(
   p: TestPlatform,
   caller: Caller | undefined,

@@ -6,6 +6,7 @@ import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
+import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { parseDate } from '../search/value-parsers.ts';
 import { assertVisible } from './search.ts';
 
@@ -91,25 +92,15 @@ function parseAt(value: unknown): HistoryQuery['at'] {
 type Cursor = NonNullable<HistoryQuery['before']>;
 
 function encodeCursor(v: StoredVersion): string {
-  return Buffer.from(JSON.stringify([v.lastUpdated, v.type, v.id, v.version])).toString('base64url');
+  return packCursor([v.lastUpdated, v.type, v.id, v.version]);
 }
 
 function decodeCursor(value: string | undefined): Cursor | undefined {
   if (value === undefined) return undefined;
-  try {
-    const parsed = JSON.parse(Buffer.from(value, 'base64url').toString()) as unknown;
-    if (
-      Array.isArray(parsed) &&
-      parsed.length === 4 &&
-      typeof parsed[0] === 'string' &&
-      typeof parsed[1] === 'string' &&
-      typeof parsed[2] === 'string' &&
-      Number.isInteger(parsed[3])
-    ) {
-      return { lastUpdated: parsed[0], type: parsed[1], id: parsed[2], version: parsed[3] };
-    }
-  } catch {}
-  throw new FhirError(400, 'value', '_cursor is not a cursor this server issued');
+  const [lastUpdated, type, id, version] = unpackCursor(value, 4);
+  if (typeof lastUpdated !== 'string' || typeof type !== 'string' || typeof id !== 'string') throw badCursor();
+  if (!Number.isInteger(version)) throw badCursor();
+  return { lastUpdated, type, id, version: version as number };
 }
 
 const STATUS: Record<StoredVersion['method'], string> = {

@@ -12,6 +12,7 @@ import { read } from '../interactions/read.ts';
 import { assertVisible, resolveIncludes, restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
+import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { parseSearch } from '../search/parse.ts';
 import { dateRange } from '../search/values.ts';
 import { operationParams } from './operation-params.ts';
@@ -177,30 +178,15 @@ export async function patientEverything(
 }
 
 function encodePosition(p: Position): string {
-  return Buffer.from(JSON.stringify([p.type, p.after?.lastUpdated ?? null, p.after?.id ?? null, p.before])).toString(
-    'base64url',
-  );
+  return packCursor([p.type, p.after?.lastUpdated ?? null, p.after?.id ?? null, p.before]);
 }
 
 function decodePosition(value: string): Position {
-  try {
-    const v = JSON.parse(Buffer.from(value, 'base64url').toString()) as unknown;
-    if (
-      Array.isArray(v) &&
-      v.length === 4 &&
-      typeof v[0] === 'string' &&
-      Number.isSafeInteger(v[3]) &&
-      (v[3] as number) >= 0 &&
-      ((v[1] === null && v[2] === null) || (typeof v[1] === 'string' && typeof v[2] === 'string'))
-    ) {
-      return {
-        type: v[0],
-        ...(v[1] ? { after: { lastUpdated: v[1], id: v[2] as string } } : {}),
-        before: v[3] as number,
-      };
-    }
-  } catch {}
-  throw bad('_cursor is not a cursor this server issued');
+  const [type, lastUpdated, id, before] = unpackCursor(value, 4);
+  const placed = typeof lastUpdated === 'string' && typeof id === 'string';
+  if (typeof type !== 'string' || !Number.isSafeInteger(before) || (before as number) < 0) throw badCursor();
+  if (!placed && (lastUpdated !== null || id !== null)) throw badCursor();
+  return { type, ...(placed ? { after: { lastUpdated, id } } : {}), before: before as number };
 }
 
 /** `Patient/[id]/$everything` by GET, or by POST with a Parameters body; the Patient must be readable. */

@@ -17,25 +17,37 @@ export interface Cursor {
 // The form the server writes last_updated in (Date#toISOString).
 const INSTANT = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
-export function encodeCursor(c: Cursor): string {
-  return Buffer.from(JSON.stringify([c.offset, c.after.lastUpdated, c.after.id])).toString('base64url');
+/** A `_cursor` that is not a position this server wrote there: 400. */
+export const badCursor = () => bad('_cursor is not a position this server wrote');
+
+/** A position as every `_cursor` of this server writes it (search, history, `$everything`): base64url JSON. */
+export function packCursor(values: (string | number | null)[]): string {
+  return Buffer.from(JSON.stringify(values)).toString('base64url');
 }
 
-export function decodeCursor(value: string): Cursor {
-  const invalid = () => bad('_cursor is not a position this server wrote');
-  if (value.length > 200 || !/^[A-Za-z0-9_-]+$/.test(value)) throw invalid();
+/** The `length` values of a `_cursor` packCursor wrote; 400 for anything else (their types the caller checks). */
+export function unpackCursor(value: string, length: number): unknown[] {
+  if (value.length > 400 || !/^[A-Za-z0-9_-]+$/.test(value)) throw badCursor();
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'));
   } catch {
-    throw invalid();
+    throw badCursor();
   }
-  if (!Array.isArray(parsed) || parsed.length !== 3) throw invalid();
-  const [offset, lastUpdated, id] = parsed as unknown[];
-  if (!Number.isSafeInteger(offset) || (offset as number) < 0) throw invalid();
+  if (!Array.isArray(parsed) || parsed.length !== length) throw badCursor();
+  return parsed;
+}
+
+export function encodeCursor(c: Cursor): string {
+  return packCursor([c.offset, c.after.lastUpdated, c.after.id]);
+}
+
+export function decodeCursor(value: string): Cursor {
+  const [offset, lastUpdated, id] = unpackCursor(value, 3);
+  if (!Number.isSafeInteger(offset) || (offset as number) < 0) throw badCursor();
   if (typeof lastUpdated !== 'string' || !INSTANT.test(lastUpdated) || Number.isNaN(Date.parse(lastUpdated))) {
-    throw invalid();
+    throw badCursor();
   }
-  if (typeof id !== 'string' || !ID_RE.test(id)) throw invalid();
+  if (typeof id !== 'string' || !ID_RE.test(id)) throw badCursor();
   return { offset: offset as number, after: { lastUpdated, id } };
 }
