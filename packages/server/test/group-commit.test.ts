@@ -385,6 +385,38 @@ describe(`group commit (${TEST_STORE})`, () => {
     }
   });
 
+  test('a clock set back behind the newest version committed stamps nothing before it, on every node', async () => {
+    // A database of its own: the stamps an hour ahead would hold back the other tests' clocks.
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-group-clock-'));
+    const open = () =>
+      openStore({ dataDir: dir, databaseUrl: TEST_STORE === 'postgres' ? postgresUrlFor(dir) : undefined });
+    const node = await open();
+    try {
+      await addPartition(node, 'vault_c');
+      // As if this version was stamped before the clock (the host's on SQLite, the database server's on
+      // PostgreSQL) was set back an hour.
+      const ahead = Date.now() + 3_600_000;
+      await node.resources.transaction('vault_c', (tx) =>
+        tx.write({ ...patient('ct_ahead'), lastUpdated: new Date(ahead).toISOString() }),
+      );
+      const later = await node.resources.transaction('vault_c', async (tx) => tx.now());
+      assert.ok(later >= ahead, `stamped ${new Date(later).toISOString()} after ${new Date(ahead).toISOString()}`);
+      assert.ok((await node.resources.committedThrough()) >= ahead - 1);
+      if (TEST_STORE !== 'postgres') return;
+      // Another node learns it from the database, not from having written it.
+      const other = await open();
+      try {
+        assert.ok((await other.resources.transaction('vault_c', async (tx) => tx.now())) >= ahead);
+        assert.ok((await other.resources.committedThrough()) >= ahead - 1);
+      } finally {
+        await other.close();
+      }
+    } finally {
+      await node.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('committedThrough waits for a transaction between its stamp and its commit, and answers after the stamp', {
     skip: TEST_STORE !== 'postgres' && 'only PostgreSQL keeps a transaction open across turns of the event loop',
   }, async () => {

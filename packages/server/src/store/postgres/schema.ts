@@ -238,4 +238,12 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       END IF;
     END $$;`,
   },
+  {
+    version: 8,
+    name: 'version_clock: the newest lastUpdated stamped, so that a database clock set back cannot stamp earlier',
+    // Starts empty (no scan of the versions): until the first write after this migration, stamps are the clock's.
+    sql: `CREATE TABLE version_clock (one int PRIMARY KEY CHECK (one = 1), last_updated ${T} NOT NULL);
+    INSERT INTO version_clock VALUES (1, '');
+    GRANT SELECT, UPDATE ON version_clock TO ${VAULT_ROLE};`,
+  },
 ];
