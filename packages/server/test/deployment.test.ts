@@ -142,17 +142,23 @@ describe('carevault db migrate / db status', () => {
     assert.doesNotMatch(stderr, /s3cret/);
   });
 
-  test('a pool size that is not a number of connections is refused in one line', async () => {
-    const r = await run(process.execPath, [BIN, 'partition', 'list', '--data-dir', dir], {
-      timeout: 60_000,
-      env: { ...withStore(['--data-dir', dir]), CAREVAULT_DATABASE_POOL_SIZE: '0' },
-    }).catch((e: { code: number; stderr: string }) => e);
-    assert.equal((r as { code: number }).code, 1);
-    assert.match(
-      (r as { stderr: string }).stderr,
-      /^error: CAREVAULT_DATABASE_POOL_SIZE must be an integer between 2 and 500/m,
-    );
-  });
+  for (const [name, value, range] of [
+    ['CAREVAULT_DATABASE_POOL_SIZE', '0', '2 and 500'],
+    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '0', '1 and 3600'],
+    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '10s', '1 and 3600'],
+  ] as const) {
+    test(`${name}=${value} is refused in one line`, async () => {
+      const r = await run(process.execPath, [BIN, 'partition', 'list', '--data-dir', dir], {
+        timeout: 60_000,
+        env: { ...withStore(['--data-dir', dir]), [name]: value },
+      }).catch((e: { code: number; stderr: string }) => e);
+      assert.equal((r as { code: number }).code, 1);
+      assert.match(
+        (r as { stderr: string }).stderr,
+        new RegExp(`^error: ${name} must be an integer between ${range}`, 'm'),
+      );
+    });
+  }
 });
 
 describe('SQLite: a database from before the rowid resource tables', {

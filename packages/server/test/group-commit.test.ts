@@ -445,6 +445,50 @@ describe(`group commit (${TEST_STORE})`, () => {
     assert.equal((await store.resources.current('vault_a', 'Patient', 'ct_open'))?.version, 1);
   });
 
+  test("a node that stops inside a transaction holds up the other nodes' writes only until the database ends it", {
+    skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-group-idle-'));
+    const url = postgresUrlFor(dir);
+    const frozen = await openStore({ dataDir: dir, databaseUrl: url, idleTransactionTimeout: 1000 });
+    const other = await openStore({ dataDir: dir, databaseUrl: url });
+    try {
+      await addPartition(frozen, 'vault_f');
+      let entered = () => {};
+      const inside = new Promise<void>((resolve) => {
+        entered = resolve;
+      });
+      let wake = () => {};
+      const asleep = new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      // Holds the write lock from its first statement, then stops answering (as a paused or cut-off node would).
+      const stuck = frozen.resources.transaction('vault_f', async (tx) => {
+        await tx.write(patient('fz_1'));
+        entered();
+        await asleep;
+      });
+      await inside;
+      const started = performance.now();
+      await other.resources.transaction('vault_f', (tx) => tx.write(patient('fz_2')));
+      const waited = performance.now() - started;
+      assert.ok(waited >= 500, `waited ${waited} ms: the other node's write did not wait for the lock`);
+      assert.ok(waited < 15_000, `waited ${waited} ms`);
+      wake();
+      await assert.rejects(stuck, (err: Error) => err.name === 'StoreUnavailableError');
+      assert.equal(await other.resources.current('vault_f', 'Patient', 'fz_1'), undefined);
+      assert.equal((await other.resources.current('vault_f', 'Patient', 'fz_2'))?.version, 1);
+      // The node that woke up writes again without a restart.
+      await frozen.resources.transaction('vault_f', (tx) => tx.write(patient('fz_3')));
+      assert.equal((await other.resources.current('vault_f', 'Patient', 'fz_3'))?.version, 1);
+    } finally {
+      await frozen.close();
+      await other.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('two nodes appending audit events in turns and together keep one chain', {
     skip: TEST_STORE !== 'postgres' && 'nodes share a database on PostgreSQL only',
   }, async () => {

@@ -11,6 +11,11 @@ export interface Config {
   databaseUrl: string | undefined;
   /** PostgreSQL connections per node (CAREVAULT_DATABASE_POOL_SIZE); N nodes use N times this many. */
   databasePoolSize: number;
+  /**
+   * Seconds a PostgreSQL transaction may wait on its node between statements (CAREVAULT_DATABASE_TX_IDLE_TIMEOUT,
+   * default 60) before the database ends it: a frozen node then holds up the others' writes that long at most.
+   */
+  databaseTxIdleTimeout: number;
   redisUrl: string | undefined;
   /** Access-token lifetime in seconds (CARA uses 300). */
   accessTokenTtl: number;
@@ -127,6 +132,12 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     baseUrl: base.href.replace(/\/$/, ''),
     databaseUrl: env.CAREVAULT_DATABASE_URL || undefined,
     databasePoolSize: integer('CAREVAULT_DATABASE_POOL_SIZE', env.CAREVAULT_DATABASE_POOL_SIZE || 10, 2, 500),
+    databaseTxIdleTimeout: integer(
+      'CAREVAULT_DATABASE_TX_IDLE_TIMEOUT',
+      env.CAREVAULT_DATABASE_TX_IDLE_TIMEOUT || 60,
+      1,
+      3600,
+    ),
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,

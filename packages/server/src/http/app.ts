@@ -65,6 +65,7 @@ export async function buildPlatform(
     dataDir: config.dataDir,
     databaseUrl: config.databaseUrl,
     poolSize: config.databasePoolSize,
+    idleTransactionTimeout: config.databaseTxIdleTimeout * 1000,
     warn: (m) => notes.push(m),
   });
   const { pki, keys } = await withInitLock(config.dataDir, async () => ({

@@ -17,6 +17,8 @@ export interface StoreOptions {
   migrate?: boolean | undefined;
   /** PostgreSQL: connections in the pool (default 10). */
   poolSize?: number | undefined;
+  /** PostgreSQL: ms a transaction may wait on this node between statements (postgres/connection.ts). */
+  idleTransactionTimeout?: number | undefined;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -29,12 +31,16 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     if (!POSTGRES_URL.test(options.databaseUrl)) {
       throw new ConfigError('CAREVAULT_DATABASE_URL must be a postgres:// URL, or unset for the embedded SQLite store');
     }
-    return openPostgres(options.databaseUrl, { migrate: options.migrate, poolSize: options.poolSize });
+    return openPostgres(options.databaseUrl, {
+      migrate: options.migrate,
+      poolSize: options.poolSize,
+      idleTransactionTimeout: options.idleTransactionTimeout,
+    });
   }
   return openSqliteStore(join(options.dataDir, 'carevault.sqlite'));
 }
 
-async function openPostgres(url: string, options: { migrate?: boolean | undefined; poolSize?: number | undefined }) {
+async function openPostgres(url: string, options: Parameters<typeof openPostgresStore>[1]) {
   let display = 'CAREVAULT_DATABASE_URL';
   try {
     display = parseDatabaseUrl(url).display;

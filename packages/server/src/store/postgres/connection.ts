@@ -40,13 +40,35 @@ const types = {
       : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
+/**
+ * How long a transaction may wait on its node between statements before PostgreSQL ends its session (ms).
+ * Writers hold the write lock of every node for their whole transaction: a node that stops answering inside
+ * one (frozen, paused, cut off) must not stall the writes of all the others until TCP gives up, which takes
+ * minutes to hours. Its transaction is rolled back; it had acknowledged nothing of it.
+ */
+export const IDLE_TRANSACTION_TIMEOUT_MS = 60_000;
+
 /** How every connection starts; `settings`: more `name=value` session settings. */
-function connectionConfig(target: PgTarget, settings: string[] = []): pg.ClientConfig {
+function connectionConfig(
+  target: PgTarget,
+  settings: string[] = [],
+  idleTransactionMs = IDLE_TRANSACTION_TIMEOUT_MS,
+): pg.ClientConfig {
   return {
     connectionString: target.connectionString,
     types,
-    options: [`search_path=${target.schema}`, 'jit=off', ...settings].map((s) => `-c ${s}`).join(' '),
+    options: [
+      `search_path=${target.schema}`,
+      'jit=off',
+      `idle_in_transaction_session_timeout=${idleTransactionMs}`,
+      ...settings,
+    ]
+      .map((s) => `-c ${s}`)
+      .join(' '),
     connectionTimeoutMillis: 5000,
+    // A database that vanished without closing the connection (host down, network cut) is noticed by the
+    // operating system's keepalive probes rather than never, for connections that sit idle in the pool.
+    keepAlive: true,
   };
 }
 
@@ -55,9 +77,14 @@ export function newClient(target: PgTarget): pg.Client {
   return new pg.Client(connectionConfig(target));
 }
 
-export function createPool(target: PgTarget, max: number, settings: string[] = []): pg.Pool {
+export function createPool(
+  target: PgTarget,
+  max: number,
+  settings: string[] = [],
+  idleTransactionMs = IDLE_TRANSACTION_TIMEOUT_MS,
+): pg.Pool {
   const pool = new pg.Pool({
-    ...connectionConfig(target, settings),
+    ...connectionConfig(target, settings, idleTransactionMs),
     max,
     idleTimeoutMillis: 30_000,
   });
@@ -89,8 +116,11 @@ export function isConnectionError(err: unknown): boolean {
   const e = err as { code?: string; message?: string } | undefined;
   if (!e) return false;
   if (e.code && CONNECTION_CODES.has(e.code)) return true;
-  // 08: connection exception; 57P01-03: shutdown / cannot connect now; 53300: too many connections.
-  if (e.code && (/^08/.test(e.code) || /^57P0[1-3]$/.test(e.code) || e.code === '53300')) return true;
+  // 08: connection exception; 57P01-03: shutdown / cannot connect now; 53300: too many connections;
+  // 25P03: the session was ended for waiting too long inside a transaction (IDLE_TRANSACTION_TIMEOUT_MS).
+  if (e.code && (/^08/.test(e.code) || /^57P0[1-3]$/.test(e.code) || e.code === '53300' || e.code === '25P03')) {
+    return true;
+  }
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
     e.message ?? '',
   );
@@ -150,9 +180,19 @@ export async function runCount(
 }
 
 /** A checked-out connection; `release(true)` discards it (it may be broken or mid-transaction). */
+const listened = new WeakSet<pg.PoolClient>();
+
 export async function checkout(pool: pg.Pool): Promise<pg.PoolClient> {
   try {
-    return await pool.connect();
+    const client = await pool.connect();
+    // A connection the server ends between two statements of a checked-out client (a restart, the idle
+    // transaction timeout) emits 'error' on the client, which without a listener takes the process down. The
+    // next statement on it then fails as a connection error (a 503), and its holder releases it as broken.
+    if (!listened.has(client)) {
+      listened.add(client);
+      client.on('error', () => {});
+    }
+    return client;
   } catch (err) {
     return rethrow(err);
   }

@@ -50,13 +50,22 @@ export interface PostgresStore extends Store {
 /** Opens a pooled PostgreSQL store; `migrate: false` leaves the schema as it is (for `db status`). */
 export async function openPostgresStore(
   url: string,
-  options: { poolSize?: number | undefined; migrate?: boolean | undefined } = {},
+  options: {
+    poolSize?: number | undefined;
+    migrate?: boolean | undefined;
+    idleTransactionTimeout?: number | undefined;
+  } = {},
 ): Promise<PostgresStore> {
   const target = parseDatabaseUrl(url);
-  const pool = createPool(target, options.poolSize ?? 10);
+  const pool = createPool(target, options.poolSize ?? 10, [], options.idleTransactionTimeout);
   // Vault reads have connections of their own that are the vault role and read-only from the start, so a
   // read needs no transaction around it to be confined: one roundtrip instead of three.
-  const reads = createPool(target, options.poolSize ?? 10, [`role=${VAULT_ROLE}`, 'default_transaction_read_only=on']);
+  const reads = createPool(
+    target,
+    options.poolSize ?? 10,
+    [`role=${VAULT_ROLE}`, 'default_transaction_read_only=on'],
+    options.idleTransactionTimeout,
+  );
   try {
     if (options.migrate !== false) await migrate(pool, target);
     else await run(pool, 'SELECT 1'); // fail here, with the reason, rather than at the first query
