@@ -76,7 +76,8 @@ async function runExport(
   });
   assert.equal(kick.status, 202, kick.text);
   const status = kick.headers.get('content-location') as string;
-  assert.match(status, new RegExp(`^${p.fhirBase}/bulk/\\$export-status/[0-9a-f-]{36}$`));
+  const vault = path.split('/')[1];
+  assert.match(status, new RegExp(`^${p.fhirBase}/${vault}/\\$export-status/[0-9a-f-]{36}$`));
   for (let i = 0; i < 400; i++) {
     const r = await get(caller, status);
     // Polled sooner than the server asks (E18): wait as it says.
@@ -710,11 +711,124 @@ describe('_since exports list what was deleted since (manifest `deleted`)', () =
     ).manifest as Manifest;
     assert.deepEqual(filtered.deleted, []);
     assert.deepEqual(await errorLines(filtered), [
+      "information informational: Observation is exported as it was when read, not as of the transactionTime: its export is narrowed by a query (_typeFilter, or the token's scope) that an older version cannot be checked against",
       `warning not-supported: deletions of Observation since ${since} are not listed: the export of Observation is narrowed by a query (_typeFilter, or the token's scope) that a deleted resource can no longer be checked against`,
     ]);
 
     // Without _since there is nothing to list.
     const full = (await runExport('/bulk/$export?_type=Patient')).manifest as Manifest;
     assert.equal(full.deleted, undefined);
+  });
+});
+
+describe('an export is as of its transactionTime (export.html: SHOULD NOT include later changes, SHALL those before)', () => {
+  test('what changed after it, while the job waited or ran, is exported as it was then, or not at all', async () => {
+    await partition(p, 'asof');
+    const writer = await secretClient(p, 'asof-writer', 'system/*.cruds');
+    await grant(p, { partition: 'asof', client: 'asof-writer', scope: 'system/*.cruds' });
+    await grant(p, { partition: 'asof', client: 'bulk-reader', scope: 'system/*.rs' });
+    const put = async (type: string, id: string, body: Record<string, unknown>) => {
+      const r = await fhir(p, writer, 'PUT', `/asof/${type}/${id}`, { resourceType: type, id, ...body });
+      assert.ok(r.status === 200 || r.status === 201, r.text);
+    };
+    const del = async (type: string, id: string) =>
+      assert.equal((await fhir(p, writer, 'DELETE', `/asof/${type}/${id}`)).status, 204);
+    const obs = (patient: string, status = 'final') => ({
+      status,
+      code: { text: 'pulse' },
+      subject: { reference: `Patient/${patient}` },
+    });
+    await put('Patient', 'pa', {});
+    await put('Patient', 'pb', {});
+    await put('Observation', 'o1', obs('pa'));
+    await put('Observation', 'o2', obs('pb'));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const since = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await put('Patient', 'pc', {});
+    await put('Observation', 'o3', obs('pa'));
+    await put('Observation', 'o4', obs('pa'));
+    await put('Observation', 'o5', obs('pb'));
+    const asOf = await p.store.resources.committedThrough();
+    // After the transactionTime: as if written while the job waited in the queue or ran.
+    await put('Observation', 'o1', obs('pa', 'amended'));
+    await del('Observation', 'o3');
+    await put('Observation', 'o4', obs('pb'));
+    await put('Observation', 'o5', obs('pa'));
+    await put('Observation', 'o6', obs('pa'));
+    await put('Patient', 'pa', { gender: 'female' });
+    await del('Patient', 'pc');
+
+    const real = p.store.resources.committedThrough;
+    p.store.resources.committedThrough = async () => asOf;
+    try {
+      type O = R & { status?: string; meta?: { versionId?: string } };
+      const state = async (m: Manifest, type: string) =>
+        ((await lines(m, type)) as O[])
+          .map((r) => `${r.id} v${r.meta?.versionId}${r.subject ? ` ${r.subject.reference} ${r.status}` : ''}`)
+          .sort();
+
+      const all = (await runExport('/asof/$export?_type=Patient,Observation')).manifest as Manifest;
+      assert.equal(all.transactionTime, new Date(asOf).toISOString());
+      assert.deepEqual(await state(all, 'Patient'), ['pa v1', 'pb v1', 'pc v1']);
+      assert.deepEqual(await state(all, 'Observation'), [
+        'o1 v1 Patient/pa final',
+        'o2 v1 Patient/pb final',
+        'o3 v1 Patient/pa final',
+        'o4 v1 Patient/pa final',
+        'o5 v1 Patient/pb final',
+      ]);
+      assert.deepEqual(
+        all.output.map((f) => `${f.type} ${f.count}`),
+        ['Patient 3', 'Observation 5'],
+      );
+      assert.deepEqual(await errorLines(all), []);
+
+      // A patient's compartment as it was: o4 was hers then, o5 was not, o6 did not exist.
+      const hers = await runExport('/asof/Patient/$export', reader, {
+        body: {
+          resourceType: 'Parameters',
+          parameter: [
+            { name: 'patient', valueReference: { reference: 'Patient/pa' } },
+            { name: '_type', valueString: 'Observation' },
+          ],
+        },
+      });
+      assert.deepEqual(await state(hers.manifest as Manifest, 'Observation'), [
+        'o1 v1 Patient/pa final',
+        'o3 v1 Patient/pa final',
+        'o4 v1 Patient/pa final',
+      ]);
+      // Every patient: one deleted since was a patient then.
+      const everyone = (await runExport('/asof/Patient/$export?_type=Patient')).manifest as Manifest;
+      assert.deepEqual(await state(everyone, 'Patient'), ['pa v1', 'pb v1', 'pc v1']);
+
+      // _since: what changed between it and the transactionTime; o3's deletion came later, so it is not listed.
+      const changed = (await runExport(`/asof/$export?_type=Observation,Patient&_since=${since}`)).manifest as Manifest;
+      assert.deepEqual(await state(changed, 'Observation'), [
+        'o3 v1 Patient/pa final',
+        'o4 v1 Patient/pa final',
+        'o5 v1 Patient/pb final',
+      ]);
+      assert.deepEqual(await state(changed, 'Patient'), ['pc v1']);
+      assert.deepEqual(changed.deleted, []);
+
+      // Narrowed by a query, a type is read as it is now (an older version cannot be checked against the
+      // query), and the error file says so.
+      const filtered = (
+        await runExport(`/asof/$export?_type=Observation&_typeFilter=${encodeURIComponent('Observation?status=final')}`)
+      ).manifest as Manifest;
+      assert.deepEqual(await state(filtered, 'Observation'), [
+        'o2 v1 Patient/pb final',
+        'o4 v2 Patient/pb final',
+        'o5 v2 Patient/pa final',
+        'o6 v1 Patient/pa final',
+      ]);
+      assert.deepEqual(await errorLines(filtered), [
+        "information informational: Observation is exported as it was when read, not as of the transactionTime: its export is narrowed by a query (_typeFilter, or the token's scope) that an older version cannot be checked against",
+      ]);
+    } finally {
+      p.store.resources.committedThrough = real;
+    }
   });
 });

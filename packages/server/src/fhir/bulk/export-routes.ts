@@ -69,6 +69,7 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
         jobContext(job, o.store, o.audit),
         JSON.parse(text) as ExportRequest,
         jobs.outputDir(job.id),
+        job.transactionTime,
       );
       const fileUrl = (name: string) => `${job.base}/$export-file/${job.id}/${name}`;
       const manifest = {

@@ -13,7 +13,8 @@ import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
 import { elementsOnly } from '../search/subset.ts';
 import { dateRange } from '../search/values.ts';
-import { deletionsListable, writeDeleted } from './export-deleted.ts';
+import { changedBetween, type ExportScope, narrowedByQuery, versionAt, wouldExport } from './export-changes.ts';
+import { writeDeleted } from './export-deleted.ts';
 import { type ExportRequest, elementsFor } from './export-request.ts';
 
 const PAGE = 1000;
@@ -43,12 +44,21 @@ export function exportTypes(ctx: FhirContext, request: ExportRequest): string[] 
     .sort();
 }
 
-/** The searches of one type (its `_typeFilter`s, OR-ed, or all of it), parsed; a bad one is the client's error. */
-export function typeSearches(ctx: FhirContext, type: string, request: ExportRequest): SearchQuery[] {
+/**
+ * The searches of one type (its `_typeFilter`s, OR-ed, or all of it), parsed; a bad one is the client's error.
+ * `asOf`: only resources last changed up to that instant.
+ */
+export function typeSearches(
+  ctx: FhirContext,
+  type: string,
+  request: ExportRequest,
+  asOf?: string | undefined,
+): SearchQuery[] {
   const filters = request.typeFilters[type] ?? [''];
   return filters.map((q) => {
     const params = [...new URLSearchParams(q)];
     if (request.since) params.push(['_lastUpdated', `gt${request.since}`]);
+    if (asOf) params.push(['_lastUpdated', `le${asOf}`]);
     let parsed: ReturnType<typeof parseSearch>;
     try {
       parsed = parseSearch(type, params, { base: ctx.base, strict: true });
@@ -91,6 +101,7 @@ export async function exportPatients(
   ctx: FhirContext,
   request: ExportRequest,
   notes: ExportNote[],
+  asOf?: string | undefined,
 ): Promise<string[] | undefined> {
   if (request.level === 'system') return undefined;
   let members: string[] | undefined;
@@ -136,6 +147,12 @@ export async function exportPatients(
   const all: string[] = [];
   for await (const page of pages(ctx, { type: 'Patient', filters: [], sort: [], limit: PAGE, offset: 0, total: false }))
     all.push(...page.map((r) => r.id));
+  // Patients deleted since the transactionTime were patients then: their compartments are exported as they were.
+  for await (const v of asOf ? changedBetween(ctx, 'Patient', asOf, undefined) : []) {
+    if (v.method !== 'DELETE') continue;
+    const then = await versionAt(ctx, 'Patient', v.id, asOf as string);
+    if (then && then.method !== 'DELETE') all.push(v.id);
+  }
   return all;
 }
 
@@ -154,14 +171,20 @@ async function* pages(ctx: FhirContext, query: SearchQuery) {
 }
 
 /**
- * Writes one NDJSON file per type with matches into `dir` (export.html#bulk-data-output-file-request): the
- * current version of every match, in the order of the vault's time index, paged by position so that a large
- * vault is never held in memory.
+ * Writes one NDJSON file per type with matches into `dir` (export.html#bulk-data-output-file-request): every
+ * match in the order of the vault's time index, paged by position so that a large vault is never held in memory.
+ *
+ * `asOf` (the manifest's transactionTime): the response SHOULD NOT include resources modified after it and
+ * SHALL include those modified up to it (export.html#response---complete-status). Resources last changed up to
+ * it are read from the index; those changed since (while the job waited or ran) are written afterwards as the
+ * version they had then — or not at all if they did not exist then, while one deleted since is written as it
+ * was. A type narrowed by a query is read as it is (`narrowedByQuery`); the error file says so.
  */
 export async function writeExport(
   ctx: FhirContext,
   request: ExportRequest,
   dir: string,
+  asOf?: string | undefined,
 ): Promise<{ files: ExportFile[]; deleted: ExportFile[] | undefined; notes: ExportNote[] }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const notes: ExportNote[] = (request.ignored ?? []).map((name) => ({
@@ -169,19 +192,22 @@ export async function writeExport(
     code: 'not-supported',
     diagnostics: `the parameter ${name} was ignored (Prefer: handling=lenient): this server does not support it`,
   }));
-  const patients = await exportPatients(ctx, request, notes);
+  const patients = await exportPatients(ctx, request, notes, asOf);
   const files: ExportFile[] = [];
   const deleted: ExportFile[] | undefined = request.since ? [] : undefined;
   const patientSet = patients && new Set(patients);
   for (const type of exportTypes(ctx, request)) {
     const d = decide(ctx.access, type, 'search-type');
     const restriction = d.allowed ? restrictionFilter(ctx, type, d.restrictions) : undefined;
+    const scope: ExportScope = { patients: patientSet, restrictions: d.allowed ? d.restrictions : undefined };
+    const byQuery = narrowedByQuery(scope.restrictions, request.typeFilters[type] !== undefined);
+    const until = byQuery ? undefined : asOf;
     const chunks: (SearchFilter | undefined)[] = [];
     if (patients === undefined) chunks.push(undefined);
     for (let i = 0; patients && i < patients.length; i += PATIENTS_PER_QUERY) {
       chunks.push(compartmentOfAll(type, patients.slice(i, i + PATIENTS_PER_QUERY)));
     }
-    const searches = typeSearches(ctx, type, request);
+    const searches = typeSearches(ctx, type, request, until);
     const elements = elementsFor(request, type);
     // One resource can match two filters or be in two patients' compartments: it is written once.
     const seen = searches.length > 1 || chunks.length > 1 ? new Set<string>() : undefined;
@@ -203,16 +229,32 @@ export async function writeExport(
           }
         }
       }
+      // Changed after `until`: as they were then. None of them was read above (their current version is later).
+      for await (const changed of until ? changedBetween(ctx, type, until, undefined) : []) {
+        const then = await versionAt(ctx, type, changed.id, until as string);
+        if (then?.content === undefined || then.method === 'DELETE') continue;
+        if (request.since && then.lastUpdated <= request.since) continue;
+        if (!wouldExport(type, then.id, then.content, scope)) continue;
+        count++;
+        const line = elements ? elementsOnly(then.content, type, elements) : then.content;
+        if (!out.write(`${line}\n`)) await once(out, 'drain');
+      }
     } finally {
       out.end();
       await once(out, 'close');
     }
     if (count === 0) await rm(path, { force: true });
     else files.push({ type, count });
+    if (byQuery && asOf) {
+      notes.push({
+        severity: 'information',
+        code: 'informational',
+        diagnostics: `${type} is exported as it was when read, not as of the transactionTime: its export is narrowed by a query (_typeFilter, or the token's scope) that an older version cannot be checked against`,
+      });
+    }
     if (!request.since || !deleted) continue;
-    const restrictions = d.allowed ? d.restrictions : undefined;
-    if (deletionsListable(restrictions, request.typeFilters[type] !== undefined)) {
-      const gone = await writeDeleted(ctx, type, request.since, { patients: patientSet, restrictions }, dir);
+    if (!byQuery) {
+      const gone = await writeDeleted(ctx, type, { since: request.since, until: asOf }, scope, dir);
       if (gone > 0) deleted.push({ type, count: gone });
     } else {
       notes.push({
