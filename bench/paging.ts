@@ -141,9 +141,12 @@ async function bulkExport(base: string, agent: Agent, token: string) {
   while (!manifest) {
     const res = await request(status, { dispatcher: agent, headers });
     if (res.statusCode === 200) manifest = (await res.body.json()) as Manifest;
-    else if (res.statusCode === 202) {
+    else if (res.statusCode === 202 || res.statusCode === 429) {
+      // Polled no sooner than the server allows (E18: half a second after the last answer), so the job's time is
+      // known to about that much.
       await res.body.dump();
-      await new Promise((r) => setTimeout(r, 20));
+      const wait = res.statusCode === 429 ? 1000 * Number(res.headers['retry-after'] ?? 1) : 500;
+      await new Promise((r) => setTimeout(r, wait));
     } else throw new Error(`${status} → ${res.statusCode} ${await res.body.text()}`);
   }
   const jobMs = performance.now() - started;
