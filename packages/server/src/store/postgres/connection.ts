@@ -179,9 +179,9 @@ export async function runCount(
   }
 }
 
-/** A checked-out connection; `release(true)` discards it (it may be broken or mid-transaction). */
 const listened = new WeakSet<pg.PoolClient>();
 
+/** A checked-out connection; `release(true)` discards it (it may be broken or mid-transaction). */
 export async function checkout(pool: pg.Pool): Promise<pg.PoolClient> {
   try {
     const client = await pool.connect();

@@ -34,8 +34,8 @@ const MAX_WRITES = 500;
 /**
  * The database's clock, in ms: versions are stamped with it, not with the node's, so that a node whose clock
  * lags cannot stamp a version that commits after another node's with an earlier lastUpdated. Never earlier
- * than the newest stamp committed (`version_clock`, raised by every statement that writes versions), should the database
- * server's clock be set back.
+ * than the newest stamp committed (`version_clock`, raised by every statement that writes versions), should
+ * the database server's clock be set back.
  */
 export const NOW_SQL = `SELECT greatest(extract(epoch FROM clock_timestamp()) * 1000,
   extract(epoch FROM nullif((SELECT last_updated FROM version_clock), '')::timestamptz) * 1000)::float8 AS now_ms`;

@@ -51,7 +51,7 @@ export function writeCtes(): string[] {
       return `i${i} AS (INSERT INTO ${INDEX_TABLE[k]} (partition, type, id, ${cols.join(', ')})
        SELECT $1::text, * FROM unnest(${arrays.join(', ')}))`;
     }),
-    // The floor of later stamps (group-commit.ts NOW_SQL), raised in the statement that writes, so rolled back with it.
+    // The floor of later stamps (group-commit.ts NOW_SQL), raised by the statement that writes: rolled back with it.
     `clk AS (UPDATE version_clock SET last_updated = greatest(last_updated, (SELECT max(l) FROM unnest($5::text[]) AS u(l))))`,
   ];
   return ctes;
