@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -412,6 +412,79 @@ describe('two nodes on one PostgreSQL + Redis', { skip }, () => {
       }
     } finally {
       await store.close();
+    }
+  });
+
+  test("a node paused while it holds the write lock holds up the other nodes' writes only until the database ends its session", {
+    timeout: 60_000,
+  }, async () => {
+    // A node whose transactions may wait 1 s between statements, then paused (SIGSTOP) while a transaction
+    // Bundle of its holds the write lock — as a frozen VM or a node cut off without its connection closing.
+    const { node: paused } = await startNode({ CAREVAULT_DATABASE_TX_IDLE_TIMEOUT: '1' });
+    const P = `https://127.0.0.1:${ports[ports.length - 1]}`;
+    const t = await token(P);
+    const db = await pgClientFor(dataDir);
+    const holder = async () =>
+      (
+        await db.query(
+          `SELECT a.pid, a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`,
+          [`carevault ${hostname()} ${paused.child.pid}`],
+        )
+      ).rows[0] as { pid: number; state: string } | undefined;
+    const bundle = (tag: string) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: Array.from({ length: 2000 }, () => ({
+        request: { method: 'POST', url: 'Observation' },
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          meta: { tag: [{ system: 'urn:paused', code: tag }] },
+          code: { text: 'paused' },
+        },
+      })),
+    });
+    try {
+      let caught: { tag: string; answer: Promise<{ status: number }>; backend: number } | undefined;
+      for (let attempt = 0; attempt < 20 && !caught; attempt++) {
+        const tag = `p${attempt}-${randomBytes(3).toString('hex')}`;
+        const answer = call(P, 'POST', `/fhir/${VAULT}`, t, bundle(tag)).catch(() => ({ status: 0 }));
+        let done = false;
+        void answer.then(() => {
+          done = true;
+        });
+        while (!done) {
+          const held = await holder();
+          if (!held) continue;
+          paused.child.kill('SIGSTOP');
+          // Still holding it a moment later, idle inside its transaction: nothing it sent before the pause
+          // (a COMMIT) is left for the database to do.
+          await new Promise((r) => setTimeout(r, 200));
+          const still = await holder();
+          if (still?.state === 'idle in transaction') caught = { tag, answer, backend: still.pid };
+          else paused.child.kill('SIGCONT');
+          break;
+        }
+        if (!caught) await answer;
+      }
+      assert.ok(caught, 'the paused node was caught holding the write lock');
+      const started = performance.now();
+      const other = await call(B, 'POST', `/fhir/${VAULT}/Patient`, t, { resourceType: 'Patient' });
+      assert.equal(other.status, 201);
+      assert.ok(performance.now() - started < 15_000, 'the other node wrote once the session was ended');
+      const gone = await db.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [caught.backend]);
+      assert.equal(gone.rowCount, 0, "the paused node's session was ended");
+      paused.child.kill('SIGCONT');
+      // Its Bundle is answered 503 (nothing of it was acknowledged) and is wholly absent.
+      assert.equal((await caught.answer).status, 503);
+      const found = await call(B, 'GET', `/fhir/${VAULT}/Observation?_tag=urn:paused|${caught.tag}&_summary=count`, t);
+      assert.equal(found.json.total, 0);
+      // The node that woke up writes again without a restart.
+      assert.equal((await call(P, 'POST', `/fhir/${VAULT}/Patient`, t, { resourceType: 'Patient' })).status, 201);
+    } finally {
+      paused.child.kill('SIGCONT');
+      await db.end();
     }
   });
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import pg from 'pg';
 import { StoreUnavailableError } from '../errors.ts';
 
@@ -66,6 +66,8 @@ function connectionConfig(
       .map((s) => `-c ${s}`)
       .join(' '),
     connectionTimeoutMillis: 5000,
+    // Which node a session belongs to, in pg_stat_activity and pg_locks (who holds the write lock).
+    application_name: `carevault ${hostname()} ${process.pid}`,
     // A database that vanished without closing the connection (host down, network cut) is noticed by the
     // operating system's keepalive probes rather than never, for connections that sit idle in the pool.
     keepAlive: true,
