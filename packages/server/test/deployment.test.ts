@@ -143,9 +143,12 @@ describe('carevault db migrate / db status', () => {
   });
 
   for (const [name, value, range] of [
-    ['CAREVAULT_DATABASE_POOL_SIZE', '0', '2 and 500'],
-    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '0', '1 and 3600'],
-    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '10s', '1 and 3600'],
+    ['CAREVAULT_DATABASE_POOL_SIZE', '0', 'an integer between 2 and 500'],
+    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '0', 'an integer between 1 and 3600'],
+    ['CAREVAULT_DATABASE_TX_IDLE_TIMEOUT', '10s', 'an integer between 1 and 3600'],
+    ['CAREVAULT_SEARCH_TIMEOUT', '0', 'a number of seconds between 0.01 and 3600'],
+    ['CAREVAULT_SEARCH_TIMEOUT', '30s', 'a number of seconds between 0.01 and 3600'],
+    ['CAREVAULT_SEARCH_THREADS', '-1', 'an integer between 0 and 64'],
   ] as const) {
     test(`${name}=${value} is refused in one line`, async () => {
       const r = await run(process.execPath, [BIN, 'partition', 'list', '--data-dir', dir], {
@@ -155,7 +158,7 @@ describe('carevault db migrate / db status', () => {
       assert.equal((r as { code: number }).code, 1);
       assert.match(
         (r as { stderr: string }).stderr,
-        new RegExp(`^error: ${name} must be an integer between ${range}`, 'm'),
+        new RegExp(`^error: ${name} must be ${range.replaceAll('.', '\\.')}`, 'm'),
       );
     });
   }

@@ -7,7 +7,7 @@ import type { CertificateSource } from '../auth/mtls.ts';
 import { splitScope } from '../auth/smart-scopes.ts';
 import type { AccessTokenClaims } from '../auth/verifier.ts';
 import { authenticate, insufficientScope } from '../fhir/bearer.ts';
-import { FhirError, type IssueCode, operationOutcome, unavailableAsFhir } from '../fhir/errors.ts';
+import { FhirError, type IssueCode, operationOutcome, storeErrorAsFhir } from '../fhir/errors.ts';
 import { FHIR_JSON } from '../fhir/format.ts';
 import { correlationOf } from '../http/correlation.ts';
 import { drainBody } from '../http/request-limits.ts';
@@ -68,7 +68,7 @@ export async function aimRoutes(app: FastifyInstance, o: AimOptions): Promise<vo
     });
 
   app.setErrorHandler(async (thrown, req, reply) => {
-    const err = unavailableAsFhir(thrown);
+    const err = storeErrorAsFhir(thrown);
     const e = err instanceof FhirError ? err : undefined;
     const status =
       e?.status ??

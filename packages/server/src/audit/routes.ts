@@ -3,7 +3,7 @@ import type { AuthServer } from '../auth/index.ts';
 import type { CertificateSource } from '../auth/mtls.ts';
 import { parseSmartScope, splitScope } from '../auth/smart-scopes.ts';
 import { authenticate, insufficientScope } from '../fhir/bearer.ts';
-import { FhirError, operationOutcome, unavailableAsFhir } from '../fhir/errors.ts';
+import { FhirError, operationOutcome, storeErrorAsFhir } from '../fhir/errors.ts';
 import { assertAcceptsJson, FHIR_JSON } from '../fhir/format.ts';
 import { bad, parseDate, splitValues } from '../fhir/search/value-parsers.ts';
 import { correlationOf } from '../http/correlation.ts';
@@ -135,7 +135,7 @@ export async function auditRoutes(
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
   app.setErrorHandler(async (thrown, req, reply) => {
-    const err = unavailableAsFhir(thrown);
+    const err = storeErrorAsFhir(thrown);
     const e = err as FhirError;
     const status = err instanceof FhirError ? e.status : 500;
     if (status === 401 || status === 403) {

@@ -16,6 +16,13 @@ export interface Config {
    * default 60) before the database ends it: a frozen node then holds up the others' writes that long at most.
    */
   databaseTxIdleTimeout: number;
+  /**
+   * Seconds a search may run (CAREVAULT_SEARCH_TIMEOUT, default 30; fractions allowed): past it the search is answered 400
+   * `too-costly`. PostgreSQL applies it to each statement of a read; SQLite to a search on its search thread.
+   */
+  searchTimeout: number;
+  /** SQLite: threads that answer searches (CAREVAULT_SEARCH_THREADS, default 2; 0: the server's own thread). */
+  searchThreads: number;
   redisUrl: string | undefined;
   /** Access-token lifetime in seconds (CARA uses 300). */
   accessTokenTtl: number;
@@ -69,6 +76,15 @@ function integer(name: string, value: string | number, min: number, max: number)
   const n = typeof value === 'number' ? value : Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${value}"`);
+  }
+  return n;
+}
+
+/** Seconds, fractions allowed (`30`, `0.5`); used to the millisecond. */
+function seconds(name: string, value: string | number, min: number, max: number): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be a number of seconds between ${min} and ${max}, got "${value}"`);
   }
   return n;
 }
@@ -138,6 +154,8 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       1,
       3600,
     ),
+    searchTimeout: seconds('CAREVAULT_SEARCH_TIMEOUT', env.CAREVAULT_SEARCH_TIMEOUT || 30, 0.01, 3600),
+    searchThreads: integer('CAREVAULT_SEARCH_THREADS', env.CAREVAULT_SEARCH_THREADS || 2, 0, 64),
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,

@@ -8,10 +8,11 @@ import { pipeline } from 'node:stream/promises';
 import type { AuditWho } from '../audit/balp.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import { parseSmartScope } from '../auth/smart-scopes.ts';
+import { StoreTimeoutError } from '../store/errors.ts';
 import type { Store } from '../store/types.ts';
 import type { VaultAccess } from '../vault/policy.ts';
 import type { FhirContext } from './context.ts';
-import { FhirError, operationOutcome } from './errors.ts';
+import { FhirError, operationOutcome, storeErrorAsFhir } from './errors.ts';
 
 /** An accepted asynchronous submission may be this large; the synchronous limit stays FHIR_BODY_LIMIT. */
 export const ASYNC_BODY_LIMIT = 256 * 1024 * 1024;
@@ -314,7 +315,9 @@ export class AsyncJobs<J extends AsyncJob> {
           current = j;
           if (await this.get(j.id)) await this.save(j);
         });
-      } catch (err) {
+      } catch (thrown) {
+        // A search past its time fails the job for good; an unreachable database leaves it to be run again.
+        const err = thrown instanceof StoreTimeoutError ? storeErrorAsFhir(thrown) : thrown;
         if (!(err instanceof FhirError)) throw err;
         result = { status: err.status, body: JSON.stringify(operationOutcome('error', err.code, err.diagnostics)) };
       }

@@ -2,14 +2,14 @@ import type { FastifyInstance } from 'fastify';
 import type { AuditTrail } from '../audit/trail.ts';
 import { drainBody } from '../http/request-limits.ts';
 import { FHIR_BODY_LIMIT } from './body-parsers.ts';
-import { FhirError, operationOutcome, unavailableAsFhir } from './errors.ts';
+import { FhirError, operationOutcome, storeErrorAsFhir } from './errors.ts';
 import { auditFailure } from './failure-audit.ts';
 import { FHIR_JSON } from './format.ts';
 
 /** Every failure under /fhir as an OperationOutcome, audited; a 500 never says more than "internal error". */
 export function fhirErrors(app: FastifyInstance, audit: AuditTrail): void {
   app.setErrorHandler(async (thrown, req, reply) => {
-    const err = unavailableAsFhir(thrown);
+    const err = storeErrorAsFhir(thrown);
     await auditFailure(audit, req, err as FhirError | { statusCode?: number; message: string });
     // The reply is returned, not just sent: an async onSend hook (XML) may still be running when this resolves.
     if (err instanceof FhirError) {

@@ -1,5 +1,5 @@
 import type { OperationOutcome } from 'fhir/r4.js';
-import { StoreUnavailableError } from '../store/errors.ts';
+import { StoreTimeoutError, StoreUnavailableError } from '../store/errors.ts';
 
 /** FHIR issue-type codes we answer with (http://hl7.org/fhir/issue-type). */
 export type IssueCode =
@@ -54,10 +54,19 @@ export const resourceNotFound = (type: string, id: string) =>
   new FhirError(404, 'not-found', `Resource ${type}/${id} not found`);
 
 /**
- * The database is not reachable (PostgreSQL restarting, failing over): 503 `transient` with Retry-After, so
- * that clients retry; nothing was written.
+ * What the store's own errors mean to a client. The database is not reachable (PostgreSQL restarting, failing
+ * over): 503 `transient` with Retry-After, so that clients retry; nothing was written. A search ran past the
+ * time the server allows (CAREVAULT_SEARCH_TIMEOUT): 400 `too-costly`, as for other limits a search exceeds —
+ * the same search would only cost as much again.
  */
-export function unavailableAsFhir<E>(err: E): E | FhirError {
+export function storeErrorAsFhir<E>(err: E): E | FhirError {
+  if (err instanceof StoreTimeoutError) {
+    return new FhirError(
+      400,
+      'too-costly',
+      'the search ran longer than this server allows; narrow it (more selective parameters, fewer sort keys)',
+    );
+  }
   if (!(err instanceof StoreUnavailableError)) return err;
   return new FhirError(503, 'transient', 'the service is temporarily unavailable; retry later', { 'retry-after': '5' });
 }

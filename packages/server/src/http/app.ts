@@ -66,6 +66,8 @@ export async function buildPlatform(
     databaseUrl: config.databaseUrl,
     poolSize: config.databasePoolSize,
     idleTransactionTimeout: config.databaseTxIdleTimeout * 1000,
+    searchTimeout: Math.round(config.searchTimeout * 1000),
+    searchThreads: config.searchThreads,
     warn: (m) => notes.push(m),
   });
   const { pki, keys } = await withInitLock(config.dataDir, async () => ({

@@ -19,6 +19,10 @@ export interface StoreOptions {
   poolSize?: number | undefined;
   /** PostgreSQL: ms a transaction may wait on this node between statements (postgres/connection.ts). */
   idleTransactionTimeout?: number | undefined;
+  /** ms a search may run (PostgreSQL: each statement of a read; SQLite: a search on a search thread). */
+  searchTimeout?: number | undefined;
+  /** SQLite: threads that answer searches (sqlite/search-threads.ts); 0: this thread, without a time limit. */
+  searchThreads?: number | undefined;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//;
@@ -35,9 +39,13 @@ export async function openStore(options: StoreOptions): Promise<Store> {
       migrate: options.migrate,
       poolSize: options.poolSize,
       idleTransactionTimeout: options.idleTransactionTimeout,
+      searchTimeout: options.searchTimeout,
     });
   }
-  return openSqliteStore(join(options.dataDir, 'carevault.sqlite'));
+  return openSqliteStore(join(options.dataDir, 'carevault.sqlite'), {
+    searchThreads: options.searchThreads,
+    searchTimeout: options.searchTimeout,
+  });
 }
 
 async function openPostgres(url: string, options: Parameters<typeof openPostgresStore>[1]) {

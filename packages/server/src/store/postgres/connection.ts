@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
 import pg from 'pg';
-import { StoreUnavailableError } from '../errors.ts';
+import { StoreTimeoutError, StoreUnavailableError } from '../errors.ts';
 
 /** Where to connect: the URL as pg takes it, plus carevault's own `schema` parameter. */
 export interface PgTarget {
@@ -131,6 +131,11 @@ export function isConnectionError(err: unknown): boolean {
 /** Rethrows connection failures as StoreUnavailableError (a 503 for the client), other errors as they are. */
 export function rethrow(err: unknown): never {
   if (isConnectionError(err)) throw new StoreUnavailableError('the database is not reachable', { cause: err });
+  // 57014 is also a cancel by hand (pg_cancel_backend); only the read pool's statement_timeout is a cost.
+  const e = err as { code?: string; message?: string };
+  if (e.code === '57014' && /statement timeout/.test(e.message ?? '')) {
+    throw new StoreTimeoutError('the search ran longer than its time', { cause: err });
+  }
   throw err;
 }
 

@@ -54,6 +54,8 @@ export async function openPostgresStore(
     poolSize?: number | undefined;
     migrate?: boolean | undefined;
     idleTransactionTimeout?: number | undefined;
+    /** ms each statement of a vault read may run (the read pool's statement_timeout). */
+    searchTimeout?: number | undefined;
   } = {},
 ): Promise<PostgresStore> {
   const target = parseDatabaseUrl(url);
@@ -63,7 +65,12 @@ export async function openPostgresStore(
   const reads = createPool(
     target,
     options.poolSize ?? 10,
-    [`role=${VAULT_ROLE}`, 'default_transaction_read_only=on'],
+    [
+      `role=${VAULT_ROLE}`,
+      'default_transaction_read_only=on',
+      // A costly search is cancelled by the database rather than holding a connection and its CPU on and on.
+      `statement_timeout=${options.searchTimeout ?? 30_000}`,
+    ],
     options.idleTransactionTimeout,
   );
   try {

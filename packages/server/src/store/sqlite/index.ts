@@ -18,6 +18,7 @@ import { type ForeignWrites, foreignWrites } from './foreign-writes.ts';
 import { pageCachePolicy } from './page-cache.ts';
 import { resourceStore } from './resources.ts';
 import { MIGRATIONS } from './schema.ts';
+import { searchThreads } from './search-threads.ts';
 import { userStore } from './users.ts';
 import { partitionStore } from './vault.ts';
 
@@ -172,7 +173,14 @@ function createOwnerOnly(file: string): void {
   }
 }
 
-export function openSqliteStore(file: string): Store {
+export interface SqliteOptions {
+  /** Threads that answer searches (search-threads.ts); 0: the server's own thread, without a time limit. */
+  searchThreads?: number | undefined;
+  /** ms a search may run on a search thread. */
+  searchTimeout?: number | undefined;
+}
+
+export function openSqliteStore(file: string, options: SqliteOptions = {}): Store {
   if (file !== ':memory:') {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     // SQLite gives the -wal and -shm files the database file's mode, so the file is created 0600 first.
@@ -208,7 +216,11 @@ export function openSqliteStore(file: string): Store {
   const metaSet = db.prepare(
     'INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
   );
-  const { resources, appendAudit, grouped } = resourceStore(db, auditWriter(db));
+  const threads =
+    file === ':memory:' || options.searchThreads === 0
+      ? undefined
+      : searchThreads(file, options.searchThreads ?? 2, options.searchTimeout ?? 30_000);
+  const { resources, appendAudit, grouped } = resourceStore(db, auditWriter(db), threads);
   const foreign = foreignWrites(db);
   return {
     dialect: 'sqlite',
@@ -246,6 +258,7 @@ export function openSqliteStore(file: string): Store {
       }
     },
     async close() {
+      await threads?.close();
       if (db.open) db.close();
     },
   };

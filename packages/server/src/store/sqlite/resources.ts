@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { isCostly } from '../search-cost.ts';
 import { historySql } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
@@ -6,6 +7,7 @@ import { SQLITE } from '../sql/tables.ts';
 import type { AuditRecord, ResourceStore, ResourceTransaction } from '../types.ts';
 import { currentVersions } from './current-versions.ts';
 import { indexWriter } from './index-rows.ts';
+import type { SearchThreads } from './search-threads.ts';
 
 /** Appends audit records inside the open transaction; `reset` forgets cached chain state after a rollback. */
 export interface AuditAppender {
@@ -16,6 +18,8 @@ export interface AuditAppender {
 export function resourceStore(
   db: Database.Database,
   audit: AuditAppender,
+  /** Where costly searches outside a transaction run (search-cost.ts); on this thread when undefined. */
+  threads?: SearchThreads,
 ): {
   resources: ResourceStore;
   appendAudit(records: AuditRecord[]): Promise<void>;
@@ -188,7 +192,7 @@ export function resourceStore(
       return (stmt.all(...params) as VersionRow[]).map(toVersion);
     },
     async search(partition, q) {
-      return search.search(partition, q);
+      return threads && isCostly(q) ? threads.search(partition, q) : search.search(partition, q);
     },
     async referencedBy(partition, sourceType, sourceIds, param, targetType) {
       return search.referencedBy(partition, sourceType, sourceIds, param, targetType);

@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { importCommand } from '../src/admin/import.ts';
+import { parseSearch } from '../src/fhir/search/parse.ts';
+import { StoreTimeoutError, StoreUnavailableError } from '../src/store/errors.ts';
+import { openStore } from '../src/store/index.ts';
+import { isCostly } from '../src/store/search-cost.ts';
+import { openSqliteStore } from '../src/store/sqlite/index.ts';
+import type { Store } from '../src/store/types.ts';
+import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, TEST_STORE, type TestPlatform } from './helpers/platform.ts';
+
+// A search has a time limit (CAREVAULT_SEARCH_TIMEOUT), and on SQLite it runs on a search thread of its own, so
+// that a costly one neither runs on and on nor holds up the node's other requests while it runs.
+
+const N = 20_000;
+// Sorting every Observation by four keys, and counting them: ≈ 0.2 s on SQLite and ≈ 0.5 s on PostgreSQL
+// for 20,000 here, four to ten times the limit below.
+const COSTLY = 'Observation?_sort=subject,-value-quantity,code,date&_total=accurate&_count=1';
+const CHEAP = 'Observation?subject=Patient/p7&_count=5';
+// As few rows, but counted: a search thread's work all the same (store/search-cost.ts).
+const COUNTED = 'Observation?subject=Patient/p7&_count=5&_total=accurate';
+
+const observation = (i: number) => ({
+  resourceType: 'Observation',
+  id: `o${i}`,
+  status: 'final',
+  code: { coding: [{ system: 'http://loinc.org', code: i % 4 === 0 ? '8867-4' : '8480-6' }] },
+  subject: { reference: `Patient/p${i % 400}` },
+  effectiveDateTime: new Date(Date.UTC(2020, 0, 1) + i * 60_000).toISOString(),
+  valueQuantity: { value: 60 + (i % 70), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+});
+
+/** The store's query for a search URL, as the search interaction builds it. */
+const query = (q: string) => {
+  const parsed = parseSearch(q.split('?')[0] as string, [...new URLSearchParams(q.split('?')[1])], {
+    base: 'https://x/fhir/big',
+    strict: false,
+  });
+  return { ...parsed.query, total: parsed.totalMode === 'accurate' };
+};
+
+let p: TestPlatform;
+/** The same database with time enough for any search here. */
+let patient: Store;
+let reader: Caller;
+let auditor: Caller;
+
+before(async () => {
+  p = await startPlatform({}, { env: { CAREVAULT_SEARCH_TIMEOUT: '0.05' } });
+  await partition(p, 'big');
+  reader = await secretClient(p, 'reader', 'system/*.rs');
+  await grant(p, { partition: 'big', client: 'reader', scope: 'system/*.rs' });
+  auditor = await secretClient(p, 'auditor', 'system/AuditEvent.rs');
+  const lines = Array.from({ length: N }, (_, i) => JSON.stringify(observation(i)));
+  const file = join(p.dataDir, 'observations.ndjson');
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  await importCommand(p.config, [file], 'big');
+  patient = await openStore({
+    dataDir: p.dataDir,
+    databaseUrl: p.config.databaseUrl,
+    searchThreads: 1,
+    searchTimeout: 10_000,
+  });
+});
+after(async () => {
+  await patient.close();
+  await p.stop();
+});
+
+describe('a search past CAREVAULT_SEARCH_TIMEOUT', () => {
+  test('is answered 400 too-costly and audited as failed; the next search is answered', async () => {
+    const requestId = `costly-${Date.now()}`;
+    const started = performance.now();
+    const r = await fhir(p, reader, 'GET', `/big/${COSTLY}`, undefined, { 'x-request-id': requestId });
+    const took = performance.now() - started;
+    assert.equal(r.status, 400, r.text);
+    const issue = (r.json as { issue: { code: string; diagnostics: string }[] }).issue[0];
+    assert.equal(issue?.code, 'too-costly');
+    assert.match(issue?.diagnostics ?? '', /ran longer than this server allows/);
+    // Answered at the limit, not when the search would have ended.
+    assert.ok(took < 5000, `${took} ms`);
+
+    const audit = await p.fetch(`${p.base}/audit/AuditEvent?request-id=${requestId}`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    const events = ((await audit.json()) as { entry?: { resource: { outcome: string } }[] }).entry ?? [];
+    assert.deepEqual(
+      events.map((e) => e.resource.outcome),
+      ['4'],
+    );
+
+    const cheap = await fhir(p, reader, 'GET', `/big/${CHEAP}`);
+    assert.equal(cheap.status, 200, cheap.text);
+    assert.equal((cheap.json as { entry: unknown[] }).entry.length, 5);
+  });
+
+  test('the same search given time enough is answered in full', async () => {
+    const { total, matches } = await patient.resources.search('big', query(COSTLY));
+    assert.equal(total, N);
+    // Patient/p0's Observations first, the highest value of theirs first.
+    const p0 = Array.from({ length: N }, (_, i) => observation(i)).filter((o) => o.subject.reference === 'Patient/p0');
+    const top = JSON.parse(matches[0]?.content ?? '{}');
+    assert.equal(top.subject.reference, 'Patient/p0');
+    assert.equal(top.valueQuantity.value, Math.max(...p0.map((o) => o.valueQuantity.value)));
+  });
+});
+
+describe('SQLite: searches on threads of their own', { skip: TEST_STORE !== 'sqlite' && 'SQLite run only' }, () => {
+  test("a costly search does not hold up the node's reads", async () => {
+    const started = performance.now();
+    const costly = patient.resources.search('big', query(COSTLY)).then(() => performance.now() - started);
+    // The next turn of the event loop, and a read in it: on the server's own thread both would wait for the
+    // search's statements (its sort is most of its time).
+    const read = new Promise((resolve) => setTimeout(resolve, 0))
+      .then(() => patient.resources.current('big', 'Observation', 'o1'))
+      .then((v) => ({ v, at: performance.now() - started }));
+    const { v, at } = await read;
+    assert.equal(v?.version, 1);
+    const searched = await costly;
+    assert.ok(at < searched / 4, `read after ${at.toFixed(0)} ms, the search took ${searched.toFixed(0)} ms`);
+  });
+
+  test('a search waiting longer than its time for a thread is told to retry; the thread comes back', async () => {
+    const short = openSqliteStore(join(p.dataDir, 'carevault.sqlite'), { searchThreads: 1, searchTimeout: 50 });
+    try {
+      await assert.rejects(short.resources.search('big', query(COSTLY)), StoreTimeoutError);
+      // Its only thread is still inside the costly statement, which SQLite cannot be made to leave.
+      await assert.rejects(short.resources.search('big', query(COUNTED)), StoreUnavailableError);
+      // A plain search is answered on the store's own thread meanwhile.
+      assert.equal((await short.resources.search('big', query(CHEAP))).matches.length, 5);
+      let answered: number | undefined;
+      for (let i = 0; i < 100 && answered === undefined; i++) {
+        answered = await short.resources.search('big', query(COUNTED)).then(
+          (r) => r.total,
+          () => undefined,
+        );
+      }
+      assert.equal(answered, N / 400);
+    } finally {
+      await short.close();
+    }
+  });
+});
+
+describe('which searches get a thread and the time limit on SQLite', () => {
+  test('those whose work grows with the vault, not with their page', () => {
+    for (const q of [
+      'Observation?subject=Patient/p7&_total=accurate',
+      'Observation?subject=Patient/p7&_sort=date',
+      'Observation?subject=Patient/p7&_offset=10',
+      'Observation?code:text=pulse',
+      'Observation?code:not=8867-4',
+      'Observation?code:missing=true',
+      'Patient?name:contains=ann',
+      'Observation?subject:Patient.name=ann',
+      'Patient?_has:Observation:subject:code=8867-4',
+    ]) {
+      assert.equal(isCostly(query(q)), true, q);
+    }
+    for (const q of [
+      'Observation?code=http://loinc.org|8867-4&subject=Patient/p7',
+      'Observation?subject=Patient/p7&_sort=-_lastUpdated&_count=100',
+      'Observation?date=ge2020-01-01',
+      'Patient?name=ann',
+      'Observation?_lastUpdated=gt2020-01-01',
+    ]) {
+      assert.equal(isCostly(query(q)), false, q);
+    }
+  });
+});
