@@ -5,9 +5,10 @@ import type { SearchFilter, SearchQuery } from './types.ts';
  * Whether a search asks for work that grows with the vault rather than with its page: a count of every match
  * (`_total`), an order other than lastUpdated (every match sorted), skipping by `_offset`, a substring or
  * negated condition (a scan of the type's index rows), a chain or `_has` (a join per match). The embedded store
- * gives these a search thread and a time limit (sqlite/search-threads.ts); the rest — conditions on indexed
- * values in lastUpdated order — stay on the server's thread, where a page costs what its driving index
- * yields (sql/search.ts: a dense condition walks the time index instead).
+ * gives these a search thread and a time limit (sqlite/search-threads.ts). The rest — conditions on indexed
+ * values in lastUpdated order — start on the server's thread: a page costs what its driving index yields, and
+ * a dense driving condition walks the time index; only when that walk misses does the search move to a thread
+ * (sql/search.ts `dense`).
  */
 export function isCostly(q: SearchQuery): boolean {
   return q.total || q.offset > 0 || !timeOrder(q) || q.filters.some(costlyFilter);

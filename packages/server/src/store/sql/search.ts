@@ -57,6 +57,8 @@ function walkTimeIndex(filters: SearchFilter[]): boolean {
 const DENSE = 5000;
 const WINDOW = 2000;
 
+const MISSED = Symbol('the dense walk missed');
+
 /** Runs one statement with `?` placeholders and returns its rows. */
 export type Query = <T>(sql: string, params: unknown[]) => Promise<T[]>;
 
@@ -70,12 +72,15 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
     };
   }
 
-  /** The page by walking the time index (SQLite syntax), or undefined when the walk is not known to hold it. */
+  /**
+   * The page by walking the time index (SQLite syntax); undefined when no condition is dense, `MISSED` when one
+   * is but the walk did not fill the page — the driven plan then reads every match of that condition.
+   */
   async function denseWalk(
     partition: string,
     q: SearchQuery,
     time: 'ASC' | 'DESC',
-  ): Promise<FoundResource[] | undefined> {
+  ): Promise<FoundResource[] | typeof MISSED | undefined> {
     const rows = driverRows(q.filters, partition, q.type, { dialect, n: 0 });
     if (!rows) return undefined;
     const [many] = await query(`${rows.sql} LIMIT 1 OFFSET ${DENSE - 1}`, rows.params);
@@ -101,11 +106,19 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       [partition, q.type, ...checks.flatMap((c) => c.params), ...from.params, ...until.params, q.offset],
     );
     // Short with the window cut off: the page's matches may lie beyond it.
-    return page.length === q.limit || !edge ? page : undefined;
+    return page.length === q.limit || !edge ? page : MISSED;
   }
 
   return {
-    async search(partition: string, q: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }> {
+    /**
+     * `dense`: where a search goes whose driving condition is dense and whose walk missed (the embedded store:
+     * a search thread, sqlite/search-threads.ts); here when not given.
+     */
+    async search(
+      partition: string,
+      q: SearchQuery,
+      dense?: (partition: string, q: SearchQuery) => Promise<{ matches: FoundResource[]; total?: number }>,
+    ): Promise<{ matches: FoundResource[]; total?: number }> {
       const w = where(partition, q);
       const time = timeOrder(q);
       if (q.after && !time) throw new Error('a page position needs the (last_updated, id) order');
@@ -113,6 +126,7 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
         dialect.walksDenseMatches && time && q.limit > 0 && !walkTimeIndex(q.filters)
           ? await denseWalk(partition, q, time)
           : undefined;
+      if (walked === MISSED && dense) return dense(partition, q);
       const at = time && walkTimeIndex(q.filters) ? 'r.last_updated' : dialect.unindexed('r.last_updated');
       const sorts: Sql[] = time
         ? [{ sql: `${at} ${time}, r.id ${time}`, params: [] }]
@@ -129,7 +143,7 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       const matches =
         q.limit === 0
           ? []
-          : (walked ??
+          : ((walked === MISSED ? undefined : walked) ??
             (await query<FoundResource>(
               `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r WHERE ${w.sql}${after.sql}
                  ORDER BY ${sorts.map((s) => s.sql).join(', ')} ${limitSql(q.limit)} OFFSET ?`,

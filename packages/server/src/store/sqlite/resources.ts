@@ -192,7 +192,8 @@ export function resourceStore(
       return (stmt.all(...params) as VersionRow[]).map(toVersion);
     },
     async search(partition, q) {
-      return threads && isCostly(q) ? threads.search(partition, q) : search.search(partition, q);
+      if (!threads) return search.search(partition, q);
+      return isCostly(q) ? threads.search(partition, q) : search.search(partition, q, threads.search);
     },
     async referencedBy(partition, sourceType, sourceIds, param, targetType) {
       return search.referencedBy(partition, sourceType, sourceIds, param, targetType);
