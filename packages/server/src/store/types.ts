@@ -321,23 +321,28 @@ export interface ResourceStore {
   history(partition: string, query: HistoryQuery): Promise<StoredVersion[]>;
   /** Current, undeleted resources matching the query in this partition only; `total` when asked. */
   search(partition: string, query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
-  /** Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to (`_include`). */
+  /**
+   * Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to
+   * (`_include`); at most `limit` of them when given.
+   */
   referencedBy(
     partition: string,
     sourceType: string,
     sourceIds: string[],
     param: string | undefined,
     targetType?: string,
+    limit?: number,
   ): Promise<FoundResource[]>;
   /**
    * Resources of `sourceType` (undefined: any type) whose `param` (undefined: any reference parameter) points to
-   * one of `targets` (`_revinclude`).
+   * one of `targets` (`_revinclude`); at most `limit` of them when given.
    */
   referencing(
     partition: string,
     sourceType: string | undefined,
     param: string | undefined,
     targets: { type: string; id: string }[],
+    limit?: number,
   ): Promise<FoundResource[]>;
   /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
   scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;

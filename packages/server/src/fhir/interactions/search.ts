@@ -162,54 +162,68 @@ export async function resolveIncludes(
   /** Included resources pass the same scope checks as reads: denied types drop out, restricted ones are filtered. */
   const readable = async (candidates: FoundResource[]): Promise<FoundResource[]> => {
     const byType = new Map<string, FoundResource[]>();
-    for (const r of candidates) byType.set(r.type, [...(byType.get(r.type) ?? []), r]);
+    for (const r of candidates) {
+      const list = byType.get(r.type);
+      if (list) list.push(r);
+      else byType.set(r.type, [r]);
+    }
     const out: FoundResource[] = [];
     for (const [type, list] of byType) {
       const d = decisionFor(type);
       if (!d.allowed) continue;
       const filter = restrictionFilter(ctx, type, d.restrictions);
       if (!filter) {
-        out.push(...list);
+        for (const r of list) out.push(r);
         continue;
       }
-      const { matches: visible } = await ctx.store.resources.search(ctx.partition, {
-        type,
-        filters: [{ kind: 'id', ids: list.map((r) => r.id) }, filter],
-        sort: [],
-        limit: list.length,
-        offset: 0,
-        total: false,
-      });
-      out.push(...visible);
+      // In slices: an id list is one statement parameter each.
+      for (let i = 0; i < list.length; i += 500) {
+        const slice = list.slice(i, i + 500);
+        const { matches: visible } = await ctx.store.resources.search(ctx.partition, {
+          type,
+          filters: [{ kind: 'id', ids: slice.map((r) => r.id) }, filter],
+          sort: [],
+          limit: slice.length,
+          offset: 0,
+          total: false,
+        });
+        for (const r of visible) out.push(r);
+      }
     }
     return out;
   };
-  let frontier = matches;
-  for (let round = 0; round <= MAX_ITERATIONS && frontier.length > 0; round++) {
-    const active = directives.filter((d) => (round === 0 ? true : d.iterate));
+  /** What the round's directives bring in for `frontier`: at most `cap` rows per lookup when given. */
+  const lookup = async (active: IncludeDirective[], frontier: FoundResource[], cap?: number) => {
     const found: FoundResource[] = [];
+    let capped = false;
+    const add = (rows: FoundResource[]) => {
+      if (cap !== undefined && rows.length >= cap) capped = true;
+      for (const r of rows) found.push(r);
+    };
     for (const d of active) {
       // `*` (search.html#include): any source type, any reference parameter.
       const param = d.param === '*' ? undefined : d.param;
       if (d.reverse) {
         const source = d.sourceType === '*' ? undefined : d.sourceType;
-        found.push(...(await ctx.store.resources.referencing(ctx.partition, source, param, frontier)));
+        add(await ctx.store.resources.referencing(ctx.partition, source, param, frontier, cap));
         continue;
       }
       const sources = d.sourceType === '*' ? [...new Set(frontier.map((r) => r.type))] : [d.sourceType];
       for (const source of sources) {
         const ids = frontier.filter((r) => r.type === source).map((r) => r.id);
         if (ids.length)
-          found.push(...(await ctx.store.resources.referencedBy(ctx.partition, source, ids, param, d.targetType)));
+          add(await ctx.store.resources.referencedBy(ctx.partition, source, ids, param, d.targetType, cap));
       }
     }
-    const fresh: FoundResource[] = [];
+    return { found, capped };
+  };
+  /** The readable resources of `found` not seen before; too-costly when they are more than the rest allows. */
+  const freshOf = async (found: FoundResource[]) => {
+    const fresh = new Map<string, FoundResource>();
     const unseen = found.filter((r) => !seen.has(key(r)) && keep(r.type));
     for (const r of await readable(unseen)) {
-      if (seen.has(key(r))) continue;
-      seen.add(key(r));
-      fresh.push(r);
-      if (included.length + fresh.length > MAX_INCLUDED) {
+      fresh.set(key(r), r);
+      if (included.length + fresh.size > MAX_INCLUDED) {
         throw new FhirError(
           400,
           'too-costly',
@@ -217,6 +231,19 @@ export async function resolveIncludes(
         );
       }
     }
+    return [...fresh.values()];
+  };
+  let frontier = matches;
+  for (let round = 0; round <= MAX_ITERATIONS && frontier.length > 0; round++) {
+    const active = directives.filter((d) => (round === 0 ? true : d.iterate));
+    // A lookup needs no more rows than could all be new (a patient's 50,000 Observations are not read to learn
+    // that they are more than 1,000): past the rest, plus those that may be seen already, plus one. Only when a
+    // capped lookup did not settle it (most of its rows seen or not readable) is the round read in full.
+    const cap = MAX_INCLUDED - included.length + seen.size + 1;
+    const first = await lookup(active, frontier, cap);
+    let fresh = await freshOf(first.found);
+    if (first.capped) fresh = await freshOf((await lookup(active, frontier)).found);
+    for (const r of fresh) seen.add(key(r));
     included.push(...fresh);
     frontier = fresh;
   }

@@ -201,10 +201,10 @@ export function resourceStore(
         return (await query<VersionRow>(c, sql, params)).map(toVersion);
       }),
     search: (partition, q) => inVault(partition, (c) => searchIn(c).search(partition, q)),
-    referencedBy: (partition, sourceType, sourceIds, param, targetType) =>
-      inVault(partition, (c) => searchIn(c).referencedBy(partition, sourceType, sourceIds, param, targetType)),
-    referencing: (partition, sourceType, param, targets) =>
-      inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets)),
+    referencedBy: (partition, sourceType, sourceIds, param, targetType, limit) =>
+      inVault(partition, (c) => searchIn(c).referencedBy(partition, sourceType, sourceIds, param, targetType, limit)),
+    referencing: (partition, sourceType, param, targets, limit) =>
+      inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets, limit)),
     scan: (partition, after, limit) => inVault(partition, (c) => searchIn(c).scan(partition, after, limit)),
     async reindex(partition, items) {
       // Under the write lock, as writers take it, so no resource changes between the version check and the rows.

@@ -37,6 +37,10 @@ export function limitSql(limit: number): string {
   return `LIMIT ${limit}`;
 }
 
+/** A bound on a lookup's rows (a parameter: one statement text whatever the bound), or none for Infinity. */
+const capSql = (limit: number): Sql =>
+  limit === Number.POSITIVE_INFINITY ? { sql: '', params: [] } : { sql: 'LIMIT ?', params: [limit] };
+
 /**
  * Whether the matches are best found by walking the (partition, type, last_updated, id) index in page order:
  * when nothing but `_lastUpdated` narrows them, the walk stops after one page instead of sorting the whole type.
@@ -175,15 +179,18 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       sourceIds: string[],
       param: string | undefined,
       targetType?: string,
+      limit = Number.POSITIVE_INFINITY,
     ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
-      for (let i = 0; i < sourceIds.length; i += 500) {
+      for (let i = 0; i < sourceIds.length && out.length < limit; i += 500) {
         const ids = sourceIds.slice(i, i + 500);
+        const cap = capSql(limit - out.length);
         const rows = await query<FoundResource>(
           `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
              SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ?
                ${param === undefined ? '' : 'AND x.param = ?'}
-               AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})`,
+               AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})
+             ${cap.sql}`,
           [
             partition,
             partition,
@@ -191,9 +198,10 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
             ...(param === undefined ? [] : [param]),
             ...ids,
             ...(targetType ? [targetType] : []),
+            ...cap.params,
           ],
         );
-        out.push(...rows);
+        for (const r of rows) out.push(r);
       }
       return out;
     },
@@ -203,19 +211,26 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       sourceType: string | undefined,
       param: string | undefined,
       targets: { type: string; id: string }[],
+      limit = Number.POSITIVE_INFINITY,
     ): Promise<FoundResource[]> {
       const out: FoundResource[] = [];
       const byType = new Map<string, string[]>();
-      for (const t of targets) byType.set(t.type, [...(byType.get(t.type) ?? []), t.id]);
+      for (const t of targets) {
+        const ids = byType.get(t.type);
+        if (ids) ids.push(t.id);
+        else byType.set(t.type, [t.id]);
+      }
       for (const [targetType, ids] of byType) {
-        for (let i = 0; i < ids.length; i += 500) {
+        for (let i = 0; i < ids.length && out.length < limit; i += 500) {
           const chunk = ids.slice(i, i + 500);
+          const cap = capSql(limit - out.length);
           const sourceCond = sourceType === undefined ? '' : 'AND x.type = ?';
           const paramCond = param === undefined ? '' : 'AND x.param = ?';
           const rows = await query<FoundResource>(
             `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
                SELECT x.type, x.id FROM idx_reference x WHERE x.partition = ? ${sourceCond} ${paramCond} AND x.target_type = ?
-                 AND x.target_id IN (${chunk.map(() => '?').join(',')}))`,
+                 AND x.target_id IN (${chunk.map(() => '?').join(',')}))
+               ${cap.sql}`,
             [
               partition,
               partition,
@@ -223,9 +238,10 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
               ...(param === undefined ? [] : [param]),
               targetType,
               ...chunk,
+              ...cap.params,
             ],
           );
-          out.push(...rows);
+          for (const r of rows) out.push(r);
         }
       }
       return out;

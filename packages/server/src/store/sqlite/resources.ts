@@ -195,11 +195,11 @@ export function resourceStore(
       if (!threads) return search.search(partition, q);
       return isCostly(q) ? threads.search(partition, q) : search.search(partition, q, threads.search);
     },
-    async referencedBy(partition, sourceType, sourceIds, param, targetType) {
-      return search.referencedBy(partition, sourceType, sourceIds, param, targetType);
+    async referencedBy(partition, sourceType, sourceIds, param, targetType, limit) {
+      return search.referencedBy(partition, sourceType, sourceIds, param, targetType, limit);
     },
-    async referencing(partition, sourceType, param, targets) {
-      return search.referencing(partition, sourceType, param, targets);
+    async referencing(partition, sourceType, param, targets, limit) {
+      return search.referencing(partition, sourceType, param, targets, limit);
     },
     scan: async (partition, after, limit) => search.scan(partition, after, limit),
     reindex(partition, items) {

@@ -12,8 +12,9 @@ import type { Store } from '../src/store/types.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, TEST_STORE, type TestPlatform } from './helpers/platform.ts';
 
-// A search has a time limit (CAREVAULT_SEARCH_TIMEOUT), and on SQLite it runs on a search thread of its own, so
-// that a costly one neither runs on and on nor holds up the node's other requests while it runs.
+// A search has a time limit (CAREVAULT_SEARCH_TIMEOUT), and on SQLite a costly one runs on a search thread of its
+// own, so that it neither runs on and on nor holds up the node's other requests while it runs. Includes read no
+// more than they may bring in.
 
 const N = 20_000;
 // Sorting every Observation by four keys, and counting them: ≈ 0.2 s on SQLite and ≈ 0.5 s on PostgreSQL
@@ -50,6 +51,8 @@ let p: TestPlatform;
 let patient: Store;
 let reader: Caller;
 let auditor: Caller;
+/** May read only the heart rates (8867-4): every fourth patient's Observations, all 50 of them. */
+let heartRates: Caller;
 
 before(async () => {
   p = await startPlatform({}, { env: { CAREVAULT_SEARCH_TIMEOUT: '0.05' } });
@@ -57,7 +60,16 @@ before(async () => {
   reader = await secretClient(p, 'reader', 'system/*.rs');
   await grant(p, { partition: 'big', client: 'reader', scope: 'system/*.rs' });
   auditor = await secretClient(p, 'auditor', 'system/AuditEvent.rs');
-  const lines = Array.from({ length: N }, (_, i) => JSON.stringify(observation(i)));
+  heartRates = await secretClient(
+    p,
+    'heart-rates',
+    'system/Patient.rs system/Observation.rs?code=http://loinc.org|8867-4',
+  );
+  await grant(p, { partition: 'big', client: 'heart-rates', scope: 'system/*.rs' });
+  const lines = [
+    ...Array.from({ length: 400 }, (_, k) => JSON.stringify({ resourceType: 'Patient', id: `p${k}` })),
+    ...Array.from({ length: N }, (_, i) => JSON.stringify(observation(i))),
+  ];
   const file = join(p.dataDir, 'observations.ndjson');
   writeFileSync(file, `${lines.join('\n')}\n`);
   await importCommand(p.config, [file], 'big');
@@ -109,6 +121,54 @@ describe('a search past CAREVAULT_SEARCH_TIMEOUT', () => {
     const top = JSON.parse(matches[0]?.content ?? '{}');
     assert.equal(top.subject.reference, 'Patient/p0');
     assert.equal(top.valueQuantity.value, Math.max(...p0.map((o) => o.valueQuantity.value)));
+  });
+});
+
+describe('_include and _revinclude past 1,000 resources', () => {
+  type Bundle = {
+    entry?: { resource: { resourceType: string }; search: { mode: string } }[];
+    issue?: { code: string }[];
+  };
+  const ids = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => `p${from + k}`).join(',');
+
+  test('more than 1,000 to bring in is 400 too-costly', async () => {
+    // 400 patients with 50 Observations each: 20,000 to bring in, of which 1,001 tell.
+    const r = await fhir(p, reader, 'GET', '/big/Patient?_count=400&_revinclude=Observation:subject');
+    assert.equal(r.status, 400, r.text);
+    assert.equal((r.json as Bundle).issue?.[0]?.code, 'too-costly');
+  });
+
+  test('rows a client may not read do not count: all of those it may read are brought in', async () => {
+    // 40 patients, 2,000 Observations, of which only p4, p8 … p40's 500 heart rates are readable: more rows than
+    // a lookup reads first (1,041), with fewer than 1,000 among them to bring in.
+    const r = await fhir(
+      p,
+      heartRates,
+      'GET',
+      `/big/Patient?_id=${ids(1, 41)}&_count=40&_revinclude=Observation:subject`,
+    );
+    assert.equal(r.status, 200, r.text);
+    const entries = (r.json as Bundle).entry ?? [];
+    assert.equal(entries.filter((e) => e.search.mode === 'match').length, 40);
+    assert.equal(entries.filter((e) => e.search.mode === 'include').length, 10 * 50);
+  });
+
+  test('a lookup reads no more rows than asked for', async () => {
+    const targets = [1, 2, 3].map((k) => ({ type: 'Patient', id: `p${k}` }));
+    assert.equal((await patient.resources.referencing('big', 'Observation', 'subject', targets)).length, 150);
+    assert.equal((await patient.resources.referencing('big', 'Observation', 'subject', targets, 70)).length, 70);
+    const sources = ['o1', 'o2', 'o3', 'o4'];
+    assert.equal((await patient.resources.referencedBy('big', 'Observation', sources, 'subject')).length, 4);
+    assert.equal(
+      (await patient.resources.referencedBy('big', 'Observation', sources, 'subject', undefined, 3)).length,
+      3,
+    );
+  });
+
+  test('up to 1,000 are brought in', async () => {
+    const r = await fhir(p, reader, 'GET', `/big/Patient?_id=${ids(0, 20)}&_count=20&_revinclude=Observation:subject`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(((r.json as Bundle).entry ?? []).filter((e) => e.search.mode === 'include').length, 1000);
   });
 });
 
