@@ -17,11 +17,12 @@ export interface Config {
    */
   databaseTxIdleTimeout: number;
   /**
-   * Seconds a search may run (CAREVAULT_SEARCH_TIMEOUT, default 30; fractions allowed): past it the search is answered 400
-   * `too-costly`. PostgreSQL applies it to each statement of a read; SQLite to a search on its search thread.
+   * Seconds a search may run (CAREVAULT_SEARCH_TIMEOUT, default 30; fractions allowed): past it the search is
+   * answered 400 `too-costly`. PostgreSQL applies it to each statement of a read; SQLite to a costly search on its
+   * search thread.
    */
   searchTimeout: number;
-  /** SQLite: threads that answer searches (CAREVAULT_SEARCH_THREADS, default 2; 0: the server's own thread). */
+  /** SQLite: threads for costly searches (CAREVAULT_SEARCH_THREADS, default 2; 0: the server's own thread). */
   searchThreads: number;
   redisUrl: string | undefined;
   /** Access-token lifetime in seconds (CARA uses 300). */

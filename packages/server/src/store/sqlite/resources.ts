@@ -8,6 +8,7 @@ import type { AuditRecord, ResourceStore, ResourceTransaction } from '../types.t
 import { currentVersions } from './current-versions.ts';
 import { indexWriter } from './index-rows.ts';
 import type { SearchThreads } from './search-threads.ts';
+import { preparedQuery } from './statements.ts';
 
 /** Appends audit records inside the open transaction; `reset` forgets cached chain state after a rollback. */
 export interface AuditAppender {
@@ -151,17 +152,7 @@ export function resourceStore(
       else job.reject(o.value);
     });
   }
-  const statements = new Map<string, Database.Statement>();
-  // better-sqlite3 answers synchronously; the shared search code awaits an already-settled promise.
-  const search = searchQueries(async <T>(sql: string, params: unknown[]) => {
-    let stmt = statements.get(sql);
-    if (!stmt) {
-      if (statements.size > 500) statements.clear();
-      stmt = db.prepare(sql);
-      statements.set(sql, stmt);
-    }
-    return stmt.all(...params) as T[];
-  }, SQLITE);
+  const search = searchQueries(preparedQuery(db), SQLITE);
 
   const enqueue = <T>(job: Omit<Job, 'resolve' | 'reject'>) =>
     new Promise<T>((resolve, reject) => {

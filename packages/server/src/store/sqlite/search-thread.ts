@@ -7,24 +7,19 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
+import { pageCacheFor } from './page-cache.ts';
 import type { SearchRequest, SearchResponse } from './search-threads.ts';
+import { preparedQuery } from './statements.ts';
 
 const { file } = workerData as { file: string };
 const db = new Database(file, { readonly: true, fileMustExist: true });
 db.pragma('busy_timeout = 5000');
-// Read through a memory map like the writing connection does below 1 GiB (page-cache.ts); above it, a cache.
-db.pragma(statSync(file).size < 2 ** 30 ? `mmap_size = ${2 ** 31}` : 'cache_size = -65536');
+// The writing connection's settings for the database's size (page-cache.ts): a memory map below 1 GiB.
+const { cacheKib, mmapBytes } = pageCacheFor(statSync(file).size);
+db.pragma(`cache_size = -${cacheKib}`);
+db.pragma(`mmap_size = ${mmapBytes}`);
 
-const statements = new Map<string, Database.Statement>();
-const queries = searchQueries(async <T>(sql: string, params: unknown[]) => {
-  let stmt = statements.get(sql);
-  if (!stmt) {
-    if (statements.size > 500) statements.clear();
-    stmt = db.prepare(sql);
-    statements.set(sql, stmt);
-  }
-  return stmt.all(...params) as T[];
-}, SQLITE);
+const queries = searchQueries(preparedQuery(db), SQLITE);
 
 const begin = db.prepare('BEGIN');
 const commit = db.prepare('COMMIT');
