@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { importCommand } from '../src/admin/import.ts';
+import { extractIndex } from '../src/fhir/search/extract.ts';
 import { parseSearch } from '../src/fhir/search/parse.ts';
 import { StoreTimeoutError, StoreUnavailableError } from '../src/store/errors.ts';
 import { openStore } from '../src/store/index.ts';
@@ -113,6 +114,24 @@ describe('a search past CAREVAULT_SEARCH_TIMEOUT', () => {
     assert.equal((cheap.json as { entry: unknown[] }).entry.length, 5);
   });
 
+  test("in a batch, is that entry's failure: the other entries are answered", async () => {
+    const r = await fhir(p, reader, 'POST', '/big', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [{ request: { method: 'GET', url: COSTLY } }, { request: { method: 'GET', url: CHEAP } }],
+    });
+    assert.equal(r.status, 200, r.text);
+    type Entry = {
+      response: { status: string; outcome?: { issue: { code: string }[] } };
+      resource?: { entry?: unknown[] };
+    };
+    const [costly, cheap] = (r.json as { entry: Entry[] }).entry;
+    assert.match(costly?.response.status ?? '', /^400/);
+    assert.equal(costly?.response.outcome?.issue[0]?.code, 'too-costly');
+    assert.match(cheap?.response.status ?? '', /^200/);
+    assert.equal(cheap?.resource?.entry?.length, 5);
+  });
+
   test('the same search given time enough is answered in full', async () => {
     const { total, matches } = await patient.resources.search('big', query(COSTLY));
     assert.equal(total, N);
@@ -169,6 +188,45 @@ describe('_include and _revinclude past 1,000 resources', () => {
     const r = await fhir(p, reader, 'GET', `/big/Patient?_id=${ids(0, 20)}&_count=20&_revinclude=Observation:subject`);
     assert.equal(r.status, 200, r.text);
     assert.equal(((r.json as Bundle).entry ?? []).filter((e) => e.search.mode === 'include').length, 1000);
+  });
+});
+
+describe("a transaction's searches", () => {
+  test('past the limit together, the transaction fails and leaves nothing; the next one commits', async () => {
+    const short = await openStore({
+      dataDir: p.dataDir,
+      databaseUrl: p.config.databaseUrl,
+      searchThreads: 1,
+      searchTimeout: 50,
+    });
+    const basic = (id: string) => ({
+      type: 'Basic',
+      id,
+      version: 1,
+      lastUpdated: new Date().toISOString(),
+      method: 'PUT' as const,
+      content: JSON.stringify({ resourceType: 'Basic', id }),
+      index: extractIndex({ resourceType: 'Basic', id }),
+    });
+    try {
+      // A condition checked again under the write lock: nothing can interrupt it there, so the transaction
+      // stops once its searches have taken longer than a search may.
+      const failed = short.resources.transaction('big', async (tx) => {
+        await tx.write(basic('before-the-search'));
+        for (let i = 0; i < 1000; i++) await tx.search(query(COSTLY));
+        return 'all searched';
+      });
+      await assert.rejects(failed, StoreTimeoutError);
+      assert.equal(await short.resources.current('big', 'Basic', 'before-the-search'), undefined);
+      const cheap = await short.resources.transaction('big', async (tx) => {
+        await tx.write(basic('after'));
+        return (await tx.search(query(CHEAP))).matches.length;
+      });
+      assert.equal(cheap, 5);
+      assert.equal((await short.resources.current('big', 'Basic', 'after'))?.version, 1);
+    } finally {
+      await short.close();
+    }
   });
 });
 

@@ -1,3 +1,4 @@
+import { StoreTimeoutError } from './errors.ts';
 import { timeOrder } from './search-order.ts';
 import type { SearchFilter, SearchQuery } from './types.ts';
 
@@ -31,4 +32,21 @@ function costlyFilter(f: SearchFilter): boolean {
     default:
       return false;
   }
+}
+
+/**
+ * The searches of one transaction (the conditions of conditional writes, checked again under the write lock) run
+ * where nothing interrupts them — SQLite's own thread, PostgreSQL's write connection — while every writer waits:
+ * once they have taken `ms` together, the next to end fails with StoreTimeoutError and the transaction rolls
+ * back. A transaction Bundle of a thousand costly conditions so stops after about `ms`, not a thousand times it.
+ */
+export function searchBudget(ms: number): <T>(search: () => Promise<T>) => Promise<T> {
+  let spent = 0;
+  return async (search) => {
+    const started = performance.now();
+    const value = await search();
+    spent += performance.now() - started;
+    if (spent > ms) throw new StoreTimeoutError(`the transaction's searches ran longer than ${ms / 1000} s`);
+    return value;
+  };
 }

@@ -1,10 +1,11 @@
+import { StoreTimeoutError } from '../../store/errors.ts';
 import type { CurrentVersion, ResourceTransaction } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
-import { FhirError, type IssueCode, operationOutcome } from '../errors.ts';
+import { FhirError, type IssueCode, operationOutcome, storeErrorAsFhir } from '../errors.ts';
 import { createIn } from '../interactions/create.ts';
 import { removeIn } from '../interactions/delete.ts';
 import { type PatchDocument, patchIn } from '../interactions/patch.ts';
@@ -300,7 +301,9 @@ export async function runBatch(
     try {
       const [r] = await runTransaction(ctx, [{ ...e, index: e.index }], returnResources);
       results.push(r as EntryResult);
-    } catch (err) {
+    } catch (thrown) {
+      // A search past its time is that entry's failure; an unreachable database is the whole batch's.
+      const err = thrown instanceof StoreTimeoutError ? storeErrorAsFhir(thrown) : thrown;
       if (!(err instanceof FhirError)) throw err;
       results.push({ status: err.status, outcome: operationOutcome('error', err.code, err.diagnostics) });
     }

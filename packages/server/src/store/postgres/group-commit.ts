@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { searchBudget } from '../search-cost.ts';
 import { GENESIS, hashHex } from '../sql/audit-chain.ts';
 import type { AuditRecord, CurrentVersion, ResourceTransaction, ResourceWrite, SearchQuery } from '../types.ts';
 import { auditCtes, chainRecords, HEAD_SQL } from './audit.ts';
@@ -24,6 +25,8 @@ export interface GroupReads {
   /** Current versions of many resources (absent ones left out), in one statement. */
   currents(client: pg.PoolClient, partition: string, keys: { type: string; id: string }[]): Promise<CurrentVersion[]>;
   search: (client: pg.PoolClient, partition: string, q: SearchQuery) => ReturnType<ResourceTransaction['search']>;
+  /** ms the searches of one job may take together (search-cost.ts `searchBudget`). */
+  searchTimeout: number;
 }
 
 const WRITE_ONLY = `WITH ${writeCtes().join(',\n  ')}\nSELECT 1`;
@@ -220,6 +223,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
     };
     // What prefetch read, by key (undefined: absent), until this job writes the resource.
     const known = new Map<string, CurrentVersion | undefined>();
+    const budget = searchBudget(reads.searchTimeout);
     const tx: ResourceTransaction = {
       now,
       async current(type, id) {
@@ -249,7 +253,7 @@ export async function commitGroup(client: pg.PoolClient, jobs: Job[], reads: Gro
       },
       async search(q) {
         await own(true);
-        return reads.search(c, job.partition, q);
+        return budget(() => reads.search(c, job.partition, q));
       },
     };
     try {

@@ -81,7 +81,7 @@ export async function openPostgresStore(
     await reads.end().catch(() => {});
     throw err;
   }
-  const { resources, appendAudit, idle } = resourceStore(pool, reads);
+  const { resources, appendAudit, idle } = resourceStore(pool, reads, options.searchTimeout);
   // One listening connection per node keeps the in-memory mirrors (revocations, grants) current.
   const notifications = listener(target);
   const revocations = revocationStore(pool, target.schema, notifications);

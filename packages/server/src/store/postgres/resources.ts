@@ -34,6 +34,8 @@ export function resourceStore(
   pool: pg.Pool,
   /** The read pool: connections that are the vault role and read-only from the start. */
   reads: pg.Pool,
+  /** ms the searches of one transaction may take together (search-cost.ts `searchBudget`). */
+  searchTimeout = 30_000,
 ): {
   resources: ResourceStore;
   appendAudit(records: AuditRecord[]): Promise<void>;
@@ -108,6 +110,7 @@ export function resourceStore(
       return rows.map(toCurrent);
     },
     search: (client, partition, q) => searchIn(client).search(partition, q),
+    searchTimeout,
   };
 
   async function flushGroup(): Promise<void> {

@@ -176,7 +176,7 @@ function createOwnerOnly(file: string): void {
 export interface SqliteOptions {
   /** Threads that answer searches (search-threads.ts); 0: the server's own thread, without a time limit. */
   searchThreads?: number | undefined;
-  /** ms a search may run on a search thread. */
+  /** ms a search may run on a search thread, and the searches of one transaction together. */
   searchTimeout?: number | undefined;
 }
 
@@ -220,7 +220,7 @@ export function openSqliteStore(file: string, options: SqliteOptions = {}): Stor
     file === ':memory:' || options.searchThreads === 0
       ? undefined
       : searchThreads(file, options.searchThreads ?? 2, options.searchTimeout ?? 30_000);
-  const { resources, appendAudit, grouped } = resourceStore(db, auditWriter(db), threads);
+  const { resources, appendAudit, grouped } = resourceStore(db, auditWriter(db), threads, options.searchTimeout);
   const foreign = foreignWrites(db);
   return {
     dialect: 'sqlite',

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { isCostly } from '../search-cost.ts';
+import { isCostly, searchBudget } from '../search-cost.ts';
 import { historySql } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
@@ -21,6 +21,8 @@ export function resourceStore(
   audit: AuditAppender,
   /** Where costly searches outside a transaction run (search-cost.ts); on this thread when undefined. */
   threads?: SearchThreads,
+  /** ms the searches of one transaction may take together (search-cost.ts `searchBudget`). */
+  searchTimeout = 30_000,
 ): {
   resources: ResourceStore;
   appendAudit(records: AuditRecord[]): Promise<void>;
@@ -66,7 +68,7 @@ export function resourceStore(
     reject: (err: unknown) => void;
   }
   let queue: Job[] = [];
-  const txFor = (partition: string): ResourceTransaction => ({
+  const txFor = (partition: string, budget = searchBudget(searchTimeout)): ResourceTransaction => ({
     // One process writes this database, and a transaction runs within one turn of the event loop.
     now: clock,
     async current(type, id) {
@@ -83,7 +85,7 @@ export function resourceStore(
     async audit(record) {
       audit.write(record);
     },
-    search: (q) => search.search(partition, q),
+    search: (q) => budget(() => search.search(partition, q)),
   });
   /**
    * Every job of the group in one transaction without savepoints; undefined, rolled back, when one fails.
