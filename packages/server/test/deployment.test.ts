@@ -149,6 +149,7 @@ describe('carevault db migrate / db status', () => {
     ['CAREVAULT_SEARCH_TIMEOUT', '0', 'a number of seconds between 0.01 and 3600'],
     ['CAREVAULT_SEARCH_TIMEOUT', '30s', 'a number of seconds between 0.01 and 3600'],
     ['CAREVAULT_SEARCH_THREADS', '-1', 'an integer between 0 and 64'],
+    ['CAREVAULT_MAX_RESPONSE_MB', '0', 'an integer between 1 and 256'],
   ] as const) {
     test(`${name}=${value} is refused in one line`, async () => {
       const r = await run(process.execPath, [BIN, 'partition', 'list', '--data-dir', dir], {

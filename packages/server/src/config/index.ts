@@ -22,6 +22,11 @@ export interface Config {
    * search thread.
    */
   searchTimeout: number;
+  /**
+   * MiB of resource JSON one answer may hold (CAREVAULT_MAX_RESPONSE_MB, default 64): pages end there and go on
+   * by their `next` link; a batch or transaction runs no more entries past it.
+   */
+  maxResponseMb: number;
   /** SQLite: threads for costly searches (CAREVAULT_SEARCH_THREADS, default 2; 0: the server's own thread). */
   searchThreads: number;
   redisUrl: string | undefined;
@@ -156,6 +161,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       3600,
     ),
     searchTimeout: seconds('CAREVAULT_SEARCH_TIMEOUT', env.CAREVAULT_SEARCH_TIMEOUT || 30, 0.01, 3600),
+    maxResponseMb: integer('CAREVAULT_MAX_RESPONSE_MB', env.CAREVAULT_MAX_RESPONSE_MB || 64, 1, 256),
     searchThreads: integer('CAREVAULT_SEARCH_THREADS', env.CAREVAULT_SEARCH_THREADS || 2, 0, 64),
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,

@@ -17,4 +17,6 @@ export interface FhirContext {
   provenance?: Record<string, unknown> | undefined;
   /** The Provenance that was stored, to echo in the X-Provenance response header. */
   provenanceWritten?: string | undefined;
+  /** Characters of resource JSON one answer may hold (response-size.ts; DEFAULT_RESPONSE_LIMIT when absent). */
+  responseLimit?: number | undefined;
 }

@@ -48,6 +48,8 @@ export interface FhirPluginOptions {
   store: Store;
   auth: AuthServer;
   certificates: CertificateSource;
+  /** Characters of resource JSON one answer may hold (response-size.ts). */
+  responseLimit: number;
 }
 
 type Params = VaultParams;
@@ -97,7 +99,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const grantBased = !access?.person || access.host !== undefined;
     if (!access || (!grantBased && !(await o.store.partitions.get(partition)))) throw vaultNotFound();
     const provenance = req.method === 'POST' || req.method === 'PUT' ? provenanceFor(req, access) : undefined;
-    return { store: o.store, partition, base, access, who, audit: o.audit, provenance };
+    return { store: o.store, partition, base, access, who, audit: o.audit, provenance, responseLimit: o.responseLimit };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {
     const ctx = (req as FastifyRequest & { fhir: FhirContext | null }).fhir;

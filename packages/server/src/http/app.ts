@@ -169,6 +169,7 @@ export async function buildPlatform(
     audit,
     submissionPolicy,
     jobsDir: join(config.dataDir, 'jobs'),
+    responseLimit: config.maxResponseMb * 1024 * 1024,
   });
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
   await app.register(directoryRoutes, {

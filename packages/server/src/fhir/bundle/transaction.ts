@@ -14,6 +14,7 @@ import { assertVisible, search } from '../interactions/search.ts';
 import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
 import { newResourceId } from '../resource-id.ts';
+import { answerFull, responseLimit } from '../response-size.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
@@ -257,8 +258,15 @@ async function attemptTransaction(
       }
     }
   });
+  // The writes are committed: a read past what the answer may hold is not run, and says so in its entry.
+  let used = [...results.values()].reduce((n, r) => n + sizeOf(r), 0);
   for (const p of ordered) {
-    if (p.kind === 'read') results.set(p.e.index, await readEntry(ctx, p.e, restrictions.get(p.e.index)));
+    if (p.kind !== 'read') continue;
+    const room = responseLimit(ctx) - used;
+    const r =
+      room > 0 ? await readEntry({ ...ctx, responseLimit: room }, p.e, restrictions.get(p.e.index)) : notRun(ctx);
+    results.set(p.e.index, r);
+    used += sizeOf(r);
   }
   return entries.map((e) => results.get(e.index) as EntryResult);
 }
@@ -290,7 +298,14 @@ export async function runBatch(
   returnResources: boolean,
 ): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
+  let used = 0;
   for (const e of entries) {
+    // Each entry may fill what the answer has left: a search's page ends there.
+    const room = responseLimit(ctx) - used;
+    if (room <= 0) {
+      results.push(notRun(ctx));
+      continue;
+    }
     if ('invalid' in e) {
       results.push({
         status: e.invalid.status,
@@ -299,17 +314,25 @@ export async function runBatch(
       continue;
     }
     try {
-      const [r] = await runTransaction(ctx, [{ ...e, index: e.index }], returnResources);
+      const [r] = await runTransaction({ ...ctx, responseLimit: room }, [{ ...e, index: e.index }], returnResources);
       results.push(r as EntryResult);
+      used += sizeOf(r as EntryResult);
     } catch (thrown) {
       // A search past its time is that entry's failure; an unreachable database is the whole batch's.
       const err = thrown instanceof StoreTimeoutError ? storeErrorAsFhir(thrown) : thrown;
       if (!(err instanceof FhirError)) throw err;
-      results.push({ status: err.status, outcome: operationOutcome('error', err.code, err.diagnostics) });
+      results.push(failed(err));
     }
   }
   return results;
 }
+
+const failed = (err: FhirError): EntryResult => ({
+  status: err.status,
+  outcome: operationOutcome('error', err.code, err.diagnostics),
+});
+const notRun = (ctx: FhirContext) => failed(answerFull(ctx));
+const sizeOf = (r: EntryResult) => r.resource?.length ?? 0;
 
 /** The batch-response / transaction-response Bundle, as text around the stored JSON. */
 export function responseBundle(

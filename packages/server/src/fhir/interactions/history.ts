@@ -5,6 +5,7 @@ import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
+import { fitting, responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { parseDate } from '../search/value-parsers.ts';
@@ -130,7 +131,13 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
     before,
     limit: count + 1,
   });
-  const page = rows.slice(0, count);
+  // A page ends where its answer would pass the response limit; its cursor goes on from there.
+  const taken = fitting(
+    rows.slice(0, count).map((v) => v.content?.length ?? 0),
+    responseLimit(ctx),
+    true,
+  );
+  const page = rows.slice(0, taken);
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);
   for (const v of [params.query._at ?? []].flat()) kept.append('_at', String(v));
@@ -138,7 +145,7 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
   const self = `${ctx.base}${params.path}?${kept}${before ? `&_cursor=${single(params.query, '_cursor')}` : ''}`;
   const links = [{ relation: 'self', url: self }];
   const last = page[page.length - 1];
-  if (rows.length > count && last) {
+  if (rows.length > taken && last) {
     links.push({ relation: 'next', url: `${ctx.base}${params.path}?${kept}&_cursor=${encodeCursor(last)}` });
   }
   const interaction = params.id ? 'history-instance' : params.type ? 'history-type' : 'history-system';

@@ -6,6 +6,7 @@ import { auditAccess, patientsSearched } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
+import { fitting, includedTooLarge, responseLimit } from '../response-size.ts';
 import { encodeCursor } from '../search/cursor.ts';
 import { type IncludeDirective, MAX_OFFSET, parseSearch } from '../search/parse.ts';
 import { elementsOnly, summarize } from '../search/subset.ts';
@@ -83,14 +84,23 @@ export async function search(
     limit: limit === 0 ? 0 : limit + 1,
     total: wantTotal,
   });
-  const hasNext = rows.length > limit;
-  const matches = rows.slice(0, limit);
+  // A page ends where its answer would pass the response limit; its `next` link goes on from there.
+  const room = responseLimit(ctx);
+  const taken = fitting(
+    rows.slice(0, limit).map((r) => r.content.length),
+    room,
+    true,
+  );
+  const hasNext = rows.length > taken;
+  const matches = rows.slice(0, taken);
   // Without a COUNT the total is still known exactly when the last page is reached — not from a page past the
   // end, whose offset says nothing about how many came before it.
   const lastPage = !hasNext && (matches.length > 0 || query.offset === 0);
   const total = counted ?? (parsed.totalMode !== 'none' && lastPage ? query.offset + matches.length : undefined);
 
   const included = await resolveIncludes(ctx, matches, parsed.includes);
+  if (included.length > 0 && [...matches, ...included].reduce((n, r) => n + r.content.length, 0) > room)
+    throw includedTooLarge(ctx);
   // BALP query event (L04): the request as asked, not the results.
   const raw = new URLSearchParams(params).toString();
   await auditAccess(ctx, 'search-type', {
@@ -108,18 +118,18 @@ export async function search(
   /** In (last_updated, id) order the next page starts after this page's last match, at any depth; else by offset. */
   function nextPage(): Page {
     const last = matches[matches.length - 1];
-    const offset = query.offset + query.limit;
+    const offset = query.offset + matches.length;
     if (!timeOrder(query) || !last?.lastUpdated) return { offset };
     return { offset, after: { lastUpdated: last.lastUpdated, id: last.id } };
   }
 
-  const shown = (r: FoundResource, mode: 'match' | 'include') => {
+  const subset = (r: FoundResource, mode: 'match' | 'include') => {
     if (mode !== 'match') return r.content;
     if (parsed.elements) return elementsOnly(r.content, r.type, parsed.elements);
     return parsed.summary ? summarize(r.content, r.type, parsed.summary) : r.content;
   };
   const entry = (r: FoundResource, mode: 'match' | 'include') =>
-    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${shown(r, mode)},"search":{"mode":"${mode}"}}`;
+    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${subset(r, mode)},"search":{"mode":"${mode}"}}`;
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
   // FHIR JSON has no empty arrays: a page without entries has no `entry`.
   const entryJson = entries.length ? `,"entry":[${entries.join(',')}]` : '';

@@ -11,6 +11,7 @@ import { parseSince } from '../interactions/history.ts';
 import { read } from '../interactions/read.ts';
 import { assertVisible, resolveIncludes, restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
+import { fitting, includedTooLarge, responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { parseSearch } from '../search/parse.ts';
@@ -134,14 +135,24 @@ export async function patientEverything(
   const matches: FoundResource[] = [];
   let next: Position | undefined;
   let i = start;
-  for (; i < types.length && matches.length < count; i++) {
+  // A page also ends where its answer would pass the response limit; its `next` link goes on from there.
+  let bytes = 0;
+  let full = false;
+  for (; i < types.length && matches.length < count && !full; i++) {
     const type = types[i] as string;
     const room = count - matches.length;
     const rows = await find(type, room + 1, i === start ? position?.after : undefined);
-    matches.push(...rows.slice(0, room));
+    const sizes = rows.slice(0, room).map((r) => r.content.length);
+    const taken = fitting(sizes, responseLimit(ctx) - bytes, matches.length === 0);
+    full = taken < sizes.length;
+    for (const r of rows.slice(0, taken)) {
+      matches.push(r);
+      bytes += r.content.length;
+    }
     const last = matches[matches.length - 1];
-    if (rows.length > room && last?.lastUpdated)
+    if (rows.length > taken && last?.type === type && last.lastUpdated)
       next = { type, after: { lastUpdated: last.lastUpdated, id: last.id }, before: 0 };
+    else if (full) next = { type, before: 0 }; // nothing of this type fitted after the earlier types' matches
   }
   // A page that ends with its type: the next one starts at the next type that has anything, if any does.
   for (; !next && matches.length === count && i < types.length; i++) {
@@ -154,6 +165,8 @@ export async function patientEverything(
   const outside = (type: string) => !inPatientCompartment(type) && (!asked || asked.includes(type));
   const everyReference = { sourceType: '*', param: '*', iterate: false, reverse: false };
   const included = await resolveIncludes(ctx, matches, [everyReference], outside);
+  if (included.reduce((n, r) => n + r.content.length, bytes) > responseLimit(ctx) && included.length > 0)
+    throw includedTooLarge(ctx);
 
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);

@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { importCommand } from '../src/admin/import.ts';
+import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// An answer holds at most CAREVAULT_MAX_RESPONSE_MB of resource JSON: pages end there and go on by their next
+// link, and a batch or transaction runs no more entries once its answer is full. Before, a batch of 2,500
+// searches held 2.9 GB for 20 s and answered 500 (V8's longest string), and a page of large documents had no
+// bound but the page size.
+
+const LIMIT = 1024 * 1024; // CAREVAULT_MAX_RESPONSE_MB=1
+const DOCS = 30;
+// ≈ 100,250 characters each as stored: ten fit into 1 MiB, eleven do not.
+const data = 'A'.repeat(100_000);
+const document = (id: string, patient: string, parts = [data]) => ({
+  resourceType: 'DocumentReference',
+  id,
+  status: 'current',
+  subject: { reference: `Patient/${patient}` },
+  date: new Date(Date.UTC(2024, 0, 1) + Number(id.replace(/\D/g, '')) * 86_400_000).toISOString(),
+  content: parts.map((part) => ({ attachment: { contentType: 'application/pdf', data: part } })),
+});
+
+type Bundle = {
+  type: string;
+  total?: number;
+  link: { relation: string; url: string }[];
+  entry?: {
+    resource?: { resourceType: string; id: string; entry?: unknown[] };
+    response?: { status: string; outcome?: { issue: { code: string; diagnostics: string }[] } };
+  }[];
+};
+
+let p: TestPlatform;
+let reader: Caller;
+let writer: Caller;
+
+before(async () => {
+  p = await startPlatform({}, { env: { CAREVAULT_MAX_RESPONSE_MB: '1' } });
+  await partition(p, 'docs');
+  reader = await secretClient(p, 'reader', 'system/*.rs');
+  await grant(p, { partition: 'docs', client: 'reader', scope: 'system/*.rs' });
+  writer = await secretClient(p, 'writer', 'system/*.cruds');
+  await grant(p, { partition: 'docs', client: 'writer', scope: 'system/*.cruds' });
+  const lines = [
+    { resourceType: 'Patient', id: 'p1' },
+    { resourceType: 'Patient', id: 'p2' },
+    ...Array.from({ length: DOCS }, (_, i) => document(`d${i}`, 'p1')),
+    // p2: one document larger than the whole limit (a FHIR string is at most 1 MB), then two small ones.
+    document('d100', 'p2', ['B'.repeat(LIMIT / 2), 'B'.repeat(LIMIT / 2)]),
+    document('d101', 'p2', ['CCCC']),
+    document('d102', 'p2', ['DDDD']),
+  ].map((r) => JSON.stringify(r));
+  const file = join(p.dataDir, 'documents.ndjson');
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  await importCommand(p.config, [file], 'docs');
+});
+after(() => p.stop());
+
+/** The resource JSON a page holds, as the limit counts it. */
+const held = (b: Bundle) => (b.entry ?? []).reduce((n, e) => n + JSON.stringify(e.resource ?? '').length, 0);
+
+/** Every page from `first` on by its next links: each page's ids. */
+async function pages(first: string, caller = reader): Promise<string[][]> {
+  const out: string[][] = [];
+  let url: string | undefined = first;
+  while (url) {
+    const r = await fhir(p, caller, 'GET', url.startsWith('https:') ? url.slice(p.fhirBase.length) : url);
+    assert.equal(r.status, 200, r.text);
+    const b = r.json as unknown as Bundle;
+    if ((b.entry?.length ?? 0) > 1) assert.ok(held(b) <= LIMIT, `a page of ${b.entry?.length} holds ${held(b)}`);
+    out.push((b.entry ?? []).map((e) => `${e.resource?.resourceType}/${e.resource?.id}`));
+    url = b.link.find((l) => l.relation === 'next')?.url;
+    assert.ok(out.length < 50, 'the next links do not end');
+  }
+  return out;
+}
+
+const allDocs = Array.from({ length: DOCS }, (_, i) => `DocumentReference/d${i}`).sort();
+
+describe('a page holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
+  test('a search page ends at the limit; its next links (by cursor) bring every match once', async () => {
+    const seen = await pages(`/docs/DocumentReference?subject=Patient/p1&_count=${DOCS}`);
+    assert.deepEqual(
+      seen.map((ids) => ids.length),
+      [10, 10, 10],
+    );
+    assert.deepEqual(seen.flat().sort(), allDocs);
+  });
+
+  test('by offset too (a sort other than _lastUpdated), in the sorted order', async () => {
+    const seen = await pages(`/docs/DocumentReference?subject=Patient/p1&_sort=-date&_count=25`);
+    assert.deepEqual(
+      seen.map((ids) => ids.length),
+      [10, 10, 10],
+    );
+    assert.deepEqual(
+      seen.flat(),
+      Array.from({ length: DOCS }, (_, i) => `DocumentReference/d${DOCS - 1 - i}`),
+    );
+  });
+
+  test('a resource larger than the limit is a page of its own, and paging goes past it', async () => {
+    const seen = await pages('/docs/DocumentReference?subject=Patient/p2&_sort=date&_count=10');
+    assert.deepEqual(seen, [['DocumentReference/d100'], ['DocumentReference/d101', 'DocumentReference/d102']]);
+  });
+
+  test('with _total the count is of every match, not of the shortened page', async () => {
+    const r = await fhir(p, reader, 'GET', `/docs/DocumentReference?subject=Patient/p1&_total=accurate&_count=20`);
+    const b = r.json as unknown as Bundle;
+    assert.equal(b.total, DOCS);
+    assert.equal(b.entry?.length, 10);
+  });
+
+  test('history pages end at the limit and page on by cursor through every version', async () => {
+    const seen = await pages(`/docs/DocumentReference/_history?_count=100`);
+    assert.ok(seen.length >= 4, `${seen.length} pages`);
+    assert.deepEqual(
+      seen
+        .flat()
+        .filter((id) => allDocs.includes(id))
+        .sort(),
+      allDocs,
+    );
+  });
+
+  test('$everything pages end at the limit and bring the whole record', async () => {
+    const seen = await pages('/docs/Patient/p1/$everything?_count=100');
+    assert.ok(seen.length >= 3, `${seen.length} pages`);
+    const flat = seen.flat();
+    assert.equal(new Set(flat).size, flat.length, 'no resource twice');
+    assert.deepEqual(flat.filter((id) => id.startsWith('DocumentReference/')).sort(), allDocs);
+    assert.ok(flat.includes('Patient/p1'));
+  });
+
+  test('included resources past the limit are refused 400 too-costly, not cut', async () => {
+    const r = await fhir(p, reader, 'GET', '/docs/Patient?_id=p1&_revinclude=DocumentReference:subject');
+    assert.equal(r.status, 400, r.text.slice(0, 300));
+    const issue = (r.json as { issue: { code: string; diagnostics: string }[] }).issue[0];
+    assert.equal(issue?.code, 'too-costly');
+    assert.match(issue?.diagnostics ?? '', /included resources is more than the 1 MiB .*lower _count/);
+    // Fewer matches per page bring their includes.
+    const fewer = await fhir(p, reader, 'GET', '/docs/DocumentReference?_id=d1,d2&_include=DocumentReference:subject');
+    assert.equal(fewer.status, 200, fewer.text.slice(0, 300));
+    assert.equal((fewer.json as unknown as Bundle).entry?.length, 3);
+  });
+});
+
+describe('a batch or transaction answer holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
+  const search = { request: { method: 'GET', url: `DocumentReference?subject=Patient/p1&_count=${DOCS}` } };
+
+  test('a batch runs no entry once its answer is full: each says so, and nothing of them is written', async () => {
+    const r = await fhir(p, writer, 'POST', '/docs', {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        search,
+        search,
+        search,
+        {
+          request: { method: 'POST', url: 'Observation' },
+          resource: { resourceType: 'Observation', status: 'final', code: { text: 'not-run' } },
+        },
+      ],
+    });
+    assert.equal(r.status, 200, r.text.slice(0, 300));
+    const entries = (r.json as unknown as Bundle).entry ?? [];
+    assert.equal(entries.length, 4);
+    // The first fills the answer with 10 documents; the second has 1 MiB less those, and still gets its first
+    // match, so that every entry that runs answers something; the rest are not run.
+    assert.deepEqual(
+      entries.map((e) => [e.response?.status, e.resource?.entry?.length]),
+      [
+        ['200 OK', 10],
+        ['200 OK', 1],
+        ['400 Bad Request', undefined],
+        ['400 Bad Request', undefined],
+      ],
+    );
+    for (const e of entries.slice(2)) {
+      assert.equal(e.response?.outcome?.issue[0]?.code, 'too-costly');
+      assert.match(e.response?.outcome?.issue[0]?.diagnostics ?? '', /^not run: .*1 MiB.*another Bundle/);
+    }
+    const written = await fhir(p, reader, 'GET', '/docs/Observation?_summary=count');
+    assert.equal((written.json as unknown as Bundle).total, 0);
+  });
+
+  test("a transaction's writes are committed and reported; its reads past the limit are not run", async () => {
+    const r = await fhir(p, writer, 'POST', '/docs', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        search,
+        search,
+        {
+          fullUrl: 'urn:uuid:7d4c1c55-7d4e-4a43-9a53-1d7e3f1a0001',
+          request: { method: 'POST', url: 'Patient' },
+          resource: { resourceType: 'Patient', name: [{ family: 'Answered' }] },
+        },
+        search,
+      ],
+    });
+    assert.equal(r.status, 200, r.text.slice(0, 300));
+    const entries = (r.json as unknown as Bundle).entry ?? [];
+    assert.deepEqual(
+      entries.map((e) => e.response?.status),
+      ['200 OK', '200 OK', '201 Created', '400 Bad Request'],
+    );
+    const found = await fhir(p, reader, 'GET', '/docs/Patient?family=Answered');
+    assert.equal((found.json as unknown as Bundle).entry?.length, 1);
+  });
+});
