@@ -74,3 +74,16 @@ export class FhirResponseError extends CarevaultError {
     return this.issues.map((i) => i.code ?? '').filter(Boolean);
   }
 }
+
+/**
+ * A server's answer was larger than this client accepts (`maxResponseBytes`): refused by its Content-Length or
+ * once that many bytes arrived, and not retried, since the same request would bring the same answer.
+ */
+export class ResponseTooLargeError extends CarevaultError {
+  constructor(
+    readonly url: string,
+    readonly maxBytes: number,
+  ) {
+    super(`${url} answered with more than the ${maxBytes} bytes this client accepts`);
+  }
+}

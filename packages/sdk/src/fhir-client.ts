@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_RESPONSE_BYTES, limitBody, SMALL_RESPONSE_BYTES } from './body-limit.js';
 import { bodyChunks, type IdleTimer } from './body-stream.js';
 import { CarevaultError, ConfigurationError, FhirResponseError, TransportError } from './errors.js';
 import type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
@@ -30,6 +31,11 @@ export interface FhirClientOptions {
   retry?: Partial<RetryPolicy>;
   /** Per-attempt timeout. Default 30 s. */
   timeoutMs?: number;
+  /**
+   * The largest answer accepted, in bytes (default 256 MiB): past it the request fails with
+   * `ResponseTooLargeError`, not retried. `stream()` (Bulk Data files) is not limited.
+   */
+  maxResponseBytes?: number;
   /** X-Correlation-Id for every request of this client (one per session); generated when omitted. */
   correlationId?: string;
   /** Extra headers per request (user context, `X-ZV-*`, `AORTA-ID`…), called once per attempt. */
@@ -66,6 +72,7 @@ export class FhirClient {
   private readonly fetchImpl: typeof fetch;
   private readonly policy: RetryPolicy;
   private readonly timeoutMs: number;
+  private readonly maxResponseBytes: number;
 
   constructor(private readonly options: FhirClientOptions) {
     let base: URL;
@@ -80,6 +87,7 @@ export class FhirClient {
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.policy = { ...DEFAULT_RETRY, ...options.retry };
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
   }
 
   read<T extends Resource = Resource>(type: string, id: string, o?: RequestOptions): Promise<T> {
@@ -309,7 +317,7 @@ export class FhirClient {
         signal,
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       });
-      return idle ? { res, idle } : { res };
+      return idle ? { res, idle } : { res: limitBody(res, this.maxResponseBytes) };
     } finally {
       idle?.stop();
     }
@@ -386,7 +394,7 @@ async function parseBody(res: Response): Promise<unknown> {
 
 async function readOutcome(res: Response) {
   try {
-    const json = (await res.json()) as { resourceType?: string };
+    const json = (await limitBody(res, SMALL_RESPONSE_BYTES).json()) as { resourceType?: string };
     return json?.resourceType === 'OperationOutcome' ? (json as FhirResponseError['outcome']) : undefined;
   } catch {
     return undefined;

@@ -1,10 +1,12 @@
 export { AccountNotFoundError, AimClient, type AimClientOptions, partitionOf } from './aim-client.js';
+export { DEFAULT_MAX_RESPONSE_BYTES, limitBody, limitedFetch } from './body-limit.js';
 export {
   CarevaultError,
   ConfigurationError,
   FhirResponseError,
   OAuthError,
   type OutcomeIssue,
+  ResponseTooLargeError,
   TransportError,
 } from './errors.js';
 export {

@@ -1,5 +1,6 @@
 import * as oauth from 'oauth4webapi';
-import { ConfigurationError, OAuthError, TransportError } from './errors.js';
+import { limitedFetch, SMALL_RESPONSE_BYTES } from './body-limit.js';
+import { ConfigurationError, OAuthError, ResponseTooLargeError, TransportError } from './errors.js';
 
 export type ClientAuthentication =
   /** RFC 8705: the TLS client certificate authenticates; give a `fetch` that presents it (see `mtlsFetch`). */
@@ -85,7 +86,8 @@ export class TokenManager {
     if (!options.issuer && !options.tokenEndpoint) throw new ConfigurationError('issuer or tokenEndpoint is required');
     if (!options.clientId) throw new ConfigurationError('clientId is required');
     this.now = options.now ?? Date.now;
-    this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
+    // Discovery and token answers are small: a server sending more is refused, not read into memory.
+    this.fetchImpl = limitedFetch(options.fetch ?? globalThis.fetch.bind(globalThis), SMALL_RESPONSE_BYTES);
   }
 
   /** A valid access token, renewing it first when it is close to expiry. */
@@ -227,6 +229,8 @@ async function readJson(response: Response): Promise<Record<string, unknown> | u
 }
 
 function toSdkError(err: unknown, response: Response, body?: Record<string, unknown>): Error {
+  // oauth4webapi wraps what reading the body threw.
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof ResponseTooLargeError) return e;
   const retryAfterSeconds = parseRetryAfter(response.headers.get('retry-after'));
   if (err instanceof oauth.ResponseBodyError) {
     return new OAuthError(err.error, err.error_description, err.status, { cause: err, retryAfterSeconds });

@@ -11,6 +11,7 @@ import {
   isSafeToRepeat,
   partitionOf,
   type Resource,
+  ResponseTooLargeError,
   TokenManager,
   TransportError,
 } from '../src/index.ts';
@@ -306,6 +307,66 @@ describe('EHR quirks and faults', () => {
       const started = Date.now();
       await assert.rejects(fhir.read('Patient', 'put-retry', { signal: controller.signal }), /caller gave up/);
       assert.ok(Date.now() - started < 1000);
+    } finally {
+      reset();
+    }
+  });
+
+  test('an answer past maxResponseBytes is refused as it arrives, not retried, and its connection given up', async () => {
+    const small = new FhirClient({
+      baseUrl: `${cara.issuer}/fhir/alice_1234`,
+      tokens,
+      fetch,
+      retry: fast,
+      maxResponseBytes: 1024 * 1024,
+    });
+    const within = await small.search('Patient', { _count: 5 });
+    assert.equal(within.resourceType, 'Bundle');
+    for (const declared of [undefined, 10 * 1024 ** 3]) {
+      cara.proxy.fault = () => ({ kind: 'flood', status: 200, ...(declared ? { declared } : {}) });
+      const from = cara.proxy.seen.length;
+      const closed = cara.proxy.flooded.closed;
+      try {
+        await assert.rejects(
+          small.search('Patient'),
+          (err: unknown) =>
+            err instanceof ResponseTooLargeError &&
+            err.maxBytes === 1024 * 1024 &&
+            /more than the 1048576 bytes/.test(err.message),
+        );
+        assert.equal(fhirRequests(from).length, 1, 'not retried');
+        // The client closed the connection instead of reading on.
+        for (let i = 0; i < 100 && cara.proxy.flooded.closed === closed; i++)
+          await new Promise((r) => setTimeout(r, 20));
+        assert.equal(cara.proxy.flooded.closed, closed + 1);
+      } finally {
+        reset();
+      }
+    }
+    // An error status with an endless body: the error, without the outcome it could not read.
+    cara.proxy.fault = () => ({ kind: 'flood', status: 400 });
+    try {
+      await assert.rejects(
+        fhir.read('Patient', 'flooded'),
+        (err: unknown) => err instanceof FhirResponseError && err.status === 400 && err.outcome === undefined,
+      );
+    } finally {
+      reset();
+    }
+  });
+
+  test('a token endpoint that answers without end is an error, not a process out of memory', async () => {
+    cara.proxy.fault = (req) =>
+      req.url.startsWith('/oauth/token') ? { kind: 'flood', status: 200 } : { kind: 'pass' };
+    try {
+      const flooded = new TokenManager({
+        issuer: cara.issuer,
+        clientId: CLIENT_ID,
+        auth: { method: 'tls_client_auth' },
+        fetch,
+        maxRetries: 0,
+      });
+      await assert.rejects(flooded.getToken(), /more than the 1048576 bytes/);
     } finally {
       reset();
     }

@@ -13,6 +13,11 @@ export type Fault =
   /** Forward, then send the answer's body in `chunks` parts, `everyMs` apart (a slow link). */
   | { kind: 'drip'; chunks: number; everyMs: number }
   | { kind: 'delay'; ms: number }
+  /**
+   * Answer at once with `status` and a body that never ends (a broken or hostile server), declaring `declared`
+   * bytes as its Content-Length when given; `flooded` counts what the client took before it closed.
+   */
+  | { kind: 'flood'; status: number; declared?: number }
   /** Forward, then rewrite this response's entries with the given status for the given indexes (batch answers). */
   | { kind: 'entry-status'; status: number; every: number };
 
@@ -40,6 +45,8 @@ export interface RequestSeen {
  */
 export class FaultProxy {
   readonly seen: RequestSeen[] = [];
+  /** Flooded answers the client gave up on (it closed the connection), and the bytes written into them. */
+  readonly flooded = { closed: 0, bytes: 0 };
   fault: (req: RequestSeen, n: number) => Fault = () => ({ kind: 'pass' });
   /** Cerner: a FHIR request without an explicit FHIR/JSON Accept is refused with 406. */
   requireAccept = false;
@@ -112,6 +119,7 @@ export class FaultProxy {
       });
     }
     if (fault.kind === 'delay') await new Promise((r) => setTimeout(r, fault.ms));
+    if (fault.kind === 'flood') return this.flood(res, fault);
 
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) {
@@ -151,6 +159,22 @@ export class FaultProxy {
       }
     }
     res.end(fault.kind === 'drip' ? undefined : text);
+  }
+
+  private flood(res: ServerResponse, fault: Fault & { kind: 'flood' }): void {
+    res.writeHead(fault.status, {
+      'content-type': 'application/json',
+      ...(fault.declared !== undefined ? { 'content-length': String(fault.declared) } : {}),
+    });
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    res.write('{"resourceType":"Bundle","type":"searchset","entry":[');
+    const pump = () => {
+      while (!res.destroyed && res.write(chunk)) this.flooded.bytes += chunk.length;
+    };
+    res.on('drain', pump);
+    res.on('close', () => this.flooded.closed++);
+    res.on('error', () => {});
+    pump();
   }
 
   private rewrite(text: string, fault: Fault): string {

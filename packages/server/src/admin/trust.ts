@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { limitBody, ResponseTooLargeError } from '@carevault/sdk';
 import { ClientInputError } from '../auth/clients.ts';
 import { TrustCommunities } from '../auth/trust/communities.ts';
 import type { Config } from '../config/index.ts';
@@ -19,9 +20,12 @@ async function readCrl(source: string): Promise<Buffer> {
     throw new ClientInputError(`could not fetch the CRL from ${source}: ${(err as Error).message}`);
   }
   if (!res.ok) throw new ClientInputError(`fetching the CRL from ${source} answered ${res.status}`);
-  const body = Buffer.from(await res.arrayBuffer());
-  if (body.length > 16 * 1024 * 1024) throw new ClientInputError('the CRL is larger than 16 MiB');
-  return body;
+  try {
+    return Buffer.from(await limitBody(res, 16 * 1024 * 1024).arrayBuffer());
+  } catch (err) {
+    if (err instanceof ResponseTooLargeError) throw new ClientInputError('the CRL is larger than 16 MiB');
+    throw new ClientInputError(`could not fetch the CRL from ${source}: ${(err as Error).message}`);
+  }
 }
 
 export const trustAdd = (config: Config, name: string, o: { ca: string; crl?: string; scope?: string }) =>

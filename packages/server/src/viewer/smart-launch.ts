@@ -1,11 +1,25 @@
 import { randomBytes } from 'node:crypto';
-import { BSN_SYSTEM, FhirClient, isValidBsn, type Professional, plainOid, type Resource, SNOMED } from '@carevault/sdk';
+import {
+  BSN_SYSTEM,
+  FhirClient,
+  isValidBsn,
+  limitBody,
+  limitedFetch,
+  type Professional,
+  plainOid,
+  type Resource,
+  SNOMED,
+} from '@carevault/sdk';
 import { type ClosableFetch, tlsFetch } from '@carevault/sdk/node';
 import * as oauth from 'oauth4webapi';
 import { LaunchRefused } from '../saml/mapping.ts';
 import type { Store } from '../store/types.ts';
 import { signingKey } from './settings.ts';
 import type { SmartAppRegistration } from './smart-apps.ts';
+
+// What an EHR may answer: its SMART configuration and token are small; a Practitioner or Patient may carry a photo.
+const SMALL_ANSWER = 1024 * 1024;
+const RESOURCE_ANSWER = 16 * 1024 * 1024;
 
 const PENDING = 'ViewerSmartLaunch';
 const PENDING_TTL = 600;
@@ -123,7 +137,7 @@ export class SmartLaunch {
         params,
         this.redirectUri,
         pending.verifier,
-        { [oauth.customFetch]: fetchImpl },
+        { [oauth.customFetch]: limitedFetch(fetchImpl, SMALL_ANSWER) },
       );
       token = await oauth.processAuthorizationCodeResponse(as, client, response);
     } catch (err) {
@@ -140,6 +154,7 @@ export class SmartLaunch {
       fetch: fetchImpl,
       tokens: { getToken: async () => token.access_token },
       retry: { maxAttempts: 2 },
+      maxResponseBytes: RESOURCE_ANSWER,
     });
     let practitioner: Practitioner;
     let patient: PatientLike;
@@ -182,7 +197,7 @@ export class SmartLaunch {
         headers: { accept: 'application/json' },
         signal: AbortSignal.timeout(10_000),
       });
-      const c = (await res.json()) as Record<string, unknown>;
+      const c = (await limitBody(res, SMALL_ANSWER).json()) as Record<string, unknown>;
       if (!res.ok || typeof c.authorization_endpoint !== 'string' || typeof c.token_endpoint !== 'string')
         throw new Error();
       const issuer = typeof c.issuer === 'string' ? c.issuer : new URL(c.token_endpoint).origin;

@@ -1,3 +1,4 @@
+import { limitBody, SMALL_RESPONSE_BYTES } from '../../body-limit.js';
 import { FhirClient, type TokenSource } from '../../fhir-client.js';
 import { TokenManager } from '../../token-manager.js';
 import type { SourceSystem } from './directory.js';
@@ -16,6 +17,8 @@ export interface ConnectorOptions {
   fetchFor?: (source: SourceSystem) => typeof fetch;
   /** Tokens kept per source and professional (oldest dropped first). Default 1000. */
   maxTokenManagers?: number;
+  /** The largest answer taken from a source (a search page, a document), in bytes. Default 64 MiB. */
+  maxResponseBytes?: number;
 }
 
 /** The requests made of one source for one query, for the viewer's audit trail. */
@@ -46,6 +49,7 @@ export class SourceConnector {
       tokens,
       correlationId,
       timeoutMs,
+      maxResponseBytes: this.options.maxResponseBytes ?? 64 * 1024 * 1024,
       // One quick retry at most: the per-source timeout bounds the whole query anyway.
       retry: { maxAttempts: 2, maxElapsedMs: timeoutMs },
       headers: async (info) => {
@@ -98,7 +102,10 @@ export class SourceConnector {
           signal: AbortSignal.timeout(10_000),
         });
         if (!res.ok) throw new Error(`${url} answered ${res.status}`);
-        const config = (await res.json()) as { issuer?: unknown; token_endpoint?: unknown };
+        const config = (await limitBody(res, SMALL_RESPONSE_BYTES).json()) as {
+          issuer?: unknown;
+          token_endpoint?: unknown;
+        };
         if (typeof config.issuer === 'string') return config.issuer;
         if (typeof config.token_endpoint === 'string') return new URL(config.token_endpoint).origin;
         throw new Error(`${url} names no issuer`);

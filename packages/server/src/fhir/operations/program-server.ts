@@ -1,3 +1,4 @@
+import { limitBody } from '@carevault/sdk';
 import type { SubmissionDecision, SubmissionPolicy } from './submission-policy.ts';
 
 const TIMEOUT_MS = 5_000;
@@ -36,7 +37,9 @@ export function programServer(url: string, fetchImpl: typeof fetch): SubmissionP
         signal: AbortSignal.timeout(TIMEOUT_MS),
       });
       const answer = res.ok
-        ? ((await res.json().catch(() => undefined)) as { allow?: unknown; reason?: unknown })
+        ? ((await limitBody(res, 64 * 1024)
+            .json()
+            .catch(() => undefined)) as { allow?: unknown; reason?: unknown })
         : undefined;
       if (res.status !== 200 || typeof answer?.allow !== 'boolean') {
         throw new Error(`program server answered ${res.status} without a decision`);
