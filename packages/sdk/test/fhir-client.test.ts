@@ -325,7 +325,7 @@ describe('EHR quirks and faults', () => {
     for (const declared of [undefined, 10 * 1024 ** 3]) {
       cara.proxy.fault = () => ({ kind: 'flood', status: 200, ...(declared ? { declared } : {}) });
       const from = cara.proxy.seen.length;
-      const closed = cara.proxy.flooded.closed;
+      const { closed, bytes } = cara.proxy.flooded;
       try {
         await assert.rejects(
           small.search('Patient'),
@@ -339,6 +339,7 @@ describe('EHR quirks and faults', () => {
         for (let i = 0; i < 100 && cara.proxy.flooded.closed === closed; i++)
           await new Promise((r) => setTimeout(r, 20));
         assert.equal(cara.proxy.flooded.closed, closed + 1);
+        assert.ok(cara.proxy.flooded.bytes - bytes < 16 * 1024 * 1024, 'given up near the limit');
       } finally {
         reset();
       }

@@ -93,6 +93,7 @@ describe('everything else', () => {
   let jwksServer: Server;
   let jwksUrl: string;
   let served: { keys: JWK[] } = { keys: [] };
+  const flood = { closed: 0, bytes: 0 };
   const jwksRequests: { accept: string | undefined }[] = [];
   let k1: CryptoKey;
   let k2: CryptoKey;
@@ -109,12 +110,28 @@ describe('everything else', () => {
     k2 = b.privateKey;
     served = { keys: [{ ...(await exportJWK(a.publicKey)), kid: 'k1', alg: 'ES384' }] };
     jwksServer = createServer({ key: p.pki.server.keyPem, cert: p.pki.server.certPem }, (req, res) => {
+      if (req.url === '/flood.json') {
+        // A key set without end: the server must stop reading, not fill its memory.
+        res.writeHead(200, { 'content-type': 'application/json' }).write('{"keys":[');
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          for (let more = true; more && !res.destroyed; flood.bytes += chunk.length) more = res.write(chunk);
+        };
+        res.on('drain', pump).on('error', () => {});
+        res.on('close', () => flood.closed++);
+        return pump();
+      }
       jwksRequests.push({ accept: req.headers.accept });
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(served));
     });
     await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
     jwksUrl = `https://localhost:${(jwksServer.address() as { port: number }).port}/jwks.json`;
     await p.register('remote-keys', { auth: 'private_key_jwt', jwksUri: jwksUrl, scope: 'system/*.rs' });
+    await p.register('flooded-keys', {
+      auth: 'private_key_jwt',
+      jwksUri: jwksUrl.replace('/jwks.json', '/flood.json'),
+      scope: 'system/*.rs',
+    });
     secret = (await p.register('logged', { auth: 'client_secret_basic', scope: 'system/*.rs' }))
       .client_secret as string;
   });
@@ -124,11 +141,11 @@ describe('everything else', () => {
     await p.stop();
   });
 
-  async function assertionFor(key: CryptoKey, kid: string) {
+  async function assertionFor(key: CryptoKey, kid: string, client = 'remote-keys') {
     const now = Math.floor(Date.now() / 1000);
     const jwt = await new SignJWT({
-      iss: 'remote-keys',
-      sub: 'remote-keys',
+      iss: client,
+      sub: client,
       aud: p.tokenUrl,
       jti: crypto.randomUUID(),
       exp: now + 60,
@@ -148,6 +165,16 @@ describe('everything else', () => {
     // A key the client has not published yet is refused (the engine re-fetches a jwks_uri at most once a minute).
     const r = await post(p, '/oauth/token', await assertionFor(k2, 'k2'));
     assert.equal(r.json.error, 'invalid_client', r.text);
+  });
+
+  test('a jwks_uri that answers without end: invalid_client, the download given up at 1 MiB', async () => {
+    const r = await post(p, '/oauth/token', await assertionFor(k1, 'k1', 'flooded-keys'));
+    assert.equal(r.json.error, 'invalid_client', r.text);
+    for (let i = 0; i < 100 && flood.closed === 0; i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(flood.closed, 1);
+    // Given up at the limit (≈ 1.1 MB sent here), not at the engine's own timeout of the download (≈ 190 MB in 2.5 s).
+    assert.ok(flood.bytes < 16 * 1024 * 1024, `${flood.bytes} bytes sent`);
+    assert.equal((await post(p, '/oauth/token', await assertionFor(k1, 'k1'))).status, 200);
   });
 
   test('requested_token_type: JWT is accepted, SAML is invalid_request (C28 C30)', async () => {

@@ -169,7 +169,7 @@ export class FaultProxy {
     const chunk = Buffer.alloc(64 * 1024, 0x20);
     res.write('{"resourceType":"Bundle","type":"searchset","entry":[');
     const pump = () => {
-      while (!res.destroyed && res.write(chunk)) this.flooded.bytes += chunk.length;
+      for (let more = true; more && !res.destroyed; this.flooded.bytes += chunk.length) more = res.write(chunk);
     };
     res.on('drain', pump);
     res.on('close', () => this.flooded.closed++);

@@ -1,3 +1,4 @@
+import { limitedFetch } from '@carevault/sdk';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, type JWTVerifyGetKey } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { ClientRegistry } from './clients.ts';
@@ -15,11 +16,13 @@ export const ASYMMETRIC_ALGS = [
   'PS512',
 ] as const;
 
-/** Fetch for what the server fetches itself (client JWKS URLs): bounded in time, trusting the given roots. */
+/** Fetch for what the server fetches itself (client JWKS URLs): bounded in time and size, trusting the given roots. */
 export function outboundFetch(ca: string[]): typeof fetch {
   const agent = new Agent({ connect: { ca, timeout: 5_000 }, headersTimeout: 5_000, bodyTimeout: 5_000 });
-  return ((url: string | URL, init?: RequestInit) =>
+  const plain = ((url: string | URL, init?: RequestInit) =>
     undiciFetch(url, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
+  // A key set, a request object, a decision: never more than this, whatever the other side sends.
+  return limitedFetch(plain, 1024 * 1024);
 }
 
 const TTL_MS = 60_000;
