@@ -15,6 +15,7 @@ import { parseEtag, updateIn } from '../interactions/update.ts';
 import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
 import { newResourceId } from '../resource-id.ts';
 import { answerFull, responseLimit } from '../response-size.ts';
+import { parseSearch } from '../search/parse.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
@@ -106,6 +107,9 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
       return { kind: 'delete', e, id: matched, matched };
     }
     default:
+      // A malformed search is refused before anything is written (its reads run after the commit).
+      if (e.id === undefined)
+        parseSearch(e.type, [...new URLSearchParams(e.query ?? '')], { base: ctx.base, strict: false });
       return { kind: 'read', e };
   }
 }
@@ -258,13 +262,20 @@ async function attemptTransaction(
       }
     }
   });
-  // The writes are committed: a read past what the answer may hold is not run, and says so in its entry.
+  // The writes are committed, so from here on a failure is its entry's answer, never the Bundle's: a client told
+  // the transaction failed would send it again and write it twice. A read past what the answer may hold is not run.
   let used = [...results.values()].reduce((n, r) => n + sizeOf(r), 0);
   for (const p of ordered) {
     if (p.kind !== 'read') continue;
     const room = responseLimit(ctx) - used;
-    const r =
-      room > 0 ? await readEntry({ ...ctx, responseLimit: room }, p.e, restrictions.get(p.e.index)) : notRun(ctx);
+    let r: EntryResult;
+    try {
+      r = room > 0 ? await readEntry({ ...ctx, responseLimit: room }, p.e, restrictions.get(p.e.index)) : notRun(ctx);
+    } catch (thrown) {
+      const err = storeErrorAsFhir(thrown);
+      if (!(err instanceof FhirError)) throw err;
+      r = failed(err);
+    }
     results.set(p.e.index, r);
     used += sizeOf(r);
   }
