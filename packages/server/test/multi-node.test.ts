@@ -616,6 +616,36 @@ describe('database lost while serving', { skip: TEST_STORE !== 'postgres' && 'ne
       assert.equal(search.json.total, 0, 'the write refused with 503 left nothing behind');
       assert.equal((await call(base, 'POST', '/fhir/v/Patient', t, { resourceType: 'Patient' })).status, 201);
       assert.equal((await fetch(`${base}/healthz`, { dispatcher: a })).status, 200);
+
+      // Lost in the middle of a batch: the entries written are reported as written, the others 503 — not a
+      // whole-batch 503 that a client would take as nothing written and send again.
+      const entry = Array.from({ length: 1500 }, () => ({
+        request: { method: 'POST', url: 'Patient' },
+        resource: { resourceType: 'Patient', identifier: [{ system: 'urn:batch', value: 'lost' }] },
+      }));
+      const batch = call(base, 'POST', '/fhir/v', t, { resourceType: 'Bundle', type: 'batch', entry });
+      const written = async () =>
+        (await call(base, 'GET', '/fhir/v/Patient?identifier=urn:batch|lost&_summary=count', t)).json.total as number;
+      for (let i = 0; i < 400 && (await written()) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      await hop.cut();
+      const answer = await batch;
+      await hop.open();
+      assert.equal(answer.status, 200, JSON.stringify(answer.json).slice(0, 300));
+      const statuses = (answer.json.entry as { response: { status: string } }[]).map((e) => e.response.status);
+      const created = statuses.filter((s) => s.startsWith('201')).length;
+      assert.ok(created > 0 && created < entry.length, `${created} created`);
+      assert.deepEqual(
+        statuses.slice(created).map((s) => s.slice(0, 3)),
+        Array(entry.length - created).fill('503'),
+        'after the first failure every entry is 503',
+      );
+      let present = -1;
+      for (let i = 0; i < 40 && present < 0; i++) {
+        present = await written().catch(() => -1);
+        if (present < 0) await new Promise((r) => setTimeout(r, 250));
+      }
+      // Every acknowledged write is there; the one whose commit the cut interrupted may be too.
+      assert.ok(present >= created && present <= created + 1, `${present} present, ${created} acknowledged`);
     } finally {
       agent = previous;
       await node.stop();

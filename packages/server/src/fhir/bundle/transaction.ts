@@ -1,4 +1,4 @@
-import { StoreTimeoutError } from '../../store/errors.ts';
+import { StoreUnavailableError } from '../../store/errors.ts';
 import type { CurrentVersion, ResourceTransaction } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
@@ -265,6 +265,7 @@ async function attemptTransaction(
   // The writes are committed, so from here on a failure is its entry's answer, never the Bundle's: a client told
   // the transaction failed would send it again and write it twice. A read past what the answer may hold is not run.
   let used = [...results.values()].reduce((n, r) => n + sizeOf(r), 0);
+  const wrote = ordered.some((p) => p.kind !== 'read');
   for (const p of ordered) {
     if (p.kind !== 'read') continue;
     const room = responseLimit(ctx) - used;
@@ -273,7 +274,8 @@ async function attemptTransaction(
       r = room > 0 ? await readEntry({ ...ctx, responseLimit: room }, p.e, restrictions.get(p.e.index)) : notRun(ctx);
     } catch (thrown) {
       const err = storeErrorAsFhir(thrown);
-      if (!(err instanceof FhirError)) throw err;
+      // Without writes nothing was committed: the transaction fails whole, as FHIR has it.
+      if (!(err instanceof FhirError) || !wrote) throw err;
       r = failed(err);
     }
     results.set(p.e.index, r);
@@ -310,11 +312,13 @@ export async function runBatch(
 ): Promise<EntryResult[]> {
   const results: EntryResult[] = [];
   let used = 0;
+  let wrote = false;
+  let down: FhirError | undefined;
   for (const e of entries) {
     // Each entry may fill what the answer has left: a search's page ends there.
     const room = responseLimit(ctx) - used;
-    if (room <= 0) {
-      results.push(notRun(ctx));
+    if (room <= 0 || down) {
+      results.push(down ? failed(down) : notRun(ctx));
       continue;
     }
     if ('invalid' in e) {
@@ -328,10 +332,16 @@ export async function runBatch(
       const [r] = await runTransaction({ ...ctx, responseLimit: room }, [{ ...e, index: e.index }], returnResources);
       results.push(r as EntryResult);
       used += sizeOf(r as EntryResult);
+      if (e.method !== 'GET' && (r as EntryResult).status < 400) wrote = true;
     } catch (thrown) {
-      // A search past its time is that entry's failure; an unreachable database is the whole batch's.
-      const err = thrown instanceof StoreTimeoutError ? storeErrorAsFhir(thrown) : thrown;
+      // A search past its time is that entry's failure. An unreachable database is the whole batch's, unless an
+      // entry before was written: then this one and the rest answer 503, and the written ones are reported.
+      const err = storeErrorAsFhir(thrown);
       if (!(err instanceof FhirError)) throw err;
+      if (thrown instanceof StoreUnavailableError) {
+        if (!wrote) throw thrown;
+        down = err;
+      }
       results.push(failed(err));
     }
   }
