@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { importCommand } from '../src/admin/import.ts';
+import { openStore } from '../src/store/index.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -146,6 +147,38 @@ describe('a page holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
     const fewer = await fhir(p, reader, 'GET', '/docs/DocumentReference?_id=d1,d2&_include=DocumentReference:subject');
     assert.equal(fewer.status, 200, fewer.text.slice(0, 300));
     assert.equal((fewer.json as unknown as Bundle).entry?.length, 3);
+  });
+});
+
+describe('the store reads a page no further than maxBytes', () => {
+  test('matches past it are left out and the result says more; large contents are read whole', async () => {
+    const store = await openStore({ dataDir: p.dataDir, databaseUrl: p.config.databaseUrl });
+    try {
+      const query = (maxBytes?: number) => ({
+        type: 'DocumentReference',
+        filters: [{ kind: 'reference' as const, param: 'subject', values: [{ type: 'Patient', id: 'p1' }] }],
+        sort: [],
+        limit: DOCS + 1,
+        offset: 0,
+        total: false,
+        ...(maxBytes === undefined ? {} : { maxBytes }),
+      });
+      const cut = await store.resources.search('docs', query(LIMIT));
+      assert.equal(cut.more, true);
+      assert.equal(cut.matches.length, 10);
+      for (const m of cut.matches) {
+        const doc = JSON.parse(m.content) as { id: string; content: { attachment: { data: string } }[] };
+        assert.equal(m.id, doc.id);
+        assert.equal(doc.content[0]?.attachment.data, data, 'the content larger than a row brings inline, whole');
+      }
+      // Always the first, however large.
+      assert.equal((await store.resources.search('docs', query(1))).matches.length, 1);
+      const all = await store.resources.search('docs', query());
+      assert.equal(all.more, false);
+      assert.deepEqual(all.matches.map((m) => `DocumentReference/${m.id}`).sort(), allDocs);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -262,6 +262,18 @@ export interface SearchQuery {
    * direction of the query's sort (`timeOrder`). Counts (`total`) ignore it.
    */
   after?: PagePosition;
+  /**
+   * Bytes of content the page may hold: matches past it are left out (the first is always given) and the result
+   * says `more`. Unbounded when absent; either way a large resource's content is read only if the page keeps it.
+   */
+  maxBytes?: number;
+}
+
+export interface SearchResult {
+  matches: FoundResource[];
+  total?: number;
+  /** Matches were left out for `maxBytes`: the page continues after the last one given. */
+  more?: boolean;
 }
 
 /** Where a page of a search in (last_updated, id) order ended. */
@@ -310,7 +322,7 @@ export interface ResourceTransaction {
    * A search that sees this transaction's own writes and everything committed before it took the write lock,
    * for re-checking a condition (conditional create/update/delete) where no other writer can interleave.
    */
-  search(query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
+  search(query: SearchQuery): Promise<SearchResult>;
 }
 
 export interface ResourceStore {
@@ -320,7 +332,7 @@ export interface ResourceStore {
   /** Newest first. */
   history(partition: string, query: HistoryQuery): Promise<StoredVersion[]>;
   /** Current, undeleted resources matching the query in this partition only; `total` when asked. */
-  search(partition: string, query: SearchQuery): Promise<{ matches: FoundResource[]; total?: number }>;
+  search(partition: string, query: SearchQuery): Promise<SearchResult>;
   /**
    * Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to
    * (`_include`); at most `limit` of them when given.

@@ -6,7 +6,7 @@ import { auditAccess, patientsSearched } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
-import { fitting, includedTooLarge, responseLimit } from '../response-size.ts';
+import { includedTooLarge, responseLimit } from '../response-size.ts';
 import { encodeCursor } from '../search/cursor.ts';
 import { type IncludeDirective, MAX_OFFSET, parseSearch } from '../search/parse.ts';
 import { elementsOnly, summarize } from '../search/subset.ts';
@@ -76,23 +76,24 @@ export async function search(
   // `_count=0` asks for the total alone (search.html#count), like `_summary=count`.
   const wantTotal =
     limit === 0 || parsed.summaryCount || parsed.totalMode === 'accurate' || parsed.totalMode === 'estimate';
-  const { matches: rows, total: counted } = await ctx.store.resources.search(ctx.partition, {
+  // A page ends where its answer would pass the response limit (the store stops there, and reads no large
+  // resource past it); its `next` link goes on from there.
+  const room = responseLimit(ctx);
+  const {
+    matches: rows,
+    total: counted,
+    more,
+  } = await ctx.store.resources.search(ctx.partition, {
     ...query,
     filters,
     // A cursor's offset counts the matches before its position; the store skips none after it.
     offset: query.after ? 0 : query.offset,
     limit: limit === 0 ? 0 : limit + 1,
     total: wantTotal,
+    maxBytes: room,
   });
-  // A page ends where its answer would pass the response limit; its `next` link goes on from there.
-  const room = responseLimit(ctx);
-  const taken = fitting(
-    rows.slice(0, limit).map((r) => r.content.length),
-    room,
-    true,
-  );
-  const hasNext = rows.length > taken;
-  const matches = rows.slice(0, taken);
+  const hasNext = more === true || rows.length > limit;
+  const matches = rows.slice(0, limit);
   // Without a COUNT the total is still known exactly when the last page is reached — not from a page past the
   // end, whose offset says nothing about how many came before it.
   const lastPage = !hasNext && (matches.length > 0 || query.offset === 0);

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { FoundResource, SearchFilter, SearchQuery } from '../../store/types.ts';
+import type { FoundResource, SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
 import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
 import { decide } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
@@ -121,16 +121,16 @@ export async function patientEverything(
   const start = position ? types.indexOf(position.type) : 0;
   if (start < 0) throw bad('_cursor is not a cursor of this $everything');
 
-  const find = (type: string, limit: number, after?: SearchQuery['after']) => {
+  const find = (type: string, limit: number, after?: SearchQuery['after'], maxBytes?: number) => {
     const d = searchable(type);
-    if (!d.allowed) return Promise.resolve([]);
+    if (!d.allowed) return Promise.resolve({ matches: [] } as SearchResult);
     const filters: SearchFilter[] = [compartmentFilter(type, patient) as SearchFilter];
     const restriction = restrictionFilter(ctx, type, d.restrictions);
     if (restriction) filters.push(restriction);
     const narrow = CLINICAL_DATE_TYPES.has(type) ? [...narrowing, ...care] : narrowing;
     if (narrow.length > 0) filters.push(...parseSearch(type, narrow, { base: ctx.base, strict: true }).query.filters);
-    const query = { type, filters, sort: [], limit, offset: 0, after, total: false };
-    return ctx.store.resources.search(ctx.partition, query).then((r) => r.matches);
+    const query = { type, filters, sort: [], limit, offset: 0, after, total: false, maxBytes };
+    return ctx.store.resources.search(ctx.partition, query);
   };
   const matches: FoundResource[] = [];
   let next: Position | undefined;
@@ -141,22 +141,25 @@ export async function patientEverything(
   for (; i < types.length && matches.length < count && !full; i++) {
     const type = types[i] as string;
     const room = count - matches.length;
-    const rows = await find(type, room + 1, i === start ? position?.after : undefined);
+    // The store reads no more than fits (and one more, to tell whether this type goes on); fitting() cuts that one.
+    const found = await find(type, room + 1, i === start ? position?.after : undefined, responseLimit(ctx) - bytes);
+    const rows = found.matches;
     const sizes = rows.slice(0, room).map((r) => r.content.length);
     const taken = fitting(sizes, responseLimit(ctx) - bytes, matches.length === 0);
-    full = taken < sizes.length;
+    full = taken < sizes.length || found.more === true;
     for (const r of rows.slice(0, taken)) {
       matches.push(r);
       bytes += r.content.length;
     }
     const last = matches[matches.length - 1];
-    if (rows.length > taken && last?.type === type && last.lastUpdated)
+    if ((rows.length > taken || found.more) && last?.type === type && last.lastUpdated)
       next = { type, after: { lastUpdated: last.lastUpdated, id: last.id }, before: 0 };
-    else if (full) next = { type, before: 0 }; // nothing of this type fitted after the earlier types' matches
+    // Nothing of this type fitted after the earlier types' matches: the next page starts where this one did.
+    else if (full) next = { type, ...(i === start && position?.after ? { after: position.after } : {}), before: 0 };
   }
   // A page that ends with its type: the next one starts at the next type that has anything, if any does.
   for (; !next && matches.length === count && i < types.length; i++) {
-    if ((await find(types[i] as string, 1)).length > 0) next = { type: types[i] as string, before: 0 };
+    if ((await find(types[i] as string, 1)).matches.length > 0) next = { type: types[i] as string, before: 0 };
   }
   const before = position?.before ?? 0;
   if (next) next.before = before + matches.length;

@@ -1,5 +1,5 @@
 import { timeOrder } from '../search-order.ts';
-import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SortKey } from '../types.ts';
+import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SearchResult, SortKey } from '../types.ts';
 import { compileFilter, type Sql } from './search-filter.ts';
 import { compileAll, driverRows } from './search-plan.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
@@ -63,6 +63,17 @@ const WINDOW = 2000;
 
 const MISSED = Symbol('the dense walk missed');
 
+/**
+ * A page's rows bring their content only up to this size; larger ones (documents with attachments) are read
+ * afterwards, and only while the page's `maxBytes` has room: `octet_length` is read from the row without its
+ * content, so a page of 1,000 large resources is never in memory whole.
+ */
+const INLINE = 64 * 1024;
+const PAGE_COLUMNS = `r.type, r.id, CASE WHEN octet_length(r.content) <= ${INLINE} THEN r.content END AS content,
+  octet_length(r.content) AS size, r.last_updated AS "lastUpdated"`;
+/** A page row: without its content when that is larger than INLINE. */
+type PageRow = Omit<FoundResource, 'content'> & { content: string | null; size: number };
+
 /** Runs one statement with `?` placeholders and returns its rows. */
 export type Query = <T>(sql: string, params: unknown[]) => Promise<T[]>;
 
@@ -84,7 +95,7 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
     partition: string,
     q: SearchQuery,
     time: 'ASC' | 'DESC',
-  ): Promise<FoundResource[] | typeof MISSED | undefined> {
+  ): Promise<PageRow[] | typeof MISSED | undefined> {
     const rows = driverRows(q.filters, partition, q.type, { dialect, n: 0 });
     if (!rows) return undefined;
     const [many] = await query(`${rows.sql} LIMIT 1 OFFSET ${DENSE - 1}`, rows.params);
@@ -103,14 +114,44 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       : { sql: '', params: [] };
     const c = { dialect, n: 0 };
     const checks = q.filters.map((f) => compileFilter(f, 'r', partition, q.type, c, 'exists'));
-    const page = await query<FoundResource>(
-      `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r INDEXED BY resources_type_time
+    const page = await query<PageRow>(
+      `SELECT ${PAGE_COLUMNS} FROM resources r INDEXED BY resources_type_time
          WHERE ${['r.partition = ?', 'r.type = ?', ...checks.map((c) => c.sql), 'r.content IS NOT NULL'].join(' AND ')}${from.sql}${until.sql}
          ORDER BY r.last_updated ${time}, r.id ${time} ${limitSql(q.limit)} OFFSET ?`,
       [partition, q.type, ...checks.flatMap((c) => c.params), ...from.params, ...until.params, q.offset],
     );
     // Short with the window cut off: the page's matches may lie beyond it.
     return page.length === q.limit || !edge ? page : MISSED;
+  }
+
+  /** The page's rows within `q.maxBytes` (the first always), with the content of the large ones read now. */
+  async function settle(partition: string, q: SearchQuery, rows: PageRow[]): Promise<SearchResult> {
+    const budget = q.maxBytes ?? Number.POSITIVE_INFINITY;
+    let n = 0;
+    for (let used = 0; n < rows.length; n++) {
+      used += Number((rows[n] as PageRow).size);
+      if (used > budget && n > 0) break;
+    }
+    const kept = n < rows.length ? rows.slice(0, n) : rows;
+    const large = kept.filter((r) => r.content === null).map((r) => r.id);
+    if (large.length === 0) return { matches: kept as FoundResource[], more: n < rows.length };
+    const contents = new Map<string, string>();
+    for (let i = 0; i < large.length; i += 500) {
+      const ids = large.slice(i, i + 500);
+      const found = await query<{ id: string; content: string }>(
+        `SELECT r.id, r.content FROM resources r WHERE r.partition = ? AND r.type = ? AND r.content IS NOT NULL
+           AND r.id IN (${ids.map(() => '?').join(',')})`,
+        [partition, q.type, ...ids],
+      );
+      for (const f of found) contents.set(f.id, f.content);
+    }
+    // A match deleted since the page was read is left out; the page then says there may be more, since a page
+    // shorter than asked would otherwise read as the last.
+    const matches = kept.flatMap((r) => {
+      const content = r.content ?? contents.get(r.id);
+      return content === undefined ? [] : [{ ...r, content }];
+    });
+    return { matches, more: n < rows.length || matches.length < kept.length };
   }
 
   return {
@@ -121,8 +162,8 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
     async search(
       partition: string,
       q: SearchQuery,
-      dense?: (partition: string, q: SearchQuery) => Promise<{ matches: FoundResource[]; total?: number }>,
-    ): Promise<{ matches: FoundResource[]; total?: number }> {
+      dense?: (partition: string, q: SearchQuery) => Promise<SearchResult>,
+    ): Promise<SearchResult> {
       const w = where(partition, q);
       const time = timeOrder(q);
       if (q.after && !time) throw new Error('a page position needs the (last_updated, id) order');
@@ -144,21 +185,22 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
             params: [q.after.lastUpdated, q.after.id],
           }
         : { sql: '', params: [] };
-      const matches =
+      const rows =
         q.limit === 0
           ? []
           : ((walked === MISSED ? undefined : walked) ??
-            (await query<FoundResource>(
-              `SELECT r.type, r.id, r.content, r.last_updated AS "lastUpdated" FROM resources r WHERE ${w.sql}${after.sql}
+            (await query<PageRow>(
+              `SELECT ${PAGE_COLUMNS} FROM resources r WHERE ${w.sql}${after.sql}
                  ORDER BY ${sorts.map((s) => s.sql).join(', ')} ${limitSql(q.limit)} OFFSET ?`,
               [...w.params, ...after.params, ...sorts.flatMap((s) => s.params), q.offset],
             )));
-      if (!q.total) return { matches };
+      const { matches, more } = await settle(partition, q, rows);
+      if (!q.total) return { matches, more };
       const [row] = await query<{ n: number | string }>(
         `SELECT COUNT(*) AS n FROM resources r WHERE ${w.sql}`,
         w.params,
       );
-      return { matches, total: Number(row?.n ?? 0) };
+      return { matches, more, total: Number(row?.n ?? 0) };
     },
 
     async scan(
