@@ -151,7 +151,7 @@ describe('a page holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
 });
 
 describe('the store reads a page no further than maxBytes', () => {
-  test('matches past it are left out and the result says more; large contents are read whole', async () => {
+  test('matches past it are left out and the result says more; large contents are read whole; history alike', async () => {
     const store = await openStore({ dataDir: p.dataDir, databaseUrl: p.config.databaseUrl });
     try {
       const query = (maxBytes?: number) => ({
@@ -176,6 +176,27 @@ describe('the store reads a page no further than maxBytes', () => {
       const all = await store.resources.search('docs', query());
       assert.equal(all.more, false);
       assert.deepEqual(all.matches.map((m) => `DocumentReference/${m.id}`).sort(), allDocs);
+
+      // History: the versions within it, read whole, then one with its size alone to say there are more.
+      const versions = await store.resources.history('docs', {
+        type: 'DocumentReference',
+        limit: 100,
+        maxBytes: LIMIT,
+      });
+      const past = versions.at(-1);
+      const within = versions.slice(0, -1);
+      assert.equal(past?.content, undefined);
+      assert.ok((past?.size ?? 0) > 0);
+      for (const v of within) {
+        assert.equal(v.size, undefined);
+        assert.equal((JSON.parse(v.content as string) as { id: string }).id, v.id);
+      }
+      const used = within.reduce((n, v) => n + Buffer.byteLength(v.content as string), 0);
+      assert.ok(within.length === 1 || used <= LIMIT, `${used} bytes in ${within.length}`);
+      assert.ok(used + (past?.size ?? 0) > LIMIT);
+      const whole = await store.resources.history('docs', { type: 'DocumentReference', limit: 100 });
+      assert.equal(whole.length, DOCS + 3);
+      assert.ok(whole.every((v) => v.size === undefined && (v.content?.length ?? 0) > 0));
     } finally {
       await store.close();
     }

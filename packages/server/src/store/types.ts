@@ -154,6 +154,8 @@ export interface StoredVersion {
   lastUpdated: string;
   method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   content: string | undefined;
+  /** Only on the version past a history page's `maxBytes`: its content's size, the content left unread. */
+  size?: number;
 }
 
 export interface HistoryQuery {
@@ -169,6 +171,12 @@ export interface HistoryQuery {
   /** Exclusive upper bound, to page back in time with a stable cursor. */
   before?: { lastUpdated: string; type: string; id: string; version: number } | undefined;
   limit: number;
+  /**
+   * Bytes of content the page may hold (the first version always): the versions past it are left out but for
+   * the first of them, which comes back with its `size` and without its content, so the caller sees there is
+   * more. Either way a large version's content is read only if the page keeps it.
+   */
+  maxBytes?: number | undefined;
 }
 
 /** Search index rows of one resource version, one list per value kind (fhir/search/extract.ts fills it). */

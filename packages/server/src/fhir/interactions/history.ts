@@ -5,7 +5,7 @@ import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
-import { fitting, responseLimit } from '../response-size.ts';
+import { responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { parseDate } from '../search/value-parsers.ts';
@@ -130,13 +130,12 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
     at,
     before,
     limit: count + 1,
+    maxBytes: responseLimit(ctx),
   });
-  // A page ends where its answer would pass the response limit; its cursor goes on from there.
-  const taken = fitting(
-    rows.slice(0, count).map((v) => v.content?.length ?? 0),
-    responseLimit(ctx),
-    true,
-  );
+  // A page ends where its answer would pass the response limit (the store stops there and marks the version
+  // past it with its size); its cursor goes on from there.
+  const past = rows.findIndex((v) => v.size !== undefined);
+  const taken = Math.min(count, past < 0 ? rows.length : past);
   const page = rows.slice(0, taken);
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { historySql } from '../sql/history.ts';
+import { type HistoryRow, historySql, settleHistory } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { POSTGRES } from '../sql/tables.ts';
@@ -201,7 +201,8 @@ export function resourceStore(
     history: (partition, q) =>
       inVault(partition, async (c) => {
         const { sql, params } = historySql(partition, q);
-        return (await query<VersionRow>(c, sql, params)).map(toVersion);
+        const rows = await query<HistoryRow>(c, sql, params);
+        return settleHistory(partition, q, rows, <T>(text: string, values: unknown[]) => query<T>(c, text, values));
       }),
     search: (partition, q) => inVault(partition, (c) => searchIn(c).search(partition, q)),
     referencedBy: (partition, sourceType, sourceIds, param, targetType, limit) =>

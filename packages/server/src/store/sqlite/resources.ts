@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import { isCostly, searchBudget } from '../search-cost.ts';
-import { historySql } from '../sql/history.ts';
+import { type HistoryRow, historySql, settleHistory } from '../sql/history.ts';
 import { type CurrentRow, toCurrent, toVersion, type VersionRow } from '../sql/rows.ts';
 import { searchQueries } from '../sql/search.ts';
 import { SQLITE } from '../sql/tables.ts';
@@ -154,7 +154,8 @@ export function resourceStore(
       else job.reject(o.value);
     });
   }
-  const search = searchQueries(preparedQuery(db), SQLITE);
+  const prepared = preparedQuery(db);
+  const search = searchQueries(prepared, SQLITE);
 
   const enqueue = <T>(job: Omit<Job, 'resolve' | 'reject'>) =>
     new Promise<T>((resolve, reject) => {
@@ -182,7 +183,7 @@ export function resourceStore(
         stmt = db.prepare(sql);
         historyCache.set(key, stmt);
       }
-      return (stmt.all(...params) as VersionRow[]).map(toVersion);
+      return settleHistory(partition, q, stmt.all(...params) as HistoryRow[], prepared);
     },
     async search(partition, q) {
       if (!threads) return search.search(partition, q);
