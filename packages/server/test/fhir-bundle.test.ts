@@ -234,16 +234,22 @@ describe('transaction', () => {
 
   test('a GET that fails after the writes committed answers in its entry; a malformed search fails before any write', async () => {
     const before = await count('Patient');
-    const r = await fhir(
-      p,
-      tcu,
-      'POST',
-      '/tx',
-      bundle('transaction', [
-        post('urn:uuid:4a0b2d6e-1c1e-4a8a-9a3b-0d5f0c9b7a01', { resourceType: 'Patient', name: [{ family: 'Kept' }] }),
-        { request: { method: 'GET', url: 'Patient/never-there' } },
-      ]),
-    );
+    /** A transaction that creates a Patient and then GETs `url`. */
+    const createThenGet = (n: number, url: string) =>
+      fhir(
+        p,
+        tcu,
+        'POST',
+        '/tx',
+        bundle('transaction', [
+          post(`urn:uuid:4a0b2d6e-1c1e-4a8a-9a3b-0d5f0c9b7a0${n}`, {
+            resourceType: 'Patient',
+            name: [{ family: 'Kept' }],
+          }),
+          { request: { method: 'GET', url } },
+        ]),
+      );
+    const r = await createThenGet(1, 'Patient/never-there');
     // The Patient is committed: a whole-Bundle 404 would make a client send it again and create it twice.
     assert.equal(r.status, 200, r.text);
     const b = r.json as unknown as Resp;
@@ -254,16 +260,7 @@ describe('transaction', () => {
     assert.equal(b.entry[1]?.response.outcome?.issue[0]?.code, 'not-found');
     assert.equal(await count('Patient'), before + 1);
 
-    const malformed = await fhir(
-      p,
-      tcu,
-      'POST',
-      '/tx',
-      bundle('transaction', [
-        post('urn:uuid:4a0b2d6e-1c1e-4a8a-9a3b-0d5f0c9b7a02', { resourceType: 'Patient', name: [{ family: 'Not' }] }),
-        { request: { method: 'GET', url: 'Observation?date=not-a-date' } },
-      ]),
-    );
+    const malformed = await createThenGet(2, 'Observation?date=not-a-date');
     assert.equal(malformed.status, 400, malformed.text);
     assert.equal(await count('Patient'), before + 1, 'nothing of it was written');
   });
