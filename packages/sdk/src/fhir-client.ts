@@ -1,6 +1,7 @@
-import { DEFAULT_MAX_RESPONSE_BYTES, limitBody, SMALL_RESPONSE_BYTES } from './body-limit.js';
+import { DEFAULT_MAX_RESPONSE_BYTES, limitBody } from './body-limit.js';
 import { bodyChunks, type IdleTimer } from './body-stream.js';
 import { CarevaultError, ConfigurationError, FhirResponseError, TransportError } from './errors.js';
+import { isInvalidToken, parseBody, readOutcome } from './fhir-answer.js';
 import type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
 import { newId } from './ids.js';
 import { backoffMs, DEFAULT_RETRY, RETRYABLE_STATUS, type RetryPolicy, sleep } from './retry.js';
@@ -380,29 +381,4 @@ function query(params: SearchParams | undefined): string {
   for (const [k, v] of pairs) for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
   const s = q.toString();
   return s ? `?${s}` : '';
-}
-
-async function parseBody(res: Response): Promise<unknown> {
-  const text = await res.text();
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new TransportError(`${res.url} answered ${res.status} with a body that is not JSON`, res.status);
-  }
-}
-
-async function readOutcome(res: Response) {
-  try {
-    const json = (await limitBody(res, SMALL_RESPONSE_BYTES).json()) as { resourceType?: string };
-    return json?.resourceType === 'OperationOutcome' ? (json as FhirResponseError['outcome']) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function isInvalidToken(res: Response): boolean {
-  const challenge = res.headers.get('www-authenticate') ?? '';
-  // A bare challenge (no token / unknown token) or an explicit invalid_token both mean: get a new one.
-  return !/error="(?!invalid_token)/.test(challenge);
 }
