@@ -5,25 +5,32 @@ export const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
 /** Token, discovery and error answers: small by nature. */
 export const SMALL_RESPONSE_BYTES = 1024 * 1024;
 
+/** Bytes that several answers share: each one read takes from it, and the one that passes it fails. */
+export class ByteBudget {
+  used = 0;
+  constructor(readonly max: number) {}
+}
+
 /**
- * The response with a body that fails with `ResponseTooLargeError` past `maxBytes` (by its Content-Length before
+ * The response with a body that fails with `ResponseTooLargeError` past `limit` (by its Content-Length before
  * anything is read, else as the bytes arrive), and the connection given up: a broken or hostile server cannot
- * fill this process's memory, whoever reads the body (`json()`, `text()`, oauth4webapi).
+ * fill this process's memory, whoever reads the body (`json()`, `text()`, oauth4webapi). A `ByteBudget` limits
+ * what several answers hold together.
  */
-export function limitBody(res: Response, maxBytes: number): Response {
+export function limitBody(res: Response, limit: number | ByteBudget): Response {
+  const budget = typeof limit === 'number' ? new ByteBudget(limit) : limit;
   const url = res.url;
   const declared = res.headers.get('content-length');
-  if (declared !== null && Number(declared) > maxBytes) {
+  if (declared !== null && budget.used + Number(declared) > budget.max) {
     res.body?.cancel().catch(() => {});
-    throw new ResponseTooLargeError(url, maxBytes);
+    throw new ResponseTooLargeError(url, budget.max);
   }
   if (!res.body) return res;
-  let size = 0;
   const body = res.body.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
-        size += chunk.byteLength;
-        if (size > maxBytes) controller.error(new ResponseTooLargeError(url, maxBytes));
+        budget.used += chunk.byteLength;
+        if (budget.used > budget.max) controller.error(new ResponseTooLargeError(url, budget.max));
         else controller.enqueue(chunk);
       },
     }),
@@ -33,7 +40,7 @@ export function limitBody(res: Response, maxBytes: number): Response {
   return limited;
 }
 
-/** `fetchImpl` whose answers are limited to `maxBytes` (limitBody). */
-export function limitedFetch(fetchImpl: typeof fetch, maxBytes: number): typeof fetch {
-  return async (input, init) => limitBody(await fetchImpl(input, init), maxBytes);
+/** `fetchImpl` whose answers are limited to `limit` each, or together by a `ByteBudget` (limitBody). */
+export function limitedFetch(fetchImpl: typeof fetch, limit: number | ByteBudget): typeof fetch {
+  return async (input, init) => limitBody(await fetchImpl(input, init), limit);
 }

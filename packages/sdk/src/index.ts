@@ -1,5 +1,5 @@
 export { AccountNotFoundError, AimClient, type AimClientOptions, partitionOf } from './aim-client.js';
-export { DEFAULT_MAX_RESPONSE_BYTES, limitBody, limitedFetch } from './body-limit.js';
+export { ByteBudget, DEFAULT_MAX_RESPONSE_BYTES, limitBody, limitedFetch } from './body-limit.js';
 export {
   CarevaultError,
   ConfigurationError,
@@ -80,6 +80,8 @@ export {
   type AggregateOptions,
   type AggregateResult,
   aggregatePatient,
+  DEFAULT_MAX_BYTES_PER_SOURCE,
+  DEFAULT_MAX_RESOURCES_PER_SOURCE,
   DocumentAcceptError,
   DocumentUrlError,
   fetchDocument,

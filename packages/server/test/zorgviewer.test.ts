@@ -38,6 +38,7 @@ interface Result {
     error?: string;
     warning?: string;
     count: number;
+    truncated?: boolean;
   }[];
   resources: { resourceType: string; id: string; meta?: { source?: string } }[];
   warnings: string[];
@@ -260,6 +261,125 @@ describe('viewer query (seq-2, seq-3)', () => {
     const r = await query(BSN);
     assert.equal(r.sources.find((s) => s.name === 'UMCG')?.status, 'no-consent');
     await consent(BSN, UMCG);
+  });
+
+  test('a source with more than the viewer takes is cut off: what arrived is shown, with a warning', async () => {
+    // A patient only Tjongerschans knows: three small Conditions, and a Condition and a document of ≈ 600 KB:
+    // each answer stays under 1 MiB, both together do not.
+    const bsn = '700000008';
+    const subject = { reference: 'Patient/big' };
+    const entry = (resource: { resourceType: string; id: string }) => ({
+      resource,
+      request: { method: 'PUT', url: `${resource.resourceType}/${resource.id}` },
+    });
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        entry({
+          resourceType: 'Patient',
+          id: 'big',
+          identifier: [{ system: 'http://fhir.nl/fhir/NamingSystem/bsn', value: bsn }],
+        } as never),
+        ...[1, 2, 3].map((n) =>
+          entry({ resourceType: 'Condition', id: `big-c${n}`, code: { text: `diagnose ${n}` }, subject } as never),
+        ),
+        entry({
+          resourceType: 'Condition',
+          id: 'big-c4',
+          code: { text: 'diagnose 4' },
+          subject,
+          note: [{ text: 'x'.repeat(600_000) }],
+        } as never),
+        entry({
+          resourceType: 'DocumentReference',
+          id: 'big-d1',
+          status: 'current',
+          subject,
+          content: [{ attachment: { contentType: 'text/plain', data: Buffer.alloc(450_000, 1).toString('base64') } }],
+        } as never),
+      ],
+    };
+    const file = join(tmp, 'big-record.json');
+    writeFileSync(file, JSON.stringify(bundle));
+    await ok(srcA.dataDir, 'import', file, '--partition', 'ehr');
+    await consent(bsn, TJONGERSCHANS);
+    await consent(bsn, UMCG, '--status', 'rejected');
+    const all = [
+      'Condition/big-c1',
+      'Condition/big-c2',
+      'Condition/big-c3',
+      'Condition/big-c4',
+      'DocumentReference/big-d1',
+      'Patient/big',
+    ];
+    const ids = (r: Result) => r.resources.map((x) => `${x.resourceType}/${x.id}`).sort();
+    const tj = (r: Result) => r.sources.find((s) => s.name === 'Tjongerschans');
+    const warning =
+      "Bron 'Tjongerschans' heeft meer gegevens dan de viewer van één bron toont; niet alles wordt getoond.";
+
+    // Within the limits (the defaults, or a budget above the ≈ 1.2 MB of the record): all of it, no warning.
+    for (const extra of [[], ['--max-source-kb', '4096'], ['--max-resources', '6']]) {
+      const r = await query(bsn, ARTS, extra);
+      assert.deepEqual(ids(r), all, JSON.stringify(r.sources));
+      assert.equal(tj(r)?.truncated, undefined);
+      assert.deepEqual(r.warnings, []);
+    }
+
+    // At most 4 resources: the Patient and three more, and the source says it was cut off.
+    const few = await query(bsn, ARTS, ['--max-resources', '4']);
+    assert.equal(tj(few)?.status, 'ok');
+    assert.equal(tj(few)?.truncated, true);
+    assert.equal(tj(few)?.count, 4);
+    assert.equal(few.resources.length, 4);
+    assert.ok(ids(few).includes('Patient/big'));
+    assert.ok(ids(few).every((id) => all.includes(id)));
+    assert.equal(tj(few)?.warning, warning);
+    assert.deepEqual(few.warnings, [warning]);
+    assert.equal(few.patient?.bsn, bsn);
+    // The viewer's own record of the query says so too.
+    const [event] = (await eventsOf(hub, few.correlationId)).filter((e) => e.type?.code === '110110');
+    const details = Object.fromEntries(
+      (event?.entity?.flatMap((x) => x.detail ?? []) ?? []).map((d) => [d.type, d.valueString]),
+    );
+    assert.equal(details.count, '4');
+    assert.equal(details.truncated, 'true');
+
+    // 1 MiB for all of the source's answers: the second large answer passes it and is dropped, and the searches
+    // still running are stopped; the Patient and whatever answers came first are kept.
+    const small = await query(bsn, ARTS, ['--max-source-kb', '1024']);
+    assert.equal(tj(small)?.status, 'ok');
+    assert.equal(tj(small)?.truncated, true);
+    assert.equal(tj(small)?.warning, warning);
+    assert.ok(ids(small).includes('Patient/big'));
+    assert.ok(!(ids(small).includes('Condition/big-c4') && ids(small).includes('DocumentReference/big-d1')));
+    assert.ok(ids(small).every((id) => all.includes(id)));
+    assert.equal(tj(small)?.count, small.resources.length);
+
+    for (const [flag, value] of [
+      ['--max-resources', '0'],
+      ['--max-resources', 'all'],
+      ['--max-source-kb', '-5'],
+    ] as const) {
+      const r = await cli(
+        hub.dataDir,
+        'viewer',
+        'query',
+        '--bsn',
+        bsn,
+        '--user-id',
+        ARTS.id,
+        '--user-role',
+        ARTS.role,
+        '--user-org',
+        ARTS.org,
+        flag,
+        value,
+      );
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`${flag} must be a whole number between 1 and`));
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
   });
 });
 

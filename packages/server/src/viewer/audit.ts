@@ -62,6 +62,7 @@ export function sourceQueryEvent(r: SourceQueryRecord): AuditInput {
         detail: [
           { type: 'status', valueString: r.result.status },
           { type: 'count', valueString: String(r.result.count) },
+          ...(r.result.truncated ? [{ type: 'truncated', valueString: 'true' }] : []),
           ...r.requestIds.slice(0, 50).map((id) => ({ type: 'X-Request-Id', valueString: id })),
         ],
       },

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import type { Professional } from '@carevault/sdk';
+import { DEFAULT_MAX_BYTES_PER_SOURCE, DEFAULT_MAX_RESOURCES_PER_SOURCE, type Professional } from '@carevault/sdk';
 import type { Command } from 'commander';
 import { adminAudit } from '../admin/operator.ts';
 import { withStore } from '../admin/vault.ts';
@@ -38,6 +38,15 @@ function timeoutOf(value: string): number {
     throw new ViewerInputError(`--timeout must be milliseconds between 100 and 600000, got "${value}"`);
   }
   return ms;
+}
+
+/** A positive whole number up to `max` (`--max-resources`, `--max-source-kb`). */
+function countOf(flag: string, value: string, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > max) {
+    throw new ViewerInputError(`${flag} must be a whole number between 1 and ${max}, got "${value}"`);
+  }
+  return n;
 }
 
 function userOptions(cmd: Command): Command {
@@ -166,9 +175,29 @@ export function viewerCommands(program: Command, admin: Admin, dataDir: WithData
         .command('query')
         .description("one patient's record from every permitted source, tagged by source (needs the platform running)")
         .requiredOption('--bsn <bsn>', "the patient's BSN")
-        .option('--timeout <ms>', 'per-source time budget in milliseconds', '10000'),
+        .option('--timeout <ms>', 'per-source time budget in milliseconds', '10000')
+        .option(
+          '--max-resources <n>',
+          'resources kept per source; past it the source is cut off',
+          `${DEFAULT_MAX_RESOURCES_PER_SOURCE}`,
+        )
+        .option(
+          '--max-source-kb <n>',
+          "what one source's answers may hold together, in KiB",
+          `${DEFAULT_MAX_BYTES_PER_SOURCE / 1024}`,
+        ),
     ),
-  ).action((o) => admin(() => withViewer(o, (v) => v.query(o.bsn, professionalOf(o), timeoutOf(o.timeout)))));
+  ).action((o) =>
+    admin(() =>
+      withViewer(o, (v) =>
+        v.query(o.bsn, professionalOf(o), {
+          timeoutMs: timeoutOf(o.timeout),
+          maxResourcesPerSource: countOf('--max-resources', o.maxResources, 1_000_000),
+          maxBytesPerSource: countOf('--max-source-kb', o.maxSourceKb, 4 * 1024 * 1024) * 1024,
+        }),
+      ),
+    ),
+  );
 
   dataDir(
     userOptions(

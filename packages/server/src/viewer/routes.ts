@@ -260,7 +260,7 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
       const caller = await callerOf(req);
       const q = req.query as Record<string, unknown>;
       const only = typeof q.source === 'string' ? [q.source] : undefined;
-      return asFhir(async () => (await viewer()).query(bsnOf(caller, q.bsn), caller.professional, undefined, only));
+      return asFhir(async () => (await viewer()).query(bsnOf(caller, q.bsn), caller.professional, { only }));
     });
 
     api.post('/viewer/api/query', async (req) => {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  type AggregateOptions,
   type AggregateResult,
   aggregatePatient,
   checkProfessional,
@@ -93,7 +94,11 @@ export class ViewerRuntime {
     return all.map((s) => ({ name: s.name, organization: `urn:oid:${s.organizationOid}` }));
   }
 
-  async query(bsn: string, professional: Professional, timeoutMs?: number, only?: string[]): Promise<AggregateResult> {
+  async query(
+    bsn: string,
+    professional: Professional,
+    o: Pick<AggregateOptions, 'timeoutMs' | 'only' | 'maxResourcesPerSource' | 'maxBytesPerSource'> = {},
+  ): Promise<AggregateResult> {
     const correlationId = newId();
     const open = (s: SourceSystem) => this.connector.open(s, professional, correlationId, 15_000).client;
     return aggregatePatient({
@@ -103,8 +108,7 @@ export class ViewerRuntime {
       directory: open(this.directory),
       consent: this.settings.consentCheck ? open(this.consent) : undefined,
       connector: this.connector,
-      ...(timeoutMs ? { timeoutMs } : {}),
-      only,
+      ...o,
       onSourceQueried: (record) => this.audit.record(sourceQueryEvent(record)),
     });
   }

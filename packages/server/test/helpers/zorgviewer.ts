@@ -41,6 +41,7 @@ export async function cli(
   try {
     const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], {
       timeout: 120_000,
+      maxBuffer: 64 * 1024 * 1024,
       env: withStore(['--data-dir', dataDir]),
     });
     return { code: 0, stdout, stderr };

@@ -1,4 +1,5 @@
-import { CarevaultError, FhirResponseError, OAuthError } from '../../errors.js';
+import { ByteBudget } from '../../body-limit.js';
+import { CarevaultError, FhirResponseError, OAuthError, ResponseTooLargeError } from '../../errors.js';
 import type { FhirClient } from '../../fhir-client.js';
 import type { Resource } from '../../fhir-types.js';
 import { newId } from '../../ids.js';
@@ -18,9 +19,11 @@ export interface SourceResult {
   /** HTTP status of the failing request (status `error`). */
   http?: number | undefined;
   error?: string | undefined;
-  /** The seed's warning text (multiple patients). */
+  /** The seed's warning text (multiple patients), or that the source had more than the viewer takes. */
   warning?: string | undefined;
   count: number;
+  /** The source had more than `maxResourcesPerSource` or `maxBytesPerSource`: `count` is what was kept. */
+  truncated?: boolean | undefined;
 }
 
 /** What the viewer records per source query (NEN 7513: who looked at whom, where, with which request). */
@@ -43,6 +46,10 @@ export interface AggregateOptions {
   connector: SourceConnector;
   /** Per-source budget for the whole patient query. Default 10 s. */
   timeoutMs?: number;
+  /** The most resources kept from one source; past it the source's searches stop. Default 10,000. */
+  maxResourcesPerSource?: number | undefined;
+  /** The most bytes all of one source's answers may hold together; past it likewise. Default 64 MiB. */
+  maxBytesPerSource?: number | undefined;
   correlationId?: string;
   /** YYYY-MM-DD for consent periods; default today (UTC). */
   today?: string;
@@ -68,6 +75,11 @@ export class InvalidBsnError extends CarevaultError {
 }
 
 const MULTIPLE = (name: string) => `Bron '${name}' bevat meerdere patiënten met dit BSN nummer.`;
+const TRUNCATED = (name: string) =>
+  `Bron '${name}' heeft meer gegevens dan de viewer van één bron toont; niet alles wordt getoond.`;
+
+export const DEFAULT_MAX_RESOURCES_PER_SOURCE = 10_000;
+export const DEFAULT_MAX_BYTES_PER_SOURCE = 64 * 1024 * 1024;
 
 /**
  * One patient's record from every care provider that may share it (seed 001, seq-2/2a/3): the directory names
@@ -86,16 +98,18 @@ export async function aggregatePatient(o: AggregateOptions): Promise<AggregateRe
     bgzQueries(o.directory),
   ]);
   const timeoutMs = o.timeoutMs ?? 10_000;
+  const maxResources = o.maxResourcesPerSource ?? DEFAULT_MAX_RESOURCES_PER_SOURCE;
+  const maxBytes = o.maxBytesPerSource ?? DEFAULT_MAX_BYTES_PER_SOURCE;
   const outcomes = await Promise.all(
     sources.map(async (source) => {
       const organization = `urn:oid:${source.organizationOid}`;
       if (consented && !consented.has(source.organizationOid)) {
         return { result: { name: source.name, organization, status: 'no-consent' as const, count: 0 }, resources: [] };
       }
-      const call = o.connector.open(source, professional, correlationId, timeoutMs);
+      const call = o.connector.open(source, professional, correlationId, timeoutMs, new ByteBudget(maxBytes));
       const base = { name: source.name, organization };
       const outcome = await withBudget(timeoutMs, base, (signal) =>
-        querySource(call.client, source, o.bsn, queries, signal),
+        querySource(call.client, source, o.bsn, queries, maxResources, signal),
       );
       const result = outcome.result;
       await o.onSourceQueried?.({
@@ -131,6 +145,7 @@ async function querySource(
   source: SourceSystem,
   bsn: string,
   queries: BgzQuery[],
+  maxResources: number,
   signal: AbortSignal,
 ): Promise<Outcome> {
   const organization = `urn:oid:${source.organizationOid}`;
@@ -146,16 +161,38 @@ async function querySource(
     return { result: { ...base, status: 'multiple-patients', count: 0, warning }, resources: [] };
   }
   const patient = patients[0] as Resource;
-  const seen = new Set<string>([`Patient/${patient.id}`]);
-  const resources: Resource[] = [patient];
+  // A source that keeps sending (page after page, or pages of large resources) is cut off at the per-source
+  // limits, and the viewer shows what arrived with a warning: a source's whole record must not fill the viewer.
+  const enough = new AbortController();
+  const both = AbortSignal.any([signal, enough.signal]);
+  let kept = 1;
+  let truncated = false;
+  const stop = () => {
+    truncated = true;
+    enough.abort(new Error('source limit reached'));
+  };
   const pages = await Promise.all(
     queries.map(async (q) => {
       const out: Resource[] = [];
       const params: [string, string][] = [['patient', `Patient/${patient.id}`], ...q.params];
-      for await (const r of client.searchAll(q.type, params, { signal })) out.push(r);
+      try {
+        for await (const r of client.searchAll(q.type, params, { signal: both })) {
+          if (kept >= maxResources) {
+            stop();
+            return out;
+          }
+          out.push(r);
+          kept++;
+        }
+      } catch (err) {
+        if (err instanceof ResponseTooLargeError) stop();
+        else if (!(enough.signal.aborted && !signal.aborted)) throw err;
+      }
       return out;
     }),
   );
+  const seen = new Set<string>([`Patient/${patient.id}`]);
+  const resources: Resource[] = [patient];
   for (const r of pages.flat()) {
     const k = `${r.resourceType}/${r.id}`;
     if (seen.has(k)) continue;
@@ -163,7 +200,8 @@ async function querySource(
     resources.push(r);
   }
   for (const r of resources) tag(r, organization);
-  return { result: { ...base, status: 'ok', count: resources.length }, resources };
+  const result: SourceResult = { ...base, status: 'ok', count: resources.length };
+  return { result: truncated ? { ...result, truncated, warning: TRUNCATED(source.name) } : result, resources };
 }
 
 /** seq-3 gateways: every resource says which organization's source it came from. */
@@ -192,6 +230,8 @@ async function withBudget(
     return { result: failure(err, source), resources: [] };
   } finally {
     clearTimeout(timer);
+    // One failed search fails the source: its sibling searches are not left running.
+    controller.abort(new Error('source query ended'));
   }
 }
 

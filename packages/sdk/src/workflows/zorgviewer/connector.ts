@@ -1,4 +1,4 @@
-import { limitBody, SMALL_RESPONSE_BYTES } from '../../body-limit.js';
+import { type ByteBudget, limitBody, limitedFetch, SMALL_RESPONSE_BYTES } from '../../body-limit.js';
 import { FhirClient, type TokenSource } from '../../fhir-client.js';
 import { TokenManager } from '../../token-manager.js';
 import type { SourceSystem } from './directory.js';
@@ -38,14 +38,22 @@ export class SourceConnector {
 
   constructor(private readonly options: ConnectorOptions) {}
 
-  open(source: SourceSystem, professional: Professional, correlationId: string, timeoutMs: number): SourceCall {
+  /** `budget`: what all of this call's answers may hold together (its tokens are not counted). */
+  open(
+    source: SourceSystem,
+    professional: Professional,
+    correlationId: string,
+    timeoutMs: number,
+    budget?: ByteBudget,
+  ): SourceCall {
     const fetchImpl = this.options.fetchFor?.(source) ?? globalThis.fetch.bind(globalThis);
     const requestIds: string[] = [];
     let context: Promise<string> | undefined;
+    // The token manager outlives this call: it must not draw on the call's budget.
     const tokens = this.tokenSource(source, professional, fetchImpl);
     const client = new FhirClient({
       baseUrl: source.fhirBase,
-      fetch: fetchImpl,
+      fetch: budget ? limitedFetch(fetchImpl, budget) : fetchImpl,
       tokens,
       correlationId,
       timeoutMs,
