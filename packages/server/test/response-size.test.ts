@@ -148,6 +148,47 @@ describe('a page holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
     assert.equal(fewer.status, 200, fewer.text.slice(0, 300));
     assert.equal((fewer.json as unknown as Bundle).entry?.length, 3);
   });
+
+  test('included resources larger than a row brings inline arrive whole; past the limit, still refused', async () => {
+    // Observations of ≈ 150 KB each: more than the 64 KiB the store reads with a row, read once they fit.
+    const note = (n: number) => String(n).repeat(150_000);
+    const put = (resource: { resourceType: string; id: string }) =>
+      fhir(p, writer, 'PUT', `/docs/${resource.resourceType}/${resource.id}`, resource);
+    assert.equal((await put({ resourceType: 'Patient', id: 'p3' })).status, 201);
+    for (let n = 1; n <= 8; n++) {
+      const obs = {
+        resourceType: 'Observation',
+        id: `o${n}`,
+        status: 'final',
+        code: { text: 'note' },
+        subject: { reference: 'Patient/p3' },
+        valueString: note(n),
+      };
+      assert.equal((await put(obs)).status, 201);
+    }
+    const three = await fhir(p, reader, 'GET', '/docs/Patient?_id=p3&_revinclude=Observation:subject&_count=1');
+    // Eight of 150 KB are more than 1 MiB.
+    assert.equal(three.status, 400, three.text.slice(0, 300));
+    const some = await fhir(p, reader, 'GET', '/docs/Observation?_id=o1,o2,o3&_include=Observation:subject');
+    assert.equal(some.status, 200);
+    const back = await fhir(
+      p,
+      reader,
+      'GET',
+      '/docs/Observation?_id=o1&_include=Observation:subject&_revinclude:iterate=Observation:subject',
+    );
+    assert.equal(back.status, 400, 'the iterated round passes the limit too');
+    const remove = (...ids: string[]) =>
+      Promise.all(ids.map((id) => fhir(p, writer, 'DELETE', `/docs/Observation/${id}`)));
+    await remove('o4', 'o5', 'o6', 'o7', 'o8');
+    const whole = await fhir(p, reader, 'GET', '/docs/Patient?_id=p3&_revinclude=Observation:subject');
+    assert.equal(whole.status, 200, whole.text.slice(0, 300));
+    const entries = (whole.json as unknown as { entry: { resource: { id: string; valueString?: string } }[] }).entry;
+    assert.deepEqual(entries.map((e) => e.resource.id).sort(), ['o1', 'o2', 'o3', 'p3']);
+    for (const e of entries.filter((x) => x.resource.id.startsWith('o')))
+      assert.equal(e.resource.valueString, note(Number(e.resource.id.slice(1))));
+    await remove('o1', 'o2', 'o3');
+  });
 });
 
 describe('the store reads a page no further than maxBytes', () => {
@@ -197,6 +238,20 @@ describe('the store reads a page no further than maxBytes', () => {
       const whole = await store.resources.history('docs', { type: 'DocumentReference', limit: 100 });
       assert.equal(whole.length, DOCS + 3);
       assert.ok(whole.every((v) => v.size === undefined && (v.content?.length ?? 0) > 0));
+
+      // Included resources come with their content up to 64 KiB and their size always: the search decides
+      // whether they fit before the large ones are read.
+      const pointing = await store.resources.referencing('docs', 'DocumentReference', 'subject', [
+        { type: 'Patient', id: 'p2' },
+      ]);
+      const byId = Object.fromEntries(pointing.map((r) => [r.id, r]));
+      assert.deepEqual(Object.keys(byId).sort(), ['d100', 'd101', 'd102']);
+      assert.equal(byId.d100?.content, null);
+      assert.ok((byId.d100?.size ?? 0) > LIMIT);
+      assert.equal(byId.d101?.size, Buffer.byteLength(byId.d101?.content ?? ''));
+      const [subject] = await store.resources.referencedBy('docs', 'DocumentReference', ['d100'], 'subject');
+      assert.equal(subject?.id, 'p2');
+      assert.equal(subject?.size, Buffer.byteLength(subject?.content ?? 'x'));
     } finally {
       await store.close();
     }

@@ -25,7 +25,7 @@ import { remove } from './interactions/delete.ts';
 import { historyRoutes } from './interactions/history.ts';
 import { conditionalPatch, type PatchDocument, patch, patchDocument } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
-import { assertVisible, search } from './interactions/search.ts';
+import { search } from './interactions/search.ts';
 import { update } from './interactions/update.ts';
 import { everythingRoutes } from './operations/everything.ts';
 import { measureOperations } from './operations/routes.ts';
@@ -33,6 +33,7 @@ import { type SubmissionPolicy, sameOrganization } from './operations/submission
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { strictHandling, type VaultParams } from './route-helpers.ts';
+import { assertVisible } from './search/restrictions.ts';
 import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
 import { negotiate, xmlAnswers } from './xml.ts';

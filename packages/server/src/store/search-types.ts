@@ -109,6 +109,15 @@ export interface FoundResource {
   lastUpdated?: string;
 }
 
+/** An included resource as the store first reads it: its content only up to 64 KiB, its size always. */
+export interface SizedResource {
+  type: string;
+  id: string;
+  /** null when the content is larger than 64 KiB: read it (`search` by id) once it is known to fit. */
+  content: string | null;
+  size: number;
+}
+
 export interface ScannedResource extends FoundResource {
   version: number;
 }

@@ -3,7 +3,7 @@
  * nothing outside store/ writes SQL.
  */
 import type { AuditRecord, AuditStore } from './audit-types.ts';
-import type { FoundResource, IndexRows, ScannedResource, SearchQuery, SearchResult } from './search-types.ts';
+import type { IndexRows, ScannedResource, SearchQuery, SearchResult, SizedResource } from './search-types.ts';
 
 export type * from './audit-types.ts';
 export type { Prefix } from './search-prefix.ts';
@@ -233,7 +233,7 @@ export interface ResourceStore {
   search(partition: string, query: SearchQuery): Promise<SearchResult>;
   /**
    * Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to
-   * (`_include`); at most `limit` of them when given.
+   * (`_include`); at most `limit` of them when given. Large contents are left unread (SizedResource).
    */
   referencedBy(
     partition: string,
@@ -242,10 +242,10 @@ export interface ResourceStore {
     param: string | undefined,
     targetType?: string,
     limit?: number,
-  ): Promise<FoundResource[]>;
+  ): Promise<SizedResource[]>;
   /**
    * Resources of `sourceType` (undefined: any type) whose `param` (undefined: any reference parameter) points to
-   * one of `targets` (`_revinclude`); at most `limit` of them when given.
+   * one of `targets` (`_revinclude`); at most `limit` of them when given. Large contents are left unread.
    */
   referencing(
     partition: string,
@@ -253,7 +253,7 @@ export interface ResourceStore {
     param: string | undefined,
     targets: { type: string; id: string }[],
     limit?: number,
-  ): Promise<FoundResource[]>;
+  ): Promise<SizedResource[]>;
   /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
   scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;
   /**

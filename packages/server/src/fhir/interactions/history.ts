@@ -8,8 +8,8 @@ import { FHIR_JSON } from '../format.ts';
 import { responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
+import { assertVisible } from '../search/restrictions.ts';
 import { parseDate } from '../search/value-parsers.ts';
-import { assertVisible } from './search.ts';
 
 export interface HistoryParams {
   type?: string | undefined;

@@ -9,12 +9,13 @@ import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import { parseSince } from '../interactions/history.ts';
 import { read } from '../interactions/read.ts';
-import { assertVisible, resolveIncludes, restrictionFilter } from '../interactions/search.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
-import { fitting, includedTooLarge, responseLimit } from '../response-size.ts';
+import { fitting, responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
+import { resolveIncludes } from '../search/include.ts';
 import { parseSearch } from '../search/parse.ts';
+import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
 import { dateRange } from '../search/values.ts';
 import { operationParams } from './operation-params.ts';
 
@@ -167,9 +168,10 @@ export async function patientEverything(
   // What the page's resources refer to outside the compartment, as `_include=*:*` finds it, read-checked.
   const outside = (type: string) => !inPatientCompartment(type) && (!asked || asked.includes(type));
   const everyReference = { sourceType: '*', param: '*', iterate: false, reverse: false };
-  const included = await resolveIncludes(ctx, matches, [everyReference], outside);
-  if (included.reduce((n, r) => n + r.content.length, bytes) > responseLimit(ctx) && included.length > 0)
-    throw includedTooLarge(ctx);
+  const included = await resolveIncludes(ctx, matches, [everyReference], {
+    room: responseLimit(ctx) - bytes,
+    keep: outside,
+  });
 
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);

@@ -1,5 +1,13 @@
 import { timeOrder } from '../search-order.ts';
-import type { FoundResource, ScannedResource, SearchFilter, SearchQuery, SearchResult, SortKey } from '../types.ts';
+import type {
+  FoundResource,
+  ScannedResource,
+  SearchFilter,
+  SearchQuery,
+  SearchResult,
+  SizedResource,
+  SortKey,
+} from '../types.ts';
 import { compileFilter, type Sql } from './search-filter.ts';
 import { compileAll, driverRows } from './search-plan.ts';
 import { INDEX_TABLE, type SqlDialect } from './tables.ts';
@@ -69,8 +77,9 @@ const MISSED = Symbol('the dense walk missed');
  * content, so a page of 1,000 large resources is never in memory whole.
  */
 const INLINE = 64 * 1024;
-const PAGE_COLUMNS = `r.type, r.id, CASE WHEN octet_length(r.content) <= ${INLINE} THEN r.content END AS content,
-  octet_length(r.content) AS size, r.last_updated AS "lastUpdated"`;
+const SIZED_COLUMNS = `r.type, r.id, CASE WHEN octet_length(r.content) <= ${INLINE} THEN r.content END AS content,
+  octet_length(r.content) AS size`;
+const PAGE_COLUMNS = `${SIZED_COLUMNS}, r.last_updated AS "lastUpdated"`;
 /** A page row: without its content when that is larger than INLINE. */
 type PageRow = Omit<FoundResource, 'content'> & { content: string | null; size: number };
 
@@ -222,13 +231,13 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       param: string | undefined,
       targetType?: string,
       limit = Number.POSITIVE_INFINITY,
-    ): Promise<FoundResource[]> {
-      const out: FoundResource[] = [];
+    ): Promise<SizedResource[]> {
+      const out: SizedResource[] = [];
       for (let i = 0; i < sourceIds.length && out.length < limit; i += 500) {
         const ids = sourceIds.slice(i, i + 500);
         const cap = capSql(limit - out.length);
-        const rows = await query<FoundResource>(
-          `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+        const rows = await query<SizedResource>(
+          `SELECT ${SIZED_COLUMNS} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
              SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ?
                ${param === undefined ? '' : 'AND x.param = ?'}
                AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})
@@ -243,7 +252,10 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
             ...cap.params,
           ],
         );
-        for (const r of rows) out.push(r);
+        for (const r of rows) {
+          r.size = Number(r.size);
+          out.push(r);
+        }
       }
       return out;
     },
@@ -254,8 +266,8 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       param: string | undefined,
       targets: { type: string; id: string }[],
       limit = Number.POSITIVE_INFINITY,
-    ): Promise<FoundResource[]> {
-      const out: FoundResource[] = [];
+    ): Promise<SizedResource[]> {
+      const out: SizedResource[] = [];
       const byType = new Map<string, string[]>();
       for (const t of targets) {
         const ids = byType.get(t.type);
@@ -268,8 +280,8 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
           const cap = capSql(limit - out.length);
           const sourceCond = sourceType === undefined ? '' : 'AND x.type = ?';
           const paramCond = param === undefined ? '' : 'AND x.param = ?';
-          const rows = await query<FoundResource>(
-            `SELECT r.type, r.id, r.content FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+          const rows = await query<SizedResource>(
+            `SELECT ${SIZED_COLUMNS} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
                SELECT x.type, x.id FROM idx_reference x WHERE x.partition = ? ${sourceCond} ${paramCond} AND x.target_type = ?
                  AND x.target_id IN (${chunk.map(() => '?').join(',')}))
                ${cap.sql}`,
@@ -283,7 +295,10 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
               ...cap.params,
             ],
           );
-          for (const r of rows) out.push(r);
+          for (const r of rows) {
+            r.size = Number(r.size);
+            out.push(r);
+          }
         }
       }
       return out;
