@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { importCommand } from '../src/admin/import.ts';
+import { SEARCH_INDEX_GENERATION } from '../src/fhir/search/reindex.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { freePort, startPlatform, type TestPlatform } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
@@ -107,6 +109,27 @@ describe('an index built by older definitions is rebuilt', () => {
       assert.equal(matchIds(await get('Observation?component-value-quantity=gt130')).length, 3);
     } finally {
       await node.stop();
+    }
+  });
+});
+
+describe('a vault imported into a new data directory', () => {
+  test('is not reindexed when the server first starts: the import built its index with these definitions', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-fresh-'));
+    try {
+      await ok(dir, 'partition', 'add', 'fresh');
+      await ok(dir, 'import', ...files, '--partition', 'fresh');
+      const node = await serveChild(['--data-dir', dir, '--port', String(await freePort())]);
+      try {
+        assert.doesNotMatch(node.output().stdout, /search index rebuilt/);
+      } finally {
+        await node.stop();
+      }
+      // The stamp is the current one: a later change of the definitions is still found (the test above).
+      const [row] = await rawSql<{ value: string }>(dir, "SELECT value FROM store_meta WHERE key = 'search-index'");
+      assert.equal(row?.value, SEARCH_INDEX_GENERATION);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

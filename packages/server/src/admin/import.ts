@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import type { Config } from '../config/index.ts';
 import { ImportError, importFiles } from '../fhir/import.ts';
+import { stampIfEmpty } from '../fhir/search/reindex.ts';
 import { openStore } from '../store/index.ts';
 import { VaultInputError } from '../vault/partitions.ts';
 import { operatorContext } from './operator.ts';
@@ -23,6 +24,7 @@ export async function importCommand(config: Config, files: string[], partition: 
   let started = false;
   try {
     if (!(await store.partitions.get(partition))) throw new VaultInputError(`partition "${partition}" not found`);
+    await stampIfEmpty(store);
     const ctx = operatorContext(store, config, partition, 'carevault-import');
     let done = 0;
     let swept = 0;

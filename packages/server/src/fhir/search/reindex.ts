@@ -52,8 +52,22 @@ export async function reindex(
   return { partitions: partitions.length, resources };
 }
 
+/**
+ * A database without resources has no index that could be stale: it is stamped with these definitions, so that
+ * what `import` (or `serve`) writes next is not rebuilt at the next start. Before, a vault imported into a new
+ * data directory was reindexed whole when the server first started (300 MB of documents: 22 s, 900 MiB).
+ */
+export async function stampIfEmpty(store: Store): Promise<void> {
+  if ((await store.meta.get(META_KEY)) !== undefined) return;
+  for (const p of await store.partitions.list()) {
+    if ((await store.resources.scan(p.name, undefined, 1)).length > 0) return;
+  }
+  await store.meta.set(META_KEY, SEARCH_INDEX_GENERATION);
+}
+
 /** At start: reindexes when the database's index was built by other search parameter definitions. */
 export async function reindexIfStale(store: Store, log: (msg: string) => void): Promise<ReindexReport | undefined> {
+  await stampIfEmpty(store);
   if ((await store.meta.get(META_KEY)) === SEARCH_INDEX_GENERATION) return undefined;
   const started = Date.now();
   const report = await reindex(store);
