@@ -36,14 +36,27 @@ interface Source {
   file: string;
   kind: 'bundle' | 'ndjson';
   rank: number;
-  bundle?: unknown;
 }
 
+/**
+ * Every file is read before any is imported (a file that is no Bundle stops the import before it wrote), but
+ * a Bundle is not kept: it is read again when its turn comes. Kept, 1,800 Synthea files of 539 MB held 1.9 GB
+ * to the end, and a population of a few GB ran out of heap before its first write.
+ */
 function inspect(file: string): Source {
   if (/\.ndjson$/i.test(file)) {
     const type = /^([A-Z][A-Za-z]+)[.]/.exec(basename(file))?.[1];
     return { file, kind: 'ndjson', rank: rank(type ? [type] : ['?']) };
   }
+  const bundle = readBundle(file);
+  // Only the order of files is decided here; a malformed entry is refused by the transaction rules, by its index.
+  const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
+  const typeOf = (e: unknown) => (isObject(e) && isObject(e.resource) ? e.resource.resourceType : undefined);
+  const types = [...new Set(entries.map((e) => String(typeOf(e) ?? '?')))];
+  return { file, kind: 'bundle', rank: rank(types) };
+}
+
+function readBundle(file: string): Record<string, unknown> {
   let bundle: unknown;
   try {
     bundle = JSON.parse(readFileSync(file, 'utf8'));
@@ -53,11 +66,7 @@ function inspect(file: string): Source {
   if (!isObject(bundle) || bundle.resourceType !== 'Bundle') {
     throw new ImportError(`${file}: expected a Bundle or an .ndjson file`);
   }
-  // Only the order of files is decided here; a malformed entry is refused by the transaction rules, by its index.
-  const entries = Array.isArray(bundle.entry) ? bundle.entry : [];
-  const typeOf = (e: unknown) => (isObject(e) && isObject(e.resource) ? e.resource.resourceType : undefined);
-  const types = [...new Set(entries.map((e) => String(typeOf(e) ?? '?')))];
-  return { file, kind: 'bundle', rank: rank(types), bundle };
+  return bundle;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -100,7 +109,7 @@ async function importBundle(
   report: ImportReport,
   progress: ImportProgress,
 ): Promise<void> {
-  const entries = transactionEntries(asTransaction(src.bundle), ctx.base);
+  const entries = transactionEntries(asTransaction(readBundle(src.file)), ctx.base);
   progress.fileStarted(src.file, entries.length);
   await runTransaction(ctx, entries, false);
   count(report, entries);
