@@ -160,6 +160,33 @@ describe('import of Bulk Data NDJSON (conditional references resolved after thei
     }
   });
 
+  test('Bundles past what the first pass keeps (32 MiB) are read again at their turn, whole', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-import-large-'));
+    try {
+      // A small Bundle that is kept, then one of ≈ 36 MB that is not: 45 Binaries of 800 KB.
+      const binary = (n: number) => ({
+        resourceType: 'Binary',
+        id: `large-${n}`,
+        contentType: 'application/octet-stream',
+        data: Buffer.alloc(600_000, n).toString('base64'),
+      });
+      const bundle = (ids: number[]) => ({
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: ids.map((n) => ({ resource: binary(n), request: { method: 'PUT', url: `Binary/large-${n}` } })),
+      });
+      writeFileSync(join(dir, 'a-small.json'), JSON.stringify(bundle([0])));
+      writeFileSync(join(dir, 'b-large.json'), JSON.stringify(bundle(Array.from({ length: 45 }, (_, i) => i + 1))));
+      const report = await importCommand(p.config, [join(dir, 'a-small.json'), join(dir, 'b-large.json')], 'bulk');
+      assert.deepEqual(report.written, { Binary: 46 });
+      assert.equal(await total('bulk', 'Binary'), 46);
+      const last = await fhir(p, reader, 'GET', '/bulk/Binary/large-45');
+      assert.equal((last.json as { data: string }).data, binary(45).data);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('bad input names the file and stops', async () => {
     await assert.rejects(importCommand(p.config, [join(DATA, 'README.md')], 'bulk'), /not valid JSON/);
     await assert.rejects(importCommand(p.config, synthea.slice(0, 1), 'no-such-vault'), /not found/);
