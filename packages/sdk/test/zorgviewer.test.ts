@@ -1,16 +1,26 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import {
+  aggregatePatient,
   aortaId,
+  BSN_SYSTEM,
   bgzFromPlanDefinition,
   ConfigurationError,
   checkProfessional,
   DEFAULT_BGZ,
+  ENDPOINT_EXT,
+  FhirClient,
   isValidBsn,
+  type SourceCall,
+  SourceConnector,
+  type SourceSystem,
+  TokenManager,
 } from '../src/index.ts';
+import { type ClosableFetch, tlsFetch } from '../src/node.ts';
+import { type Cara, CLIENT_ID, startCara } from './helpers/cara.ts';
 
-// The pure rules of the Zorgviewer aggregator; the whole exchange runs against real servers in
-// packages/server/test/zorgviewer.test.ts.
+// The pure rules of the Zorgviewer aggregator, and what it does with a source's failing search; the whole
+// exchange (viewer hub, user context, consent) runs against real servers in packages/server/test/zorgviewer.test.ts.
 describe('Zorgviewer rules (seed 001)', () => {
   test('BSN: nine digits passing the 11-test', () => {
     for (const bsn of ['000004881', '999911120', '111222333']) assert.equal(isValidBsn(bsn), true, bsn);
@@ -69,5 +79,113 @@ describe('Zorgviewer rules (seed 001)', () => {
       DEFAULT_BGZ.map((q) => q.type),
       ['Condition', 'Procedure', 'Observation', 'AllergyIntolerance', 'Flag', 'DocumentReference', 'Consent'],
     );
+  });
+});
+
+describe('a source whose search fails (real carevault behind the fault proxy)', () => {
+  let cara: Cara;
+  let fetch: ClosableFetch;
+  let client: FhirClient;
+  const BSN = '999911120';
+
+  /** Opens the CARA platform as the source with its mTLS client; the user-context part is tested elsewhere. */
+  class DirectConnector extends SourceConnector {
+    override open(): SourceCall {
+      return { client, requestIds: [] };
+    }
+  }
+
+  before(async () => {
+    cara = await startCara();
+    fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+    const tokens = new TokenManager({
+      issuer: cara.issuer,
+      clientId: CLIENT_ID,
+      auth: { method: 'tls_client_auth' },
+      fetch,
+    });
+    client = new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch });
+    const vital = 'http://terminology.hl7.org/CodeSystem/observation-category';
+    await client.transaction([
+      {
+        fullUrl: 'urn:uuid:org',
+        resource: {
+          resourceType: 'Organization',
+          name: 'Bron',
+          identifier: [{ value: 'urn:oid:2.16.840.1.113883.2.4.3.8' }],
+        },
+        request: { method: 'POST', url: 'Organization' },
+      },
+      {
+        resource: {
+          resourceType: 'Endpoint',
+          status: 'active',
+          connectionType: {
+            system: 'http://terminology.hl7.org/CodeSystem/endpoint-connection-type',
+            code: 'hl7-fhir-rest',
+          },
+          payloadType: [{ text: 'BgZ' }],
+          managingOrganization: { reference: 'urn:uuid:org' },
+          address: `${cara.issuer}/fhir/alice_1234`,
+          extension: [{ url: ENDPOINT_EXT.clientId, valueString: CLIENT_ID }],
+        } as never,
+        request: { method: 'POST', url: 'Endpoint' },
+      },
+      {
+        fullUrl: 'urn:uuid:pat',
+        resource: { resourceType: 'Patient', identifier: [{ system: BSN_SYSTEM, value: BSN }] } as never,
+        request: { method: 'POST', url: 'Patient' },
+      },
+      // Three pages of vital signs at the server's default page size of 50.
+      ...Array.from({ length: 120 }, (_, i) => ({
+        resource: {
+          resourceType: 'Observation',
+          status: 'final',
+          category: [{ coding: [{ system: vital, code: 'vital-signs' }] }],
+          code: { text: `measurement ${i}` },
+          subject: { reference: 'urn:uuid:pat' },
+        } as never,
+        request: { method: 'POST' as const, url: 'Observation' },
+      })),
+    ]);
+  });
+
+  after(async () => {
+    cara.proxy.fault = () => ({ kind: 'pass' });
+    await fetch?.close();
+    await cara?.stop();
+  });
+
+  test("one failed search ends the source's query: its other searches stop paging", async () => {
+    const observations = () => cara.proxy.seen.filter((r) => r.url.includes('/Observation')).length;
+    // The Condition search is refused after 300 ms; by then the Observation search has its first page of three,
+    // and each further page takes 500 ms to arrive.
+    let pages = 0;
+    cara.proxy.fault = (req) =>
+      req.url.includes('/Condition')
+        ? { kind: 'status', status: 400, afterMs: 300 }
+        : req.url.includes('/Observation') && pages++ > 0
+          ? { kind: 'delay', ms: 500 }
+          : { kind: 'pass' };
+    const professional = { id: '177578', role: '62247001', organizationOid: '2.16.528.1.1007.3.3.15123' };
+    const started = Date.now();
+    const result = await aggregatePatient({
+      bsn: BSN,
+      professional,
+      directory: client,
+      connector: new DirectConnector({ signer: {} as never }),
+    });
+    assert.equal(result.sources.length, 1);
+    assert.deepEqual(
+      { status: result.sources[0]?.status, http: result.sources[0]?.http, count: result.sources[0]?.count },
+      { status: 'error', http: 400, count: 0 },
+    );
+    assert.deepEqual(result.resources, []);
+    assert.ok(Date.now() - started < 800, 'the failure is the answer, without waiting for the slow search');
+    const asked = observations();
+    assert.ok(asked >= 1, 'the Observation search was under way when the Condition search failed');
+    // Left running, the Observation search would go on asking for its next page every 500 ms.
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal(observations(), asked, 'no Observation page was asked for after the query ended');
   });
 });

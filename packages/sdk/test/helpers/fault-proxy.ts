@@ -6,7 +6,8 @@ import { Agent, request } from 'undici';
 /** What the proxy does with one request. */
 export type Fault =
   | { kind: 'pass' }
-  | { kind: 'status'; status: number; retryAfter?: number }
+  /** Answer `status` without asking the upstream, after `afterMs` when given. */
+  | { kind: 'status'; status: number; retryAfter?: number; afterMs?: number }
   | { kind: 'drop' }
   /** Forward, then send the answer's headers and its first `bytes` bytes, and close the connection (after `stallMs`). */
   | { kind: 'truncate'; bytes: number; stallMs?: number }
@@ -114,6 +115,7 @@ export class FaultProxy {
       return;
     }
     if (fault.kind === 'status') {
+      if (fault.afterMs) await new Promise((r) => setTimeout(r, fault.afterMs));
       return send(res, fault.status, outcome(fault.status === 429 ? 'throttled' : 'transient', 'injected fault'), {
         ...(fault.retryAfter !== undefined ? { 'retry-after': String(fault.retryAfter) } : {}),
       });
