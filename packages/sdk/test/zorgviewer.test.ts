@@ -13,7 +13,6 @@ import {
   isValidBsn,
   type SourceCall,
   SourceConnector,
-  type SourceSystem,
   TokenManager,
 } from '../src/index.ts';
 import { type ClosableFetch, tlsFetch } from '../src/node.ts';
