@@ -110,6 +110,32 @@ describe('transaction', () => {
     assert.equal(await count('Patient'), before);
   });
 
+  test('an invalid resource fails the transaction naming its entry and the path within the Bundle', async () => {
+    const before = await count('Endpoint');
+    const r = await fhir(
+      p,
+      tcu,
+      'POST',
+      '/tx',
+      bundle('transaction', [
+        post('urn:uuid:e1', { resourceType: 'Patient', name: [{ family: 'Never' }] }),
+        post('urn:uuid:e2', { resourceType: 'Observation', status: 'final', code: { text: 'x' } }),
+        post('urn:uuid:e3', { resourceType: 'Endpoint', status: 'active', address: 'https://example.org/fhir' }),
+      ]),
+    );
+    assert.equal(r.status, 422);
+    const issue = (r.json.issue as { diagnostics: string; expression?: string[] }[])[0];
+    assert.equal(
+      issue?.diagnostics,
+      'entry[2]: Endpoint.connectionType: Missing required property; Endpoint.payloadType: Missing required property',
+    );
+    assert.deepEqual(issue?.expression, [
+      'Bundle.entry[2].resource.connectionType',
+      'Bundle.entry[2].resource.payloadType',
+    ]);
+    assert.equal(await count('Endpoint'), before);
+  });
+
   test('two entries for one resource, and conditional references with 0 or 2 matches, fail (J46)', async () => {
     const dup = await fhir(
       p,

@@ -43,6 +43,18 @@ const CODE: Record<number, IssueCode> = { 404: 'not-found', 412: 'conflict' };
 const fail = (e: EntryRequest, status: number, message: string) =>
   new FhirError(status, CODE[status] ?? 'invalid', `entry[${e.index}]: ${message}`);
 
+/** A resource's validation, its failure said of its entry: a transaction of hundreds must say which one. */
+function validateEntry(e: EntryRequest, resource: Record<string, unknown>): void {
+  try {
+    validate(resource);
+  } catch (err) {
+    if (!(err instanceof FhirError)) throw err;
+    const at = `Bundle.entry[${e.index}].resource`;
+    const expression = err.expression?.map((x) => x.replace(/^[A-Za-z]+(?=\.|$)/, at));
+    throw new FhirError(err.status, err.code, `entry[${e.index}]: ${err.diagnostics}`, err.headers, expression);
+  }
+}
+
 function interactionOf(e: EntryRequest): Interaction {
   switch (e.method) {
     case 'POST':
@@ -73,7 +85,7 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
   switch (e.method) {
     case 'POST': {
       const resource = assertResourceBody(e.resource, e.type);
-      validate(resource);
+      validateEntry(e, resource);
       if (e.ifNoneExist) {
         const existing = await single(ctx, e, e.ifNoneExist);
         if (existing) return { kind: 'exists', e, id: existing, matched: existing };
@@ -86,13 +98,13 @@ async function plan(ctx: FhirContext, e: EntryRequest): Promise<Plan> {
         const match = await single(ctx, e, e.query);
         if (match && resource.id !== undefined && resource.id !== match)
           throw fail(e, 400, 'the resource id differs from the matched resource');
-        validate(resource);
+        validateEntry(e, resource);
         const id = match ?? (resource.id as string | undefined) ?? newResourceId();
         return { kind: 'update', e, id, resource, matched: match };
       }
       if (resource.id !== e.id)
         throw fail(e, 400, `resource id "${String(resource.id)}" does not match the URL id "${e.id}"`);
-      validate(resource);
+      validateEntry(e, resource);
       return { kind: 'update', e, id: e.id as string, resource };
     }
     case 'PATCH': {

@@ -101,12 +101,16 @@ function structure(resource: Record<string, unknown>): void {
       if (errors.length === 0) return;
       const first = errors[0];
       const expression = errors.flatMap((i) => i.expression ?? []).slice(0, 20);
+      // Each problem says where it is: "Missing required property" twice says nothing about what to fix.
       throw new FhirError(
         422,
         'invalid',
         errors
-          .map((i) => i.details?.text ?? i.diagnostics ?? 'invalid')
           .slice(0, 10)
+          .map((i) => {
+            const text = i.details?.text ?? i.diagnostics ?? 'invalid';
+            return i.expression?.length ? `${i.expression.join(', ')}: ${text}` : text;
+          })
           .join('; '),
         {},
         expression.length ? expression : first?.expression,
