@@ -14,6 +14,7 @@ import {
   BSN_NOWHERE,
   BSN_TWICE,
   cli,
+  cliWithEnv,
   FIXTURES,
   ok,
   startZorgviewerNetwork,
@@ -356,26 +357,36 @@ describe('viewer query (seq-2, seq-3)', () => {
     assert.ok(ids(small).every((id) => all.includes(id)));
     assert.equal(tj(small)?.count, small.resources.length);
 
+    // The platform's setting is the default of the web viewer and of `viewer query`; the command's flag wins.
+    const args = [
+      'viewer',
+      'query',
+      '--bsn',
+      bsn,
+      '--user-id',
+      ARTS.id,
+      '--user-role',
+      ARTS.role,
+      '--user-org',
+      ARTS.org,
+    ];
+    const four = { CAREVAULT_VIEWER_MAX_RESOURCES: '4' };
+    const set = await cliWithEnv(four, hub.dataDir, ...args);
+    assert.equal(set.code, 0, set.stderr);
+    assert.deepEqual([tj(JSON.parse(set.stdout))?.truncated, tj(JSON.parse(set.stdout))?.count], [true, 4]);
+    const flagWins = await cliWithEnv(four, hub.dataDir, ...args, '--max-resources', '6');
+    assert.deepEqual(ids(JSON.parse(flagWins.stdout)), all, flagWins.stderr);
+    const junk = await cliWithEnv({ CAREVAULT_VIEWER_MAX_SOURCE_KB: 'lots' }, hub.dataDir, ...args);
+    assert.notEqual(junk.code, 0);
+    assert.match(junk.stderr, /CAREVAULT_VIEWER_MAX_SOURCE_KB must be an integer between 1 and 4194304, got "lots"/);
+    assert.equal(junk.stderr.trim().split('\n').length, 1, junk.stderr);
+
     for (const [flag, value] of [
       ['--max-resources', '0'],
       ['--max-resources', 'all'],
       ['--max-source-kb', '-5'],
     ] as const) {
-      const r = await cli(
-        hub.dataDir,
-        'viewer',
-        'query',
-        '--bsn',
-        bsn,
-        '--user-id',
-        ARTS.id,
-        '--user-role',
-        ARTS.role,
-        '--user-org',
-        ARTS.org,
-        flag,
-        value,
-      );
+      const r = await cli(hub.dataDir, ...args, flag, value);
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, new RegExp(`${flag} must be a whole number between 1 and`));
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);

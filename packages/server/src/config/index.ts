@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
+import { DEFAULT_MAX_BYTES_PER_SOURCE, DEFAULT_MAX_RESOURCES_PER_SOURCE } from '@carevault/sdk';
 
 export interface Config {
   port: number;
@@ -54,6 +55,8 @@ export interface Config {
   outboundCa: string[];
   /** Zorgviewer sessions: at most this long after the launch, and this long without a request. */
   viewerSession: { maxAgeSeconds: number; idleSeconds: number };
+  /** What the web viewer and `viewer query` take of one source per patient query (flags of `viewer query` win). */
+  viewerSources: { timeoutMs: number; maxResourcesPerSource: number; maxBytesPerSource: number };
   /** External program server asked before every $submit-data (seed 002); absent = the built-in rule. */
   programServer: string | undefined;
   /** `/directory` answers without a token (seed 003: a network directory anyone may look providers up in). */
@@ -77,6 +80,10 @@ export interface ConfigInput {
 }
 
 class ConfigError extends Error {}
+
+/** The most a viewer query may be told to take of one source (the CLI's flags are held to the same). */
+export const MAX_RESOURCES_PER_SOURCE = 1_000_000;
+export const MAX_SOURCE_KB = 4 * 1024 * 1024;
 
 function integer(name: string, value: string | number, min: number, max: number): number {
   const n = typeof value === 'number' ? value : Number(value);
@@ -187,6 +194,24 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
         7 * 86400,
       ),
       idleSeconds: integer('CAREVAULT_VIEWER_IDLE_TIMEOUT', env.CAREVAULT_VIEWER_IDLE_TIMEOUT || 1800, 30, 86400),
+    },
+    viewerSources: {
+      timeoutMs: Math.round(
+        seconds('CAREVAULT_VIEWER_SOURCE_TIMEOUT', env.CAREVAULT_VIEWER_SOURCE_TIMEOUT || 10, 0.1, 600) * 1000,
+      ),
+      maxResourcesPerSource: integer(
+        'CAREVAULT_VIEWER_MAX_RESOURCES',
+        env.CAREVAULT_VIEWER_MAX_RESOURCES || DEFAULT_MAX_RESOURCES_PER_SOURCE,
+        1,
+        MAX_RESOURCES_PER_SOURCE,
+      ),
+      maxBytesPerSource:
+        integer(
+          'CAREVAULT_VIEWER_MAX_SOURCE_KB',
+          env.CAREVAULT_VIEWER_MAX_SOURCE_KB || DEFAULT_MAX_BYTES_PER_SOURCE / 1024,
+          1,
+          MAX_SOURCE_KB,
+        ) * 1024,
     },
   };
 }

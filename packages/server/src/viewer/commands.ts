@@ -4,7 +4,7 @@ import { DEFAULT_MAX_BYTES_PER_SOURCE, DEFAULT_MAX_RESOURCES_PER_SOURCE, type Pr
 import type { Command } from 'commander';
 import { adminAudit } from '../admin/operator.ts';
 import { withStore } from '../admin/vault.ts';
-import { adminConfig, type ConfigInput } from '../config/index.ts';
+import { adminConfig, type ConfigInput, MAX_RESOURCES_PER_SOURCE, MAX_SOURCE_KB } from '../config/index.ts';
 import { addIdp, loadIdps } from '../saml/idps.ts';
 import { samlEndpoint } from '../saml/validate.ts';
 import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from './admin.ts';
@@ -175,25 +175,30 @@ export function viewerCommands(program: Command, admin: Admin, dataDir: WithData
         .command('query')
         .description("one patient's record from every permitted source, tagged by source (needs the platform running)")
         .requiredOption('--bsn <bsn>', "the patient's BSN")
-        .option('--timeout <ms>', 'per-source time budget in milliseconds', '10000')
+        .option(
+          '--timeout <ms>',
+          'per-source time budget in milliseconds (default CAREVAULT_VIEWER_SOURCE_TIMEOUT, 10 s)',
+        )
         .option(
           '--max-resources <n>',
-          'resources kept per source; past it the source is cut off',
-          `${DEFAULT_MAX_RESOURCES_PER_SOURCE}`,
+          `resources kept per source; past it the source is cut off (default CAREVAULT_VIEWER_MAX_RESOURCES, ${DEFAULT_MAX_RESOURCES_PER_SOURCE})`,
         )
         .option(
           '--max-source-kb <n>',
-          "what one source's answers may hold together, in KiB",
-          `${DEFAULT_MAX_BYTES_PER_SOURCE / 1024}`,
+          `what one source's answers may hold together, in KiB (default CAREVAULT_VIEWER_MAX_SOURCE_KB, ${DEFAULT_MAX_BYTES_PER_SOURCE / 1024})`,
         ),
     ),
   ).action((o) =>
     admin(() =>
       withViewer(o, (v) =>
         v.query(o.bsn, professionalOf(o), {
-          timeoutMs: timeoutOf(o.timeout),
-          maxResourcesPerSource: countOf('--max-resources', o.maxResources, 1_000_000),
-          maxBytesPerSource: countOf('--max-source-kb', o.maxSourceKb, 4 * 1024 * 1024) * 1024,
+          timeoutMs: o.timeout === undefined ? undefined : timeoutOf(o.timeout),
+          maxResourcesPerSource:
+            o.maxResources === undefined
+              ? undefined
+              : countOf('--max-resources', o.maxResources, MAX_RESOURCES_PER_SOURCE),
+          maxBytesPerSource:
+            o.maxSourceKb === undefined ? undefined : countOf('--max-source-kb', o.maxSourceKb, MAX_SOURCE_KB) * 1024,
         }),
       ),
     ),

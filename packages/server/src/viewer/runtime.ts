@@ -42,6 +42,7 @@ export class ViewerRuntime {
     private readonly directory: SourceSystem,
     private readonly consent: SourceSystem,
     private readonly audit: AuditTrail,
+    private readonly limits: Config['viewerSources'],
   ) {}
 
   static async open(config: Config, audit: AuditTrail): Promise<ViewerRuntime> {
@@ -68,6 +69,7 @@ export class ViewerRuntime {
       own(settings.directory, 'directory'),
       own(settings.consent, 'consent'),
       audit,
+      config.viewerSources,
     );
     return runtime;
   }
@@ -108,7 +110,9 @@ export class ViewerRuntime {
       directory: open(this.directory),
       consent: this.settings.consentCheck ? open(this.consent) : undefined,
       connector: this.connector,
-      ...o,
+      ...this.limits,
+      // A caller's own limits (the CLI's flags) win over the platform's; one it left out is not a limit.
+      ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
       onSourceQueried: (record) => this.audit.record(sourceQueryEvent(record)),
     });
   }

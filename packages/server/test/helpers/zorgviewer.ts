@@ -34,7 +34,13 @@ export const ARTS = { id: '177578', role: '62247001', org: TJONGERSCHANS, name: 
 /** The workflow id of the Task at source A (Zorgplatform launch), `for` T.E.S.T. Zorgviewer. */
 export const WORKFLOW_ID = 'a84f5229-c804-4627-8b80-489ae3ed6a51';
 
-export async function cli(
+export function cli(dataDir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return cliWithEnv({}, dataDir, ...args);
+}
+
+/** `cli` with these environment variables set as well (the platform's settings). */
+export async function cliWithEnv(
+  env: Record<string, string>,
   dataDir: string,
   ...args: string[]
 ): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -42,7 +48,7 @@ export async function cli(
     const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--data-dir', dataDir], {
       timeout: 120_000,
       maxBuffer: 64 * 1024 * 1024,
-      env: withStore(['--data-dir', dataDir]),
+      env: withStore(['--data-dir', dataDir], { ...process.env, ...env }),
     });
     return { code: 0, stdout, stderr };
   } catch (err) {
