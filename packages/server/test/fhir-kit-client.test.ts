@@ -138,3 +138,28 @@ test('fhir-kit-client: nextPage and prevPage follow the server-written links', a
     ids.slice(2, 4),
   );
 });
+
+test('fhir-kit-client: $validate on a type and on an instance answers an OperationOutcome', async () => {
+  type Outcome = { resourceType: string; issue: { severity: string; expression?: string[] }[] };
+  const validate = (id: string | undefined, resource: Record<string, unknown>, mode?: string) =>
+    client.operation({
+      name: '$validate',
+      resourceType: 'Patient',
+      ...(id ? { id } : {}),
+      input: {
+        resourceType: 'Parameters',
+        parameter: [{ name: 'resource', resource }, ...(mode ? [{ name: 'mode', valueCode: mode }] : [])],
+      },
+    }) as unknown as Promise<Outcome>;
+  const fine = await validate(undefined, { resourceType: 'Patient', gender: 'female' });
+  assert.equal(fine.resourceType, 'OperationOutcome');
+  assert.deepEqual(
+    fine.issue.map((i) => i.severity),
+    ['information'],
+  );
+  const wrong = await validate('kit-p', { resourceType: 'Patient', id: 'kit-p', gender: 'f' }, 'update');
+  assert.deepEqual(
+    wrong.issue.map((i) => [i.severity, i.expression?.[0]]),
+    [['error', 'Patient.gender']],
+  );
+});

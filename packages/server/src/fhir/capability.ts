@@ -139,7 +139,11 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
         },
         resource: resources(),
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
-        operation: [{ name: 'export', definition: `${BULK}/OperationDefinition/export` }],
+        operation: [
+          { name: 'export', definition: `${BULK}/OperationDefinition/export` },
+          // On every type and instance: [type]/$validate, [type]/[id]/$validate.
+          { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
+        ],
       },
     ],
   };

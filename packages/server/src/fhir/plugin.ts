@@ -30,6 +30,7 @@ import { update } from './interactions/update.ts';
 import { everythingRoutes } from './operations/everything.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
+import { validateRoutes } from './operations/validate.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { strictHandling, type VaultParams } from './route-helpers.ts';
@@ -185,6 +186,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
 
   historyRoutes(app, { context, allow, typeOf, idOf });
   everythingRoutes(app, { context, allow, typeOf, idOf });
+  validateRoutes(app, { context, allow, typeOf, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -7,7 +7,7 @@ import {
   OperationOutcomeError,
   validateResource,
 } from '@medplum/core';
-import { FhirError } from '../errors.ts';
+import { FhirError, type IssueCode } from '../errors.ts';
 import { conformsFast } from './structure-fast-path.ts';
 
 let indexed = false;
@@ -62,33 +62,68 @@ function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] 
   return current;
 }
 
+/** One problem with a resource: the issue code, what is wrong and where (FHIRPath from the resource type). */
+export interface ValidationIssue {
+  code: IssueCode;
+  diagnostics: string;
+  expression?: string[] | undefined;
+}
+
 /**
  * Structural validation against the R4 StructureDefinitions (@medplum/core: cardinality, types,
  * unknown elements, invariants) plus the codes of required bindings that it does not check, such as
- * Observation.status. A violation is 422 with the path of the problem (http.html#create). The fast path
- * proves the common case; medplum validates whatever it cannot prove and words every error.
+ * Observation.status. The fast path proves the common case; medplum validates whatever it cannot prove and words
+ * every error. Every problem found, none for a resource that conforms ($validate answers with all of them).
  */
-export function validate(resource: Record<string, unknown>): void {
+export function validationIssues(resource: Record<string, unknown>): ValidationIssue[] {
   const required = ensureLoaded();
-  if (!conformsFast(resource)) structure(resource);
+  const issues = conformsFast(resource) ? [] : structure(resource);
   for (const [below, codes, path] of required.get(resource.resourceType as string) ?? []) {
     for (const v of valuesAt(resource, below)) {
       if (typeof v === 'string' && !codes.includes(v)) {
-        throw new FhirError(
-          422,
-          'code-invalid',
-          `"${v}" is not a valid code for ${path} (allowed: ${codes.slice(0, 12).join(', ')}${codes.length > 12 ? ', …' : ''})`,
-          {},
-          [path],
-        );
+        const allowed = `${codes.slice(0, 12).join(', ')}${codes.length > 12 ? ', …' : ''}`;
+        issues.push({
+          code: 'code-invalid',
+          diagnostics: `"${v}" is not a valid code for ${path} (allowed: ${allowed})`,
+          expression: [path],
+        });
       }
     }
   }
+  return issues;
 }
 
-function structure(resource: Record<string, unknown>): void {
+/**
+ * A create's or an update's validation: a violation is 422 with the path of the problem (http.html#create) —
+ * the structural problems together, else the first code outside its required binding.
+ */
+export function validate(resource: Record<string, unknown>): void {
+  const issues = validationIssues(resource);
+  if (issues.length === 0) return;
+  const structural = issues.filter((i) => i.code !== 'code-invalid');
+  if (structural.length === 0) {
+    const first = issues[0] as ValidationIssue;
+    throw new FhirError(422, first.code, first.diagnostics, {}, first.expression);
+  }
+  // Each problem says where it is: "Missing required property" twice says nothing about what to fix.
+  const expression = structural.flatMap((i) => i.expression ?? []).slice(0, 20);
+  throw new FhirError(
+    422,
+    'invalid',
+    structural
+      .slice(0, 10)
+      .map((i) => (i.expression?.length ? `${i.expression.join(', ')}: ${i.diagnostics}` : i.diagnostics))
+      .join('; '),
+    {},
+    expression.length ? expression : undefined,
+  );
+}
+
+/** medplum's errors for a resource it could not prove, as issues. */
+function structure(resource: Record<string, unknown>): ValidationIssue[] {
   try {
     validateResource(resource as never);
+    return [];
   } catch (err) {
     if (err instanceof OperationOutcomeError) {
       const issues = (err.outcome.issue ?? []) as {
@@ -97,27 +132,16 @@ function structure(resource: Record<string, unknown>): void {
         details?: { text?: string };
         expression?: string[];
       }[];
-      const errors = issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
-      if (errors.length === 0) return;
-      const first = errors[0];
-      const expression = errors.flatMap((i) => i.expression ?? []).slice(0, 20);
-      // Each problem says where it is: "Missing required property" twice says nothing about what to fix.
-      throw new FhirError(
-        422,
-        'invalid',
-        errors
-          .slice(0, 10)
-          .map((i) => {
-            const text = i.details?.text ?? i.diagnostics ?? 'invalid';
-            return i.expression?.length ? `${i.expression.join(', ')}: ${text}` : text;
-          })
-          .join('; '),
-        {},
-        expression.length ? expression : first?.expression,
-      );
+      return issues
+        .filter((i) => i.severity === 'error' || i.severity === 'fatal')
+        .map((i) => ({
+          code: 'invalid' as const,
+          diagnostics: i.details?.text ?? i.diagnostics ?? 'invalid',
+          expression: i.expression,
+        }));
     }
     // medplum refuses some malformed shapes with a plain Error (a primitive's `_element` that is not an object):
     // the input's fault, answered like any other structural error rather than as an internal one.
-    throw new FhirError(422, 'invalid', `the resource is malformed: ${(err as Error).message}`);
+    return [{ code: 'structure', diagnostics: `the resource is malformed: ${(err as Error).message}` }];
   }
 }

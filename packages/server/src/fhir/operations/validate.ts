@@ -1,0 +1,139 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Interaction } from '../../vault/policy.ts';
+import { auditAccess } from '../audit.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+import { FHIR_JSON } from '../format.ts';
+import { assertResourceBody } from '../resource-body.ts';
+import type { RouteHelpers, VaultParams } from '../route-helpers.ts';
+import { type ValidationIssue, validationIssues } from '../validation/validate.ts';
+
+type Mode = 'create' | 'update' | 'delete';
+const MODES: readonly string[] = ['create', 'update', 'delete'];
+/** The permission a mode asks of the caller; plain validation is asked as a create would be. */
+const NEEDS: Record<Mode | 'none', Interaction> = {
+  none: 'create',
+  create: 'create',
+  update: 'update',
+  delete: 'delete',
+};
+
+interface Input {
+  resource: unknown;
+  mode: Mode | undefined;
+  profile: string | undefined;
+}
+
+/**
+ * The operation's parameters (operation-resource-validate.html): a bare resource, or Parameters with `resource`,
+ * `mode` and `profile`; `mode` and `profile` may also come in the query string, as HAPI takes them.
+ */
+function inputOf(req: FastifyRequest, type: string): Input {
+  const query = new URLSearchParams(req.raw.url?.split('?')[1] ?? '');
+  let mode = query.get('mode') ?? undefined;
+  let profile = query.get('profile') ?? undefined;
+  let resource: unknown = req.body;
+  const body = req.body as { resourceType?: unknown; parameter?: unknown } | undefined;
+  if (type !== 'Parameters' && body?.resourceType === 'Parameters') {
+    resource = undefined;
+    if (!Array.isArray(body.parameter)) throw new FhirError(400, 'invalid', 'Parameters without parameter');
+    for (const p of body.parameter as Record<string, unknown>[]) {
+      const value = p?.valueCode ?? p?.valueString ?? p?.valueUri ?? p?.valueCanonical;
+      if (p?.name === 'resource') resource = p.resource;
+      else if (p?.name === 'mode' && typeof value === 'string') mode = value;
+      else if (p?.name === 'profile' && typeof value === 'string') profile = value;
+      else
+        throw new FhirError(400, 'not-supported', `$validate takes resource, mode and profile, not ${String(p?.name)}`);
+    }
+  }
+  if (mode !== undefined && !MODES.includes(mode)) {
+    throw new FhirError(400, 'value', `mode "${mode}" is not one of create, update, delete`);
+  }
+  return { resource, mode: mode as Mode | undefined, profile };
+}
+
+/** Every reason the content would not be accepted: the R4 definitions, then what the mode adds. */
+function issuesOf(type: string, id: string | undefined, input: Input): ValidationIssue[] {
+  if (input.mode === 'delete') return [];
+  if (input.resource === undefined) {
+    throw new FhirError(400, 'required', 'give the resource to validate (the body, or the parameter "resource")');
+  }
+  const resource = input.resource as Record<string, unknown>;
+  if (typeof resource !== 'object' || resource === null || Array.isArray(resource) || resource.resourceType !== type) {
+    // Not this type's content at all: there is nothing to check it against.
+    throw new FhirError(400, 'invalid', `the resource to validate must be a ${type}`, {}, ['resourceType']);
+  }
+  const issues: ValidationIssue[] = [];
+  try {
+    assertResourceBody(resource, type);
+  } catch (err) {
+    if (!(err instanceof FhirError)) throw err;
+    issues.push({ code: err.code, diagnostics: err.diagnostics, expression: err.expression });
+  }
+  if (input.mode === 'update') {
+    if (resource.id === undefined) {
+      issues.push({ code: 'required', diagnostics: 'an update carries the resource id', expression: [`${type}.id`] });
+    } else if (resource.id !== id) {
+      const diagnostics = `resource id "${String(resource.id)}" does not match the URL id "${id}"`;
+      issues.push({ code: 'invalid', diagnostics, expression: [`${type}.id`] });
+    }
+  }
+  return [...issues, ...validationIssues(resource)];
+}
+
+/**
+ * `$validate` (operation-resource-validate.html) on a type and on an instance: would this content be accepted,
+ * generally or as a create, an update or a delete? Answered 200 whether or not it would, with every problem as
+ * an error issue; a 4xx means the validation itself could not be done. Nothing is read or written; the caller
+ * needs the permission the mode's interaction would, and the request is audited as an operation.
+ */
+export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'context' | 'allow' | 'typeOf' | 'idOf'>) {
+  const run = async (ctx: FhirContext, req: FastifyRequest<{ Params: VaultParams }>, id: string | undefined) => {
+    const type = h.typeOf(req);
+    const input = inputOf(req, type);
+    if (!id && (input.mode === 'update' || input.mode === 'delete')) {
+      throw new FhirError(
+        400,
+        'invalid',
+        `mode ${input.mode} validates against a resource: POST ${type}/[id]/$validate`,
+      );
+    }
+    const base = `http://hl7.org/fhir/StructureDefinition/${type}`;
+    if (input.profile !== undefined && input.profile.replace(/\|4\.0\.1$/, '') !== base) {
+      throw new FhirError(
+        400,
+        'not-supported',
+        `only the R4 definition ${base} is validated against, not ${input.profile}`,
+      );
+    }
+    h.allow(ctx, type, NEEDS[input.mode ?? 'none']);
+    const issues = issuesOf(type, id, input);
+    const target = id ? `${type}/${id}` : type;
+    await auditAccess(ctx, 'operation', {
+      query: { raw: `${target}/$validate${input.mode ? `?mode=${input.mode}` : ''}`, description: '$validate' },
+    });
+    const outcome = {
+      resourceType: 'OperationOutcome',
+      issue: issues.length
+        ? issues.map((i) => ({ severity: 'error', code: i.code, diagnostics: i.diagnostics, expression: i.expression }))
+        : [
+            {
+              severity: 'information',
+              code: 'informational',
+              diagnostics: input.mode
+                ? `no issues: the ${input.mode} of ${target} would be accepted`
+                : `no issues: the resource conforms to ${base}`,
+            },
+          ],
+    };
+    return outcome;
+  };
+  app.post<{ Params: VaultParams }>('/:partition/:type/$validate', async (req, reply) => {
+    const ctx = await h.context(req);
+    return reply.type(FHIR_JSON).send(await run(ctx, req, undefined));
+  });
+  app.post<{ Params: VaultParams }>('/:partition/:type/:id/$validate', async (req, reply) => {
+    const ctx = await h.context(req);
+    return reply.type(FHIR_JSON).send(await run(ctx, req, h.idOf(req)));
+  });
+}

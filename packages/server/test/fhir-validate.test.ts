@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Caller, fhir, grantedClient, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// $validate (operation-resource-validate.html): would this content be accepted, generally or as a create, an
+// update or a delete? 200 with every problem whether or not it would; 4xx when it cannot be validated at all.
+let p: TestPlatform;
+let writer: Caller;
+let reader: Caller;
+let updater: Caller;
+let auditor: Caller;
+
+type Issue = { severity: string; code: string; diagnostics: string; expression?: string[] };
+const issuesOf = (r: { json: Record<string, unknown> }) => (r.json.issue ?? []) as Issue[];
+const validObservation = { resourceType: 'Observation', status: 'final', code: { text: 'pulse' } };
+const invalidObservation = { resourceType: 'Observation', status: 'finalized', code: { text: 'pulse' }, bogus: 1 };
+
+async function count(type: string): Promise<number> {
+  const r = await fhir(p, writer, 'GET', `/vv/${type}?_summary=count`);
+  return (r.json as { total: number }).total;
+}
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'vv');
+  await partition(p, 'other');
+  writer = await grantedClient(p, 'vv-writer', 'system/*.cruds', ['vv']);
+  reader = await grantedClient(p, 'vv-reader', 'system/*.rs', ['vv']);
+  updater = await grantedClient(p, 'vv-updater', 'system/Observation.u', ['vv']);
+  auditor = await secretClient(p, 'vv-auditor', 'system/AuditEvent.rs');
+});
+after(() => p.stop());
+
+describe('$validate', () => {
+  test('a conforming resource: one information issue, and nothing is stored', async () => {
+    const before = await count('Observation');
+    const r = await fhir(p, writer, 'POST', '/vv/Observation/$validate', validObservation);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.resourceType, 'OperationOutcome');
+    assert.deepEqual(
+      issuesOf(r).map((i) => [i.severity, i.code]),
+      [['information', 'informational']],
+    );
+    assert.match(
+      issuesOf(r)[0]?.diagnostics ?? '',
+      /conforms to http:\/\/hl7.org\/fhir\/StructureDefinition\/Observation/,
+    );
+    assert.equal(await count('Observation'), before);
+  });
+
+  test('a non-conforming one: 200 with every problem and its path, structural and coded alike', async () => {
+    const before = await count('Observation');
+    const r = await fhir(p, writer, 'POST', '/vv/Observation/$validate', invalidObservation);
+    assert.equal(r.status, 200, r.text);
+    const issues = issuesOf(r);
+    assert.ok(
+      issues.every((i) => i.severity === 'error'),
+      r.text,
+    );
+    assert.deepEqual(issues.map((i) => i.expression?.[0]).sort(), ['Observation.bogus', 'Observation.status']);
+    assert.match(issues.find((i) => i.code === 'code-invalid')?.diagnostics ?? '', /"finalized" is not a valid code/);
+    // The same content as a create is refused with the first of them, and nothing is stored either way.
+    assert.equal((await fhir(p, writer, 'POST', '/vv/Observation', invalidObservation)).status, 422);
+    assert.equal(await count('Observation'), before);
+  });
+
+  test('the Parameters form: resource, mode and the base profile', async () => {
+    const params = (...parameter: Record<string, unknown>[]) => ({ resourceType: 'Parameters', parameter });
+    const ok = await fhir(
+      p,
+      writer,
+      'POST',
+      '/vv/Observation/$validate',
+      params(
+        { name: 'resource', resource: validObservation },
+        { name: 'mode', valueCode: 'create' },
+        { name: 'profile', valueUri: 'http://hl7.org/fhir/StructureDefinition/Observation' },
+      ),
+    );
+    assert.equal(ok.status, 200, ok.text);
+    assert.match(issuesOf(ok)[0]?.diagnostics ?? '', /the create of Observation would be accepted/);
+    const bad = await fhir(
+      p,
+      writer,
+      'POST',
+      '/vv/Observation/$validate',
+      params({ name: 'resource', resource: invalidObservation }),
+    );
+    assert.equal(issuesOf(bad).length, 2, bad.text);
+    // What cannot be validated here is a 4xx, not an answer about the resource.
+    for (const [body, status, message] of [
+      [
+        params(
+          { name: 'resource', resource: validObservation },
+          { name: 'profile', valueUri: 'http://example.org/StructureDefinition/my-obs' },
+        ),
+        400,
+        /only the R4 definition/,
+      ],
+      [params({ name: 'mode', valueCode: 'create' }), 400, /give the resource to validate/],
+      [
+        params({ name: 'resource', resource: validObservation }, { name: 'mode', valueCode: 'merge' }),
+        400,
+        /not one of create, update, delete/,
+      ],
+      [
+        params({ name: 'resource', resource: validObservation }, { name: 'strictness', valueCode: 'high' }),
+        400,
+        /takes resource, mode and profile/,
+      ],
+      [{ resourceType: 'Patient' }, 400, /must be a Observation/],
+      ['[1,2]', 400, /must be a Observation/],
+    ] as const) {
+      const r = await fhir(p, writer, 'POST', '/vv/Observation/$validate', body);
+      assert.equal(r.status, status, `${JSON.stringify(body)} → ${r.text}`);
+      assert.match(r.text, message);
+    }
+  });
+
+  test('mode update and delete on an instance: the id must match; at the type level they are refused', async () => {
+    const good = await fhir(p, writer, 'POST', '/vv/Observation/o-1/$validate?mode=update', {
+      ...validObservation,
+      id: 'o-1',
+    });
+    assert.deepEqual(
+      issuesOf(good).map((i) => i.severity),
+      ['information'],
+      good.text,
+    );
+    const other = await fhir(p, writer, 'POST', '/vv/Observation/o-1/$validate?mode=update', {
+      ...validObservation,
+      id: 'o-2',
+    });
+    assert.deepEqual(
+      issuesOf(other).map((i) => [i.severity, i.expression?.[0]]),
+      [['error', 'Observation.id']],
+    );
+    const none = await fhir(p, writer, 'POST', '/vv/Observation/o-1/$validate?mode=update', validObservation);
+    assert.deepEqual(
+      issuesOf(none).map((i) => [i.code, i.expression?.[0]]),
+      [['required', 'Observation.id']],
+    );
+    const del = await fhir(p, writer, 'POST', '/vv/Observation/o-1/$validate?mode=delete');
+    assert.equal(del.status, 200, del.text);
+    assert.match(issuesOf(del)[0]?.diagnostics ?? '', /the delete of Observation\/o-1 would be accepted/);
+    for (const mode of ['update', 'delete']) {
+      const r = await fhir(p, writer, 'POST', `/vv/Observation/$validate?mode=${mode}`, validObservation);
+      assert.equal(r.status, 400, r.text);
+      assert.match(r.text, /Observation\/\[id\]\/\$validate/);
+    }
+    // Routed beside the operations on Patient and Measure instances and types.
+    const patient = await fhir(p, writer, 'POST', '/vv/Patient/p-1/$validate', { resourceType: 'Patient', id: 'p-1' });
+    assert.equal(patient.status, 200, patient.text);
+    const measure = await fhir(p, writer, 'POST', '/vv/Measure/$validate', {
+      resourceType: 'Measure',
+      status: 'draft',
+    });
+    assert.equal(measure.status, 200, measure.text);
+  });
+
+  test("the caller needs the permission of the mode's interaction, in a vault it may use", async () => {
+    const asReader = await fhir(p, reader, 'POST', '/vv/Observation/$validate', validObservation);
+    assert.equal(asReader.status, 403, asReader.text);
+    const update = await fhir(p, updater, 'POST', '/vv/Observation/o-1/$validate?mode=update', {
+      ...validObservation,
+      id: 'o-1',
+    });
+    assert.equal(update.status, 200, update.text);
+    assert.equal((await fhir(p, updater, 'POST', '/vv/Observation/o-1/$validate?mode=delete')).status, 403);
+    assert.equal((await fhir(p, updater, 'POST', '/vv/Observation/$validate', validObservation)).status, 403);
+    const elsewhere = await fhir(p, writer, 'POST', '/other/Observation/$validate', validObservation);
+    assert.equal(elsewhere.status, 404, elsewhere.text);
+    assert.equal((await fhir(p, undefined, 'POST', '/vv/Observation/$validate', validObservation)).status, 401);
+  });
+
+  test('is audited as an operation, and the CapabilityStatement lists it', async () => {
+    const requestId = `validate-${Date.now()}`;
+    await fhir(p, writer, 'POST', '/vv/Observation/$validate', validObservation, { 'x-request-id': requestId });
+    const audit = await p.fetch(`${p.base}/audit/AuditEvent?request-id=${requestId}`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    const events =
+      ((await audit.json()) as { entry?: { resource: { outcome: string; subtype?: { code: string }[] } }[] }).entry ??
+      [];
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.resource.outcome, '0');
+    assert.ok(
+      events[0]?.resource.subtype?.some((s) => s.code === 'operation'),
+      JSON.stringify(events[0]),
+    );
+    const cs = await fhir(p, undefined, 'GET', '/vv/metadata');
+    const ops = (cs.json as { rest: { operation: { name: string }[] }[] }).rest[0]?.operation.map((o) => o.name);
+    assert.ok(ops?.includes('validate'), JSON.stringify(ops));
+  });
+});
