@@ -3,6 +3,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { importCommand } from '../src/admin/import.ts';
+import { AuditTrail } from '../src/audit/trail.ts';
+import { parseSmartScope, type SmartScope } from '../src/auth/smart-scopes.ts';
+import { parseEntries } from '../src/fhir/bundle/entries.ts';
+import { runBatch } from '../src/fhir/bundle/transaction.ts';
+import type { FhirContext } from '../src/fhir/context.ts';
 import { extractIndex } from '../src/fhir/search/extract.ts';
 import { parseSearch } from '../src/fhir/search/parse.ts';
 import { StoreTimeoutError, StoreUnavailableError } from '../src/store/errors.ts';
@@ -22,6 +27,8 @@ const N = 20_000;
 // for 20,000 here, four to ten times the limit below.
 const COSTLY = 'Observation?_sort=subject,-value-quantity,code,date&_total=accurate&_count=1';
 const CHEAP = 'Observation?subject=Patient/p7&_count=5';
+// Sorted by seven keys: a few hundred ms, so that the thread given it stays taken well past its time.
+const SLOWER = 'Observation?_sort=-value-quantity,subject,date,code,_lastUpdated,status,_id&_total=accurate&_count=1';
 // As few rows, but counted: a search thread's work all the same (store/search-cost.ts).
 const COUNTED = 'Observation?subject=Patient/p7&_count=5&_total=accurate';
 // Its code drives (15,000 of 20,000 Observations, dense), but no match lies within the walk of the time index:
@@ -243,6 +250,56 @@ describe('SQLite: searches on threads of their own', { skip: TEST_STORE !== 'sql
     assert.equal(v?.version, 1);
     const searched = await costly;
     assert.ok(at < searched / 4, `read after ${at.toFixed(0)} ms, the search took ${searched.toFixed(0)} ms`);
+  });
+
+  test("in a batch, a condition that finds every search thread taken is its entry's 503: the entries after it run", async () => {
+    const short = openSqliteStore(join(p.dataDir, 'carevault.sqlite'), { searchThreads: 1, searchTimeout: 50 });
+    const scopes = [parseSmartScope('system/*.cruds') as SmartScope];
+    const ctx: FhirContext = {
+      store: short,
+      partition: 'big',
+      base: 'https://localhost/fhir/big',
+      access: { partition: 'big', clientId: 'batcher', tokenScopes: scopes, grantScopes: scopes, person: false },
+      who: { clientId: 'batcher' },
+      audit: new AuditTrail(short, false, 'test', { error: () => {} }),
+    };
+    const basic = (text: string) => ({
+      resource: { resourceType: 'Basic', code: { text } },
+      request: { method: 'POST', url: 'Basic' },
+    });
+    try {
+      // The slow search is given up after 50 ms, but its thread stays inside the statement for a few hundred:
+      // the condition of the conditional create after the write (`:text`, a thread's work) waits its 50 ms for
+      // the store's only thread in vain. The database is there all along: the entries after it are run.
+      const { entries } = parseEntries(
+        {
+          resourceType: 'Bundle',
+          type: 'batch',
+          entry: [
+            { request: { method: 'GET', url: SLOWER } },
+            basic('written before'),
+            {
+              ...basic('created if none is'),
+              request: { method: 'POST', url: 'Basic', ifNoneExist: 'code:text=never' },
+            },
+            { request: { method: 'GET', url: CHEAP } },
+            basic('written after'),
+          ],
+        },
+        ctx.base,
+      );
+      const results = await runBatch(ctx, entries, false);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        [400, 201, 503, 200, 201],
+      );
+      for (const i of [1, 4]) {
+        const id = results[i]?.version?.id as string;
+        assert.equal((await short.resources.current('big', 'Basic', id))?.version, 1);
+      }
+    } finally {
+      await short.close();
+    }
   });
 
   test('a search waiting longer than its time for a thread is told to retry; the thread comes back', async () => {

@@ -1,6 +1,14 @@
 /** The database (or another backing service) cannot be reached now; the request may be retried later. */
 export class StoreUnavailableError extends Error {
-  override readonly name = 'StoreUnavailableError';
+  override readonly name: string = 'StoreUnavailableError';
+}
+
+/**
+ * Every SQLite search thread stayed taken (by costly searches) for longer than a search may run: this request
+ * may be retried later, but the database is there, and the requests beside it are answered.
+ */
+export class StoreBusyError extends StoreUnavailableError {
+  override readonly name = 'StoreBusyError';
 }
 
 /**

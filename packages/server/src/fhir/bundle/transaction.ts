@@ -1,4 +1,4 @@
-import { StoreUnavailableError } from '../../store/errors.ts';
+import { StoreBusyError, StoreUnavailableError } from '../../store/errors.ts';
 import type { CurrentVersion, ResourceTransaction } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
@@ -347,11 +347,12 @@ export async function runBatch(
       used += sizeOf(r as EntryResult);
       if (e.method !== 'GET' && (r as EntryResult).status < 400) wrote = true;
     } catch (thrown) {
-      // A search past its time is that entry's failure. An unreachable database is the whole batch's, unless an
-      // entry before was written: then this one and the rest answer 503, and the written ones are reported.
+      // A search past its time, or one that found every search thread taken, is that entry's failure. An
+      // unreachable database is the whole batch's, unless an entry before was written: then this one and the rest
+      // answer 503, and the written ones are reported.
       const err = storeErrorAsFhir(thrown);
       if (!(err instanceof FhirError)) throw err;
-      if (thrown instanceof StoreUnavailableError) {
+      if (thrown instanceof StoreUnavailableError && !(thrown instanceof StoreBusyError)) {
         if (!wrote) throw thrown;
         down = err;
       }

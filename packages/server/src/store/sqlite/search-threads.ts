@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { StoreTimeoutError, StoreUnavailableError } from '../errors.ts';
+import { StoreBusyError, StoreTimeoutError, StoreUnavailableError } from '../errors.ts';
 import type { ResourceStore } from '../types.ts';
 
 export type SearchRequest = { id: number; args: Parameters<ResourceStore['search']> };
@@ -139,7 +139,7 @@ export function searchThreads(file: string, threads: number, timeoutMs: number):
             const at = queue.indexOf(job);
             if (at < 0) return;
             queue.splice(at, 1);
-            reject(new StoreUnavailableError('every search thread is busy'));
+            reject(new StoreBusyError('every search thread is busy'));
           }, timeoutMs),
         };
         queue.push(job);
