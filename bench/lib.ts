@@ -72,6 +72,10 @@ export async function startServer(
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
+  // A bench that fails half-way must not leave its server running (and holding a core) after it.
+  const orphaned = () => child.kill('SIGKILL');
+  process.once('exit', orphaned);
+  child.once('exit', () => process.off('exit', orphaned));
   return child;
 }
 
