@@ -179,14 +179,45 @@ describe('_include and _revinclude past 1,000 resources', () => {
     assert.equal(entries.filter((e) => e.search.mode === 'include').length, 10 * 50);
   });
 
+  test('a lookup not settled by its cap is read again by sizes alone; the contents brought in are read after', async () => {
+    // 30 Basic point to p0 beside the 1,000 Observations of p0 … p19: 1,030 rows for `*:*`, more than the capped
+    // lookup takes (1,021). A client that may read Patients and Observations only has 1,000 of them to bring in,
+    // so the lookup is read again in full: the rows' sizes alone, then the contents of those brought in.
+    const writer = await secretClient(p, 'basic-writer', 'system/Basic.cu');
+    await grant(p, { partition: 'big', client: 'basic-writer', scope: 'system/Basic.cu' });
+    const basics = Array.from({ length: 30 }, (_, k) => ({
+      resource: { resourceType: 'Basic', id: `b${k}`, code: { text: 'note' }, subject: { reference: 'Patient/p0' } },
+      request: { method: 'PUT', url: `Basic/b${k}` },
+    }));
+    const tx = await fhir(p, writer, 'POST', '/big', { resourceType: 'Bundle', type: 'transaction', entry: basics });
+    assert.equal(tx.status, 200, tx.text);
+    const obsOnly = await secretClient(p, 'obs-only', 'system/Patient.rs system/Observation.rs');
+    await grant(p, { partition: 'big', client: 'obs-only', scope: 'system/*.rs' });
+    const r = await fhir(p, obsOnly, 'GET', `/big/Patient?_id=${ids(0, 20)}&_count=20&_revinclude=*:*`);
+    assert.equal(r.status, 200, r.text);
+    const included = ((r.json as Bundle).entry ?? []).filter((e) => e.search.mode === 'include');
+    assert.equal(included.length, 1000);
+    for (const e of included) {
+      const o = e.resource as unknown as { resourceType: string; id: string; subject: { reference: string } };
+      assert.equal(o.resourceType, 'Observation', 'no Basic: the token may not read them');
+      assert.equal(o.subject.reference, `Patient/p${Number(o.id.slice(1)) % 400}`);
+    }
+    // With every type readable they are 1,030: past what may be brought in.
+    const all = await fhir(p, reader, 'GET', `/big/Patient?_id=${ids(0, 20)}&_count=20&_revinclude=*:*`);
+    assert.equal(all.status, 400, all.text);
+  });
+
   test('a lookup reads no more rows than asked for', async () => {
     const targets = [1, 2, 3].map((k) => ({ type: 'Patient', id: `p${k}` }));
     assert.equal((await patient.resources.referencing('big', 'Observation', 'subject', targets)).length, 150);
-    assert.equal((await patient.resources.referencing('big', 'Observation', 'subject', targets, 70)).length, 70);
+    assert.equal(
+      (await patient.resources.referencing('big', 'Observation', 'subject', targets, { limit: 70 })).length,
+      70,
+    );
     const sources = ['o1', 'o2', 'o3', 'o4'];
     assert.equal((await patient.resources.referencedBy('big', 'Observation', sources, 'subject')).length, 4);
     assert.equal(
-      (await patient.resources.referencedBy('big', 'Observation', sources, 'subject', undefined, 3)).length,
+      (await patient.resources.referencedBy('big', 'Observation', sources, 'subject', undefined, { limit: 3 })).length,
       3,
     );
   });

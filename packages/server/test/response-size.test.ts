@@ -252,6 +252,29 @@ describe('the store reads a page no further than maxBytes', () => {
       const [subject] = await store.resources.referencedBy('docs', 'DocumentReference', ['d100'], 'subject');
       assert.equal(subject?.id, 'p2');
       assert.equal(subject?.size, Buffer.byteLength(subject?.content ?? 'x'));
+      // Asked for sizes alone (a lookup read again in full), no content comes, however small.
+      const sized = await store.resources.referencing(
+        'docs',
+        'DocumentReference',
+        'subject',
+        [{ type: 'Patient', id: 'p2' }],
+        { contents: false },
+      );
+      assert.deepEqual(
+        sized.map((r) => [r.id, r.content, r.size]).sort(),
+        pointing.map((r) => [r.id, null, r.size]).sort(),
+      );
+      const [sizedSubject] = await store.resources.referencedBy(
+        'docs',
+        'DocumentReference',
+        ['d100'],
+        'subject',
+        undefined,
+        {
+          contents: false,
+        },
+      );
+      assert.deepEqual([sizedSubject?.content, sizedSubject?.size], [null, subject?.size]);
     } finally {
       await store.close();
     }

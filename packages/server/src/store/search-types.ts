@@ -113,9 +113,15 @@ export interface FoundResource {
 export interface SizedResource {
   type: string;
   id: string;
-  /** null when the content is larger than 64 KiB: read it (`search` by id) once it is known to fit. */
+  /** null when the content is larger than 64 KiB (or was not asked for): read it (`search` by id) once it fits. */
   content: string | null;
   size: number;
+}
+
+/** How much an include lookup brings: at most `limit` rows; `contents: false` brings the sizes alone. */
+export interface IncludeBound {
+  limit?: number | undefined;
+  contents?: boolean | undefined;
 }
 
 export interface ScannedResource extends FoundResource {

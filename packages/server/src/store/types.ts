@@ -3,7 +3,14 @@
  * nothing outside store/ writes SQL.
  */
 import type { AuditRecord, AuditStore } from './audit-types.ts';
-import type { IndexRows, ScannedResource, SearchQuery, SearchResult, SizedResource } from './search-types.ts';
+import type {
+  IncludeBound,
+  IndexRows,
+  ScannedResource,
+  SearchQuery,
+  SearchResult,
+  SizedResource,
+} from './search-types.ts';
 
 export type * from './audit-types.ts';
 export type { Prefix } from './search-prefix.ts';
@@ -233,7 +240,8 @@ export interface ResourceStore {
   search(partition: string, query: SearchQuery): Promise<SearchResult>;
   /**
    * Resources that `param` (undefined: any reference parameter) of the `sourceType` resources points to
-   * (`_include`); at most `limit` of them when given. Large contents are left unread (SizedResource).
+   * (`_include`); at most `bound.limit` of them when given. Large contents are left unread (SizedResource), and
+   * every content with `bound.contents: false`.
    */
   referencedBy(
     partition: string,
@@ -241,18 +249,19 @@ export interface ResourceStore {
     sourceIds: string[],
     param: string | undefined,
     targetType?: string,
-    limit?: number,
+    bound?: IncludeBound,
   ): Promise<SizedResource[]>;
   /**
    * Resources of `sourceType` (undefined: any type) whose `param` (undefined: any reference parameter) points to
-   * one of `targets` (`_revinclude`); at most `limit` of them when given. Large contents are left unread.
+   * one of `targets` (`_revinclude`); at most `bound.limit` of them when given. Large contents are left unread,
+   * and every content with `bound.contents: false`.
    */
   referencing(
     partition: string,
     sourceType: string | undefined,
     param: string | undefined,
     targets: { type: string; id: string }[],
-    limit?: number,
+    bound?: IncludeBound,
   ): Promise<SizedResource[]>;
   /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
   scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;

@@ -72,27 +72,34 @@ export async function resolveIncludes(
     }
     return out;
   };
-  /** What the round's directives bring in for `frontier`: at most `cap` rows per lookup when given. */
+  /**
+   * What the round's directives bring in for `frontier`: at most `cap` rows per lookup when given; without a cap
+   * their sizes alone (there may be a vault's worth of them, and only the contents kept are read).
+   */
   const lookup = async (active: IncludeDirective[], frontier: { type: string; id: string }[], cap?: number) => {
     const found: SizedResource[] = [];
     let capped = false;
+    const bound = cap === undefined ? { contents: false } : { limit: cap };
     const add = (rows: SizedResource[]) => {
       if (cap !== undefined && rows.length >= cap) capped = true;
       for (const r of rows) found.push(r);
     };
     for (const d of active) {
+      // What the token may not read, or the caller does not keep, is not looked up at all.
+      const named = d.reverse ? d.sourceType : d.targetType;
+      if (named && named !== '*' && !(keep(named) && decisionFor(named).allowed)) continue;
       // `*` (search.html#include): any source type, any reference parameter.
       const param = d.param === '*' ? undefined : d.param;
       if (d.reverse) {
         const source = d.sourceType === '*' ? undefined : d.sourceType;
-        add(await ctx.store.resources.referencing(ctx.partition, source, param, frontier, cap));
+        add(await ctx.store.resources.referencing(ctx.partition, source, param, frontier, bound));
         continue;
       }
       const sources = d.sourceType === '*' ? [...new Set(frontier.map((r) => r.type))] : [d.sourceType];
       for (const source of sources) {
         const ids = frontier.filter((r) => r.type === source).map((r) => r.id);
         if (ids.length)
-          add(await ctx.store.resources.referencedBy(ctx.partition, source, ids, param, d.targetType, cap));
+          add(await ctx.store.resources.referencedBy(ctx.partition, source, ids, param, d.targetType, bound));
       }
     }
     return { found, capped };

@@ -205,10 +205,10 @@ export function resourceStore(
         return settleHistory(partition, q, rows, <T>(text: string, values: unknown[]) => query<T>(c, text, values));
       }),
     search: (partition, q) => inVault(partition, (c) => searchIn(c).search(partition, q)),
-    referencedBy: (partition, sourceType, sourceIds, param, targetType, limit) =>
-      inVault(partition, (c) => searchIn(c).referencedBy(partition, sourceType, sourceIds, param, targetType, limit)),
-    referencing: (partition, sourceType, param, targets, limit) =>
-      inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets, limit)),
+    referencedBy: (partition, sourceType, sourceIds, param, targetType, bound) =>
+      inVault(partition, (c) => searchIn(c).referencedBy(partition, sourceType, sourceIds, param, targetType, bound)),
+    referencing: (partition, sourceType, param, targets, bound) =>
+      inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets, bound)),
     scan: (partition, after, limit) => inVault(partition, (c) => searchIn(c).scan(partition, after, limit)),
     async reindex(partition, items) {
       // Under the write lock, as writers take it, so no resource changes between the version check and the rows.

@@ -1,6 +1,7 @@
 import { timeOrder } from '../search-order.ts';
 import type {
   FoundResource,
+  IncludeBound,
   ScannedResource,
   SearchFilter,
   SearchQuery,
@@ -77,8 +78,9 @@ const MISSED = Symbol('the dense walk missed');
  * content, so a page of 1,000 large resources is never in memory whole.
  */
 const INLINE = 64 * 1024;
-const SIZED_COLUMNS = `r.type, r.id, CASE WHEN octet_length(r.content) <= ${INLINE} THEN r.content END AS content,
-  octet_length(r.content) AS size`;
+const sizedColumns = (inline: number) => `r.type, r.id,
+  CASE WHEN octet_length(r.content) <= ${inline} THEN r.content END AS content, octet_length(r.content) AS size`;
+const SIZED_COLUMNS = sizedColumns(INLINE);
 const PAGE_COLUMNS = `${SIZED_COLUMNS}, r.last_updated AS "lastUpdated"`;
 /** A page row: without its content when that is larger than INLINE. */
 type PageRow = Omit<FoundResource, 'content'> & { content: string | null; size: number };
@@ -230,14 +232,16 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       sourceIds: string[],
       param: string | undefined,
       targetType?: string,
-      limit = Number.POSITIVE_INFINITY,
+      bound: IncludeBound = {},
     ): Promise<SizedResource[]> {
       const out: SizedResource[] = [];
+      const limit = bound.limit ?? Number.POSITIVE_INFINITY;
+      const columns = sizedColumns(bound.contents === false ? 0 : INLINE);
       for (let i = 0; i < sourceIds.length && out.length < limit; i += 500) {
         const ids = sourceIds.slice(i, i + 500);
         const cap = capSql(limit - out.length);
         const rows = await query<SizedResource>(
-          `SELECT ${SIZED_COLUMNS} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+          `SELECT ${columns} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
              SELECT x.target_type, x.target_id FROM idx_reference x WHERE x.partition = ? AND x.type = ?
                ${param === undefined ? '' : 'AND x.param = ?'}
                AND x.id IN (${ids.map(() => '?').join(',')}) ${targetType ? 'AND x.target_type = ?' : ''})
@@ -265,9 +269,11 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
       sourceType: string | undefined,
       param: string | undefined,
       targets: { type: string; id: string }[],
-      limit = Number.POSITIVE_INFINITY,
+      bound: IncludeBound = {},
     ): Promise<SizedResource[]> {
       const out: SizedResource[] = [];
+      const limit = bound.limit ?? Number.POSITIVE_INFINITY;
+      const columns = sizedColumns(bound.contents === false ? 0 : INLINE);
       const byType = new Map<string, string[]>();
       for (const t of targets) {
         const ids = byType.get(t.type);
@@ -281,7 +287,7 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
           const sourceCond = sourceType === undefined ? '' : 'AND x.type = ?';
           const paramCond = param === undefined ? '' : 'AND x.param = ?';
           const rows = await query<SizedResource>(
-            `SELECT ${SIZED_COLUMNS} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
+            `SELECT ${columns} FROM resources r WHERE r.partition = ? AND r.content IS NOT NULL AND (r.type, r.id) IN (
                SELECT x.type, x.id FROM idx_reference x WHERE x.partition = ? ${sourceCond} ${paramCond} AND x.target_type = ?
                  AND x.target_id IN (${chunk.map(() => '?').join(',')}))
                ${cap.sql}`,

@@ -189,11 +189,11 @@ export function resourceStore(
       if (!threads) return search.search(partition, q);
       return isCostly(q) ? threads.search(partition, q) : search.search(partition, q, threads.search);
     },
-    async referencedBy(partition, sourceType, sourceIds, param, targetType, limit) {
-      return search.referencedBy(partition, sourceType, sourceIds, param, targetType, limit);
+    async referencedBy(partition, sourceType, sourceIds, param, targetType, bound) {
+      return search.referencedBy(partition, sourceType, sourceIds, param, targetType, bound);
     },
-    async referencing(partition, sourceType, param, targets, limit) {
-      return search.referencing(partition, sourceType, param, targets, limit);
+    async referencing(partition, sourceType, param, targets, bound) {
+      return search.referencing(partition, sourceType, param, targets, bound);
     },
     scan: async (partition, after, limit) => search.scan(partition, after, limit),
     reindex(partition, items) {
