@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -191,6 +191,20 @@ describe('import of Bulk Data NDJSON (conditional references resolved after thei
     await assert.rejects(importCommand(p.config, [join(DATA, 'README.md')], 'bulk'), /not valid JSON/);
     await assert.rejects(importCommand(p.config, synthea.slice(0, 1), 'no-such-vault'), /not found/);
     await assert.rejects(importCommand(p.config, ['/nonexistent.ndjson'], 'bulk'), /file not found/);
+    // A Bundle file too large to parse as one string is refused by its size, before it is read.
+    const dir = mkdtempSync(join(tmpdir(), 'carevault-import-huge-'));
+    try {
+      const huge = join(dir, 'huge.json');
+      writeFileSync(huge, '{"resourceType":"Bundle"');
+      truncateSync(huge, 600 * 1024 * 1024);
+      await assert.rejects(
+        importCommand(p.config, [huge], 'bulk'),
+        (err: Error) =>
+          err instanceof VaultInputError && /huge\.json: 600 MiB is more than one Bundle file may be/.test(err.message),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a file of the wrong shape (null, entries that are not objects, an NDJSON line that is not a resource) is refused by name, not a crash', async () => {

@@ -1,4 +1,4 @@
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { type EntryRequest, transactionEntries } from './bundle/entries.ts';
@@ -66,7 +66,20 @@ function inspector() {
   };
 }
 
+/**
+ * A Bundle file is parsed whole, as one string: past this V8 cannot hold it (its longest string is just above
+ * 512 MiB), and the file is refused by its size before any of it is read.
+ */
+const MAX_BUNDLE_BYTES = 512 * 1024 * 1024;
+
 function readBundle(file: string): { bundle: Record<string, unknown>; chars: number } {
+  const size = statSync(file).size;
+  if (size > MAX_BUNDLE_BYTES) {
+    throw new ImportError(
+      `${file}: ${Math.round(size / 1024 / 1024)} MiB is more than one Bundle file may be (512 MiB); split it into ` +
+        'several Bundles, or write its resources as NDJSON (one per line, no limit)',
+    );
+  }
   let bundle: unknown;
   let chars = 0;
   try {
