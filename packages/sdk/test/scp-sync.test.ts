@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
   type Bundle,
-  FhirClient,
+  type FhirClient,
   type Resource,
   type ScpSyncOptions,
   type ScpSyncResult,
@@ -15,7 +15,7 @@ import {
   TokenManager,
 } from '../src/index.ts';
 import { tlsFetch } from '../src/node.ts';
-import { type Cara, CLIENT_ID, DENISHA, EHR_NDJSON, MPI_ID, startCara } from './helpers/cara.ts';
+import { type Cara, CLIENT_ID, caraVaultClient, DENISHA, EHR_NDJSON, MPI_ID, startCara } from './helpers/cara.ts';
 import type { Fault } from './helpers/fault-proxy.ts';
 
 // Seed 000's external system end to end, against a real carevault behind a loopback proxy: the CLI and the
@@ -40,15 +40,9 @@ before(async () => {
       .map((o) => JSON.stringify(o))
       .join('\n')}\n`,
   );
-  const fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+  const { fetch, client } = caraVaultClient(cara);
   closeFetch = () => fetch.close();
-  const tokens = new TokenManager({
-    issuer: cara.issuer,
-    clientId: CLIENT_ID,
-    auth: { method: 'tls_client_auth' },
-    fetch,
-  });
-  reader = new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch });
+  reader = client;
 });
 after(async () => {
   await closeFetch();

@@ -9,14 +9,13 @@ import {
   checkProfessional,
   DEFAULT_BGZ,
   ENDPOINT_EXT,
-  FhirClient,
+  type FhirClient,
   isValidBsn,
   type SourceCall,
   SourceConnector,
-  TokenManager,
 } from '../src/index.ts';
-import { type ClosableFetch, tlsFetch } from '../src/node.ts';
-import { type Cara, CLIENT_ID, startCara } from './helpers/cara.ts';
+import type { ClosableFetch } from '../src/node.ts';
+import { type Cara, CLIENT_ID, caraVaultClient, startCara } from './helpers/cara.ts';
 
 // The pure rules of the Zorgviewer aggregator, and what it does with a source's failing search; the whole
 // exchange (viewer hub, user context, consent) runs against real servers in packages/server/test/zorgviewer.test.ts.
@@ -96,14 +95,7 @@ describe('a source whose search fails (real carevault behind the fault proxy)', 
 
   before(async () => {
     cara = await startCara();
-    fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
-    const tokens = new TokenManager({
-      issuer: cara.issuer,
-      clientId: CLIENT_ID,
-      auth: { method: 'tls_client_auth' },
-      fetch,
-    });
-    client = new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch });
+    ({ fetch, client } = caraVaultClient(cara));
     const vital = 'http://terminology.hl7.org/CodeSystem/observation-category';
     await client.transaction([
       {

@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { freePort } from '@carevault/server/testing';
 import { BIN, type ServeChild, serveChild, withStore } from '@carevault/server/testing/serve';
+import { FhirClient, TokenManager } from '../../src/index.ts';
+import { type ClosableFetch, tlsFetch } from '../../src/node.ts';
 import { FaultProxy } from './fault-proxy.ts';
 
 const run = promisify(execFile);
@@ -96,4 +98,16 @@ export async function startCara(options: { env?: Record<string, string> } = {}):
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The CARA client's mTLS fetch, and a FhirClient on the vault alice_1234 with its tls_client_auth tokens. */
+export function caraVaultClient(cara: Cara): { fetch: ClosableFetch; client: FhirClient } {
+  const fetch = tlsFetch({ ca: cara.ca, cert: cara.cert, key: cara.key });
+  const tokens = new TokenManager({
+    issuer: cara.issuer,
+    clientId: CLIENT_ID,
+    auth: { method: 'tls_client_auth' },
+    fetch,
+  });
+  return { fetch, client: new FhirClient({ baseUrl: `${cara.issuer}/fhir/alice_1234`, tokens, fetch }) };
 }
