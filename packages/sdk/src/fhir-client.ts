@@ -2,7 +2,14 @@ import { DEFAULT_MAX_RESPONSE_BYTES, limitBody } from './body-limit.js';
 import { bodyChunks, type IdleTimer } from './body-stream.js';
 import { CarevaultError, ConfigurationError, FhirResponseError, TransportError } from './errors.js';
 import { isInvalidToken, parseBody, readOutcome } from './fhir-answer.js';
-import type { Bundle, BundleEntry, JsonPatchOperation, Resource, SearchParams } from './fhir-types.js';
+import type {
+  Bundle,
+  BundleEntry,
+  JsonPatchOperation,
+  OperationOutcome,
+  Resource,
+  SearchParams,
+} from './fhir-types.js';
 import { newId } from './ids.js';
 import { backoffMs, DEFAULT_RETRY, RETRYABLE_STATUS, type RetryPolicy, sleep } from './retry.js';
 import { parseRetryAfter } from './token-manager.js';
@@ -187,6 +194,17 @@ export class FhirClient {
   ): Promise<T> {
     const path = [at.type, at.id && encodeURIComponent(at.id), `$${name.replace(/^\$/, '')}`].filter(Boolean).join('/');
     return this.body<T>(at.method ?? (at.body ? 'POST' : 'GET'), `${path}${query(at.params)}`, at.body, o);
+  }
+
+  /**
+   * `$validate`: would the server accept `resource` (generally, or as a create; as an update of its own id)? The
+   * OperationOutcome says, with one error issue per problem; an invalid resource is not an error here.
+   */
+  validate(resource: Resource, o?: RequestOptions & { mode?: 'create' | 'update' }): Promise<OperationOutcome> {
+    if (o?.mode === 'update' && !resource.id) throw new ConfigurationError('validating an update needs resource.id');
+    const id = o?.mode === 'update' ? resource.id : undefined;
+    const params = o?.mode ? { mode: o.mode } : undefined;
+    return this.operation('validate', { type: resource.resourceType, id, params, body: resource }, o);
   }
 
   /** The response body parsed as JSON (undefined for an empty body). */

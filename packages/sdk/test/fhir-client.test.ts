@@ -146,6 +146,24 @@ describe('REST interactions', () => {
 });
 
 describe('paging', () => {
+  test('validate() asks $validate: problems come as error issues, not as a thrown error', async () => {
+    const fine = await fhir.validate({ resourceType: 'Observation', status: 'final', code: { text: 'pulse' } });
+    assert.deepEqual(
+      fine.issue.map((i) => i.severity),
+      ['information'],
+    );
+    const bad = await fhir.validate(
+      { resourceType: 'Observation', id: 'v-1', status: 'finalized', code: { text: 'pulse' } },
+      { mode: 'update' },
+    );
+    assert.deepEqual(
+      bad.issue.map((i) => [i.severity, i.expression?.[0]]),
+      [['error', 'Observation.status']],
+    );
+    assert.ok(cara.proxy.seen.some((s) => s.url.endsWith('/fhir/alice_1234/Observation/v-1/$validate?mode=update')));
+    assert.throws(() => fhir.validate({ resourceType: 'Observation' }, { mode: 'update' }), /needs resource.id/);
+  });
+
   test('pages() follows next links; searchAll yields every match once', async () => {
     const total = (await fhir.search('Observation', { _summary: 'count' })).total as number;
     assert.ok(total > 10);
