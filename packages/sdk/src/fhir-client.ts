@@ -196,15 +196,11 @@ export class FhirClient {
     return this.body<T>(at.method ?? (at.body ? 'POST' : 'GET'), `${path}${query(at.params)}`, at.body, o);
   }
 
-  /**
-   * `$validate`: would the server accept `resource` (generally, or as a create; as an update of its own id)? The
-   * OperationOutcome says, with one error issue per problem; an invalid resource is not an error here.
-   */
+  /** `$validate` (as a create, or an update of its own id): its OperationOutcome, an error issue per problem. */
   validate(resource: Resource, o?: RequestOptions & { mode?: 'create' | 'update' }): Promise<OperationOutcome> {
     if (o?.mode === 'update' && !resource.id) throw new ConfigurationError('validating an update needs resource.id');
-    const id = o?.mode === 'update' ? resource.id : undefined;
-    const params = o?.mode ? { mode: o.mode } : undefined;
-    return this.operation('validate', { type: resource.resourceType, id, params, body: resource }, o);
+    const at = { type: resource.resourceType, id: o?.mode === 'update' ? resource.id : undefined, body: resource };
+    return this.operation('validate', { ...at, params: o?.mode ? { mode: o.mode } : undefined }, o);
   }
 
   /** The response body parsed as JSON (undefined for an empty body). */
