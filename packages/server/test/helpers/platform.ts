@@ -42,26 +42,31 @@ export interface TestPlatform extends Platform {
   stop(): Promise<void>;
 }
 
-/** A real platform on 127.0.0.1 with a fresh data dir, for one test file. */
+/**
+ * A real platform on 127.0.0.1 with a fresh data dir, for one test file; or, given `nodeOf`, another node of that
+ * platform: its data dir, database and issuer (its tokens hold here), on a port of its own.
+ */
 export async function startPlatform(
   overrides: Partial<Record<string, string>> = {},
-  options: { logStream?: NodeJS.WritableStream; env?: Record<string, string> } = {},
+  options: { logStream?: NodeJS.WritableStream; env?: Record<string, string>; nodeOf?: TestPlatform } = {},
 ): Promise<TestPlatform> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'carevault-test-'));
+  const dataDir = options.nodeOf?.dataDir ?? mkdtempSync(join(tmpdir(), 'carevault-test-'));
   const port = await freePort();
   const config: Config = loadConfig(
-    { port, host: '127.0.0.1', dataDir, logLevel: 'silent', ...overrides },
+    { port, host: '127.0.0.1', dataDir, logLevel: 'silent', baseUrl: options.nodeOf?.issuer, ...overrides },
     { ...storeEnv(dataDir), ...options.env },
   );
   const platform = await buildPlatform(config, options);
   await platform.app.listen({ port, host: '127.0.0.1' });
   // As `serve` does: admin commands on this data dir then print and use this server's URLs.
-  writeFileSync(join(dataDir, SERVER_INFO_FILE), JSON.stringify({ baseUrl: platform.issuer }));
+  if (!options.nodeOf) writeFileSync(join(dataDir, SERVER_INFO_FILE), JSON.stringify({ baseUrl: platform.issuer }));
   const ca = readFileSync(join(dataDir, 'pki', 'ca.pem'), 'utf8');
   const agents: Agent[] = [];
-  const base = platform.issuer;
+  // Where this node listens: a second node shares the first one's issuer, as nodes behind one load balancer do.
+  const base = options.nodeOf ? `https://localhost:${port}` : platform.issuer;
   return {
     ...platform,
+    fhirBase: `${base}/fhir`,
     base,
     tokenUrl: `${base}/oauth/token`,
     dataDir,
@@ -76,7 +81,7 @@ export async function startPlatform(
     async stop() {
       await Promise.all(agents.map((a) => a.close()));
       await platform.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!options.nodeOf) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
