@@ -109,8 +109,8 @@ describe('$validate', () => {
         400,
         /takes resource, mode and profile/,
       ],
-      [{ resourceType: 'Patient' }, 400, /must be a Observation/],
-      ['[1,2]', 400, /must be a Observation/],
+      [{ resourceType: 'Patient' }, 400, /must have resourceType Observation/],
+      ['[1,2]', 400, /must have resourceType Observation/],
     ] as const) {
       const r = await fhir(p, writer, 'POST', '/vv/Observation/$validate', body);
       assert.equal(r.status, status, `${JSON.stringify(body)} → ${r.text}`);
@@ -157,6 +157,26 @@ describe('$validate', () => {
       status: 'draft',
     });
     assert.equal(measure.status, 200, measure.text);
+  });
+
+  test('GET of $validate is 405 with Allow: POST; an operation this server lacks is 400, not a bad id', async () => {
+    for (const path of ['/vv/Observation/$validate', '/vv/Observation/o-1/$validate?mode=delete']) {
+      const r = await fhir(p, writer, 'GET', path);
+      assert.equal(r.status, 405, r.text);
+      assert.equal(r.headers.get('allow'), 'POST');
+      assert.match(r.text, /takes the resource in the body of a POST/);
+    }
+    for (const [method, name] of [
+      ['GET', 'nope'],
+      ['PUT', 'validate'],
+      ['DELETE', 'everything'],
+    ] as const) {
+      const body = method === 'PUT' ? { resourceType: 'Patient' } : undefined;
+      const r = await fhir(p, writer, method, `/vv/Patient/$${name}`, body);
+      assert.equal(r.status, 400, r.text);
+      assert.equal((r.json as { issue: { code: string }[] }).issue[0]?.code, 'not-supported');
+      assert.match(r.text, new RegExp(`${method} Patient/\\$${name}: no such operation here`));
+    }
   });
 
   test("the caller needs the permission of the mode's interaction, in a vault it may use", async () => {

@@ -122,6 +122,10 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   };
   const idOf = (req: FastifyRequest<{ Params: Params }>): string => {
     const id = req.params.id as string;
+    if (id.startsWith('$')) {
+      // `Type/$name` reaches the instance routes when no route answers that operation with this method.
+      throw new FhirError(400, 'not-supported', `${req.method} ${req.params.type}/${id}: no such operation here`);
+    }
     if (!ID_RE.test(id)) throw new FhirError(400, 'value', 'id must be 1-64 characters of A-Z a-z 0-9 - .');
     return id;
   };

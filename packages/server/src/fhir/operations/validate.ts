@@ -61,7 +61,9 @@ function issuesOf(type: string, id: string | undefined, input: Input): Validatio
   const resource = input.resource as Record<string, unknown>;
   if (typeof resource !== 'object' || resource === null || Array.isArray(resource) || resource.resourceType !== type) {
     // Not this type's content at all: there is nothing to check it against.
-    throw new FhirError(400, 'invalid', `the resource to validate must be a ${type}`, {}, ['resourceType']);
+    throw new FhirError(400, 'invalid', `the resource to validate must have resourceType ${type}`, {}, [
+      'resourceType',
+    ]);
   }
   const issues: ValidationIssue[] = [];
   try {
@@ -128,6 +130,12 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
     };
     return outcome;
   };
+  // R4 allows GET for an operation whose parameters are all primitive; $validate's resource is not.
+  const postOnly = () => {
+    throw new FhirError(405, 'not-supported', '$validate takes the resource in the body of a POST', { allow: 'POST' });
+  };
+  app.get('/:partition/:type/$validate', postOnly);
+  app.get('/:partition/:type/:id/$validate', postOnly);
   app.post<{ Params: VaultParams }>('/:partition/:type/$validate', async (req, reply) => {
     const ctx = await h.context(req);
     return reply.type(FHIR_JSON).send(await run(ctx, req, undefined));
