@@ -131,6 +131,64 @@ describe('REST interactions (J rows)', () => {
     assert.equal((missing.json.issue as { code: string }[])[0]?.code, 'not-found');
   });
 
+  test('conditional read: If-None-Match and If-Modified-Since of the current version are 304, audited', async () => {
+    const created = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS());
+    const path = `/alice_1234/Observation/${created.json.id as string}`;
+    const lastModified = created.headers.get('last-modified') as string;
+    const read = (headers: Record<string, string>) => fhir(p, tcu, 'GET', path, undefined, headers);
+    for (const tag of ['W/"1"', '"1"', 'W/"0", W/"1"', '*']) {
+      const r = await read({ 'if-none-match': tag });
+      assert.equal(r.status, 304, `${tag}: ${r.text}`);
+      assert.equal(r.text, '');
+      assert.equal(r.headers.get('etag'), 'W/"1"');
+      assert.equal(r.headers.get('last-modified'), lastModified);
+    }
+    assert.equal((await read({ 'if-modified-since': lastModified })).status, 304);
+    const hourBefore = new Date(Date.parse(lastModified) - 3_600_000).toUTCString();
+    for (const headers of <Record<string, string>[]>[
+      { 'if-none-match': 'W/"2"' },
+      { 'if-modified-since': hourBefore },
+      { 'if-modified-since': 'yesterday-ish' },
+      // If-None-Match decides when both are sent.
+      { 'if-none-match': 'W/"2"', 'if-modified-since': lastModified },
+    ]) {
+      const r = await read(headers);
+      assert.equal(r.status, 200, JSON.stringify(headers));
+      assert.equal(r.text, created.text);
+    }
+    const xml = await fhir(p, tcu, 'GET', `${path}?_format=xml`, undefined, { 'if-none-match': 'W/"1"' });
+    assert.equal(xml.status, 304);
+    assert.equal(xml.text, '');
+
+    // A 304 is a read: its AuditEvent is written.
+    const auditor = await secretClient(p, 'rest-auditor', 'system/AuditEvent.rs');
+    const requestId = `cread-${Date.now()}`;
+    assert.equal((await read({ 'if-none-match': 'W/"1"', 'x-request-id': requestId })).status, 304);
+    const audit = await p.fetch(`${p.base}/audit/AuditEvent?request-id=${requestId}`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${auditor.token}` },
+    });
+    const events = ((await audit.json()) as { entry?: { resource: { subtype: { code: string }[] } }[] }).entry ?? [];
+    assert.deepEqual(
+      events.map((e) => e.resource.subtype[0]?.code),
+      ['read'],
+    );
+
+    // A newer version is served whole; another vault and a deleted resource answer as a plain read would.
+    const body = { ...OBS(created.json.id as string), status: 'amended' };
+    assert.equal((await fhir(p, tcu, 'PUT', path, body)).status, 200);
+    const changed = await read({ 'if-none-match': 'W/"1"' });
+    assert.equal(changed.status, 200);
+    assert.equal(changed.headers.get('etag'), 'W/"2"');
+    assert.equal(changed.json.status, 'amended');
+    const elsewhere = await fhir(p, tcu, 'GET', path.replace('alice_1234', 'bob_5678'), undefined, {
+      'if-none-match': '*',
+    });
+    assert.equal(elsewhere.status, 404);
+    assert.equal((await fhir(p, tcu, 'DELETE', path)).status, 204);
+    assert.equal((await read({ 'if-none-match': '*' })).status, 410);
+  });
+
   test('update: If-Match stale → 412, current → 200 (J19); id rules (J17)', async () => {
     const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
     const stale = await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id), { 'if-match': 'W/"7"' });

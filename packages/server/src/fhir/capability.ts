@@ -67,7 +67,7 @@ function resources() {
     readHistory: true,
     updateCreate: true,
     conditionalCreate: true,
-    conditionalRead: 'not-supported' as const,
+    conditionalRead: 'full-support' as const,
     conditionalUpdate: true,
     conditionalDelete: 'single' as const,
     searchInclude: references(type).map((p) => `${type}:${p}`),

@@ -16,6 +16,7 @@ import { bulkExport } from './bulk/export-routes.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
 import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
+import { notModified } from './conditional-read.ts';
 import type { FhirContext } from './context.ts';
 import { fhirErrors } from './error-handler.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
@@ -144,6 +145,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       .header('etag', `W/"${v.version}"`)
       .header('last-modified', new Date(v.lastUpdated).toUTCString());
     if (status === 201) void reply.header('location', `${base}/${v.type}/${v.id}/_history/${v.version}`);
+    if (status === 304) return reply.send();
     const mode = /return=(minimal|representation|OperationOutcome)/.exec(prefer ?? '')?.[1];
     if (mode === 'minimal') return reply.send();
     if (mode === 'OperationOutcome') {
@@ -173,6 +175,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     await assertVisible(ctx, v.type, v.id, restrictions);
     const native = wantsNativeBinary(req) ? nativeBinary(req, v) : undefined;
     await auditRead(ctx, 'read', v);
+    if (notModified(req.headers, v)) return sendVersion(reply, 304, v, ctx.base);
     if (native) return sendNativeBinary(reply, v, native);
     return sendVersion(reply, 200, v, ctx.base, undefined, shape);
   });
