@@ -131,7 +131,7 @@ describe('REST interactions (J rows)', () => {
     assert.equal((missing.json.issue as { code: string }[])[0]?.code, 'not-found');
   });
 
-  test('conditional read: If-None-Match and If-Modified-Since of the current version are 304, audited', async () => {
+  test('conditional read and vread: If-None-Match and If-Modified-Since of the version held are 304, audited', async () => {
     const created = await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS());
     const path = `/alice_1234/Observation/${created.json.id as string}`;
     const lastModified = created.headers.get('last-modified') as string;
@@ -156,6 +156,8 @@ describe('REST interactions (J rows)', () => {
       assert.equal(r.status, 200, JSON.stringify(headers));
       assert.equal(r.text, created.text);
     }
+    const vread = await fhir(p, tcu, 'GET', `${path}/_history/1`, undefined, { 'if-none-match': 'W/"1"' });
+    assert.equal(vread.status, 304);
     const xml = await fhir(p, tcu, 'GET', `${path}?_format=xml`, undefined, { 'if-none-match': 'W/"1"' });
     assert.equal(xml.status, 304);
     assert.equal(xml.text, '');
@@ -181,6 +183,14 @@ describe('REST interactions (J rows)', () => {
     assert.equal(changed.status, 200);
     assert.equal(changed.headers.get('etag'), 'W/"2"');
     assert.equal(changed.json.status, 'amended');
+    // A version never changes: its own ETag is 304 still, the current one's is not.
+    assert.equal(
+      (await fhir(p, tcu, 'GET', `${path}/_history/1`, undefined, { 'if-none-match': 'W/"1"' })).status,
+      304,
+    );
+    const v1 = await fhir(p, tcu, 'GET', `${path}/_history/1`, undefined, { 'if-none-match': 'W/"2"' });
+    assert.equal(v1.status, 200);
+    assert.equal(v1.json.status, 'final');
     const elsewhere = await fhir(p, tcu, 'GET', path.replace('alice_1234', 'bob_5678'), undefined, {
       'if-none-match': '*',
     });

@@ -188,7 +188,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const v = await vread(ctx, type, idOf(req), req.params.vid as string);
     await assertVisible(ctx, type, v.id, restrictions);
     await auditRead(ctx, 'vread', v);
-    return sendVersion(reply, 200, v, ctx.base, undefined, shape);
+    return sendVersion(reply, notModified(req.headers, v) ? 304 : 200, v, ctx.base, undefined, shape);
   });
 
   historyRoutes(app, { context, allow, typeOf, idOf });
