@@ -181,6 +181,51 @@ describe('parameter types (J26 J33–J39)', () => {
     assert.deepEqual(await searchIds('Patient?_has:Observation:patient:code=2339-0'), ['anna', 'peter']);
   });
 
+  test('reference :identifier matches Reference.identifier, also of logical references (search.html#modifiers)', async () => {
+    await partition(p, 'idv');
+    await grant(p, { partition: 'idv', client: 'search-tcu', scope: 'system/*.cruds' });
+    const BSN = 'http://fhir.nl/fhir/NamingSystem/bsn';
+    const obs = (id: string, subject: Record<string, unknown>) => ({
+      resourceType: 'Observation',
+      id,
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject,
+    });
+    for (const o of [
+      obs('logical', { identifier: { system: BSN, value: '999911120' } }),
+      obs('literal', { reference: 'Patient/x', identifier: { system: BSN, value: '999911120' } }),
+      obs('typed', { type: 'Patient', identifier: { system: BSN, value: '999911120' } }),
+      obs('group', { type: 'Group', identifier: { system: BSN, value: '999911120' } }),
+      obs('other-system', { identifier: { system: 'urn:other', value: '999911120' } }),
+      obs('other-value', { identifier: { system: BSN, value: '123' } }),
+      obs('plain', { reference: 'Patient/x' }),
+    ]) {
+      await put(o, 'idv');
+    }
+    // The same identifier in another vault is never a match here.
+    await put(obs('elsewhere', { identifier: { system: BSN, value: '999911120' } }), 'v2');
+    const ids = (q: string) => searchIds(`Observation?${q}`, tcu, 'idv');
+    const all = ['group', 'literal', 'logical', 'typed'];
+    assert.deepEqual(await ids(`subject:identifier=${BSN}|999911120`), all);
+    assert.deepEqual(await ids('subject:identifier=999911120'), [...all, 'other-system'].sort());
+    assert.deepEqual(await ids('subject:identifier=urn:other|'), ['other-system']);
+    assert.deepEqual(await ids(`subject:identifier=${BSN}|123,urn:other|999911120`), ['other-system', 'other-value']);
+    // `patient` refers to Patients only: a reference that says it is one, by type or by its literal reference.
+    assert.deepEqual(await ids(`patient:identifier=${BSN}|999911120`), ['literal', 'typed']);
+    // Beside another condition, and as the condition of a conditional update.
+    assert.deepEqual(await ids(`subject:identifier=${BSN}|999911120&subject=Patient/x`), ['literal']);
+    const bad = await fhir(p, tcu, 'GET', '/idv/Observation?subject:identifier=a|b|c');
+    assert.equal(bad.status, 400, bad.text);
+    const moved = obs('logical', { identifier: { system: BSN, value: '555' } });
+    assert.equal(
+      (await fhir(p, tcu, 'PUT', `/idv/Observation?subject:identifier=${BSN}|999911120&_id=logical`, moved)).status,
+      200,
+    );
+    assert.deepEqual(await ids(`subject:identifier=${BSN}|555`), ['logical']);
+    assert.deepEqual(await ids(`subject:identifier=${BSN}|999911120`), ['group', 'literal', 'typed']);
+  });
+
   test('date: precision as a range, prefixes, AND of two ranges (J37)', async () => {
     assert.deepEqual(await searchIds('Patient?birthdate=1990'), ['peter']);
     assert.deepEqual(await searchIds('Patient?birthdate=ge1990-01-01&birthdate=lt2000'), ['peter']);

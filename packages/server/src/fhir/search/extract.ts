@@ -129,6 +129,27 @@ function references(param: string, v: unknown, targetType: string | undefined, o
   else out.push({ param, targetType: null, targetId: null, url: ref });
 }
 
+/**
+ * Reference.identifier, for the `:identifier` modifier (R4 search.html#modifiers): a token row of
+ * `{param}:identifier`. A parameter limited to one target type (Observation `patient`) takes only references
+ * that say they are of that type, by `type` or by their literal reference.
+ */
+function referenceIdentifiers(param: string, v: unknown, targetType: string | undefined, out: IndexRows['token']) {
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  if (typeof o.identifier !== 'object' || o.identifier === null) return;
+  if (targetType) {
+    const type =
+      typeof o.type === 'string'
+        ? o.type.replace(/^http:\/\/hl7\.org\/fhir\/StructureDefinition\//, '')
+        : typeof o.reference === 'string'
+          ? relativeReference(o.reference)?.type
+          : undefined;
+    if (type !== targetType) return;
+  }
+  tokens(`${param}:identifier`, o.identifier, out);
+}
+
 function dates(param: string, v: unknown, out: IndexRows['date']): void {
   if (typeof v === 'string') {
     const r = dateRange(v);
@@ -299,6 +320,7 @@ export function extractIndex(resource: Record<string, unknown>): IndexRows {
             break;
           case 'reference':
             references(code, v, b.targetType, rows.reference);
+            referenceIdentifiers(code, v, b.targetType, rows.token);
             break;
           case 'date':
             dates(code, v, rows.date);

@@ -140,6 +140,18 @@ function parseParam(
   return typedFilter(code, def, modifier, values, ctx);
 }
 
+/** Token values: `code`, `system|code`, `|code` (no system), `system|` (any code of the system). */
+function tokenValues(code: string, values: string[]): { system?: string | null; code?: string }[] {
+  return values.map((v) => {
+    const parts = splitPipe(v);
+    if (parts.length === 1) return { code: parts[0] as string };
+    if (parts.length !== 2) throw bad(`${code}: "${v}" has more than one |`);
+    const [system, c] = parts as [string, string];
+    if (system === '') return { system: null, code: c };
+    return c === '' ? { system } : { system, code: c };
+  });
+}
+
 function typedFilter(
   code: string,
   def: SearchParamDef,
@@ -158,15 +170,7 @@ function typedFilter(
           values: values.map((v) => escapeLike(normalizeString(unescapeValue(v)))),
         };
       if (modifier && modifier !== 'not') throw unsupported();
-      const conds = values.map((v) => {
-        const parts = splitPipe(v);
-        if (parts.length === 1) return { code: parts[0] as string };
-        if (parts.length !== 2) throw bad(`${code}: "${v}" has more than one |`);
-        const [system, c] = parts as [string, string];
-        if (system === '') return { system: null, code: c };
-        return c === '' ? { system } : { system, code: c };
-      });
-      return { kind: 'token', param: code, values: conds, not: modifier === 'not' };
+      return { kind: 'token', param: code, values: tokenValues(code, values), not: modifier === 'not' };
     }
     case 'string': {
       if (modifier && modifier !== 'exact' && modifier !== 'contains') throw unsupported();
@@ -175,6 +179,10 @@ function typedFilter(
       return { kind: 'string', param: code, values: mode === 'contains' ? vals.map(escapeLike) : vals, mode };
     }
     case 'reference': {
+      // Reference.identifier, indexed as a token of its own (search/extract.ts).
+      if (modifier === 'identifier') {
+        return { kind: 'token', param: `${code}:identifier`, values: tokenValues(code, values), not: false };
+      }
       if (modifier && !def.targets?.includes(modifier)) {
         throw modifier && RESOURCE_TYPES.has(modifier) ? bad(`${code} cannot refer to ${modifier}`) : unsupported();
       }

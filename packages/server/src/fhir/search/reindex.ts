@@ -8,7 +8,7 @@ import { extractIndex } from './extract.ts';
  * extraction itself changes). A database built by other definitions answers some searches wrongly until it is
  * reindexed — e.g. the `as Quantity` → `ofType(Quantity)` repair of Observation component values.
  */
-const EXTRACTION = 4;
+const EXTRACTION = 5;
 export const SEARCH_INDEX_GENERATION = createHash('sha256')
   .update(`${EXTRACTION}:${JSON.stringify(SEARCH_PARAMETERS)}`)
   .digest('hex')
