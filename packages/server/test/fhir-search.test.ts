@@ -226,6 +226,35 @@ describe('parameter types (J26 J33–J39)', () => {
     assert.deepEqual(await ids(`subject:identifier=${BSN}|999911120`), ['group', 'literal', 'typed']);
   });
 
+  test('identifier :of-type matches the type and the value of one Identifier (search.html#modifiers)', async () => {
+    await partition(p, 'oftype');
+    await grant(p, { partition: 'oftype', client: 'search-tcu', scope: 'system/*.cruds' });
+    const V2 = 'http://terminology.hl7.org/CodeSystem/v2-0203';
+    const identifier = (code: string, value: string) => ({
+      type: { coding: [{ system: V2, code }] },
+      system: 'urn:oid:2.16.840.1.113883.19.5',
+      value,
+    });
+    await put({ resourceType: 'Patient', id: 'mr', identifier: [identifier('MR', '12345')] }, 'oftype');
+    await put({ resourceType: 'Patient', id: 'dl', identifier: [identifier('DL', '12345')] }, 'oftype');
+    // The type of one identifier and the value of another do not make a match.
+    await put(
+      { resourceType: 'Patient', id: 'mixed', identifier: [identifier('MR', '999'), identifier('DL', '12345')] },
+      'oftype',
+    );
+    await put({ resourceType: 'Patient', id: 'untyped', identifier: [{ system: 'urn:x', value: '12345' }] }, 'oftype');
+    const ids = (q: string) => searchIds(`Patient?${q}`, tcu, 'oftype');
+    assert.deepEqual(await ids(`identifier:of-type=${V2}|MR|12345`), ['mr']);
+    assert.deepEqual(await ids(`identifier:of-type=${V2}|DL|12345`), ['dl', 'mixed']);
+    assert.deepEqual(await ids(`identifier:of-type=${V2}|MR|12345,${V2}|MR|999`), ['mixed', 'mr']);
+    assert.deepEqual(await ids('identifier=12345'), ['dl', 'mixed', 'mr', 'untyped']);
+    for (const value of [`${V2}|MR`, `|MR|12345`, `${V2}|MR|`]) {
+      const r = await fhir(p, tcu, 'GET', `/oftype/Patient?identifier:of-type=${value}`);
+      assert.equal(r.status, 400, r.text);
+      assert.match(r.text, /is not system\|code\|value/);
+    }
+  });
+
   test('date: precision as a range, prefixes, AND of two ranges (J37)', async () => {
     assert.deepEqual(await searchIds('Patient?birthdate=1990'), ['peter']);
     assert.deepEqual(await searchIds('Patient?birthdate=ge1990-01-01&birthdate=lt2000'), ['peter']);

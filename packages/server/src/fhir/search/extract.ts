@@ -105,6 +105,23 @@ function tokens(param: string, v: unknown, out: IndexRows['token']): void {
   }
 }
 
+/**
+ * An Identifier's type with its value, for the `:of-type` modifier (R4 search.html#modifiers): a token row of
+ * `{param}:of-type` whose system is the type's `system|code` and whose code is the value.
+ */
+function identifierTypes(param: string, v: unknown, out: IndexRows['token']): void {
+  if (typeof v !== 'object' || v === null) return;
+  const o = v as Obj;
+  const value = str(o.value);
+  const codings = (o.type as Obj | undefined)?.coding;
+  if (!value || !Array.isArray(codings)) return;
+  for (const c of codings as Obj[]) {
+    const system = str(c?.system);
+    const code = str(c?.code);
+    if (system && code) out.push({ param: `${param}:of-type`, system: `${system}|${code}`, code: value, text: null });
+  }
+}
+
 function strings(param: string, v: unknown, out: IndexRows['string']): void {
   const add = (s: unknown) => {
     if (typeof s === 'string' && s.length > 0) out.push({ param, norm: normalizeString(s), exact: s });
@@ -314,6 +331,7 @@ export function extractIndex(resource: Record<string, unknown>): IndexRows {
         switch (def.type) {
           case 'token':
             tokens(code, v, rows.token);
+            identifierTypes(code, v, rows.token);
             break;
           case 'string':
             strings(code, v, rows.string);

@@ -152,6 +152,18 @@ function tokenValues(code: string, values: string[]): { system?: string | null; 
   });
 }
 
+/** `:of-type` values: an Identifier's type and value, `system|code|value`, all three given. */
+function ofType(code: string, values: string[]): { system: string; code: string }[] {
+  return values.map((v) => {
+    const parts = splitPipe(v);
+    if (parts.length !== 3 || parts.some((x) => x === '')) {
+      throw bad(`${code}:of-type: "${v}" is not system|code|value of the identifier's type and value`);
+    }
+    const [system, type, value] = parts as [string, string, string];
+    return { system: `${system}|${type}`, code: value };
+  });
+}
+
 function typedFilter(
   code: string,
   def: SearchParamDef,
@@ -169,6 +181,8 @@ function typedFilter(
           param: code,
           values: values.map((v) => escapeLike(normalizeString(unescapeValue(v)))),
         };
+      if (modifier === 'of-type')
+        return { kind: 'token', param: `${code}:of-type`, values: ofType(code, values), not: false };
       if (modifier && modifier !== 'not') throw unsupported();
       return { kind: 'token', param: code, values: tokenValues(code, values), not: modifier === 'not' };
     }
