@@ -9,6 +9,7 @@ import { resolveIncludes } from '../search/include.ts';
 import { MAX_OFFSET, parseSearch } from '../search/parse.ts';
 import { restrictionFilter } from '../search/restrictions.ts';
 import { elementsOnly, summarize } from '../search/subset.ts';
+import { valueSetsOf } from '../search/value-set-in.ts';
 
 /**
  * search (search.html): matches of this vault only, paged with _count/_offset, `_include`/`_revinclude`
@@ -20,7 +21,8 @@ export async function search(
   params: [string, string][],
   options: { strict: boolean; restrictions: Restriction[] | undefined },
 ): Promise<string> {
-  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict });
+  const valueSets = await valueSetsOf(ctx, type, params);
+  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets });
   const { query } = parsed;
   const restriction = restrictionFilter(ctx, type, options.restrictions);
   const filters = restriction ? [...query.filters, restriction] : query.filters;

@@ -183,6 +183,15 @@ function typedFilter(
         };
       if (modifier === 'of-type')
         return { kind: 'token', param: `${code}:of-type`, values: ofType(code, values), not: false };
+      if (modifier === 'in' || modifier === 'not-in') {
+        const codes = values.flatMap((v) => {
+          const found = ctx.valueSets?.get(v);
+          if (!found)
+            throw bad(`${code}:${modifier} is answered in a search only, not in a condition, a scope or _typeFilter`);
+          return found;
+        });
+        return { kind: 'token', param: code, values: codes, not: modifier === 'not-in' };
+      }
       if (modifier && modifier !== 'not') throw unsupported();
       return { kind: 'token', param: code, values: tokenValues(code, values), not: modifier === 'not' };
     }

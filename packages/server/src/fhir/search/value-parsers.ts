@@ -1,4 +1,4 @@
-import type { CompositeCond, Prefix, RangeCond } from '../../store/types.ts';
+import type { CompositeCond, Prefix, RangeCond, TokenCond } from '../../store/types.ts';
 import { FhirError } from '../errors.ts';
 import { dateRange, normalizeString, relativeReference } from './values.ts';
 
@@ -7,6 +7,8 @@ export interface ParseContext {
   /** Absolute base of this vault, to turn absolute references into relative ones. */
   base: string;
   strict: boolean;
+  /** The codes of the ValueSets `:in` / `:not-in` name, looked up beforehand (search/value-set-in.ts). */
+  valueSets?: Map<string, TokenCond[]>;
 }
 
 /** Parsing of single search values (search.html#escaping, #prefix, #date, #number, #composite). */

@@ -1,0 +1,155 @@
+import type { SearchFilter, TokenCond } from '../../store/types.ts';
+import { decide } from '../../vault/policy.ts';
+import { insufficientScope } from '../bearer.ts';
+import type { FhirContext } from '../context.ts';
+import { FhirError } from '../errors.ts';
+import { searchParam } from './definitions.ts';
+import { restrictionFilter } from './restrictions.ts';
+import { splitValues } from './value-parsers.ts';
+import { relativeReference } from './values.ts';
+
+/**
+ * `:in` and `:not-in` on a token (R4 search.html#modifiers): the codes of a ValueSet stored in the same vault,
+ * named by its canonical `url` (with `|version` when several versions are stored) or as `ValueSet/[id]`.
+ * Enumerated codes only — an `expansion`, or a `compose` of concepts and of other such ValueSets; a filter or a
+ * whole code system needs a terminology server, which this server is not. Resolved before the search is parsed,
+ * so that parsing stays synchronous: the map goes to parseSearch as `valueSets`.
+ */
+export type ValueSetCodes = Map<string, TokenCond[]>;
+
+/** Codes one search may take from its ValueSets: each is one OR-ed condition of its SQL. */
+export const MAX_VALUE_SET_CODES = 1000;
+const MAX_IMPORT_DEPTH = 3;
+
+type Obj = Record<string, unknown>;
+type Concept = { system: string; code: string };
+const key = (c: Concept) => `${c.system}|${c.code}`;
+
+/**
+ * The ValueSets a search on `type` names in `:in` / `:not-in` parameters, each expanded to its codes. A
+ * parameter of `type` itself counts only if it is a token (another one is ignored or refused by the parse); one
+ * in a chain or `_has` always counts.
+ */
+export async function valueSetsOf(ctx: FhirContext, type: string, params: [string, string][]): Promise<ValueSetCodes> {
+  const named = new Set<string>();
+  for (const [name, value] of params) {
+    const m = /^([^.:]+):(in|not-in)$/.exec(name);
+    if (m ? searchParam(type, m[1] as string)?.type !== 'token' : !/[.:].*:(in|not-in)$/.test(name)) continue;
+    for (const v of splitValues(value)) named.add(v);
+  }
+  const out: ValueSetCodes = new Map();
+  if (named.size === 0) return out;
+  // The search reads the ValueSets for the caller, so the caller must be allowed to read them.
+  const d = decide(ctx.access, 'ValueSet', 'search-type');
+  if (!d.allowed) throw insufficientScope(`:in and :not-in read ValueSets: ${d.reason}`);
+  const visible = restrictionFilter(ctx, 'ValueSet', d.restrictions);
+  let total = 0;
+  for (const name of named) {
+    const codes = [...(await expand(ctx, visible, name, 0)).values()];
+    if (codes.length === 0) throw invalid(`ValueSet ${name} has no codes`);
+    total += codes.length;
+    if (total > MAX_VALUE_SET_CODES) {
+      throw new FhirError(400, 'too-costly', `:in and :not-in take up to ${MAX_VALUE_SET_CODES} codes in one search`);
+    }
+    out.set(name, codes);
+  }
+  return out;
+}
+
+const invalid = (message: string) => new FhirError(400, 'invalid', message);
+const unsupported = (name: string, what: string) =>
+  new FhirError(400, 'not-supported', `ValueSet ${name} ${what}: that needs a terminology server`);
+
+async function find(ctx: FhirContext, visible: SearchFilter | undefined, name: string): Promise<Obj> {
+  const local = name.startsWith(`${ctx.base}/`) ? name.slice(ctx.base.length + 1) : name;
+  const rel = relativeReference(local);
+  let filters: SearchFilter[];
+  if (rel) {
+    if (rel.type !== 'ValueSet') throw invalid(`${name} is not a ValueSet`);
+    filters = [{ kind: 'id', ids: [rel.id] }];
+  } else {
+    const bar = name.lastIndexOf('|');
+    const url = bar < 0 ? name : name.slice(0, bar);
+    filters = [{ kind: 'uri', param: 'url', values: [url], mode: 'exact' }];
+    if (bar >= 0) filters.push({ kind: 'token', param: 'version', values: [{ code: name.slice(bar + 1) }] });
+  }
+  if (visible) filters.push(visible);
+  const { matches } = await ctx.store.resources.search(ctx.partition, {
+    type: 'ValueSet',
+    filters,
+    sort: [],
+    limit: 2,
+    offset: 0,
+    total: false,
+  });
+  if (matches.length === 0) throw invalid(`no ValueSet ${name} in this vault`);
+  if (matches.length > 1) throw invalid(`several ValueSets are ${name}: name one as url|version`);
+  return JSON.parse((matches[0] as { content: string }).content) as Obj;
+}
+
+async function expand(
+  ctx: FhirContext,
+  visible: SearchFilter | undefined,
+  name: string,
+  depth: number,
+): Promise<Map<string, Concept>> {
+  if (depth > MAX_IMPORT_DEPTH) throw invalid(`ValueSet ${name}: imports nest more than ${MAX_IMPORT_DEPTH} deep`);
+  const vs = await find(ctx, visible, name);
+  const codes = new Map<string, Concept>();
+  const expansion = vs.expansion as Obj | undefined;
+  if (Array.isArray(expansion?.contains)) {
+    const walk = (entries: Obj[]) => {
+      for (const e of entries) {
+        if (typeof e.system === 'string' && typeof e.code === 'string' && e.abstract !== true) {
+          codes.set(key(e as Concept), { system: e.system, code: e.code });
+        }
+        if (Array.isArray(e.contains)) walk(e.contains as Obj[]);
+        if (codes.size > MAX_VALUE_SET_CODES) return;
+      }
+    };
+    walk(expansion.contains as Obj[]);
+    return codes;
+  }
+  const compose = vs.compose as { include?: Obj[]; exclude?: Obj[] } | undefined;
+  if (!Array.isArray(compose?.include)) throw unsupported(name, 'has neither an expansion nor a compose');
+  for (const part of compose.include) {
+    for (const c of (await selected(ctx, visible, name, part, depth)).values()) codes.set(key(c), c);
+    if (codes.size > MAX_VALUE_SET_CODES) return codes;
+  }
+  for (const part of compose.exclude ?? []) {
+    for (const k of (await selected(ctx, visible, name, part, depth)).keys()) codes.delete(k);
+  }
+  return codes;
+}
+
+/**
+ * The codes one include or exclude selects (valueset.html#compose): its concepts of its system; the codes of
+ * every ValueSet it imports (an intersection when there are several); both at once, the intersection of both.
+ */
+async function selected(
+  ctx: FhirContext,
+  visible: SearchFilter | undefined,
+  name: string,
+  part: Obj,
+  depth: number,
+): Promise<Map<string, Concept>> {
+  if (Array.isArray(part.filter) && part.filter.length > 0) throw unsupported(name, 'selects codes by a filter');
+  let set: Map<string, Concept> | undefined;
+  if (Array.isArray(part.concept) && part.concept.length > 0) {
+    if (typeof part.system !== 'string') throw invalid(`ValueSet ${name}: concepts without their system`);
+    set = new Map();
+    for (const c of part.concept as Obj[]) {
+      if (typeof c.code === 'string')
+        set.set(key({ system: part.system, code: c.code }), { system: part.system, code: c.code });
+    }
+  } else if (typeof part.system === 'string') {
+    throw unsupported(name, `includes all of ${part.system}`);
+  }
+  for (const imported of (part.valueSet as unknown[] | undefined) ?? []) {
+    if (typeof imported !== 'string') throw invalid(`ValueSet ${name}: an import that is not a canonical URL`);
+    const codes = await expand(ctx, visible, imported, depth + 1);
+    set = set === undefined ? codes : new Map([...set].filter(([k]) => codes.has(k)));
+  }
+  if (set === undefined) throw invalid(`ValueSet ${name}: an include or exclude with no system and no valueSet`);
+  return set;
+}

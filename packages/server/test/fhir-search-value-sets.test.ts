@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// `:in` and `:not-in` (search.html#modifiers) against ValueSets stored in the same vault.
+let p: TestPlatform;
+let writer: Caller;
+const LOINC = 'http://loinc.org';
+const VS = 'http://example.org/fhir/ValueSet';
+
+const observation = (id: string, code: string, patient: string, system = LOINC) => ({
+  resourceType: 'Observation',
+  id,
+  status: 'final',
+  code: { coding: [{ system, code }] },
+  subject: { reference: `Patient/${patient}` },
+});
+const concepts = (...codes: string[]) => [{ system: LOINC, concept: codes.map((code) => ({ code })) }];
+
+async function put(resource: Record<string, unknown>, vault = 'vs') {
+  const r = await fhir(p, writer, 'PUT', `/${vault}/${resource.resourceType}/${resource.id}`, resource);
+  assert.ok(r.status === 200 || r.status === 201, r.text);
+}
+
+async function ids(query: string, caller = writer): Promise<string[]> {
+  const r = await fhir(p, caller, 'GET', `/vs/${query}`);
+  assert.equal(r.status, 200, `${query} → ${r.text}`);
+  const entries = (r.json as { entry?: { resource: { id: string }; search: { mode: string } }[] }).entry ?? [];
+  return entries
+    .filter((e) => e.search.mode === 'match')
+    .map((e) => e.resource.id)
+    .sort();
+}
+
+async function refused(query: string, status: number, message: RegExp, caller = writer) {
+  const r = await fhir(p, caller, 'GET', `/vs/${query}`);
+  assert.equal(r.status, status, `${query} → ${r.text}`);
+  assert.match(r.text, message, query);
+}
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'vs');
+  await partition(p, 'elsewhere');
+  writer = await grantedClient(p, 'vs-writer', 'system/*.cruds', ['vs', 'elsewhere']);
+  const valueSet = (id: string, url: string, more: Record<string, unknown>) => ({
+    resourceType: 'ValueSet',
+    id,
+    url,
+    status: 'active',
+    ...more,
+  });
+  for (const vs of [
+    valueSet('vitals-1', `${VS}/vitals`, { version: '1', compose: { include: concepts('8867-4', '8480-6') } }),
+    valueSet('vitals-2', `${VS}/vitals`, { version: '2', compose: { include: concepts('8867-4') } }),
+    // An expansion is taken as it is; its compose is not looked at.
+    valueSet('expanded', `${VS}/expanded`, {
+      compose: { include: concepts('8867-4') },
+      expansion: {
+        timestamp: '2026-12-01T00:00:00Z',
+        contains: [
+          { system: LOINC, code: '8310-5' },
+          { abstract: true, display: 'Respiration', contains: [{ system: LOINC, code: '9279-1' }] },
+        ],
+      },
+    }),
+    // The heart rate alone: the vitals, less what its exclude names.
+    valueSet('imports', `${VS}/imports`, {
+      compose: { include: [{ valueSet: [`${VS}/vitals|1`] }], exclude: concepts('8480-6') },
+    }),
+    valueSet('filtered', `${VS}/filtered`, {
+      compose: { include: [{ system: LOINC, filter: [{ property: 'CLASS', op: '=', value: 'VITALS' }] }] },
+    }),
+    valueSet('whole', `${VS}/whole`, { compose: { include: [{ system: LOINC }] } }),
+    valueSet('huge', `${VS}/huge`, {
+      compose: { include: concepts(...Array.from({ length: 1001 }, (_, i) => `x-${i}`)) },
+    }),
+    valueSet('empty', `${VS}/empty`, { compose: { include: concepts('8867-4'), exclude: concepts('8867-4') } }),
+  ]) {
+    await put(vs);
+  }
+  await put({ resourceType: 'ValueSet', id: 'only-there', url: `${VS}/only-there`, status: 'active' }, 'elsewhere');
+  for (const id of ['pa', 'pb']) await put({ resourceType: 'Patient', id });
+  await put(observation('hr', '8867-4', 'pb'));
+  await put(observation('sys', '8480-6', 'pb'));
+  await put(observation('temp', '8310-5', 'pa'));
+  await put(observation('resp', '9279-1', 'pa'));
+  await put(observation('other', '8867-4', 'pa', 'http://example.org/not-loinc'));
+});
+after(() => p.stop());
+
+describe(':in and :not-in', () => {
+  test('match the codes of a ValueSet named by url|version, by ValueSet/[id] or by its absolute URL', async () => {
+    const vitals = ['hr', 'sys'];
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/vitals|1`), vitals);
+    assert.deepEqual(await ids('Observation?code:in=ValueSet/vitals-1'), vitals);
+    assert.deepEqual(await ids(`Observation?code:in=${p.fhirBase}/vs/ValueSet/vitals-1`), vitals);
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/vitals|2`), ['hr']);
+    // The system counts: a code of the same value in another system is not in the ValueSet.
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/imports`), ['hr']);
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/expanded`), ['resp', 'temp']);
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/vitals|1,${VS}/expanded`), ['hr', 'resp', 'sys', 'temp']);
+    assert.deepEqual(await ids(`Observation?code:not-in=${VS}/vitals|1`), ['other', 'resp', 'temp']);
+    assert.deepEqual(await ids(`Observation?code:in=${VS}/vitals|1&subject=Patient/pb&_count=1&_total=accurate`), [
+      'hr',
+    ]);
+  });
+
+  test('work inside _has and chains', async () => {
+    assert.deepEqual(await ids(`Patient?_has:Observation:subject:code:in=${VS}/expanded`), ['pa']);
+    assert.deepEqual(await ids(`Patient?_has:Observation:subject:code:in=${VS}/vitals|1`), ['pb']);
+  });
+
+  test('what cannot be expanded here is a 400 that says why', async () => {
+    await refused(`Observation?code:in=${VS}/vitals`, 400, /several ValueSets are .*: name one as url\|version/);
+    await refused(
+      `Observation?code:in=${VS}/filtered`,
+      400,
+      /selects codes by a filter: that needs a terminology server/,
+    );
+    await refused(`Observation?code:in=${VS}/whole`, 400, /includes all of http:\/\/loinc.org/);
+    await refused(`Observation?code:in=${VS}/huge`, 400, /up to 1000 codes/);
+    await refused(`Observation?code:in=${VS}/empty`, 400, /has no codes/);
+    await refused(`Observation?code:in=${VS}/nowhere`, 400, /no ValueSet .*nowhere in this vault/);
+    await refused('Observation?code:in=Patient/pa', 400, /is not a ValueSet/);
+    // A ValueSet of another vault is not found from this one.
+    await refused(`Observation?code:in=${VS}/only-there`, 400, /no ValueSet .* in this vault/);
+  });
+
+  test('the caller must be allowed to read ValueSets; conditions do not take them', async () => {
+    const observationsOnly = await secretClient(p, 'vs-obs-only', 'system/Observation.rs');
+    await grant(p, { partition: 'vs', client: 'vs-obs-only', scope: 'system/Observation.rs' });
+    await refused(`Observation?code:in=${VS}/vitals|1`, 403, /ValueSet/, observationsOnly);
+    assert.deepEqual(await ids('Observation?code=8310-5', observationsOnly), ['temp']);
+
+    const conditional = await fhir(p, writer, 'POST', '/vs/Observation', observation('new', '8867-4', 'pa'), {
+      'if-none-exist': `code:in=${VS}/vitals|1`,
+    });
+    assert.equal(conditional.status, 400, conditional.text);
+    assert.match(conditional.text, /answered in a search only/);
+    // An unknown parameter with the modifier is ignored, as unknown parameters are, and looks nothing up.
+    assert.deepEqual(await ids(`Observation?bogus:in=${VS}/nowhere&code=8310-5`), ['temp']);
+  });
+});
