@@ -76,6 +76,11 @@ before(async () => {
     valueSet('huge', `${VS}/huge`, {
       compose: { include: concepts(...Array.from({ length: 1001 }, (_, i) => `x-${i}`)) },
     }),
+    // Hostile shapes: one that imports itself, one that imports the same ValueSet 60 times.
+    valueSet('loop', `${VS}/loop`, { compose: { include: [{ valueSet: [`${VS}/loop`] }] } }),
+    valueSet('fan', `${VS}/fan`, {
+      compose: { include: Array.from({ length: 60 }, () => ({ valueSet: [`${VS}/vitals|1`] })) },
+    }),
     valueSet('empty', `${VS}/empty`, { compose: { include: concepts('8867-4'), exclude: concepts('8867-4') } }),
   ]) {
     await put(vs);
@@ -122,6 +127,8 @@ describe(':in and :not-in', () => {
     await refused(`Observation?code:in=${VS}/whole`, 400, /includes all of http:\/\/loinc.org/);
     await refused(`Observation?code:in=${VS}/huge`, 400, /up to 1000 codes/);
     await refused(`Observation?code:in=${VS}/empty`, 400, /has no codes/);
+    await refused(`Observation?code:in=${VS}/loop`, 400, /imports nest more than 3 deep/);
+    await refused(`Observation?code:in=${VS}/fan`, 400, /read up to 50 ValueSets in one search/);
     await refused(`Observation?code:in=${VS}/nowhere`, 400, /no ValueSet .*nowhere in this vault/);
     await refused('Observation?code:in=Patient/pa', 400, /is not a ValueSet/);
     // A ValueSet of another vault is not found from this one.

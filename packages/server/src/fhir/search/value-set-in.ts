@@ -20,6 +20,15 @@ export type ValueSetCodes = Map<string, TokenCond[]>;
 /** Codes one search may take from its ValueSets: each is one OR-ed condition of its SQL. */
 export const MAX_VALUE_SET_CODES = 1000;
 const MAX_IMPORT_DEPTH = 3;
+/** ValueSets one search may read, imports included: a ValueSet of many imports must not become many lookups. */
+const MAX_LOOKUPS = 50;
+
+/** What expanding needs: where to look, what the caller may see there, how many lookups are left. */
+interface Lookup {
+  ctx: FhirContext;
+  visible: SearchFilter | undefined;
+  left: number;
+}
 
 type Obj = Record<string, unknown>;
 type Concept = { system: string; code: string };
@@ -42,10 +51,10 @@ export async function valueSetsOf(ctx: FhirContext, type: string, params: [strin
   // The search reads the ValueSets for the caller, so the caller must be allowed to read them.
   const d = decide(ctx.access, 'ValueSet', 'search-type');
   if (!d.allowed) throw insufficientScope(`:in and :not-in read ValueSets: ${d.reason}`);
-  const visible = restrictionFilter(ctx, 'ValueSet', d.restrictions);
+  const lookup: Lookup = { ctx, visible: restrictionFilter(ctx, 'ValueSet', d.restrictions), left: MAX_LOOKUPS };
   let total = 0;
   for (const name of named) {
-    const codes = [...(await expand(ctx, visible, name, 0)).values()];
+    const codes = [...(await expand(lookup, name, 0)).values()];
     if (codes.length === 0) throw invalid(`ValueSet ${name} has no codes`);
     total += codes.length;
     if (total > MAX_VALUE_SET_CODES) {
@@ -60,7 +69,11 @@ const invalid = (message: string) => new FhirError(400, 'invalid', message);
 const unsupported = (name: string, what: string) =>
   new FhirError(400, 'not-supported', `ValueSet ${name} ${what}: that needs a terminology server`);
 
-async function find(ctx: FhirContext, visible: SearchFilter | undefined, name: string): Promise<Obj> {
+async function find(lookup: Lookup, name: string): Promise<Obj> {
+  const { ctx, visible } = lookup;
+  if (lookup.left-- <= 0) {
+    throw new FhirError(400, 'too-costly', `:in and :not-in read up to ${MAX_LOOKUPS} ValueSets in one search`);
+  }
   const local = name.startsWith(`${ctx.base}/`) ? name.slice(ctx.base.length + 1) : name;
   const rel = relativeReference(local);
   let filters: SearchFilter[];
@@ -87,14 +100,9 @@ async function find(ctx: FhirContext, visible: SearchFilter | undefined, name: s
   return JSON.parse((matches[0] as { content: string }).content) as Obj;
 }
 
-async function expand(
-  ctx: FhirContext,
-  visible: SearchFilter | undefined,
-  name: string,
-  depth: number,
-): Promise<Map<string, Concept>> {
+async function expand(lookup: Lookup, name: string, depth: number): Promise<Map<string, Concept>> {
   if (depth > MAX_IMPORT_DEPTH) throw invalid(`ValueSet ${name}: imports nest more than ${MAX_IMPORT_DEPTH} deep`);
-  const vs = await find(ctx, visible, name);
+  const vs = await find(lookup, name);
   const codes = new Map<string, Concept>();
   const expansion = vs.expansion as Obj | undefined;
   if (Array.isArray(expansion?.contains)) {
@@ -113,11 +121,11 @@ async function expand(
   const compose = vs.compose as { include?: Obj[]; exclude?: Obj[] } | undefined;
   if (!Array.isArray(compose?.include)) throw unsupported(name, 'has neither an expansion nor a compose');
   for (const part of compose.include) {
-    for (const c of (await selected(ctx, visible, name, part, depth)).values()) codes.set(key(c), c);
+    for (const c of (await selected(lookup, name, part, depth)).values()) codes.set(key(c), c);
     if (codes.size > MAX_VALUE_SET_CODES) return codes;
   }
   for (const part of compose.exclude ?? []) {
-    for (const k of (await selected(ctx, visible, name, part, depth)).keys()) codes.delete(k);
+    for (const k of (await selected(lookup, name, part, depth)).keys()) codes.delete(k);
   }
   return codes;
 }
@@ -126,13 +134,7 @@ async function expand(
  * The codes one include or exclude selects (valueset.html#compose): its concepts of its system; the codes of
  * every ValueSet it imports (an intersection when there are several); both at once, the intersection of both.
  */
-async function selected(
-  ctx: FhirContext,
-  visible: SearchFilter | undefined,
-  name: string,
-  part: Obj,
-  depth: number,
-): Promise<Map<string, Concept>> {
+async function selected(lookup: Lookup, name: string, part: Obj, depth: number): Promise<Map<string, Concept>> {
   if (Array.isArray(part.filter) && part.filter.length > 0) throw unsupported(name, 'selects codes by a filter');
   let set: Map<string, Concept> | undefined;
   if (Array.isArray(part.concept) && part.concept.length > 0) {
@@ -147,7 +149,7 @@ async function selected(
   }
   for (const imported of (part.valueSet as unknown[] | undefined) ?? []) {
     if (typeof imported !== 'string') throw invalid(`ValueSet ${name}: an import that is not a canonical URL`);
-    const codes = await expand(ctx, visible, imported, depth + 1);
+    const codes = await expand(lookup, imported, depth + 1);
     set = set === undefined ? codes : new Map([...set].filter(([k]) => codes.has(k)));
   }
   if (set === undefined) throw invalid(`ValueSet ${name}: an include or exclude with no system and no valueSet`);
