@@ -118,7 +118,11 @@ describe(':in and :not-in', () => {
   });
 
   test('what cannot be expanded here is a 400 that says why', async () => {
-    await refused(`Observation?code:in=${VS}/vitals`, 400, /several ValueSets are .*: name one as url\|version/);
+    await refused(
+      `Observation?code:in=${VS}/vitals`,
+      400,
+      /several ValueSet resources are .*: name one as url\|version/,
+    );
     await refused(
       `Observation?code:in=${VS}/filtered`,
       400,

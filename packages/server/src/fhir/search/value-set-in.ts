@@ -1,12 +1,9 @@
 import type { SearchFilter, TokenCond } from '../../store/types.ts';
-import { decide } from '../../vault/policy.ts';
-import { insufficientScope } from '../bearer.ts';
+import { canonicalReader, findCanonical } from '../canonical.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { searchParam } from './definitions.ts';
-import { restrictionFilter } from './restrictions.ts';
 import { splitValues } from './value-parsers.ts';
-import { relativeReference } from './values.ts';
 
 /**
  * `:in` and `:not-in` on a token (R4 search.html#modifiers): the codes of a ValueSet stored in the same vault,
@@ -48,10 +45,7 @@ export async function valueSetsOf(ctx: FhirContext, type: string, params: [strin
   }
   const out: ValueSetCodes = new Map();
   if (named.size === 0) return out;
-  // The search reads the ValueSets for the caller, so the caller must be allowed to read them.
-  const d = decide(ctx.access, 'ValueSet', 'search-type');
-  if (!d.allowed) throw insufficientScope(`:in and :not-in read ValueSets: ${d.reason}`);
-  const lookup: Lookup = { ctx, visible: restrictionFilter(ctx, 'ValueSet', d.restrictions), left: MAX_LOOKUPS };
+  const lookup: Lookup = { ctx, visible: canonicalReader(ctx, 'ValueSet', ':in / :not-in'), left: MAX_LOOKUPS };
   let total = 0;
   for (const name of named) {
     const codes = [...(await expand(lookup, name, 0)).values()];
@@ -69,35 +63,11 @@ const invalid = (message: string) => new FhirError(400, 'invalid', message);
 const unsupported = (name: string, what: string) =>
   new FhirError(400, 'not-supported', `ValueSet ${name} ${what}: that needs a terminology server`);
 
-async function find(lookup: Lookup, name: string): Promise<Obj> {
-  const { ctx, visible } = lookup;
+function find(lookup: Lookup, name: string): Promise<Obj> {
   if (lookup.left-- <= 0) {
     throw new FhirError(400, 'too-costly', `:in and :not-in read up to ${MAX_LOOKUPS} ValueSets in one search`);
   }
-  const local = name.startsWith(`${ctx.base}/`) ? name.slice(ctx.base.length + 1) : name;
-  const rel = relativeReference(local);
-  let filters: SearchFilter[];
-  if (rel) {
-    if (rel.type !== 'ValueSet') throw invalid(`${name} is not a ValueSet`);
-    filters = [{ kind: 'id', ids: [rel.id] }];
-  } else {
-    const bar = name.lastIndexOf('|');
-    const url = bar < 0 ? name : name.slice(0, bar);
-    filters = [{ kind: 'uri', param: 'url', values: [url], mode: 'exact' }];
-    if (bar >= 0) filters.push({ kind: 'token', param: 'version', values: [{ code: name.slice(bar + 1) }] });
-  }
-  if (visible) filters.push(visible);
-  const { matches } = await ctx.store.resources.search(ctx.partition, {
-    type: 'ValueSet',
-    filters,
-    sort: [],
-    limit: 2,
-    offset: 0,
-    total: false,
-  });
-  if (matches.length === 0) throw invalid(`no ValueSet ${name} in this vault`);
-  if (matches.length > 1) throw invalid(`several ValueSets are ${name}: name one as url|version`);
-  return JSON.parse((matches[0] as { content: string }).content) as Obj;
+  return findCanonical(lookup.ctx, 'ValueSet', name, lookup.visible);
 }
 
 async function expand(lookup: Lookup, name: string, depth: number): Promise<Map<string, Concept>> {
