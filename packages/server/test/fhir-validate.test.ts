@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { type Caller, fhir, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -12,7 +13,8 @@ let updater: Caller;
 let auditor: Caller;
 
 type Issue = { severity: string; code: string; diagnostics: string; expression?: string[] };
-const issuesOf = (r: { json: Record<string, unknown> }) => (r.json.issue ?? []) as Issue[];
+type Obj = Record<string, unknown>;
+const issuesOf = (r: { json: Obj }) => (r.json.issue ?? []) as Issue[];
 const validObservation = { resourceType: 'Observation', status: 'final', code: { text: 'pulse' } };
 const invalidObservation = { resourceType: 'Observation', status: 'finalized', code: { text: 'pulse' }, bogus: 1 };
 
@@ -96,7 +98,7 @@ describe('$validate', () => {
           { name: 'profile', valueUri: 'http://example.org/StructureDefinition/my-obs' },
         ),
         400,
-        /only the R4 definition/,
+        /no StructureDefinition http:\/\/example.org\/StructureDefinition\/my-obs in this vault/,
       ],
       [params({ name: 'mode', valueCode: 'create' }), 400, /give the resource to validate/],
       [
@@ -116,6 +118,98 @@ describe('$validate', () => {
       assert.equal(r.status, status, `${JSON.stringify(body)} → ${r.text}`);
       assert.match(r.text, message);
     }
+  });
+
+  test('a profile stored in the vault: its constraints are checked beside the R4 ones', async () => {
+    // A profile of Patient that requires birthDate and gender: R4's snapshot with both made 1..1.
+    const r4 = JSON.parse(
+      readFileSync(new URL('../src/fhir/validation/structure-definitions.json', import.meta.url), 'utf8'),
+    ) as {
+      entry: { resource: { name: string; snapshot: { element: ({ path: string; constraint?: object[] } & Obj)[] } } }[];
+    };
+    const base = r4.entry.find((e) => e.resource.name === 'Patient')?.resource;
+    assert.ok(base);
+    const url = 'http://example.org/fhir/StructureDefinition/strict-patient';
+    const profile = {
+      ...base,
+      resourceType: 'StructureDefinition',
+      id: 'strict-patient',
+      url,
+      version: '1',
+      name: 'StrictPatient',
+      status: 'active',
+      derivation: 'constraint',
+      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+      snapshot: {
+        // The validator's copy leaves out what a StructureDefinition resource must say of each element.
+        element: base.snapshot.element.map((e) => ({
+          ...e,
+          definition: e.path,
+          constraint: e.constraint?.map((c) => ({ ...c, human: (c as Obj).key })),
+          ...(e.path === 'Patient.birthDate' || e.path === 'Patient.gender' ? { min: 1 } : {}),
+        })),
+      },
+    };
+    const stored = await fhir(p, writer, 'PUT', '/vv/StructureDefinition/strict-patient', profile);
+    assert.equal(stored.status, 201, stored.text);
+    const { snapshot: _, ...withoutSnapshot } = profile;
+    const differential = {
+      ...withoutSnapshot,
+      id: 'no-snapshot',
+      url: `${url}-differential`,
+      differential: { element: [{ id: 'Patient.birthDate', path: 'Patient.birthDate', min: 1 }] },
+    };
+    const storedDifferential = await fhir(p, writer, 'PUT', '/vv/StructureDefinition/no-snapshot', differential);
+    assert.equal(storedDifferential.status, 201, storedDifferential.text);
+
+    const lacking = { resourceType: 'Patient', birthDate: 'soon' };
+    for (const named of [url, `${url}|1`, 'StructureDefinition/strict-patient']) {
+      const r = await fhir(p, writer, 'POST', `/vv/Patient/$validate?profile=${encodeURIComponent(named)}`, lacking);
+      assert.equal(r.status, 200, r.text);
+      // The date's problem once (R4 and the profile both see it), and the profile's missing gender.
+      assert.deepEqual(
+        issuesOf(r)
+          .map((i) => [i.severity, i.expression?.[0], i.diagnostics])
+          .sort(),
+        [
+          ['error', 'Patient.birthDate', 'Invalid date format'],
+          ['error', 'Patient.gender', 'Missing required property'],
+        ],
+        named,
+      );
+    }
+    const params = (...parameter: Obj[]) => ({ resourceType: 'Parameters', parameter });
+    const conforming = params(
+      { name: 'resource', resource: { resourceType: 'Patient', birthDate: '1990-03-15', gender: 'female' } },
+      { name: 'profile', valueCanonical: url },
+    );
+    const ok = await fhir(p, writer, 'POST', '/vv/Patient/$validate', conforming);
+    assert.deepEqual(
+      issuesOf(ok).map((i) => [i.severity, i.diagnostics]),
+      [['information', `no issues: the resource conforms to ${url}`]],
+    );
+    // Without the profile the same lacking Patient only has its date wrong.
+    const plain = await fhir(p, writer, 'POST', '/vv/Patient/$validate', lacking);
+    assert.deepEqual(
+      issuesOf(plain).map((i) => i.expression?.[0]),
+      ['Patient.birthDate'],
+    );
+
+    for (const [path, status, message] of [
+      [`/vv/Observation/$validate?profile=${url}`, 400, /constrains Patient, not Observation/],
+      [`/vv/Patient/$validate?profile=${url}-differential`, 400, /has no snapshot/],
+      [`/other/Patient/$validate?profile=${url}`, 404, /./],
+    ] as const) {
+      const body = path.includes('Observation') ? validObservation : lacking;
+      const r = await fhir(p, writer, 'POST', path, body);
+      assert.equal(r.status, status, `${path}: ${r.text}`);
+      assert.match(r.text, message);
+    }
+    // The profile is read as the caller: one that may not read StructureDefinitions cannot name one.
+    const patientsOnly = await grantedClient(p, 'vv-patients', 'system/Patient.c', ['vv']);
+    const denied = await fhir(p, patientsOnly, 'POST', `/vv/Patient/$validate?profile=${url}`, lacking);
+    assert.equal(denied.status, 403, denied.text);
+    assert.match(denied.text, /StructureDefinition/);
   });
 
   test('mode update and delete on an instance: the id must match; at the type level they are refused', async () => {

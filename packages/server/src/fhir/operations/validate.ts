@@ -1,12 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Interaction } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
+import { canonicalReader, findCanonical } from '../canonical.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import { assertResourceBody } from '../resource-body.ts';
 import type { RouteHelpers, VaultParams } from '../route-helpers.ts';
-import { type ValidationIssue, validationIssues } from '../validation/validate.ts';
+import { profileIssues, type ValidationIssue, validationIssues } from '../validation/validate.ts';
 
 type Mode = 'create' | 'update' | 'delete';
 const MODES: readonly string[] = ['create', 'update', 'delete'];
@@ -83,6 +84,28 @@ function issuesOf(type: string, id: string | undefined, input: Input): Validatio
   return [...issues, ...validationIssues(resource)];
 }
 
+const issueKey = (i: ValidationIssue) => `${i.expression?.join(',')}|${i.diagnostics}`;
+
+/**
+ * A profile to validate against besides the R4 definition: a StructureDefinition of this vault (as the caller
+ * may read it) that constrains this type and carries its snapshot.
+ */
+async function profileFor(ctx: FhirContext, type: string, name: string): Promise<Record<string, unknown>> {
+  const visible = canonicalReader(ctx, 'StructureDefinition', '$validate with a profile');
+  const sd = await findCanonical(ctx, 'StructureDefinition', name, visible);
+  if (sd.type !== type)
+    throw new FhirError(400, 'invalid', `profile ${name} constrains ${String(sd.type)}, not ${type}`);
+  const elements = (sd.snapshot as { element?: unknown } | undefined)?.element;
+  if (!Array.isArray(elements) || elements.length === 0) {
+    throw new FhirError(
+      400,
+      'not-supported',
+      `profile ${name} has no snapshot: carevault validates against a profile's snapshot and does not generate one`,
+    );
+  }
+  return sd;
+}
+
 /**
  * `$validate` (operation-resource-validate.html) on a type and on an instance: would this content be accepted,
  * generally or as a create, an update or a delete? Answered 200 whether or not it would, with every problem as
@@ -101,18 +124,23 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
       );
     }
     const base = `http://hl7.org/fhir/StructureDefinition/${type}`;
-    if (input.profile !== undefined && input.profile.replace(/\|4\.0\.1$/, '') !== base) {
-      throw new FhirError(
-        400,
-        'not-supported',
-        `only the R4 definition ${base} is validated against, not ${input.profile}`,
-      );
-    }
     h.allow(ctx, type, NEEDS[input.mode ?? 'none']);
+    const named = input.profile?.replace(/\|4\.0\.1$/, '') === base ? undefined : input.profile;
+    const profile = named === undefined ? undefined : await profileFor(ctx, type, named);
     const issues = issuesOf(type, id, input);
+    if (profile && input.resource !== undefined) {
+      const seen = new Set(issues.map(issueKey));
+      for (const i of profileIssues(input.resource as Record<string, unknown>, profile)) {
+        if (!seen.has(issueKey(i))) issues.push(i);
+      }
+    }
     const target = id ? `${type}/${id}` : type;
+    const asked = new URLSearchParams([
+      ...(input.mode ? [['mode', input.mode]] : []),
+      ...(named ? [['profile', named]] : []),
+    ]).toString();
     await auditAccess(ctx, 'operation', {
-      query: { raw: `${target}/$validate${input.mode ? `?mode=${input.mode}` : ''}`, description: '$validate' },
+      query: { raw: `${target}/$validate${asked ? `?${asked}` : ''}`, description: '$validate' },
     });
     const outcome = {
       resourceType: 'OperationOutcome',
@@ -124,7 +152,7 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
               code: 'informational',
               diagnostics: input.mode
                 ? `no issues: the ${input.mode} of ${target} would be accepted`
-                : `no issues: the resource conforms to ${base}`,
+                : `no issues: the resource conforms to ${named ?? base}`,
             },
           ],
     };

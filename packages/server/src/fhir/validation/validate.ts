@@ -119,10 +119,19 @@ export function validate(resource: Record<string, unknown>): void {
   );
 }
 
+/**
+ * The problems of a resource against a profile: a StructureDefinition with a snapshot (medplum validates against
+ * snapshots; carevault does not generate them). The R4 definitions' problems come again among them.
+ */
+export function profileIssues(resource: Record<string, unknown>, profile: Record<string, unknown>): ValidationIssue[] {
+  ensureLoaded();
+  return structure(resource, profile);
+}
+
 /** medplum's errors for a resource it could not prove, as issues. */
-function structure(resource: Record<string, unknown>): ValidationIssue[] {
+function structure(resource: Record<string, unknown>, profile?: Record<string, unknown>): ValidationIssue[] {
   try {
-    validateResource(resource as never);
+    validateResource(resource as never, profile ? { profile: profile as never } : undefined);
     return [];
   } catch (err) {
     if (err instanceof OperationOutcomeError) {
