@@ -196,11 +196,12 @@ export class FhirClient {
     return this.body<T>(at.method ?? (at.body ? 'POST' : 'GET'), `${path}${query(at.params)}`, at.body, o);
   }
 
-  /** `$validate` (as a create, or an update of its own id): its OperationOutcome, an error issue per problem. */
-  validate(resource: Resource, o?: RequestOptions & { mode?: 'create' | 'update' }): Promise<OperationOutcome> {
+  /** `$validate` (as a create or an update of its own id; against a profile): its OperationOutcome, an error per problem. */
+  validate(resource: Resource, o?: RequestOptions & { mode?: 'create' | 'update'; profile?: string }) {
     if (o?.mode === 'update' && !resource.id) throw new ConfigurationError('validating an update needs resource.id');
     const at = { type: resource.resourceType, id: o?.mode === 'update' ? resource.id : undefined, body: resource };
-    return this.operation('validate', { ...at, params: o?.mode ? { mode: o.mode } : undefined }, o);
+    const params = { ...(o?.mode ? { mode: o.mode } : {}), ...(o?.profile ? { profile: o.profile } : {}) };
+    return this.operation<OperationOutcome>('validate', { ...at, params }, o);
   }
 
   /** The response body parsed as JSON (undefined for an empty body). */

@@ -162,6 +162,16 @@ describe('paging', () => {
     );
     assert.ok(cara.proxy.seen.some((s) => s.url.endsWith('/fhir/alice_1234/Observation/v-1/$validate?mode=update')));
     assert.throws(() => fhir.validate({ resourceType: 'Observation' }, { mode: 'update' }), /needs resource.id/);
+    // A profile the vault does not hold cannot be validated against: that is an error, not an answer.
+    const profile = 'http://example.org/StructureDefinition/absent';
+    await assert.rejects(
+      fhir.validate({ resourceType: 'Observation', status: 'final', code: { text: 'pulse' } }, { profile }),
+      (err: unknown) =>
+        err instanceof FhirResponseError && err.status === 400 && /no StructureDefinition/.test(err.message),
+    );
+    assert.ok(
+      cara.proxy.seen.some((s) => s.url.endsWith(`/Observation/$validate?profile=${encodeURIComponent(profile)}`)),
+    );
   });
 
   test('pages() follows next links; searchAll yields every match once', async () => {
