@@ -221,6 +221,36 @@ describe('REST interactions (J rows)', () => {
     );
   });
 
+  test('delete with If-Match: a stale or deleted version is 412 and deletes nothing; the current one deletes', async () => {
+    const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
+    const path = `/alice_1234/Observation/${id}`;
+    assert.equal((await fhir(p, tcu, 'PUT', path, { ...OBS(id), status: 'amended' })).status, 200);
+    const stale = await fhir(p, tcu, 'DELETE', path, undefined, { 'if-match': 'W/"1"' });
+    assert.equal(stale.status, 412, stale.text);
+    const [issue] = stale.json.issue as { code: string; diagnostics: string }[];
+    assert.equal(issue?.code, 'conflict');
+    assert.match(issue?.diagnostics ?? '', /If-Match W\/"1" does not match the current version/);
+    assert.equal((await fhir(p, tcu, 'GET', path)).status, 200, 'still there');
+    assert.equal((await fhir(p, tcu, 'DELETE', path, undefined, { 'if-match': 'garbage' })).status, 400);
+    // In a transaction, the stale entry fails the whole Bundle: the write beside it is not kept either.
+    const tx = await fhir(p, tcu, 'POST', '/alice_1234', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'DELETE', url: `Observation/${id}`, ifMatch: 'W/"1"' } },
+        { resource: OBS(`${id}-beside`), request: { method: 'PUT', url: `Observation/${id}-beside` } },
+      ],
+    });
+    assert.equal(tx.status, 412, tx.text);
+    assert.equal((await fhir(p, tcu, 'GET', path)).status, 200, 'still there after the transaction');
+    assert.equal((await fhir(p, tcu, 'GET', `${path}-beside`)).status, 404, 'the write beside it is not kept');
+    assert.equal((await fhir(p, tcu, 'DELETE', path, undefined, { 'if-match': 'W/"2"' })).status, 204);
+    assert.equal((await fhir(p, tcu, 'GET', path)).status, 410);
+    // A deleted resource has no current version to match; without If-Match deleting it again is still 204.
+    assert.equal((await fhir(p, tcu, 'DELETE', path, undefined, { 'if-match': 'W/"3"' })).status, 412);
+    assert.equal((await fhir(p, tcu, 'DELETE', path)).status, 204);
+  });
+
   test('delete → 204, read → 410, delete again → 204, history keeps versions (J10 J22 J24)', async () => {
     const id = (await fhir(p, tcu, 'POST', '/alice_1234/Observation', OBS())).json.id as string;
     await fhir(p, tcu, 'PUT', `/alice_1234/Observation/${id}`, OBS(id));

@@ -27,7 +27,7 @@ import { historyRoutes } from './interactions/history.ts';
 import { conditionalPatch, type PatchDocument, patch, patchDocument } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { search } from './interactions/search.ts';
-import { update } from './interactions/update.ts';
+import { parseEtag, update } from './interactions/update.ts';
 import { everythingRoutes } from './operations/everything.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
@@ -373,7 +373,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     allow(ctx, type, 'delete');
-    await remove(ctx, type, idOf(req));
+    const ifMatch = req.headers['if-match'];
+    await remove(ctx, type, idOf(req), typeof ifMatch === 'string' ? parseEtag(ifMatch) : undefined);
     return reply.code(204).send();
   });
 

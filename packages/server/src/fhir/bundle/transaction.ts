@@ -11,7 +11,7 @@ import { removeIn } from '../interactions/delete.ts';
 import { type PatchDocument, patchIn } from '../interactions/patch.ts';
 import { read, vread } from '../interactions/read.ts';
 import { search } from '../interactions/search.ts';
-import { parseEtag, updateIn } from '../interactions/update.ts';
+import { parseEtag, updateIn, versionMismatch } from '../interactions/update.ts';
 import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
 import { newResourceId } from '../resource-id.ts';
 import { answerFull, responseLimit } from '../response-size.ts';
@@ -161,6 +161,9 @@ function rewritePlan(p: Plan & { kind: 'create' | 'update' | 'patch' }, rewrite:
   else rewriteReferences(p.resource, rewrite);
 }
 
+/** The version an entry's If-Match names, if any. */
+const expectedOf = (e: EntryRequest) => (e.ifMatch === undefined ? undefined : parseEtag(e.ifMatch));
+
 const ORDER: Record<Plan['kind'], number> = { delete: 0, create: 1, exists: 1, update: 2, patch: 2, read: 3 };
 
 /**
@@ -241,7 +244,12 @@ async function attemptTransaction(
     for (const p of ordered) {
       switch (p.kind) {
         case 'delete':
-          if (p.id !== undefined && (await tx.current(p.e.type, p.id))) await removeIn(tx, p.e.type, p.id);
+          if (p.id !== undefined && (await tx.current(p.e.type, p.id))) {
+            await removeIn(tx, p.e.type, p.id, expectedOf(p.e));
+          } else if (p.id !== undefined && p.e.ifMatch !== undefined) {
+            // What is not there has no version: the precondition fails rather than being passed over.
+            throw versionMismatch(p.e.type, p.id, expectedOf(p.e) as number);
+          }
           results.set(p.e.index, { status: 204 });
           break;
         case 'create': {
@@ -255,8 +263,7 @@ async function attemptTransaction(
           break;
         }
         case 'update': {
-          const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
-          const { version, created } = await updateIn(tx, prepared.get(p) as Prepared, expected);
+          const { version, created } = await updateIn(tx, prepared.get(p) as Prepared, expectedOf(p.e));
           results.set(p.e.index, {
             status: created ? 201 : 200,
             version,
@@ -265,8 +272,7 @@ async function attemptTransaction(
           break;
         }
         case 'patch': {
-          const expected = p.e.ifMatch === undefined ? undefined : parseEtag(p.e.ifMatch);
-          const version = await patchIn(tx, p.e.type, p.id, p.patch, expected);
+          const version = await patchIn(tx, p.e.type, p.id, p.patch, expectedOf(p.e));
           results.set(p.e.index, { status: 200, version, resource: returnResources ? version.content : undefined });
           break;
         }

@@ -12,6 +12,11 @@ export function parseEtag(ifMatch: string): number {
   return Number(m[1]);
 }
 
+/** If-Match names a version that is not the current one of a resource that exists (http.html#concurrency). */
+export function versionMismatch(type: string, id: string, expected: number): FhirError {
+  return new FhirError(412, 'conflict', `If-Match W/"${expected}" does not match the current version of ${type}/${id}`);
+}
+
 /**
  * Writes the next version of `type/id` inside an open transaction; `expected` is the If-Match version.
  * Returns whether it created the resource (update-as-create).
@@ -25,11 +30,7 @@ export async function updateIn(
   const { type, id } = resource;
   const current = await tx.current(type, id);
   if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
-    throw new FhirError(
-      412,
-      'conflict',
-      `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
-    );
+    throw versionMismatch(type, id, expected);
   }
   const version = (current?.version ?? 0) + 1;
   const lastUpdated = nextTimestamp(tx.now(), current?.lastUpdated);
