@@ -741,7 +741,18 @@ describe('conditional interactions and JSON Patch (J15 J21 J53)', () => {
       412,
       'delete matches one at most',
     );
-    assert.equal((await fhir(p, tcu, 'DELETE', `/alice_1234/Patient?_id=${created.json.id}`)).status, 204);
+    // If-Match holds for a conditional delete as for one by id: version 2 is current, a condition without a
+    // match has no version at all.
+    const byId = `/alice_1234/Patient?_id=${created.json.id}`;
+    assert.equal((await fhir(p, tcu, 'DELETE', byId, undefined, { 'if-match': 'W/"1"' })).status, 412);
+    const none = await fhir(p, tcu, 'DELETE', '/alice_1234/Patient?_id=nobody', undefined, { 'if-match': 'W/"1"' });
+    assert.equal(none.status, 412, none.text);
+    assert.match(
+      String((none.json.issue as { diagnostics: string }[])[0]?.diagnostics),
+      /version of Patient\?_id=nobody/,
+    );
+    assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Patient/${created.json.id}`)).status, 200);
+    assert.equal((await fhir(p, tcu, 'DELETE', byId, undefined, { 'if-match': 'W/"2"' })).status, 204);
     assert.equal((await fhir(p, tcu, 'GET', `/alice_1234/Patient/${created.json.id}`)).status, 410);
   });
 

@@ -34,7 +34,7 @@ import { type SubmissionPolicy, sameOrganization } from './operations/submission
 import { validateRoutes } from './operations/validate.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
-import { strictHandling, type VaultParams } from './route-helpers.ts';
+import { ifMatchOf, strictHandling, type VaultParams } from './route-helpers.ts';
 import { assertVisible } from './search/restrictions.ts';
 import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
@@ -277,7 +277,6 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     requireResourceBody(req);
     const query = req.raw.url?.split('?')[1];
     if (!query) throw new FhirError(400, 'invalid', 'PUT needs an id (Type/id) or a condition (Type?search)');
-    const ifMatch = req.headers['if-match'];
     return conditional(
       req,
       reply,
@@ -287,7 +286,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
         type,
         query,
         resource: req.body as Record<string, unknown>,
-        ifMatch: typeof ifMatch === 'string' ? ifMatch : undefined,
+        ifMatch: ifMatchOf(req),
       },
       String(req.headers.prefer ?? ''),
     );
@@ -302,7 +301,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
         'not-supported',
         'deleting a whole type is not supported; give a condition (Type?search)',
       );
-    await runTransaction(ctx, [{ index: 0, method: 'DELETE', type, query }], false);
+    await runTransaction(ctx, [{ index: 0, method: 'DELETE', type, query, ifMatch: ifMatchOf(req) }], false);
     return reply.code(204).send();
   });
 
@@ -333,8 +332,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
         );
       }
       const doc = patchDocument(req.body, media === 'json-patch' ? 'json-patch' : 'fhir');
-      const ifMatch = req.headers['if-match'];
-      const v = await apply(req, ctx, type, doc, typeof ifMatch === 'string' ? ifMatch : undefined);
+      const v = await apply(req, ctx, type, doc, ifMatchOf(req));
       return sendVersion(reply, 200, v, ctx.base, String(req.headers.prefer ?? ''));
     };
   // Conditional patch: PATCH [type]?[search] (http.html#patch).
@@ -358,14 +356,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     allow(ctx, type, 'update');
     requireResourceBody(req);
     // SMART: update-as-create is covered by the update permission.
-    const ifMatch = req.headers['if-match'];
-    const { version, created } = await update(
-      ctx,
-      type,
-      id,
-      req.body,
-      typeof ifMatch === 'string' ? ifMatch : undefined,
-    );
+    const { version, created } = await update(ctx, type, id, req.body, ifMatchOf(req));
     return sendVersion(reply, created ? 201 : 200, version, ctx.base, String(req.headers.prefer ?? ''));
   });
 
@@ -373,8 +364,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const ctx = await context(req);
     const type = typeOf(req);
     allow(ctx, type, 'delete');
-    const ifMatch = req.headers['if-match'];
-    await remove(ctx, type, idOf(req), typeof ifMatch === 'string' ? parseEtag(ifMatch) : undefined);
+    const ifMatch = ifMatchOf(req);
+    await remove(ctx, type, idOf(req), ifMatch === undefined ? undefined : parseEtag(ifMatch));
     return reply.code(204).send();
   });
 

@@ -18,3 +18,9 @@ export interface RouteHelpers {
 
 /** `Prefer: handling=strict` (http.html#prefer): an unknown parameter is refused instead of ignored. */
 export const strictHandling = (req: FastifyRequest) => /\bhandling=strict\b/.test(String(req.headers.prefer ?? ''));
+
+/** The request's `If-Match` (http.html#concurrency), when it has exactly one. */
+export const ifMatchOf = (req: FastifyRequest): string | undefined => {
+  const value = req.headers['if-match'];
+  return typeof value === 'string' ? value : undefined;
+};

@@ -246,9 +246,10 @@ async function attemptTransaction(
         case 'delete':
           if (p.id !== undefined && (await tx.current(p.e.type, p.id))) {
             await removeIn(tx, p.e.type, p.id, expectedOf(p.e));
-          } else if (p.id !== undefined && p.e.ifMatch !== undefined) {
+          } else if (p.e.ifMatch !== undefined) {
             // What is not there has no version: the precondition fails rather than being passed over.
-            throw versionMismatch(p.e.type, p.id, expectedOf(p.e) as number);
+            const target = p.id === undefined ? `${p.e.type}?${p.e.query}` : `${p.e.type}/${p.id}`;
+            throw versionMismatch(target, expectedOf(p.e) as number);
           }
           results.set(p.e.index, { status: 204 });
           break;

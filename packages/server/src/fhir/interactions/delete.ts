@@ -13,7 +13,7 @@ export async function removeIn(tx: ResourceTransaction, type: string, id: string
   const current = await tx.current(type, id);
   if (!current) throw resourceNotFound(type, id);
   if (expected !== undefined && (current.content === undefined || current.version !== expected)) {
-    throw versionMismatch(type, id, expected);
+    throw versionMismatch(`${type}/${id}`, expected);
   }
   if (current.content === undefined) return false;
   await tx.write({

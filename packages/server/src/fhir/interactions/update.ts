@@ -13,8 +13,8 @@ export function parseEtag(ifMatch: string): number {
 }
 
 /** If-Match names a version that is not the current one of a resource that exists (http.html#concurrency). */
-export function versionMismatch(type: string, id: string, expected: number): FhirError {
-  return new FhirError(412, 'conflict', `If-Match W/"${expected}" does not match the current version of ${type}/${id}`);
+export function versionMismatch(target: string, expected: number): FhirError {
+  return new FhirError(412, 'conflict', `If-Match W/"${expected}" does not match the current version of ${target}`);
 }
 
 /**
@@ -30,7 +30,7 @@ export async function updateIn(
   const { type, id } = resource;
   const current = await tx.current(type, id);
   if (expected !== undefined && (current?.content === undefined || current.version !== expected)) {
-    throw versionMismatch(type, id, expected);
+    throw versionMismatch(`${type}/${id}`, expected);
   }
   const version = (current?.version ?? 0) + 1;
   const lastUpdated = nextTimestamp(tx.now(), current?.lastUpdated);
