@@ -163,3 +163,59 @@ test('fhir-kit-client: $validate on a type and on an instance answers an Operati
     [['error', 'Patient.gender']],
   );
 });
+
+test('fhir-kit-client: searches with :in (a ValueSet of the vault), :identifier and :of-type', async () => {
+  const LOINC = 'http://loinc.org';
+  const BSN = 'http://fhir.nl/fhir/NamingSystem/bsn';
+  await client.update({
+    resourceType: 'ValueSet',
+    id: 'kit-vitals',
+    body: {
+      resourceType: 'ValueSet',
+      id: 'kit-vitals',
+      url: 'http://example.org/fhir/ValueSet/kit-vitals',
+      status: 'active',
+      compose: { include: [{ system: LOINC, concept: [{ code: '8867-4' }, { code: '8480-6' }] }] },
+    } as never,
+  });
+  for (const [id, code] of [
+    ['kit-hr', '8867-4'],
+    ['kit-temp', '8310-5'],
+  ]) {
+    await client.update({
+      resourceType: 'Observation',
+      id: id as string,
+      body: {
+        resourceType: 'Observation',
+        id,
+        status: 'final',
+        code: { coding: [{ system: LOINC, code }] },
+        subject: { identifier: { system: BSN, value: '999911120' } },
+      } as never,
+    });
+  }
+  await client.update({
+    resourceType: 'Patient',
+    id: 'kit-mr',
+    body: {
+      resourceType: 'Patient',
+      id: 'kit-mr',
+      identifier: [
+        { type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'MR' }] }, value: 'K-1' },
+      ],
+    } as never,
+  });
+  const ids = async (resourceType: string, searchParams: Record<string, string>) =>
+    (((await client.search({ resourceType, searchParams })) as unknown as Bundle).entry ?? [])
+      .map((e) => e.resource?.id)
+      .sort();
+  assert.deepEqual(await ids('Observation', { 'code:in': 'http://example.org/fhir/ValueSet/kit-vitals' }), ['kit-hr']);
+  assert.deepEqual(
+    await ids('Observation', { 'code:not-in': 'ValueSet/kit-vitals', 'subject:identifier': `${BSN}|999911120` }),
+    ['kit-temp'],
+  );
+  assert.deepEqual(
+    await ids('Patient', { 'identifier:of-type': 'http://terminology.hl7.org/CodeSystem/v2-0203|MR|K-1' }),
+    ['kit-mr'],
+  );
+});
