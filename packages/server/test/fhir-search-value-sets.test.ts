@@ -132,7 +132,7 @@ describe(':in and :not-in', () => {
     await refused(`Observation?code:in=${VS}/huge`, 400, /up to 1000 codes/);
     await refused(`Observation?code:in=${VS}/empty`, 400, /has no codes/);
     await refused(`Observation?code:in=${VS}/loop`, 400, /imports nest more than 3 deep/);
-    await refused(`Observation?code:in=${VS}/fan`, 400, /read up to 50 ValueSets in one search/);
+    await refused(`Observation?code:in=${VS}/fan`, 400, /reads up to 50 ValueSets, imports included/);
     await refused(`Observation?code:in=${VS}/nowhere`, 400, /no ValueSet .*nowhere in this vault/);
     await refused('Observation?code:in=Patient/pa', 400, /is not a ValueSet/);
     // A ValueSet of another vault is not found from this one.
