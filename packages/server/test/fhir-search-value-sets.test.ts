@@ -16,7 +16,10 @@ const observation = (id: string, code: string, patient: string, system = LOINC) 
   code: { coding: [{ system, code }] },
   subject: { reference: `Patient/${patient}` },
 });
-const concepts = (...codes: string[]) => [{ system: LOINC, concept: codes.map((code) => ({ code })) }];
+const DISPLAY: Record<string, string> = { '8867-4': 'Heart rate', '8480-6': 'Systolic blood pressure' };
+const concepts = (...codes: string[]) => [
+  { system: LOINC, concept: codes.map((code) => (DISPLAY[code] ? { code, display: DISPLAY[code] } : { code })) },
+];
 
 async function put(resource: Record<string, unknown>, vault = 'vs') {
   const r = await fhir(p, writer, 'PUT', `/${vault}/${resource.resourceType}/${resource.id}`, resource);
@@ -152,5 +155,78 @@ describe(':in and :not-in', () => {
     assert.match(conditional.text, /answered in a search only/);
     // An unknown parameter with the modifier is ignored, as unknown parameters are, and looks nothing up.
     assert.deepEqual(await ids(`Observation?bogus:in=${VS}/nowhere&code=8310-5`), ['temp']);
+  });
+});
+
+describe('ValueSet $expand', () => {
+  type Expanded = {
+    resourceType: string;
+    id: string;
+    url: string;
+    compose?: unknown;
+    expansion: { total: number; offset: number; contains?: { system: string; code: string; display?: string }[] };
+  };
+  const expand = async (path: string, caller = writer) => {
+    const r = await fhir(p, caller, 'GET', `/vs/${path}`);
+    return { status: r.status, text: r.text, vs: r.json as unknown as Expanded };
+  };
+  const codes = (vs: Expanded) => (vs.expansion.contains ?? []).map((c) => c.code);
+
+  test('by url, url and valueSetVersion, or on the instance: the codes with their displays', async () => {
+    const byUrl = await expand(`ValueSet/$expand?url=${VS}/vitals&valueSetVersion=1`);
+    assert.equal(byUrl.status, 200, byUrl.text);
+    assert.equal(byUrl.vs.resourceType, 'ValueSet');
+    assert.equal(byUrl.vs.id, 'vitals-1');
+    assert.deepEqual(byUrl.vs.expansion.contains, [
+      { system: LOINC, code: '8867-4', display: 'Heart rate' },
+      { system: LOINC, code: '8480-6', display: 'Systolic blood pressure' },
+    ]);
+    assert.equal(byUrl.vs.expansion.total, 2);
+    assert.deepEqual(codes((await expand(`ValueSet/$expand?url=${encodeURIComponent(`${VS}/vitals|2`)}`)).vs), [
+      '8867-4',
+    ]);
+    assert.deepEqual(codes((await expand('ValueSet/imports/$expand')).vs), ['8867-4']);
+    // A stored expansion is answered as it is, its abstract grouping left out.
+    assert.deepEqual(codes((await expand('ValueSet/expanded/$expand')).vs), ['8310-5', '9279-1']);
+    const post = await fhir(p, writer, 'POST', '/vs/ValueSet/$expand', {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'url', valueUri: `${VS}/vitals` },
+        { name: 'valueSetVersion', valueString: '1' },
+        { name: 'count', valueInteger: 1 },
+      ],
+    });
+    assert.equal(post.status, 200, post.text);
+    assert.deepEqual(codes(post.json as unknown as Expanded), ['8867-4']);
+  });
+
+  test('filter, offset and count; what cannot be expanded is 400, another vault 404, no ValueSet read 403', async () => {
+    const filtered = await expand('ValueSet/vitals-1/$expand?filter=SYSTOLIC');
+    assert.deepEqual(codes(filtered.vs), ['8480-6']);
+    assert.equal(filtered.vs.expansion.total, 1);
+    const second = await expand('ValueSet/vitals-1/$expand?offset=1&count=5');
+    assert.deepEqual(codes(second.vs), ['8480-6']);
+    assert.equal(second.vs.expansion.total, 2);
+    const none = await expand('ValueSet/vitals-1/$expand?count=0');
+    assert.equal(none.vs.expansion.contains, undefined);
+    assert.equal(none.vs.expansion.total, 2);
+    for (const [path, status, message] of [
+      [`ValueSet/$expand?url=${VS}/filtered`, 400, /selects codes by a filter/],
+      [`ValueSet/$expand?url=${VS}/vitals`, 400, /several ValueSet resources/],
+      ['ValueSet/$expand', 400, /give the ValueSet to expand/],
+      [`ValueSet/vitals-1/$expand?url=${VS}/vitals`, 400, /takes no url/],
+      ['ValueSet/vitals-1/$expand?count=lots', 400, /count must be a whole number/],
+      ['ValueSet/vitals-1/$expand?displayLanguage=nl', 400, /not displayLanguage/],
+      ['ValueSet/nowhere/$expand', 400, /no ValueSet ValueSet\/nowhere in this vault/],
+    ] as const) {
+      const r = await expand(path);
+      assert.equal(r.status, status, `${path}: ${r.text}`);
+      assert.match(r.text, message, path);
+    }
+    const elsewhere = await fhir(p, writer, 'GET', `/other-vault/ValueSet/vitals-1/$expand`);
+    assert.equal(elsewhere.status, 404, elsewhere.text);
+    const observationsOnly = await secretClient(p, 'vs-expand-obs', 'system/Observation.rs');
+    await grant(p, { partition: 'vs', client: 'vs-expand-obs', scope: 'system/Observation.rs' });
+    assert.equal((await expand('ValueSet/vitals-1/$expand', observationsOnly)).status, 403);
   });
 });

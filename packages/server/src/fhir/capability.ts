@@ -44,6 +44,9 @@ function resources() {
           ],
         }
       : {}),
+    ...(type === 'ValueSet'
+      ? { operation: [{ name: 'expand', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-expand' }] }
+      : {}),
     ...(type === 'Measure'
       ? {
           operation: [

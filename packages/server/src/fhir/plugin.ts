@@ -29,6 +29,7 @@ import { read, vread } from './interactions/read.ts';
 import { search } from './interactions/search.ts';
 import { parseEtag, update } from './interactions/update.ts';
 import { everythingRoutes } from './operations/everything.ts';
+import { expandRoutes } from './operations/expand.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { validateRoutes } from './operations/validate.ts';
@@ -194,6 +195,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   historyRoutes(app, { context, allow, typeOf, idOf });
   everythingRoutes(app, { context, allow, typeOf, idOf });
   validateRoutes(app, { context, allow, typeOf, idOf });
+  expandRoutes(app, { context, allow, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -14,7 +14,7 @@ const PRIMITIVE = [
 
 /**
  * The input parameters of an operation (operations.html#request): the query string for GET, a Parameters
- * body for POST (primitive values and `valueReference.reference`), both read into one URLSearchParams.
+ * body for POST (primitive values, whole numbers and `valueReference.reference`), both read into one URLSearchParams.
  */
 export function operationParams(req: FastifyRequest): URLSearchParams {
   const params = new URLSearchParams(req.raw.url?.split('?')[1] ?? '');
@@ -30,7 +30,9 @@ export function operationParams(req: FastifyRequest): URLSearchParams {
     if (typeof name !== 'string') throw new FhirError(400, 'invalid', 'every parameter needs a name');
     const key = PRIMITIVE.find((k) => typeof p[k] === 'string');
     const ref = (p.valueReference as { reference?: unknown } | undefined)?.reference;
+    const number = [p.valueInteger, p.valueUnsignedInt, p.valuePositiveInt].find((v) => typeof v === 'number');
     if (key) params.append(name, p[key] as string);
+    else if (number !== undefined) params.append(name, String(number));
     else if (typeof ref === 'string') params.append(name, ref);
     else throw new FhirError(400, 'not-supported', `parameter ${name}: only primitive values and references are taken`);
   }
