@@ -23,6 +23,50 @@ async function count(type: string): Promise<number> {
   return (r.json as { total: number }).total;
 }
 
+/** A profile of Patient that requires birthDate and gender: R4's snapshot with both made 1..1. */
+function strictPatient() {
+  const r4 = JSON.parse(
+    readFileSync(new URL('../src/fhir/validation/structure-definitions.json', import.meta.url), 'utf8'),
+  ) as {
+    entry: { resource: { name: string; snapshot: { element: ({ path: string; constraint?: object[] } & Obj)[] } } }[];
+  };
+  const base = r4.entry.find((e) => e.resource.name === 'Patient')?.resource;
+  assert.ok(base);
+  const url = 'http://example.org/fhir/StructureDefinition/strict-patient';
+  const profile = {
+    ...base,
+    resourceType: 'StructureDefinition',
+    id: 'strict-patient',
+    url,
+    version: '1',
+    name: 'StrictPatient',
+    status: 'active',
+    derivation: 'constraint',
+    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+    snapshot: {
+      // The validator's copy leaves out what a StructureDefinition resource must say of each element.
+      element: base.snapshot.element.map((e) => ({
+        ...e,
+        definition: e.path,
+        constraint: e.constraint?.map((c) => ({ ...c, human: (c as Obj).key })),
+        ...(e.path === 'Patient.birthDate' || e.path === 'Patient.gender' ? { min: 1 } : {}),
+      })),
+    },
+  };
+  return { url, profile };
+}
+
+/** The same profile with a differential only, at its own url. */
+function differentialOf(profile: Obj & { url: string }) {
+  const { snapshot: _, ...withoutSnapshot } = profile;
+  return {
+    ...withoutSnapshot,
+    id: 'no-snapshot',
+    url: `${profile.url}-differential`,
+    differential: { element: [{ id: 'Patient.birthDate', path: 'Patient.birthDate', min: 1 }] },
+  };
+}
+
 before(async () => {
   p = await startPlatform();
   await partition(p, 'vv');
@@ -121,44 +165,10 @@ describe('$validate', () => {
   });
 
   test('a profile stored in the vault: its constraints are checked beside the R4 ones', async () => {
-    // A profile of Patient that requires birthDate and gender: R4's snapshot with both made 1..1.
-    const r4 = JSON.parse(
-      readFileSync(new URL('../src/fhir/validation/structure-definitions.json', import.meta.url), 'utf8'),
-    ) as {
-      entry: { resource: { name: string; snapshot: { element: ({ path: string; constraint?: object[] } & Obj)[] } } }[];
-    };
-    const base = r4.entry.find((e) => e.resource.name === 'Patient')?.resource;
-    assert.ok(base);
-    const url = 'http://example.org/fhir/StructureDefinition/strict-patient';
-    const profile = {
-      ...base,
-      resourceType: 'StructureDefinition',
-      id: 'strict-patient',
-      url,
-      version: '1',
-      name: 'StrictPatient',
-      status: 'active',
-      derivation: 'constraint',
-      baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
-      snapshot: {
-        // The validator's copy leaves out what a StructureDefinition resource must say of each element.
-        element: base.snapshot.element.map((e) => ({
-          ...e,
-          definition: e.path,
-          constraint: e.constraint?.map((c) => ({ ...c, human: (c as Obj).key })),
-          ...(e.path === 'Patient.birthDate' || e.path === 'Patient.gender' ? { min: 1 } : {}),
-        })),
-      },
-    };
+    const { url, profile } = strictPatient();
     const stored = await fhir(p, writer, 'PUT', '/vv/StructureDefinition/strict-patient', profile);
     assert.equal(stored.status, 201, stored.text);
-    const { snapshot: _, ...withoutSnapshot } = profile;
-    const differential = {
-      ...withoutSnapshot,
-      id: 'no-snapshot',
-      url: `${url}-differential`,
-      differential: { element: [{ id: 'Patient.birthDate', path: 'Patient.birthDate', min: 1 }] },
-    };
+    const differential = differentialOf(profile);
     const storedDifferential = await fhir(p, writer, 'PUT', '/vv/StructureDefinition/no-snapshot', differential);
     assert.equal(storedDifferential.status, 201, storedDifferential.text);
 
@@ -210,6 +220,101 @@ describe('$validate', () => {
     const denied = await fhir(p, patientsOnly, 'POST', `/vv/Patient/$validate?profile=${url}`, lacking);
     assert.equal(denied.status, 403, denied.text);
     assert.match(denied.text, /StructureDefinition/);
+  });
+
+  test('the profiles a resource declares in meta.profile: checked when stored here, else a warning', async () => {
+    // The previous test stored strict-patient (version 1) and its differential-only copy in vv.
+    const { url, profile } = strictPatient();
+    const unknown = 'http://unknown.example/StructureDefinition/nowhere';
+    const base = 'http://hl7.org/fhir/StructureDefinition/Patient';
+    const withMeta = (resource: Obj, ...declared: string[]) => ({ ...resource, meta: { profile: declared } });
+    const lacking = { resourceType: 'Patient', birthDate: 'soon' };
+    const conforming = { resourceType: 'Patient', birthDate: '1990-03-15', gender: 'female' };
+    const validate = async (caller: Caller, path: string, body: Obj) => {
+      const r = await fhir(p, caller, 'POST', path, body);
+      assert.equal(r.status, 200, r.text);
+      return issuesOf(r).map((i) => [i.severity, i.code, i.expression?.[0], i.diagnostics]);
+    };
+
+    // A declared profile is checked as a named one is, and a named one also declared is checked once.
+    const profileErrors = [
+      ['error', 'invalid', 'Patient.birthDate', 'Invalid date format'],
+      ['error', 'invalid', 'Patient.gender', 'Missing required property'],
+    ];
+    assert.deepEqual((await validate(writer, '/vv/Patient/$validate', withMeta(lacking, url))).sort(), profileErrors);
+    assert.deepEqual(
+      (await validate(writer, `/vv/Patient/$validate?profile=${url}`, withMeta(lacking, url, url))).sort(),
+      profileErrors,
+    );
+    // What cannot be checked here is a warning that says why; the base definition is always checked.
+    assert.deepEqual(
+      await validate(writer, '/vv/Patient/$validate', withMeta(conforming, base, unknown, `${url}-differential`, url)),
+      [
+        [
+          'warning',
+          'not-found',
+          'Patient.meta.profile[1]',
+          `meta.profile ${unknown} was not checked: no StructureDefinition ${unknown} in this vault`,
+        ],
+        [
+          'warning',
+          'not-supported',
+          'Patient.meta.profile[2]',
+          `meta.profile ${url}-differential was not checked: profile ${url}-differential has no snapshot: carevault validates against a profile's snapshot and does not generate one`,
+        ],
+        ['information', 'informational', undefined, `no errors: the resource conforms to ${base}, ${url}`],
+      ],
+    );
+    assert.deepEqual(await validate(writer, '/vv/Patient/$validate?mode=create', withMeta(conforming, unknown)), [
+      [
+        'warning',
+        'not-found',
+        'Patient.meta.profile[0]',
+        `meta.profile ${unknown} was not checked: no StructureDefinition ${unknown} in this vault`,
+      ],
+      ['information', 'informational', undefined, 'no errors: the create of Patient would be accepted'],
+    ]);
+    // A profile of another type cannot be conformed to: an error, and no verdict of conformance.
+    assert.deepEqual(await validate(writer, '/vv/Observation/$validate', withMeta(validObservation, url)), [
+      [
+        'error',
+        'invalid',
+        'Observation.meta.profile[0]',
+        `meta.profile: profile ${url} constrains Patient, not Observation`,
+      ],
+    ]);
+    // Another vault's profiles are not found, and one that may not read StructureDefinitions is told so.
+    const elsewhere = await grantedClient(p, 'other-writer', 'system/*.cruds', ['other']);
+    const [notHere] = await validate(elsewhere, '/other/Patient/$validate', withMeta(conforming, url));
+    assert.deepEqual(notHere?.slice(0, 3), ['warning', 'not-found', 'Patient.meta.profile[0]']);
+    const patientsOnly = await grantedClient(p, 'vv-patients-only', 'system/Patient.c', ['vv']);
+    const [denied] = await validate(patientsOnly, '/vv/Patient/$validate', withMeta(conforming, url));
+    assert.deepEqual(denied?.slice(0, 3), ['warning', 'forbidden', 'Patient.meta.profile[0]']);
+    assert.match(String(denied?.[3]), /was not checked: checking a resource against its meta\.profile reads Structure/);
+
+    // Two versions of the url: the bare url is ambiguous, url|version is checked.
+    const second = { ...profile, id: 'strict-patient-2', version: '2' };
+    assert.equal((await fhir(p, writer, 'PUT', '/vv/StructureDefinition/strict-patient-2', second)).status, 201);
+    const [ambiguous] = await validate(writer, '/vv/Patient/$validate', withMeta(conforming, url));
+    assert.deepEqual(ambiguous?.slice(0, 3), ['warning', 'invalid', 'Patient.meta.profile[0]']);
+    assert.match(String(ambiguous?.[3]), /several StructureDefinition resources are .*: name one as url\|version/);
+    assert.deepEqual(
+      (await validate(writer, '/vv/Patient/$validate', withMeta(lacking, `${url}|2`))).sort(),
+      profileErrors,
+    );
+
+    // A resource claiming many profiles gets ten lookups, and a warning for each one past them.
+    const many = Array.from({ length: 12 }, (_, i) => `${unknown}-${i}`);
+    const issues = await validate(writer, '/vv/Patient/$validate', withMeta(conforming, ...many));
+    assert.deepEqual(
+      issues.map((i) => [i[0], i[1]]),
+      [
+        ...Array.from({ length: 10 }, () => ['warning', 'not-found']),
+        ['warning', 'too-costly'],
+        ['warning', 'too-costly'],
+        ['information', 'informational'],
+      ],
+    );
   });
 
   test('mode update and delete on an instance: the id must match; at the type level they are refused', async () => {

@@ -48,9 +48,16 @@ export async function findCanonical(
     offset: 0,
     total: false,
   });
-  if (matches.length === 0) throw invalid(`no ${type} ${name} in this vault`);
+  if (matches.length === 0) throw new NoSuchCanonical(`no ${type} ${name} in this vault`);
   if (matches.length > 1) throw invalid(`several ${type} resources are ${name}: name one as url|version`);
   return JSON.parse((matches[0] as { content: string }).content) as Record<string, unknown>;
 }
 
 const invalid = (message: string) => new FhirError(400, 'invalid', message);
+
+/** What `findCanonical` throws when the vault holds nothing by that name (a 400 like the others). */
+export class NoSuchCanonical extends FhirError {
+  constructor(message: string) {
+    super(400, 'invalid', message);
+  }
+}

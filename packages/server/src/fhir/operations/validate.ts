@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Interaction } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
-import { canonicalReader, findCanonical } from '../canonical.ts';
+import { canonicalReader, findCanonical, NoSuchCanonical } from '../canonical.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
@@ -86,15 +86,18 @@ function issuesOf(type: string, id: string | undefined, input: Input): Validatio
 
 const issueKey = (i: ValidationIssue) => `${i.expression?.join(',')}|${i.diagnostics}`;
 
+/** A profile the resource cannot conform to: one of another type. */
+class OtherType extends FhirError {}
+
 /**
  * A profile to validate against besides the R4 definition: a StructureDefinition of this vault (as the caller
  * may read it) that constrains this type and carries its snapshot.
  */
-async function profileFor(ctx: FhirContext, type: string, name: string): Promise<Record<string, unknown>> {
-  const visible = canonicalReader(ctx, 'StructureDefinition', '$validate with a profile');
+async function profileFor(ctx: FhirContext, type: string, name: string, what: string): Promise<Profile> {
+  const visible = canonicalReader(ctx, 'StructureDefinition', what);
   const sd = await findCanonical(ctx, 'StructureDefinition', name, visible);
   if (sd.type !== type)
-    throw new FhirError(400, 'invalid', `profile ${name} constrains ${String(sd.type)}, not ${type}`);
+    throw new OtherType(400, 'invalid', `profile ${name} constrains ${String(sd.type)}, not ${type}`);
   const elements = (sd.snapshot as { element?: unknown } | undefined)?.element;
   if (!Array.isArray(elements) || elements.length === 0) {
     throw new FhirError(
@@ -103,7 +106,57 @@ async function profileFor(ctx: FhirContext, type: string, name: string): Promise
       `profile ${name} has no snapshot: carevault validates against a profile's snapshot and does not generate one`,
     );
   }
-  return sd;
+  return { name, sd };
+}
+
+interface Profile {
+  name: string;
+  sd: Record<string, unknown>;
+}
+
+/** Each is a search of the vault: a resource claiming thousands of profiles does not get thousands. */
+const DECLARED_LIMIT = 10;
+
+/**
+ * The profiles the resource claims in `meta.profile`, as the HL7 validator and HAPI treat them: one stored in the
+ * vault is validated against; one that cannot be (unknown here, ambiguous, without a snapshot, not readable by
+ * the caller) is a warning saying why, since a claim is not wrong for being unknown to this server; a profile of
+ * another type is an error, since the resource cannot conform to it.
+ */
+async function declaredProfiles(
+  ctx: FhirContext,
+  type: string,
+  resource: Record<string, unknown>,
+  skip: (name: string) => boolean,
+): Promise<{ profiles: Profile[]; issues: ValidationIssue[] }> {
+  const claimed = (resource.meta as { profile?: unknown } | undefined)?.profile;
+  const profiles: Profile[] = [];
+  const issues: ValidationIssue[] = [];
+  if (!Array.isArray(claimed)) return { profiles, issues };
+  const seen = new Set<string>();
+  for (const [index, name] of claimed.entries()) {
+    if (typeof name !== 'string' || name === '' || skip(name) || seen.has(name)) continue;
+    seen.add(name);
+    const expression = [`${type}.meta.profile[${index}]`];
+    if (seen.size > DECLARED_LIMIT) {
+      const diagnostics = `meta.profile ${name} was not checked: at most ${DECLARED_LIMIT} declared profiles are`;
+      issues.push({ severity: 'warning', code: 'too-costly', diagnostics, expression });
+      continue;
+    }
+    try {
+      profiles.push(await profileFor(ctx, type, name, 'checking a resource against its meta.profile'));
+    } catch (err) {
+      if (!(err instanceof FhirError) || err.status >= 500) throw err;
+      if (err instanceof OtherType) {
+        issues.push({ code: 'invalid', diagnostics: `meta.profile: ${err.diagnostics}`, expression });
+        continue;
+      }
+      const code = err instanceof NoSuchCanonical ? 'not-found' : err.code;
+      const diagnostics = `meta.profile ${name} was not checked: ${err.diagnostics}`;
+      issues.push({ severity: 'warning', code, diagnostics, expression });
+    }
+  }
+  return { profiles, issues };
 }
 
 /**
@@ -124,15 +177,25 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
       );
     }
     const base = `http://hl7.org/fhir/StructureDefinition/${type}`;
+    const isBase = (name: string) => name.replace(/\|4\.0\.1$/, '') === base;
     h.allow(ctx, type, NEEDS[input.mode ?? 'none']);
-    const named = input.profile?.replace(/\|4\.0\.1$/, '') === base ? undefined : input.profile;
-    const profile = named === undefined ? undefined : await profileFor(ctx, type, named);
+    const named = input.profile !== undefined && isBase(input.profile) ? undefined : input.profile;
+    const profile = named === undefined ? undefined : await profileFor(ctx, type, named, '$validate with a profile');
     const issues = issuesOf(type, id, input);
-    if (profile && input.resource !== undefined) {
-      const seen = new Set(issues.map(issueKey));
-      for (const i of profileIssues(input.resource as Record<string, unknown>, profile)) {
-        if (!seen.has(issueKey(i))) issues.push(i);
-      }
+    const resource = input.resource as Record<string, unknown> | undefined;
+    const declared =
+      resource && input.mode !== 'delete'
+        ? await declaredProfiles(ctx, type, resource, (name) => isBase(name) || name === named)
+        : { profiles: [], issues: [] };
+    const seen = new Set(issues.map(issueKey));
+    for (const i of [
+      ...declared.issues,
+      ...[...(profile ? [profile] : []), ...declared.profiles].flatMap((p) =>
+        profileIssues(resource as Record<string, unknown>, p.sd),
+      ),
+    ]) {
+      if (!seen.has(issueKey(i))) issues.push(i);
+      seen.add(issueKey(i));
     }
     const target = id ? `${type}/${id}` : type;
     const asked = new URLSearchParams([
@@ -142,19 +205,30 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
     await auditAccess(ctx, 'operation', {
       query: { raw: `${target}/$validate${asked ? `?${asked}` : ''}`, description: '$validate' },
     });
+    const checked = [named ?? base, ...declared.profiles.map((p) => p.name)].join(', ');
+    const accepted = !issues.some((i) => (i.severity ?? 'error') === 'error');
+    const verdict = issues.length ? 'no errors' : 'no issues';
     const outcome = {
       resourceType: 'OperationOutcome',
-      issue: issues.length
-        ? issues.map((i) => ({ severity: 'error', code: i.code, diagnostics: i.diagnostics, expression: i.expression }))
-        : [
-            {
-              severity: 'information',
-              code: 'informational',
-              diagnostics: input.mode
-                ? `no issues: the ${input.mode} of ${target} would be accepted`
-                : `no issues: the resource conforms to ${named ?? base}`,
-            },
-          ],
+      issue: [
+        ...issues.map((i) => ({
+          severity: i.severity ?? 'error',
+          code: i.code,
+          diagnostics: i.diagnostics,
+          expression: i.expression,
+        })),
+        ...(accepted
+          ? [
+              {
+                severity: 'information',
+                code: 'informational',
+                diagnostics: input.mode
+                  ? `${verdict}: the ${input.mode} of ${target} would be accepted`
+                  : `${verdict}: the resource conforms to ${checked}`,
+              },
+            ]
+          : []),
+      ],
     };
     return outcome;
   };

@@ -64,6 +64,8 @@ function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] 
 
 /** One problem with a resource: the issue code, what is wrong and where (FHIRPath from the resource type). */
 export interface ValidationIssue {
+  /** An error unless said otherwise: a warning does not stop the content from being accepted. */
+  severity?: 'error' | 'warning';
   code: IssueCode;
   diagnostics: string;
   expression?: string[] | undefined;
