@@ -175,6 +175,14 @@ describe('audit export, prune and verify --file', () => {
     const damaged = await cli(p.dataDir, 'audit', 'verify', '--file', join(tmp, 'plain.gz'));
     assert.equal(damaged.code, 1);
     assert.match((JSON.parse(damaged.stdout) as Verified).firstBad?.reason ?? '', /damaged|cut short/);
+    // A small file that inflates to one endless line (a gzip bomb) is refused at that line, not held in memory.
+    const header = gunzipSync(readFileSync(first.file)).toString().split('\n')[0] as string;
+    writeFileSync(join(tmp, 'bomb.gz'), gzipSync(`${header}\n${'x'.repeat(17 * 1024 * 1024)}`));
+    const bomb = await cli(p.dataDir, 'audit', 'verify', '--file', join(tmp, 'bomb.gz'));
+    assert.equal(bomb.code, 1);
+    const bombed = (JSON.parse(bomb.stdout) as Verified).firstBad;
+    assert.equal(bombed?.line, 2);
+    assert.match(bombed?.reason ?? '', /longer than 16 MiB/);
     const missing = await cli(p.dataDir, 'audit', 'verify', '--file', join(tmp, 'nope.gz'));
     assert.match(missing.stderr, /^error: .*nope\.gz does not exist\n$/);
     // A directory ended the process with an unheard stream error (and a stack trace).

@@ -202,6 +202,20 @@ describe('import of Bulk Data NDJSON (conditional references resolved after thei
         (err: Error) =>
           err instanceof VaultInputError && /huge\.json: 600 MiB is more than one Bundle file may be/.test(err.message),
       );
+      // An NDJSON line is refused past 64 MiB (a file without line ends), by its number, before it is held whole.
+      const endless = join(dir, 'Patient.endless.ndjson');
+      writeFileSync(
+        endless,
+        `${JSON.stringify({ resourceType: 'Patient', id: 'before-endless' })}\n{"resourceType":"Patient"`,
+      );
+      truncateSync(endless, 65 * 1024 * 1024);
+      await assert.rejects(
+        importCommand(p.config, [endless], 'bulk'),
+        (err: Error) =>
+          err instanceof VaultInputError &&
+          /Patient\.endless\.ndjson:2: a line is longer than 64 MiB/.test(err.message),
+      );
+      assert.equal((await fhir(p, reader, 'GET', '/bulk/Patient/before-endless')).status, 404);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,8 +1,8 @@
 import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
+import { boundedLines, LineTooLong } from '../fhir/ndjson-lines.ts';
 import { chainBreak, exportedEventBreak, GENESIS } from '../store/sql/audit-chain.ts';
 import type { AuditCheckpoint, ChainedEvent, Store } from '../store/types.ts';
 
@@ -202,6 +202,9 @@ export interface FileVerification {
   firstBad?: { line: number; seq?: number | undefined; id?: string | undefined; reason: string } | undefined;
 }
 
+/** An exported event is a few KiB; a line past this is not one (a damaged or hostile file, a gzip bomb). */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
 /** Verifies an export on its own: its header, every event's hash from the start hash on, and its closing line. */
 export async function verifyExport(file: string): Promise<FileVerification> {
   if (!existsSync(file)) throw new AuditArchiveError(`${file} does not exist`);
@@ -217,7 +220,6 @@ export async function verifyExport(file: string): Promise<FileVerification> {
     failure.error ??= err;
     input.destroy(err);
   });
-  const reader = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
   let header: ExportHeader | undefined;
   let prev: ChainPoint | undefined;
   let closed: ExportEnd['end'] | undefined;
@@ -231,7 +233,7 @@ export async function verifyExport(file: string): Promise<FileVerification> {
     firstBad: { line, seq: e?.seq, id: e?.id, reason },
   });
   try {
-    for await (const text of reader) {
+    for await (const text of boundedLines(input, MAX_LINE_BYTES)) {
       line++;
       let value: Record<string, unknown>;
       try {
@@ -261,6 +263,10 @@ export async function verifyExport(file: string): Promise<FileVerification> {
       prev = { seq: e.seq, hash: e.hash };
     }
   } catch (err) {
+    if (err instanceof LineTooLong) {
+      line = err.line;
+      return bad(`the line is longer than ${MAX_LINE_BYTES / 1024 / 1024} MiB: no exported event is`);
+    }
     failure.error ??= err as Error;
   }
   if (failure.error) return bad(`the file cannot be read to its end (${failure.error.message}): it is damaged`);

@@ -1,14 +1,20 @@
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { createInterface } from 'node:readline';
 import { type EntryRequest, transactionEntries } from './bundle/entries.ts';
 import { runTransaction } from './bundle/transaction.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError } from './errors.ts';
+import { boundedLines, LineTooLong } from './ndjson-lines.ts';
 
 /** Resources others point to are loaded first, so conditional references resolve (Synthea, Bulk Data). */
 const PRIORITY = ['Organization', 'Location', 'Practitioner', 'PractitionerRole', 'Patient'];
 const CHUNK = 500;
+/**
+ * One NDJSON resource may be this long (four times what a request body may be); a transaction of NDJSON lines
+ * ends at CHUNK resources or at CHUNK_BYTES of them, whichever comes first, so large resources do not pile up.
+ */
+const MAX_LINE_BYTES = 64 * 1024 * 1024;
+const CHUNK_BYTES = 32 * 1024 * 1024;
 
 export interface ImportProgress {
   fileStarted(file: string, resources: number | undefined): void;
@@ -77,7 +83,7 @@ function readBundle(file: string): { bundle: Record<string, unknown>; chars: num
   if (size > MAX_BUNDLE_BYTES) {
     throw new ImportError(
       `${file}: ${Math.round(size / 1024 / 1024)} MiB is more than one Bundle file may be (512 MiB); split it into ` +
-        'several Bundles, or write its resources as NDJSON (one per line, no limit)',
+        'several Bundles, or write its resources as NDJSON (one per line)',
     );
   }
   let bundle: unknown;
@@ -153,8 +159,8 @@ async function importNdjson(
   progress: ImportProgress,
 ): Promise<void> {
   progress.fileStarted(src.file, undefined);
-  const lines = createInterface({ input: createReadStream(src.file), crlfDelay: Number.POSITIVE_INFINITY });
   let chunk: unknown[] = [];
+  let chunkBytes = 0;
   let lineNo = 0;
   const flush = async () => {
     if (chunk.length === 0) return;
@@ -164,34 +170,44 @@ async function importNdjson(
     progress.resourcesDone(entries.length);
     await progress.committed?.();
     chunk = [];
+    chunkBytes = 0;
   };
-  for await (const line of lines) {
-    lineNo++;
-    if (line.trim() === '') continue;
-    let resource: unknown;
-    try {
-      resource = JSON.parse(line);
-    } catch {
-      throw new ImportError(`${src.file}:${lineNo}: not valid JSON`);
+  try {
+    for await (const line of boundedLines(createReadStream(src.file), MAX_LINE_BYTES)) {
+      lineNo++;
+      if (line.trim() === '') continue;
+      let resource: unknown;
+      try {
+        resource = JSON.parse(line);
+      } catch {
+        throw new ImportError(`${src.file}:${lineNo}: not valid JSON`);
+      }
+      if (!isObject(resource) || typeof resource.resourceType !== 'string' || !resource.resourceType) {
+        throw new ImportError(`${src.file}:${lineNo}: not a resource (no resourceType)`);
+      }
+      chunk.push({
+        resource,
+        request: resource.id
+          ? { method: 'PUT', url: `${resource.resourceType}/${resource.id}` }
+          : { method: 'POST', url: resource.resourceType },
+      });
+      chunkBytes += line.length;
+      if (chunk.length >= CHUNK || chunkBytes >= CHUNK_BYTES) await flush();
     }
-    if (!isObject(resource) || typeof resource.resourceType !== 'string' || !resource.resourceType) {
-      throw new ImportError(`${src.file}:${lineNo}: not a resource (no resourceType)`);
-    }
-    chunk.push({
-      resource,
-      request: resource.id
-        ? { method: 'PUT', url: `${resource.resourceType}/${resource.id}` }
-        : { method: 'POST', url: resource.resourceType },
-    });
-    if (chunk.length >= CHUNK) await flush();
+  } catch (err) {
+    if (!(err instanceof LineTooLong)) throw err;
+    throw new ImportError(
+      `${src.file}:${err.line}: a line is longer than ${MAX_LINE_BYTES / 1024 / 1024} MiB, more than one resource may be ` +
+        '(or the file has no line ends); a larger resource can come in a Bundle file',
+    );
   }
   await flush();
 }
 
 /**
  * `carevault import`: Bundles (batch or transaction) and NDJSON into one vault, referenced resource
- * types first. Each Bundle, and each 500 NDJSON lines, is one transaction: a failing file leaves the
- * files before it imported and names the file and the reason.
+ * types first. Each Bundle, and each 500 NDJSON lines (fewer when they are large), is one transaction: a
+ * failing file leaves the files before it imported and names the file and the reason.
  */
 export async function importFiles(ctx: FhirContext, files: string[], progress: ImportProgress): Promise<ImportReport> {
   const started = Date.now();
