@@ -34,19 +34,38 @@ export async function* bodyChunks(res: Response, url: string, idle?: IdleTimer):
   }
 }
 
-/** Text lines of a UTF-8 byte stream (without their `\n`; a last line without one is a line too). */
-export async function* textLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<string> {
+/** A line longer than `textLines` was allowed to hold, by its number (from 1). */
+export class LineTooLongError extends Error {
+  constructor(
+    readonly line: number,
+    readonly maxChars: number,
+  ) {
+    super(`line ${line} is longer than ${maxChars} characters`);
+  }
+}
+
+/**
+ * Text lines of a UTF-8 byte stream (without their `\n`; a last line without one is a line too). A line is held
+ * until its end arrives, so one longer than `maxChars` (a server sending no line ends, or without end) is
+ * refused with `LineTooLongError` rather than held until memory runs out.
+ */
+export async function* textLines(chunks: AsyncIterable<Uint8Array>, maxChars: number): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let rest = '';
+  let line = 1;
   for await (const chunk of chunks) {
     rest += decoder.decode(chunk, { stream: true });
     let start = 0;
     for (let end = rest.indexOf('\n'); end >= 0; end = rest.indexOf('\n', start)) {
+      if (end - start > maxChars) throw new LineTooLongError(line, maxChars);
       yield rest.slice(start, end);
+      line++;
       start = end + 1;
     }
     rest = rest.slice(start);
+    if (rest.length > maxChars) throw new LineTooLongError(line, maxChars);
   }
   rest += decoder.decode();
+  if (rest.length > maxChars) throw new LineTooLongError(line, maxChars);
   if (rest) yield rest;
 }

@@ -132,6 +132,27 @@ describe('bulkExport', () => {
     assert.deepEqual(got, expected);
   });
 
+  test('a download whose line never ends is refused at that line, and its connection closed', async () => {
+    const { manifest } = await bulkExport(fhir, { types: ['Patient'], pollIntervalMs: 20 });
+    const closedBefore = cara.proxy.flooded.closed;
+    const bytesBefore = cara.proxy.flooded.bytes;
+    cara.proxy.fault = (req) => (req.url.includes('$export-file/') ? { kind: 'flood', status: 200 } : { kind: 'pass' });
+    try {
+      await assert.rejects(
+        all(exportedResources(fhir, manifest)),
+        (err: Error) =>
+          err instanceof BulkExportError && /\$export-file\/.* line 1 is longer than 64 M characters/.test(err.message),
+      );
+    } finally {
+      cara.proxy.fault = () => ({ kind: 'pass' });
+    }
+    // Held past the limit by no more than what was in flight, then let go.
+    for (let i = 0; i < 50 && cara.proxy.flooded.closed === closedBefore; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(cara.proxy.flooded.closed, closedBefore + 1);
+    assert.ok(cara.proxy.flooded.bytes - bytesBefore > 64 * 1024 * 1024);
+  });
+
   test('named patients go as a POST Parameters body; _since leaves out what did not change; a Group export', async () => {
     const patient = (await fhir.search('Patient')).entry?.[0]?.resource as Resource;
     const byPatient = await bulkExport(fhir, {

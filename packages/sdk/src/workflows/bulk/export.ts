@@ -1,4 +1,4 @@
-import { bodyChunks, textLines } from '../../body-stream.js';
+import { bodyChunks, LineTooLongError, textLines } from '../../body-stream.js';
 import { CarevaultError, TransportError } from '../../errors.js';
 import type { FhirClient, RequestOptions } from '../../fhir-client.js';
 import type { OperationOutcome, Resource } from '../../fhir-types.js';
@@ -163,7 +163,7 @@ async function* fileLines(
         : await publicBody(file.url, o.signal);
       let n = 0;
       try {
-        for await (const line of textLines(body)) {
+        for await (const line of textLines(body, MAX_LINE_CHARS)) {
           if (++n <= given) continue;
           given = n;
           if (!line.trim()) continue;
@@ -171,6 +171,11 @@ async function* fileLines(
         }
         break;
       } catch (err) {
+        if (err instanceof LineTooLongError) {
+          throw new BulkExportError(
+            `${file.url} line ${err.line} is longer than ${MAX_LINE_CHARS / 1024 / 1024} M characters: no resource is`,
+          );
+        }
         if (!(err instanceof TransportError) || resume >= RESUMES || o.signal?.aborted) throw err;
       }
     }
@@ -178,6 +183,8 @@ async function* fileLines(
 }
 
 const NDJSON = 'application/fhir+ndjson';
+/** One resource of a file may be this long; a server that sends a line without end is not followed further. */
+const MAX_LINE_CHARS = 64 * 1024 * 1024;
 
 function checkLine(line: string, n: number, file: { type: string; url: string }): Resource {
   let resource: Resource;
