@@ -12,6 +12,8 @@ import type {
 } from './fhir-types.js';
 import { newId } from './ids.js';
 import { backoffMs, DEFAULT_RETRY, RETRYABLE_STATUS, type RetryPolicy, sleep } from './retry.js';
+import { isSafeToRepeat } from './safe-to-repeat.js';
+import { query } from './search-query.js';
 import { parseRetryAfter } from './token-manager.js';
 
 /** What the client needs from a token source: `TokenManager` fits, so does any `{ getToken }` object. */
@@ -104,6 +106,23 @@ export class FhirClient {
 
   vread<T extends Resource = Resource>(type: string, id: string, version: string, o?: RequestOptions): Promise<T> {
     return this.body('GET', `${type}/${encodeURIComponent(id)}/_history/${encodeURIComponent(version)}`, undefined, o);
+  }
+
+  /**
+   * The current version of a resource held (R4 conditional read): asked with `If-None-Match` for its
+   * `meta.versionId`, a 304 gives `held` back and no body travels; a newer version is read whole. One deleted
+   * or gone is the server's 410/404 `FhirResponseError`, as for a read.
+   */
+  async refresh<T extends Resource>(held: T, o?: RequestOptions): Promise<T> {
+    if (!held.id) throw new ConfigurationError('refresh needs resource.id');
+    const version = held.meta?.versionId;
+    const headers = { ...o?.headers, ...(version ? { 'if-none-match': `W/"${version}"` } : {}) };
+    try {
+      return await this.read<T>(held.resourceType, held.id, { ...o, headers });
+    } catch (err) {
+      if (version && err instanceof FhirResponseError && err.status === 304) return held;
+      throw err;
+    }
   }
 
   /** One page of a search (`type` omitted: a system search). */
@@ -365,35 +384,4 @@ export class FhirClient {
     if (u.origin === this.base.origin) return u.href;
     return `${this.base.origin}${u.pathname}${u.search}`;
   }
-}
-
-/**
- * Repeating is safe when doing it twice leaves what doing it once does: reads, PUT/DELETE by id or condition,
- * conditional creates, and batch/transaction Bundles whose every entry is such a request.
- */
-export function isSafeToRepeat(method: string, body: unknown, headers?: Record<string, string>): boolean {
-  const m = method.toUpperCase();
-  if (m === 'GET' || m === 'HEAD' || m === 'PUT' || m === 'DELETE') return true;
-  if (m !== 'POST') return false;
-  if (headers && Object.keys(headers).some((h) => h.toLowerCase() === 'if-none-exist')) return true;
-  const b = body as Bundle | undefined;
-  if (b?.resourceType === 'Bundle' && (b.type === 'batch' || b.type === 'transaction')) {
-    return (b.entry ?? []).every((e) => {
-      const em = e.request?.method?.toUpperCase();
-      return (
-        em === 'GET' || em === 'HEAD' || em === 'PUT' || em === 'DELETE' || (em === 'POST' && !!e.request?.ifNoneExist)
-      );
-    });
-  }
-  return false;
-}
-
-function query(params: SearchParams | undefined): string {
-  if (!params) return '';
-  const q = new URLSearchParams();
-  const pairs: [string, string | number | (string | number)[]][] =
-    params instanceof URLSearchParams || Array.isArray(params) ? [...params] : Object.entries(params);
-  for (const [k, v] of pairs) for (const one of Array.isArray(v) ? v : [v]) q.append(k, String(one));
-  const s = q.toString();
-  return s ? `?${s}` : '';
 }

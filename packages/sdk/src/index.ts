@@ -14,7 +14,6 @@ export {
   type FhirClientOptions,
   type FhirRequestInfo,
   type FhirResponse,
-  isSafeToRepeat,
   type RequestOptions,
   type TokenSource,
 } from './fhir-client.js';
@@ -28,6 +27,7 @@ export type {
 } from './fhir-types.js';
 export { newId } from './ids.js';
 export { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
+export { isSafeToRepeat } from './safe-to-repeat.js';
 export {
   type AccessToken,
   type ClientAuthentication,

@@ -100,6 +100,28 @@ describe('REST interactions', () => {
     });
   });
 
+  test('refresh(): unchanged is the held copy (304, no body); changed is the new version; deleted is 410', async () => {
+    const held = await fhir.create({ resourceType: 'Observation', status: 'final', code: { text: 'refresh me' } });
+    const from = cara.proxy.seen.length;
+    assert.equal(await fhir.refresh(held), held, 'the very object held: the server sent no body');
+    assert.equal(fhirRequests(from)[0]?.headers['if-none-match'], `W/"${held.meta?.versionId}"`);
+    const newer = await fhir.update({ ...held, status: 'amended' });
+    const refreshed = await fhir.refresh(held);
+    assert.notEqual(refreshed, held);
+    assert.deepEqual([refreshed.meta?.versionId, refreshed.status], [newer.meta?.versionId, 'amended']);
+    // Without a version there is nothing to compare: a plain read.
+    const { meta: _, ...unversioned } = held;
+    const before = cara.proxy.seen.length;
+    assert.equal((await fhir.refresh(unversioned)).status, 'amended');
+    assert.equal(fhirRequests(before)[0]?.headers['if-none-match'], undefined);
+    await fhir.delete('Observation', held.id as string);
+    await assert.rejects(
+      fhir.refresh(refreshed),
+      (err: unknown) => err instanceof FhirResponseError && err.status === 410,
+    );
+    await assert.rejects(fhir.refresh({ resourceType: 'Observation' }), ConfigurationError);
+  });
+
   test('errors keep the status, the issue codes and the diagnostics', async () => {
     await assert.rejects(fhir.read('Patient', 'does-not-exist'), (err: unknown) => {
       assert.ok(err instanceof FhirResponseError);
