@@ -82,6 +82,7 @@ function resources() {
     searchParam: [
       { name: '_id', type: 'token' as const },
       { name: '_lastUpdated', type: 'date' as const },
+      { name: '_list', type: 'special' as const },
       ...Object.entries(SEARCH_PARAMETERS[type] ?? {}).map(([name, d]) => ({ name, type: d.type })),
     ],
   }));

@@ -6,6 +6,7 @@ import type { FhirContext } from '../context.ts';
 import { responseLimit } from '../response-size.ts';
 import { encodeCursor } from '../search/cursor.ts';
 import { resolveIncludes } from '../search/include.ts';
+import { listsOf } from '../search/list-members.ts';
 import { MAX_OFFSET, parseSearch } from '../search/parse.ts';
 import { restrictionFilter } from '../search/restrictions.ts';
 import { elementsOnly, summarize } from '../search/subset.ts';
@@ -22,7 +23,8 @@ export async function search(
   options: { strict: boolean; restrictions: Restriction[] | undefined },
 ): Promise<string> {
   const valueSets = await valueSetsOf(ctx, type, params);
-  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets });
+  const lists = await listsOf(ctx, type, params);
+  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets, lists });
   const { query } = parsed;
   const restriction = restrictionFilter(ctx, type, options.restrictions);
   const filters = restriction ? [...query.filters, restriction] : query.filters;

@@ -4,6 +4,7 @@ import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { decodeCursor } from './cursor.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
+import { listFilter } from './list-filter.ts';
 import { parseElements, type SummaryMode } from './subset.ts';
 import {
   bad,
@@ -122,6 +123,7 @@ function parseParam(
     if (ids.some((id) => !ID_RE.test(id))) throw bad('_id: not a valid id');
     return { kind: 'id', ids };
   }
+  if (code === '_list') return listFilter(modifier, values, depth === 0 ? ctx.lists : undefined);
   if (code === '_lastUpdated') {
     if (modifier) throw bad(`${name}: modifier not supported on _lastUpdated`);
     return { kind: 'lastUpdated', values: values.map((v) => parseDate(v, name)) };

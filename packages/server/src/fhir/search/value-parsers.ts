@@ -9,6 +9,8 @@ export interface ParseContext {
   strict: boolean;
   /** The codes of the ValueSets `:in` / `:not-in` name, looked up beforehand (search/value-set-in.ts). */
   valueSets?: Map<string, TokenCond[]>;
+  /** The members of the Lists `_list` names, looked up beforehand (search/list-members.ts); top level only. */
+  lists?: Map<string, string[]>;
 }
 
 /** Parsing of single search values (search.html#escaping, #prefix, #date, #number, #composite). */

@@ -130,6 +130,8 @@ export function compileFilter(
 ): Sql {
   switch (f.kind) {
     case 'id':
+      // An empty list of ids (a `_list` without members of the type) matches nothing; `IN ()` is not SQL.
+      if (f.ids.length === 0) return { sql: '1 = 0', params: [] };
       return { sql: `${alias}.id IN (${f.ids.map(() => '?').join(',')})`, params: f.ids };
     case 'lastUpdated':
       return or(
