@@ -79,6 +79,12 @@ before(async () => {
     valueSet('huge', `${VS}/huge`, {
       compose: { include: concepts(...Array.from({ length: 1001 }, (_, i) => `x-${i}`)) },
     }),
+    valueSet('half-a', `${VS}/half-a`, {
+      compose: { include: concepts(...Array.from({ length: 600 }, (_, i) => `a-${i}`)) },
+    }),
+    valueSet('half-b', `${VS}/half-b`, {
+      compose: { include: concepts(...Array.from({ length: 600 }, (_, i) => `b-${i}`)) },
+    }),
     // Hostile shapes: one that imports itself, one that imports the same ValueSet 60 times.
     valueSet('loop', `${VS}/loop`, { compose: { include: [{ valueSet: [`${VS}/loop`] }] } }),
     valueSet('fan', `${VS}/fan`, {
@@ -132,10 +138,12 @@ describe(':in and :not-in', () => {
       /selects codes by a filter: that needs a terminology server/,
     );
     await refused(`Observation?code:in=${VS}/whole`, 400, /includes all of http:\/\/loinc.org/);
-    await refused(`Observation?code:in=${VS}/huge`, 400, /up to 1000 codes/);
+    await refused(`Observation?code:in=${VS}/huge`, 400, /ValueSet .*\/huge has more than 1000 codes/);
+    // Each below the limit, together above it.
+    await refused(`Observation?code:in=${VS}/half-a,${VS}/half-b`, 400, /take up to 1000 codes in one search/);
     await refused(`Observation?code:in=${VS}/empty`, 400, /has no codes/);
     await refused(`Observation?code:in=${VS}/loop`, 400, /imports nest more than 3 deep/);
-    await refused(`Observation?code:in=${VS}/fan`, 400, /reads up to 50 ValueSets, imports included/);
+    await refused(`Observation?code:in=${VS}/fan`, 400, /reads up to 50 ValueSets and CodeSystems, imports included/);
     await refused(`Observation?code:in=${VS}/nowhere`, 400, /no ValueSet .*nowhere in this vault/);
     await refused('Observation?code:in=Patient/pa', 400, /is not a ValueSet/);
     // A ValueSet of another vault is not found from this one.
@@ -218,6 +226,8 @@ describe('ValueSet $expand', () => {
       ['ValueSet/vitals-1/$expand?count=lots', 400, /count must be a whole number/],
       ['ValueSet/vitals-1/$expand?displayLanguage=nl', 400, /not displayLanguage/],
       ['ValueSet/nowhere/$expand', 400, /no ValueSet ValueSet\/nowhere in this vault/],
+      // Not cut short to a wrong total.
+      ['ValueSet/huge/$expand', 400, /has more than 1000 codes/],
     ] as const) {
       const r = await expand(path);
       assert.equal(r.status, status, `${path}: ${r.text}`);

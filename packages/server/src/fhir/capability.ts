@@ -45,7 +45,20 @@ function resources() {
         }
       : {}),
     ...(type === 'ValueSet'
-      ? { operation: [{ name: 'expand', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-expand' }] }
+      ? {
+          operation: [
+            { name: 'expand', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-expand' },
+            { name: 'validate-code', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code' },
+          ],
+        }
+      : {}),
+    ...(type === 'CodeSystem'
+      ? {
+          operation: [
+            { name: 'lookup', definition: 'http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup' },
+            { name: 'validate-code', definition: 'http://hl7.org/fhir/OperationDefinition/CodeSystem-validate-code' },
+          ],
+        }
       : {}),
     ...(type === 'Measure'
       ? {

@@ -30,9 +30,11 @@ import { search } from './interactions/search.ts';
 import { parseEtag, update } from './interactions/update.ts';
 import { everythingRoutes } from './operations/everything.ts';
 import { expandRoutes } from './operations/expand.ts';
+import { lookupRoutes } from './operations/lookup.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { validateRoutes } from './operations/validate.ts';
+import { validateCodeRoutes } from './operations/validate-code.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { ifMatchOf, strictHandling, type VaultParams } from './route-helpers.ts';
@@ -196,6 +198,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   everythingRoutes(app, { context, allow, typeOf, idOf });
   validateRoutes(app, { context, allow, typeOf, idOf });
   expandRoutes(app, { context, allow, idOf });
+  validateCodeRoutes(app, { context, allow, idOf });
+  lookupRoutes(app, { context, allow });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -1,13 +1,14 @@
 import type { SearchFilter } from '../store/types.ts';
-import { canonicalReader, findCanonical } from './canonical.ts';
+import { canonicalReader, findCanonical, NoSuchCanonical } from './canonical.ts';
+import { conceptsOf, findCodeSystem } from './code-system.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError } from './errors.ts';
 
 /**
  * The codes of a ValueSet stored in the vault (valueset.html#expansion), for `:in` / `:not-in` and `$expand`.
- * Enumerated codes only: the ValueSet's `expansion` as it is, or else its `compose` — concepts of a system and
- * imported ValueSets, minus what `exclude` selects. A filter or a whole code system needs a terminology server,
- * which carevault is not: those are 400 `not-supported`.
+ * Enumerated codes only: the ValueSet's `expansion` as it is, or else its `compose` — concepts of a system, all of
+ * a system whose complete CodeSystem the vault holds, and imported ValueSets, minus what `exclude` selects. A
+ * filter or another whole code system needs a terminology server, which carevault is not: 400 `not-supported`.
  */
 export interface ExpandedCode {
   system: string;
@@ -26,6 +27,8 @@ export interface ValueSetLookup {
   ctx: FhirContext;
   visible: SearchFilter | undefined;
   left: number;
+  /** What needs the lookups: a caller that may not read the CodeSystems a ValueSet includes is told so (403). */
+  what: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -36,7 +39,7 @@ const unsupported = (name: string, what: string) =>
 
 /** A request's lookups; `what` names what needs them, for the 403 of a caller that may not read ValueSets. */
 export function valueSetLookup(ctx: FhirContext, what: string): ValueSetLookup {
-  return { ctx, visible: canonicalReader(ctx, 'ValueSet', what), left: MAX_LOOKUPS };
+  return { ctx, visible: canonicalReader(ctx, 'ValueSet', what), left: MAX_LOOKUPS, what };
 }
 
 /** The ValueSet `name` names (canonical url[|version], ValueSet/[id] or its absolute URL) and its codes. */
@@ -45,14 +48,56 @@ export async function expandValueSet(
   name: string,
 ): Promise<{ valueSet: Obj; codes: ExpandedCode[] }> {
   const valueSet = await find(lookup, name);
-  return { valueSet, codes: [...(await codesOf(lookup, name, valueSet, 0)).values()] };
+  const codes = await codesOf(lookup, name, valueSet, 0);
+  // Cut short, an expansion would say a wrong total and leave codes out of `:in` without a word.
+  if (codes.size > MAX_VALUE_SET_CODES) {
+    throw new FhirError(400, 'too-costly', `ValueSet ${name} has more than ${MAX_VALUE_SET_CODES} codes`);
+  }
+  return { valueSet, codes: [...codes.values()] };
+}
+
+function spend(lookup: ValueSetLookup): void {
+  if (lookup.left-- <= 0) {
+    throw new FhirError(
+      400,
+      'too-costly',
+      `one request reads up to ${MAX_LOOKUPS} ValueSets and CodeSystems, imports included`,
+    );
+  }
 }
 
 function find(lookup: ValueSetLookup, name: string): Promise<Obj> {
-  if (lookup.left-- <= 0) {
-    throw new FhirError(400, 'too-costly', `one request reads up to ${MAX_LOOKUPS} ValueSets, imports included`);
-  }
+  spend(lookup);
   return findCanonical(lookup.ctx, 'ValueSet', name, lookup.visible);
+}
+
+/** All the selectable codes of a system whose complete CodeSystem this vault holds. */
+async function wholeSystem(lookup: ValueSetLookup, name: string, system: string, version: unknown) {
+  spend(lookup);
+  let cs: Obj;
+  try {
+    const visible = canonicalReader(lookup.ctx, 'CodeSystem', lookup.what);
+    cs = await findCodeSystem(lookup.ctx, visible, system, typeof version === 'string' ? version : undefined);
+  } catch (err) {
+    if (err instanceof NoSuchCanonical)
+      throw unsupported(name, `includes all of ${system}, which this vault has no CodeSystem of`);
+    throw err;
+  }
+  if (cs.content !== 'complete') {
+    throw unsupported(
+      name,
+      `includes all of ${system}, whose CodeSystem here is not complete (content ${String(cs.content)})`,
+    );
+  }
+  const set = new Map<string, ExpandedCode>();
+  for (const c of conceptsOf(cs)) {
+    if (c.abstract) continue;
+    const code: ExpandedCode =
+      c.display === undefined ? { system, code: c.code } : { system, code: c.code, display: c.display };
+    set.set(key(code), code);
+    if (set.size > MAX_VALUE_SET_CODES) break;
+  }
+  return set;
 }
 
 async function codesOf(lookup: ValueSetLookup, name: string, vs: Obj, depth: number) {
@@ -104,7 +149,7 @@ async function selected(lookup: ValueSetLookup, name: string, part: Obj, depth: 
       set.set(key(code), code);
     }
   } else if (typeof part.system === 'string') {
-    throw unsupported(name, `includes all of ${part.system}`);
+    set = await wholeSystem(lookup, name, part.system, part.version);
   }
   for (const imported of (part.valueSet as unknown[] | undefined) ?? []) {
     if (typeof imported !== 'string') throw invalid(`ValueSet ${name}: an import that is not a canonical URL`);

@@ -1,0 +1,62 @@
+import type { SearchFilter } from '../store/types.ts';
+import { findCanonical } from './canonical.ts';
+import type { FhirContext } from './context.ts';
+
+/**
+ * The concepts of a CodeSystem stored in the vault (codesystem.html#concept), for `$lookup`, `$validate-code` and
+ * the expansion of a ValueSet that includes a whole system. carevault is no terminology server: it knows the
+ * CodeSystems a vault holds, as they are written.
+ */
+export interface Concept {
+  code: string;
+  display?: string;
+  definition?: string;
+  designation?: unknown[];
+  property?: { code?: unknown; [value: string]: unknown }[];
+  /** The code of the concept it is nested in, if any. */
+  parent?: string;
+  /** `notSelectable` (R4 concept-properties): a grouping, not a code to use. */
+  abstract: boolean;
+}
+
+type Obj = Record<string, unknown>;
+
+/** The CodeSystem with canonical `system` (and `version`) in this vault, as the caller may see it. */
+export function findCodeSystem(
+  ctx: FhirContext,
+  visible: SearchFilter | undefined,
+  system: string,
+  version?: string,
+): Promise<Obj> {
+  return findCanonical(ctx, 'CodeSystem', version === undefined ? system : `${system}|${version}`, visible);
+}
+
+/** Every concept, nested ones after their parent. */
+export function* conceptsOf(cs: Obj): Generator<Concept> {
+  function* walk(concepts: unknown, parent: string | undefined): Generator<Concept> {
+    if (!Array.isArray(concepts)) return;
+    for (const c of concepts as Obj[]) {
+      if (typeof c?.code !== 'string') continue;
+      const property = Array.isArray(c.property) ? (c.property as Concept['property']) : undefined;
+      yield {
+        code: c.code,
+        ...(typeof c.display === 'string' ? { display: c.display } : {}),
+        ...(typeof c.definition === 'string' ? { definition: c.definition } : {}),
+        ...(Array.isArray(c.designation) ? { designation: c.designation } : {}),
+        ...(property ? { property } : {}),
+        ...(parent === undefined ? {} : { parent }),
+        abstract: property?.some((p) => p.code === 'notSelectable' && p.valueBoolean === true) ?? false,
+      };
+      yield* walk(c.concept, c.code);
+    }
+  }
+  yield* walk(cs.concept, undefined);
+}
+
+/** The concept `code` names, compared as the CodeSystem says (`caseSensitive`; FHIR's default is unstated: exact). */
+export function conceptOf(cs: Obj, code: string): Concept | undefined {
+  const same =
+    cs.caseSensitive === false ? (c: string) => c.toLowerCase() === code.toLowerCase() : (c: string) => c === code;
+  for (const c of conceptsOf(cs)) if (same(c.code)) return c;
+  return undefined;
+}

@@ -1,0 +1,329 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Caller, fhir, grantedClient, partition } from './helpers/fhir.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// The terminology operations on what a vault holds: $lookup and $validate-code on its CodeSystems and ValueSets,
+// and ValueSets that include all of a CodeSystem stored beside them.
+let p: TestPlatform;
+let writer: Caller;
+const COLORS = 'http://example.org/cs/colors';
+const SHAPES = 'http://example.org/cs/shapes';
+const VS = 'http://example.org/vs';
+type Param = { name: string; valueBoolean?: boolean; valueString?: string; valueCode?: string; part?: Param[] };
+type Obj = Record<string, unknown>;
+
+async function put(resource: Obj, vault = 'tx') {
+  const r = await fhir(p, writer, 'PUT', `/${vault}/${resource.resourceType}/${resource.id}`, resource);
+  assert.ok(r.status === 200 || r.status === 201, r.text);
+}
+
+async function call(method: string, path: string, body?: Obj, caller = writer) {
+  const r = await fhir(p, caller, method, `/tx/${path}`, body);
+  return {
+    status: r.status,
+    text: r.text,
+    parameter: ((r.json as { parameter?: Param[] })?.parameter ?? []) as Param[],
+  };
+}
+
+/** A Parameters answer as name → value, each property or designation as a short line. */
+function answer(parameter: Param[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const p of parameter) {
+    const value = p.part
+      ? p.part.map((x) => `${x.name}=${x.valueCode ?? x.valueString ?? x.valueBoolean ?? JSON.stringify(x)}`).join(' ')
+      : (p.valueBoolean ?? p.valueString ?? p.valueCode);
+    out[p.name] = p.part ? [...((out[p.name] as string[]) ?? []), value] : value;
+  }
+  return out;
+}
+
+const params = (...parameter: Obj[]) => ({ resourceType: 'Parameters', parameter });
+
+before(async () => {
+  p = await startPlatform();
+  await partition(p, 'tx');
+  await partition(p, 'other-tx');
+  writer = await grantedClient(p, 'tx-writer', 'system/*.cruds', ['tx', 'other-tx']);
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'colors',
+    url: COLORS,
+    version: '1',
+    name: 'Colors',
+    status: 'active',
+    content: 'complete',
+    caseSensitive: true,
+    property: [
+      { code: 'notSelectable', type: 'boolean' },
+      { code: 'hex', type: 'string' },
+    ],
+    concept: [
+      {
+        code: 'warm',
+        display: 'Warm colours',
+        property: [{ code: 'notSelectable', valueBoolean: true }],
+        concept: [
+          { code: 'red', display: 'Red', designation: [{ language: 'nl', value: 'Rood' }] },
+          { code: 'orange', display: 'Orange' },
+        ],
+      },
+      {
+        code: 'blue',
+        display: 'Blue',
+        definition: 'The colour of the sky',
+        property: [{ code: 'hex', valueString: '#00f' }],
+      },
+    ],
+  });
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'shapes',
+    url: SHAPES,
+    status: 'active',
+    content: 'fragment',
+    concept: [{ code: 'circle' }],
+  });
+  const valueSet = (id: string, include: Obj[]) => ({
+    resourceType: 'ValueSet',
+    id,
+    url: `${VS}/${id}`,
+    status: 'active',
+    compose: { include },
+  });
+  await put(valueSet('all-colors', [{ system: COLORS }]));
+  await put(valueSet('red-only', [{ system: COLORS, concept: [{ code: 'red', display: 'Red' }] }]));
+  await put(valueSet('all-shapes', [{ system: SHAPES }]));
+  await put(valueSet('all-loinc', [{ system: 'http://loinc.org' }]));
+  for (const [id, code] of [
+    ['o-red', 'red'],
+    ['o-blue', 'blue'],
+    ['o-warm', 'warm'],
+  ]) {
+    await put({ resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: COLORS, code }] } });
+  }
+  await put(valueSet('all-colors', [{ system: COLORS }]), 'other-tx');
+});
+after(() => p.stop());
+
+describe('ValueSets of a whole CodeSystem held here', () => {
+  test('expand to its selectable concepts, for $expand and :in; others are a 400 that says why', async () => {
+    const r = await fhir(p, writer, 'GET', `/tx/ValueSet/all-colors/$expand`);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual((r.json as { expansion: { contains: Obj[] } }).expansion.contains, [
+      { system: COLORS, code: 'red', display: 'Red' },
+      { system: COLORS, code: 'orange', display: 'Orange' },
+      { system: COLORS, code: 'blue', display: 'Blue' },
+    ]);
+    const found = await fhir(p, writer, 'GET', `/tx/Observation?code:in=${VS}/all-colors`);
+    assert.deepEqual(
+      ((found.json as { entry: { resource: { id: string } }[] }).entry ?? []).map((e) => e.resource.id).sort(),
+      ['o-blue', 'o-red'],
+    );
+    for (const [id, message] of [
+      [
+        'all-shapes',
+        /includes all of http:\/\/example.org\/cs\/shapes, whose CodeSystem here is not complete \(content fragment\)/,
+      ],
+      ['all-loinc', /includes all of http:\/\/loinc.org, which this vault has no CodeSystem of/],
+    ] as const) {
+      const refused = await fhir(p, writer, 'GET', `/tx/ValueSet/${id}/$expand`);
+      assert.equal(refused.status, 400, refused.text);
+      assert.match(refused.text, message);
+    }
+    // Reading a CodeSystem for a ValueSet needs CodeSystem read.
+    const valueSetsOnly = await grantedClient(p, 'tx-vs-only', 'system/ValueSet.rs', ['tx']);
+    const denied = await fhir(p, valueSetsOnly, 'GET', '/tx/ValueSet/all-colors/$expand');
+    assert.equal(denied.status, 403, denied.text);
+    assert.match(denied.text, /\$expand reads CodeSystem resources/);
+    assert.equal((await fhir(p, valueSetsOnly, 'GET', '/tx/ValueSet/red-only/$expand')).status, 200);
+  });
+});
+
+describe('ValueSet $validate-code', () => {
+  test('a code in the expansion is true with its display; one outside is false with a message', async () => {
+    const at = `ValueSet/$validate-code?url=${VS}/all-colors&system=${COLORS}`;
+    assert.deepEqual(answer((await call('GET', `${at}&code=red`)).parameter), { result: true, display: 'Red' });
+    assert.deepEqual(answer((await call('GET', `${at}&code=warm`)).parameter), {
+      result: false,
+      message: `${COLORS}|warm is not in ValueSet ${VS}/all-colors`,
+    });
+    assert.deepEqual(answer((await call('GET', `${at}&code=red&display=Rouge`)).parameter), {
+      result: true,
+      message: `the display of ${COLORS}|red is "Red", not "Rouge"`,
+      display: 'Red',
+    });
+    assert.equal(
+      answer((await call('GET', `ValueSet/red-only/$validate-code?system=${COLORS}&code=blue`)).parameter).result,
+      false,
+    );
+    // POST: a coding; a CodeableConcept of which any coding may match.
+    const coding = await call(
+      'POST',
+      'ValueSet/red-only/$validate-code',
+      params({ name: 'coding', valueCoding: { system: COLORS, code: 'red' } }),
+    );
+    assert.deepEqual(answer(coding.parameter), { result: true, display: 'Red' });
+    const concept = (...coding: Obj[]) =>
+      call(
+        'POST',
+        `ValueSet/$validate-code?url=${VS}/all-colors`,
+        params({ name: 'codeableConcept', valueCodeableConcept: { coding } }),
+      );
+    assert.deepEqual(
+      answer((await concept({ system: 'urn:x', code: 'red' }, { system: COLORS, code: 'blue' })).parameter),
+      {
+        result: true,
+        display: 'Blue',
+      },
+    );
+    assert.deepEqual(
+      answer((await concept({ system: 'urn:x', code: 'red' }, { system: COLORS, code: 'warm' })).parameter),
+      {
+        result: false,
+        message: `none of urn:x|red, ${COLORS}|warm is in ValueSet ${VS}/all-colors`,
+      },
+    );
+  });
+
+  test('refused with a reason: no system, two codes, unknown parameter, no ValueSet, another vault, no read', async () => {
+    for (const [method, path, body, status, message] of [
+      ['GET', `ValueSet/$validate-code?url=${VS}/all-colors&code=red`, undefined, 400, /a code needs its system/],
+      [
+        'POST',
+        `ValueSet/$validate-code?url=${VS}/all-colors&system=${COLORS}&code=red`,
+        params({ name: 'coding', valueCoding: { system: COLORS, code: 'red' } }),
+        400,
+        /takes one of code \(with system\), coding or codeableConcept/,
+      ],
+      [
+        'GET',
+        `ValueSet/$validate-code?url=${VS}/all-colors&system=${COLORS}&code=red&date=2020`,
+        undefined,
+        400,
+        /not date/,
+      ],
+      ['GET', `ValueSet/$validate-code?system=${COLORS}&code=red`, undefined, 400, /give the ValueSet/],
+      [
+        'GET',
+        `ValueSet/all-colors/$validate-code?url=${VS}/x&system=${COLORS}&code=red`,
+        undefined,
+        400,
+        /takes no url/,
+      ],
+      [
+        'GET',
+        `ValueSet/$validate-code?url=${VS}/nowhere&system=${COLORS}&code=red`,
+        undefined,
+        400,
+        /no ValueSet .*nowhere in this vault/,
+      ],
+      [
+        'POST',
+        'ValueSet/red-only/$validate-code',
+        params({ name: 'coding', valueString: 'red' }),
+        400,
+        /coding takes a valueCoding/,
+      ],
+    ] as const) {
+      const r = await call(method, path, body);
+      assert.equal(r.status, status, `${path}: ${r.text}`);
+      assert.match(r.text, message, path);
+    }
+    const elsewhere = await fhir(
+      p,
+      writer,
+      'GET',
+      `/other-tx/ValueSet/red-only/$validate-code?system=${COLORS}&code=red`,
+    );
+    assert.equal(elsewhere.status, 400, elsewhere.text);
+    const observationsOnly = await grantedClient(p, 'tx-obs', 'system/Observation.rs', ['tx']);
+    const denied = await call(
+      'GET',
+      `ValueSet/red-only/$validate-code?system=${COLORS}&code=red`,
+      undefined,
+      observationsOnly,
+    );
+    assert.equal(denied.status, 403, denied.text);
+  });
+});
+
+describe('CodeSystem $validate-code and $lookup', () => {
+  test('$validate-code: a concept of the system, compared as it says; a fragment says so when a code is missing', async () => {
+    assert.deepEqual(answer((await call('GET', `CodeSystem/$validate-code?url=${COLORS}&code=warm`)).parameter), {
+      result: true,
+      display: 'Warm colours',
+    });
+    assert.deepEqual(answer((await call('GET', `CodeSystem/$validate-code?url=${COLORS}&code=RED`)).parameter), {
+      result: false,
+      message: `${COLORS}|RED is not in CodeSystem ${COLORS}`,
+    });
+    assert.deepEqual(answer((await call('GET', 'CodeSystem/shapes/$validate-code?code=square')).parameter), {
+      result: false,
+      message: `${SHAPES}|square is not in CodeSystem ${SHAPES} (which holds content "fragment")`,
+    });
+    const otherSystem = await call(
+      'POST',
+      'CodeSystem/colors/$validate-code',
+      params({ name: 'coding', valueCoding: { system: SHAPES, code: 'red' } }),
+    );
+    assert.equal(answer(otherSystem.parameter).result, false);
+  });
+
+  test('$lookup: display, definition, designations, properties with parent and child; narrowed by property', async () => {
+    const red = await call('GET', `CodeSystem/$lookup?system=${COLORS}&code=red`);
+    assert.equal(red.status, 200, red.text);
+    assert.deepEqual(answer(red.parameter), {
+      name: 'Colors',
+      version: '1',
+      display: 'Red',
+      designation: ['language=nl value=Rood'],
+      property: ['code=parent value=warm'],
+    });
+    const warm = await call(
+      'POST',
+      'CodeSystem/$lookup',
+      params({ name: 'coding', valueCoding: { system: COLORS, code: 'warm' } }),
+    );
+    assert.deepEqual(answer(warm.parameter).property, [
+      'code=notSelectable value=true',
+      'code=child value=red',
+      'code=child value=orange',
+    ]);
+    const children = await call('GET', `CodeSystem/$lookup?system=${COLORS}&code=warm&property=child`);
+    assert.deepEqual(answer(children.parameter).property, ['code=child value=red', 'code=child value=orange']);
+    const blue = await call('GET', `CodeSystem/$lookup?system=${COLORS}&version=1&code=blue`);
+    assert.deepEqual(answer(blue.parameter), {
+      name: 'Colors',
+      version: '1',
+      display: 'Blue',
+      definition: 'The colour of the sky',
+      property: ['code=hex value=#00f'],
+    });
+    for (const [path, status, message] of [
+      [`CodeSystem/$lookup?system=${COLORS}&code=green`, 404, /code \\"green\\" is not in CodeSystem/],
+      [`CodeSystem/$lookup?system=${COLORS}&version=2&code=red`, 400, /no CodeSystem .*colors\|2 in this vault/],
+      ['CodeSystem/$lookup?code=red', 400, /a code needs its system/],
+      [`CodeSystem/$lookup?system=${COLORS}&code=red&displayLanguage=nl`, 400, /not displayLanguage/],
+    ] as const) {
+      const r = await call('GET', path);
+      assert.equal(r.status, status, `${path}: ${r.text}`);
+      assert.match(r.text, message, path);
+    }
+    const valueSetsOnly = await grantedClient(p, 'tx-vs-reader', 'system/ValueSet.rs', ['tx']);
+    assert.equal(
+      (await call('GET', `CodeSystem/$lookup?system=${COLORS}&code=red`, undefined, valueSetsOnly)).status,
+      403,
+    );
+  });
+
+  test('the CapabilityStatement lists the operations', async () => {
+    const r = await fhir(p, undefined, 'GET', '/tx/metadata');
+    const resources = (r.json as { rest: { resource: { type: string; operation?: { name: string }[] }[] }[] }).rest[0]
+      ?.resource;
+    const ops = (type: string) => resources?.find((x) => x.type === type)?.operation?.map((o) => o.name);
+    assert.deepEqual(ops('ValueSet'), ['expand', 'validate-code']);
+    assert.deepEqual(ops('CodeSystem'), ['lookup', 'validate-code']);
+  });
+});
