@@ -219,3 +219,73 @@ test('fhir-kit-client: searches with :in (a ValueSet of the vault), :identifier 
     ['kit-mr'],
   );
 });
+
+test('fhir-kit-client: CodeSystem $lookup, ValueSet $validate-code and _list', async () => {
+  const system = 'http://example.org/cs/kit-triage';
+  await client.update({
+    resourceType: 'CodeSystem',
+    id: 'kit-triage',
+    body: {
+      resourceType: 'CodeSystem',
+      id: 'kit-triage',
+      url: system,
+      name: 'KitTriage',
+      status: 'active',
+      content: 'complete',
+      concept: [
+        { code: 'urgent', display: 'Urgent' },
+        { code: 'routine', display: 'Routine' },
+      ],
+    } as never,
+  });
+  await client.update({
+    resourceType: 'ValueSet',
+    id: 'kit-triage-all',
+    body: {
+      resourceType: 'ValueSet',
+      id: 'kit-triage-all',
+      status: 'active',
+      compose: { include: [{ system }] },
+    } as never,
+  });
+  type Parameters = { parameter: { name: string; valueString?: string; valueBoolean?: boolean }[] };
+  const looked = (await client.operation({
+    name: '$lookup',
+    resourceType: 'CodeSystem',
+    method: 'GET',
+    input: { system, code: 'urgent' },
+  })) as unknown as Parameters;
+  assert.deepEqual(
+    looked.parameter.map((x) => [x.name, x.valueString]),
+    [
+      ['name', 'KitTriage'],
+      ['display', 'Urgent'],
+    ],
+  );
+  const validated = (await client.operation({
+    name: '$validate-code',
+    resourceType: 'ValueSet',
+    id: 'kit-triage-all',
+    input: { resourceType: 'Parameters', parameter: [{ name: 'coding', valueCoding: { system, code: 'routine' } }] },
+  })) as unknown as Parameters;
+  assert.equal(validated.parameter.find((x) => x.name === 'result')?.valueBoolean, true);
+  await client.update({
+    resourceType: 'List',
+    id: 'kit-list',
+    body: {
+      resourceType: 'List',
+      id: 'kit-list',
+      status: 'current',
+      mode: 'working',
+      entry: [{ item: { reference: 'Patient/kit-mr' } }],
+    } as never,
+  });
+  const listed = (await client.search({
+    resourceType: 'Patient',
+    searchParams: { _list: 'kit-list' },
+  })) as unknown as Bundle;
+  assert.deepEqual(
+    listed.entry?.map((e) => e.resource?.id),
+    ['kit-mr'],
+  );
+});
