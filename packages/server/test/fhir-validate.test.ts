@@ -23,37 +23,46 @@ async function count(type: string): Promise<number> {
   return (r.json as { total: number }).total;
 }
 
-/** A profile of Patient that requires birthDate and gender: R4's snapshot with both made 1..1. */
-function strictPatient() {
+type ElementEdit = (e: { path: string } & Obj) => Obj;
+
+/** A profile of `type`: R4's snapshot with `edit` applied to each element. */
+function constrained(type: string, id: string, edit: ElementEdit) {
   const r4 = JSON.parse(
     readFileSync(new URL('../src/fhir/validation/structure-definitions.json', import.meta.url), 'utf8'),
   ) as {
     entry: { resource: { name: string; snapshot: { element: ({ path: string; constraint?: object[] } & Obj)[] } } }[];
   };
-  const base = r4.entry.find((e) => e.resource.name === 'Patient')?.resource;
+  const base = r4.entry.find((e) => e.resource.name === type)?.resource;
   assert.ok(base);
-  const url = 'http://example.org/fhir/StructureDefinition/strict-patient';
+  const url = `http://example.org/fhir/StructureDefinition/${id}`;
   const profile = {
     ...base,
     resourceType: 'StructureDefinition',
-    id: 'strict-patient',
+    id,
     url,
     version: '1',
-    name: 'StrictPatient',
+    name: id.replace(/(^|-)(\w)/g, (_, _d, c: string) => c.toUpperCase()),
     status: 'active',
     derivation: 'constraint',
-    baseDefinition: 'http://hl7.org/fhir/StructureDefinition/Patient',
+    baseDefinition: `http://hl7.org/fhir/StructureDefinition/${type}`,
     snapshot: {
       // The validator's copy leaves out what a StructureDefinition resource must say of each element.
       element: base.snapshot.element.map((e) => ({
         ...e,
         definition: e.path,
         constraint: e.constraint?.map((c) => ({ ...c, human: (c as Obj).key })),
-        ...(e.path === 'Patient.birthDate' || e.path === 'Patient.gender' ? { min: 1 } : {}),
+        ...edit(e),
       })),
     },
   };
   return { url, profile };
+}
+
+/** A profile of Patient that requires birthDate and gender: R4's snapshot with both made 1..1. */
+function strictPatient() {
+  return constrained('Patient', 'strict-patient', (e) =>
+    e.path === 'Patient.birthDate' || e.path === 'Patient.gender' ? { min: 1 } : {},
+  );
 }
 
 /** The same profile with a differential only, at its own url. */
@@ -315,6 +324,102 @@ describe('$validate', () => {
         ['information', 'informational'],
       ],
     );
+  });
+
+  test("a profile's bindings: checked against the vault's ValueSets where they differ from R4's", async () => {
+    const LOINC = 'http://loinc.org';
+    const VS = 'http://example.org/fhir/ValueSet';
+    const vitals = {
+      resourceType: 'ValueSet',
+      id: 'bound-vitals',
+      url: `${VS}/bound-vitals`,
+      status: 'active',
+      compose: { include: [{ system: LOINC, concept: [{ code: '8867-4' }, { code: '8480-6' }] }] },
+    };
+    assert.equal((await fhir(p, writer, 'PUT', '/vv/ValueSet/bound-vitals', vitals)).status, 201);
+    const bind = (strength: string, valueSet: string) => ({ binding: { strength, valueSet } });
+    const { url, profile } = constrained('Observation', 'bound-observation', (e) => {
+      if (e.path === 'Observation.code' || e.path === 'Observation.component.code') {
+        return bind('required', `${VS}/bound-vitals`);
+      }
+      if (e.path === 'Observation.method') return bind('extensible', `${VS}/bound-vitals`);
+      if (e.path === 'Observation.bodySite') return bind('required', `${VS}/not-here`);
+      return {};
+    });
+    assert.equal((await fhir(p, writer, 'PUT', '/vv/StructureDefinition/bound-observation', profile)).status, 201);
+    const loinc = (code: string) => ({ coding: [{ system: LOINC, code }] });
+    const observation = (more: Obj) => ({
+      resourceType: 'Observation',
+      status: 'final',
+      code: loinc('8867-4'),
+      ...more,
+    });
+    const validate = async (body: Obj, caller = writer) => {
+      const r = await fhir(p, caller, 'POST', `/vv/Observation/$validate?profile=${url}`, body);
+      assert.equal(r.status, 200, r.text);
+      return issuesOf(r).map((i) => [i.severity, i.code, i.expression?.[0], i.diagnostics]);
+    };
+    const why = (strength: string, path: string) => `${strength} binding of ${path} in profile ${url}`;
+
+    assert.deepEqual(await validate(observation({})), [
+      ['information', 'informational', undefined, `no issues: the resource conforms to ${url}`],
+    ]);
+    // The required code outside the ValueSet (any coding of a CodeableConcept may be in it), in a component too.
+    assert.deepEqual(
+      await validate(
+        observation({
+          code: {
+            coding: [
+              { system: 'urn:local', code: 'hr' },
+              { system: LOINC, code: '9279-1' },
+            ],
+          },
+          component: [{ code: loinc('8480-6') }, { code: loinc('8310-5') }],
+        }),
+      ),
+      [
+        [
+          'error',
+          'code-invalid',
+          'Observation.code',
+          `urn:local|hr, ${LOINC}|9279-1 is not in ValueSet ${VS}/bound-vitals (${why('required', 'Observation.code')})`,
+        ],
+        [
+          'error',
+          'code-invalid',
+          'Observation.component.code',
+          `${LOINC}|8310-5 is not in ValueSet ${VS}/bound-vitals (${why('required', 'Observation.component.code')})`,
+        ],
+      ],
+    );
+    // Extensible: a warning; a ValueSet not held here: a warning that the element was not checked.
+    assert.deepEqual(await validate(observation({ method: loinc('1234-5'), bodySite: { text: 'arm' } })), [
+      [
+        'warning',
+        'code-invalid',
+        'Observation.method',
+        `${LOINC}|1234-5 is not in ValueSet ${VS}/bound-vitals (${why('extensible', 'Observation.method')})`,
+      ],
+      ['information', 'informational', undefined, `no errors: the resource conforms to ${url}`],
+    ]);
+    const notHere = await validate(observation({ bodySite: loinc('x') }));
+    assert.deepEqual(notHere[0]?.slice(0, 3), ['warning', 'not-supported', 'Observation.bodySite']);
+    assert.match(
+      String(notHere[0]?.[3]),
+      /was not checked against ValueSet .*not-here .*: no ValueSet .*not-here in this vault/,
+    );
+    // R4's own required binding (status) is checked as ever, not again as the profile's.
+    assert.deepEqual(
+      (await validate(observation({ status: 'done' }))).map((i) => [i[0], i[2]]),
+      [['error', 'Observation.status']],
+    );
+    // A caller that may read StructureDefinitions but not ValueSets is told the codes were not checked.
+    const profilesOnly = await grantedClient(p, 'vv-profiles', 'system/Observation.c system/StructureDefinition.rs', [
+      'vv',
+    ]);
+    const unread = await validate(observation({ code: loinc('9279-1') }), profilesOnly);
+    assert.deepEqual(unread[0]?.slice(0, 3), ['warning', 'not-supported', 'Observation.code']);
+    assert.match(String(unread[0]?.[3]), /reads ValueSet resources/);
   });
 
   test('mode update and delete on an instance: the id must match; at the type level they are refused', async () => {

@@ -5,6 +5,7 @@ import { canonicalReader, findCanonical, NoSuchCanonical } from '../canonical.ts
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
+import { bindingIssues } from '../profile-bindings.ts';
 import { assertResourceBody } from '../resource-body.ts';
 import type { RouteHelpers, VaultParams } from '../route-helpers.ts';
 import { profileIssues, type ValidationIssue, validationIssues } from '../validation/validate.ts';
@@ -188,12 +189,12 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
         ? await declaredProfiles(ctx, type, resource, (name) => isBase(name) || name === named)
         : { profiles: [], issues: [] };
     const seen = new Set(issues.map(issueKey));
-    for (const i of [
-      ...declared.issues,
-      ...[...(profile ? [profile] : []), ...declared.profiles].flatMap((p) =>
-        profileIssues(resource as Record<string, unknown>, p.sd),
-      ),
-    ]) {
+    const found = [...declared.issues];
+    for (const p of [...(profile ? [profile] : []), ...declared.profiles]) {
+      found.push(...profileIssues(resource as Record<string, unknown>, p.sd));
+      found.push(...(await bindingIssues(ctx, resource as Record<string, unknown>, p.name, p.sd)));
+    }
+    for (const i of found) {
       if (!seen.has(issueKey(i))) issues.push(i);
       seen.add(issueKey(i));
     }

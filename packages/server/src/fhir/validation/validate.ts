@@ -50,7 +50,7 @@ export function elementDefinition(
 }
 
 /** Values at a dotted element path (arrays flattened), e.g. Observation.component.code → every component's code. */
-function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] {
+export function valuesAt(resource: Record<string, unknown>, path: string[]): unknown[] {
   let current: unknown[] = [resource];
   for (const key of path) {
     current = current.flatMap((v) => {
