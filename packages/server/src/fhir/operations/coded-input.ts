@@ -22,6 +22,9 @@ export function codedInput(
   op: string,
   forms: { codeableConcept: boolean; system?: string },
 ): CodedInput {
+  for (const name of ['coding', 'codeableConcept']) {
+    if (params.has(name)) throw bad(`${op}: ${name} is a data type, given in a POST Parameters body`);
+  }
   const codings = complexParams(req, 'coding', 'valueCoding');
   const concepts = forms.codeableConcept ? complexParams(req, 'codeableConcept', 'valueCodeableConcept') : [];
   const code = params.get('code') ?? undefined;

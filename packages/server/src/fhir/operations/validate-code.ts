@@ -33,7 +33,7 @@ export function validateCodeRoutes(app: FastifyInstance, h: Pick<RouteHelpers, '
     const version = type === 'ValueSet' ? 'valueSetVersion' : 'version';
     const takes = ['url', version, 'code', 'system', 'display'];
     for (const name of params.keys()) {
-      if (!takes.includes(name)) {
+      if (!takes.includes(name) && !COMPLEX.includes(name)) {
         throw bad(`$validate-code takes ${[...takes, ...COMPLEX].join(', ')}, not ${name}`);
       }
     }
