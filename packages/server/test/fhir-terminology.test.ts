@@ -9,6 +9,7 @@ let p: TestPlatform;
 let writer: Caller;
 const COLORS = 'http://example.org/cs/colors';
 const SHAPES = 'http://example.org/cs/shapes';
+const TASTES = 'http://example.org/cs/tastes';
 const VS = 'http://example.org/vs';
 type Param = { name: string; valueBoolean?: boolean; valueString?: string; valueCode?: string; part?: Param[] };
 type Obj = Record<string, unknown>;
@@ -84,6 +85,40 @@ before(async () => {
     status: 'active',
     content: 'fragment',
     concept: [{ code: 'circle' }],
+  });
+  const parent = (code: string) => ({ code: 'parent', valueCode: code });
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'tastes',
+    url: TASTES,
+    status: 'active',
+    content: 'complete',
+    hierarchyMeaning: 'is-a',
+    property: [{ code: 'parent', type: 'code' }],
+    concept: [
+      { code: 'taste' },
+      { code: 'sweet', property: [parent('taste')] },
+      { code: 'honey', property: [parent('sweet')] },
+      { code: 'bitter', property: [parent('taste')] },
+    ],
+  });
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'grouped',
+    url: 'http://example.org/cs/grouped',
+    status: 'active',
+    content: 'complete',
+    hierarchyMeaning: 'grouped-by',
+    concept: [{ code: 'group', concept: [{ code: 'member' }] }],
+  });
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'loop',
+    url: 'http://example.org/cs/loop',
+    status: 'active',
+    content: 'complete',
+    property: [{ code: 'parent', type: 'code' }],
+    concept: [{ code: 'a', property: [parent('b')] }, { code: 'b', property: [parent('a')] }, { code: 'c' }],
   });
   const valueSet = (id: string, include: Obj[]) => ({
     resourceType: 'ValueSet',
@@ -226,6 +261,13 @@ describe('ValueSet $validate-code', () => {
         400,
         /coding takes a valueCoding/,
       ],
+      [
+        'GET',
+        `ValueSet/red-only/$validate-code?coding=${COLORS}|red`,
+        undefined,
+        400,
+        /coding is a data type, given in a POST/,
+      ],
     ] as const) {
       const r = await call(method, path, body);
       assert.equal(r.status, status, `${path}: ${r.text}`);
@@ -318,12 +360,59 @@ describe('CodeSystem $validate-code and $lookup', () => {
     );
   });
 
+  test('$subsumes: from nesting and from parent properties, at any depth; what it cannot answer is a 400', async () => {
+    const outcome = async (path: string, body?: Obj) => {
+      const r = await call(body ? 'POST' : 'GET', path, body);
+      assert.equal(r.status, 200, `${path}: ${r.text}`);
+      return answer(r.parameter).outcome;
+    };
+    const colors = (a: string, b: string) => outcome(`CodeSystem/$subsumes?system=${COLORS}&codeA=${a}&codeB=${b}`);
+    assert.equal(await colors('warm', 'red'), 'subsumes');
+    assert.equal(await colors('red', 'warm'), 'subsumed-by');
+    assert.equal(await colors('red', 'blue'), 'not-subsumed');
+    assert.equal(await colors('red', 'red'), 'equivalent');
+    assert.equal(await outcome('CodeSystem/tastes/$subsumes?codeA=taste&codeB=honey'), 'subsumes');
+    assert.equal(await outcome('CodeSystem/tastes/$subsumes?codeA=honey&codeB=bitter'), 'not-subsumed');
+    const codings = params(
+      { name: 'codingA', valueCoding: { system: TASTES, code: 'honey' } },
+      { name: 'codingB', valueCoding: { system: TASTES, code: 'sweet' } },
+    );
+    assert.equal(await outcome(`CodeSystem/$subsumes?system=${TASTES}`, codings), 'subsumed-by');
+    // A parent cycle is walked once.
+    assert.equal(await outcome('CodeSystem/loop/$subsumes?codeA=a&codeB=b'), 'subsumes');
+    assert.equal(await outcome('CodeSystem/loop/$subsumes?codeA=a&codeB=c'), 'not-subsumed');
+    // $lookup tells the same hierarchy, each parent and child once.
+    const sweet = await call('GET', `CodeSystem/$lookup?system=${TASTES}&code=sweet`);
+    assert.deepEqual(answer(sweet.parameter).property, ['code=parent value=taste', 'code=child value=honey']);
+    for (const [path, message] of [
+      [`CodeSystem/$subsumes?system=${TASTES}&codeA=taste&codeB=salty`, /code "salty" is not in CodeSystem/],
+      [`CodeSystem/$subsumes?system=${TASTES}&codeA=taste`, /takes one of codeB or codingB/],
+      ['CodeSystem/grouped/$subsumes?codeA=group&codeB=member', /its hierarchy means grouped-by, not is-a/],
+      [`CodeSystem/$subsumes?codeA=a&codeB=b`, /give the CodeSystem/],
+      [`CodeSystem/tastes/$subsumes?system=${TASTES}&codeA=a&codeB=b`, /on an instance \$subsumes takes no system/],
+    ] as const) {
+      const r = await call('GET', path);
+      assert.equal(r.status, 400, `${path}: ${r.text}`);
+      assert.match(r.text.replaceAll('\\"', '"'), message, path);
+    }
+    const otherSystem = await call(
+      'POST',
+      'CodeSystem/tastes/$subsumes',
+      params(
+        { name: 'codingA', valueCoding: { system: COLORS, code: 'red' } },
+        { name: 'codingB', valueCoding: { system: TASTES, code: 'sweet' } },
+      ),
+    );
+    assert.equal(otherSystem.status, 400, otherSystem.text);
+    assert.match(otherSystem.text, /codingA is of http:\/\/example.org\/cs\/colors, not of/);
+  });
+
   test('the CapabilityStatement lists the operations', async () => {
     const r = await fhir(p, undefined, 'GET', '/tx/metadata');
     const resources = (r.json as { rest: { resource: { type: string; operation?: { name: string }[] }[] }[] }).rest[0]
       ?.resource;
     const ops = (type: string) => resources?.find((x) => x.type === type)?.operation?.map((o) => o.name);
     assert.deepEqual(ops('ValueSet'), ['expand', 'validate-code']);
-    assert.deepEqual(ops('CodeSystem'), ['lookup', 'validate-code']);
+    assert.deepEqual(ops('CodeSystem'), ['lookup', 'subsumes', 'validate-code']);
   });
 });

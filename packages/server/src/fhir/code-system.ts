@@ -60,3 +60,30 @@ export function conceptOf(cs: Obj, code: string): Concept | undefined {
   for (const c of conceptsOf(cs)) if (same(c.code)) return c;
   return undefined;
 }
+
+/**
+ * Each concept's parents in the CodeSystem's hierarchy: the concept it is nested in and its `parent` properties
+ * (R4 concept-properties; a CodeSystem may say it either way).
+ */
+export function parentsOf(cs: Obj): Map<string, Set<string>> {
+  const parents = new Map<string, Set<string>>();
+  for (const c of conceptsOf(cs)) {
+    const set = parents.get(c.code) ?? new Set<string>();
+    if (c.parent !== undefined) set.add(c.parent);
+    for (const p of c.property ?? []) if (p.code === 'parent' && typeof p.valueCode === 'string') set.add(p.valueCode);
+    parents.set(c.code, set);
+  }
+  return parents;
+}
+
+/** Every ancestor of `code`; a cycle in a careless or hostile CodeSystem ends at what was seen. */
+export function ancestorsIn(parents: Map<string, Set<string>>, code: string): Set<string> {
+  const seen = new Set<string>();
+  const walk = [...(parents.get(code) ?? [])];
+  for (let next = walk.pop(); next !== undefined; next = walk.pop()) {
+    if (seen.has(next)) continue;
+    seen.add(next);
+    walk.push(...(parents.get(next) ?? []));
+  }
+  return seen;
+}

@@ -33,6 +33,7 @@ import { expandRoutes } from './operations/expand.ts';
 import { lookupRoutes } from './operations/lookup.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
+import { subsumesRoutes } from './operations/subsumes.ts';
 import { validateRoutes } from './operations/validate.ts';
 import { validateCodeRoutes } from './operations/validate-code.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -200,6 +201,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   expandRoutes(app, { context, allow, idOf });
   validateCodeRoutes(app, { context, allow, idOf });
   lookupRoutes(app, { context, allow });
+  subsumesRoutes(app, { context, allow, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

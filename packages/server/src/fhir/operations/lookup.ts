@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { auditAccess } from '../audit.ts';
 import { canonicalReader } from '../canonical.ts';
-import { type Concept, conceptOf, conceptsOf, findCodeSystem } from '../code-system.ts';
+import { type Concept, conceptOf, findCodeSystem, parentsOf } from '../code-system.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import type { RouteHelpers, VaultParams } from '../route-helpers.ts';
@@ -22,7 +22,8 @@ export function lookupRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'contex
     h.allow(ctx, 'CodeSystem', 'read');
     const params = operationParams(req, ['coding']);
     for (const name of params.keys()) {
-      if (!TAKES.includes(name)) throw bad(`$lookup takes code, system, version, coding and property, not ${name}`);
+      if (!TAKES.includes(name) && name !== 'coding')
+        throw bad(`$lookup takes code, system, version, coding and property, not ${name}`);
     }
     const [asked] = codedInput(req, params, '$lookup', { codeableConcept: false }).codings;
     const { system, code } = asked as { system?: string; code: string };
@@ -53,18 +54,26 @@ export function lookupRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'contex
   app.post<{ Params: VaultParams }>('/:partition/CodeSystem/$lookup', lookup);
 }
 
-/** The concept's own properties, then its place in the hierarchy (R4 concept-properties `parent`, `child`). */
+/**
+ * The concept's own properties, then its place in the hierarchy (R4 concept-properties `parent`, `child`) as
+ * nesting and `parent` properties give it, each once.
+ */
 function propertiesOf(cs: Record<string, unknown>, concept: Concept): { code: string; value: Part }[] {
   const out: { code: string; value: Part }[] = [];
+  const said = new Set<string>();
+  const add = (code: string, value: Part) => {
+    const key = `${code} ${JSON.stringify(value)}`;
+    if (said.has(key)) return;
+    said.add(key);
+    out.push({ code, value });
+  };
   for (const p of concept.property ?? []) {
     const key = Object.keys(p).find((k) => k.startsWith('value'));
-    if (typeof p.code !== 'string' || key === undefined) continue;
-    out.push({ code: p.code, value: { name: 'value', [key]: p[key] } });
+    if (typeof p.code === 'string' && key !== undefined) add(p.code, { name: 'value', [key]: p[key] });
   }
-  if (concept.parent !== undefined) out.push({ code: 'parent', value: { name: 'value', valueCode: concept.parent } });
-  for (const c of conceptsOf(cs)) {
-    if (c.parent === concept.code) out.push({ code: 'child', value: { name: 'value', valueCode: c.code } });
-  }
+  const parents = parentsOf(cs);
+  for (const parent of parents.get(concept.code) ?? []) add('parent', { name: 'value', valueCode: parent });
+  for (const [code, of] of parents) if (of.has(concept.code)) add('child', { name: 'value', valueCode: code });
   return out;
 }
 
