@@ -138,6 +138,12 @@ before(async () => {
   ]) {
     await put({ resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: COLORS, code }] } });
   }
+  for (const [id, code] of [
+    ['o-honey', 'honey'],
+    ['o-bitter', 'bitter'],
+  ]) {
+    await put({ resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: TASTES, code }] } });
+  }
   await put(valueSet('all-colors', [{ system: COLORS }]), 'other-tx');
 });
 after(() => p.stop());
@@ -405,6 +411,35 @@ describe('CodeSystem $validate-code and $lookup', () => {
     );
     assert.equal(otherSystem.status, 400, otherSystem.text);
     assert.match(otherSystem.text, /codingA is of http:\/\/example.org\/cs\/colors, not of/);
+  });
+
+  test('search :below and :above: the code and what it subsumes, or what subsumes it, in a CodeSystem held here', async () => {
+    const ids = async (query: string) => {
+      const r = await fhir(p, writer, 'GET', `/tx/${query}`);
+      assert.equal(r.status, 200, `${query}: ${r.text}`);
+      return ((r.json as { entry?: { resource: { id: string } }[] }).entry ?? []).map((e) => e.resource.id).sort();
+    };
+    assert.deepEqual(await ids(`Observation?code:below=${COLORS}|warm`), ['o-red', 'o-warm']);
+    assert.deepEqual(await ids(`Observation?code:above=${COLORS}|red`), ['o-red', 'o-warm']);
+    assert.deepEqual(await ids(`Observation?code:below=${TASTES}|taste`), ['o-bitter', 'o-honey']);
+    assert.deepEqual(await ids(`Observation?code:below=${TASTES}|sweet,${COLORS}|blue`), ['o-blue', 'o-honey']);
+    // A uri's :below is the uri's own, as before.
+    assert.deepEqual(await ids(`ValueSet?url:below=${VS}`), ['all-colors', 'all-loinc', 'all-shapes', 'red-only']);
+    for (const [query, status, message] of [
+      [`Observation?code:below=warm`, 400, /takes system\|code, not "warm"/],
+      [`Observation?code:below=${SHAPES}|circle`, 400, /CodeSystem .*shapes here is not complete/],
+      ['Observation?code:below=http://loinc.org|1234-5', 400, /no CodeSystem http:\/\/loinc.org, and a hierarchy/],
+      [`Observation?code:below=${COLORS}|green`, 400, /is not in CodeSystem/],
+      ['Observation?code:below=http://example.org/cs/grouped|group', 400, /means grouped-by, not is-a/],
+      [`Patient?_has:Observation:subject:code:below=${COLORS}|warm`, 400, /answered at the top of a search only/],
+    ] as const) {
+      const r = await fhir(p, writer, 'GET', `/tx/${query}`);
+      assert.equal(r.status, status, `${query}: ${r.text}`);
+      assert.match(r.text.replaceAll('\\"', '"'), message, query);
+    }
+    const observationsOnly = await grantedClient(p, 'tx-obs-below', 'system/Observation.rs', ['tx']);
+    const denied = await fhir(p, observationsOnly, 'GET', `/tx/Observation?code:below=${COLORS}|warm`);
+    assert.equal(denied.status, 403, denied.text);
   });
 
   test('the CapabilityStatement lists the operations', async () => {

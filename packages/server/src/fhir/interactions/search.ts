@@ -4,6 +4,7 @@ import type { Restriction } from '../../vault/policy.ts';
 import { auditAccess, patientsSearched } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { responseLimit } from '../response-size.ts';
+import { hierarchiesOf } from '../search/code-hierarchy.ts';
 import { encodeCursor } from '../search/cursor.ts';
 import { resolveIncludes } from '../search/include.ts';
 import { listsOf } from '../search/list-members.ts';
@@ -24,7 +25,8 @@ export async function search(
 ): Promise<string> {
   const valueSets = await valueSetsOf(ctx, type, params);
   const lists = await listsOf(ctx, type, params);
-  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets, lists });
+  const hierarchies = await hierarchiesOf(ctx, type, params);
+  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets, lists, hierarchies });
   const { query } = parsed;
   const restriction = restrictionFilter(ctx, type, options.restrictions);
   const filters = restriction ? [...query.filters, restriction] : query.filters;

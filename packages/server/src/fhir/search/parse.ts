@@ -4,6 +4,7 @@ import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
 import { decodeCursor } from './cursor.ts';
 import { type SearchParamDef, searchParam } from './definitions.ts';
+import { hierarchyFilter } from './hierarchy-filter.ts';
 import { listFilter } from './list-filter.ts';
 import { parseElements, type SummaryMode } from './subset.ts';
 import {
@@ -78,6 +79,8 @@ function parseParam(
   depth = 0,
 ): SearchFilter | undefined {
   if (depth > 3) throw bad('chains and _has may nest at most 3 deep');
+  // What was read for the top of the search (`_list`, `:below`) is not for a chain's or `_has`'s parameters.
+  const nested = { ...ctx, strict: true, lists: undefined, hierarchies: undefined };
   if (name.startsWith('_has:')) {
     const [, sourceType, refParam, ...rest] = name.split(':');
     const innerName = rest.join(':');
@@ -86,7 +89,7 @@ function parseParam(
     }
     const def = searchParam(sourceType, refParam);
     if (def?.type !== 'reference') throw bad(`${name}: ${refParam} is not a reference parameter of ${sourceType}`);
-    const inner = parseParam(sourceType, innerName, rawValue, { ...ctx, strict: true }, depth + 1) as SearchFilter;
+    const inner = parseParam(sourceType, innerName, rawValue, nested, depth + 1) as SearchFilter;
     return { kind: 'has', sourceType, param: refParam, filter: inner };
   }
   const dot = name.indexOf('.');
@@ -105,7 +108,7 @@ function parseParam(
     if (usable.length === 0) throw bad(`${name}: no target of ${head} has a parameter ${rest}`);
     const filters = usable.map((t) => ({
       t,
-      f: parseParam(t, rest, rawValue, { ...ctx, strict: true }, depth + 1) as SearchFilter,
+      f: parseParam(t, rest, rawValue, nested, depth + 1) as SearchFilter,
     }));
     return {
       kind: 'or',
@@ -123,7 +126,7 @@ function parseParam(
     if (ids.some((id) => !ID_RE.test(id))) throw bad('_id: not a valid id');
     return { kind: 'id', ids };
   }
-  if (code === '_list') return listFilter(modifier, values, depth === 0 ? ctx.lists : undefined);
+  if (code === '_list') return listFilter(modifier, values, ctx.lists);
   if (code === '_lastUpdated') {
     if (modifier) throw bad(`${name}: modifier not supported on _lastUpdated`);
     return { kind: 'lastUpdated', values: values.map((v) => parseDate(v, name)) };
@@ -183,6 +186,7 @@ function typedFilter(
           param: code,
           values: values.map((v) => escapeLike(normalizeString(unescapeValue(v)))),
         };
+      if (modifier === 'below' || modifier === 'above') return hierarchyFilter(code, modifier, values, ctx.hierarchies);
       if (modifier === 'of-type')
         return { kind: 'token', param: `${code}:of-type`, values: ofType(code, values), not: false };
       if (modifier === 'in' || modifier === 'not-in') {

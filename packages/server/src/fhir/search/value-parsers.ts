@@ -11,6 +11,8 @@ export interface ParseContext {
   valueSets?: Map<string, TokenCond[]>;
   /** The members of the Lists `_list` names, looked up beforehand (search/list-members.ts); top level only. */
   lists?: Map<string, string[]>;
+  /** The codes `:below` / `:above` name, read beforehand (search/code-hierarchy.ts); top level only. */
+  hierarchies?: Map<string, TokenCond[]>;
 }
 
 /** Parsing of single search values (search.html#escaping, #prefix, #date, #number, #composite). */
