@@ -9,6 +9,30 @@ export interface CapabilityOptions {
 }
 
 const BULK = 'http://hl7.org/fhir/uv/bulkdata';
+const CORE = 'http://hl7.org/fhir/OperationDefinition';
+/** An operation by its name and the OperationDefinition of `definition` (`Type-name` in R4 core unless a URL). */
+const op = (name: string, definition = '') => ({
+  name,
+  definition: definition.startsWith('http') ? definition : `${CORE}/${definition}`,
+});
+
+/** The operations offered on each type (beside `$validate` on every one). */
+const OPERATIONS: Record<string, { name: string; definition: string }[]> = {
+  Patient: [op('export', `${BULK}/OperationDefinition/patient-export`), op('everything', 'Patient-everything')],
+  Group: [op('export', `${BULK}/OperationDefinition/group-export`)],
+  ValueSet: [op('expand', 'ValueSet-expand'), op('validate-code', 'ValueSet-validate-code')],
+  CodeSystem: [
+    op('lookup', 'CodeSystem-lookup'),
+    op('subsumes', 'CodeSystem-subsumes'),
+    op('validate-code', 'CodeSystem-validate-code'),
+  ],
+  Measure: [
+    op('submit-data', 'Measure-submit-data'),
+    op('data-requirements', 'Measure-data-requirements'),
+    op('evaluate-measure', 'Measure-evaluate-measure'),
+    op('care-gaps', 'http://hl7.org/fhir/us/davinci-deqm/OperationDefinition/care-gaps'),
+  ],
+};
 
 let resourceList: CapabilityStatement['rest'] extends (infer R)[] | undefined
   ? NonNullable<R extends { resource?: infer X } ? X : never>
@@ -34,52 +58,7 @@ function resources() {
       .map((code) => ({
         code: code as CapabilityStatementRestResourceInteraction['code'],
       })),
-    ...(type === 'Patient' || type === 'Group'
-      ? {
-          operation: [
-            { name: 'export', definition: `${BULK}/OperationDefinition/${type.toLowerCase()}-export` },
-            ...(type === 'Patient'
-              ? [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }]
-              : []),
-          ],
-        }
-      : {}),
-    ...(type === 'ValueSet'
-      ? {
-          operation: [
-            { name: 'expand', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-expand' },
-            { name: 'validate-code', definition: 'http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code' },
-          ],
-        }
-      : {}),
-    ...(type === 'CodeSystem'
-      ? {
-          operation: [
-            { name: 'lookup', definition: 'http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup' },
-            { name: 'subsumes', definition: 'http://hl7.org/fhir/OperationDefinition/CodeSystem-subsumes' },
-            { name: 'validate-code', definition: 'http://hl7.org/fhir/OperationDefinition/CodeSystem-validate-code' },
-          ],
-        }
-      : {}),
-    ...(type === 'Measure'
-      ? {
-          operation: [
-            { name: 'submit-data', definition: 'http://hl7.org/fhir/OperationDefinition/Measure-submit-data' },
-            {
-              name: 'data-requirements',
-              definition: 'http://hl7.org/fhir/OperationDefinition/Measure-data-requirements',
-            },
-            {
-              name: 'evaluate-measure',
-              definition: 'http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure',
-            },
-            {
-              name: 'care-gaps',
-              definition: 'http://hl7.org/fhir/us/davinci-deqm/OperationDefinition/care-gaps',
-            },
-          ],
-        }
-      : {}),
+    ...(OPERATIONS[type] ? { operation: OPERATIONS[type] } : {}),
     versioning: 'versioned' as const,
     readHistory: true,
     updateCreate: true,
