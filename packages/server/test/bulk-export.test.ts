@@ -749,6 +749,9 @@ describe('an export is as of its transactionTime (export.html: SHOULD NOT includ
     await put('Observation', 'o3', obs('pa'));
     await put('Observation', 'o4', obs('pa'));
     await put('Observation', 'o5', obs('pb'));
+    // The store's committed-through instant is a millisecond before its clock, so that a write still to come in
+    // the same millisecond is after it: asked in o5's own millisecond, it would rightly leave o5 out.
+    await new Promise((resolve) => setTimeout(resolve, 5));
     const asOf = await p.store.resources.committedThrough();
     // After the transactionTime: as if written while the job waited in the queue or ran.
     await put('Observation', 'o1', obs('pa', 'amended'));
