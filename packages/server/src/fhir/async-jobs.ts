@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,6 +12,7 @@ import type { Store } from '../store/types.ts';
 import type { VaultAccess } from '../vault/policy.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError, operationOutcome, storeErrorAsFhir } from './errors.ts';
+import { claimLock } from './file-lock.ts';
 
 /** An accepted asynchronous submission may be this large; the synchronous limit stays FHIR_BODY_LIMIT. */
 export const ASYNC_BODY_LIMIT = 256 * 1024 * 1024;
@@ -268,38 +268,8 @@ export class AsyncJobs<J extends AsyncJob> {
     }
   }
 
-  private async claim(id: string): Promise<boolean> {
-    const lock = this.file(id, 'lock');
-    const st = await stat(lock).catch(() => undefined);
-    if (st && Date.now() - st.mtimeMs < STALE_MS && !(await this.holderDied(lock))) return false;
-    if (st) {
-      // Only one node's rename of the stale lock succeeds.
-      const taken = `${lock}.stale.${this.node}`;
-      if (
-        !(await rename(lock, taken).then(
-          () => true,
-          () => false,
-        ))
-      )
-        return false;
-      await rm(taken, { force: true });
-    }
-    return writeFile(lock, `${hostname()} ${process.pid} ${this.node}`, { flag: 'wx', mode: 0o600 }).then(
-      () => true,
-      () => false,
-    );
-  }
-
-  /** A lock of a process on this host that no longer runs (killed, crashed) need not wait to go stale. */
-  private async holderDied(lock: string): Promise<boolean> {
-    const [host, pid] = (await readFile(lock, 'utf8').catch(() => '')).split(' ');
-    if (host !== hostname() || !pid || Number(pid) === process.pid) return false;
-    try {
-      process.kill(Number(pid), 0);
-      return false;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ESRCH';
-    }
+  private claim(id: string): Promise<boolean> {
+    return claimLock(this.file(id, 'lock'), this.node, STALE_MS);
   }
 
   private async run(job: J): Promise<void> {
