@@ -31,6 +31,7 @@ export const EVENT = {
   securityAlert: code(DCM, '110113', 'Security Alert'),
   userAuthentication: code(DCM, '110114', 'User Authentication'),
   query: code(DCM, '110112', 'Query'),
+  export: code(DCM, '110106', 'Export'),
   patientRecord: code(DCM, '110110', 'Patient Record'),
   login: code(DCM, '110122', 'Login'),
   iti71: code(IHE_EVENT, 'ITI-71', 'Get Access Token'),

@@ -64,6 +64,13 @@ export interface Config {
   /** One quality-measure calculation's heap and time in the engine process, and how long an idle one is kept
    * (CAREVAULT_MEASURE_MEMORY_MB, _TIMEOUT, _IDLE). */
   measureLimits: { memoryMb: number; timeoutMs: number; idleMs: number };
+  /**
+   * Subscriptions (rest-hook): the endpoints they may notify, as URL prefixes (CAREVAULT_SUBSCRIPTION_ENDPOINTS,
+   * comma-separated; none by default, so no vault can make this server call out), how often the vaults are
+   * looked at (CAREVAULT_SUBSCRIPTION_POLL_MS) and how many failed attempts in a row end a Subscription in
+   * `error` (CAREVAULT_SUBSCRIPTION_RETRIES).
+   */
+  subscriptions: { endpoints: string[]; pollMs: number; retries: number };
 }
 
 export interface ConfigInput {
@@ -184,6 +191,11 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       timeoutMs: integer('CAREVAULT_MEASURE_TIMEOUT', env.CAREVAULT_MEASURE_TIMEOUT || 300, 1, 86_400) * 1000,
       idleMs: integer('CAREVAULT_MEASURE_IDLE', env.CAREVAULT_MEASURE_IDLE || 300, 1, 86_400) * 1000,
     },
+    subscriptions: {
+      endpoints: endpointPrefixes(env.CAREVAULT_SUBSCRIPTION_ENDPOINTS),
+      pollMs: integer('CAREVAULT_SUBSCRIPTION_POLL_MS', env.CAREVAULT_SUBSCRIPTION_POLL_MS || 1000, 50, 60_000),
+      retries: integer('CAREVAULT_SUBSCRIPTION_RETRIES', env.CAREVAULT_SUBSCRIPTION_RETRIES || 10, 0, 100),
+    },
     publicDirectory:
       flags.publicDirectory ?? onOff('CAREVAULT_PUBLIC_DIRECTORY', env.CAREVAULT_PUBLIC_DIRECTORY, false),
     viewerSession: {
@@ -221,6 +233,28 @@ function onOff(name: string, value: string | undefined, fallback: boolean): bool
   if (/^(1|true|on|yes)$/i.test(value)) return true;
   if (/^(0|false|off|no)$/i.test(value)) return false;
   throw new ConfigError(`${name} must be on or off, got "${value}"`);
+}
+
+function endpointPrefixes(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '')
+    .map((v) => {
+      let url: URL;
+      try {
+        url = new URL(v);
+      } catch {
+        throw new ConfigError(`CAREVAULT_SUBSCRIPTION_ENDPOINTS: "${v}" is not an absolute URL`);
+      }
+      if (url.protocol !== 'https:' && url.protocol !== 'http:')
+        throw new ConfigError(`CAREVAULT_SUBSCRIPTION_ENDPOINTS: "${v}" is not an http(s) URL`);
+      if (url.username || url.password || url.search || url.hash)
+        throw new ConfigError(
+          `CAREVAULT_SUBSCRIPTION_ENDPOINTS: "${v}" must be a URL prefix without credentials, query or fragment`,
+        );
+      return url.href;
+    });
 }
 
 function programServerUrl(value: string | undefined): string | undefined {

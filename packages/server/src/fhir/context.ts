@@ -19,4 +19,8 @@ export interface FhirContext {
   provenanceWritten?: string | undefined;
   /** Characters of resource JSON one answer may hold (response-size.ts; DEFAULT_RESPONSE_LIMIT when absent). */
   responseLimit?: number | undefined;
+  /** Where a Subscription written here may send notifications (CAREVAULT_SUBSCRIPTION_ENDPOINTS); none when absent. */
+  subscriptionEndpoints?: string[] | undefined;
+  /** The server's own Subscription dispatcher writes (a status): not checked or recorded as a client's write. */
+  subscriptionDispatcher?: boolean | undefined;
 }

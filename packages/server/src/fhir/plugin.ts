@@ -57,6 +57,8 @@ export interface FhirPluginOptions {
   certificates: CertificateSource;
   /** Characters of resource JSON one answer may hold (response-size.ts). */
   responseLimit: number;
+  /** Where Subscriptions may send notifications (CAREVAULT_SUBSCRIPTION_ENDPOINTS). */
+  subscriptionEndpoints: string[];
 }
 
 type Params = VaultParams;
@@ -106,7 +108,8 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const grantBased = !access?.person || access.host !== undefined;
     if (!access || (!grantBased && !(await o.store.partitions.get(partition)))) throw vaultNotFound();
     const provenance = req.method === 'POST' || req.method === 'PUT' ? provenanceFor(req, access) : undefined;
-    return { store: o.store, partition, base, access, who, audit: o.audit, provenance, responseLimit: o.responseLimit };
+    const { store, audit, responseLimit, subscriptionEndpoints } = o;
+    return { store, partition, base, access, who, audit, provenance, responseLimit, subscriptionEndpoints };
   };
   const context = async (req: FastifyRequest): Promise<FhirContext> => {
     const ctx = (req as FastifyRequest & { fhir: FhirContext | null }).fhir;

@@ -7,6 +7,8 @@ import type { FhirContext } from './context.ts';
 import { nextTimestamp, prepare, stamp } from './resource-body.ts';
 import { newResourceId } from './resource-id.ts';
 import { extractIndex } from './search/extract.ts';
+import { criteriaQuery, subscriptionParts } from './subscription/accept.ts';
+import { recordWriters } from './subscription/records.ts';
 import { validate } from './validation/validate.ts';
 
 const WRITE: Record<string, Interaction> = { POST: 'create', PUT: 'update', PATCH: 'update', DELETE: 'delete' };
@@ -18,12 +20,14 @@ const SUBTYPE: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 
  *   before and after the write;
  * - every write gets its BALP AuditEvent in the same transaction, so committed data always has its event.
  */
-export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T> {
+export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T> {
   const { access } = ctx;
   const guarded = access.person && access.patient !== undefined;
   const compartmentOf = (type: string, interaction: Interaction) => writeCompartment(decide(access, type, interaction));
-  return ctx.store.resources.transaction(ctx.partition, async (tx) => {
+  let committed: ResourceWrite[] = [];
+  const done = await ctx.store.resources.transaction(ctx.partition, async (tx) => {
     const writes: ResourceWrite[] = [];
+    committed = writes;
     const before = new Map<string, string>();
     const result = await fn({
       now: () => tx.now(),
@@ -45,6 +49,8 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
         if (patient !== undefined && w.index && !indexInCompartment(w.type, w.id, w.index, patient)) {
           throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
         }
+        if (w.type === 'Subscription' && w.content !== undefined && !ctx.subscriptionDispatcher)
+          acceptSubscription(ctx, w.content);
         writes.push(w);
         return tx.write(w);
       },
@@ -83,4 +89,14 @@ export function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => P
     }
     return result;
   });
+  if (!ctx.subscriptionDispatcher) await recordWriters(ctx, committed);
+  return done;
+}
+
+/** A Subscription is written only if the server can serve it for this writer (subscription/accept.ts). */
+function acceptSubscription(ctx: FhirContext, content: string): void {
+  if (ctx.access.person)
+    throw insufficientScope("a Subscription is written by a backend client (system scopes), not with a person's token");
+  const parts = subscriptionParts(JSON.parse(content) as Record<string, unknown>, ctx.subscriptionEndpoints ?? []);
+  criteriaQuery(parts, ctx.access, ctx.base);
 }

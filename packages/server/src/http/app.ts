@@ -19,6 +19,7 @@ import { directoryRoutes } from '../directory/routes.ts';
 import { programServer } from '../fhir/operations/program-server.ts';
 import { fhirRoutes } from '../fhir/plugin.ts';
 import { reindexIfStale } from '../fhir/search/reindex.ts';
+import { SubscriptionDispatcher } from '../fhir/subscription/dispatch.ts';
 import { configureEngine } from '../measure/engine.ts';
 import { LoginThrottle, MemoryFailureCounters, RedisFailureCounters } from '../people/login-throttle.ts';
 import { ensureDevPki, type Pki } from '../pki/dev-pki.ts';
@@ -170,7 +171,18 @@ export async function buildPlatform(
     submissionPolicy,
     jobsDir: join(config.dataDir, 'jobs'),
     responseLimit: config.maxResponseMb * 1024 * 1024,
+    subscriptionEndpoints: config.subscriptions.endpoints,
   });
+  const subscriptions = new SubscriptionDispatcher({
+    store,
+    audit,
+    fhirBase,
+    lockFile: join(config.dataDir, 'jobs', 'subscriptions.lock'),
+    fetch: outboundFetch(outboundCa),
+    ...config.subscriptions,
+    log: app.log,
+  });
+  subscriptions.start();
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
   await app.register(directoryRoutes, {
     prefix: '/directory',
@@ -207,6 +219,7 @@ export async function buildPlatform(
     fhirBase,
     async close() {
       clearInterval(timer);
+      await subscriptions.stop();
       await app.close();
       await sweeping;
       await limiter.close();

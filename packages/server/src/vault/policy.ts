@@ -46,6 +46,8 @@ export interface VaultAccess {
   host?: string | undefined;
   /** The grant (consent) a person's token rests on (audited as NEN 7513 toestemmingsprofiel). */
   grant?: string | undefined;
+  /** A technical user's organizations as grant subjects (`organizationsOf`): its grants are looked up by them too. */
+  organizations?: string[] | undefined;
 }
 
 /**
@@ -80,16 +82,16 @@ export async function resolveVaultAccess(
     let grantScopes: SmartScope[];
     if (person.host !== undefined) {
       // EHR launch: the EHR host vouched for its user; the user is bounded by what the host may do here.
-      grantScopes = (await store.partitions.grantsFor(partition, person.host, [])).flatMap((g) => parse(g.scope));
+      grantScopes = (await store.partitions.grantsFor(partition, person.host, [])).flatMap((g) => scopesOf(g.scope));
     } else {
       const rights = (await vaultRights(store, String(claims.sub))).filter((r) => r.partition === partition);
-      grantScopes = rights.flatMap((r) => parse(r.scope));
+      grantScopes = rights.flatMap((r) => scopesOf(r.scope));
     }
     if (grantScopes.length === 0) return undefined;
     return {
       partition,
       clientId,
-      tokenScopes: parse(claims.scope),
+      tokenScopes: scopesOf(claims.scope),
       grantScopes,
       person: true,
       patient: typeof claims.patient === 'string' ? claims.patient : undefined,
@@ -97,17 +99,19 @@ export async function resolveVaultAccess(
       grant: person.grant,
     };
   }
-  const grants = await store.partitions.grantsFor(partition, clientId, organizationsOf(claims));
+  const organizations = organizationsOf(claims);
+  const grants = await store.partitions.grantsFor(partition, clientId, organizations);
   if (grants.length === 0) return undefined;
   return {
     partition,
     clientId,
+    organizations,
     tokenScopes: cached(`t ${claims.scope ?? ''}`, () =>
       vaultScopes(claims.scope)
         .map(parseSmartScope)
         .filter((s): s is SmartScope => s !== undefined),
     ),
-    grantScopes: grants.flatMap((g) => parse(g.scope)),
+    grantScopes: grants.flatMap((g) => scopesOf(g.scope)),
     person: false,
   };
 }
@@ -137,7 +141,7 @@ export function organizationsOf(claims: AccessTokenClaims): string[] {
   return out;
 }
 
-function parse(scope: string | undefined): SmartScope[] {
+export function scopesOf(scope: string | undefined): SmartScope[] {
   return cached(`g ${scope ?? ''}`, () =>
     splitScope(scope)
       .map(parseSmartScope)
