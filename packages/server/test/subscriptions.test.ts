@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Caller, fhir, grantedClient, partition } from './helpers/fhir.ts';
 import { freePort, startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -296,5 +297,54 @@ describe('two nodes on one data directory', () => {
       at('/hooks/once/').map((r) => r.url),
       ids.map((id) => `/hooks/once/Observation/${id}`),
     );
+  });
+});
+
+describe('a rest-hook into another carevault', () => {
+  let source: TestPlatform;
+  let target: TestPlatform;
+  let writer: Caller;
+  let copier: Caller;
+  before(async () => {
+    target = await startPlatform();
+    await partition(target, 'copy');
+    copier = await grantedClient(target, 'copier', 'system/Observation.cru', ['copy']);
+    source = await startPlatform(
+      {},
+      {
+        env: {
+          CAREVAULT_SUBSCRIPTION_ENDPOINTS: `${target.fhirBase}/copy`,
+          CAREVAULT_SUBSCRIPTION_POLL_MS: '100',
+          CAREVAULT_OUTBOUND_CA: join(target.dataDir, 'pki', 'ca.pem'),
+        },
+      },
+    );
+    await partition(source, 'ehr');
+    writer = await grantedClient(source, 'ehr-app', 'system/*.cruds', ['ehr']);
+  });
+  after(async () => {
+    await source.stop();
+    await target.stop();
+  });
+
+  test("each matching Observation is updated into the other server's vault by its id, as that server's client", async () => {
+    const sub = await fhir(
+      source,
+      writer,
+      'POST',
+      '/ehr/Subscription',
+      subscription({}, { endpoint: `${target.fhirBase}/copy`, header: [`Authorization: Bearer ${copier.token}`] }),
+    );
+    assert.equal(sub.status, 201, sub.text);
+    const made = await fhir(source, writer, 'POST', '/ehr/Observation', observation('8867-4', 72));
+    const other = await fhir(source, writer, 'POST', '/ehr/Observation', observation('8310-5'));
+    const id = made.json.id as string;
+    const copied = await until('the copy', async () => {
+      const r = await fhir(target, copier, 'GET', `/copy/Observation/${id}`);
+      return r.status === 200 ? r.json : undefined;
+    });
+    assert.deepEqual((copied as { valueQuantity: unknown }).valueQuantity, { value: 72, unit: '/min' });
+    await settle();
+    assert.equal((await fhir(target, copier, 'GET', `/copy/Observation/${other.json.id}`)).status, 404);
   });
 });
