@@ -34,7 +34,7 @@ const HEARTBEAT_MS = 5_000;
 /** Notifications of one Subscription per round: one slow endpoint holds up the others no longer than this. */
 const BATCH = 50;
 /** Every vault is looked at this often, beside those recorded as holding Subscriptions. */
-const RESCAN_MS = 60_000;
+const RESCAN_MS = 600_000;
 const MAX_BACKOFF_MS = 300_000;
 /** The agent of the status changes the server makes itself. */
 const SERVER: AuditWho = { clientId: 'carevault-subscriptions' };

@@ -73,6 +73,11 @@ export async function recordWriters(ctx: FhirContext, writes: ResourceWrite[]): 
       retryAt: 0,
     });
   }
-  const vaults = await subscriptionVaults(ctx.store);
-  if (!vaults.includes(ctx.partition)) await setSubscriptionVaults(ctx.store, [...vaults, ctx.partition]);
+  // Two nodes adding a vault at once may overwrite each other's list: read it back, and add again if needed (the
+  // dispatcher's periodic scan of every vault mends what still slips through).
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const vaults = await subscriptionVaults(ctx.store);
+    if (vaults.includes(ctx.partition)) return;
+    await setSubscriptionVaults(ctx.store, [...vaults, ctx.partition]);
+  }
 }
