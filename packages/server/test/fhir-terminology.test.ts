@@ -449,5 +449,143 @@ describe('CodeSystem $validate-code and $lookup', () => {
     const ops = (type: string) => resources?.find((x) => x.type === type)?.operation?.map((o) => o.name);
     assert.deepEqual(ops('ValueSet'), ['expand', 'validate-code']);
     assert.deepEqual(ops('CodeSystem'), ['lookup', 'subsumes', 'validate-code']);
+    assert.deepEqual(ops('ConceptMap'), ['translate']);
+  });
+});
+
+describe('ConceptMap $translate', () => {
+  const LOCAL = 'http://example.org/cs/local-lab';
+  const LOINC = 'http://loinc.org';
+  const SNOMED = 'http://snomed.info/sct';
+  const MAP = 'http://example.org/cm/local-to-loinc';
+  before(async () => {
+    await put({
+      resourceType: 'ConceptMap',
+      id: 'local-to-loinc',
+      url: MAP,
+      version: '2',
+      status: 'active',
+      sourceUri: 'http://example.org/vs/local-lab',
+      targetUri: 'http://example.org/vs/loinc-lab',
+      group: [
+        {
+          source: LOCAL,
+          target: LOINC,
+          element: [
+            {
+              code: 'HB',
+              display: 'Hemoglobin',
+              target: [{ code: '718-7', display: 'Hemoglobin [Mass/volume] in Blood', equivalence: 'equivalent' }],
+            },
+            {
+              code: 'GLU',
+              target: [
+                { code: '2345-7', equivalence: 'wider' },
+                { code: '2339-0', equivalence: 'narrower', comment: 'in blood only' },
+              ],
+            },
+            { code: 'XX', target: [{ equivalence: 'unmatched' }] },
+          ],
+          unmapped: { mode: 'fixed', code: 'LA4489-6', display: 'Unknown' },
+        },
+        {
+          source: LOCAL,
+          target: SNOMED,
+          element: [{ code: 'HB', target: [{ code: '38082009', equivalence: 'equivalent' }] }],
+        },
+      ],
+    });
+    await put(
+      {
+        resourceType: 'ConceptMap',
+        id: 'other-vault-map',
+        url: 'http://example.org/cm/elsewhere',
+        status: 'active',
+        group: [
+          { source: LOCAL, target: LOINC, element: [{ code: 'HB', target: [{ code: 'nope', equivalence: 'equal' }] }] },
+        ],
+      },
+      'other-tx',
+    );
+  });
+  const matches = (parameter: Param[]) =>
+    parameter
+      .filter((x) => x.name === 'match')
+      .map((m) =>
+        (m.part ?? [])
+          .map((x) => {
+            const c = (x as { valueCoding?: { system: string; code: string; display?: string } }).valueCoding;
+            return c
+              ? `${c.system}|${c.code}${c.display ? ` "${c.display}"` : ''}`
+              : (x.valueCode ?? (x as { valueUri?: string }).valueUri);
+          })
+          .join(' '),
+      );
+
+  test("a code of the source system: every target of every group of the vault's maps, with its equivalence", async () => {
+    const hb = await call('GET', `ConceptMap/$translate?system=${encodeURIComponent(LOCAL)}&code=HB`);
+    assert.equal(hb.status, 200, hb.text);
+    assert.equal(answer(hb.parameter).result, true);
+    assert.deepEqual(matches(hb.parameter), [
+      `equivalent ${LOINC}|718-7 "Hemoglobin [Mass/volume] in Blood" ${MAP}`,
+      `equivalent ${SNOMED}|38082009 ${MAP}`,
+    ]);
+    const loincOnly = await call(
+      'POST',
+      'ConceptMap/local-to-loinc/$translate',
+      params(
+        { name: 'coding', valueCoding: { system: LOCAL, code: 'GLU' } },
+        { name: 'targetsystem', valueUri: LOINC },
+      ),
+    );
+    assert.deepEqual(matches(loincOnly.parameter), [`wider ${LOINC}|2345-7 ${MAP}`, `narrower ${LOINC}|2339-0 ${MAP}`]);
+    // A code the group has no element for takes its unmapped code; one mapped to nothing is not a match.
+    const other = await call(
+      'GET',
+      `ConceptMap/$translate?url=${encodeURIComponent(MAP)}&system=${encodeURIComponent(LOCAL)}&code=NA&targetsystem=${encodeURIComponent(LOINC)}`,
+    );
+    assert.deepEqual(matches(other.parameter), [`inexact ${LOINC}|LA4489-6 "Unknown" ${MAP}`]);
+    const none = await call('GET', `ConceptMap/$translate?system=${encodeURIComponent(LOCAL)}&code=XX`);
+    assert.equal(answer(none.parameter).result, false);
+    assert.deepEqual(matches(none.parameter), [`unmatched ${MAP}`]);
+    assert.match(String(answer(none.parameter).message), /no mapping of .*\|XX in 1 ConceptMap/);
+  });
+
+  test('reverse reads the maps from target to source; source and target narrow which maps', async () => {
+    const back = await call(
+      'GET',
+      `ConceptMap/$translate?system=${encodeURIComponent(LOINC)}&code=2345-7&reverse=true`,
+    );
+    assert.deepEqual(matches(back.parameter), [`narrower ${LOCAL}|GLU ${MAP}`]);
+    const narrowed = await call(
+      'GET',
+      `ConceptMap/$translate?system=${encodeURIComponent(LOCAL)}&code=HB&source=${encodeURIComponent('http://example.org/vs/other')}`,
+    );
+    assert.equal(answer(narrowed.parameter).result, false);
+    assert.deepEqual(matches(narrowed.parameter), []);
+  });
+
+  test("refused with a reason: no system, unknown parameter, dependency, another vault's map, no ConceptMap read", async () => {
+    const refused = async (path: string, status: number, says: RegExp, caller = writer) => {
+      const r = await fhir(p, caller, 'GET', `/tx/${path}`);
+      assert.equal(r.status, status, r.text);
+      assert.match(r.text, says);
+    };
+    await refused('ConceptMap/$translate?code=HB', 400, /a code needs its system/);
+    await refused(`ConceptMap/$translate?system=${LOCAL}&code=HB&nope=1`, 400, /not nope/);
+    await refused(`ConceptMap/$translate?system=${LOCAL}&code=HB&dependency=x`, 400, /dependency is not supported/);
+    await refused(`ConceptMap/$translate?system=${LOCAL}&code=HB&reverse=yes`, 400, /reverse must be true or false/);
+    await refused(
+      `ConceptMap/$translate?url=${encodeURIComponent('http://example.org/cm/elsewhere')}&system=${LOCAL}&code=HB`,
+      400,
+      /no ConceptMap .* in this vault/,
+    );
+    await refused(
+      `ConceptMap/other-vault-map/$translate?system=${LOCAL}&code=HB`,
+      400,
+      /no ConceptMap ConceptMap\/other-vault-map in this vault/,
+    );
+    const observationsOnly = await grantedClient(p, 'tx-obs-translate', 'system/Observation.rs', ['tx']);
+    await refused(`ConceptMap/$translate?system=${LOCAL}&code=HB`, 403, /ConceptMap/, observationsOnly);
   });
 });

@@ -21,6 +21,7 @@ const OPERATIONS: Record<string, { name: string; definition: string }[]> = {
   Patient: [op('export', `${BULK}/OperationDefinition/patient-export`), op('everything', 'Patient-everything')],
   Group: [op('export', `${BULK}/OperationDefinition/group-export`)],
   ValueSet: [op('expand', 'ValueSet-expand'), op('validate-code', 'ValueSet-validate-code')],
+  ConceptMap: [op('translate', 'ConceptMap-translate')],
   CodeSystem: [
     op('lookup', 'CodeSystem-lookup'),
     op('subsumes', 'CodeSystem-subsumes'),

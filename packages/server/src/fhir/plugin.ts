@@ -34,6 +34,7 @@ import { lookupRoutes } from './operations/lookup.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { subsumesRoutes } from './operations/subsumes.ts';
+import { translateRoutes } from './operations/translate.ts';
 import { validateRoutes } from './operations/validate.ts';
 import { validateCodeRoutes } from './operations/validate-code.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -205,6 +206,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   validateCodeRoutes(app, { context, allow, idOf });
   lookupRoutes(app, { context, allow });
   subsumesRoutes(app, { context, allow, idOf });
+  translateRoutes(app, { context, allow, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,
