@@ -206,6 +206,38 @@ describe('Subscription rest-hook', () => {
     const patients = await fhir(p, narrow, 'POST', '/subs/Subscription', subscription({ criteria: 'Patient' }));
     assert.equal(patients.status, 201, patients.text);
     await fhir(p, hub, 'DELETE', `/subs/Subscription/${patients.json.id}`);
+    // Every write path: a patch to an endpoint not allowed, and a transaction with such a Subscription in it.
+    const kept = await fhir(p, hub, 'POST', '/subs/Subscription', subscription({}, { endpoint: `${hooks}/kept` }));
+    const patched = await fhir(
+      p,
+      hub,
+      'PATCH',
+      `/subs/Subscription/${kept.json.id}`,
+      [{ op: 'replace', path: '/channel/endpoint', value: 'http://127.0.0.1:1/elsewhere' }],
+      { 'content-type': 'application/json-patch+json' },
+    );
+    assert.equal(patched.status, 422, patched.text);
+    assert.equal(
+      ((await fhir(p, hub, 'GET', `/subs/Subscription/${kept.json.id}`)).json.channel as { endpoint: string }).endpoint,
+      `${hooks}/kept`,
+    );
+    await fhir(p, hub, 'DELETE', `/subs/Subscription/${kept.json.id}`);
+    const bundle = await fhir(p, hub, 'POST', '/subs', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          resource: { resourceType: 'Patient', name: [{ family: 'Transactie' }] },
+          request: { method: 'POST', url: 'Patient' },
+        },
+        {
+          resource: subscription({}, { endpoint: 'http://127.0.0.1:1/elsewhere' }),
+          request: { method: 'POST', url: 'Subscription' },
+        },
+      ],
+    });
+    assert.equal(bundle.status, 422, bundle.text);
+    assert.equal((await fhir(p, hub, 'GET', '/subs/Patient?family=Transactie&_total=accurate')).json.total, 0);
     // Nothing refused was stored.
     const stored = await fhir(p, hub, 'GET', '/subs/Subscription?_total=accurate');
     assert.equal(stored.json.total, 0);
