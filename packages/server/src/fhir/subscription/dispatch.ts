@@ -157,7 +157,8 @@ export class SubscriptionDispatcher {
       partition,
       base,
       access: loadAccess(owner.access),
-      who: owner.who,
+      // The writer, without what belonged to the request that wrote the Subscription (its address and ids).
+      who: { ...owner.who, address: undefined, requestId: undefined, correlationId: undefined },
       audit: this.o.audit,
     };
     let parts: SubscriptionParts;
