@@ -41,6 +41,13 @@ function answer(parameter: Param[]): Record<string, unknown> {
 }
 
 const params = (...parameter: Obj[]) => ({ resourceType: 'Parameters', parameter });
+const valueSet = (id: string, include: Obj[]) => ({
+  resourceType: 'ValueSet',
+  id,
+  url: `${VS}/${id}`,
+  status: 'active',
+  compose: { include },
+});
 
 before(async () => {
   p = await startPlatform();
@@ -120,13 +127,6 @@ before(async () => {
     property: [{ code: 'parent', type: 'code' }],
     concept: [{ code: 'a', property: [parent('b')] }, { code: 'b', property: [parent('a')] }, { code: 'c' }],
   });
-  const valueSet = (id: string, include: Obj[]) => ({
-    resourceType: 'ValueSet',
-    id,
-    url: `${VS}/${id}`,
-    status: 'active',
-    compose: { include },
-  });
   await put(valueSet('all-colors', [{ system: COLORS }]));
   await put(valueSet('red-only', [{ system: COLORS, concept: [{ code: 'red', display: 'Red' }] }]));
   await put(valueSet('all-shapes', [{ system: SHAPES }]));
@@ -179,6 +179,57 @@ describe('ValueSets of a whole CodeSystem held here', () => {
     assert.equal(denied.status, 403, denied.text);
     assert.match(denied.text, /\$expand reads CodeSystem resources/);
     assert.equal((await fhir(p, valueSetsOnly, 'GET', '/tx/ValueSet/red-only/$expand')).status, 200);
+  });
+
+  test('filters select from the hierarchy and the properties; filters of one include all apply; :in uses them', async () => {
+    const made: string[] = [];
+    const selected = async (system: string, ...filter: Obj[]) => {
+      const id = `filter-${made.push(`filter-${made.length + 1}`)}`;
+      await put(valueSet(id, [{ system, filter }]));
+      const r = await fhir(p, writer, 'GET', `/tx/ValueSet/${id}/$expand`);
+      if (r.status !== 200) return r.text;
+      return ((r.json as { expansion: { contains?: { code: string }[] } }).expansion.contains ?? []).map((c) => c.code);
+    };
+    const f = (property: string, op: string, value: string) => ({ property, op, value });
+    assert.deepEqual(await selected(TASTES, f('concept', 'is-a', 'sweet')), ['sweet', 'honey']);
+    assert.deepEqual(await selected(TASTES, f('concept', 'descendent-of', 'taste')), ['sweet', 'honey', 'bitter']);
+    assert.deepEqual(await selected(TASTES, f('concept', 'is-not-a', 'sweet')), ['taste', 'bitter']);
+    assert.deepEqual(await selected(TASTES, f('concept', 'generalizes', 'honey')), ['taste', 'sweet', 'honey']);
+    assert.deepEqual(
+      await selected(TASTES, f('concept', 'descendent-of', 'taste'), f('concept', 'not-in', 'bitter,honey')),
+      ['sweet'],
+    );
+    // A notSelectable concept is selected by no filter; nesting is a hierarchy as parent properties are.
+    assert.deepEqual(await selected(COLORS, f('concept', 'is-a', 'warm')), ['red', 'orange']);
+    assert.deepEqual(await selected(COLORS, f('hex', '=', '#00f')), ['blue']);
+    assert.deepEqual(await selected(COLORS, f('hex', 'exists', 'false')), ['red', 'orange']);
+    assert.deepEqual(await selected(COLORS, f('code', 'in', 'red,blue,purple')), ['red', 'blue']);
+    assert.deepEqual(await selected('http://example.org/cs/loop', f('concept', 'is-a', 'a')), ['a', 'b']);
+    assert.match(
+      String(await selected(COLORS, f('display', 'regex', '^(a+)+$'))),
+      /operator regex: that needs a terminology server/,
+    );
+    assert.match(String(await selected(COLORS, f('hex', 'is-a', 'x'))), /applies to concept only/);
+    assert.match(
+      String(await selected(SHAPES, f('concept', 'is-a', 'circle'))),
+      /filters .*shapes, whose CodeSystem here is not complete/,
+    );
+
+    await put(valueSet('sweet-things', [{ system: TASTES, filter: [f('concept', 'is-a', 'sweet')] }]));
+    const found = await fhir(p, writer, 'GET', `/tx/Observation?code:in=${VS}/sweet-things`);
+    assert.deepEqual(
+      ((found.json as { entry?: { resource: { id: string } }[] }).entry ?? []).map((e) => e.resource.id),
+      ['o-honey'],
+    );
+    const both = valueSet('both', [
+      { system: TASTES, concept: [{ code: 'sweet' }], filter: [f('concept', 'is-a', 'sweet')] },
+    ]);
+    // vsd-3: concepts and a filter in one include are refused when written.
+    const refused = await fhir(p, writer, 'PUT', '/tx/ValueSet/both', both);
+    assert.equal(refused.status, 422, refused.text);
+    assert.match(refused.text, /vsd-3/);
+    // The other tests list the vault's ValueSets.
+    for (const id of [...made, 'sweet-things']) await fhir(p, writer, 'DELETE', `/tx/ValueSet/${id}`);
   });
 });
 

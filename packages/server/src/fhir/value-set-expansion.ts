@@ -3,12 +3,13 @@ import { canonicalReader, findCanonical, NoSuchCanonical } from './canonical.ts'
 import { conceptsOf, findCodeSystem } from './code-system.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError } from './errors.ts';
+import { filterConcepts } from './value-set-filter.ts';
 
 /**
  * The codes of a ValueSet stored in the vault (valueset.html#expansion), for `:in` / `:not-in` and `$expand`.
- * Enumerated codes only: the ValueSet's `expansion` as it is, or else its `compose` — concepts of a system, all of
- * a system whose complete CodeSystem the vault holds, and imported ValueSets, minus what `exclude` selects. A
- * filter or another whole code system needs a terminology server, which carevault is not: 400 `not-supported`.
+ * The ValueSet's `expansion` as it is, or else its `compose` — concepts of a system, all of a system whose
+ * complete CodeSystem the vault holds or what filters select of it, and imported ValueSets, minus what `exclude`
+ * selects. Another whole code system needs a terminology server, which carevault is not: 400 `not-supported`.
  */
 export interface ExpandedCode {
   system: string;
@@ -71,8 +72,11 @@ function find(lookup: ValueSetLookup, name: string): Promise<Obj> {
   return findCanonical(lookup.ctx, 'ValueSet', name, lookup.visible);
 }
 
-/** All the selectable codes of a system whose complete CodeSystem this vault holds. */
-async function wholeSystem(lookup: ValueSetLookup, name: string, system: string, version: unknown) {
+/**
+ * The selectable codes of a system whose complete CodeSystem this vault holds: all of them, or those its
+ * `filters` select (value-set-filter.ts).
+ */
+async function wholeSystem(lookup: ValueSetLookup, name: string, system: string, version: unknown, filters?: Obj[]) {
   spend(lookup);
   let cs: Obj;
   try {
@@ -80,17 +84,20 @@ async function wholeSystem(lookup: ValueSetLookup, name: string, system: string,
     cs = await findCodeSystem(lookup.ctx, visible, system, typeof version === 'string' ? version : undefined);
   } catch (err) {
     if (err instanceof NoSuchCanonical)
-      throw unsupported(name, `includes all of ${system}, which this vault has no CodeSystem of`);
+      throw unsupported(
+        name,
+        `${filters ? 'filters' : 'includes all of'} ${system}, which this vault has no CodeSystem of`,
+      );
     throw err;
   }
   if (cs.content !== 'complete') {
     throw unsupported(
       name,
-      `includes all of ${system}, whose CodeSystem here is not complete (content ${String(cs.content)})`,
+      `${filters ? 'filters' : 'includes all of'} ${system}, whose CodeSystem here is not complete (content ${String(cs.content)})`,
     );
   }
   const set = new Map<string, ExpandedCode>();
-  for (const c of conceptsOf(cs)) {
+  for (const c of filters ? filterConcepts(cs, filters, name) : conceptsOf(cs)) {
     if (c.abstract) continue;
     const code: ExpandedCode =
       c.display === undefined ? { system, code: c.code } : { system, code: c.code, display: c.display };
@@ -136,9 +143,14 @@ async function codesOf(lookup: ValueSetLookup, name: string, vs: Obj, depth: num
  * every ValueSet it imports (an intersection when there are several); both at once, the intersection of both.
  */
 async function selected(lookup: ValueSetLookup, name: string, part: Obj, depth: number) {
-  if (Array.isArray(part.filter) && part.filter.length > 0) throw unsupported(name, 'selects codes by a filter');
+  const filters = Array.isArray(part.filter) && part.filter.length > 0 ? (part.filter as Obj[]) : undefined;
   let set: Map<string, ExpandedCode> | undefined;
-  if (Array.isArray(part.concept) && part.concept.length > 0) {
+  if (filters) {
+    // vsd-3: an include lists its concepts or filters the system, not both.
+    if (typeof part.system !== 'string' || Array.isArray(part.concept))
+      throw invalid(`ValueSet ${name}: a filter needs its system, and no concepts beside it`);
+    set = await wholeSystem(lookup, name, part.system, part.version, filters);
+  } else if (Array.isArray(part.concept) && part.concept.length > 0) {
     const system = part.system;
     if (typeof system !== 'string') throw invalid(`ValueSet ${name}: concepts without their system`);
     set = new Map();
