@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Caller, fhir, grantedClient, partition } from './helpers/fhir.ts';
+import { type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { freePort, startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // R4 Subscriptions (rest-hook): a vault's client subscribes an endpoint the administrator allowed to a search;
@@ -279,6 +279,39 @@ describe('Subscription rest-hook', () => {
     );
     assert.equal((await statusOf('subs', id)).status, 'active');
     await fhir(p, hub, 'DELETE', `/subs/Subscription/${id}`);
+  });
+
+  test("a writer's granular scope narrows what it is notified of, as it narrows its searches", async () => {
+    // The vault grants Observations; the token asks for the heart rates only.
+    const scoped = await secretClient(
+      p,
+      'heart-only',
+      `system/Subscription.cruds system/Observation.rs?code=${LOINC}|8867-4`,
+    );
+    await grant(p, {
+      partition: 'subs',
+      client: 'heart-only',
+      scope: 'system/Subscription.cruds system/Observation.rs',
+    });
+    const created = await fhir(
+      p,
+      scoped,
+      'POST',
+      '/subs/Subscription',
+      subscription({ criteria: 'Observation' }, { endpoint: `${hooks}/scoped` }),
+    );
+    assert.equal(created.status, 201, created.text);
+    await activeSoon('subs', created.json.id as string);
+    const other = (await fhir(p, hub, 'POST', '/subs/Observation', observation('8310-5'))).json.id as string;
+    const heart = (await fhir(p, hub, 'POST', '/subs/Observation', observation('8867-4'))).json.id as string;
+    await until('the heart rate', () => (at('/hooks/scoped/').length >= 1 ? true : undefined));
+    await settle();
+    assert.deepEqual(
+      at('/hooks/scoped/').map((r) => r.url),
+      [`/hooks/scoped/Observation/${heart}`],
+    );
+    assert.ok(!received.some((r) => r.url.includes(other)));
+    await fhir(p, hub, 'DELETE', `/subs/Subscription/${created.json.id}`);
   });
 
   test('a disabled writer ends its Subscriptions', async () => {
