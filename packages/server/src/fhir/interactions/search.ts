@@ -1,17 +1,14 @@
 import { timeOrder } from '../../store/search-order.ts';
-import type { FoundResource, SearchQuery } from '../../store/types.ts';
+import type { SearchQuery } from '../../store/types.ts';
 import type { Restriction } from '../../vault/policy.ts';
 import { auditAccess, patientsSearched } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { responseLimit } from '../response-size.ts';
-import { hierarchiesOf } from '../search/code-hierarchy.ts';
 import { encodeCursor } from '../search/cursor.ts';
 import { resolveIncludes } from '../search/include.ts';
-import { listsOf } from '../search/list-members.ts';
-import { MAX_OFFSET, parseSearch } from '../search/parse.ts';
+import { MAX_OFFSET } from '../search/parse.ts';
 import { restrictionFilter } from '../search/restrictions.ts';
-import { elementsOnly, summarize } from '../search/subset.ts';
-import { valueSetsOf } from '../search/value-set-in.ts';
+import { parseVaultSearch, searchsetEntry, searchsetJson } from '../search/searchset.ts';
 
 /**
  * search (search.html): matches of this vault only, paged with _count/_offset, `_include`/`_revinclude`
@@ -23,10 +20,7 @@ export async function search(
   params: [string, string][],
   options: { strict: boolean; restrictions: Restriction[] | undefined },
 ): Promise<string> {
-  const valueSets = await valueSetsOf(ctx, type, params);
-  const lists = await listsOf(ctx, type, params);
-  const hierarchies = await hierarchiesOf(ctx, type, params);
-  const parsed = parseSearch(type, params, { base: ctx.base, strict: options.strict, valueSets, lists, hierarchies });
+  const parsed = await parseVaultSearch(ctx, type, params, options.strict);
   const { query } = parsed;
   const restriction = restrictionFilter(ctx, type, options.restrictions);
   const filters = restriction ? [...query.filters, restriction] : query.filters;
@@ -81,17 +75,9 @@ export async function search(
     return { offset, after: { lastUpdated: last.lastUpdated, id: last.id } };
   }
 
-  const subset = (r: FoundResource, mode: 'match' | 'include') => {
-    if (mode !== 'match') return r.content;
-    if (parsed.elements) return elementsOnly(r.content, r.type, parsed.elements);
-    return parsed.summary ? summarize(r.content, r.type, parsed.summary) : r.content;
-  };
-  const entry = (r: FoundResource, mode: 'match' | 'include') =>
-    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${subset(r, mode)},"search":{"mode":"${mode}"}}`;
+  const entry = searchsetEntry(ctx, parsed);
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
-  // FHIR JSON has no empty arrays: a page without entries has no `entry`.
-  const entryJson = entries.length ? `,"entry":[${entries.join(',')}]` : '';
-  return `{"resourceType":"Bundle","type":"searchset"${total !== undefined ? `,"total":${total}` : ''},"link":${JSON.stringify(links)}${entryJson}}`;
+  return searchsetJson(total, links, entries);
 }
 
 type Page = Pick<SearchQuery, 'offset' | 'after'>;

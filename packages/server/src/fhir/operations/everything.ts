@@ -16,6 +16,7 @@ import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { resolveIncludes } from '../search/include.ts';
 import { parseSearch } from '../search/parse.ts';
 import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
+import { searchsetEntry, searchsetJson } from '../search/searchset.ts';
 import { dateRange } from '../search/values.ts';
 import { operationParams } from './operation-params.ts';
 
@@ -188,11 +189,9 @@ export async function patientEverything(
   });
   const links = [{ relation: 'self', url: url(position) }];
   if (next) links.push({ relation: 'next', url: url(next) });
-  const entry = (r: FoundResource, mode: 'match' | 'include') =>
-    `{"fullUrl":${JSON.stringify(`${ctx.base}/${r.type}/${r.id}`)},"resource":${r.content},"search":{"mode":"${mode}"}}`;
+  const entry = searchsetEntry(ctx, {});
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
-  const total = next ? '' : `,"total":${before + matches.length}`;
-  return `{"resourceType":"Bundle","type":"searchset"${total},"link":${JSON.stringify(links)}${entries.length ? `,"entry":[${entries.join(',')}]` : ''}}`;
+  return searchsetJson(next ? undefined : before + matches.length, links, entries);
 }
 
 function encodePosition(p: Position): string {
