@@ -58,6 +58,23 @@ before(async () => {
   const file = join(p.dataDir, 'documents.ndjson');
   writeFileSync(file, `${lines.join('\n')}\n`);
   await importCommand(p.config, [file], 'docs');
+  // Another vault: twelve heart rates of ≈ 100,000 characters each, one a day (more than $lastn may read at once).
+  await partition(p, 'vitals');
+  await grant(p, { partition: 'vitals', client: 'reader', scope: 'system/*.rs' });
+  const vitals = [
+    { resourceType: 'Patient', id: 'v1' },
+    ...Array.from({ length: 12 }, (_, i) => ({
+      resourceType: 'Observation',
+      id: `hr${i + 1}`,
+      status: 'final',
+      code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+      subject: { reference: 'Patient/v1' },
+      effectiveDateTime: `2024-01-${String(i + 1).padStart(2, '0')}`,
+      valueString: data,
+    })),
+  ].map((r) => JSON.stringify(r));
+  writeFileSync(join(p.dataDir, 'vitals.ndjson'), `${vitals.join('\n')}\n`);
+  await importCommand(p.config, [join(p.dataDir, 'vitals.ndjson')], 'vitals');
 });
 after(() => p.stop());
 
@@ -147,6 +164,25 @@ describe('a page holds at most CAREVAULT_MAX_RESPONSE_MB', () => {
     const fewer = await fhir(p, reader, 'GET', '/docs/DocumentReference?_id=d1,d2&_include=DocumentReference:subject');
     assert.equal(fewer.status, 200, fewer.text.slice(0, 300));
     assert.equal((fewer.json as unknown as Bundle).entry?.length, 3);
+  });
+
+  test('$lastn reads at most the limit of matches: past it a 400 too-costly asks to narrow the search', async () => {
+    const r = await fhir(p, reader, 'GET', '/vitals/Observation/$lastn?patient=v1&code=http://loinc.org|8867-4');
+    assert.equal(r.status, 400, r.text.slice(0, 300));
+    const issue = (r.json as { issue: { code: string; diagnostics: string }[] }).issue[0];
+    assert.equal(issue?.code, 'too-costly');
+    assert.match(issue?.diagnostics ?? '', /at most 10000 matching Observations \(1 MiB\); narrow it with date/);
+    const narrowed = await fhir(
+      p,
+      reader,
+      'GET',
+      '/vitals/Observation/$lastn?patient=v1&code=http://loinc.org|8867-4&date=ge2024-01-06&max=2',
+    );
+    assert.equal(narrowed.status, 200, narrowed.text.slice(0, 300));
+    assert.deepEqual(
+      (narrowed.json as unknown as Bundle).entry?.map((e) => e.resource?.id),
+      ['hr12', 'hr11'],
+    );
   });
 
   test('included resources larger than a row brings inline arrive whole; past the limit, still refused', async () => {

@@ -22,6 +22,7 @@ const OPERATIONS: Record<string, { name: string; definition: string }[]> = {
   Group: [op('export', `${BULK}/OperationDefinition/group-export`)],
   ValueSet: [op('expand', 'ValueSet-expand'), op('validate-code', 'ValueSet-validate-code')],
   ConceptMap: [op('translate', 'ConceptMap-translate')],
+  Observation: [op('lastn', 'Observation-lastn')],
   CodeSystem: [
     op('lookup', 'CodeSystem-lookup'),
     op('subsumes', 'CodeSystem-subsumes'),

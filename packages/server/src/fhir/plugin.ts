@@ -28,15 +28,9 @@ import { conditionalPatch, type PatchDocument, patch, patchDocument } from './in
 import { read, vread } from './interactions/read.ts';
 import { search } from './interactions/search.ts';
 import { parseEtag, update } from './interactions/update.ts';
-import { everythingRoutes } from './operations/everything.ts';
-import { expandRoutes } from './operations/expand.ts';
-import { lookupRoutes } from './operations/lookup.ts';
+import { readOperationRoutes } from './operations/registry.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
-import { subsumesRoutes } from './operations/subsumes.ts';
-import { translateRoutes } from './operations/translate.ts';
-import { validateRoutes } from './operations/validate.ts';
-import { validateCodeRoutes } from './operations/validate-code.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { ifMatchOf, strictHandling, type VaultParams } from './route-helpers.ts';
@@ -200,13 +194,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   });
 
   historyRoutes(app, { context, allow, typeOf, idOf });
-  everythingRoutes(app, { context, allow, typeOf, idOf });
-  validateRoutes(app, { context, allow, typeOf, idOf });
-  expandRoutes(app, { context, allow, idOf });
-  validateCodeRoutes(app, { context, allow, idOf });
-  lookupRoutes(app, { context, allow });
-  subsumesRoutes(app, { context, allow, idOf });
-  translateRoutes(app, { context, allow, idOf });
+  readOperationRoutes(app, { context, allow, typeOf, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,

@@ -1,0 +1,22 @@
+import type { FastifyInstance } from 'fastify';
+import type { RouteHelpers } from '../route-helpers.ts';
+import { everythingRoutes } from './everything.ts';
+import { expandRoutes } from './expand.ts';
+import { lastNRoutes } from './lastn.ts';
+import { lookupRoutes } from './lookup.ts';
+import { subsumesRoutes } from './subsumes.ts';
+import { translateRoutes } from './translate.ts';
+import { validateRoutes } from './validate.ts';
+import { validateCodeRoutes } from './validate-code.ts';
+
+/** The read-only operations of a vault (each module registers its own GET and POST routes). */
+export function readOperationRoutes(app: FastifyInstance, h: RouteHelpers): void {
+  everythingRoutes(app, h);
+  validateRoutes(app, h);
+  expandRoutes(app, h);
+  validateCodeRoutes(app, h);
+  lookupRoutes(app, h);
+  subsumesRoutes(app, h);
+  translateRoutes(app, h);
+  lastNRoutes(app, h);
+}
