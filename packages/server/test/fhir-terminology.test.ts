@@ -493,6 +493,45 @@ describe('CodeSystem $validate-code and $lookup', () => {
     assert.equal(denied.status, 403, denied.text);
   });
 
+  test(':below in a large hierarchy: a branch is found; more than 1,000 codes is 400 too-costly', async () => {
+    // 2,000 concepts, each the child of the one at a tenth of its number (c0 the root).
+    const WIDE = 'http://example.org/cs/wide';
+    const concept = Array.from({ length: 2000 }, (_, i) => ({
+      code: `c${i}`,
+      ...(i ? { property: [{ code: 'parent', valueCode: `c${Math.floor(i / 10)}` }] } : {}),
+    }));
+    await put({ resourceType: 'CodeSystem', id: 'wide', url: WIDE, status: 'active', content: 'complete', concept });
+    await put({
+      resourceType: 'Observation',
+      id: 'o-wide',
+      status: 'final',
+      code: { coding: [{ system: WIDE, code: 'c1234' }] },
+    });
+    const search = (query: string) => fhir(p, writer, 'GET', `/tx/Observation?${query}`);
+    // c1234 is below c123 and c12 (110 codes below it); not below c2 or c124.
+    for (const [code, found] of [
+      ['c123', ['o-wide']],
+      ['c12', ['o-wide']],
+      ['c124', []],
+      ['c2', []],
+    ] as const) {
+      const r = await search(`code:below=${WIDE}|${code}`);
+      assert.equal(r.status, 200, r.text);
+      const entries = (r.json as { entry?: { resource: { id: string } }[] }).entry ?? [];
+      assert.deepEqual(
+        entries.map((e) => e.resource.id),
+        found,
+        code,
+      );
+    }
+    // Below c1: 10 + 100 + 1,000 codes.
+    const root = await search(`code:below=${WIDE}|c1`);
+    assert.equal(root.status, 400, root.text);
+    assert.match(root.text, /too-costly/);
+    assert.match(root.text, /take up to 1000 codes/);
+    await fhir(p, writer, 'DELETE', '/tx/Observation/o-wide');
+  });
+
   test('the CapabilityStatement lists the operations', async () => {
     const r = await fhir(p, undefined, 'GET', '/tx/metadata');
     const resources = (r.json as { rest: { resource: { type: string; operation?: { name: string }[] }[] }[] }).rest[0]

@@ -76,14 +76,35 @@ export function parentsOf(cs: Obj): Map<string, Set<string>> {
   return parents;
 }
 
-/** Every ancestor of `code`; a cycle in a careless or hostile CodeSystem ends at what was seen. */
-export function ancestorsIn(parents: Map<string, Set<string>>, code: string): Set<string> {
+/** Every ancestor of `code`, each once. */
+export function ancestorsIn(parents: Map<string, Set<string>>, code: string, limit = Infinity): Set<string> {
+  return reach(parents, code, limit);
+}
+
+/** Every concept below `code`, each once. */
+export function descendantsIn(parents: Map<string, Set<string>>, code: string, limit = Infinity): Set<string> {
+  const children = new Map<string, string[]>();
+  for (const [child, of] of parents) {
+    for (const p of of) {
+      const list = children.get(p);
+      if (list) list.push(child);
+      else children.set(p, [child]);
+    }
+  }
+  return reach(children, code, limit);
+}
+
+/**
+ * The codes reached from `code` by the steps of `next` (to parents or to children); a cycle in a careless or
+ * hostile CodeSystem ends at what was seen, and the walk stops once more than `limit` are found.
+ */
+function reach(next: Map<string, Iterable<string>>, code: string, limit: number): Set<string> {
   const seen = new Set<string>();
-  const walk = [...(parents.get(code) ?? [])];
-  for (let next = walk.pop(); next !== undefined; next = walk.pop()) {
-    if (seen.has(next)) continue;
-    seen.add(next);
-    walk.push(...(parents.get(next) ?? []));
+  const walk = [...(next.get(code) ?? [])];
+  for (let c = walk.pop(); c !== undefined && seen.size <= limit; c = walk.pop()) {
+    if (seen.has(c)) continue;
+    seen.add(c);
+    walk.push(...(next.get(c) ?? []));
   }
   return seen;
 }

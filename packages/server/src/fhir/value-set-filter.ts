@@ -1,4 +1,4 @@
-import { ancestorsIn, type Concept, conceptsOf, parentsOf } from './code-system.ts';
+import { ancestorsIn, type Concept, conceptsOf, descendantsIn, parentsOf } from './code-system.ts';
 import { FhirError } from './errors.ts';
 
 type Obj = Record<string, unknown>;
@@ -38,7 +38,7 @@ function test(
       const up = ancestorsIn(parents, value);
       return (c) => c.code === value || up.has(c.code);
     }
-    const below = descendants(parents, value);
+    const below = descendantsIn(parents, value);
     if (op === 'descendent-of') return (c) => below.has(c.code);
     if (op === 'is-a') return (c) => c.code === value || below.has(c.code);
     return (c) => c.code !== value && !below.has(c.code);
@@ -62,26 +62,6 @@ function test(
     default:
       throw unsupported(name, `filters by the operator ${op}`);
   }
-}
-
-/** Every concept below `code` in the hierarchy, each once (a cycle is walked once). */
-function descendants(parents: Map<string, Set<string>>, code: string): Set<string> {
-  const children = new Map<string, string[]>();
-  for (const [child, of] of parents) {
-    for (const p of of) {
-      const list = children.get(p);
-      if (list) list.push(child);
-      else children.set(p, [child]);
-    }
-  }
-  const seen = new Set<string>();
-  const walk = [...(children.get(code) ?? [])];
-  for (let next = walk.pop(); next !== undefined; next = walk.pop()) {
-    if (seen.has(next)) continue;
-    seen.add(next);
-    walk.push(...(children.get(next) ?? []));
-  }
-  return seen;
 }
 
 /** A property's value as the text a filter compares it with (a code, string, boolean, number or Coding's code). */

@@ -1,6 +1,6 @@
 import type { TokenCond } from '../../store/types.ts';
 import { canonicalReader, NoSuchCanonical } from '../canonical.ts';
-import { conceptOf, findCodeSystem, parentsOf } from '../code-system.ts';
+import { ancestorsIn, conceptOf, descendantsIn, findCodeSystem, parentsOf } from '../code-system.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { MAX_VALUE_SET_CODES } from '../value-set-expansion.ts';
@@ -75,14 +75,7 @@ async function related(
   const concept = conceptOf(cs, code);
   if (!concept) throw new FhirError(400, 'invalid', `${name}: code "${code}" is not in CodeSystem ${system}`);
   const parents = parentsOf(cs);
-  const next = (c: string) =>
-    modifier === 'above'
-      ? [...(parents.get(c) ?? [])]
-      : [...parents].filter(([, of]) => of.has(c)).map(([child]) => child);
-  // Breadth first from the code; a cycle ends at what was seen.
-  const seen = new Set([concept.code]);
-  for (const queue = [concept.code]; queue.length > 0 && seen.size <= MAX_VALUE_SET_CODES; ) {
-    for (const c of next(queue.shift() as string)) if (!seen.has(c)) seen.add(c) && queue.push(c);
-  }
+  const related = (modifier === 'above' ? ancestorsIn : descendantsIn)(parents, concept.code, MAX_VALUE_SET_CODES);
+  const seen = new Set([concept.code, ...related]);
   return [...seen].map((c) => ({ system, code: c }));
 }
