@@ -289,3 +289,83 @@ test('fhir-kit-client: CodeSystem $lookup, ValueSet $validate-code and _list', a
     ['kit-mr'],
   );
 });
+
+test('fhir-kit-client: $expand of a ValueSet filtered by is-a, and ConceptMap $translate both ways', async () => {
+  const system = 'http://example.org/cs/kit-body';
+  const target = 'http://example.org/cs/kit-legacy';
+  const put = (body: { resourceType: string; id: string } & Record<string, unknown>) =>
+    client.update({ resourceType: body.resourceType, id: body.id, body: body as never });
+  await put({
+    resourceType: 'CodeSystem',
+    id: 'kit-body',
+    url: system,
+    status: 'active',
+    content: 'complete',
+    concept: [
+      { code: 'limb', concept: [{ code: 'arm', concept: [{ code: 'hand' }] }, { code: 'leg' }] },
+      { code: 'head' },
+    ],
+  });
+  await put({
+    resourceType: 'ValueSet',
+    id: 'kit-limbs',
+    url: 'http://example.org/vs/kit-limbs',
+    status: 'active',
+    compose: { include: [{ system, filter: [{ property: 'concept', op: 'is-a', value: 'arm' }] }] },
+  });
+  type Expansion = { expansion: { total: number; contains: { code: string }[] } };
+  const expanded = (await client.operation({
+    name: '$expand',
+    resourceType: 'ValueSet',
+    id: 'kit-limbs',
+    method: 'GET',
+  })) as unknown as Expansion;
+  assert.deepEqual(expanded.expansion.contains.map((c) => c.code).sort(), ['arm', 'hand']);
+
+  await put({
+    resourceType: 'ConceptMap',
+    id: 'kit-map',
+    url: 'http://example.org/cm/kit-map',
+    status: 'active',
+    group: [
+      {
+        source: system,
+        target,
+        element: [
+          { code: 'hand', target: [{ code: 'H', equivalence: 'equivalent' }] },
+          { code: 'arm', target: [{ code: 'UPPER', equivalence: 'wider' }] },
+        ],
+      },
+    ],
+  });
+  type Parameters = { parameter: { name: string; valueBoolean?: boolean; part?: Parameters['parameter'] }[] };
+  type Part = { name: string; valueCode?: string; valueCoding?: { code: string } };
+  const matches = (out: Parameters) =>
+    out.parameter
+      .filter((x) => x.name === 'match')
+      .map((m) => {
+        const parts = (m.part ?? []) as Part[];
+        return `${parts.find((x) => x.name === 'equivalence')?.valueCode} ${parts.find((x) => x.name === 'concept')?.valueCoding?.code}`;
+      });
+  const forward = (await client.operation({
+    name: '$translate',
+    resourceType: 'ConceptMap',
+    method: 'GET',
+    input: { system, code: 'arm' },
+  })) as unknown as Parameters;
+  assert.equal(forward.parameter.find((x) => x.name === 'result')?.valueBoolean, true);
+  assert.deepEqual(matches(forward), ['wider UPPER']);
+  const reverse = (await client.operation({
+    name: '$translate',
+    resourceType: 'ConceptMap',
+    id: 'kit-map',
+    input: {
+      resourceType: 'Parameters',
+      parameter: [
+        { name: 'coding', valueCoding: { system: target, code: 'UPPER' } },
+        { name: 'reverse', valueBoolean: true },
+      ],
+    },
+  })) as unknown as Parameters;
+  assert.deepEqual(matches(reverse), ['narrower arm']);
+});
