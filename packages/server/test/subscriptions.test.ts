@@ -176,6 +176,40 @@ describe('Subscription rest-hook', () => {
     await fhir(p, hub, 'DELETE', `/subs/Subscription/${created.json.id}`);
   });
 
+  test('a deleted Subscription sends nothing and leaves no records; created again under its id, it starts afresh', async () => {
+    const rate = (value: number) => ({ ...observation('9279-1', value) });
+    const put = () =>
+      fhir(
+        p,
+        hub,
+        'PUT',
+        '/subs/Subscription/again',
+        subscription({ id: 'again', criteria: `Observation?code=${LOINC}|9279-1` }, { endpoint: `${hooks}/again` }),
+      );
+    assert.equal((await put()).status, 201);
+    await activeSoon('subs', 'again');
+    const first = (await fhir(p, hub, 'POST', '/subs/Observation', rate(12))).json.id as string;
+    await until('a notification', () => (at('/hooks/again/').length >= 1 ? true : undefined));
+    assert.equal((await fhir(p, hub, 'DELETE', '/subs/Subscription/again')).status, 204);
+    assert.equal(await p.store.meta.get('subscription-owner:subs/again'), undefined);
+    assert.equal(await p.store.meta.get('subscription-state:subs/again'), undefined);
+    const meanwhile = (await fhir(p, hub, 'POST', '/subs/Observation', rate(14))).json.id as string;
+    await settle();
+    assert.equal(at('/hooks/again/').length, 1);
+
+    assert.equal((await put()).status, 201);
+    await activeSoon('subs', 'again');
+    const later = (await fhir(p, hub, 'POST', '/subs/Observation', rate(16))).json.id as string;
+    await until('a second notification', () => (at('/hooks/again/').length >= 2 ? true : undefined));
+    await settle();
+    assert.deepEqual(
+      at('/hooks/again/').map((r) => r.url),
+      [`/hooks/again/Observation/${first}`, `/hooks/again/Observation/${later}`],
+      `not ${meanwhile}, written while it was deleted`,
+    );
+    await fhir(p, hub, 'DELETE', '/subs/Subscription/again');
+  });
+
   test('what the server cannot or may not serve is refused when written', async () => {
     const refused = async (body: unknown, status: number, says: RegExp, caller = hub) => {
       const res = await fhir(p, caller, 'POST', '/subs/Subscription', body);

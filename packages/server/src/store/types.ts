@@ -203,6 +203,7 @@ export interface ResourceWrite {
 export interface MetaStore {
   get(key: string): Promise<string | undefined>;
   set(key: string, value: string): Promise<void>;
+  delete(key: string): Promise<void>;
 }
 
 export interface ResourceTransaction {

@@ -55,10 +55,17 @@ export async function setSubscriptionVaults(store: Store, vaults: string[]): Pro
  * After a client's write of Subscriptions committed: records their writer, and starts each new one at the
  * instant it was written (it notifies of what changes from then on). A write by a client also clears earlier
  * failures, so a Subscription in `error` that is set to `requested` again is tried at once, from where it
- * stopped — what changed meanwhile is notified, not lost.
+ * stopped — what changed meanwhile is notified, not lost. A deleted one's records go, so that one created
+ * again under its id starts afresh instead of where the old one stopped.
  */
 export async function recordWriters(ctx: FhirContext, writes: ResourceWrite[]): Promise<void> {
-  const written = writes.filter((w) => w.type === 'Subscription' && w.method !== 'DELETE');
+  const subscriptions = writes.filter((w) => w.type === 'Subscription');
+  if (subscriptions.length === 0) return;
+  for (const w of subscriptions.filter((s) => s.method === 'DELETE')) {
+    await ctx.store.meta.delete(ownerKey(ctx.partition, w.id));
+    await ctx.store.meta.delete(stateKey(ctx.partition, w.id));
+  }
+  const written = subscriptions.filter((w) => w.method !== 'DELETE');
   if (written.length === 0) return;
   for (const w of written) {
     await saveOwner(ctx.store, ctx.partition, w.id, {

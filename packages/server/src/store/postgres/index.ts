@@ -109,6 +109,9 @@ export async function openPostgresStore(
           [key, value],
         );
       },
+      async delete(key) {
+        await run(pool, 'DELETE FROM store_meta WHERE key = ?', [key]);
+      },
     },
     async sweep(now) {
       await run(pool, 'DELETE FROM oidc_payloads WHERE expires_at IS NOT NULL AND expires_at <= ?', [now]);

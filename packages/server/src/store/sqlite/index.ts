@@ -216,6 +216,7 @@ export function openSqliteStore(file: string, options: SqliteOptions = {}): Stor
   const metaSet = db.prepare(
     'INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
   );
+  const metaDelete = db.prepare('DELETE FROM store_meta WHERE key = ?');
   const threads =
     file === ':memory:' || options.searchThreads === 0
       ? undefined
@@ -238,6 +239,9 @@ export function openSqliteStore(file: string, options: SqliteOptions = {}): Stor
       },
       async set(key, value) {
         metaSet.run(key, value);
+      },
+      async delete(key) {
+        metaDelete.run(key);
       },
     },
     async sweep(now) {
