@@ -23,6 +23,7 @@ const OPERATIONS: Record<string, { name: string; definition: string }[]> = {
   ValueSet: [op('expand', 'ValueSet-expand'), op('validate-code', 'ValueSet-validate-code')],
   ConceptMap: [op('translate', 'ConceptMap-translate')],
   Observation: [op('lastn', 'Observation-lastn')],
+  Composition: [op('document', 'Composition-document')],
   CodeSystem: [
     op('lookup', 'CodeSystem-lookup'),
     op('subsumes', 'CodeSystem-subsumes'),

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteHelpers } from '../route-helpers.ts';
+import { documentRoutes } from './document.ts';
 import { everythingRoutes } from './everything.ts';
 import { expandRoutes } from './expand.ts';
 import { lastNRoutes } from './lastn.ts';
@@ -19,4 +20,5 @@ export function readOperationRoutes(app: FastifyInstance, h: RouteHelpers): void
   subsumesRoutes(app, h);
   translateRoutes(app, h);
   lastNRoutes(app, h);
+  documentRoutes(app, h);
 }
