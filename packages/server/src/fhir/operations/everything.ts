@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { FoundResource, SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
+import type { SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
 import { compartmentFilter, inPatientCompartment } from '../../vault/compartment.ts';
 import { decide } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
@@ -10,20 +10,18 @@ import { FHIR_JSON } from '../format.ts';
 import { parseSince } from '../interactions/history.ts';
 import { read } from '../interactions/read.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
-import { fitting, responseLimit } from '../response-size.ts';
+import { responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
-import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
 import { resolveIncludes } from '../search/include.ts';
 import { parseSearch } from '../search/parse.ts';
 import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
 import { searchsetEntry, searchsetJson } from '../search/searchset.ts';
+import { decodeWalkPosition, encodeWalkPosition, type WalkPosition, walkTypes } from '../search/type-walk.ts';
 import { dateRange } from '../search/values.ts';
 import { operationParams } from './operation-params.ts';
 
 const DEFAULT_COUNT = 100;
 const MAX_COUNT = 1000;
-/** What a page of `$everything` starts from: a type of the list, the position in it, the matches before. */
-type Position = { type: string; after?: SearchQuery['after']; before: number };
 
 /** Patient first, then the compartment's types by name (the order a page walks them in). */
 const COMPARTMENT_TYPES = [
@@ -86,7 +84,7 @@ export async function patientEverything(
   let to: string | undefined;
   let asked: string[] | undefined;
   let count = DEFAULT_COUNT;
-  let position: Position | undefined;
+  let position: WalkPosition | undefined;
   for (const [name, value] of params) {
     if (name === '_since') since = parseSince(value);
     else if (name === '_type') {
@@ -98,7 +96,7 @@ export async function patientEverything(
       if (!/^\d{1,7}$/.test(value) || Number(value) < 1)
         throw bad(`_count must be a whole number from 1, not "${value}"`);
       count = Math.min(Number(value), MAX_COUNT);
-    } else if (name === '_cursor') position = decodePosition(value);
+    } else if (name === '_cursor') position = decodeWalkPosition(value);
     else if (name === 'start') from = careDate(name, value, from);
     else if (name === 'end') to = careDate(name, value, to);
     else if (strict && !['_format', '_pretty'].includes(name))
@@ -120,9 +118,6 @@ export async function patientEverything(
     const d = searchable(t);
     if (!d.allowed && inPatientCompartment(t)) throw insufficientScope(`_type ${t}: ${d.reason}`);
   }
-  const start = position ? types.indexOf(position.type) : 0;
-  if (start < 0) throw bad('_cursor is not a cursor of this $everything');
-
   const find = (type: string, limit: number, after?: SearchQuery['after'], maxBytes?: number) => {
     const d = searchable(type);
     if (!d.allowed) return Promise.resolve({ matches: [] } as SearchResult);
@@ -134,43 +129,13 @@ export async function patientEverything(
     const query = { type, filters, sort: [], limit, offset: 0, after, total: false, maxBytes };
     return ctx.store.resources.search(ctx.partition, query);
   };
-  const matches: FoundResource[] = [];
-  let next: Position | undefined;
-  let i = start;
-  // A page also ends where its answer would pass the response limit; its `next` link goes on from there.
-  let bytes = 0;
-  let full = false;
-  for (; i < types.length && matches.length < count && !full; i++) {
-    const type = types[i] as string;
-    const room = count - matches.length;
-    // The store reads no more than fits (and one more, to tell whether this type goes on); fitting() cuts that one.
-    const found = await find(type, room + 1, i === start ? position?.after : undefined, responseLimit(ctx) - bytes);
-    const rows = found.matches;
-    const sizes = rows.slice(0, room).map((r) => r.content.length);
-    const taken = fitting(sizes, responseLimit(ctx) - bytes, matches.length === 0);
-    full = taken < sizes.length || found.more === true;
-    for (const r of rows.slice(0, taken)) {
-      matches.push(r);
-      bytes += r.content.length;
-    }
-    const last = matches[matches.length - 1];
-    if ((rows.length > taken || found.more) && last?.type === type && last.lastUpdated)
-      next = { type, after: { lastUpdated: last.lastUpdated, id: last.id }, before: 0 };
-    // Nothing of this type fitted after the earlier types' matches: the next page starts where this one did.
-    else if (full) next = { type, ...(i === start && position?.after ? { after: position.after } : {}), before: 0 };
-  }
-  // A page that ends with its type: the next one starts at the next type that has anything, if any does.
-  for (; !next && matches.length === count && i < types.length; i++) {
-    if ((await find(types[i] as string, 1)).matches.length > 0) next = { type: types[i] as string, before: 0 };
-  }
-  const before = position?.before ?? 0;
-  if (next) next.before = before + matches.length;
+  const { matches, next, before } = await walkTypes(ctx, types, find, count, position);
 
   // What the page's resources refer to outside the compartment, as `_include=*:*` finds it, read-checked.
   const outside = (type: string) => !inPatientCompartment(type) && (!asked || asked.includes(type));
   const everyReference = { sourceType: '*', param: '*', iterate: false, reverse: false };
   const included = await resolveIncludes(ctx, matches, [everyReference], {
-    room: responseLimit(ctx) - bytes,
+    room: responseLimit(ctx) - matches.reduce((n, r) => n + r.content.length, 0),
     keep: outside,
   });
 
@@ -180,8 +145,8 @@ export async function patientEverything(
   if (to) kept.set('end', to);
   if (asked) kept.set('_type', asked.join(','));
   kept.set('_count', String(count));
-  const url = (p?: Position) =>
-    `${ctx.base}/Patient/${patient}/$everything?${kept}${p ? `&_cursor=${encodePosition(p)}` : ''}`;
+  const url = (p?: WalkPosition) =>
+    `${ctx.base}/Patient/${patient}/$everything?${kept}${p ? `&_cursor=${encodeWalkPosition(p)}` : ''}`;
   await auditAccess(ctx, 'operation', {
     objects: [`Patient/${patient}`],
     patients: [`Patient/${patient}`],
@@ -192,18 +157,6 @@ export async function patientEverything(
   const entry = searchsetEntry(ctx, {});
   const entries = [...matches.map((r) => entry(r, 'match')), ...included.map((r) => entry(r, 'include'))];
   return searchsetJson(next ? undefined : before + matches.length, links, entries);
-}
-
-function encodePosition(p: Position): string {
-  return packCursor([p.type, p.after?.lastUpdated ?? null, p.after?.id ?? null, p.before]);
-}
-
-function decodePosition(value: string): Position {
-  const [type, lastUpdated, id, before] = unpackCursor(value, 4);
-  const placed = typeof lastUpdated === 'string' && typeof id === 'string';
-  if (typeof type !== 'string' || !Number.isSafeInteger(before) || (before as number) < 0) throw badCursor();
-  if (!placed && (lastUpdated !== null || id !== null)) throw badCursor();
-  return { type, ...(placed ? { after: { lastUpdated, id } } : {}), before: before as number };
 }
 
 /** `Patient/[id]/$everything` by GET, or by POST with a Parameters body; the Patient must be readable. */
