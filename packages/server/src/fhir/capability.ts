@@ -138,7 +138,12 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
           ],
         },
         resource: resources(),
-        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        interaction: [
+          { code: 'transaction' },
+          { code: 'batch' },
+          { code: 'search-system' },
+          { code: 'history-system' },
+        ],
         operation: [
           { name: 'export', definition: `${BULK}/OperationDefinition/export` },
           // On every type and instance: [type]/$validate, [type]/[id]/$validate.

@@ -27,6 +27,7 @@ import { historyRoutes } from './interactions/history.ts';
 import { conditionalPatch, type PatchDocument, patch, patchDocument } from './interactions/patch.ts';
 import { read, vread } from './interactions/read.ts';
 import { search } from './interactions/search.ts';
+import { systemSearchRoutes } from './interactions/search-system.ts';
 import { parseEtag, update } from './interactions/update.ts';
 import { readOperationRoutes } from './operations/registry.ts';
 import { measureOperations } from './operations/routes.ts';
@@ -195,6 +196,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
 
   historyRoutes(app, { context, allow, typeOf, idOf });
   readOperationRoutes(app, { context, allow, typeOf, idOf });
+  systemSearchRoutes(app, { context });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,
