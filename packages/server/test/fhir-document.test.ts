@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Client } from 'fhir-kit-client';
 import { Agent, setGlobalDispatcher } from 'undici';
-import { type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
+import { auditEvents, type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Composition/$document (R4 composition-operation-document): a document Bundle of a Composition and what it
@@ -212,14 +212,10 @@ describe('Composition/$document', () => {
 
   test('audited as an operation on the Composition and its patient', async () => {
     await document('Composition/comp/$document');
-    const res = await p.fetch(`${p.base}/audit/AuditEvent?subtype=operation&_count=1000`, {
-      dispatcher: p.agent(),
-      headers: { authorization: `Bearer ${auditor.token}` },
-    });
-    type Event = { resource: { entity?: { description?: string; what?: { reference?: string } }[] } };
-    const events = ((await res.json()) as { entry?: Event[] }).entry ?? [];
+    type Event = { entity?: { description?: string; what?: { reference?: string } }[] };
+    const events = await auditEvents<Event>(p, auditor, 'subtype=operation&_count=1000');
     const audited = events
-      .map((e) => e.resource.entity ?? [])
+      .map((e) => e.entity ?? [])
       .filter((entity) => entity.some((x) => x.description === '$document'));
     assert.ok(audited.length >= 1);
     const refs = audited[0]?.map((x) => x.what?.reference ?? '') ?? [];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Client } from 'fhir-kit-client';
 import { Agent, setGlobalDispatcher } from 'undici';
-import { type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
+import { auditEvents, type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Observation/$lastn (R4 observation-operation-lastn): the newest Observations of each code of one subject.
@@ -240,22 +240,17 @@ describe('Observation/$lastn', () => {
 
   test('audited as an operation on the patient it names', async () => {
     await ids('patient=b&category=vital-signs');
-    const res = await p.fetch(`${p.base}/audit/AuditEvent?subtype=operation&_count=1000`, {
-      dispatcher: p.agent(),
-      headers: { authorization: `Bearer ${auditor.token}` },
-    });
-    assert.equal(res.status, 200);
-    type Event = { resource: { entity?: { what?: { reference?: string }; query?: string }[] } };
-    const events = ((await res.json()) as { entry?: Event[] }).entry ?? [];
-    const queries = events.flatMap((e) => e.resource.entity ?? []).filter((x) => x.query);
+    type Event = { entity?: { what?: { reference?: string }; query?: string }[] };
+    const events = await auditEvents<Event>(p, auditor, 'subtype=operation&_count=1000');
+    const queries = events.flatMap((e) => e.entity ?? []).filter((x) => x.query);
     const asked = queries.map((x) => Buffer.from(x.query as string, 'base64').toString());
     assert.ok(asked.includes('Observation/$lastn?patient=b&category=vital-signs'), asked.join('\n'));
     const event = events.find((e) =>
-      (e.resource.entity ?? []).some(
+      (e.entity ?? []).some(
         (x) =>
           x.query && Buffer.from(x.query, 'base64').toString() === 'Observation/$lastn?patient=b&category=vital-signs',
       ),
     );
-    assert.ok(event?.resource.entity?.some((x) => x.what?.reference?.endsWith('Patient/b')));
+    assert.ok(event?.entity?.some((x) => x.what?.reference?.endsWith('Patient/b')));
   });
 });

@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { FhirClient } from '@carevault/sdk';
 import { Client } from 'fhir-kit-client';
 import { Agent, setGlobalDispatcher } from 'undici';
-import { type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
+import { auditEvents, type Caller, fhir, grant, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Search of all types (R4 search.html#all): GET [base]?… in one vault, by type in turn, paged by position.
@@ -149,14 +149,9 @@ describe('search of all types', () => {
 
   test('audited as search-system with the query', async () => {
     await keys('_id=p2&_type=Patient');
-    const res = await p.fetch(`${p.base}/audit/AuditEvent?subtype=search-system&_count=100`, {
-      dispatcher: p.agent(),
-      headers: { authorization: `Bearer ${auditor.token}` },
-    });
-    assert.equal(res.status, 200);
-    type Event = { resource: { entity?: { query?: string; what?: { reference?: string } }[] } };
-    const events = ((await res.json()) as { entry?: Event[] }).entry ?? [];
-    const queries = events.flatMap((e) => e.resource.entity ?? []).flatMap((x) => (x.query ? [x.query] : []));
+    type Event = { entity?: { query?: string; what?: { reference?: string } }[] };
+    const events = await auditEvents<Event>(p, auditor, 'subtype=search-system&_count=100');
+    const queries = events.flatMap((e) => e.entity ?? []).flatMap((x) => (x.query ? [x.query] : []));
     assert.ok(
       queries.map((q) => Buffer.from(q, 'base64').toString()).includes('?_id=p2&_type=Patient'),
       queries.join(),

@@ -6,7 +6,7 @@ import type { Bundle } from 'fhir/r4.js';
 import { Client } from 'fhir-kit-client';
 import { Agent, setGlobalDispatcher } from 'undici';
 import { importCommand } from '../src/admin/import.ts';
-import { type Caller, fhir, grantedClient, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
+import { auditEvents, type Caller, fhir, grantedClient, mtlsClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Patient/$everything (R4 patient-operation-everything) on two Synthea patients in one vault: exactly one
@@ -196,15 +196,10 @@ describe('Patient/$everything', () => {
     const stranger = await mtlsClient(p, 'ev-stranger', 'system/*.rs');
     assert.equal((await fhir(p, stranger, 'GET', `/ev/Patient/${bibiId}/$everything`)).status, 404);
     await everything('?_count=50');
-    const res = await p.fetch(`${p.base}/audit/AuditEvent?subtype=operation&_count=1000`, {
-      dispatcher: p.agent(),
-      headers: { authorization: `Bearer ${auditor.token}` },
-    });
-    assert.equal(res.status, 200);
-    type Event = { resource: { entity?: { description?: string; what?: { reference?: string } }[] } };
-    const events = ((await res.json()) as { entry?: Event[] }).entry ?? [];
+    type Event = { entity?: { description?: string; what?: { reference?: string } }[] };
+    const events = await auditEvents<Event>(p, auditor, 'subtype=operation&_count=1000');
     const audited = events
-      .map((e) => e.resource.entity ?? [])
+      .map((e) => e.entity ?? [])
       .filter((entity) => entity.some((x) => x.description === '$everything'));
     assert.ok(audited.length >= 1);
     assert.ok(audited.every((entity) => entity.some((x) => x.what?.reference?.endsWith(`Patient/${bibiId}`))));

@@ -102,3 +102,17 @@ export async function fhir(
   } catch {}
   return { status: res.status, headers: res.headers, json, text };
 }
+
+/** The AuditEvents the audit endpoint answers `auditor` (AuditEvent read) for `query`; a refusal throws. */
+export async function auditEvents<E = Record<string, unknown>>(
+  p: TestPlatform,
+  auditor: Caller,
+  query: string,
+): Promise<E[]> {
+  const res = await p.fetch(`${p.base}/audit/AuditEvent?${query}`, {
+    dispatcher: p.agent(),
+    headers: { authorization: `Bearer ${auditor.token}` },
+  });
+  if (res.status !== 200) throw new Error(`audit search ${query}: ${res.status} ${await res.text()}`);
+  return (((await res.json()) as { entry?: { resource: E }[] }).entry ?? []).map((e) => e.resource);
+}
