@@ -24,6 +24,7 @@ const OPERATIONS: Record<string, { name: string; definition: string }[]> = {
   ConceptMap: [op('translate', 'ConceptMap-translate')],
   Observation: [op('lastn', 'Observation-lastn')],
   Composition: [op('document', 'Composition-document')],
+  DocumentReference: [op('docref', 'http://hl7.org/fhir/us/core/OperationDefinition/docref')],
   CodeSystem: [
     op('lookup', 'CodeSystem-lookup'),
     op('subsumes', 'CodeSystem-subsumes'),

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { RouteHelpers } from '../route-helpers.ts';
+import { docrefRoutes } from './docref.ts';
 import { documentRoutes } from './document.ts';
 import { everythingRoutes } from './everything.ts';
 import { expandRoutes } from './expand.ts';
@@ -21,4 +22,5 @@ export function readOperationRoutes(app: FastifyInstance, h: RouteHelpers): void
   translateRoutes(app, h);
   lastNRoutes(app, h);
   documentRoutes(app, h);
+  docrefRoutes(app, h);
 }
