@@ -530,6 +530,22 @@ describe('CodeSystem $validate-code and $lookup', () => {
     assert.match(root.text, /too-costly/);
     assert.match(root.text, /take up to 1000 codes/);
     await fhir(p, writer, 'DELETE', '/tx/Observation/o-wide');
+    // 150,000 concepts under one below the one searched: past the limit is still an answer, not a failure of
+    // the walk itself.
+    const FLAT = 'http://example.org/cs/flat';
+    const children = Array.from({ length: 150_000 }, (_, i) => ({ code: `f${i}` }));
+    await put({
+      resourceType: 'CodeSystem',
+      id: 'flat',
+      url: FLAT,
+      status: 'active',
+      content: 'complete',
+      concept: [{ code: 'top', concept: [{ code: 'middle', concept: children }] }],
+    });
+    const flat = await search(`code:below=${FLAT}|top`);
+    assert.equal(flat.status, 400, flat.text);
+    assert.match(flat.text, /take up to 1000 codes/);
+    await fhir(p, writer, 'DELETE', '/tx/CodeSystem/flat');
   });
 
   test('the CapabilityStatement lists the operations', async () => {

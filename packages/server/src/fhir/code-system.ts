@@ -104,7 +104,8 @@ function reach(next: Map<string, Iterable<string>>, code: string, limit: number)
   for (let c = walk.pop(); c !== undefined && seen.size <= limit; c = walk.pop()) {
     if (seen.has(c)) continue;
     seen.add(c);
-    walk.push(...(next.get(c) ?? []));
+    // One at a time: a spread of a code's 100,000 children would pass the engine's argument limit.
+    for (const n of next.get(c) ?? []) walk.push(n);
   }
   return seen;
 }

@@ -93,7 +93,7 @@ export function translateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'con
     const codeVersion = params.get('version') ?? undefined;
     for (const map of chosen) {
       for (const c of codings)
-        matches.push(...translateWith(map, { ...c, version: codeVersion }, reverse, targetSystem));
+        for (const m of translateWith(map, { ...c, version: codeVersion }, reverse, targetSystem)) matches.push(m);
     }
     const result = matches.some((m) => !NO_MATCH.has(m.equivalence));
     const asked = codings.map((c) => `${c.system ?? ''}|${c.code}`).join(', ');

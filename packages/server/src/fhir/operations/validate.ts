@@ -189,10 +189,11 @@ export function validateRoutes(app: FastifyInstance, h: Pick<RouteHelpers, 'cont
         ? await declaredProfiles(ctx, type, resource, (name) => isBase(name) || name === named)
         : { profiles: [], issues: [] };
     const seen = new Set(issues.map(issueKey));
-    const found = [...declared.issues];
+    // Concatenated, not spread into push(): a hostile resource may fail a profile in 100,000 places.
+    let found = [...declared.issues];
     for (const p of [...(profile ? [profile] : []), ...declared.profiles]) {
-      found.push(...profileIssues(resource as Record<string, unknown>, p.sd));
-      found.push(...(await bindingIssues(ctx, resource as Record<string, unknown>, p.name, p.sd)));
+      found = found.concat(profileIssues(resource as Record<string, unknown>, p.sd));
+      found = found.concat(await bindingIssues(ctx, resource as Record<string, unknown>, p.name, p.sd));
     }
     for (const i of found) {
       if (!seen.has(issueKey(i))) issues.push(i);
