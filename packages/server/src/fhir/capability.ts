@@ -80,6 +80,7 @@ function resources() {
       { name: '_id', type: 'token' as const },
       { name: '_lastUpdated', type: 'date' as const },
       { name: '_list', type: 'special' as const },
+      { name: '_filter', type: 'special' as const },
       ...Object.entries(SEARCH_PARAMETERS[type] ?? {}).map(([name, d]) => ({ name, type: d.type })),
     ],
   }));

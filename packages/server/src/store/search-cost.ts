@@ -21,11 +21,12 @@ function costlyFilter(f: SearchFilter): boolean {
     case 'has':
     case 'missing':
     case 'token-text':
+    case 'not':
       return true;
     case 'token':
       return f.not === true;
     case 'string':
-      return f.mode === 'contains';
+      return f.mode === 'contains' || f.mode === 'suffix';
     case 'or':
     case 'and':
       return f.filters.some(costlyFilter);

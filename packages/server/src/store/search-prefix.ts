@@ -1,2 +1,2 @@
-/** FHIR search comparison prefixes (search.html#prefix), as the store receives them. */
-export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap';
+/** FHIR search comparison prefixes (search.html#prefix), as the store receives them; `po` (overlaps) from `_filter`. */
+export type Prefix = 'eq' | 'ne' | 'gt' | 'lt' | 'ge' | 'le' | 'sa' | 'eb' | 'ap' | 'po';

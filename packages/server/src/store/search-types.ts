@@ -54,7 +54,7 @@ export type SearchFilter =
   | { kind: 'lastUpdated'; values: RangeCond[] }
   | { kind: 'token'; param: string; values: TokenCond[]; not?: boolean }
   | { kind: 'token-text'; param: string; values: string[] }
-  | { kind: 'string'; param: string; values: string[]; mode: 'prefix' | 'exact' | 'contains' }
+  | { kind: 'string'; param: string; values: string[]; mode: 'prefix' | 'exact' | 'contains' | 'suffix' | 'equal' }
   | { kind: 'reference'; param: string; values: ReferenceCond[] }
   | { kind: 'date'; param: string; values: RangeCond[] }
   | { kind: 'number'; param: string; values: RangeCond[] }
@@ -65,7 +65,9 @@ export type SearchFilter =
   | { kind: 'chain'; param: string; targetTypes: string[]; filter: SearchFilter }
   | { kind: 'has'; sourceType: string; param: string; filter: SearchFilter }
   | { kind: 'or'; filters: SearchFilter[] }
-  | { kind: 'and'; filters: SearchFilter[] };
+  | { kind: 'and'; filters: SearchFilter[] }
+  /** No match of `filter` (`_filter`'s `not`): within the same partition and type, as every filter. */
+  | { kind: 'not'; filter: SearchFilter };
 
 export type SortKey = { kind: 'id' } | { kind: 'lastUpdated' } | { kind: 'index'; index: IndexKind; param: string };
 

@@ -1,6 +1,7 @@
 import type { FoundResource } from '../../store/types.ts';
 import type { FhirContext } from '../context.ts';
 import { hierarchiesOf } from './code-hierarchy.ts';
+import { filterLeafParams } from './filter-param.ts';
 import { listsOf } from './list-members.ts';
 import { type ParsedSearch, parseSearch } from './parse.ts';
 import { elementsOnly, summarize } from './subset.ts';
@@ -16,9 +17,11 @@ export async function parseVaultSearch(
   params: [string, string][],
   strict: boolean,
 ): Promise<ParsedSearch> {
-  const valueSets = await valueSetsOf(ctx, type, params);
+  // `_filter`'s comparisons name ValueSets and hierarchies as the ordinary parameters do.
+  const named = params.some(([name]) => name === '_filter') ? [...params, ...filterLeafParams(type, params)] : params;
+  const valueSets = await valueSetsOf(ctx, type, named);
   const lists = await listsOf(ctx, type, params);
-  const hierarchies = await hierarchiesOf(ctx, type, params);
+  const hierarchies = await hierarchiesOf(ctx, type, named);
   return parseSearch(type, params, { base: ctx.base, strict, valueSets, lists, hierarchies });
 }
 

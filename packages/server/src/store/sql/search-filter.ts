@@ -36,6 +36,8 @@ function rangeSql(c: RangeCond, lo = 'lo', hi = 'hi'): Sql {
       return { sql: `${lo} >= ?`, params: [c.hi] };
     case 'eb':
       return { sql: `${hi} <= ?`, params: [c.lo] };
+    case 'po':
+      return { sql: `(${lo} < ? AND ${hi} > ?)`, params: [c.hi, c.lo] };
     case 'ap': {
       // "approximately": within 10% of the value's distance to now, at least the value's own precision.
       const width = Math.max(c.hi - c.lo, Math.abs(Date.now() - c.lo) * 0.1);
@@ -61,6 +63,8 @@ function pointSql(c: RangeCond, col = 'value'): Sql {
       return { sql: `${col} >= ?`, params: [(c.lo + c.hi) / 2] };
     case 'le':
       return { sql: `${col} <= ?`, params: [(c.lo + c.hi) / 2] };
+    case 'po':
+      throw new Error('po (overlaps) compares periods, not numbers');
     case 'ap': {
       const v = (c.lo + c.hi) / 2;
       const d = Math.abs(v) * 0.1;
@@ -178,6 +182,8 @@ export function compileFilter(
         f.values.map((v) => {
           if (f.mode === 'exact') return { sql: 'exact = ?', params: [v] };
           if (f.mode === 'contains') return { sql: "norm LIKE ? ESCAPE '\\'", params: [`%${v}%`] };
+          if (f.mode === 'equal') return { sql: 'norm = ?', params: [v] };
+          if (f.mode === 'suffix') return { sql: "norm LIKE ? ESCAPE '\\'", params: [`%${v}`] };
           return { sql: '(norm >= ? AND norm < ?)', params: [v, `${v}\u{10ffff}`] };
         }),
       );
@@ -316,6 +322,10 @@ export function compileFilter(
     }
     case 'or':
       return or(f.filters.map((x) => compileFilter(x, alias, partition, type, counter)));
+    case 'not': {
+      const inner = compileFilter(f.filter, alias, partition, type, counter);
+      return { sql: `NOT (${inner.sql})`, params: inner.params };
+    }
     case 'and': {
       const parts = f.filters.map((x) => compileFilter(x, alias, partition, type, counter));
       return {

@@ -26,6 +26,8 @@ function selectivity(f: SearchFilter): number {
       return 1;
     case 'token':
       return f.not ? 9 : 2;
+    case 'not':
+      return 9;
     case 'string':
     case 'uri':
       return 3;
