@@ -8,7 +8,7 @@ import {
   validateResource,
 } from '@medplum/core';
 import { FhirError, type IssueCode } from '../errors.ts';
-import { conformsFast } from './structure-fast-path.ts';
+import { conformsFast, isValidLargeBase64At } from './structure-fast-path.ts';
 
 let indexed = false;
 /** Per resource type: [element path below the type, allowed codes, the dotted path for messages]. */
@@ -145,6 +145,13 @@ function structure(resource: Record<string, unknown>, profile?: Record<string, u
       }[];
       return issues
         .filter((i) => i.severity === 'error' || i.severity === 'fatal')
+        .filter(
+          (i) =>
+            !(
+              /larger than 1 MB/.test(i.details?.text ?? i.diagnostics ?? '') &&
+              isValidLargeBase64At(resource, i.expression?.[0] ?? '')
+            ),
+        )
         .map((i) => ({
           code: 'invalid' as const,
           diagnostics: i.details?.text ?? i.diagnostics ?? 'invalid',
