@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { isRawBinaryWrite, readRawBinary } from './binary.ts';
 import { FhirError } from './errors.ts';
 import { parseFhirJson } from './json-body.ts';
 import { fromXml } from './xml.ts';
@@ -6,7 +7,10 @@ import { fromXml } from './xml.ts';
 /** FHIR bodies up to this size; a larger one is refused with 413 before it is read. */
 export const FHIR_BODY_LIMIT = 16 * 1024 * 1024;
 
-/** What a FHIR endpoint accepts as a body: FHIR JSON or XML (checked for hostile shapes), JSON Patch, and search forms. */
+/**
+ * What a FHIR endpoint accepts as a body: FHIR JSON or XML (checked for hostile shapes), JSON Patch, search forms,
+ * and a Binary's own bytes in any other media type.
+ */
 export function fhirBodyParsers(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
@@ -35,7 +39,14 @@ export function fhirBodyParsers(app: FastifyInstance): void {
     { parseAs: 'string', bodyLimit: 1024 * 1024 },
     (_req, body, done) => done(null, [...new URLSearchParams(body as string)]),
   );
-  app.addContentTypeParser('*', { bodyLimit: FHIR_BODY_LIMIT }, (req, _payload, done) => {
+  app.addContentTypeParser('*', { bodyLimit: FHIR_BODY_LIMIT }, (req, payload, done) => {
+    if (isRawBinaryWrite(req)) {
+      readRawBinary(req, payload).then(
+        (raw) => done(null, raw),
+        (err: Error) => done(err, undefined),
+      );
+      return;
+    }
     done(
       new FhirError(
         415,

@@ -9,7 +9,7 @@ import { PARTITION_RE } from '../vault/partitions.ts';
 import { decide, grantActive, type Interaction, type Restriction, resolveVaultAccess } from '../vault/policy.ts';
 import { auditRead } from './audit.ts';
 import { authenticate, challenge, insufficientScope } from './bearer.ts';
-import { nativeBinary, sendNativeBinary, wantsNativeBinary } from './binary.ts';
+import { binaryResource, nativeBinary, RawBinary, sendNativeBinary, wantsNativeBinary } from './binary.ts';
 import { fhirBodyParsers } from './body-parsers.ts';
 import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { bulkExport } from './bulk/export-routes.ts';
@@ -240,25 +240,25 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
       throw new FhirError(415, 'not-supported', 'send the resource as application/fhir+json or application/fhir+xml');
     }
   };
+  /** The resource a create or update sends: FHIR JSON or XML, or a Binary's own bytes (binary.ts). */
+  const resourceBody = (req: FastifyRequest, id?: string): Record<string, unknown> => {
+    if (req.body instanceof RawBinary) return binaryResource(req, req.body, id);
+    requireResourceBody(req);
+    return req.body as Record<string, unknown>;
+  };
 
   app.post<{ Params: Params }>('/:partition/:type', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
     allow(ctx, type, 'create');
-    requireResourceBody(req);
+    const body = resourceBody(req);
     const prefer = String(req.headers.prefer ?? '');
     const ifNoneExist = req.headers['if-none-exist'];
     if (typeof ifNoneExist === 'string') {
       // Conditional create (http.html#ccreate) is a one-entry transaction: same matching rules, same checks.
-      return conditional(
-        req,
-        reply,
-        ctx,
-        { method: 'POST', type, resource: req.body as Record<string, unknown>, ifNoneExist },
-        prefer,
-      );
+      return conditional(req, reply, ctx, { method: 'POST', type, resource: body, ifNoneExist }, prefer);
     }
-    return sendVersion(reply, 201, await create(ctx, type, req.body), ctx.base, prefer);
+    return sendVersion(reply, 201, await create(ctx, type, body), ctx.base, prefer);
   });
 
   const conditional = async (
@@ -277,7 +277,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   app.put<{ Params: Params }>('/:partition/:type', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    requireResourceBody(req);
+    const body = resourceBody(req);
     const query = req.raw.url?.split('?')[1];
     if (!query) throw new FhirError(400, 'invalid', 'PUT needs an id (Type/id) or a condition (Type?search)');
     return conditional(
@@ -288,7 +288,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
         method: 'PUT',
         type,
         query,
-        resource: req.body as Record<string, unknown>,
+        resource: body,
         ifMatch: ifMatchOf(req),
       },
       String(req.headers.prefer ?? ''),
@@ -357,9 +357,9 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const type = typeOf(req);
     const id = idOf(req);
     allow(ctx, type, 'update');
-    requireResourceBody(req);
+    const body = resourceBody(req, id);
     // SMART: update-as-create is covered by the update permission.
-    const { version, created } = await update(ctx, type, id, req.body, ifMatchOf(req));
+    const { version, created } = await update(ctx, type, id, body, ifMatchOf(req));
     return sendVersion(reply, created ? 201 : 200, version, ctx.base, String(req.headers.prefer ?? ''));
   });
 
