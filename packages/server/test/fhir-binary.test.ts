@@ -124,6 +124,22 @@ describe('Binary in its own format', () => {
       'content-type': 'application/pdf',
     });
     assert.equal(exactly.status, 201, exactly.text);
+    // Sent in chunks without a length: refused when the count passes the limit, and the server answers on.
+    const chunk = Buffer.alloc(1024 * 1024, 2);
+    const chunked = await p
+      .fetch(`${p.fhirBase}/bin/Binary`, {
+        method: 'POST',
+        dispatcher: p.agent(),
+        headers: { authorization: `Bearer ${writer.token}`, 'content-type': 'application/pdf' },
+        body: (async function* () {
+          for (let i = 0; i < 13; i++) yield chunk;
+        })(),
+        duplex: 'half',
+      })
+      .catch((err: Error) => err);
+    assert.ok(!(chunked instanceof Error), String(chunked));
+    assert.equal(chunked.status, 413);
+    assert.equal((await get(`/bin/Binary/${idOf(exactly.headers.get('location'))}`, 'application/pdf')).status, 200);
     const readOnly = await send('POST', '/bin/Binary', 'x', { 'content-type': 'image/png' }, reader);
     assert.equal(readOnly.status, 403);
     // A JSON body is a Binary resource as before, not bytes.
