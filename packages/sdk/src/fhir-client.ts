@@ -251,6 +251,13 @@ export class FhirClient {
     );
   }
 
+  /** A Binary from its bytes in their own media type (a PDF as application/pdf): POST, or PUT under `id`. */
+  uploadBinary(data: Uint8Array, contentType: string, o?: RequestOptions & { id?: string }): Promise<Resource> {
+    const headers = { ...o?.headers, 'content-type': contentType };
+    const path = o?.id ? `Binary/${encodeURIComponent(o.id)}` : 'Binary';
+    return this.body(o?.id ? 'PUT' : 'POST', path, data, { ...o, headers });
+  }
+
   /**
    * A large body as it arrives (a Bulk Data file): the request is retried like any read until the server
    * answers; then the body streams, and the per-attempt timeout bounds each wait for data instead of the whole
@@ -350,7 +357,7 @@ export class FhirClient {
         method: info.method,
         headers,
         signal,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(body !== undefined ? { body: body instanceof Uint8Array ? body : JSON.stringify(body) } : {}),
       });
       return idle ? { res, idle } : { res: limitBody(res, this.maxResponseBytes) };
     } finally {

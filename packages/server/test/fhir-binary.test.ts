@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { FhirClient } from '@carevault/sdk';
+import { Agent, setGlobalDispatcher } from 'undici';
 import { auditEvents, type Caller, fhir, grantedClient, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -183,6 +185,22 @@ describe('Binary in its own format', () => {
     });
     assert.equal(longString.status, 422);
     assert.match(longString.text, /larger than 1 MB/);
+  });
+
+  test('the SDK uploads a PDF as its bytes and reads the same bytes back', async () => {
+    setGlobalDispatcher(new Agent({ connect: { ca: p.ca } }));
+    const sdk = new FhirClient({ baseUrl: `${p.fhirBase}/bin`, tokens: { getToken: async () => writer.token } });
+    const created = await sdk.uploadBinary(PDF, 'application/pdf');
+    assert.equal(created.resourceType, 'Binary');
+    const back = await sdk.binary(`Binary/${created.id}`, 'application/pdf');
+    assert.equal(sha(Buffer.from(back.body)), sha(PDF));
+    const put = await sdk.uploadBinary(Buffer.from('<p>letter</p>'), 'text/html', { id: 'letter-1' });
+    assert.equal(put.id, 'letter-1');
+    assert.equal(put.contentType, 'text/html');
+    const html = await sdk.binary('Binary/letter-1', 'text/html');
+    assert.equal(Buffer.from(html.body).toString(), '<p>letter</p>');
+    // Stored content never runs as a page of the platform's origin.
+    assert.equal(html.headers.get('content-security-policy'), "sandbox; default-src 'none'");
   });
 
   test('a raw create is audited as a create of the Binary', async () => {
