@@ -357,7 +357,10 @@ export class FhirClient {
         method: info.method,
         headers,
         signal,
-        ...(body !== undefined ? { body: body instanceof Uint8Array ? body : JSON.stringify(body) } : {}),
+        // Bytes (uploadBinary) as they are; a Buffer's memory is an ArrayBuffer, which fetch's types ask for.
+        ...(body !== undefined
+          ? { body: body instanceof Uint8Array ? (body as Uint8Array<ArrayBuffer>) : JSON.stringify(body) }
+          : {}),
       });
       return idle ? { res, idle } : { res: limitBody(res, this.maxResponseBytes) };
     } finally {
