@@ -555,6 +555,36 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, g, 'GET', `/${vault}/Observation/obs-m-lab`)).status, 200);
   });
 
+  test('a Binary is in the compartment of the patient its securityContext names, and in none without one', async () => {
+    const loader = await secretClient(p, 'binary-loader', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'binary-loader', scope: 'system/*.cruds' });
+    const letter = (id: string, context?: string) => ({
+      resourceType: 'Binary',
+      id,
+      contentType: 'application/pdf',
+      data: Buffer.from(`%PDF letter ${id}`).toString('base64'),
+      ...(context ? { securityContext: { reference: context } } : {}),
+    });
+    for (const b of [letter('bin-m', 'Patient/mother'), letter('bin-c', 'Patient/child'), letter('bin-none')]) {
+      assert.equal((await fhir(p, loader, 'PUT', `/${vault}/Binary/${b.id}`, b)).status, 201);
+    }
+    const b = as(await tokens({}, { scope: 'launch/patient patient/Binary.cruds patient/Patient.rs' }));
+    assert.equal((await fhir(p, b, 'GET', `/${vault}/Binary/bin-m`)).status, 200);
+    // Before, every Binary of the vault was readable here: Binary is outside R4's Patient compartment.
+    assert.equal((await fhir(p, b, 'GET', `/${vault}/Binary/bin-c`)).status, 403);
+    assert.equal((await fhir(p, b, 'GET', `/${vault}/Binary/bin-none`)).status, 403);
+    assert.deepEqual(ids((await fhir(p, b, 'GET', `/${vault}/Binary`)).json), ['Binary/bin-m']);
+    const everything = await fhir(p, b, 'GET', `/${vault}/Patient/mother/$everything?_type=Binary`);
+    assert.deepEqual(ids(everything.json), ['Binary/bin-m']);
+    // Its writes stay inside as well: a Binary about another patient, or about none, is refused.
+    const mine = await fhir(p, b, 'POST', `/${vault}/Binary`, letter('x', 'Patient/mother'));
+    assert.equal(mine.status, 201, mine.text);
+    assert.equal((await fhir(p, b, 'POST', `/${vault}/Binary`, letter('y', 'Patient/child'))).status, 403);
+    assert.equal((await fhir(p, b, 'POST', `/${vault}/Binary`, letter('z'))).status, 403);
+    // A system client still reads them all.
+    assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/bin-none`)).status, 200);
+  });
+
   test('patient/ write scopes write inside the compartment only', async () => {
     const w = as(await tokens({}, { scope: 'launch/patient patient/Observation.cruds' }));
     const mine = {

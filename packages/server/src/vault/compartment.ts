@@ -2,8 +2,16 @@ import { createRequire } from 'node:module';
 import type { IndexRows, SearchFilter } from '../store/types.ts';
 
 const require = createRequire(import.meta.url);
-/** Resource type → search parameters linking it to a patient (official R4 Patient CompartmentDefinition). */
-const COMPARTMENT = require('./patient-compartment.json') as Record<string, string[]>;
+/**
+ * Resource type → search parameters linking it to a patient: the official R4 Patient CompartmentDefinition, and a
+ * Binary by its securityContext (fhir/search/definitions.ts). The definition leaves Binary out, which let a
+ * patient-context token read every document of the vault; a Binary is now in the compartment of the patient its
+ * securityContext names, and in none without one.
+ */
+const COMPARTMENT = {
+  ...(require('./patient-compartment.json') as Record<string, string[]>),
+  Binary: ['security-context'],
+} as Record<string, string[]>;
 
 /**
  * Whether `type` belongs to the Patient compartment. Types outside it (Practitioner, Organization,

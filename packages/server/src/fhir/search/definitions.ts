@@ -19,6 +19,16 @@ export const SEARCH_PARAMETERS: SearchParameterIndex = JSON.parse(
   readFileSync(new URL('./search-parameters.json', import.meta.url), 'utf8'),
 ) as SearchParameterIndex;
 
+/**
+ * carevault's one parameter of its own: a Binary's `securityContext` as a reference. R4 defines none on it, yet
+ * access to a Binary is to follow its securityContext (binary.html); indexed, a Binary whose securityContext is a
+ * Patient belongs to that patient's compartment (vault/compartment.ts) for every read, search and write.
+ */
+(SEARCH_PARAMETERS.Binary ??= {})['security-context'] = {
+  type: 'reference',
+  branches: [{ expression: 'Binary.securityContext' }],
+};
+
 export function searchParam(type: string, code: string): SearchParamDef | undefined {
   return SEARCH_PARAMETERS[type]?.[code];
 }
