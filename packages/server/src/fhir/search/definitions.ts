@@ -24,7 +24,7 @@ export const SEARCH_PARAMETERS: SearchParameterIndex = JSON.parse(
  * access to a Binary is to follow its securityContext (binary.html); indexed, a Binary whose securityContext is a
  * Patient belongs to that patient's compartment (vault/compartment.ts) for every read, search and write.
  */
-(SEARCH_PARAMETERS.Binary ??= {})['security-context'] = {
+(SEARCH_PARAMETERS.Binary as Record<string, SearchParamDef>)['security-context'] = {
   type: 'reference',
   branches: [{ expression: 'Binary.securityContext' }],
 };
