@@ -612,42 +612,42 @@ describe('kick-off errors', () => {
   });
 });
 
+/** The deletions a manifest lists, as "Type/id", after checking each line is the IG's transaction Bundle. */
+async function deletedIn(manifest: Manifest, caller = reader): Promise<string[]> {
+  const out: string[] = [];
+  for (const file of manifest.deleted ?? []) {
+    assert.equal(file.type, 'Bundle');
+    const r = await get(caller, file.url);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.type, 'application/fhir+ndjson');
+    const bundles = r.text
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            resourceType: string;
+            type: string;
+            entry: { request: { method: string; url: string } }[];
+          },
+      );
+    assert.equal(bundles.length, file.count);
+    for (const b of bundles) {
+      assert.equal(b.resourceType, 'Bundle');
+      assert.equal(b.type, 'transaction');
+      for (const e of b.entry) {
+        assert.equal(e.request.method, 'DELETE');
+        out.push(e.request.url);
+      }
+    }
+  }
+  return out.sort();
+}
+
 describe('_since exports list what was deleted since (manifest `deleted`)', () => {
   const [bibi, cris] = FILES.map((f) => resourcesOf(f));
   const patientOf = (rs: R[] | undefined) => (rs ?? []).find((r) => r.resourceType === 'Patient')?.id;
   const observationsOf = (rs: R[] | undefined) => (rs ?? []).filter((r) => r.resourceType === 'Observation');
-
-  /** The deletions a manifest lists, as "Type/id", after checking each line is the IG's transaction Bundle. */
-  async function deletedIn(manifest: Manifest, caller = reader): Promise<string[]> {
-    const out: string[] = [];
-    for (const file of manifest.deleted ?? []) {
-      assert.equal(file.type, 'Bundle');
-      const r = await get(caller, file.url);
-      assert.equal(r.status, 200, r.text);
-      assert.equal(r.type, 'application/fhir+ndjson');
-      const bundles = r.text
-        .trim()
-        .split('\n')
-        .map(
-          (l) =>
-            JSON.parse(l) as {
-              resourceType: string;
-              type: string;
-              entry: { request: { method: string; url: string } }[];
-            },
-        );
-      assert.equal(bundles.length, file.count);
-      for (const b of bundles) {
-        assert.equal(b.resourceType, 'Bundle');
-        assert.equal(b.type, 'transaction');
-        for (const e of b.entry) {
-          assert.equal(e.request.method, 'DELETE');
-          out.push(e.request.url);
-        }
-      }
-    }
-    return out.sort();
-  }
 
   test('deleted after _since and still deleted, within the export: as DELETE entries; the rest not', async () => {
     const writer = await secretClient(p, 'bulk-deleter', 'system/Observation.cruds');
@@ -830,6 +830,71 @@ describe('an export is as of its transactionTime (export.html: SHOULD NOT includ
       assert.deepEqual(await errorLines(filtered), [
         "information informational: Observation is exported as it was when read, not as of the transactionTime: its export is narrowed by a query (_typeFilter, or the token's scope) that an older version cannot be checked against",
       ]);
+    } finally {
+      p.store.resources.committedThrough = real;
+    }
+  });
+  test('a Binary is exported with the patient of the resource its securityContext names, as it was then', async () => {
+    await partition(p, 'proxy');
+    const writer = await secretClient(p, 'proxy-writer', 'system/*.cruds');
+    await grant(p, { partition: 'proxy', client: 'proxy-writer', scope: 'system/*.cruds' });
+    await grant(p, { partition: 'proxy', client: 'bulk-reader', scope: 'system/*.rs' });
+    const put = async (type: string, id: string, body: Record<string, unknown>) => {
+      const r = await fhir(p, writer, 'PUT', `/proxy/${type}/${id}`, { resourceType: type, id, ...body });
+      assert.ok(r.status === 200 || r.status === 201, r.text);
+    };
+    const doc = (patient: string) => ({
+      status: 'current',
+      subject: { reference: `Patient/${patient}` },
+      content: [{ attachment: { contentType: 'application/pdf' } }],
+    });
+    const bin = (context: string | undefined, text = 'a letter') => ({
+      contentType: 'application/pdf',
+      data: Buffer.from(text).toString('base64'),
+      ...(context ? { securityContext: { reference: context } } : {}),
+    });
+    await put('Patient', 'pa', {});
+    await put('Patient', 'pb', {});
+    await put('DocumentReference', 'da', doc('pa'));
+    await put('DocumentReference', 'db', doc('pb'));
+    await put('Binary', 'ba', bin('DocumentReference/da'));
+    await put('Binary', 'bc', bin('DocumentReference/da', 'a consult'));
+    await put('Binary', 'bb', bin('DocumentReference/db'));
+    await put('Binary', 'bp', bin('Patient/pa'));
+    await put('Binary', 'bn', bin(undefined));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const since = new Date().toISOString();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Written and deleted since: hers by its document, so listed in her deletions.
+    await put('Binary', 'bx', bin('DocumentReference/da'));
+    assert.equal((await fhir(p, writer, 'DELETE', '/proxy/Binary/bx')).status, 204);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const asOf = await p.store.resources.committedThrough();
+    // Changed after the transactionTime: exported as it was, judged by its document as that was.
+    await put('Binary', 'ba', bin('DocumentReference/da', 'amended'));
+
+    const real = p.store.resources.committedThrough;
+    p.store.resources.committedThrough = async () => asOf;
+    try {
+      const hers = async (extra: { name: string; valueInstant: string }[] = []) =>
+        (
+          await runExport('/proxy/Patient/$export', reader, {
+            body: {
+              resourceType: 'Parameters',
+              parameter: [
+                { name: 'patient', valueReference: { reference: 'Patient/pa' } },
+                { name: '_type', valueString: 'Binary' },
+                ...extra,
+              ],
+            },
+          })
+        ).manifest as Manifest;
+      const all = await hers();
+      const found = (await lines(all, 'Binary')) as (R & { data?: string; meta?: { versionId?: string } })[];
+      assert.deepEqual(found.map((r) => `${r.id} v${r.meta?.versionId}`).sort(), ['ba v1', 'bc v1', 'bp v1']);
+      assert.equal(Buffer.from(found.find((r) => r.id === 'ba')?.data ?? '', 'base64').toString(), 'a letter');
+      const changed = await hers([{ name: '_since', valueInstant: since }]);
+      assert.deepEqual(await deletedIn(changed), ['Binary/bx']);
     } finally {
       p.store.resources.committedThrough = real;
     }

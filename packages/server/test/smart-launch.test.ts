@@ -6,7 +6,7 @@ import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } fr
 import * as client from 'openid-client';
 import { Agent } from 'undici';
 import { userRevoke } from '../src/admin/people.ts';
-import { type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
+import { auditEvents, type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
 import { discover } from './helpers/oidc-client.ts';
 import { addDelegation, addPerson, familyVault, launchFor } from './helpers/people.ts';
@@ -583,6 +583,97 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, b, 'POST', `/${vault}/Binary`, letter('z'))).status, 403);
     // A system client still reads them all.
     assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/bin-none`)).status, 200);
+  });
+
+  test("a Binary whose securityContext names a document is in the compartment of the document's patient", async () => {
+    // R4 Binary.securityContext: the resource named there stands in for the Binary's access. US Core and seed
+    // 001 (seq-4) reach a letter as DocumentReference → content.attachment.url → Binary.
+    const loader = await secretClient(p, 'proxy-loader', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'proxy-loader', scope: 'system/*.cruds' });
+    const put = async (type: string, id: string, body: Record<string, unknown>) => {
+      const r = await fhir(p, loader, 'PUT', `/${vault}/${type}/${id}`, { resourceType: type, id, ...body });
+      assert.ok(r.status === 200 || r.status === 201, r.text);
+    };
+    const doc = (patient: string, binary: string) => ({
+      status: 'current',
+      subject: { reference: `Patient/${patient}` },
+      content: [{ attachment: { contentType: 'application/pdf', url: `Binary/${binary}` } }],
+    });
+    const letter = (context?: string) => ({
+      resourceType: 'Binary',
+      contentType: 'application/pdf',
+      data: Buffer.from(`%PDF ${context}`).toString('base64'),
+      ...(context ? { securityContext: { reference: context } } : {}),
+    });
+    await put('Organization', 'proxy-org', { name: 'Clinic' });
+    await put('DocumentReference', 'doc-m', doc('mother', 'pdf-m'));
+    await put('DocumentReference', 'doc-c', doc('child', 'pdf-c'));
+    await put('Binary', 'pdf-m', letter('DocumentReference/doc-m'));
+    await put('Binary', 'pdf-c', letter('DocumentReference/doc-c'));
+    await put('Binary', 'pdf-org', letter('Organization/proxy-org'));
+    await put('Binary', 'pdf-gone', letter('DocumentReference/doc-missing'));
+
+    const scope = 'launch/patient patient/Binary.cruds patient/DocumentReference.cruds patient/Patient.rs';
+    const b = as(await tokens({}, { scope }));
+    const docs = await fhir(p, b, 'GET', `/${vault}/DocumentReference?_id=doc-m,doc-c`);
+    type Doc = { resource: { content: { attachment: { url?: string } }[] } };
+    const url = (docs.json.entry as Doc[])[0]?.resource.content[0]?.attachment.url;
+    assert.equal(url, 'Binary/pdf-m');
+    const bytes = await p.fetch(`${fhirBase}/${url}`, {
+      dispatcher: p.agent(),
+      headers: { authorization: `Bearer ${b.token}`, accept: 'application/pdf' },
+    });
+    assert.equal(bytes.status, 200);
+    assert.equal(await bytes.text(), '%PDF DocumentReference/doc-m');
+    for (const other of ['pdf-c', 'pdf-org', 'pdf-gone']) {
+      assert.equal((await fhir(p, b, 'GET', `/${vault}/Binary/${other}`)).status, 403, other);
+    }
+    const listed = ids((await fhir(p, b, 'GET', `/${vault}/Binary?_count=100`)).json);
+    assert.ok(listed.includes('Binary/pdf-m') && listed.includes('Binary/bin-m'), listed.join());
+    assert.ok(!listed.some((r) => ['Binary/pdf-c', 'Binary/pdf-org', 'Binary/pdf-gone'].includes(r)), listed.join());
+    const everything = ids((await fhir(p, b, 'GET', `/${vault}/Patient/mother/$everything?_type=Binary`)).json);
+    assert.ok(everything.includes('Binary/pdf-m') && !everything.includes('Binary/pdf-c'), everything.join());
+    // The read's AuditEvent names whom the letter is about.
+    const trail = await secretClient(p, 'proxy-auditor', 'system/AuditEvent.rs');
+    const events = await auditEvents<{ entity: { what: { reference: string } }[] }>(
+      p,
+      trail,
+      'entity=Binary/pdf-m&subtype=read',
+    );
+    assert.ok(events.length > 0);
+    for (const e of events)
+      assert.ok(
+        e.entity.some((x) => x.what.reference === 'Patient/mother'),
+        JSON.stringify(e),
+      );
+
+    // Writes: by her document, or by one written before it in the same transaction; not by another's.
+    const mine = await fhir(p, b, 'POST', `/${vault}/Binary`, letter('DocumentReference/doc-m'));
+    assert.equal(mine.status, 201, mine.text);
+    assert.equal((await fhir(p, b, 'POST', `/${vault}/Binary`, letter('DocumentReference/doc-c'))).status, 403);
+    const bundle = (patient: string) => ({
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        {
+          fullUrl: 'urn:uuid:8f1c6a4e-3f55-4f40-9a57-0f6f1c1d2e3a',
+          request: { method: 'POST', url: 'DocumentReference' },
+          resource: { resourceType: 'DocumentReference', ...doc(patient, 'x') },
+        },
+        {
+          request: { method: 'POST', url: 'Binary' },
+          resource: letter('urn:uuid:8f1c6a4e-3f55-4f40-9a57-0f6f1c1d2e3a'),
+        },
+      ],
+    });
+    const both = await fhir(p, b, 'POST', `/${vault}`, bundle('mother'));
+    assert.equal(both.status, 200, both.text);
+    assert.equal((await fhir(p, b, 'POST', `/${vault}`, bundle('child'))).status, 403);
+
+    // The document moves to another patient: the letter goes with it.
+    await put('DocumentReference', 'doc-m', doc('child', 'pdf-m'));
+    assert.equal((await fhir(p, b, 'GET', `/${vault}/Binary/pdf-m`)).status, 403);
+    assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/pdf-m`)).status, 200);
   });
 
   test('patient/ write scopes write inside the compartment only', async () => {

@@ -1,7 +1,7 @@
 import { actionFor, clientRoleFor, EVENT, type Outcome } from '../audit/balp.ts';
 import type { AuditInput } from '../audit/trail.ts';
 import type { CurrentVersion } from '../store/types.ts';
-import { compartmentParams, patientsIn } from '../vault/compartment.ts';
+import { compartmentParams, patientsIn, proxyOf } from '../vault/compartment.ts';
 import type { FhirContext } from './context.ts';
 import { extractReferences } from './search/extract.ts';
 
@@ -113,8 +113,24 @@ export function patientsSearched(type: string, params: [string, string][]): stri
 /** A read or vread that is about to be answered. */
 export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: CurrentVersion): Promise<void> {
   if (!ctx.audit.enabled) return;
-  await auditAccess(ctx, interaction, {
-    objects: [`${v.type}/${v.id}/_history/${v.version}`],
-    patients: patientsOf([v]),
-  });
+  let patients = patientsOf([v]);
+  if (patients.length === 0 && v.type === 'Binary' && v.content !== undefined) {
+    const resource = JSON.parse(v.content) as Record<string, unknown>;
+    const proxy = proxyOf(v.type, { reference: extractReferences(resource, compartmentParams(v.type)) });
+    patients = await proxyPatients((type, id) => ctx.store.resources.current(ctx.partition, type, id), proxy);
+  }
+  await auditAccess(ctx, interaction, { objects: [`${v.type}/${v.id}/_history/${v.version}`], patients });
+}
+
+/**
+ * The patients of the resource a Binary takes its compartments from (vault/compartment.ts `proxyOf`), as it is
+ * now: whom a disclosure of the Binary is about.
+ */
+export async function proxyPatients(
+  current: (type: string, id: string) => Promise<CurrentVersion | undefined>,
+  proxy: { type: string; id: string } | undefined,
+): Promise<string[]> {
+  if (!proxy) return [];
+  const v = await current(proxy.type, proxy.id);
+  return v?.content === undefined ? [] : patientsOf([v]);
 }

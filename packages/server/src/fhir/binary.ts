@@ -113,8 +113,8 @@ export async function readRawBinary(req: FastifyRequest, payload: IncomingMessag
 
 /**
  * The Binary resource a raw body stands for: its bytes as `data`, its Content-Type as `contentType`, and the
- * `X-Security-Context` header (a relative reference) as `securityContext`: a Patient there puts the Binary in that
- * patient's compartment (vault/compartment.ts); another resource is stored, not followed.
+ * `X-Security-Context` header (a relative reference) as `securityContext`, which decides the Binary's patient
+ * compartments (vault/compartment.ts).
  */
 export function binaryResource(req: FastifyRequest, raw: RawBinary, id?: string): Record<string, unknown> {
   const header = req.headers['x-security-context'];

@@ -1,7 +1,7 @@
-import type { ResourceTransaction, ResourceWrite } from '../store/types.ts';
-import { indexInCompartment, patientsIn } from '../vault/compartment.ts';
+import type { IndexRows, ResourceTransaction, ResourceWrite } from '../store/types.ts';
+import { compartmentFilter, indexInCompartment, patientsIn, proxyOf } from '../vault/compartment.ts';
 import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
-import { auditOf } from './audit.ts';
+import { auditOf, proxyPatients } from './audit.ts';
 import { insufficientScope } from './bearer.ts';
 import type { FhirContext } from './context.ts';
 import { nextTimestamp, prepare, stamp } from './resource-body.ts';
@@ -38,7 +38,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
         const patient = guarded ? (compartmentOf(type, 'update') ?? compartmentOf(type, 'delete')) : undefined;
         if (patient !== undefined) {
           const index = extractIndex(JSON.parse(v.content) as Record<string, unknown>);
-          if (!indexInCompartment(type, id, index, patient)) {
+          if (!(await inCompartment(tx, type, id, index, patient))) {
             throw insufficientScope(`${type}/${id} is outside the compartment of the launch patient`);
           }
         }
@@ -46,7 +46,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
       },
       async write(w) {
         const patient = guarded ? compartmentOf(w.type, WRITE[w.method] ?? 'update') : undefined;
-        if (patient !== undefined && w.index && !indexInCompartment(w.type, w.id, w.index, patient)) {
+        if (patient !== undefined && w.index && !(await inCompartment(tx, w.type, w.id, w.index, patient))) {
           throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
         }
         if (w.type === 'Subscription' && w.content !== undefined && !ctx.subscriptionDispatcher)
@@ -83,7 +83,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
         tx,
         auditOf(ctx, SUBTYPE[w.method] ?? 'update', {
           objects: [`${w.type}/${w.id}/_history/${w.version}`],
-          patients: index ? patientsIn(w.type, w.id, index) : [],
+          patients: index ? await patientsOfWrite(tx, w.type, w.id, index) : [],
         }),
       );
     }
@@ -91,6 +91,38 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
   });
   if (!ctx.subscriptionDispatcher) await recordWriters(ctx, committed);
   return done;
+}
+
+/**
+ * compartment.ts's test inside the transaction: a Binary standing in by proxy is in the compartments its proxy
+ * is in as this transaction sees it (written before it in a Bundle, or committed).
+ */
+async function inCompartment(
+  tx: ResourceTransaction,
+  type: string,
+  id: string,
+  index: IndexRows,
+  patient: string,
+): Promise<boolean> {
+  if (indexInCompartment(type, id, index, patient)) return true;
+  const proxy = proxyOf(type, index);
+  const filter = proxy && compartmentFilter(proxy.type, [patient]);
+  if (!proxy || !filter) return false;
+  const { matches } = await tx.search({
+    type: proxy.type,
+    filters: [{ kind: 'id', ids: [proxy.id] }, filter],
+    sort: [],
+    limit: 1,
+    offset: 0,
+    total: false,
+  });
+  return matches.length > 0;
+}
+
+/** The patients a written version is about, for its event: its own, or its proxy's. */
+async function patientsOfWrite(tx: ResourceTransaction, type: string, id: string, index: IndexRows) {
+  const own = patientsIn(type, id, index);
+  return own.length > 0 ? own : proxyPatients((t, i) => tx.current(t, i), proxyOf(type, index));
 }
 
 /** A Subscription is written only if the server can serve it for this writer (subscription/accept.ts). */

@@ -4,7 +4,7 @@ import { FhirError } from '../fhir/errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../fhir/resource-types.ts';
 import { extractIndex } from '../fhir/search/extract.ts';
 import type { PagePosition, SearchFilter } from '../store/types.ts';
-import { compartmentFilter, patientsIn } from '../vault/compartment.ts';
+import { compartmentFilter, inPatientCompartment, patientsIn } from '../vault/compartment.ts';
 
 const PAGE = 2_000;
 
@@ -61,11 +61,11 @@ export async function patientData(
   if (subject && !byPatient.has(subject)) throw new FhirError(404, 'not-found', `Patient/${subject} not found`);
   const shared: FhirResource[] = [];
   for (const type of wanted) {
-    const scoped = subject ? compartmentFilter(type, subject) : undefined;
+    const scoped = subject ? compartmentFilter(type, [subject]) : undefined;
     for await (const r of all(ctx, type, scoped ? [scoped] : [])) {
       const patients = patientsIn(type, r.id, extractIndex(r as unknown as Record<string, unknown>));
       // Resources outside the Patient compartment (Medication, Location…) are shared by every patient.
-      if (patients.length === 0 && compartmentFilter(type, 'x') === undefined) shared.push(r);
+      if (patients.length === 0 && !inPatientCompartment(type)) shared.push(r);
       for (const ref of patients) byPatient.get(ref.slice('Patient/'.length))?.push(r);
     }
   }

@@ -12,11 +12,15 @@ import type { SearchFilter, SearchQuery } from './types.ts';
  * (sql/search.ts `dense`).
  */
 export function isCostly(q: SearchQuery): boolean {
-  return q.total || q.offset > 0 || !timeOrder(q) || q.filters.some(costlyFilter);
+  const byId = q.filters.some((f) => f.kind === 'id');
+  return q.total || q.offset > 0 || !timeOrder(q) || q.filters.some((f) => costlyFilter(f, byId));
 }
 
-function costlyFilter(f: SearchFilter): boolean {
+function costlyFilter(f: SearchFilter, byId: boolean): boolean {
   switch (f.kind) {
+    case 'proxy':
+      // Two index probes per candidate: cheap for the ids named (a read's scope check), a scan of the type else.
+      return !byId;
     case 'chain':
     case 'has':
     case 'missing':
@@ -29,7 +33,7 @@ function costlyFilter(f: SearchFilter): boolean {
       return f.mode === 'contains' || f.mode === 'suffix';
     case 'or':
     case 'and':
-      return f.filters.some(costlyFilter);
+      return f.filters.some((x) => costlyFilter(x, byId));
     default:
       return false;
   }

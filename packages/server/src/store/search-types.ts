@@ -48,6 +48,12 @@ export interface ReferenceCond {
   url?: string;
 }
 
+/** Resource types that share the parameters by which they refer to something. */
+export interface ProxyLink {
+  types: readonly string[];
+  params: readonly string[];
+}
+
 /** A parsed search, as the store evaluates it; values inside one filter are OR-ed, filters AND-ed. */
 export type SearchFilter =
   | { kind: 'id'; ids: string[] }
@@ -64,6 +70,12 @@ export type SearchFilter =
   | { kind: 'missing'; param: string; index: IndexKind; missing: boolean }
   | { kind: 'chain'; param: string; targetTypes: string[]; filter: SearchFilter }
   | { kind: 'has'; sourceType: string; param: string; filter: SearchFilter }
+  /**
+   * `param` names a current resource that itself refers to one of `values` by a parameter its type's link lists
+   * (`types` × `params`): a Binary's securityContext standing in for the Binary's access (R4 Binary). Checked
+   * per candidate from its own index rows; it cannot drive a search.
+   */
+  | { kind: 'proxy'; param: string; links: readonly ProxyLink[]; values: ReferenceCond[] }
   | { kind: 'or'; filters: SearchFilter[] }
   | { kind: 'and'; filters: SearchFilter[] }
   /** No match of `filter` (`_filter`'s `not`): within the same partition and type, as every filter. */

@@ -1,5 +1,5 @@
 import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
-import { inPatientCompartment, patientsIn } from '../../vault/compartment.ts';
+import { inPatientCompartment, patientsIn, proxyOf } from '../../vault/compartment.ts';
 import type { Restriction } from '../../vault/policy.ts';
 import type { FhirContext } from '../context.ts';
 import { extractIndex } from '../search/extract.ts';
@@ -75,12 +75,28 @@ export async function* changedBetween(
   }
 }
 
-/** Whether the export would return this version of a resource (its current one, or its last before deletion). */
-export function wouldExport(type: string, id: string, content: string, scope: ExportScope): boolean {
+/**
+ * Whether the export would return this version of a resource (its current one, or its last before deletion),
+ * whose patients — or, for a Binary standing in by proxy, its proxy's patients — are judged as of `at`.
+ */
+export async function wouldExport(
+  ctx: FhirContext,
+  version: { type: string; id: string; content: string },
+  scope: ExportScope,
+  at: string,
+): Promise<boolean> {
+  const { type, id } = version;
   if (!scope.patients && !scope.restrictions) return true;
-  const about = patientsIn(type, id, extractIndex(JSON.parse(content) as Record<string, unknown>)).map((p) =>
-    p.slice('Patient/'.length),
-  );
+  const index = extractIndex(JSON.parse(version.content) as Record<string, unknown>);
+  let refs = patientsIn(type, id, index);
+  const proxy = refs.length === 0 ? proxyOf(type, index) : undefined;
+  if (proxy) {
+    const then = await versionAt(ctx, proxy.type, proxy.id, at);
+    if (then?.content !== undefined && then.method !== 'DELETE') {
+      refs = patientsIn(proxy.type, proxy.id, extractIndex(JSON.parse(then.content) as Record<string, unknown>));
+    }
+  }
+  const about = refs.map((p) => p.slice('Patient/'.length));
   const { patients, restrictions } = scope;
   if (patients && !about.some((p) => patients.has(p))) return false;
   // As restrictionFilter: any one restriction admits it; a patient restriction on a type outside the compartment

@@ -31,7 +31,10 @@ export async function writeDeleted(
     for await (const v of changedBetween(ctx, type, window.since, window.until)) {
       if (v.method !== 'DELETE' || v.version < 2) continue;
       const last = await ctx.store.resources.version(ctx.partition, type, v.id, v.version - 1);
-      if (last?.content === undefined || !wouldExport(type, v.id, last.content, scope)) continue;
+      if (last?.content === undefined) continue;
+      // A proxy deleted with it (the same transaction, the same instant) counts as it was just before.
+      const before = new Date(Date.parse(v.lastUpdated) - 1).toISOString();
+      if (!(await wouldExport(ctx, { type, id: v.id, content: last.content }, scope, before))) continue;
       const line = JSON.stringify({
         resourceType: 'Bundle',
         type: 'transaction',

@@ -205,7 +205,9 @@ export async function writeExport(
     const chunks: (SearchFilter | undefined)[] = [];
     if (patients === undefined) chunks.push(undefined);
     for (let i = 0; patients && i < patients.length; i += PATIENTS_PER_QUERY) {
-      chunks.push(compartmentOfAll(type, patients.slice(i, i + PATIENTS_PER_QUERY)));
+      const chunk = compartmentFilter(type, patients.slice(i, i + PATIENTS_PER_QUERY));
+      if (!chunk) throw new Error(`${type} is not in the Patient compartment`);
+      chunks.push(chunk);
     }
     const searches = typeSearches(ctx, type, request, until);
     const elements = elementsFor(request, type);
@@ -234,7 +236,7 @@ export async function writeExport(
         const then = await versionAt(ctx, type, changed.id, until as string);
         if (then?.content === undefined || then.method === 'DELETE') continue;
         if (request.since && then.lastUpdated <= request.since) continue;
-        if (!wouldExport(type, then.id, then.content, scope)) continue;
+        if (!(await wouldExport(ctx, { type, id: then.id, content: then.content }, scope, until as string))) continue;
         count++;
         const line = elements ? elementsOnly(then.content, type, elements) : then.content;
         if (!out.write(`${line}\n`)) await once(out, 'drain');
@@ -273,17 +275,3 @@ export async function writeExport(
 
 /** The error file's name: no resource type is spelled in lower case, so no type's file can be called so. */
 export const ERROR_FILE = 'errors.ndjson';
-
-/** Resources of `type` in the compartment of any of `patients`. */
-function compartmentOfAll(type: string, patients: string[]): SearchFilter {
-  const one = compartmentFilter(type, patients[0] as string);
-  if (type === 'Patient') return { kind: 'id', ids: patients };
-  if (one?.kind !== 'or') throw new Error(`${type} is not in the Patient compartment`);
-  return {
-    kind: 'or',
-    filters: one.filters.map((f) => ({
-      ...(f as Extract<SearchFilter, { kind: 'reference' }>),
-      values: patients.map((id) => ({ type: 'Patient', id })),
-    })),
-  };
-}

@@ -121,7 +121,7 @@ export async function patientEverything(
   const find = (type: string, limit: number, after?: SearchQuery['after'], maxBytes?: number) => {
     const d = searchable(type);
     if (!d.allowed) return Promise.resolve({ matches: [] } as SearchResult);
-    const filters: SearchFilter[] = [compartmentFilter(type, patient) as SearchFilter];
+    const filters: SearchFilter[] = [compartmentFilter(type, [patient]) as SearchFilter];
     const restriction = restrictionFilter(ctx, type, d.restrictions);
     if (restriction) filters.push(restriction);
     const narrow = CLINICAL_DATE_TYPES.has(type) ? [...narrowing, ...care] : narrowing;

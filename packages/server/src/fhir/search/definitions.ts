@@ -21,8 +21,9 @@ export const SEARCH_PARAMETERS: SearchParameterIndex = JSON.parse(
 
 /**
  * carevault's one parameter of its own: a Binary's `securityContext` as a reference. R4 defines none on it, yet
- * access to a Binary is to follow its securityContext (binary.html); indexed, a Binary whose securityContext is a
- * Patient belongs to that patient's compartment (vault/compartment.ts) for every read, search and write.
+ * access to a Binary is to follow its securityContext (binary.html); indexed, a Binary belongs to the compartment
+ * of the Patient named there, or of the patients of the resource named there (vault/compartment.ts), for every
+ * read, search and write.
  */
 (SEARCH_PARAMETERS.Binary as Record<string, SearchParamDef>)['security-context'] = {
   type: 'reference',

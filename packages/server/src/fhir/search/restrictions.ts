@@ -22,7 +22,7 @@ export function restrictionFilter(
         ...parseSearch(type, [...new URLSearchParams(r.query)], { base: ctx.base, strict: true }).query.filters,
       );
     }
-    const compartment = r.patient === undefined ? undefined : compartmentFilter(type, r.patient);
+    const compartment = r.patient === undefined ? undefined : compartmentFilter(type, [r.patient]);
     if (compartment) parts.push(compartment);
     return { kind: 'and', filters: parts };
   });

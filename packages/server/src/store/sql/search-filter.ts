@@ -312,6 +312,26 @@ export function compileFilter(
       });
       return or(parts);
     }
+    case 'proxy': {
+      // Correlated with the candidate, both steps on the owner index: a read by id pays two probes, not the
+      // compartment of every linked type (which a chain's `IN (SELECT …)` would list).
+      const x = `p${++counter.n}`;
+      const y = `q${counter.n}`;
+      const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
+      const targets = or(
+        f.values.map((v) => ({ sql: `(${y}.target_id = ? AND ${y}.target_type = ?)`, params: [v.id, v.type] })),
+      );
+      const links = or(
+        f.links.map((l) => ({
+          sql: `(${y}.type IN (${marks(l.types.length)}) AND ${y}.param IN (${marks(l.params.length)}))`,
+          params: [...l.types, ...l.params],
+        })),
+      );
+      return {
+        sql: `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.partition = ? AND ${x}.type = ? AND ${x}.id = ${alias}.id AND ${x}.param = ? AND EXISTS (SELECT 1 FROM idx_reference ${y} WHERE ${y}.partition = ? AND ${y}.type = ${x}.target_type AND ${y}.id = ${x}.target_id AND ${targets.sql} AND ${links.sql}))`,
+        params: [partition, type, f.param, partition, ...targets.params, ...links.params],
+      };
+    }
     case 'has': {
       const s = `h${++counter.n}`;
       const inner = compileFilter(f.filter, s, partition, f.sourceType, counter);
