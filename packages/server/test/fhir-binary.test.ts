@@ -177,6 +177,9 @@ describe('Binary in its own format', () => {
     assert.doesNotMatch(unknown.text, /1 MB/);
     const notBase64 = await fhir(p, writer, 'POST', '/bin/DocumentReference', doc(`${big.slice(0, -4)}!!!!`));
     assert.equal(notBase64.status, 422);
+    assert.match(notBase64.text, /Invalid base64Binary value/);
+    assert.match(notBase64.text, /DocumentReference\.content\[0\]\.attachment\.data/);
+    assert.doesNotMatch(notBase64.text, /1 MB/);
     const longString = await fhir(p, writer, 'POST', '/bin/Observation', {
       resourceType: 'Observation',
       status: 'final',

@@ -169,24 +169,28 @@ function isLargeBase64(str: string): boolean {
 }
 
 /**
- * Whether medplum's 1 MB issue at `expression` (`DocumentReference.content[0].attachment.data`) is on a valid
- * base64Binary value: there the limit is not R4's (isLargeBase64).
+ * Whether medplum's 1 MB issue at `expression` (`DocumentReference.content[0].attachment.data`) is on a
+ * base64Binary value, where the limit is not R4's (isLargeBase64), and whether that value is valid base64 —
+ * undefined when the element is another type (a string, to which the limit applies).
  */
-export function isValidLargeBase64At(resource: Record<string, unknown>, expression: string): boolean {
+export function largeBase64At(resource: Record<string, unknown>, expression: string): 'valid' | 'invalid' | undefined {
   const steps = expression.split('.');
-  if (steps.shift() !== resource.resourceType) return false;
+  if (steps.shift() !== resource.resourceType) return undefined;
   let schema = tryGetDataType(resource.resourceType as string);
   let value: unknown = resource;
   for (const [i, step] of steps.entries()) {
     const [, name, index] = /^([^[]+)(?:\[(\d+)\])?$/.exec(step) ?? [];
     const s = schema && name ? shapeOf(schema)?.slots.get(name) : undefined;
-    if (!s || typeof value !== 'object' || value === null) return false;
+    if (!s || typeof value !== 'object' || value === null) return undefined;
     value = (value as Record<string, unknown>)[name as string];
     if (index !== undefined) value = Array.isArray(value) ? value[Number(index)] : undefined;
-    if (i === steps.length - 1) return s.type === 'base64Binary' && typeof value === 'string' && isLargeBase64(value);
+    if (i === steps.length - 1) {
+      if (s.type !== 'base64Binary' || typeof value !== 'string') return undefined;
+      return isLargeBase64(value) ? 'valid' : 'invalid';
+    }
     schema = tryGetDataType(s.type);
   }
-  return false;
+  return undefined;
 }
 
 function valueConforms(value: unknown, s: Slot, walk: Walk): boolean {

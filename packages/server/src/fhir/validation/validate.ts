@@ -8,7 +8,7 @@ import {
   validateResource,
 } from '@medplum/core';
 import { FhirError, type IssueCode } from '../errors.ts';
-import { conformsFast, isValidLargeBase64At } from './structure-fast-path.ts';
+import { conformsFast, largeBase64At } from './structure-fast-path.ts';
 
 let indexed = false;
 /** Per resource type: [element path below the type, allowed codes, the dotted path for messages]. */
@@ -143,20 +143,20 @@ function structure(resource: Record<string, unknown>, profile?: Record<string, u
         details?: { text?: string };
         expression?: string[];
       }[];
-      return issues
-        .filter((i) => i.severity === 'error' || i.severity === 'fatal')
-        .filter(
-          (i) =>
-            !(
-              /larger than 1 MB/.test(i.details?.text ?? i.diagnostics ?? '') &&
-              isValidLargeBase64At(resource, i.expression?.[0] ?? '')
-            ),
-        )
-        .map((i) => ({
-          code: 'invalid' as const,
-          diagnostics: i.details?.text ?? i.diagnostics ?? 'invalid',
-          expression: i.expression,
-        }));
+      const out: ValidationIssue[] = [];
+      for (const i of issues) {
+        if (i.severity !== 'error' && i.severity !== 'fatal') continue;
+        let diagnostics = i.details?.text ?? i.diagnostics ?? 'invalid';
+        // medplum's string limit on base64Binary: a valid value passes; an invalid one is said to be invalid.
+        const base64 = /larger than 1 MB/.test(diagnostics)
+          ? largeBase64At(resource, i.expression?.[0] ?? '')
+          : undefined;
+        if (base64 === 'valid') continue;
+        if (base64 === 'invalid')
+          diagnostics = 'Invalid base64Binary value: not base64 (RFC 4648) in whole groups of four';
+        out.push({ code: 'invalid', diagnostics, expression: i.expression });
+      }
+      return out;
     }
     // medplum refuses some malformed shapes with a plain Error (a primitive's `_element` that is not an object):
     // the input's fault, answered like any other structural error rather than as an internal one.
