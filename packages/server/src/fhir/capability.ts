@@ -150,6 +150,10 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
           { name: 'export', definition: `${BULK}/OperationDefinition/export` },
           // On every type and instance: [type]/$validate, [type]/[id]/$validate.
           { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
+          // At the vault, on every type, instance and version ($meta), and on every instance (-add, -delete).
+          { name: 'meta', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-meta' },
+          { name: 'meta-add', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-meta-add' },
+          { name: 'meta-delete', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-meta-delete' },
         ],
       },
     ],

@@ -29,7 +29,7 @@ import { read, vread } from './interactions/read.ts';
 import { search } from './interactions/search.ts';
 import { systemSearchRoutes } from './interactions/search-system.ts';
 import { parseEtag, update } from './interactions/update.ts';
-import { readOperationRoutes } from './operations/registry.ts';
+import { resourceOperationRoutes } from './operations/registry.ts';
 import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
@@ -195,7 +195,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   });
 
   historyRoutes(app, { context, allow, typeOf, idOf });
-  readOperationRoutes(app, { context, allow, typeOf, idOf });
+  resourceOperationRoutes(app, { context, allow, typeOf, idOf });
   systemSearchRoutes(app, { context });
 
   const runSearch = async (

@@ -138,6 +138,13 @@ export interface IncludeBound {
   contents?: boolean | undefined;
 }
 
+/** The profiles, tags and security labels the current resources of some types carry (distinct, sorted). */
+export interface MetaInUse {
+  profile: string[];
+  tag: { system: string | null; code: string }[];
+  security: { system: string | null; code: string }[];
+}
+
 export interface ScannedResource extends FoundResource {
   version: number;
 }

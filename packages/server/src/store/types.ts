@@ -6,6 +6,7 @@ import type { AuditRecord, AuditStore } from './audit-types.ts';
 import type {
   IncludeBound,
   IndexRows,
+  MetaInUse,
   ScannedResource,
   SearchQuery,
   SearchResult,
@@ -266,6 +267,8 @@ export interface ResourceStore {
   ): Promise<SizedResource[]>;
   /** Current, undeleted resources of the partition in (type, id) order after `after`: for rebuilding the index. */
   scan(partition: string, after: { type: string; id: string } | undefined, limit: number): Promise<ScannedResource[]>;
+  /** The distinct profiles, tags and security labels of the current resources of `types`, at most `limit` each. */
+  metaInUse(partition: string, types: readonly string[], limit: number): Promise<MetaInUse>;
   /**
    * Replaces the search index rows of current resources (after the search parameter definitions changed), under
    * the write lock; an item whose resource changed since it was scanned (another version) is left alone.

@@ -210,6 +210,7 @@ export function resourceStore(
     referencing: (partition, sourceType, param, targets, bound) =>
       inVault(partition, (c) => searchIn(c).referencing(partition, sourceType, param, targets, bound)),
     scan: (partition, after, limit) => inVault(partition, (c) => searchIn(c).scan(partition, after, limit)),
+    metaInUse: (partition, types, limit) => inVault(partition, (c) => searchIn(c).metaInUse(partition, types, limit)),
     async reindex(partition, items) {
       // Under the write lock, as writers take it, so no resource changes between the version check and the rows.
       const client = await checkout(pool);

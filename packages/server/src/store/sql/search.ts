@@ -2,6 +2,7 @@ import { timeOrder } from '../search-order.ts';
 import type {
   FoundResource,
   IncludeBound,
+  MetaInUse,
   ScannedResource,
   SearchFilter,
   SearchQuery,
@@ -212,6 +213,25 @@ export function searchQueries(query: Query, dialect: SqlDialect) {
         w.params,
       );
       return { matches, more, total: Number(row?.n ?? 0) };
+    },
+
+    async metaInUse(partition: string, types: readonly string[], limit: number): Promise<MetaInUse> {
+      const inTypes = `partition = ? AND type IN (${types.map(() => '?').join(',')})`;
+      const codings = (param: string) =>
+        query<{ system: string | null; code: string }>(
+          `SELECT system, code FROM (SELECT DISTINCT system, code FROM idx_token
+             WHERE ${inTypes} AND param = ? AND code IS NOT NULL) d ORDER BY COALESCE(system, ''), code LIMIT ?`,
+          [partition, ...types, param, limit],
+        );
+      const profiles = await query<{ value: string }>(
+        `SELECT DISTINCT value FROM idx_uri WHERE ${inTypes} AND param = '_profile' ORDER BY value LIMIT ?`,
+        [partition, ...types, limit],
+      );
+      return {
+        profile: profiles.map((r) => r.value),
+        tag: await codings('_tag'),
+        security: await codings('_security'),
+      };
     },
 
     async scan(

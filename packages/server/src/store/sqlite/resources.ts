@@ -196,6 +196,7 @@ export function resourceStore(
       return search.referencing(partition, sourceType, param, targets, bound);
     },
     scan: async (partition, after, limit) => search.scan(partition, after, limit),
+    metaInUse: async (partition, types, limit) => search.metaInUse(partition, types, limit),
     reindex(partition, items) {
       // A job of the group commit: serialized with every write, so a resource cannot change under it.
       return enqueue({
