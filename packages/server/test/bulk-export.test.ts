@@ -567,7 +567,7 @@ describe('kick-off errors', () => {
     assert.ok(cs.instantiates.includes('http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data'));
     assert.deepEqual(
       cs.rest[0]?.operation.map((o) => o.name),
-      ['export', 'validate'],
+      ['export', 'validate', 'meta', 'meta-add', 'meta-delete'],
     );
     const ops = (t: string) => cs.rest[0]?.resource.find((r) => r.type === t)?.operation?.map((o) => o.name);
     assert.deepEqual(ops('Patient'), ['export', 'everything']);
