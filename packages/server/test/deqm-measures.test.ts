@@ -247,6 +247,100 @@ describe('$evaluate-measure', () => {
   });
 });
 
+describe('a Group as the subject (DEQM: an attributed population)', () => {
+  const evaluate = (q: string) => fhir(p, clinic, 'GET', `/quality/Measure/${RATIO.id}/$evaluate-measure?${Q}&${q}`);
+  const report = async (q: string) => {
+    const r = await evaluate(q);
+    assert.equal(r.status, 200, r.text);
+    return r.json as unknown as Report;
+  };
+  const member = (id: string, extra: Record<string, unknown> = {}) => ({
+    entity: { reference: `Patient/${id}` },
+    ...extra,
+  });
+
+  test('its members during the measurement period are counted: as a population and as a subject list', async () => {
+    const [a, b, c, d] = patientsOf('ratio-encounter').map((x) => x.patient);
+    assert.ok(a && b && c && d);
+    const group = {
+      resourceType: 'Group',
+      id: 'attributed',
+      type: 'person',
+      actual: true,
+      member: [
+        member(a),
+        member(d, { period: { start: '2022-06-01' } }), // joined during the period
+        member(b, { inactive: true }),
+        member(c, { period: { end: '2021-12-31' } }), // left before it
+        member('stranger'), // a Patient of another vault: not here
+        { entity: { reference: 'Practitioner/someone' } },
+      ],
+    };
+    assert.equal((await fhir(p, clinic, 'PUT', '/quality/Group/attributed', group)).status, 201);
+    const measure = (await fhir(p, clinic, 'GET', `/quality/Measure/${RATIO.id}`)).json;
+    // What the members' own reports add up to.
+    let ipp = 0;
+    const sums = { denominator: 0, numerator: 0 };
+    for (const id of [a, d]) {
+      const own = await report(`subject=Patient/${id}`);
+      ipp += populations(own)['initial-population'] ?? 0;
+      for (const k of ['denominator', 'numerator'] as const)
+        sums[k] += observations(measure, own, k).reduce((x, y) => (x ?? 0) + (y ?? 0), 0) ?? 0;
+    }
+    const population = await report('subject=Group/attributed');
+    assert.equal(population.type, 'summary');
+    assert.equal(population.subject?.reference, 'Group/attributed');
+    assert.equal(populations(population)['initial-population'], ipp);
+    assert.equal(population.group[0]?.measureScore?.value, sums.numerator / sums.denominator);
+    // The whole vault differs: the group is not everyone.
+    const everyone = await report('reportType=population');
+    assert.notEqual(populations(everyone)['initial-population'], ipp);
+
+    const list = await report('subject=Group/attributed&reportType=subject-list');
+    assert.equal(list.type, 'subject-list');
+    const listed = (list.contained ?? []).flatMap((x) =>
+      ((x as { entry?: { item: { reference: string } }[] }).entry ?? []).map((e) => e.item.reference),
+    );
+    assert.ok(listed.length > 0);
+    assert.ok(
+      listed.every((r) => r === `Patient/${a}` || r === `Patient/${d}`),
+      listed.join(),
+    );
+    // An individual report is of one patient.
+    assert.equal((await evaluate('subject=Group/attributed&reportType=individual')).status, 400);
+  });
+
+  test("care gaps of a group are its members' gaps; a group of another vault is not found", async () => {
+    const gaps = async (group: string) => {
+      const r = await fhir(
+        p,
+        clinic,
+        'GET',
+        `/quality/Measure/$care-gaps?${Q}&measureId=${PROPORTION.id}&status=open-gap&subject=Group/${group}`,
+      );
+      assert.equal(r.status, 200, r.text);
+      return (
+        (r.json.parameter ?? []) as { resource: { entry: { resource: { subject?: { reference: string } } }[] } }[]
+      ).map((x) => x.resource.entry[0]?.resource.subject?.reference);
+    };
+    for (const [id, patient] of [
+      ['with-gap', PROPORTION.denom],
+      ['without-gap', PROPORTION.ipp],
+    ] as const) {
+      const g = { resourceType: 'Group', id, type: 'person', actual: true, member: [member(patient)] };
+      assert.equal((await fhir(p, clinic, 'PUT', `/quality/Group/${id}`, g)).status, 201);
+    }
+    assert.deepEqual(await gaps('with-gap'), [`Patient/${PROPORTION.denom}`]);
+    assert.deepEqual(await gaps('without-gap'), []);
+    const theirs = { resourceType: 'Group', id: 'theirs', type: 'person', actual: true, member: [member('stranger')] };
+    assert.equal((await fhir(p, clinic, 'PUT', '/elsewhere/Group/theirs', theirs)).status, 201);
+    const r = await evaluate('subject=Group/theirs');
+    assert.equal(r.status, 404);
+    assert.doesNotMatch(r.text, /elsewhere|stranger/);
+    assert.equal((await evaluate('subject=Organization/umcg')).status, 400);
+  });
+});
+
 describe('$care-gaps', () => {
   test('an open gap for the denominator-only patient and none for the others', async () => {
     const r = await fhir(

@@ -5,7 +5,7 @@ import { FhirError } from '../fhir/errors.ts';
 import { ID_RE } from '../fhir/resource-types.ts';
 import { loadMeasure, type MeasureArtifacts } from './artifacts.ts';
 import { type FqmBundle, type FqmOptions, runEngine } from './engine.ts';
-import { patientData, subjectId } from './patient-data.ts';
+import { patientData, type Subject, subjectOf, subjectPatients } from './patient-data.ts';
 import { checkPeriodSyntax, measurementPeriod } from './period.ts';
 import { measureReport, type PatientResult } from './report.ts';
 
@@ -84,26 +84,46 @@ export interface Evaluation {
   patients: string[];
 }
 
-/** Measure/[id]/$evaluate-measure over this vault's patients (or one subject). */
+/** The subject parameter of a measure operation, when given. */
+const subjectParam = (params: URLSearchParams): Subject | undefined => {
+  const subject = params.get('subject');
+  return subject ? subjectOf(subject) : undefined;
+};
+
+/** The patients of `subject` (all of the vault when none), read with the data the measure needs. */
+async function dataOf(
+  ctx: FhirContext,
+  a: MeasureArtifacts,
+  period: { start: string; end: string },
+  subject: Subject | undefined,
+  mayRead: (type: string) => void,
+) {
+  const ids = await subjectPatients(ctx, subject, period, mayRead);
+  const single = subject !== undefined && 'patient' in subject;
+  return patientData(ctx, await requiredTypes(a, period), ids && { ids, single }, mayRead);
+}
+
+/** Measure/[id]/$evaluate-measure over this vault's patients, one Patient, or a Group's members. */
 export async function evaluateMeasure(
   ctx: FhirContext,
   measureId: string,
   params: URLSearchParams,
   mayRead: (type: string) => void,
 ): Promise<Evaluation> {
-  const subject = params.get('subject') ? subjectId(params.get('subject') as string) : undefined;
-  const requested = params.get('reportType') ?? (subject ? 'individual' : 'population');
+  const subject = subjectParam(params);
+  const onePatient = subject !== undefined && 'patient' in subject;
+  const requested = params.get('reportType') ?? (onePatient ? 'individual' : 'population');
   const reportType = REPORT_TYPES[requested];
   if (!reportType) {
     throw new FhirError(400, 'value', `reportType ${requested} is not one of individual, subject-list, population`);
   }
-  if (reportType === 'individual' && !subject) {
+  if (reportType === 'individual' && !onePatient) {
     throw new FhirError(400, 'required', 'an individual report needs a subject (Patient/<id>)');
   }
   checkPeriodSyntax(params);
   const a = await loadMeasure(ctx, measureId);
   const period = measurementPeriod(params, a.measure.effectivePeriod);
-  const data = await patientData(ctx, await requiredTypes(a, period), subject, mayRead);
+  const data = await dataOf(ctx, a, period, subject, mayRead);
   const patients = data.bundles.map((b) => `Patient/${b.entry?.[0]?.resource?.id}`);
   const out =
     data.bundles.length === 0
@@ -116,7 +136,9 @@ export async function evaluateMeasure(
             options(period, { verboseCalculationResults: false }),
           ),
         );
-  const report = measureReport(a.measure, out.results as unknown as PatientResult[], reportType, period);
+  const group = subject && 'group' in subject ? `Group/${subject.group}` : undefined;
+  const results = out.results as unknown as PatientResult[];
+  const report = measureReport(a.measure, results, reportType, period, group);
   return { report, patients };
 }
 
@@ -140,14 +162,14 @@ export async function careGaps(
   const ids = params.getAll('measureId').flatMap((v) => v.split(','));
   if (ids.length === 0) throw new FhirError(400, 'required', 'measureId is required');
   for (const id of ids) if (!ID_RE.test(id)) throw new FhirError(400, 'value', `measureId ${id} is not an id`);
-  const subject = params.get('subject') ? subjectId(params.get('subject') as string) : undefined;
+  const subject = subjectParam(params);
   checkPeriodSyntax(params);
   const parameter: NonNullable<Parameters['parameter']> = [];
   const patients = new Set<string>();
   for (const id of ids) {
     const a = await loadMeasure(ctx, id);
     const period = measurementPeriod(params, a.measure.effectivePeriod);
-    const data = await patientData(ctx, await requiredTypes(a, period), subject, mayRead);
+    const data = await dataOf(ctx, a, period, subject, mayRead);
     for (const b of data.bundles) patients.add(`Patient/${b.entry?.[0]?.resource?.id}`);
     if (data.bundles.length === 0) continue;
     const out = await engine(`gaps in care for Measure/${id}`, () =>

@@ -69,6 +69,8 @@ export function measureReport(
   results: PatientResult[],
   type: ReportType,
   period: { start: string; end: string },
+  /** The Group a summary or subject list is of (`Group/id`), when it is of one. */
+  ofGroup?: string,
 ): MeasureReport {
   const contained: FhirResource[] = [];
   const groups: MeasureReportGroup[] = (measure.group ?? []).map((group, gi) => {
@@ -175,7 +177,8 @@ export function measureReport(
   const evaluated = new Set<string>();
   for (const r of results)
     for (const e of r.evaluatedResource ?? []) if (e.id) evaluated.add(`${e.resourceType}/${e.id}`);
-  const subject = type === 'individual' ? results[0]?.patientId : undefined;
+  const patient = type === 'individual' ? results[0]?.patientId : undefined;
+  const subject = patient ? `Patient/${patient}` : ofGroup;
   return {
     resourceType: 'MeasureReport',
     id: randomUUID(),
@@ -183,7 +186,7 @@ export function measureReport(
     status: 'complete',
     type: type === 'subject-list' ? 'subject-list' : type === 'individual' ? 'individual' : 'summary',
     measure: measure.url ? `${measure.url}${measure.version ? `|${measure.version}` : ''}` : `Measure/${measure.id}`,
-    ...(subject ? { subject: { reference: `Patient/${subject}` } } : {}),
+    ...(subject ? { subject: { reference: subject } } : {}),
     date: new Date().toISOString(),
     period: { start: period.start, end: period.end },
     group: groups,

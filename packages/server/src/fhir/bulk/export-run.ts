@@ -8,11 +8,11 @@ import { decide } from '../../vault/policy.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
+import { type GroupMember, groupMembers, memberDuring, memberPatient } from '../group-members.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
 import { restrictionFilter } from '../search/restrictions.ts';
 import { elementsOnly } from '../search/subset.ts';
-import { dateRange } from '../search/values.ts';
 import { changedBetween, type ExportScope, narrowedByQuery, versionAt, wouldExport } from './export-changes.ts';
 import { writeDeleted } from './export-deleted.ts';
 import { type ExportRequest, elementsFor } from './export-request.ts';
@@ -82,16 +82,6 @@ export interface ExportNote {
   diagnostics: string;
 }
 
-type Member = { entity?: { reference?: string }; inactive?: boolean; period?: { start?: string; end?: string } };
-
-/** Whether a member is in its group at `at`: not flagged inactive, and `at` within its membership period. */
-function memberAt(m: Member, at: number): boolean {
-  if (m.inactive === true) return false;
-  const start = m.period?.start ? dateRange(m.period.start) : undefined;
-  const end = m.period?.end ? dateRange(m.period.end) : undefined;
-  return (!start || start[0] <= at) && (!end || at < end[1]);
-}
-
 /**
  * The patients of a patient- or group-level export: those named, the group's active members, or every Patient.
  * What is left out, and why, goes to `notes`: a named patient who is not in the vault or not in the group
@@ -106,14 +96,12 @@ export async function exportPatients(
   if (request.level === 'system') return undefined;
   let members: string[] | undefined;
   if (request.level === 'group') {
-    const group = await ctx.store.resources.current(ctx.partition, 'Group', request.group as string);
-    if (group?.content === undefined) throw new FhirError(404, 'not-found', `Group/${request.group} not found`);
-    const member = (JSON.parse(group.content) as { member?: Member[] }).member ?? [];
-    const patientOf = (m: Member) => /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '')?.[1];
+    const member = await groupMembers(ctx, request.group as string);
     const now = Date.now();
-    members = member.flatMap((m) => (memberAt(m, now) ? (patientOf(m) ?? []) : []));
-    const inactive = member.filter((m) => !memberAt(m, now) && patientOf(m)).length;
-    const others = member.filter((m) => !patientOf(m)).length;
+    const memberNow = (m: GroupMember) => memberDuring(m, now, now + 1);
+    members = member.flatMap((m) => (memberNow(m) ? (memberPatient(m) ?? []) : []));
+    const inactive = member.filter((m) => !memberNow(m) && memberPatient(m)).length;
+    const others = member.filter((m) => !memberPatient(m)).length;
     if (inactive > 0)
       notes.push(
         info(

@@ -29,6 +29,9 @@ export interface OperationHelpers {
   log: { error(o: object, msg: string): void };
 }
 
+/** The Group a calculation was over (it was read for its members), for the audit event. */
+const groupSubject = (params: URLSearchParams) => params.getAll('subject').filter((s) => s.startsWith('Group/'));
+
 /** Reading a measure's logic: the Measure, its Libraries and ValueSets. */
 const LOGIC = ['Measure', 'Library', 'ValueSet'];
 
@@ -109,9 +112,10 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
     const ctx = await context(req);
     for (const type of LOGIC) allow(ctx, type, 'read');
     const id = idOf(req);
-    const { report, patients } = await evaluateMeasure(ctx, id, operationParams(req), mayCalculate(ctx));
+    const params = operationParams(req);
+    const { report, patients } = await evaluateMeasure(ctx, id, params, mayCalculate(ctx));
     await auditAccess(ctx, 'operation', {
-      objects: [`Measure/${id}`],
+      objects: [`Measure/${id}`, ...groupSubject(params)],
       patients,
       query: { raw: `Measure/${id}/$evaluate-measure`, description: '$evaluate-measure' },
     });
@@ -126,7 +130,7 @@ export function measureOperations(app: FastifyInstance, h: OperationHelpers): vo
     const params = operationParams(req);
     const { result, patients } = await careGaps(ctx, params, mayCalculate(ctx));
     await auditAccess(ctx, 'operation', {
-      objects: params.getAll('measureId').map((m) => `Measure/${m}`),
+      objects: [...params.getAll('measureId').map((m) => `Measure/${m}`), ...groupSubject(params)],
       patients,
       query: { raw: 'Measure/$care-gaps', description: '$care-gaps' },
     });
