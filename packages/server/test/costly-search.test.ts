@@ -6,7 +6,7 @@ import { importCommand } from '../src/admin/import.ts';
 import { AuditTrail } from '../src/audit/trail.ts';
 import { parseSmartScope, type SmartScope } from '../src/auth/smart-scopes.ts';
 import { parseEntries } from '../src/fhir/bundle/entries.ts';
-import { runBatch } from '../src/fhir/bundle/transaction.ts';
+import { runBatch } from '../src/fhir/bundle/batch.ts';
 import type { FhirContext } from '../src/fhir/context.ts';
 import { extractIndex } from '../src/fhir/search/extract.ts';
 import { parseSearch } from '../src/fhir/search/parse.ts';

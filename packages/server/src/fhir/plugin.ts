@@ -13,8 +13,10 @@ import { binaryResource, nativeBinary, RawBinary, sendNativeBinary, wantsNativeB
 import { fhirBodyParsers } from './body-parsers.ts';
 import { allowBrowserApps, appDiscovery } from './browser-apps.ts';
 import { bulkExport } from './bulk/export-routes.ts';
+import { runBatch } from './bundle/batch.ts';
 import { type EntryRequest, parseEntries } from './bundle/entries.ts';
-import { responseBundle, runBatch, runTransaction } from './bundle/transaction.ts';
+import { responseBundle } from './bundle/results.ts';
+import { runTransaction } from './bundle/transaction.ts';
 import { capabilityStatement } from './capability.ts';
 import { notModified } from './conditional-read.ts';
 import type { FhirContext } from './context.ts';

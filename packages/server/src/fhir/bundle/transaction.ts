@@ -1,11 +1,10 @@
-import { StoreBusyError, StoreUnavailableError } from '../../store/errors.ts';
-import type { CurrentVersion, ResourceTransaction } from '../../store/types.ts';
+import type { ResourceTransaction } from '../../store/types.ts';
 import { decide, type Interaction, type Restriction } from '../../vault/policy.ts';
 import { auditRead } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
-import { FhirError, type IssueCode, operationOutcome, storeErrorAsFhir } from '../errors.ts';
+import { FhirError, type IssueCode, storeErrorAsFhir } from '../errors.ts';
 import { createIn } from '../interactions/create.ts';
 import { removeIn } from '../interactions/delete.ts';
 import { type PatchDocument, patchIn } from '../interactions/patch.ts';
@@ -14,13 +13,14 @@ import { search } from '../interactions/search.ts';
 import { parseEtag, updateIn, versionMismatch } from '../interactions/update.ts';
 import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts';
 import { newResourceId } from '../resource-id.ts';
-import { answerFull, responseLimit } from '../response-size.ts';
+import { responseLimit } from '../response-size.ts';
 import { parseSearch } from '../search/parse.ts';
 import { assertVisible } from '../search/restrictions.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
-import { type EntryRequest, type InvalidEntry, rewriteReferences, STATUS_TEXT } from './entries.ts';
+import { type EntryRequest, rewriteReferences } from './entries.ts';
 import { rewritePatchReferences } from './patch-references.ts';
+import { type EntryResult, failed, notRun, sizeOf } from './results.ts';
 
 type Plan =
   | { kind: 'create'; e: EntryRequest; id: string; resource: Record<string, unknown> }
@@ -29,15 +29,6 @@ type Plan =
   | { kind: 'patch'; e: EntryRequest; id: string; patch: PatchDocument; matched?: string | undefined }
   | { kind: 'delete'; e: EntryRequest; id: string | undefined; matched?: string | undefined }
   | { kind: 'read'; e: EntryRequest };
-
-/** Outcome of one entry, rendered into Bundle.entry.response. */
-export interface EntryResult {
-  status: number;
-  version?: CurrentVersion | undefined;
-  /** JSON text of a resource to return (GET results, or writes with return=representation). */
-  resource?: string | undefined;
-  outcome?: unknown;
-}
 
 const CODE: Record<number, IssueCode> = { 404: 'not-found', 412: 'conflict' };
 const fail = (e: EntryRequest, status: number, message: string) =>
@@ -322,79 +313,4 @@ async function readEntry(
   await assertVisible(ctx, e.type, e.id, restrictions);
   await auditRead(ctx, e.versionId ? 'vread' : 'read', v);
   return { status: 200, version: v, resource: v.content };
-}
-
-/** A batch: every entry on its own (its own transaction, its own permission check); failures stay in their entry. */
-export async function runBatch(
-  ctx: FhirContext,
-  entries: (EntryRequest | InvalidEntry)[],
-  returnResources: boolean,
-): Promise<EntryResult[]> {
-  const results: EntryResult[] = [];
-  let used = 0;
-  let wrote = false;
-  let down: FhirError | undefined;
-  for (const e of entries) {
-    // Each entry may fill what the answer has left: a search's page ends there.
-    const room = responseLimit(ctx) - used;
-    if (room <= 0 || down) {
-      results.push(down ? failed(down) : notRun(ctx));
-      continue;
-    }
-    if ('invalid' in e) {
-      results.push({
-        status: e.invalid.status,
-        outcome: operationOutcome('error', e.invalid.code, e.invalid.diagnostics),
-      });
-      continue;
-    }
-    try {
-      const [r] = await runTransaction({ ...ctx, responseLimit: room }, [{ ...e, index: e.index }], returnResources);
-      results.push(r as EntryResult);
-      used += sizeOf(r as EntryResult);
-      if (e.method !== 'GET' && (r as EntryResult).status < 400) wrote = true;
-    } catch (thrown) {
-      // A search past its time, or one that found every search thread taken, is that entry's failure. An
-      // unreachable database is the whole batch's, unless an entry before was written: then this one and the rest
-      // answer 503, and the written ones are reported.
-      const err = storeErrorAsFhir(thrown);
-      if (!(err instanceof FhirError)) throw err;
-      if (thrown instanceof StoreUnavailableError && !(thrown instanceof StoreBusyError)) {
-        if (!wrote) throw thrown;
-        down = err;
-      }
-      results.push(failed(err));
-    }
-  }
-  return results;
-}
-
-const failed = (err: FhirError): EntryResult => ({
-  status: err.status,
-  outcome: operationOutcome('error', err.code, err.diagnostics),
-});
-const notRun = (ctx: FhirContext) => failed(answerFull(ctx));
-const sizeOf = (r: EntryResult) => r.resource?.length ?? 0;
-
-/** The batch-response / transaction-response Bundle, as text around the stored JSON. */
-export function responseBundle(
-  base: string,
-  type: 'batch' | 'transaction',
-  entries: (EntryRequest | InvalidEntry)[],
-  results: EntryResult[],
-): string {
-  const parts = results.map((r, i) => {
-    const e = entries[i] as EntryRequest;
-    const response: Record<string, unknown> = { status: STATUS_TEXT[r.status] ?? String(r.status) };
-    if (r.version) {
-      if (e.method === 'POST' || e.method === 'PUT')
-        response.location = `${r.version.type}/${r.version.id}/_history/${r.version.version}`;
-      response.etag = `W/"${r.version.version}"`;
-      response.lastModified = r.version.lastUpdated;
-    }
-    if (r.outcome) response.outcome = r.outcome;
-    const fullUrl = r.version ? `,"fullUrl":${JSON.stringify(`${base}/${r.version.type}/${r.version.id}`)}` : '';
-    return `{${r.resource ? `"resource":${r.resource},` : ''}"response":${JSON.stringify(response)}${fullUrl}}`;
-  });
-  return `{"resourceType":"Bundle","type":"${type}-response","entry":[${parts.join(',')}]}`;
 }

@@ -4,7 +4,7 @@ import { careGaps, dataRequirements, evaluateMeasure } from '../../measure/calcu
 import type { Store } from '../../store/types.ts';
 import type { Interaction, Restriction } from '../../vault/policy.ts';
 import { auditAccess } from '../audit.ts';
-import { responseBundle } from '../bundle/transaction.ts';
+import { responseBundle } from '../bundle/results.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';

@@ -1,5 +1,6 @@
 import type { EntryRequest } from '../bundle/entries.ts';
-import { type EntryResult, runTransaction } from '../bundle/transaction.ts';
+import type { EntryResult } from '../bundle/results.ts';
+import { runTransaction } from '../bundle/transaction.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
