@@ -247,6 +247,75 @@ describe('$evaluate-measure', () => {
   });
 });
 
+describe('stratifiers', () => {
+  type Group = { stratifier?: unknown[] } & Record<string, unknown>;
+  /** A copy of a loaded measure under another id and url, its first group stratified as given. */
+  async function stratified(source: string, id: string, stratifier: unknown[]) {
+    const m = (await fhir(p, clinic, 'GET', `/quality/Measure/${source}`)).json as { group: Group[] };
+    const copy = { ...m, id, url: `http://example.org/Measure/${id}`, group: [{ ...m.group[0], stratifier }] };
+    const r = await fhir(p, clinic, 'PUT', `/quality/Measure/${id}`, copy);
+    assert.equal(r.status, 201, r.text);
+  }
+  const strata = (r: Report) =>
+    (r.group[0]?.stratifier ?? []).map((s) => ({
+      id: s.id,
+      value: s.stratum?.[0]?.value?.text,
+      counts: Object.fromEntries(
+        (s.stratum?.[0]?.population ?? [])
+          .filter((x) => x.code?.coding?.[0]?.code !== 'measure-observation')
+          .map((x) => [x.code?.coding?.[0]?.code, x.count]),
+      ),
+      score: s.stratum?.[0]?.measureScore?.value,
+    }));
+  const cql = (expression: string) => ({ language: 'text/cql-identifier', expression });
+
+  test('a stratum of patients is counted and scored as its group is', async () => {
+    await stratified(PROPORTION.id, 'stratified-proportion', [
+      { id: 'in-denominator', code: { text: 'in-denominator' }, criteria: cql('denom') },
+      { id: 'in-numerator', criteria: cql('numer') },
+    ]);
+    const evaluate = async (q: string) => {
+      const r = await fhir(p, clinic, 'GET', `/quality/Measure/stratified-proportion/$evaluate-measure?${Q}&${q}`);
+      assert.equal(r.status, 200, r.text);
+      return r.json as unknown as Report;
+    };
+    const all = await evaluate('reportType=population');
+    // The group counts both patients; the first stratum only the one in the denominator.
+    assert.deepEqual(populations(all), { 'initial-population': 2, denominator: 1, numerator: 0 });
+    assert.deepEqual(strata(all), [
+      {
+        id: 'in-denominator',
+        value: 'true',
+        counts: { 'initial-population': 1, denominator: 1, numerator: 0 },
+        score: 0,
+      },
+      {
+        id: 'in-numerator',
+        value: 'true',
+        counts: { 'initial-population': 0, denominator: 0, numerator: 0 },
+        score: undefined,
+      },
+    ]);
+    assert.deepEqual(all.group[0]?.stratifier?.[0]?.code, [{ text: 'in-denominator' }]);
+    const ippOnly = await evaluate(`subject=Patient/${PROPORTION.ipp}`);
+    assert.deepEqual(strata(ippOnly)[0]?.counts, { 'initial-population': 0, denominator: 0, numerator: 0 });
+  });
+
+  test('a stratum of episodes: the encounters its criteria select', async () => {
+    // "numer" selects the numerator's encounters, all of them in the initial population: that stratum holds
+    // exactly the group's numerator episodes.
+    await stratified(RATIO.id, 'stratified-ratio', [{ id: 'inpatient', criteria: cql('numer') }]);
+    const r = await fhir(p, clinic, 'GET', `/quality/Measure/stratified-ratio/$evaluate-measure?${Q}`);
+    assert.equal(r.status, 200, r.text);
+    const report = r.json as unknown as Report;
+    const group = populations(report);
+    const [stratum] = strata(report);
+    assert.ok((group.numerator ?? 0) > 0 && (group.numerator ?? 0) < (group['initial-population'] ?? 0));
+    assert.equal(stratum?.counts['initial-population'], group.numerator);
+    assert.equal(stratum?.counts.numerator, group.numerator);
+  });
+});
+
 describe('a Group as the subject (DEQM: an attributed population)', () => {
   const evaluate = (q: string) => fhir(p, clinic, 'GET', `/quality/Measure/${RATIO.id}/$evaluate-measure?${Q}&${q}`);
   const report = async (q: string) => {

@@ -1,21 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { FhirResource, List, Measure, MeasureReport, MeasureReportGroup, Observation, Resource } from 'fhir/r4.js';
+import { codeOf, ext, type GroupResult, inStratum, populationCount, scoreOf, tally, unitsOf } from './tally.ts';
 
 const POPULATION = 'http://terminology.hl7.org/CodeSystem/measure-population';
 const CQFM = 'http://hl7.org/fhir/us/cqfmeasures/StructureDefinition';
 
-/** One population result of fqm-execution's calculation (patient level or one episode). */
-interface PopulationResult {
-  populationId?: string;
-  populationType: string;
-  result: boolean;
-  observations?: unknown[] | null;
-}
-interface GroupResult {
-  groupId: string;
-  populationResults?: PopulationResult[];
-  episodeResults?: { episodeId: string; populationResults: PopulationResult[] }[];
-}
 export interface PatientResult {
   patientId: string;
   detailedResults?: GroupResult[];
@@ -23,40 +12,6 @@ export interface PatientResult {
 }
 
 type ReportType = 'individual' | 'subject-list' | 'summary';
-
-const codeOf = (p: { code?: { coding?: { code?: string }[] } }) => p.code?.coding?.[0]?.code ?? '';
-const ext = (e: { extension?: { url: string; valueString?: string; valueCode?: string }[] }, name: string) =>
-  e.extension?.find((x) => x.url === `${CQFM}/${name}`);
-const numbers = (xs: unknown[] | null | undefined) =>
-  (xs ?? []).flatMap((x) =>
-    typeof x === 'number'
-      ? [x]
-      : typeof (x as { value?: unknown })?.value === 'number'
-        ? [(x as { value: number }).value]
-        : [],
-  );
-
-function aggregate(method: string, values: number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sum = values.reduce((a, b) => a + b, 0);
-  switch (method) {
-    case 'average':
-      return sum / values.length;
-    case 'count':
-      return values.length;
-    case 'min':
-      return Math.min(...values);
-    case 'max':
-      return Math.max(...values);
-    case 'median': {
-      const s = [...values].sort((a, b) => a - b);
-      const m = Math.floor(s.length / 2);
-      return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-    }
-    default:
-      return sum;
-  }
-}
 
 /**
  * The MeasureReport of fqm-execution's population results, group by group of the Measure: counts of patients
@@ -80,41 +35,19 @@ export function measureReport(
         ?.valueCodeableConcept?.coding?.[0]?.code ??
       measure.scoring?.coding?.[0]?.code ??
       'proportion';
-    const counts = new Map<string, number>();
-    const observations = new Map<string, number[]>();
-    const subjects = new Map<string, string[]>();
-    for (const r of results) {
+    const units = results.flatMap((r) => {
       const g = r.detailedResults?.find((d) => d.groupId === groupId) ?? r.detailedResults?.[gi];
-      if (!g) continue;
-      const units = g.episodeResults?.length
-        ? g.episodeResults.map((e) => e.populationResults)
-        : [g.populationResults ?? []];
-      for (const prs of units) {
-        for (const pr of prs) {
-          const id = pr.populationId ?? pr.populationType;
-          if (pr.populationType === 'measure-observation') {
-            if (pr.result) observations.set(id, [...(observations.get(id) ?? []), ...numbers(pr.observations)]);
-            continue;
-          }
-          if (!pr.result) continue;
-          counts.set(id, (counts.get(id) ?? 0) + 1);
-          const s = subjects.get(id) ?? [];
-          if (!s.includes(r.patientId)) s.push(r.patientId);
-          subjects.set(id, s);
-        }
-      }
-    }
-    const countOf = (code: string) =>
-      (group.population ?? [])
-        .filter((p) => codeOf(p) === code)
-        .reduce((n, p) => n + (counts.get(p.id ?? code) ?? 0), 0);
+      return g ? unitsOf(r.patientId, g) : [];
+    });
+    const all = tally(units);
+    const { observations, subjects } = all;
     const population = (group.population ?? []).map((p) => {
       const id = p.id ?? codeOf(p);
       const obs = observations.get(id) ?? [];
       const out: NonNullable<MeasureReportGroup['population']>[number] = {
         ...(p.id ? { id: p.id } : {}),
         code: { coding: [{ system: POPULATION, code: codeOf(p) }] },
-        count: codeOf(p) === 'measure-observation' ? obs.length : (counts.get(id) ?? 0),
+        count: populationCount(p, all),
       };
       const ref = ext(p, 'cqfm-criteriaReference')?.valueString;
       if (ref) out.extension = [{ url: `${CQFM}/cqfm-criteriaReference`, valueString: ref }];
@@ -144,34 +77,32 @@ export function measureReport(
       }
       return out;
     });
-    const obsFor = (code: string) => {
-      const target = (group.population ?? []).find((p) => codeOf(p) === code)?.id;
-      const op = (group.population ?? []).find(
-        (p) => codeOf(p) === 'measure-observation' && ext(p, 'cqfm-criteriaReference')?.valueString === target,
-      );
-      const method = (ext(op ?? {}, 'cqfm-aggregateMethod') as { valueCode?: string } | undefined)?.valueCode ?? 'sum';
-      return op ? aggregate(method, observations.get(op.id ?? '') ?? []) : undefined;
-    };
-    let score: number | undefined;
-    if (scoring === 'proportion') {
-      const denominator = countOf('denominator') - countOf('denominator-exclusion') - countOf('denominator-exception');
-      if (denominator > 0) score = (countOf('numerator') - countOf('numerator-exclusion')) / denominator;
-    } else if (scoring === 'ratio') {
-      const [n, d] = [obsFor('numerator'), obsFor('denominator')];
-      if (n !== undefined || d !== undefined) {
-        if (d) score = (n ?? 0) / d;
-      } else if (countOf('denominator') > 0) {
-        score = countOf('numerator') / countOf('denominator');
-      }
-    } else if (scoring === 'continuous-variable') {
-      const op = (group.population ?? []).find((p) => codeOf(p) === 'measure-observation');
-      const method = (ext(op ?? {}, 'cqfm-aggregateMethod') as { valueCode?: string } | undefined)?.valueCode ?? 'sum';
-      score = aggregate(method, observations.get(op?.id ?? '') ?? []);
-    }
+    const score = scoreOf(group, scoring, all);
+    const stratifier = (group.stratifier ?? []).map((st, si) => {
+      // A stratifier's stratum: the patients (or episodes) its criteria select, counted and scored as the group.
+      const t = tally(units.filter((u) => inStratum(u, st, si)));
+      const stratumScore = scoreOf(group, scoring, t);
+      return {
+        ...(st.id ? { id: st.id } : {}),
+        ...(st.code ? { code: [st.code] } : {}),
+        stratum: [
+          {
+            value: { text: 'true' },
+            population: (group.population ?? []).map((p) => ({
+              ...(p.id ? { id: p.id } : {}),
+              code: { coding: [{ system: POPULATION, code: codeOf(p) }] },
+              count: populationCount(p, t),
+            })),
+            ...(stratumScore !== undefined ? { measureScore: { value: stratumScore } } : {}),
+          },
+        ],
+      };
+    });
     return {
       ...(group.id ? { id: group.id } : {}),
       population,
       ...(score !== undefined ? { measureScore: { value: score } } : {}),
+      ...(stratifier.length ? { stratifier } : {}),
     };
   });
   const evaluated = new Set<string>();
