@@ -113,13 +113,17 @@ export function patientsSearched(type: string, params: [string, string][]): stri
 /** A read or vread that is about to be answered. */
 export async function auditRead(ctx: FhirContext, interaction: 'read' | 'vread', v: CurrentVersion): Promise<void> {
   if (!ctx.audit.enabled) return;
-  let patients = patientsOf([v]);
-  if (patients.length === 0 && v.type === 'Binary' && v.content !== undefined) {
-    const resource = JSON.parse(v.content) as Record<string, unknown>;
-    const proxy = proxyOf(v.type, { reference: extractReferences(resource, compartmentParams(v.type)) });
-    patients = await proxyPatients((type, id) => ctx.store.resources.current(ctx.partition, type, id), proxy);
-  }
+  const patients = await patientsOfVersion(ctx, v);
   await auditAccess(ctx, interaction, { objects: [`${v.type}/${v.id}/_history/${v.version}`], patients });
+}
+
+/** The patients one version is about: its own, or — a Binary standing in by proxy — its proxy's, as it is now. */
+export async function patientsOfVersion(ctx: FhirContext, v: CurrentVersion): Promise<string[]> {
+  const patients = patientsOf([v]);
+  if (patients.length > 0 || v.type !== 'Binary' || v.content === undefined) return patients;
+  const resource = JSON.parse(v.content) as Record<string, unknown>;
+  const proxy = proxyOf(v.type, { reference: extractReferences(resource, compartmentParams(v.type)) });
+  return proxyPatients((type, id) => ctx.store.resources.current(ctx.partition, type, id), proxy);
 }
 
 /**

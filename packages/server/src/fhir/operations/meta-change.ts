@@ -1,5 +1,5 @@
 import type { StoredVersion } from '../../store/types.ts';
-import { auditAccess, patientsOf } from '../audit.ts';
+import { auditAccess, patientsOfVersion } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { updateIn, versionMismatch } from '../interactions/update.ts';
@@ -128,7 +128,7 @@ export async function writeMeta(
   if (!outcome.written) {
     await auditAccess(ctx, 'operation', {
       objects: [`${type}/${id}/_history/${outcome.version.version}`],
-      patients: patientsOf([outcome.version]),
+      patients: await patientsOfVersion(ctx, outcome.version),
       query: { raw: `${type}/${id}/$meta-${change.kind}`, description: `$meta-${change.kind}` },
     });
   }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { CurrentVersion, MetaInUse } from '../../store/types.ts';
+import type { MetaInUse } from '../../store/types.ts';
 import { decide } from '../../vault/policy.ts';
-import { auditAccess, patientsOf } from '../audit.ts';
+import { auditAccess, patientsOfVersion } from '../audit.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
@@ -32,7 +32,7 @@ export function metaRoutes(app: FastifyInstance, h: RouteHelpers): void {
     await assertVisible(ctx, type, id, restrictions);
     await auditAccess(ctx, 'operation', {
       objects: [`${type}/${id}/_history/${v.version}`],
-      patients: patientsOf([v as CurrentVersion]),
+      patients: await patientsOfVersion(ctx, v),
       query: { raw: `${type}/${id}${vid ? `/_history/${vid}` : ''}/$meta`, description: '$meta' },
     });
     const meta = (JSON.parse(v.content as string) as { meta?: Record<string, unknown> }).meta ?? {};
