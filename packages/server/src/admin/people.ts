@@ -1,9 +1,9 @@
-import { EVENT } from '../audit/balp.ts';
 import { AuditTrail } from '../audit/trail.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
-import { addUser, delegate, revokeConsents } from '../people/users.ts';
+import { withdrawConsents } from '../people/consent-withdrawal.ts';
+import { addUser, delegate } from '../people/users.ts';
 import { withStore } from './vault.ts';
 
 export const userAdd = (
@@ -24,24 +24,19 @@ export const userDelegate = (
 ) => withStore(config, (s) => delegate(s, { username, ...o }));
 
 export const userRevoke = (config: Config, username: string, o: { client?: string }) =>
-  withStore(config, async (s) => {
-    const result = await revokeConsents(s, username, o.client);
+  withStore(config, (s) => {
     const trail = new AuditTrail(s, config.audit, config.baseUrl, {
       error: (_obj: object, msg: string) => process.stderr.write(`error: ${msg}\n`),
     });
-    await trail.record(
-      ...result.revoked.map((r) => ({
-        type: EVENT.securityAttributesChanged,
-        subtype: EVENT.consentWithdrawn,
-        action: 'D' as const,
-        outcome: '0' as const,
+    return withdrawConsents(
+      s,
+      trail,
+      username,
+      { client: o.client },
+      {
         outcomeDesc: 'consent withdrawn by an administrator (carevault user revoke)',
-        who: { clientId: r.client_id, user: { id: username } },
-        clientRole: '110150' as const,
-        nen7513: { toestemmingsprofiel: r.grant },
-      })),
+      },
     );
-    return result;
   });
 
 export const userList = (config: Config) =>

@@ -107,9 +107,16 @@ export async function vaultRights(store: Store, username: string): Promise<Vault
  * Withdraws a user's consents (all, or one app's): the grants, their refresh tokens and codes go, and
  * access tokens resting on them stop working at the FHIR server at once (vault/policy.ts grantActive).
  */
-export async function revokeConsents(store: Store, username: string, clientId?: string | undefined) {
+/** Withdraws a user's consents: every one, those given to one app (`client`), or one grant (`grant`). */
+export async function revokeConsents(
+  store: Store,
+  username: string,
+  only: { client?: string | undefined; grant?: string | undefined } = {},
+) {
   if (!(await store.users.get(username))) throw new VaultInputError(`user "${username}" not found`);
-  const grants = (await store.oidc.grantsOfAccount(username)).filter((g) => !clientId || g.clientId === clientId);
+  const grants = (await store.oidc.grantsOfAccount(username)).filter(
+    (g) => (!only.client || g.clientId === only.client) && (!only.grant || g.grantId === only.grant),
+  );
   for (const g of grants) {
     await store.oidc.revokeByGrantId(g.grantId);
     await store.oidc.destroy('Grant', g.grantId);

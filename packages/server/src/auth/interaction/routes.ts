@@ -1,11 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, type InteractionResults } from 'oidc-provider';
 import { EVENT } from '../../audit/balp.ts';
 import type { AuditTrail } from '../../audit/trail.ts';
 import { correlationOf } from '../../http/correlation.ts';
 import type { LoginThrottle } from '../../people/login-throttle.ts';
-import { verifyPassword } from '../../people/passwords.ts';
 import type { Store } from '../../store/types.ts';
 import { vaultOf } from '../audience.ts';
 import type { ClientRegistry } from '../clients.ts';
@@ -16,7 +14,8 @@ import { claimLaunch, findLaunch, type GrantContext, saveGrantContext } from '..
 import { describeScope, PERSON_OIDC_SCOPES, personResourceScopes } from '../person-scopes.ts';
 import { parseSmartScope, splitScope } from '../smart-scopes.ts';
 import { csrfMatches, csrfToken } from './csrf.ts';
-import { contentSecurityPolicy } from './layout.ts';
+import { acceptForms, formOf, sendPage } from './forms.ts';
+import { checkLogin, credentialsOf } from './login.ts';
 import { parsePatientChoice, patientChoices } from './patients.ts';
 import { consentPage, loginPage, type ScopeChoice } from './views.ts';
 
@@ -45,27 +44,10 @@ type Details = Awaited<ReturnType<AuthServer['engine']['interactionDetails']>>;
  * interactionResult; the grant they create carries the consented scopes and the launch context.
  */
 export async function interactionRoutes(app: FastifyInstance, o: InteractionOptions): Promise<void> {
-  const { throttle } = o;
   const csrfKey = () => o.keys.cookieKeys[0] as string;
 
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser(
-    'application/x-www-form-urlencoded',
-    { parseAs: 'string', bodyLimit: 16 * 1024 },
-    (_req, body, done) => done(null, new URLSearchParams(body as string)),
-  );
-  app.addContentTypeParser('*', (_req, _payload, done) => done(null, new URLSearchParams()));
-
-  const send = (reply: FastifyReply, status: number, html: (nonce: string) => string) => {
-    const nonce = randomBytes(12).toString('base64url');
-    return reply
-      .code(status)
-      .header('content-security-policy', contentSecurityPolicy(nonce))
-      .header('cache-control', 'no-store')
-      .header('x-frame-options', 'DENY')
-      .type('text/html; charset=utf-8')
-      .send(html(nonce));
-  };
+  acceptForms(app);
+  const send = sendPage;
   const fail = (reply: FastifyReply, status: number, error: string, description: string) =>
     send(reply, status, (nonce) => errorHtml(error, description, nonce));
 
@@ -169,61 +151,16 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     if (!submitted) return reply;
     const { d, form } = submitted;
     if (d.prompt.name !== 'login') return reply.redirect(`/oauth/interaction/${d.uid}`, 303);
-    const username = (form.get('username') ?? '').trim().slice(0, 128);
-    const password = (form.get('password') ?? '').slice(0, 1024);
-    const render = (status: number, error: string) =>
-      appName(String(d.params.client_id)).then((name) =>
-        send(reply, status, (n) =>
-          loginPage({ uid: d.uid, csrf: csrfToken(csrfKey(), d.uid), appName: name, username, error }, n),
-        ),
+    const { username, password } = credentialsOf(form);
+    const clientId = String(d.params.client_id);
+    const outcome = await checkLogin(o, req, username, password, clientId);
+    if (!outcome.ok) {
+      if (outcome.retryAfterSeconds) void reply.header('retry-after', String(outcome.retryAfterSeconds));
+      const name = await appName(clientId);
+      return send(reply, outcome.status, (n) =>
+        loginPage({ uid: d.uid, csrf: csrfToken(csrfKey(), d.uid), appName: name, username, error: outcome.error }, n),
       );
-    const loginAudit = (outcome: '0' | '4', outcomeDesc: string) => {
-      const ids = correlationOf(req.raw);
-      return o.audit.record({
-        type: EVENT.userAuthentication,
-        subtype: EVENT.login,
-        action: 'E',
-        outcome,
-        outcomeDesc,
-        who: {
-          clientId: String(d.params.client_id),
-          user: { id: username || '(empty)' },
-          address: req.ip,
-          requestId: ids?.requestId,
-          correlationId: ids?.correlationId,
-        },
-        clientRole: '110150',
-      });
-    };
-    let wait: number;
-    try {
-      wait = await throttle.retryAfterMs(username, req.ip);
-    } catch (err) {
-      // Without the shared failure counters a login is not attempted: guessing must never go uncounted.
-      req.log.error({ err: { message: (err as Error).message } }, 'login throttle unavailable; login refused');
-      void reply.header('retry-after', '5');
-      return render(503, 'Signing in is temporarily unavailable. Try again in a moment.');
     }
-    if (wait > 0) {
-      req.log.warn({ event: 'login-throttled', username }, 'login refused: too many failed attempts');
-      await loginAudit('4', 'throttled: too many failed attempts');
-      void reply.header('retry-after', String(Math.ceil(wait / 1000)));
-      const seconds = Math.ceil(wait / 1000);
-      return render(429, `Too many failed attempts. Try again in ${seconds} ${seconds === 1 ? 'second' : 'seconds'}.`);
-    }
-    const user = username ? await o.store.users.get(username) : undefined;
-    const ok = (await verifyPassword(user?.passwordHash, password)) && user !== undefined && !user.disabled;
-    if (!ok) {
-      await throttle
-        .failed(username, req.ip)
-        .catch((err: Error) => req.log.error({ err: { message: err.message } }, 'could not count a failed login'));
-      req.log.warn({ event: 'login-failed', username }, 'login failed');
-      await loginAudit('4', 'wrong user name or password');
-      return render(401, 'The user name or password is not correct.');
-    }
-    await throttle.succeeded(username, req.ip).catch(() => {});
-    req.log.info({ event: 'login', username }, 'login succeeded');
-    await loginAudit('0', 'login');
     return finish(req, reply, { login: { accountId: username } });
   });
 
@@ -311,9 +248,4 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     });
     return finish(req, reply, { consent: { grantId } });
   });
-}
-
-/** The posted form (repeated fields such as `scope` kept); empty for anything that was not a form. */
-function formOf(req: FastifyRequest): URLSearchParams {
-  return req.body instanceof URLSearchParams ? req.body : new URLSearchParams();
 }
