@@ -8,6 +8,7 @@ import { AuditTrail } from '../audit/trail.ts';
 import { outboundFetch } from '../auth/client-keys.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { AuthServer } from '../auth/index.ts';
+import { accountRoutes } from '../auth/interaction/account.ts';
 import { interactionRoutes } from '../auth/interaction/routes.ts';
 import { KeyRing } from '../auth/keys.ts';
 import { launchRoutes } from '../auth/launch-api.ts';
@@ -154,6 +155,7 @@ export async function buildPlatform(
     audit,
     throttle,
   });
+  await app.register(accountRoutes, { store, audit, throttle, clients, keys });
   await app.register(aimRoutes, { store, auth, certificates, fhirBase, audit });
   await app.register(auditRoutes, { store, auth, certificates, fhirBase, issuer, audit });
   await app.register(launchRoutes, { auth, store, clients, fhirBase, certificates });

@@ -28,6 +28,11 @@ button.secondary{background:#fff;color:#0b5cad}
 :focus-visible{outline:3px solid #f5a623;outline-offset:2px}
 .alert{border-left:4px solid #cf222e;background:#ffebe9;padding:.5rem .75rem;border-radius:.25rem}
 .note{color:#57606a;font-size:.875rem}
+.notice{border-left:4px solid #1a7f37;background:#dafbe1;padding:.5rem .75rem;border-radius:.25rem}
+h2{font-size:1.125rem;margin:0 0 .5rem}
+.consent{border-top:1px solid #d0d7de;padding-top:1rem;margin-top:1rem}
+.consent ul{margin:.25rem 0;padding-left:1.25rem}
+.consent small{display:block;color:#57606a;word-break:break-all}
 `;
 
 export function page(title: string, body: string, nonce: string, o: { lang?: string; head?: string } = {}): string {

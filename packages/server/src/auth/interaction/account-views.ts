@@ -1,0 +1,77 @@
+import { escapeHtml, page } from './layout.ts';
+
+export interface AccountLoginView {
+  csrf: string;
+  username?: string | undefined;
+  error?: string | undefined;
+}
+
+export function accountLoginPage(v: AccountLoginView, nonce: string): string {
+  return page(
+    'Your account',
+    `<h1>Your account</h1>
+<p>Sign in to see which apps may use your health record, and to withdraw their access.</p>
+${v.error ? `<p class="alert" role="alert" id="login-error">${escapeHtml(v.error)}</p>` : ''}
+<form method="post" action="/account/login" novalidate>
+<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
+<label for="username">User name</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(v.username ?? '')}"${v.error ? ' aria-describedby="login-error"' : ''}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required>
+<div class="actions"><button type="submit" class="primary">Sign in</button></div>
+</form>`,
+    nonce,
+  );
+}
+
+/** One consent as the account page shows it. */
+export interface ConsentItem {
+  grantId: string;
+  appName: string;
+  /** What the app may do, in words, with the scope beside it. */
+  scopes: { text: string; scope: string }[];
+  /** The record it was given for (`Patient/<id>` in a vault), when the consent names one. */
+  patient?: string | undefined;
+  given?: string | undefined;
+  until?: string | undefined;
+}
+
+export interface AccountView {
+  username: string;
+  csrf: string;
+  consents: ConsentItem[];
+  notice?: string | undefined;
+}
+
+const day = (iso: string | undefined) => (iso ? escapeHtml(iso.slice(0, 10)) : '');
+
+export function accountPage(v: AccountView, nonce: string): string {
+  const items = v.consents
+    .map(
+      (c) => `<section class="consent" aria-label="${escapeHtml(c.appName)}">
+<h2>${escapeHtml(c.appName)}</h2>
+${c.patient ? `<p>Record: <strong>${escapeHtml(c.patient)}</strong></p>` : ''}
+<ul>${c.scopes.map((s) => `<li>${escapeHtml(s.text)}<small>${escapeHtml(s.scope)}</small></li>`).join('')}</ul>
+<p class="note">${c.given ? `Allowed on ${day(c.given)}` : ''}${c.until ? `${c.given ? '; ' : ''}until ${day(c.until)}` : ''}</p>
+<form method="post" action="/account/consents/withdraw">
+<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
+<input type="hidden" name="grant" value="${escapeHtml(c.grantId)}">
+<div class="actions"><button type="submit" class="secondary">Withdraw access</button></div>
+</form>
+</section>`,
+    )
+    .join('');
+  return page(
+    'Apps with access',
+    `<h1>Apps with access</h1>
+<p>Signed in as <strong>${escapeHtml(v.username)}</strong>.</p>
+${v.notice ? `<p class="notice" role="status">${escapeHtml(v.notice)}</p>` : ''}
+${items || '<p>No app has access to your record.</p>'}
+<p class="note">An app whose access you withdraw is signed out at once; it has to ask you again.</p>
+<form method="post" action="/account/logout">
+<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
+<div class="actions"><button type="submit" class="secondary">Sign out</button></div>
+</form>`,
+    nonce,
+  );
+}

@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { correlationOf } from '../../http/correlation.ts';
+import { cookieValue, type StoredSession, StoredSessions } from '../../http/stored-sessions.ts';
+import { withdrawConsents } from '../../people/consent-withdrawal.ts';
+import type { ClientRegistry } from '../clients.ts';
+import { errorHtml } from '../error-page.ts';
+import type { KeyRing } from '../keys.ts';
+import { grantContext } from '../launch-context.ts';
+import { describeScope } from '../person-scopes.ts';
+import { splitScope } from '../smart-scopes.ts';
+import { type AccountView, accountLoginPage, accountPage, type ConsentItem } from './account-views.ts';
+import { csrfMatches, csrfToken } from './csrf.ts';
+import { acceptForms, formOf, sendPage } from './forms.ts';
+import { checkLogin, credentialsOf, type LoginDeps } from './login.ts';
+
+export interface AccountOptions extends LoginDeps {
+  clients: ClientRegistry;
+  keys: KeyRing;
+}
+
+interface AccountSession extends StoredSession {
+  username: string;
+}
+
+/** The login audit's client: the page itself, not an app. */
+export const ACCOUNT_CLIENT = 'carevault-account';
+const FORM_COOKIE = 'cv_account_form';
+const SESSION = { model: 'AccountSession', cookie: 'cv_account', path: '/account' };
+const MAX_AGE_SECONDS = 1800;
+const IDLE_SECONDS = 600;
+
+/**
+ * The account page (`/account`): a person signs in with the password of the login pages and sees the apps they
+ * consented to — what each may do, for which record, since and until when — and withdraws any of them, which
+ * revokes its tokens at once, as `carevault user revoke` does (Keycloak's account console, "Applications").
+ * Sessions live in the store (every node serves them); every form carries a CSRF token bound to the session,
+ * the login form one bound to a random value in its own cookie.
+ */
+export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Promise<void> {
+  acceptForms(app);
+  const sessions = new StoredSessions<AccountSession>(o.store, SESSION, MAX_AGE_SECONDS, IDLE_SECONDS);
+  const key = () => o.keys.cookieKeys[0] as string;
+  const sessionCsrf = (s: AccountSession) => csrfToken(key(), `account:${s.id}`);
+  const fail = (reply: FastifyReply, status: number, error: string, description: string) =>
+    sendPage(reply, status, (n) => errorHtml(error, description, n));
+
+  /** The request's session, while its user still exists and is not disabled. */
+  const live = async (req: FastifyRequest): Promise<AccountSession | undefined> => {
+    const s = await sessions.of(req.headers.cookie);
+    if (!s) return undefined;
+    const user = await o.store.users.get(s.username);
+    if (user && !user.disabled) return s;
+    await sessions.end(s.id);
+    return undefined;
+  };
+
+  const loginForm = (reply: FastifyReply, status: number, username?: string, error?: string) => {
+    const form = randomBytes(16).toString('base64url');
+    void reply.header(
+      'set-cookie',
+      `${FORM_COOKIE}=${form}; Path=/account; HttpOnly; Secure; SameSite=Strict; Max-Age=900`,
+    );
+    const csrf = csrfToken(key(), `account-login:${form}`);
+    return sendPage(reply, status, (n) => accountLoginPage({ csrf, username, error }, n));
+  };
+
+  const consentsOf = async (username: string): Promise<ConsentItem[]> => {
+    const items: ConsentItem[] = [];
+    for (const g of await o.store.oidc.grantsOfAccount(username)) {
+      const payload = (await o.store.oidc.find('Grant', g.grantId))?.payload as
+        | { openid?: { scope?: string }; resources?: Record<string, string>; iat?: number }
+        | undefined;
+      const scopes = [
+        ...splitScope(payload?.openid?.scope),
+        ...Object.values(payload?.resources ?? {}).flatMap((s) => splitScope(s)),
+      ];
+      const context = await grantContext(o.store, g.grantId);
+      const meta = await o.clients.engineMetadata(g.clientId);
+      items.push({
+        grantId: g.grantId,
+        appName: typeof meta?.client_name === 'string' ? meta.client_name : g.clientId,
+        scopes: scopes.map((scope) => ({ scope, text: describeScope(scope) })),
+        patient: context?.patient
+          ? `Patient/${context.patient}${context.partition ? ` (${context.partition})` : ''}`
+          : undefined,
+        given: payload?.iat ? new Date(payload.iat * 1000).toISOString() : undefined,
+        until: g.expiresAt ? new Date(g.expiresAt * 1000).toISOString() : undefined,
+      });
+    }
+    return items;
+  };
+
+  app.get<{ Querystring: { withdrawn?: string } }>('/account', async (req, reply) => {
+    const s = await live(req);
+    if (!s) return loginForm(reply, 200);
+    const view: AccountView = {
+      username: s.username,
+      csrf: sessionCsrf(s),
+      consents: await consentsOf(s.username),
+      notice: req.query.withdrawn ? 'Access withdrawn. The app has to ask you again.' : undefined,
+    };
+    return sendPage(reply, 200, (n) => accountPage(view, n));
+  });
+
+  app.post('/account/login', async (req, reply) => {
+    const form = formOf(req);
+    const formId = cookieValue(req.headers.cookie, FORM_COOKIE);
+    if (!formId || !csrfMatches(key(), `account-login:${formId}`, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    const { username, password } = credentialsOf(form);
+    const outcome = await checkLogin(o, req, username, password, ACCOUNT_CLIENT);
+    if (!outcome.ok) {
+      if (outcome.retryAfterSeconds) void reply.header('retry-after', String(outcome.retryAfterSeconds));
+      return loginForm(reply, outcome.status, username, outcome.error);
+    }
+    const s = await sessions.create({ username });
+    return reply
+      .header('set-cookie', [
+        sessions.cookie(s),
+        `${FORM_COOKIE}=; Path=/account; HttpOnly; Secure; SameSite=Strict; Max-Age=0`,
+      ])
+      .header('cache-control', 'no-store')
+      .redirect('/account', 303);
+  });
+
+  app.post('/account/logout', async (req, reply) => {
+    const s = await live(req);
+    if (s) {
+      if (!csrfMatches(key(), `account:${s.id}`, formOf(req).get('csrf'))) {
+        return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+      }
+      await sessions.end(s.id);
+    }
+    return reply.header('set-cookie', sessions.cookie(undefined)).redirect('/account', 303);
+  });
+
+  app.post('/account/consents/withdraw', async (req, reply) => {
+    const s = await live(req);
+    if (!s) return reply.redirect('/account', 303);
+    const form = formOf(req);
+    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    const grant = form.get('grant') ?? '';
+    const ids = correlationOf(req.raw);
+    const { revoked } = grant
+      ? await withdrawConsents(
+          o.store,
+          o.audit,
+          s.username,
+          { grant },
+          {
+            outcomeDesc: 'consent withdrawn by the user (account page)',
+            who: { address: req.ip, requestId: ids?.requestId, correlationId: ids?.correlationId },
+          },
+        )
+      : { revoked: [] };
+    if (revoked.length === 0) {
+      return fail(reply, 404, 'not_found', 'That access was not found: it may have been withdrawn or expired.');
+    }
+    req.log.info(
+      { event: 'consent-withdrawn', username: s.username, client: revoked[0]?.client_id },
+      'consent withdrawn',
+    );
+    return reply.header('cache-control', 'no-store').redirect('/account?withdrawn=1', 303);
+  });
+}

@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as client from 'openid-client';
+import type { Browser } from 'playwright-core';
+import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
+import { fhir } from './helpers/fhir.ts';
+import { formOf, LoginDriver } from './helpers/login-driver.ts';
+import { discover } from './helpers/oidc-client.ts';
+import { addPerson, familyVault } from './helpers/people.ts';
+import { startPlatform, type TestPlatform } from './helpers/platform.ts';
+
+// The account page (/account): a person sees the apps they consented to and withdraws one, which ends that
+// app's tokens at once and leaves the others; audited as the user's own withdrawal.
+
+const REDIRECT = 'https://app.example/callback';
+const PASSWORD = 'correct horse battery';
+const PHONE = { width: 375, height: 740 };
+
+let p: TestPlatform;
+let vault: string;
+let browser: Browser | undefined;
+const apps = new Map<string, client.Configuration>();
+
+before(async () => {
+  p = await startPlatform();
+  ({ partition: vault } = await familyVault(p, 'urn:cara:account:jansen', 'loader'));
+  await addPerson(p, 'anna', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/mother' });
+  await addPerson(p, 'bert', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/child' });
+  for (const [id, name] of [
+    ['diary', 'Health Diary'],
+    ['steps', 'Step Counter'],
+  ] as const) {
+    await p.register(id, { auth: 'none', redirectUri: [REDIRECT], scope: 'patient/*.rs', name });
+    apps.set(id, await discover(p.base, id, client.None(), p.agent()));
+  }
+  if (!chromiumMissing) browser = await launchChromium(p.pki.server.certPem);
+});
+after(async () => {
+  await browser?.close();
+  await p.stop();
+});
+
+const driver = () => new LoginDriver(new URL(p.base).origin, p.agent());
+
+/** A person's consent to an app through the real login and consent pages, and the app's tokens. */
+async function consent(username: string, app: string) {
+  const conf = apps.get(app) as client.Configuration;
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const url = client.buildAuthorizationUrl(conf, {
+    redirect_uri: REDIRECT,
+    scope: 'openid launch/patient offline_access patient/*.rs',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+    aud: `${p.fhirBase}/${vault}`,
+  });
+  const stop = await driver().authorize(url.href, { username, password: PASSWORD });
+  if (!(stop instanceof URL)) throw new Error(`stopped at ${stop.url} (${stop.status})`);
+  return client.authorizationCodeGrant(conf, stop, { pkceCodeVerifier: verifier, expectedState: state });
+}
+
+const readsPatient = async (t: { access_token: string; patient?: unknown }) =>
+  (await fhir(p, { token: t.access_token }, 'GET', `/${vault}/Patient/${t.patient}`)).status;
+
+/** Signs in on the account page without a browser; the driver keeps the session cookie. */
+async function signedIn(username: string) {
+  const d = driver();
+  const start = await d.request(`${p.base}/account`);
+  const form = formOf(await start.text());
+  assert.ok(form, 'login form');
+  const res = await d.request(`${p.base}/account/login`, {
+    method: 'POST',
+    body: new URLSearchParams({ csrf: form.csrf, username, password: PASSWORD }).toString(),
+  });
+  assert.equal(res.status, 303);
+  const cookie = (res.headers.getSetCookie().find((c) => c.startsWith('cv_account=')) ?? '').split(';')[0] as string;
+  const page = await d.request(`${p.base}/account`);
+  const html = await page.text();
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] as string;
+  return { d, html, csrf, cookie };
+}
+
+describe('account page', () => {
+  test('in Chromium: sign in, see both apps, withdraw one — its tokens end at once, the other app keeps working', {
+    skip: chromiumMissing,
+  }, async () => {
+    const diary = await consent('anna', 'diary');
+    const steps = await consent('anna', 'steps');
+    assert.equal(await readsPatient(diary), 200);
+
+    const context = await (browser as Browser).newContext({ viewport: PHONE });
+    const page = await context.newPage();
+    await page.goto(`${p.base}/account`);
+    await page.getByLabel('User name').fill('anna');
+    await page.getByLabel('Password').fill('wrong password');
+    const [refused] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/account/login')),
+      page.getByRole('button', { name: 'Sign in' }).click(),
+    ]);
+    assert.equal(refused.status(), 401);
+    assert.match((await page.getByRole('alert').textContent()) ?? '', /not correct/);
+
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Apps with access' }).waitFor();
+    const diarySection = page.getByRole('region', { name: 'Health Diary' });
+    const stepsSection = page.getByRole('region', { name: 'Step Counter' });
+    assert.match((await diarySection.textContent()) ?? '', /patient\/\*\.rs/);
+    assert.match((await diarySection.textContent()) ?? '', /Patient\/mother/);
+    assert.ok(await stepsSection.isVisible());
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `page is ${overflow}px wider than the screen`);
+    await page.screenshot({ path: join(SCREENSHOTS, 'account-apps.png'), fullPage: true });
+
+    await diarySection.getByRole('button', { name: 'Withdraw access' }).click();
+    await page.getByRole('status').waitFor();
+    assert.match((await page.getByRole('status').textContent()) ?? '', /Access withdrawn/);
+    assert.equal(await page.getByRole('region', { name: 'Health Diary' }).count(), 0);
+    assert.ok(await page.getByRole('region', { name: 'Step Counter' }).isVisible());
+
+    // The withdrawn app: access token and refresh token refused at once; the other app unaffected.
+    assert.equal(await readsPatient(diary), 401);
+    await assert.rejects(
+      client.refreshTokenGrant(apps.get('diary') as client.Configuration, diary.refresh_token as string),
+      (err: client.ResponseBodyError) => err.error === 'invalid_grant',
+    );
+    assert.equal(await readsPatient(steps), 200);
+    const { events } = await p.store.audit.search({
+      agent: ['anna'],
+      subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|consent-withdrawn'],
+      limit: 100,
+      offset: 0,
+    });
+    const withdrawn = events.map((e) => JSON.parse(e) as { outcomeDesc?: string });
+    assert.ok(
+      withdrawn.some((e) => e.outcomeDesc === 'consent withdrawn by the user (account page)'),
+      'the withdrawal is audited as the user’s',
+    );
+
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('User name').waitFor();
+    await page.goto(`${p.base}/account`);
+    assert.equal(await page.getByRole('heading', { name: 'Apps with access' }).count(), 0, 'signed out stays out');
+    await context.close();
+  });
+
+  test('the session cookie is HttpOnly, Secure, SameSite=Strict and sent to /account only; the login audited', async () => {
+    const d = driver();
+    const start = await d.request(`${p.base}/account`);
+    const form = formOf(await start.text()) as NonNullable<ReturnType<typeof formOf>>;
+    const res = await d.request(`${p.base}/account/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ csrf: form.csrf, username: 'bert', password: PASSWORD }).toString(),
+    });
+    assert.equal(res.status, 303);
+    const session = res.headers.getSetCookie().find((c) => c.startsWith('cv_account='));
+    assert.ok(session);
+    for (const attribute of ['HttpOnly', 'Secure', 'SameSite=Strict', 'Path=/account'])
+      assert.ok(session.includes(attribute), attribute);
+    const { events } = await p.store.audit.search({
+      agent: ['bert'],
+      subtype: ['http://dicom.nema.org/resources/ontology/DCM|110122'],
+      limit: 100,
+      offset: 0,
+    });
+    assert.ok(
+      events.some((e) => e.includes('carevault-account')),
+      'the login names the account page as its client',
+    );
+  });
+
+  test('refused: a login without its form cookie, a withdrawal without the CSRF token, another person’s consent', async () => {
+    const annas = await consent('anna', 'steps');
+    const grantId = (await p.store.oidc.grantsOfAccount('anna')).find((g) => g.clientId === 'steps')?.grantId;
+    assert.ok(grantId);
+
+    // The login form's token is bound to a random value in the form's own cookie: a page elsewhere cannot post it.
+    const stranger = driver();
+    const html = await (await stranger.request(`${p.base}/account`)).text();
+    const csrf = (formOf(html) as NonNullable<ReturnType<typeof formOf>>).csrf;
+    const bare = await p.fetch(`${p.base}/account/login`, {
+      method: 'POST',
+      dispatcher: p.agent(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf, username: 'anna', password: PASSWORD }).toString(),
+    });
+    assert.equal(bare.status, 403);
+
+    const bert = await signedIn('bert');
+    assert.doesNotMatch(bert.html, /Step Counter/, 'bert sees none of anna’s consents');
+    const withdraw = (body: Record<string, string>) =>
+      bert.d.request(`${p.base}/account/consents/withdraw`, {
+        method: 'POST',
+        body: new URLSearchParams(body).toString(),
+      });
+    assert.equal((await withdraw({ grant: grantId })).status, 403, 'no CSRF token');
+    assert.equal((await withdraw({ grant: grantId, csrf: 'x'.repeat(43) })).status, 403, 'a wrong CSRF token');
+    assert.equal((await withdraw({ grant: grantId, csrf: bert.csrf })).status, 404, 'anna’s consent, not bert’s');
+    assert.equal(await readsPatient(annas), 200, 'anna’s app still works');
+
+    // Signed out, the old session cookie is worth nothing.
+    const out = await bert.d.request(`${p.base}/account/logout`, {
+      method: 'POST',
+      body: new URLSearchParams({ csrf: bert.csrf }).toString(),
+    });
+    assert.equal(out.status, 303);
+    const replayed = await p.fetch(`${p.base}/account`, { dispatcher: p.agent(), headers: { cookie: bert.cookie } });
+    assert.match(await replayed.text(), /action="\/account\/login"/);
+  });
+});
