@@ -5,8 +5,9 @@ import { addClient, listClients, setClientDisabled } from './admin/clients.ts';
 import { dbMigrate, dbStatus } from './admin/database.ts';
 import { directoryAdd } from './admin/directory.ts';
 import { importCommand } from './admin/import.ts';
-import { launchCreate, userAdd, userDelegate, userList, userRevoke } from './admin/people.ts';
+import { launchCreate } from './admin/people.ts';
 import { trustAdd, trustList, trustRemove } from './admin/trust.ts';
+import { userCommands } from './admin/user-commands.ts';
 import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
 import { AuditArchiveError } from './audit/archive.ts';
 import { ClientInputError } from './auth/clients.ts';
@@ -266,33 +267,7 @@ const readStdin = async (): Promise<string> => {
   return Buffer.concat(chunks).toString('utf8');
 };
 
-const user = program.command('user').description('people who sign in to apps (SMART app launch)');
-dataDirOption(
-  user
-    .command('add <username>')
-    .description('add a user; prints {username, partition, fhirUser}')
-    .option('--password <password>', 'the password (at least 8 characters; prefer --password-stdin)')
-    .option('--password-stdin', 'read the password from standard input')
-    .option('--account <urn>', "the user's own account (urn:cara:account:<id> or partition name)")
-    .option('--fhir-user <ref>', "the user's own record, e.g. Patient/123 or Practitioner/abc"),
-).action((username: string, o) => admin(() => userAdd(adminConfig(o), username, o, readStdin)));
-dataDirOption(
-  user
-    .command('delegate <username>')
-    .description('let a user act for a patient of another account (a proxy); the consent page then offers that patient')
-    .requiredOption('--account <urn>', 'the account (urn:cara:account:<id> or partition name) of the patient')
-    .requiredOption('--patient <id>', 'the Patient id in that vault')
-    .option('--scope <scopes>', 'SMART system scopes bounding the delegate (default "system/*.rs")'),
-).action((username: string, o) => admin(() => userDelegate(adminConfig(o), username, o)));
-dataDirOption(
-  user
-    .command('revoke <username>')
-    .description("withdraw a user's consents: the apps' refresh and access tokens stop working at once")
-    .option('--client <client_id>', 'only the consent given to this app'),
-).action((username: string, o) => admin(() => userRevoke(adminConfig(o), username, o)));
-dataDirOption(user.command('list').description('list users (never passwords)')).action((o) =>
-  admin(() => userList(adminConfig(o))),
-);
+userCommands(program, admin, dataDirOption, readStdin);
 
 const launch = program.command('launch').description('SMART EHR launch contexts');
 dataDirOption(

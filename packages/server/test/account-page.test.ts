@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as client from 'openid-client';
 import type { Browser } from 'playwright-core';
+import { userDisable, userEnable, userPassword } from '../src/admin/people.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
 import { fhir } from './helpers/fhir.ts';
 import { formOf, LoginDriver } from './helpers/login-driver.ts';
@@ -27,6 +28,7 @@ before(async () => {
   ({ partition: vault } = await familyVault(p, 'urn:cara:account:jansen', 'loader'));
   await addPerson(p, 'anna', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/mother' });
   await addPerson(p, 'bert', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/child' });
+  for (const name of ['carla', 'dora']) await addPerson(p, name, PASSWORD, { account: 'urn:cara:account:jansen' });
   for (const [id, name] of [
     ['diary', 'Health Diary'],
     ['steps', 'Step Counter'],
@@ -65,16 +67,16 @@ const readsPatient = async (t: { access_token: string; patient?: unknown }) =>
   (await fhir(p, { token: t.access_token }, 'GET', `/${vault}/Patient/${t.patient}`)).status;
 
 /** Signs in on the account page without a browser; the driver keeps the session cookie. */
-async function signedIn(username: string) {
+async function signedIn(username: string, password = PASSWORD) {
   const d = driver();
   const start = await d.request(`${p.base}/account`);
   const form = formOf(await start.text());
   assert.ok(form, 'login form');
   const res = await d.request(`${p.base}/account/login`, {
     method: 'POST',
-    body: new URLSearchParams({ csrf: form.csrf, username, password: PASSWORD }).toString(),
+    body: new URLSearchParams({ csrf: form.csrf, username, password }).toString(),
   });
-  assert.equal(res.status, 303);
+  assert.equal(res.status, 303, `${username} signs in`);
   const cookie = (res.headers.getSetCookie().find((c) => c.startsWith('cv_account=')) ?? '').split(';')[0] as string;
   const page = await d.request(`${p.base}/account`);
   const html = await page.text();
@@ -208,5 +210,93 @@ describe('account page', () => {
     assert.equal(out.status, 303);
     const replayed = await p.fetch(`${p.base}/account`, { dispatcher: p.agent(), headers: { cookie: bert.cookie } });
     assert.match(await replayed.text(), /action="\/account\/login"/);
+  });
+
+  test('a person changes their password: the current one must be right (a counted sign-in), the new one twice and long enough', async () => {
+    const carla = await signedIn('carla');
+    const change = (body: Record<string, string>) =>
+      carla.d.request(`${p.base}/account/password`, {
+        method: 'POST',
+        body: new URLSearchParams({ csrf: carla.csrf, ...body }).toString(),
+      });
+    const NEW = 'a new and longer passphrase';
+    const mismatch = await change({ current: PASSWORD, new: NEW, again: `${NEW}!` });
+    assert.equal(mismatch.status, 400);
+    assert.match(await mismatch.text(), /The new passwords differ/);
+    const short = await change({ current: PASSWORD, new: 'short', again: 'short' });
+    assert.equal(short.status, 400);
+    assert.match(await short.text(), /at least 8 characters/);
+    const wrong = await change({ current: 'not the password', new: NEW, again: NEW });
+    assert.equal(wrong.status, 401);
+    assert.match(await wrong.text(), /current password is not correct/);
+    const noCsrf = await carla.d.request(`${p.base}/account/password`, {
+      method: 'POST',
+      body: new URLSearchParams({ current: PASSWORD, new: NEW, again: NEW }).toString(),
+    });
+    assert.equal(noCsrf.status, 403);
+
+    const done = await change({ current: PASSWORD, new: NEW, again: NEW });
+    assert.equal(done.status, 303);
+    const location = new URL(done.headers.get('location') as string, p.base).href;
+    assert.match(await (await carla.d.request(location)).text(), /Password changed/);
+    // The old password stops working (one attempt: each failure counts towards the login throttle); the new works.
+    await assert.rejects(signedIn('carla'), /carla signs in/);
+    await signedIn('carla', NEW);
+    const { events } = await p.store.audit.search({
+      subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|password-changed'],
+      agent: ['carla'],
+      limit: 10,
+      offset: 0,
+    });
+    assert.equal(events.length, 1);
+    assert.match(events[0] as string, /password changed by the user/);
+    // A failed attempt counted as a failed sign-in (DICOM Login, outcome 4).
+    const { events: logins } = await p.store.audit.search({
+      subtype: ['http://dicom.nema.org/resources/ontology/DCM|110122'],
+      agent: ['carla'],
+      limit: 100,
+      offset: 0,
+    });
+    assert.ok(logins.some((e) => (JSON.parse(e) as { outcome: string }).outcome === '4'));
+  });
+
+  test('carevault user disable: sign-ins refused, apps\u2019 tokens and account sessions end; enable and password let them in again', async () => {
+    const tokens = await consent('dora', 'diary');
+    assert.equal(await readsPatient(tokens), 200);
+    const session = await signedIn('dora');
+
+    const disabled = await userDisable(p.config, 'dora');
+    assert.equal(disabled.disabled, true);
+    assert.equal(disabled.consents_withdrawn, 1);
+    assert.equal(await readsPatient(tokens), 401, 'the app\u2019s access token');
+    await assert.rejects(
+      client.refreshTokenGrant(apps.get('diary') as client.Configuration, tokens.refresh_token as string),
+      (err: client.ResponseBodyError) => err.error === 'invalid_grant',
+    );
+    const page = await session.d.request(`${p.base}/account`);
+    assert.match(await page.text(), /action="\/account\/login"/, 'the account session ended');
+    await assert.rejects(signedIn('dora'), /dora signs in/);
+
+    await userEnable(p.config, 'dora');
+    await userPassword(p.config, 'dora', { password: 'set by the help desk' }, async () => '');
+    await assert.rejects(signedIn('dora'), /dora signs in/, 'the old password');
+    await signedIn('dora', 'set by the help desk');
+    await assert.rejects(userDisable(p.config, 'nobody'), /user "nobody" not found/);
+    await assert.rejects(
+      userPassword(p.config, 'dora', { password: 'short' }, async () => ''),
+      /at least 8 characters/,
+    );
+    const { events } = await p.store.audit.search({
+      subtype: [
+        'https://carevault.dev/fhir/CodeSystem/audit-subtype|user-disabled',
+        'https://carevault.dev/fhir/CodeSystem/audit-subtype|user-enabled',
+        'https://carevault.dev/fhir/CodeSystem/audit-subtype|password-changed',
+      ],
+      limit: 100,
+      offset: 0,
+    });
+    const descs = events.map((e) => (JSON.parse(e) as { outcomeDesc: string }).outcomeDesc);
+    for (const d of ['dora disabled', 'dora enabled', 'password of dora set by an administrator'])
+      assert.ok(descs.includes(d), d);
   });
 });

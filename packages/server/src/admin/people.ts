@@ -1,9 +1,12 @@
-import { AuditTrail } from '../audit/trail.ts';
+import { userInfo } from 'node:os';
+import type { Coding } from 'fhir/r4.js';
+import { EVENT } from '../audit/balp.ts';
 import { ClientRegistry } from '../auth/clients.ts';
 import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
 import { withdrawConsents } from '../people/consent-withdrawal.ts';
-import { addUser, delegate } from '../people/users.ts';
+import { addUser, delegate, setPassword, setUserDisabled } from '../people/users.ts';
+import { adminAudit } from './operator.ts';
 import { withStore } from './vault.ts';
 
 export const userAdd = (
@@ -24,19 +27,70 @@ export const userDelegate = (
 ) => withStore(config, (s) => delegate(s, { username, ...o }));
 
 export const userRevoke = (config: Config, username: string, o: { client?: string }) =>
-  withStore(config, (s) => {
-    const trail = new AuditTrail(s, config.audit, config.baseUrl, {
-      error: (_obj: object, msg: string) => process.stderr.write(`error: ${msg}\n`),
-    });
-    return withdrawConsents(
+  withStore(config, (s) =>
+    withdrawConsents(
       s,
-      trail,
+      adminAudit(s, config),
       username,
       { client: o.client },
       {
         outcomeDesc: 'consent withdrawn by an administrator (carevault user revoke)',
       },
+    ),
+  );
+
+/** A change to a person's sign-in made at the console: the command and the OS user who ran it. */
+const userChanged = (command: string, subtype: Coding, outcomeDesc: string) => ({
+  type: EVENT.securityAttributesChanged,
+  subtype,
+  action: 'U' as const,
+  outcome: '0' as const,
+  outcomeDesc,
+  who: { clientId: command, user: { id: userInfo().username } },
+  clientRole: '110150' as const,
+});
+
+export const userPassword = (
+  config: Config,
+  username: string,
+  o: { password?: string; passwordStdin?: boolean },
+  readStdin: () => Promise<string>,
+) =>
+  withStore(config, async (s) => {
+    const password = o.passwordStdin ? (await readStdin()).replace(/\r?\n$/, '') : (o.password ?? '');
+    const result = await setPassword(s, username, password);
+    await adminAudit(s, config).record(
+      userChanged('carevault user password', EVENT.passwordChanged, `password of ${username} set by an administrator`),
     );
+    return result;
+  });
+
+/**
+ * `carevault user disable`: no more sign-ins, the account page's sessions end, and every consent is withdrawn so
+ * that the apps' tokens stop at once (enabling again does not bring them back: the apps ask again).
+ */
+export const userDisable = (config: Config, username: string) =>
+  withStore(config, async (s) => {
+    const result = await setUserDisabled(s, username, true);
+    const trail = adminAudit(s, config);
+    await trail.record(userChanged('carevault user disable', EVENT.userDisabled, `${username} disabled`));
+    const { revoked } = await withdrawConsents(
+      s,
+      trail,
+      username,
+      {},
+      {
+        outcomeDesc: 'consent withdrawn: the user was disabled (carevault user disable)',
+      },
+    );
+    return { ...result, consents_withdrawn: revoked.length };
+  });
+
+export const userEnable = (config: Config, username: string) =>
+  withStore(config, async (s) => {
+    const result = await setUserDisabled(s, username, false);
+    await adminAudit(s, config).record(userChanged('carevault user enable', EVENT.userEnabled, `${username} enabled`));
+    return result;
   });
 
 export const userList = (config: Config) =>

@@ -46,6 +46,9 @@ export const EVENT = {
     'consent-withdrawn',
     'Consent withdrawn',
   ),
+  passwordChanged: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'password-changed', 'Password changed'),
+  userDisabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-disabled', 'User disabled'),
+  userEnabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-enabled', 'User enabled'),
 } as const;
 
 /** Who acted: the caller as the token and the connection describe it. */

@@ -28,6 +28,27 @@ export interface NewUser {
   fhirUser?: string | undefined;
 }
 
+/** What a password must be, wherever one is set. */
+export function checkNewPassword(password: string): void {
+  if (password.length < 8) throw new VaultInputError('the password must have at least 8 characters');
+  if (password.length > 1024) throw new VaultInputError('the password must have at most 1024 characters');
+}
+
+/** `carevault user password` and the account page: a new password (the old one stops working at once). */
+export async function setPassword(store: Store, username: string, password: string) {
+  checkNewPassword(password);
+  if (!(await store.users.update(username, { passwordHash: await hashPassword(password) }))) {
+    throw new VaultInputError(`user "${username}" not found`);
+  }
+  return { username, password: 'changed' };
+}
+
+/** `carevault user disable` / `enable`: a disabled user cannot sign in anywhere. */
+export async function setUserDisabled(store: Store, username: string, disabled: boolean) {
+  if (!(await store.users.update(username, { disabled }))) throw new VaultInputError(`user "${username}" not found`);
+  return { username, disabled };
+}
+
 /** `carevault user add`: a person who logs in; their own vault is the account's. */
 export async function addUser(store: Store, input: NewUser) {
   if (!USERNAME_RE.test(input.username)) {
@@ -35,8 +56,7 @@ export async function addUser(store: Store, input: NewUser) {
       'username must be 1-128 characters of A-Z a-z 0-9 . _ @ + - and start with a letter or digit',
     );
   }
-  if (input.password.length < 8) throw new VaultInputError('the password must have at least 8 characters');
-  if (input.password.length > 1024) throw new VaultInputError('the password must have at most 1024 characters');
+  checkNewPassword(input.password);
   if (input.fhirUser !== undefined && !FHIR_USER_RE.test(input.fhirUser)) {
     throw new VaultInputError('--fhir-user must be a relative reference such as Patient/123 or Practitioner/abc');
   }

@@ -147,6 +147,8 @@ export interface UserStore {
   insert(record: UserRecord): Promise<boolean>;
   get(username: string): Promise<UserRecord | undefined>;
   list(): Promise<UserRecord[]>;
+  /** Changes a user's password hash or disabled flag; false when there is no such user. */
+  update(username: string, changes: { passwordHash?: string; disabled?: boolean }): Promise<boolean>;
   /** Creates or replaces the delegation of one user for one patient. */
   putDelegation(record: DelegationRecord): Promise<void>;
   delegationsOf(username: string): Promise<DelegationRecord[]>;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { DEFAULT_MAX_BYTES_PER_SOURCE, DEFAULT_MAX_RESOURCES_PER_SOURCE, type Professional } from '@carevault/sdk';
 import type { Command } from 'commander';
+import type { Admin, WithDataDir } from '../admin/command-types.ts';
 import { adminAudit } from '../admin/operator.ts';
 import { withStore } from '../admin/vault.ts';
 import { adminConfig, type ConfigInput, MAX_RESOURCES_PER_SOURCE, MAX_SOURCE_KB } from '../config/index.ts';
@@ -11,9 +12,6 @@ import { viewerConsentAdd, viewerInit, viewerSourceAdd, viewerSourceList } from 
 import { ViewerRuntime } from './runtime.ts';
 import { requireSettings, ViewerInputError } from './settings.ts';
 import { addApp } from './smart-apps.ts';
-
-type Admin = (fn: () => Promise<unknown>) => Promise<void>;
-type WithDataDir = (cmd: Command) => Command;
 
 interface UserFlags {
   userId: string;

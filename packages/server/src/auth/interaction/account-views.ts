@@ -41,6 +41,8 @@ export interface AccountView {
   csrf: string;
   consents: ConsentItem[];
   notice?: string | undefined;
+  /** Why the last password change was refused. */
+  passwordError?: string | undefined;
 }
 
 const day = (iso: string | undefined) => (iso ? escapeHtml(iso.slice(0, 10)) : '');
@@ -68,6 +70,21 @@ ${c.patient ? `<p>Record: <strong>${escapeHtml(c.patient)}</strong></p>` : ''}
 ${v.notice ? `<p class="notice" role="status">${escapeHtml(v.notice)}</p>` : ''}
 ${items || '<p>No app has access to your record.</p>'}
 <p class="note">An app whose access you withdraw is signed out at once; it has to ask you again.</p>
+<section class="consent" aria-label="Password">
+<h2>Change your password</h2>
+${v.passwordError ? `<p class="alert" role="alert" id="password-error">${escapeHtml(v.passwordError)}</p>` : ''}
+<form method="post" action="/account/password" novalidate>
+<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
+<input type="text" name="username" autocomplete="username" value="${escapeHtml(v.username)}" hidden>
+<label for="current">Current password</label>
+<input type="password" id="current" name="current" autocomplete="current-password" required>
+<label for="new">New password (at least 8 characters)</label>
+<input type="password" id="new" name="new" autocomplete="new-password" minlength="8" required>
+<label for="again">New password again</label>
+<input type="password" id="again" name="again" autocomplete="new-password" minlength="8" required>
+<div class="actions"><button type="submit" class="secondary">Change password</button></div>
+</form>
+</section>
 <form method="post" action="/account/logout">
 <input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
 <div class="actions"><button type="submit" class="secondary">Sign out</button></div>

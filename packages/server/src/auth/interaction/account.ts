@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { EVENT } from '../../audit/balp.ts';
 import { correlationOf } from '../../http/correlation.ts';
 import { cookieValue, type StoredSession, StoredSessions } from '../../http/stored-sessions.ts';
 import { withdrawConsents } from '../../people/consent-withdrawal.ts';
+import { checkNewPassword, setPassword } from '../../people/users.ts';
+import { VaultInputError } from '../../vault/partitions.ts';
 import type { ClientRegistry } from '../clients.ts';
 import { errorHtml } from '../error-page.ts';
 import type { KeyRing } from '../keys.ts';
@@ -88,19 +91,28 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
         until: g.expiresAt ? new Date(g.expiresAt * 1000).toISOString() : undefined,
       });
     }
-    return items;
+    // Newest first: the consent a person just gave is the one they look for.
+    return items.sort((a, b) => (b.given ?? '').localeCompare(a.given ?? ''));
   };
 
-  app.get<{ Querystring: { withdrawn?: string } }>('/account', async (req, reply) => {
-    const s = await live(req);
-    if (!s) return loginForm(reply, 200);
+  const NOTICES: Record<string, string> = {
+    withdrawn: 'Access withdrawn. The app has to ask you again.',
+    password: 'Password changed. Use the new one from now on.',
+  };
+  const show = async (reply: FastifyReply, s: AccountSession, status: number, extra: Partial<AccountView>) => {
     const view: AccountView = {
       username: s.username,
       csrf: sessionCsrf(s),
       consents: await consentsOf(s.username),
-      notice: req.query.withdrawn ? 'Access withdrawn. The app has to ask you again.' : undefined,
+      ...extra,
     };
-    return sendPage(reply, 200, (n) => accountPage(view, n));
+    return sendPage(reply, status, (n) => accountPage(view, n));
+  };
+
+  app.get<{ Querystring: { done?: string } }>('/account', async (req, reply) => {
+    const s = await live(req);
+    if (!s) return loginForm(reply, 200);
+    return show(reply, s, 200, { notice: NOTICES[String(req.query.done)] });
   });
 
   app.post('/account/login', async (req, reply) => {
@@ -136,6 +148,49 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
     return reply.header('set-cookie', sessions.cookie(undefined)).redirect('/account', 303);
   });
 
+  app.post('/account/password', async (req, reply) => {
+    const s = await live(req);
+    if (!s) return reply.redirect('/account', 303);
+    const form = formOf(req);
+    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    const next = (form.get('new') ?? '').slice(0, 1025);
+    if (next !== form.get('again')) return show(reply, s, 400, { passwordError: 'The new passwords differ.' });
+    try {
+      checkNewPassword(next);
+    } catch (err) {
+      if (!(err instanceof VaultInputError)) throw err;
+      return show(reply, s, 400, { passwordError: `${err.message[0]?.toUpperCase()}${err.message.slice(1)}.` });
+    }
+    // The current password is a sign-in: throttled and audited like one, so a left-open session cannot guess it.
+    const outcome = await checkLogin(o, req, s.username, (form.get('current') ?? '').slice(0, 1024), ACCOUNT_CLIENT);
+    if (!outcome.ok) {
+      if (outcome.retryAfterSeconds) void reply.header('retry-after', String(outcome.retryAfterSeconds));
+      const wrong = outcome.status === 401 ? 'The current password is not correct.' : outcome.error;
+      return show(reply, s, outcome.status, { passwordError: wrong });
+    }
+    await setPassword(o.store, s.username, next);
+    const ids = correlationOf(req.raw);
+    await o.audit.record({
+      type: EVENT.securityAttributesChanged,
+      subtype: EVENT.passwordChanged,
+      action: 'U',
+      outcome: '0',
+      outcomeDesc: 'password changed by the user (account page)',
+      who: {
+        clientId: ACCOUNT_CLIENT,
+        user: { id: s.username },
+        address: req.ip,
+        requestId: ids?.requestId,
+        correlationId: ids?.correlationId,
+      },
+      clientRole: '110150',
+    });
+    req.log.info({ event: 'password-changed', username: s.username }, 'password changed');
+    return reply.header('cache-control', 'no-store').redirect('/account?done=password', 303);
+  });
+
   app.post('/account/consents/withdraw', async (req, reply) => {
     const s = await live(req);
     if (!s) return reply.redirect('/account', 303);
@@ -164,6 +219,6 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       { event: 'consent-withdrawn', username: s.username, client: revoked[0]?.client_id },
       'consent withdrawn',
     );
-    return reply.header('cache-control', 'no-store').redirect('/account?withdrawn=1', 303);
+    return reply.header('cache-control', 'no-store').redirect('/account?done=withdrawn', 303);
   });
 }

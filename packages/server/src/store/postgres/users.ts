@@ -21,6 +21,15 @@ export function userStore(pool: pg.Pool): UserStore {
     async list() {
       return (await run<UserRow>(pool, 'SELECT * FROM users ORDER BY username')).map(toUser);
     },
+    async update(username, c) {
+      const n = await runCount(
+        pool,
+        `UPDATE users SET password_hash = COALESCE(?, password_hash), disabled = COALESCE(?, disabled)
+         WHERE username = ?`,
+        [c.passwordHash ?? null, c.disabled ?? null, username],
+      );
+      return n === 1;
+    },
     async putDelegation(d) {
       await run(
         pool,

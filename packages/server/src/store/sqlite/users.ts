@@ -9,6 +9,10 @@ export function userStore(db: Database.Database): UserStore {
   );
   const get = db.prepare('SELECT * FROM users WHERE username = ?');
   const list = db.prepare('SELECT * FROM users ORDER BY username');
+  const update = db.prepare(
+    `UPDATE users SET password_hash = COALESCE(?, password_hash), disabled = COALESCE(?, disabled)
+     WHERE username = ?`,
+  );
   const putDelegation = db.prepare(
     `INSERT INTO user_delegations (partition, username, patient, scope, created_at) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (partition, username, patient) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
@@ -27,6 +31,10 @@ export function userStore(db: Database.Database): UserStore {
     },
     async list() {
       return (list.all() as UserRow[]).map(toUser);
+    },
+    async update(username, c) {
+      const disabled = c.disabled === undefined ? null : c.disabled ? 1 : 0;
+      return update.run(c.passwordHash ?? null, disabled, username).changes === 1;
     },
     async putDelegation(d) {
       putDelegation.run(d.partition, d.username, d.patient, d.scope, d.createdAt);
