@@ -45,8 +45,8 @@ after(async () => {
 
 const driver = () => new LoginDriver(new URL(p.base).origin, p.agent());
 
-/** A person's consent to an app through the real login and consent pages, and the app's tokens. */
-async function consent(username: string, app: string) {
+/** An authorization request of a test app (code + PKCE) for this vault. */
+async function authorizeRequest(app: string) {
   const conf = apps.get(app) as client.Configuration;
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
@@ -58,7 +58,13 @@ async function consent(username: string, app: string) {
     state,
     aud: `${p.fhirBase}/${vault}`,
   });
-  const stop = await driver().authorize(url.href, { username, password: PASSWORD });
+  return { conf, url, verifier, state };
+}
+
+/** A person's consent to an app through the real login and consent pages, and the app's tokens. */
+async function consent(username: string, app: string, d = driver()) {
+  const { conf, url, verifier, state } = await authorizeRequest(app);
+  const stop = await d.authorize(url.href, { username, password: PASSWORD });
   if (!(stop instanceof URL)) throw new Error(`stopped at ${stop.url} (${stop.status})`);
   return client.authorizationCodeGrant(conf, stop, { pkceCodeVerifier: verifier, expectedState: state });
 }
@@ -261,7 +267,8 @@ describe('account page', () => {
   });
 
   test('carevault user disable: sign-ins refused, apps\u2019 tokens and account sessions end; enable and password let them in again', async () => {
-    const tokens = await consent('dora', 'diary');
+    const browserOfDora = driver();
+    const tokens = await consent('dora', 'diary', browserOfDora);
     assert.equal(await readsPatient(tokens), 200);
     const session = await signedIn('dora');
 
@@ -276,6 +283,10 @@ describe('account page', () => {
     const page = await session.d.request(`${p.base}/account`);
     assert.match(await page.text(), /action="\/account\/login"/, 'the account session ended');
     await assert.rejects(signedIn('dora'), /dora signs in/);
+    // Her browser's sign-in session at the authorization server no longer counts: the next app asks her to sign in.
+    const again = await browserOfDora.follow((await authorizeRequest('steps')).url.href);
+    assert.ok(!(again instanceof URL), 'no code without signing in');
+    assert.match(again.html, /action="\/oauth\/interaction\/[^"]+\/login"/);
 
     await userEnable(p.config, 'dora');
     await userPassword(p.config, 'dora', { password: 'set by the help desk' }, async () => '');

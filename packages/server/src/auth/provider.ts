@@ -17,6 +17,7 @@ import { grantContext } from './launch-context.ts';
 import { type CertificateSource, subjectMatches } from './mtls.ts';
 import { PERSON_OIDC_SCOPES, personResourceScopes } from './person-scopes.ts';
 import { assertRequestedTokenType } from './requested-token-type.ts';
+import { signInPolicy } from './sign-in-policy.ts';
 import { signingKeysForEngine } from './signing-keys.ts';
 import { answerStructuredTokensWithoutThrowing } from './structured-tokens.ts';
 import type { NetworkClients } from './trust/network-clients.ts';
@@ -202,7 +203,7 @@ export function createProvider(deps: ProviderDeps, network: NetworkClients): Pro
       (code.scopes.has('offline_access') || code.scopes.has('online_access')),
     clientBasedCORS: (_ctx, origin, client) =>
       origin !== 'null' && redirectOrigins(client.redirectUris ?? []).includes(origin),
-    interactions: { url: (_ctx, interaction) => `/oauth/interaction/${interaction.uid}` },
+    interactions: { url: (_ctx, interaction) => `/oauth/interaction/${interaction.uid}`, policy: signInPolicy() },
     findAccount: async (ctx, sub) => {
       const user = await deps.store.users.get(sub);
       if (!user || user.disabled) return undefined;
