@@ -7,7 +7,7 @@ import { userDisable, userEnable, userPassword } from '../src/admin/people.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
 import { fhir } from './helpers/fhir.ts';
 import { formOf, LoginDriver } from './helpers/login-driver.ts';
-import { discover } from './helpers/oidc-client.ts';
+import { authorizationRequest, discover } from './helpers/oidc-client.ts';
 import { addPerson, familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
@@ -48,17 +48,12 @@ const driver = () => new LoginDriver(new URL(p.base).origin, p.agent());
 /** An authorization request of a test app (code + PKCE) for this vault. */
 async function authorizeRequest(app: string) {
   const conf = apps.get(app) as client.Configuration;
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const url = client.buildAuthorizationUrl(conf, {
+  const request = await authorizationRequest(conf, {
     redirect_uri: REDIRECT,
     scope: 'openid launch/patient offline_access patient/*.rs',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
     aud: `${p.fhirBase}/${vault}`,
   });
-  return { conf, url, verifier, state };
+  return { conf, ...request };
 }
 
 /** A person's consent to an app through the real login and consent pages, and the app's tokens. */

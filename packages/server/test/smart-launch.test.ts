@@ -8,7 +8,7 @@ import { Agent } from 'undici';
 import { userRevoke } from '../src/admin/people.ts';
 import { auditEvents, type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
-import { discover } from './helpers/oidc-client.ts';
+import { authorizationRequest, discover } from './helpers/oidc-client.ts';
 import { addDelegation, addPerson, familyVault, launchFor } from './helpers/people.ts';
 import { decodeJwt, startPlatform, type TestPlatform } from './helpers/platform.ts';
 import { rawSql } from './helpers/raw-db.ts';
@@ -73,19 +73,13 @@ interface Launch {
   state: string;
 }
 
-async function authorizeUrl(params: Record<string, string> = {}): Promise<Launch> {
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const url = client.buildAuthorizationUrl(app, {
+function authorizeUrl(params: Record<string, string> = {}): Promise<Launch> {
+  return authorizationRequest(app, {
     redirect_uri: REDIRECT,
     scope: 'openid fhirUser launch/patient offline_access patient/*.rs',
-    code_challenge: await client.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
     aud: fhirBase,
     ...params,
   });
-  return { url, verifier, state };
 }
 
 async function codeFor(launch: Launch, person: Partial<Person> = {}): Promise<URL> {

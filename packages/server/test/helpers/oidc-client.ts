@@ -18,3 +18,16 @@ export async function discover(
   config[client.customFetch] = customFetch;
   return config;
 }
+
+/** An authorization request (code + PKCE S256 + state) of a client; `params` add to or override its fields. */
+export async function authorizationRequest(conf: client.Configuration, params: Record<string, string>) {
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const url = client.buildAuthorizationUrl(conf, {
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+    ...params,
+  });
+  return { url, verifier, state };
+}

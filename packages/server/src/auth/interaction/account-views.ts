@@ -1,4 +1,5 @@
 import { escapeHtml, page } from './layout.ts';
+import { signInFields } from './views.ts';
 
 export interface AccountLoginView {
   csrf: string;
@@ -13,12 +14,7 @@ export function accountLoginPage(v: AccountLoginView, nonce: string): string {
 <p>Sign in to see which apps may use your health record, and to withdraw their access.</p>
 ${v.error ? `<p class="alert" role="alert" id="login-error">${escapeHtml(v.error)}</p>` : ''}
 <form method="post" action="/account/login" novalidate>
-<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
-<label for="username">User name</label>
-<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(v.username ?? '')}"${v.error ? ' aria-describedby="login-error"' : ''}>
-<label for="password">Password</label>
-<input type="password" id="password" name="password" autocomplete="current-password" required>
-<div class="actions"><button type="submit" class="primary">Sign in</button></div>
+${signInFields(v)}
 </form>`,
     nonce,
   );

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { EVENT } from '../../audit/balp.ts';
-import { correlationOf } from '../../http/correlation.ts';
 import { cookieValue, type StoredSession, StoredSessions } from '../../http/stored-sessions.ts';
 import { withdrawConsents } from '../../people/consent-withdrawal.ts';
 import { checkNewPassword, setPassword } from '../../people/users.ts';
@@ -15,7 +14,7 @@ import { splitScope } from '../smart-scopes.ts';
 import { type AccountView, accountLoginPage, accountPage, type ConsentItem } from './account-views.ts';
 import { csrfMatches, csrfToken } from './csrf.ts';
 import { acceptForms, formOf, sendPage } from './forms.ts';
-import { checkLogin, credentialsOf, type LoginDeps } from './login.ts';
+import { checkLogin, credentialsOf, type LoginDeps, personAt } from './login.ts';
 
 export interface AccountOptions extends LoginDeps {
   clients: ClientRegistry;
@@ -171,20 +170,13 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       return show(reply, s, outcome.status, { passwordError: wrong });
     }
     await setPassword(o.store, s.username, next);
-    const ids = correlationOf(req.raw);
     await o.audit.record({
       type: EVENT.securityAttributesChanged,
       subtype: EVENT.passwordChanged,
       action: 'U',
       outcome: '0',
       outcomeDesc: 'password changed by the user (account page)',
-      who: {
-        clientId: ACCOUNT_CLIENT,
-        user: { id: s.username },
-        address: req.ip,
-        requestId: ids?.requestId,
-        correlationId: ids?.correlationId,
-      },
+      who: personAt(req, ACCOUNT_CLIENT, s.username),
       clientRole: '110150',
     });
     req.log.info({ event: 'password-changed', username: s.username }, 'password changed');
@@ -199,7 +191,6 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
     }
     const grant = form.get('grant') ?? '';
-    const ids = correlationOf(req.raw);
     const { revoked } = grant
       ? await withdrawConsents(
           o.store,
@@ -208,7 +199,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
           { grant },
           {
             outcomeDesc: 'consent withdrawn by the user (account page)',
-            who: { address: req.ip, requestId: ids?.requestId, correlationId: ids?.correlationId },
+            who: personAt(req, ACCOUNT_CLIENT, s.username),
           },
         )
       : { revoked: [] };

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { EVENT } from '../../audit/balp.ts';
+import { type AuditWho, EVENT } from '../../audit/balp.ts';
 import type { AuditTrail } from '../../audit/trail.ts';
 import { correlationOf } from '../../http/correlation.ts';
 import type { LoginThrottle } from '../../people/login-throttle.ts';
@@ -11,6 +11,18 @@ export interface LoginDeps {
   audit: AuditTrail;
   /** Shared by every node when it is Redis-backed. */
   throttle: LoginThrottle;
+}
+
+/** The person at a page, as an AuditEvent's agent: who, through which client, from where, in which request. */
+export function personAt(req: FastifyRequest, clientId: string, username: string): AuditWho {
+  const ids = correlationOf(req.raw);
+  return {
+    clientId,
+    user: { id: username },
+    address: req.ip,
+    requestId: ids?.requestId,
+    correlationId: ids?.correlationId,
+  };
 }
 
 export type LoginOutcome = { ok: true } | { ok: false; status: number; error: string; retryAfterSeconds?: number };
@@ -27,24 +39,16 @@ export async function checkLogin(
   password: string,
   clientId: string,
 ): Promise<LoginOutcome> {
-  const loginAudit = (outcome: '0' | '4', outcomeDesc: string) => {
-    const ids = correlationOf(req.raw);
-    return o.audit.record({
+  const loginAudit = (outcome: '0' | '4', outcomeDesc: string) =>
+    o.audit.record({
       type: EVENT.userAuthentication,
       subtype: EVENT.login,
       action: 'E',
       outcome,
       outcomeDesc,
-      who: {
-        clientId,
-        user: { id: username || '(empty)' },
-        address: req.ip,
-        requestId: ids?.requestId,
-        correlationId: ids?.correlationId,
-      },
+      who: personAt(req, clientId, username || '(empty)'),
       clientRole: '110150',
     });
-  };
   let wait: number;
   try {
     wait = await o.throttle.retryAfterMs(username, req.ip);

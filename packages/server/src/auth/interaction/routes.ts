@@ -2,7 +2,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, type InteractionResults } from 'oidc-provider';
 import { EVENT } from '../../audit/balp.ts';
 import type { AuditTrail } from '../../audit/trail.ts';
-import { correlationOf } from '../../http/correlation.ts';
 import type { LoginThrottle } from '../../people/login-throttle.ts';
 import type { Store } from '../../store/types.ts';
 import { vaultOf } from '../audience.ts';
@@ -15,7 +14,7 @@ import { describeScope, PERSON_OIDC_SCOPES, personResourceScopes } from '../pers
 import { parseSmartScope, splitScope } from '../smart-scopes.ts';
 import { csrfMatches, csrfToken } from './csrf.ts';
 import { acceptForms, formOf, sendPage } from './forms.ts';
-import { checkLogin, credentialsOf } from './login.ts';
+import { checkLogin, credentialsOf, personAt } from './login.ts';
 import { parsePatientChoice, patientChoices } from './patients.ts';
 import { consentPage, loginPage, type ScopeChoice } from './views.ts';
 
@@ -227,20 +226,13 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     const grantId = await grant.save();
     await saveGrantContext(o.store, grantId, context, Math.floor(Date.now() / 1000) + o.grantTtlSeconds);
     req.log.info({ event: 'consent', username, client: params.client_id, scope: granted.join(' ') }, 'consent given');
-    const ids = correlationOf(req.raw);
     await o.audit.record({
       type: EVENT.securityAttributesChanged,
       subtype: EVENT.consentGiven,
       action: 'C',
       outcome: '0',
       outcomeDesc: `granted: ${granted.join(' ')}`,
-      who: {
-        clientId: params.client_id,
-        user: { id: username },
-        address: req.ip,
-        requestId: ids?.requestId,
-        correlationId: ids?.correlationId,
-      },
+      who: personAt(req, params.client_id, username),
       clientRole: '110150',
       partition: context.partition,
       patients: context.patient ? [`Patient/${context.patient}`] : undefined,

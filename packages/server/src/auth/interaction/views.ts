@@ -1,5 +1,15 @@
 import { escapeHtml, page } from './layout.ts';
 
+/** The fields of a sign-in form (CSRF token, user name, password, the button), shared by every page that signs in. */
+export function signInFields(v: { csrf: string; username?: string | undefined; error?: string | undefined }): string {
+  return `<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
+<label for="username">User name</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(v.username ?? '')}"${v.error ? ' aria-describedby="login-error"' : ''}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required>
+<div class="actions"><button type="submit" class="primary">Sign in</button></div>`;
+}
+
 export interface LoginView {
   uid: string;
   csrf: string;
@@ -15,12 +25,7 @@ export function loginPage(v: LoginView, nonce: string): string {
 <p><strong>${escapeHtml(v.appName)}</strong> wants to use your health record. Sign in to continue.</p>
 ${v.error ? `<p class="alert" role="alert" id="login-error">${escapeHtml(v.error)}</p>` : ''}
 <form method="post" action="/oauth/interaction/${escapeHtml(v.uid)}/login" novalidate>
-<input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
-<label for="username">User name</label>
-<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(v.username ?? '')}"${v.error ? ' aria-describedby="login-error"' : ''}>
-<label for="password">Password</label>
-<input type="password" id="password" name="password" autocomplete="current-password" required>
-<div class="actions"><button type="submit" class="primary">Sign in</button></div>
+${signInFields(v)}
 </form>
 <form method="post" action="/oauth/interaction/${escapeHtml(v.uid)}/abort">
 <input type="hidden" name="csrf" value="${escapeHtml(v.csrf)}">
