@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { createLocalJWKSet, exportJWK, generateKeyPair, type JWK, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { Agent } from 'undici';
-import { userRevoke } from '../src/admin/people.ts';
+import { userRevoke, userUndelegate } from '../src/admin/people.ts';
 import { auditEvents, type Caller, fhir, grant, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, type PageStop, type Person } from './helpers/login-driver.ts';
 import { authorizationRequest, discover } from './helpers/oidc-client.ts';
@@ -765,6 +765,56 @@ describe('delegates (seed 004 proxies)', () => {
     const denied = await fhir(p, as(write), 'POST', `/${vault}/Observation`, obs);
     assert.equal(denied.status, 403);
     assert.match(String((denied.json.issue as { diagnostics: string }[])[0]?.diagnostics), /user may not/);
+  });
+
+  test('user/ scopes of a delegate reach the patient they act for, not the rest of that vault', async () => {
+    const t = await tokens(
+      { username: 'bob', password: PASSWORD },
+      { aud: `${p.fhirBase}/${vault}`, scope: 'openid user/*.rs' },
+    );
+    assert.equal(t.patient, undefined, 'no patient context: user scopes only');
+    const u = as(t);
+    // Before: the whole vault — the mother's record included — was readable by the child's proxy.
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Patient/mother`)).status, 403);
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Patient/child`)).status, 200);
+    assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Observation`)).json), ['Observation/obs-c-lab']);
+    assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Patient`)).json), ['Patient/child']);
+    assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Observation?subject=Patient/mother`)).json), []);
+    // Outside the patient compartment (a Practitioner) stays readable, as with patient/ scopes.
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Practitioner/dr-who`)).status, 200);
+  });
+
+  test('carevault user undelegate: tokens for that patient stop at once, also beside another delegation there', async () => {
+    await addPerson(p, 'cas', PASSWORD);
+    await addDelegation(p, 'cas', 'urn:cara:account:jansen', 'child');
+    await addDelegation(p, 'cas', 'urn:cara:account:jansen', 'mother');
+    const forChild = as(
+      await tokens({ username: 'cas', password: PASSWORD, patient: `${vault}/child` }, { aud: p.fhirBase }),
+    );
+    const user = as(
+      await tokens(
+        { username: 'cas', password: PASSWORD },
+        { aud: `${p.fhirBase}/${vault}`, scope: 'openid user/*.rs' },
+      ),
+    );
+    assert.equal((await fhir(p, forChild, 'GET', `/${vault}/Patient/child`)).status, 200);
+    assert.equal((await fhir(p, user, 'GET', `/${vault}/Patient/child`)).status, 200);
+
+    const out = await userUndelegate(p.config, 'cas', { account: 'urn:cara:account:jansen', patient: 'child' });
+    assert.equal(out.delegation, 'removed');
+    assert.equal((await fhir(p, forChild, 'GET', `/${vault}/Patient/child`)).status, 404, 'the child’s token');
+    assert.equal((await fhir(p, user, 'GET', `/${vault}/Patient/child`)).status, 403);
+    assert.equal((await fhir(p, user, 'GET', `/${vault}/Patient/mother`)).status, 200, 'the other delegation stays');
+    await assert.rejects(
+      userUndelegate(p.config, 'cas', { account: 'urn:cara:account:jansen', patient: 'child' }),
+      /no delegation for Patient\/child/,
+    );
+    const { events } = await p.store.audit.search({
+      subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|delegation-ended'],
+      limit: 10,
+      offset: 0,
+    });
+    assert.ok(events.some((e) => e.includes('cas no longer acts for Patient/child')));
   });
 
   test('a vault-specific aud offers only that vault’s patients', async () => {

@@ -5,7 +5,7 @@ import { ClientRegistry } from '../auth/clients.ts';
 import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
 import { withdrawConsents } from '../people/consent-withdrawal.ts';
-import { addUser, delegate, setPassword, setUserDisabled } from '../people/users.ts';
+import { addUser, delegate, setPassword, setUserDisabled, undelegate } from '../people/users.ts';
 import { adminAudit } from './operator.ts';
 import { withStore } from './vault.ts';
 
@@ -25,6 +25,22 @@ export const userDelegate = (
   username: string,
   o: { account: string; patient: string; scope?: string },
 ) => withStore(config, (s) => delegate(s, { username, ...o }));
+
+/** `carevault user undelegate`: audited like the other changes to a person's rights. */
+export const userUndelegate = (config: Config, username: string, o: { account: string; patient: string }) =>
+  withStore(config, async (s) => {
+    const result = await undelegate(s, { username, ...o });
+    await adminAudit(s, config).record({
+      ...userChanged(
+        'carevault user undelegate',
+        EVENT.delegationEnded,
+        `${username} no longer acts for Patient/${result.patient}`,
+      ),
+      partition: result.partition,
+      patients: [`Patient/${result.patient}`],
+    });
+    return result;
+  });
 
 export const userRevoke = (config: Config, username: string, o: { client?: string }) =>
   withStore(config, (s) =>

@@ -1,7 +1,16 @@
 import type { Command } from 'commander';
 import { adminConfig } from '../config/index.ts';
 import type { Admin, WithDataDir } from './command-types.ts';
-import { userAdd, userDelegate, userDisable, userEnable, userList, userPassword, userRevoke } from './people.ts';
+import {
+  userAdd,
+  userDelegate,
+  userDisable,
+  userEnable,
+  userList,
+  userPassword,
+  userRevoke,
+  userUndelegate,
+} from './people.ts';
 
 /** `carevault user …`: the people who sign in to apps — add, delegate, password, disable/enable, revoke, list. */
 export function userCommands(
@@ -30,6 +39,13 @@ export function userCommands(
       .requiredOption('--patient <id>', 'the Patient id in that vault')
       .option('--scope <scopes>', 'SMART system scopes bounding the delegate (default "system/*.rs")'),
   ).action((username: string, o) => admin(() => userDelegate(adminConfig(o), username, o)));
+  dataDir(
+    user
+      .command('undelegate <username>')
+      .description('end a delegation: the user no longer acts for that patient, and their tokens for it stop at once')
+      .requiredOption('--account <urn>', 'the account (urn:cara:account:<id> or partition name) of the patient')
+      .requiredOption('--patient <id>', 'the Patient id in that vault'),
+  ).action((username: string, o) => admin(() => userUndelegate(adminConfig(o), username, o)));
   dataDir(
     user
       .command('revoke <username>')

@@ -49,6 +49,7 @@ export const EVENT = {
   passwordChanged: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'password-changed', 'Password changed'),
   userDisabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-disabled', 'User disabled'),
   userEnabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-enabled', 'User enabled'),
+  delegationEnded: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'delegation-ended', 'Delegation ended'),
 } as const;
 
 /** Who acted: the caller as the token and the connection describe it. */

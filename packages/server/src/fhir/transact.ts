@@ -22,7 +22,7 @@ const SUBTYPE: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 
  */
 export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T> {
   const { access } = ctx;
-  const guarded = access.person && access.patient !== undefined;
+  const guarded = access.person && (access.patient !== undefined || access.onlyPatients !== undefined);
   const compartmentOf = (type: string, interaction: Interaction) => writeCompartment(decide(access, type, interaction));
   let committed: ResourceWrite[] = [];
   const done = await ctx.store.resources.transaction(ctx.partition, async (tx) => {

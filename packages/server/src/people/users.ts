@@ -99,6 +99,19 @@ export async function delegate(
   return { username: record.username, partition, patient, scope: record.scope };
 }
 
+/**
+ * `carevault user undelegate`: the user no longer acts for that patient. Their tokens for the patient stop at
+ * once (the delegation is looked up on every request: vault/policy.ts).
+ */
+export async function undelegate(store: Store, input: { username: string; account: string; patient: string }) {
+  const partition = await partitionOf(store, input.account);
+  const patient = input.patient.replace(/^Patient\//, '');
+  if (!(await store.users.removeDelegation(partition, input.username, patient))) {
+    throw new VaultInputError(`user "${input.username}" has no delegation for Patient/${patient} in ${partition}`);
+  }
+  return { username: input.username, partition, patient, delegation: 'removed' };
+}
+
 /** One vault a user may reach: their own (any patient there) or a delegation (one patient). */
 export interface VaultRight {
   partition: string;
@@ -124,10 +137,10 @@ export async function vaultRights(store: Store, username: string): Promise<Vault
 }
 
 /**
- * Withdraws a user's consents (all, or one app's): the grants, their refresh tokens and codes go, and
- * access tokens resting on them stop working at the FHIR server at once (vault/policy.ts grantActive).
+ * Withdraws a user's consents — every one, those given to one app (`client`), or one grant (`grant`): the grants,
+ * their refresh tokens and codes go, and access tokens resting on them stop working at the FHIR server at once
+ * (vault/policy.ts grantActive).
  */
-/** Withdraws a user's consents: every one, those given to one app (`client`), or one grant (`grant`). */
 export async function revokeConsents(
   store: Store,
   username: string,

@@ -152,6 +152,8 @@ export interface UserStore {
   /** Creates or replaces the delegation of one user for one patient. */
   putDelegation(record: DelegationRecord): Promise<void>;
   delegationsOf(username: string): Promise<DelegationRecord[]>;
+  /** Ends one delegation; false when there was none. */
+  removeDelegation(partition: string, username: string, patient: string): Promise<boolean>;
 }
 
 /** The current version of a resource: what a read serves and a write checks (no interaction name). */

@@ -42,6 +42,11 @@ export interface VaultAccess {
   person: boolean;
   /** The patient of the launch context: patient/ scopes reach only this patient's compartment (I13, I14). */
   patient?: string | undefined;
+  /**
+   * A delegate (a proxy with no vault of their own here): user/ scopes too reach only the compartments of the
+   * patients they act for — a delegation is for a patient, not for the vault that holds them.
+   */
+  onlyPatients?: string[] | undefined;
   /** EHR launch: the host whose grants bound the person (audited as the deciding rule). */
   host?: string | undefined;
   /** The grant (consent) a person's token rests on (audited as NEN 7513 toestemmingsprofiel). */
@@ -79,13 +84,20 @@ export async function resolveVaultAccess(
   if (person) {
     if (person.vault !== undefined && person.vault !== partition) return undefined;
     if (!(await grantActive(store, claims))) return undefined;
+    const patient = typeof claims.patient === 'string' ? claims.patient : undefined;
     let grantScopes: SmartScope[];
+    let onlyPatients: string[] | undefined;
     if (person.host !== undefined) {
       // EHR launch: the EHR host vouched for its user; the user is bounded by what the host may do here.
       grantScopes = (await store.partitions.grantsFor(partition, person.host, [])).flatMap((g) => scopesOf(g.scope));
     } else {
       const rights = (await vaultRights(store, String(claims.sub))).filter((r) => r.partition === partition);
       grantScopes = rights.flatMap((r) => scopesOf(r.scope));
+      if (!rights.some((r) => r.own)) {
+        onlyPatients = rights.flatMap((r) => (r.patient === undefined ? [] : [r.patient]));
+        // The delegation for the token's patient was withdrawn: the token reaches nothing here any more.
+        if (patient !== undefined && !onlyPatients.includes(patient)) return undefined;
+      }
     }
     if (grantScopes.length === 0) return undefined;
     return {
@@ -94,7 +106,8 @@ export async function resolveVaultAccess(
       tokenScopes: scopesOf(claims.scope),
       grantScopes,
       person: true,
-      patient: typeof claims.patient === 'string' ? claims.patient : undefined,
+      patient,
+      onlyPatients,
       host: person.host,
       grant: person.grant,
     };
@@ -187,15 +200,19 @@ export function decide(access: VaultAccess, type: string, interaction: Interacti
   let unrestricted = false;
   for (const s of access.tokenScopes) {
     if (!counts(access, s) || !covers(s, type, permission)) continue;
-    const patient =
-      s.context === 'patient' && (type === '*' || inPatientCompartment(type)) ? access.patient : undefined;
+    const compartment = type === '*' || inPatientCompartment(type);
+    const patients = !compartment
+      ? undefined
+      : s.context === 'patient'
+        ? [access.patient as string]
+        : access.onlyPatients;
     // Granular queries narrow reads and searches only; a write needs a scope without a query.
     if (s.query !== undefined && !reads) continue;
-    if (patient === undefined && s.query === undefined) {
+    if (patients === undefined && s.query === undefined) {
       unrestricted = true;
       break;
     }
-    restrictions.push({ query: s.query, patient });
+    for (const patient of patients ?? [undefined]) restrictions.push({ query: s.query, patient });
   }
   if (!unrestricted && restrictions.length === 0) {
     return { allowed: false, reason: `the access token has no scope allowing ${interaction} of ${type}` };

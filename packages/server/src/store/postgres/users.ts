@@ -38,6 +38,14 @@ export function userStore(pool: pg.Pool): UserStore {
         [d.partition, d.username, d.patient, d.scope, d.createdAt],
       );
     },
+    async removeDelegation(partition, username, patient) {
+      const n = await runCount(
+        pool,
+        'DELETE FROM user_delegations WHERE partition = ? AND username = ? AND patient = ?',
+        [partition, username, patient],
+      );
+      return n === 1;
+    },
     async delegationsOf(username) {
       return (
         await run<DelegationRow>(

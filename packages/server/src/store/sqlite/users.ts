@@ -17,6 +17,9 @@ export function userStore(db: Database.Database): UserStore {
     `INSERT INTO user_delegations (partition, username, patient, scope, created_at) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (partition, username, patient) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
   );
+  const removeDelegation = db.prepare(
+    'DELETE FROM user_delegations WHERE partition = ? AND username = ? AND patient = ?',
+  );
   const delegationsOf = db.prepare('SELECT * FROM user_delegations WHERE username = ? ORDER BY partition, patient');
   return {
     async insert(u) {
@@ -38,6 +41,9 @@ export function userStore(db: Database.Database): UserStore {
     },
     async putDelegation(d) {
       putDelegation.run(d.partition, d.username, d.patient, d.scope, d.createdAt);
+    },
+    async removeDelegation(partition, username, patient) {
+      return removeDelegation.run(partition, username, patient).changes === 1;
     },
     async delegationsOf(username) {
       return (delegationsOf.all(username) as DelegationRow[]).map(toDelegation);
