@@ -780,6 +780,14 @@ describe('delegates (seed 004 proxies)', () => {
     assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Observation`)).json), ['Observation/obs-c-lab']);
     assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Patient`)).json), ['Patient/child']);
     assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/Observation?subject=Patient/mother`)).json), []);
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/Patient/mother/$everything`)).status, 403);
+    const both = ['Observation/obs-c-lab', 'Patient/child'];
+    assert.deepEqual(ids((await fhir(p, u, 'GET', `/${vault}/?_type=Patient,Observation`)).json).sort(), both);
+    assert.deepEqual(
+      ids((await fhir(p, u, 'GET', `/${vault}/Patient?_revinclude=Observation:subject`)).json).sort(),
+      both,
+    );
+    assert.equal((await fhir(p, u, 'GET', `/${vault}/_history`)).status, 403);
     // Outside the patient compartment (a Practitioner) stays readable, as with patient/ scopes.
     assert.equal((await fhir(p, u, 'GET', `/${vault}/Practitioner/dr-who`)).status, 200);
   });

@@ -181,13 +181,15 @@ export function historyRoutes(app: FastifyInstance, h: RouteHelpers): void {
   app.get<{ Params: VaultParams }>('/:partition/:type/_history', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    if (allow(ctx, type, 'history-type')) throw insufficientScope('granular scopes do not cover history');
+    if (allow(ctx, type, 'history-type'))
+      throw insufficientScope('history needs scopes not narrowed to a patient or a query');
     const query = req.query as Record<string, unknown>;
     return send(reply, await history(ctx, { type, query, path: `/${type}/_history`, strict: strictHandling(req) }));
   });
   app.get<{ Params: VaultParams }>('/:partition/_history', async (req, reply) => {
     const ctx = await context(req);
-    if (allow(ctx, '*', 'history-system')) throw insufficientScope('patient scopes do not cover system history');
+    if (allow(ctx, '*', 'history-system'))
+      throw insufficientScope('system history needs scopes not narrowed to a patient or a query');
     const query = req.query as Record<string, unknown>;
     return send(reply, await history(ctx, { query, path: '/_history', strict: strictHandling(req) }));
   });
