@@ -3,12 +3,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as client from 'openid-client';
 import type { Browser } from 'playwright-core';
-import { userDisable, userEnable, userPassword } from '../src/admin/people.ts';
+import { userDisable, userEnable, userList, userPassword, userRemove } from '../src/admin/people.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
 import { fhir } from './helpers/fhir.ts';
 import { formOf, LoginDriver } from './helpers/login-driver.ts';
 import { authorizationRequest, discover } from './helpers/oidc-client.ts';
-import { addPerson, familyVault } from './helpers/people.ts';
+import { addDelegation, addPerson, familyVault } from './helpers/people.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // The account page (/account): a person sees the apps they consented to and withdraws one, which ends that
@@ -28,7 +28,8 @@ before(async () => {
   ({ partition: vault } = await familyVault(p, 'urn:cara:account:jansen', 'loader'));
   await addPerson(p, 'anna', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/mother' });
   await addPerson(p, 'bert', PASSWORD, { account: 'urn:cara:account:jansen', fhirUser: 'Patient/child' });
-  for (const name of ['carla', 'dora']) await addPerson(p, name, PASSWORD, { account: 'urn:cara:account:jansen' });
+  for (const name of ['carla', 'dora', 'eve'])
+    await addPerson(p, name, PASSWORD, { account: 'urn:cara:account:jansen' });
   for (const [id, name] of [
     ['diary', 'Health Diary'],
     ['steps', 'Step Counter'],
@@ -304,5 +305,31 @@ describe('account page', () => {
     const descs = events.map((e) => (JSON.parse(e) as { outcomeDesc: string }).outcomeDesc);
     for (const d of ['dora disabled', 'dora enabled', 'password of dora set by an administrator'])
       assert.ok(descs.includes(d), d);
+  });
+
+  test('carevault user remove: the apps\u2019 tokens and the account session end, delegations go, the vault stays; the name is free again', async () => {
+    await addDelegation(p, 'eve', 'urn:cara:account:jansen', 'child');
+    const tokens = await consent('eve', 'diary');
+    assert.equal(await readsPatient(tokens), 200);
+    const session = await signedIn('eve');
+
+    const removed = await userRemove(p.config, 'eve');
+    assert.deepEqual(removed, { username: 'eve', removed: true, consents_withdrawn: 1 });
+    assert.equal(await readsPatient(tokens), 401);
+    assert.match(await (await session.d.request(`${p.base}/account`)).text(), /action="\/account\/login"/);
+    assert.ok(!(await userList(p.config)).some((u) => u.username === 'eve'));
+    assert.deepEqual(await p.store.users.delegationsOf('eve'), []);
+    assert.equal((await p.store.partitions.get(vault))?.name, vault, 'the vault stays');
+    await assert.rejects(userRemove(p.config, 'eve'), /user "eve" not found/);
+    // Added again, the name starts afresh: no delegation, no consent of the removed user comes back.
+    await addPerson(p, 'eve', PASSWORD);
+    assert.deepEqual(await p.store.users.delegationsOf('eve'), []);
+    assert.deepEqual(await p.store.oidc.grantsOfAccount('eve'), []);
+    const { events } = await p.store.audit.search({
+      subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|user-removed'],
+      limit: 10,
+      offset: 0,
+    });
+    assert.ok(events.some((e) => e.includes('eve removed')));
   });
 });

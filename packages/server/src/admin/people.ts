@@ -6,6 +6,7 @@ import { newLaunch } from '../auth/launch-api.ts';
 import type { Config } from '../config/index.ts';
 import { withdrawConsents } from '../people/consent-withdrawal.ts';
 import { addUser, delegate, setPassword, setUserDisabled, undelegate } from '../people/users.ts';
+import { VaultInputError } from '../vault/partitions.ts';
 import { adminAudit } from './operator.ts';
 import { withStore } from './vault.ts';
 
@@ -100,6 +101,27 @@ export const userDisable = (config: Config, username: string) =>
       },
     );
     return { ...result, consents_withdrawn: revoked.length };
+  });
+
+/**
+ * `carevault user remove`: the person's sign-in goes (their consents first, so the apps' tokens stop; then their
+ * delegations and the user). Their vault and its data stay: they belong to the account, not to the login.
+ */
+export const userRemove = (config: Config, username: string) =>
+  withStore(config, async (s) => {
+    const trail = adminAudit(s, config);
+    const { revoked } = await withdrawConsents(
+      s,
+      trail,
+      username,
+      {},
+      {
+        outcomeDesc: 'consent withdrawn: the user was removed (carevault user remove)',
+      },
+    );
+    if (!(await s.users.remove(username))) throw new VaultInputError(`user "${username}" not found`);
+    await trail.record(userChanged('carevault user remove', EVENT.userRemoved, `${username} removed`));
+    return { username, removed: true, consents_withdrawn: revoked.length };
   });
 
 export const userEnable = (config: Config, username: string) =>

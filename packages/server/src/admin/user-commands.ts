@@ -8,6 +8,7 @@ import {
   userEnable,
   userList,
   userPassword,
+  userRemove,
   userRevoke,
   userUndelegate,
 } from './people.ts';
@@ -64,6 +65,11 @@ export function userCommands(
       .command('disable <username>')
       .description("refuse the user's sign-ins and withdraw every consent: the apps' tokens stop at once"),
   ).action((username: string, o) => admin(() => userDisable(adminConfig(o), username)));
+  dataDir(
+    user
+      .command('remove <username>')
+      .description("remove a user's sign-in: consents withdrawn (tokens stop), delegations ended; their vault stays"),
+  ).action((username: string, o) => admin(() => userRemove(adminConfig(o), username)));
   dataDir(user.command('enable <username>').description('let a disabled user sign in again')).action(
     (username: string, o) => admin(() => userEnable(adminConfig(o), username)),
   );

@@ -49,6 +49,7 @@ export const EVENT = {
   passwordChanged: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'password-changed', 'Password changed'),
   userDisabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-disabled', 'User disabled'),
   userEnabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-enabled', 'User enabled'),
+  userRemoved: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-removed', 'User removed'),
   delegationEnded: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'delegation-ended', 'Delegation ended'),
 } as const;
 

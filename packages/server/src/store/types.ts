@@ -152,6 +152,8 @@ export interface UserStore {
   /** Creates or replaces the delegation of one user for one patient. */
   putDelegation(record: DelegationRecord): Promise<void>;
   delegationsOf(username: string): Promise<DelegationRecord[]>;
+  /** Removes a user and their delegations; false when there was no such user. */
+  remove(username: string): Promise<boolean>;
   /** Ends one delegation; false when there was none. */
   removeDelegation(partition: string, username: string, patient: string): Promise<boolean>;
 }

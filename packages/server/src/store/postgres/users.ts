@@ -38,6 +38,16 @@ export function userStore(pool: pg.Pool): UserStore {
         [d.partition, d.username, d.patient, d.scope, d.createdAt],
       );
     },
+    async remove(username) {
+      // One statement: the delegations and the user go together or not at all.
+      const [row] = await run<{ n: string }>(
+        pool,
+        `WITH d AS (DELETE FROM user_delegations WHERE username = ?), u AS (DELETE FROM users WHERE username = ? RETURNING 1)
+         SELECT COUNT(*) AS n FROM u`,
+        [username, username],
+      );
+      return Number(row?.n) === 1;
+    },
     async removeDelegation(partition, username, patient) {
       const n = await runCount(
         pool,

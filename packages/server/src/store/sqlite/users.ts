@@ -17,6 +17,10 @@ export function userStore(db: Database.Database): UserStore {
     `INSERT INTO user_delegations (partition, username, patient, scope, created_at) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (partition, username, patient) DO UPDATE SET scope = excluded.scope, created_at = excluded.created_at`,
   );
+  const removeUser = db.transaction((username: string) => {
+    db.prepare('DELETE FROM user_delegations WHERE username = ?').run(username);
+    return db.prepare('DELETE FROM users WHERE username = ?').run(username).changes === 1;
+  });
   const removeDelegation = db.prepare(
     'DELETE FROM user_delegations WHERE partition = ? AND username = ? AND patient = ?',
   );
@@ -41,6 +45,9 @@ export function userStore(db: Database.Database): UserStore {
     },
     async putDelegation(d) {
       putDelegation.run(d.partition, d.username, d.patient, d.scope, d.createdAt);
+    },
+    async remove(username) {
+      return removeUser.immediate(username);
     },
     async removeDelegation(partition, username, patient) {
       return removeDelegation.run(partition, username, patient).changes === 1;
