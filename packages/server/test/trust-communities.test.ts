@@ -64,7 +64,8 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
   const clientIds = async () => (await p.store.clients.list()).map((c) => c.clientId);
 
   before(async () => {
-    p = await startPlatform();
+    // The CRL of a community loaded from its distribution point is fetched again every second here.
+    p = await startPlatform({}, { env: { CAREVAULT_CRL_REFRESH_SECONDS: '1' } });
     ca = await networkCa('Carequality Test CA');
     intermediate = await issue(ca, 'Carequality Issuing CA 1', { ca: true });
     member = await issue(ca, FQDN, { dns: [FQDN], organization: 'Example Clinic' });
@@ -328,6 +329,47 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     assert.equal(gone.status, 401);
     assert.match(gone.json.error_description ?? '', /does not lead to the CA of a trusted community/);
     await trustNetwork();
+  });
+
+  test('the server fetches the community CRL again: a certificate revoked later is refused without trust add; a stale or forged CRL is not taken', async () => {
+    const later = await issue(ca, 'later.example.org', { dns: ['later.example.org'] });
+    const der = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    let published = der(await crl(ca, [], { thisUpdate: hourAgo }));
+    const crlServer = createServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/pkix-crl' }).end(published),
+    );
+    await new Promise<void>((r) => crlServer.listen(0, '127.0.0.1', r));
+    const distributionPoint = `http://127.0.0.1:${(crlServer.address() as { port: number }).port}/network.crl`;
+    const token = async () => requestToken(await assertion(later, [ca], 'later.example.org'));
+    try {
+      await trustNetwork('--crl', distributionPoint);
+      const listed = await ok<Record<string, unknown>[]>(p.dataDir, 'trust', 'list');
+      assert.equal((listed[0]?.crl as { url?: string } | undefined)?.url, distributionPoint);
+      assert.equal((await token()).status, 200);
+
+      // The network revokes it and publishes a newer CRL at the same place; nobody runs trust add.
+      published = der(await crl(ca, [later], { thisUpdate: new Date(Date.now() - 60_000) }));
+      let refused = await token();
+      for (let i = 0; i < 40 && refused.status === 200; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        refused = await token();
+      }
+      assert.equal(refused.status, 401);
+      assert.match(refused.json.error_description ?? '', /was revoked by community "carequality"/);
+
+      // An older CRL (one without the revocation, replayed) and one the CA did not sign are not taken.
+      published = der(await crl(ca, [], { thisUpdate: hourAgo }));
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal((await token()).status, 401, 'a stale CRL does not bring a revoked certificate back');
+      published = der(await crl(await networkCa('Forger'), [], { thisUpdate: new Date() }));
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal((await token()).status, 401, 'a forged CRL is not taken');
+      assert.equal((await requestToken(await assertion(member, [ca]))).status, 200, 'others are unaffected');
+    } finally {
+      crlServer.close();
+      await trustNetwork();
+    }
   });
 
   test('trust add refuses what is not a CA, and grant add names a network client before its first token', async () => {

@@ -71,6 +71,8 @@ export interface Config {
    * `error` (CAREVAULT_SUBSCRIPTION_RETRIES).
    */
   subscriptions: { endpoints: string[]; pollMs: number; retries: number };
+  /** Trust communities' CRLs are fetched again from their distribution points this often (0: never). */
+  crlRefreshSeconds: number;
 }
 
 export interface ConfigInput {
@@ -196,6 +198,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
       pollMs: integer('CAREVAULT_SUBSCRIPTION_POLL_MS', env.CAREVAULT_SUBSCRIPTION_POLL_MS || 1000, 50, 60_000),
       retries: integer('CAREVAULT_SUBSCRIPTION_RETRIES', env.CAREVAULT_SUBSCRIPTION_RETRIES || 10, 0, 100),
     },
+    crlRefreshSeconds: integer('CAREVAULT_CRL_REFRESH_SECONDS', env.CAREVAULT_CRL_REFRESH_SECONDS || 3600, 0, 86_400),
     publicDirectory:
       flags.publicDirectory ?? onOff('CAREVAULT_PUBLIC_DIRECTORY', env.CAREVAULT_PUBLIC_DIRECTORY, false),
     viewerSession: {

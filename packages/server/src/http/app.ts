@@ -14,6 +14,7 @@ import { KeyRing } from '../auth/keys.ts';
 import { launchRoutes } from '../auth/launch-api.ts';
 import { certificateSource } from '../auth/mtls.ts';
 import { GRANT_TTL_SECONDS } from '../auth/provider.ts';
+import { CrlRefresher } from '../auth/trust/crl-refresh.ts';
 import type { Config } from '../config/index.ts';
 import { withInitLock } from '../config/init-lock.ts';
 import { directoryRoutes } from '../directory/routes.ts';
@@ -185,6 +186,8 @@ export async function buildPlatform(
     log: app.log,
   });
   subscriptions.start();
+  const crls = new CrlRefresher({ store, intervalMs: config.crlRefreshSeconds * 1000, log: app.log });
+  crls.start();
   await app.register(viewerRoutes, { config, store, auth, certificates, fhirBase, audit });
   await app.register(directoryRoutes, {
     prefix: '/directory',
@@ -222,6 +225,7 @@ export async function buildPlatform(
     async close() {
       clearInterval(timer);
       await subscriptions.stop();
+      await crls.stop();
       await app.close();
       await sweeping;
       await limiter.close();

@@ -66,6 +66,8 @@ export interface TrustCommunityRecord {
   caPem: string;
   /** The network's current CRL (PEM), if the operator gave one. */
   crlPem: string | undefined;
+  /** Where that CRL is published (`trust add --crl <url>`): the server fetches it again (trust/crl-refresh.ts). */
+  crlUrl?: string | undefined;
   /** Scopes every member may be granted. */
   scope: string;
   createdAt: number;
@@ -77,6 +79,8 @@ export interface TrustStore {
   get(name: string): Promise<TrustCommunityRecord | undefined>;
   list(): Promise<TrustCommunityRecord[]>;
   remove(name: string): Promise<boolean>;
+  /** Stores a fetched CRL, unless the community was replaced meanwhile (another CA or URL); false then. */
+  setCrl(name: string, fetched: { caPem: string; crlUrl: string; crlPem: string }): Promise<boolean>;
 }
 
 /** Deny-list for self-contained (JWT) access tokens, keyed by jti, kept until the token would expire anyway. */

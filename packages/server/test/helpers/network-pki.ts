@@ -101,10 +101,14 @@ export async function issue(issuer: Issued, cn: string, o: IssueOptions = {}): P
   return wrap(cert, keys, o.rsa ? 'RS256' : 'ES256');
 }
 
-export async function crl(ca: Issued, revoked: Issued[], o: { nextUpdate?: Date } = {}): Promise<string> {
+export async function crl(
+  ca: Issued,
+  revoked: Issued[],
+  o: { nextUpdate?: Date; thisUpdate?: Date } = {},
+): Promise<string> {
   const list = await x509.X509CrlGenerator.create({
     issuer: ca.cert.subject,
-    thisUpdate: new Date(Date.now() - 60_000),
+    thisUpdate: o.thisUpdate ?? new Date(Date.now() - 60_000),
     nextUpdate: o.nextUpdate ?? new Date(Date.now() + 7 * DAY),
     entries: revoked.map((r) => ({ serialNumber: r.cert.serialNumber, revocationDate: new Date(Date.now() - 60_000) })),
     signingAlgorithm: EC,

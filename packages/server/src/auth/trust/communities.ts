@@ -5,6 +5,7 @@ import type { Store, TrustCommunityRecord } from '../../store/types.ts';
 import { ClientInputError } from '../clients.ts';
 import { parseSmartScope, splitScope } from '../smart-scopes.ts';
 import type { Anchor } from './chain.ts';
+import { verifiedCrl } from './crl.ts';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const DEFAULT_COMMUNITY_SCOPE = 'system/*.rs';
@@ -27,14 +28,6 @@ function parseCa(pem: string): X509Certificate {
   return ca;
 }
 
-function parseCrl(data: Buffer | string): x509.X509Crl {
-  try {
-    return new x509.X509Crl(typeof data === 'string' ? data : new Uint8Array(data));
-  } catch {
-    throw new ClientInputError('--crl is not a readable X.509 CRL (PEM or DER)');
-  }
-}
-
 function communityScope(scope: string | undefined): string {
   const scopes = splitScope(scope ?? DEFAULT_COMMUNITY_SCOPE);
   if (scopes.length === 0) throw new ClientInputError('--scope must name at least one scope');
@@ -55,21 +48,24 @@ export class TrustCommunities {
   constructor(private readonly store: Store) {}
 
   /** `carevault trust add`: creates or replaces a community (a new CRL replaces the old one). */
-  async add(input: { name: string; caPem: string; crl?: Buffer | string | undefined; scope?: string | undefined }) {
+  async add(input: {
+    name: string;
+    caPem: string;
+    crl?: Buffer | string | undefined;
+    /** Where the CRL was fetched from: the server fetches it again from there. */
+    crlUrl?: string | undefined;
+    scope?: string | undefined;
+  }) {
     if (!NAME_RE.test(input.name))
       throw new ClientInputError('community name must be 1-64 characters of A-Z a-z 0-9 . _ - (starting alnum)');
     const ca = parseCa(input.caPem);
     let crlPem: string | undefined;
-    if (input.crl !== undefined) {
-      const crl = parseCrl(input.crl);
-      const signed = await crl.verify({ publicKey: new x509.X509Certificate(ca.raw) }).catch(() => false);
-      if (!signed) throw new ClientInputError('the CRL is not signed by this community CA');
-      crlPem = crl.toString('pem');
-    }
+    if (input.crl !== undefined) crlPem = (await verifiedCrl(ca, input.crl)).toString('pem');
     const record: TrustCommunityRecord = {
       name: input.name,
       caPem: ca.toString(),
       crlPem,
+      crlUrl: crlPem === undefined ? undefined : input.crlUrl,
       scope: communityScope(input.scope),
       createdAt: Math.floor(Date.now() / 1000),
     };
@@ -120,6 +116,7 @@ function describe(r: TrustCommunityRecord) {
             this_update: crl.thisUpdate.toISOString(),
             next_update: crl.nextUpdate?.toISOString(),
             revoked: crl.entries.length,
+            ...(r.crlUrl ? { url: r.crlUrl } : {}),
           },
         }
       : {}),

@@ -3,6 +3,7 @@ import {
   CLIENT_SAVE_SQL,
   type ClientRow,
   type PayloadRow,
+  TRUST_CRL_SQL,
   TRUST_PUT_SQL,
   type TrustRow,
   toClient,
@@ -123,7 +124,10 @@ export function clientStore(pool: pg.Pool): ClientStore {
 export function trustStore(pool: pg.Pool): TrustStore {
   return {
     async put(r) {
-      await run(pool, TRUST_PUT_SQL, [r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt]);
+      await run(pool, TRUST_PUT_SQL, [r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt, r.crlUrl ?? null]);
+    },
+    async setCrl(name, f) {
+      return (await runCount(pool, TRUST_CRL_SQL, [f.crlPem, name, f.caPem, f.crlUrl])) === 1;
     },
     async get(name) {
       const [row] = await run<TrustRow>(pool, 'SELECT * FROM trust_communities WHERE name = ?', [name]);

@@ -246,4 +246,9 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     INSERT INTO version_clock VALUES (1, '');
     GRANT SELECT, UPDATE ON version_clock TO ${VAULT_ROLE};`,
   },
+  {
+    version: 9,
+    name: 'trust_communities.crl_url: where the CRL is published, fetched again by the server',
+    sql: `ALTER TABLE trust_communities ADD COLUMN crl_url ${T};`,
+  },
 ];

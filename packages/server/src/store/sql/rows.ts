@@ -115,20 +115,26 @@ export interface TrustRow {
   crl_pem: string | null;
   scope: string;
   created_at: number;
+  crl_url: string | null;
 }
 
 export const toTrust = (row: TrustRow): TrustCommunityRecord => ({
   name: row.name,
   caPem: row.ca_pem,
   crlPem: row.crl_pem ?? undefined,
+  crlUrl: row.crl_url ?? undefined,
   scope: row.scope,
   createdAt: Number(row.created_at),
 });
 
 export const CLIENT_SAVE_SQL = `INSERT INTO clients (client_id, metadata, disabled, created_at) VALUES (?, ?, ?, ?)
   ON CONFLICT (client_id) DO UPDATE SET metadata = excluded.metadata`;
-export const TRUST_PUT_SQL = `INSERT INTO trust_communities (name, ca_pem, crl_pem, scope, created_at) VALUES (?, ?, ?, ?, ?)
-  ON CONFLICT (name) DO UPDATE SET ca_pem = excluded.ca_pem, crl_pem = excluded.crl_pem, scope = excluded.scope`;
+export const TRUST_PUT_SQL = `INSERT INTO trust_communities (name, ca_pem, crl_pem, scope, created_at, crl_url)
+  VALUES (?, ?, ?, ?, ?, ?)
+  ON CONFLICT (name) DO UPDATE SET ca_pem = excluded.ca_pem, crl_pem = excluded.crl_pem, scope = excluded.scope,
+    crl_url = excluded.crl_url`;
+/** A newer CRL of a community, only while its CA is the one it was fetched for and it is newer than the stored one. */
+export const TRUST_CRL_SQL = `UPDATE trust_communities SET crl_pem = ? WHERE name = ? AND ca_pem = ? AND crl_url = ?`;
 
 export interface PayloadRow {
   payload: string;

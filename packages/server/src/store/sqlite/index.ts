@@ -6,6 +6,7 @@ import {
   CLIENT_SAVE_SQL,
   type ClientRow,
   type PayloadRow,
+  TRUST_CRL_SQL,
   TRUST_PUT_SQL,
   type TrustRow,
   toClient,
@@ -132,9 +133,13 @@ function trustStore(db: Db): TrustStore {
   const get = db.prepare('SELECT * FROM trust_communities WHERE name = ?');
   const list = db.prepare('SELECT * FROM trust_communities ORDER BY name');
   const remove = db.prepare('DELETE FROM trust_communities WHERE name = ?');
+  const setCrl = db.prepare(TRUST_CRL_SQL);
   return {
     async put(r) {
-      put.run(r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt);
+      put.run(r.name, r.caPem, r.crlPem ?? null, r.scope, r.createdAt, r.crlUrl ?? null);
+    },
+    async setCrl(name, f) {
+      return setCrl.run(f.crlPem, name, f.caPem, f.crlUrl).changes === 1;
     },
     async get(name) {
       const row = get.get(name) as TrustRow | undefined;

@@ -264,4 +264,8 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX resource_versions_time ON resource_versions (partition, last_updated);
   CREATE INDEX resource_versions_type_time ON resource_versions (partition, type, last_updated);
   `,
+  `
+  -- Where the community's CRL is published, when it was loaded from there: the server fetches it again.
+  ALTER TABLE trust_communities ADD COLUMN crl_url TEXT;
+  `,
 ];
