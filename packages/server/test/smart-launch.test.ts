@@ -700,6 +700,42 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, auditor, 'GET', `/${vault}/Observation/obs-c-lab`)).status, 200);
   });
 
+  test('patient/ writes stay in the launch patient\u2019s record: nothing that is also another patient\u2019s', async () => {
+    const w = as(await tokens({}, { scope: 'launch/patient patient/Observation.cruds' }));
+    // In the mother's compartment through `performer`, and in the child's through `subject`: about the child.
+    const aboutChild = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'observed by mother' },
+      subject: { reference: 'Patient/child' },
+      performer: [{ reference: 'Patient/mother' }],
+    };
+    const created = await fhir(p, w, 'POST', `/${vault}/Observation`, aboutChild);
+    assert.equal(created.status, 403, 'a patient app does not write into another patient’s record');
+    assert.match(String((created.json.issue as { diagnostics: string }[])[0]?.diagnostics), /Patient\/child/);
+    // One such Observation written by the vault's loader: the mother's app may read it (it is in her compartment)
+    // but neither change nor delete it, nor take it over by moving its subject.
+    const loader = await secretClient(p, 'loader-shared', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'loader-shared', scope: 'system/*.cruds' });
+    await fhir(p, loader, 'PUT', `/${vault}/Observation/obs-shared`, { ...aboutChild, id: 'obs-shared' });
+    assert.equal((await fhir(p, w, 'GET', `/${vault}/Observation/obs-shared`)).status, 200);
+    const takeOver = { ...aboutChild, id: 'obs-shared', subject: { reference: 'Patient/mother' } };
+    assert.equal((await fhir(p, w, 'PUT', `/${vault}/Observation/obs-shared`, takeOver)).status, 403);
+    assert.equal((await fhir(p, w, 'DELETE', `/${vault}/Observation/obs-shared`)).status, 403);
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [{ request: { method: 'POST', url: 'Observation' }, resource: aboutChild }],
+    };
+    assert.equal((await fhir(p, w, 'POST', `/${vault}`, bundle)).status, 403);
+    const stored = await fhir(p, loader, 'GET', `/${vault}/Observation/obs-shared`);
+    assert.equal((stored.json.subject as { reference: string }).reference, 'Patient/child');
+    // Her own, observed by her: written as before.
+    const own = { ...aboutChild, subject: { reference: 'Patient/mother' } };
+    assert.equal((await fhir(p, w, 'POST', `/${vault}/Observation`, own)).status, 201);
+    assert.equal((await fhir(p, loader, 'DELETE', `/${vault}/Observation/obs-shared`)).status, 204);
+  });
+
   test('user/ scopes reach the whole vault the user may use, bounded by what the user may do', async () => {
     const u = as(await tokens({}, { scope: 'openid user/Observation.rs user/Patient.rs' }));
     assert.equal((await fhir(p, u, 'GET', `/${vault}/Observation/obs-c-lab`)).status, 200);

@@ -16,8 +16,10 @@ const SUBTYPE: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 
 
 /**
  * Runs `fn` in one vault transaction, for every write path (create, update, patch, delete, bundles):
- * - under patient/ scopes (I13/I14) every changed resource must be in the launch patient's compartment,
- *   before and after the write;
+ * - under patient/ scopes (I13/I14) every changed resource must be in the launch patient's compartment and in
+ *   no other patient's, before and after the write: an app bound to one patient does not write into, change,
+ *   delete or take over what is also another patient's record (an Observation about the child whose performer
+ *   is the mother is in both);
  * - every write gets its BALP AuditEvent in the same transaction, so committed data always has its event.
  */
 export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction) => Promise<T>): Promise<T> {
@@ -41,13 +43,18 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
           if (!(await inCompartment(tx, type, id, index, patient))) {
             throw insufficientScope(`${type}/${id} is outside the compartment of the launch patient`);
           }
+          const other = await anotherPatient(tx, type, id, index, patient);
+          if (other) throw insufficientScope(`${type}/${id} is also in the record of ${other}`);
         }
         return v;
       },
       async write(w) {
         const patient = guarded ? compartmentOf(w.type, WRITE[w.method] ?? 'update') : undefined;
-        if (patient !== undefined && w.index && !(await inCompartment(tx, w.type, w.id, w.index, patient))) {
-          throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
+        if (patient !== undefined && w.index) {
+          if (!(await inCompartment(tx, w.type, w.id, w.index, patient)))
+            throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
+          const other = await anotherPatient(tx, w.type, w.id, w.index, patient);
+          if (other) throw insufficientScope(`the ${w.type} would also be in the record of ${other}`);
         }
         if (w.type === 'Subscription' && w.content !== undefined && !ctx.subscriptionDispatcher)
           acceptSubscription(ctx, w.content);
@@ -117,6 +124,11 @@ async function inCompartment(
     total: false,
   });
   return matches.length > 0;
+}
+
+/** A patient other than `patient` whose compartment the version is in (directly or through its proxy). */
+async function anotherPatient(tx: ResourceTransaction, type: string, id: string, index: IndexRows, patient: string) {
+  return (await patientsOfWrite(tx, type, id, index)).find((p) => p !== `Patient/${patient}`);
 }
 
 /** The patients a written version is about, for its event: its own, or its proxy's. */
