@@ -200,12 +200,9 @@ export function decide(access: VaultAccess, type: string, interaction: Interacti
   let unrestricted = false;
   for (const s of access.tokenScopes) {
     if (!counts(access, s) || !covers(s, type, permission)) continue;
-    const compartment = type === '*' || inPatientCompartment(type);
-    const patients = !compartment
-      ? undefined
-      : s.context === 'patient'
-        ? [access.patient as string]
-        : access.onlyPatients;
+    // patient/ scopes are bound to the launch patient, a delegate's user/ scopes to the patients delegated.
+    const bound = s.context === 'patient' ? [access.patient as string] : access.onlyPatients;
+    const patients = bound !== undefined && (type === '*' || inPatientCompartment(type)) ? bound : undefined;
     // Granular queries narrow reads and searches only; a write needs a scope without a query.
     if (s.query !== undefined && !reads) continue;
     if (patients === undefined && s.query === undefined) {
