@@ -194,6 +194,11 @@ describe('account page', () => {
 
     const bert = await signedIn('bert');
     assert.doesNotMatch(bert.html, /Step Counter/, 'bert sees none of anna’s consents');
+    for (const done of ['constructor', '__proto__', 'toString', 'x'.repeat(5000)]) {
+      const page = await bert.d.request(`${p.base}/account?done=${done}`);
+      assert.equal(page.status, 200, `?done=${done.slice(0, 20)}`);
+      assert.doesNotMatch(await page.text(), /role="status"/);
+    }
     const withdraw = (body: Record<string, string>) =>
       bert.d.request(`${p.base}/account/consents/withdraw`, {
         method: 'POST',

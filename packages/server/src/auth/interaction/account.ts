@@ -94,10 +94,11 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
     return items.sort((a, b) => (b.given ?? '').localeCompare(a.given ?? ''));
   };
 
-  const NOTICES: Record<string, string> = {
-    withdrawn: 'Access withdrawn. The app has to ask you again.',
-    password: 'Password changed. Use the new one from now on.',
-  };
+  // A Map: `?done=constructor` must not find Object's own properties.
+  const NOTICES = new Map([
+    ['withdrawn', 'Access withdrawn. The app has to ask you again.'],
+    ['password', 'Password changed. Use the new one from now on.'],
+  ]);
   const show = async (reply: FastifyReply, s: AccountSession, status: number, extra: Partial<AccountView>) => {
     const view: AccountView = {
       username: s.username,
@@ -111,7 +112,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   app.get<{ Querystring: { done?: string } }>('/account', async (req, reply) => {
     const s = await live(req);
     if (!s) return loginForm(reply, 200);
-    return show(reply, s, 200, { notice: NOTICES[String(req.query.done)] });
+    return show(reply, s, 200, { notice: NOTICES.get(String(req.query.done)) });
   });
 
   app.post('/account/login', async (req, reply) => {
