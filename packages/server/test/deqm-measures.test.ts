@@ -463,6 +463,11 @@ describe('bad input: clear OperationOutcomes', () => {
     assert.match(r.text, /before periodStart/);
     assert.equal((await evaluate(PROPORTION.id, 'periodStart=soon&periodEnd=2022-01-01')).status, 400);
     assert.equal((await evaluate(PROPORTION.id, `${Q}&reportType=everything`)).status, 400);
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      const r = await evaluate(PROPORTION.id, `${Q}&reportType=${name}`);
+      assert.equal(r.status, 400, `reportType=${name}`);
+      assert.match(r.text, /is not one of individual, subject-list, population/);
+    }
     assert.equal((await evaluate(PROPORTION.id, `${Q}&reportType=individual`)).status, 400);
   });
 

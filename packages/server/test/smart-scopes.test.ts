@@ -28,6 +28,8 @@ describe('parseSmartScope', () => {
       'system/Observation.read?category=x',
       'admin/Patient.rs',
       'system/Observation.rs?=x',
+      'system/Observation.constructor',
+      'system/Observation.__proto__',
     ]) {
       assert.equal(parseSmartScope(bad), undefined, bad);
     }

@@ -282,6 +282,15 @@ describe('token endpoint: scope, resource and IUA parameters', () => {
     await expectError(r, 400, 'invalid_scope');
   });
 
+  test('a scope naming a JavaScript property (.constructor, .__proto__) is invalid_scope, not a server error', async () => {
+    for (const perms of ['constructor', 'toString', '__proto__']) {
+      const r = await post('/oauth/token', `grant_type=client_credentials&scope=system/Observation.${perms}`, {
+        headers: basic('sec', secret),
+      });
+      await expectError(r, 400, 'invalid_scope');
+    }
+  });
+
   test('a resource this server does not serve → invalid_target', async () => {
     const r = await post('/oauth/token', 'grant_type=client_credentials&resource=https://evil.example/fhir', {
       headers: basic('sec', secret),

@@ -39,7 +39,8 @@ export function parseSmartScope(raw: string): SmartScope | undefined {
   const [, context, resourceType, perms, query] = m as unknown as [string, ScopeContext, string, string, string?];
   // `system/Foo.rs` names nothing that exists: refused (invalid_scope) rather than granted as a dead letter.
   if (resourceType !== '*' && !RESOURCE_TYPES.has(resourceType)) return undefined;
-  const v1 = V1[perms];
+  // Own keys only: `.constructor` is letters too, and must not find Object's.
+  const v1 = Object.hasOwn(V1, perms) ? V1[perms] : undefined;
   if (v1) {
     if (query !== undefined) return undefined; // granular queries exist only in v2
     return { raw, context, resourceType, permissions: new Set(v1), query: undefined, version: 1 };

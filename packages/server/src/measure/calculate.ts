@@ -113,7 +113,7 @@ export async function evaluateMeasure(
   const subject = subjectParam(params);
   const onePatient = subject !== undefined && 'patient' in subject;
   const requested = params.get('reportType') ?? (onePatient ? 'individual' : 'population');
-  const reportType = REPORT_TYPES[requested];
+  const reportType = Object.hasOwn(REPORT_TYPES, requested) ? REPORT_TYPES[requested] : undefined;
   if (!reportType) {
     throw new FhirError(400, 'value', `reportType ${requested} is not one of individual, subject-list, population`);
   }

@@ -38,7 +38,7 @@ export async function searchSystem(ctx: FhirContext, params: [string, string][],
   const rest: [string, string][] = [];
   for (const [name, value] of params) {
     const base = name.split(':')[0] as string;
-    if (REFUSED[base]) throw bad(`${name}: ${REFUSED[base]}`);
+    if (Object.hasOwn(REFUSED, base)) throw bad(`${name}: ${REFUSED[base]}`);
     if (name === '_type') {
       const types = value.split(',').map((t) => t.trim());
       for (const t of types) if (!RESOURCE_TYPES.has(t)) throw bad(`_type: ${t} is not an R4 resource type`);

@@ -187,7 +187,11 @@ function translateWith(
         if (!reverse && e.code === coding.code)
           out.push({ equivalence, ...(t.code ? { concept: concept(t.code, t.display) } : {}), source });
         if (reverse && t.code === coding.code && e.code)
-          out.push({ equivalence: REVERSED[equivalence] ?? equivalence, concept: concept(e.code, e.display), source });
+          out.push({
+            equivalence: (Object.hasOwn(REVERSED, equivalence) ? REVERSED[equivalence] : undefined) ?? equivalence,
+            concept: concept(e.code, e.display),
+            source,
+          });
       }
     }
     if (out.length > before || reverse) continue;
