@@ -100,7 +100,7 @@ export const CARA_SCOPE_ALIASES: Readonly<Record<string, string>> = {
 
 /** The SMART scopes a token's scope string stands for on a vault (aliases expanded, the rest as given). */
 export function vaultScopes(scope: string | undefined): string[] {
-  return splitScope(scope).map((s) => CARA_SCOPE_ALIASES[s] ?? s);
+  return splitScope(scope).map((s) => (Object.hasOwn(CARA_SCOPE_ALIASES, s) ? CARA_SCOPE_ALIASES[s] : undefined) ?? s);
 }
 
 /** Splits a scope parameter the way RFC 6749 §3.3 defines it (space-delimited, no empty items). */

@@ -99,7 +99,7 @@ function translate(type: string, e: { path: string; op: FilterOp; value: string 
       throw refuse();
     case 'token':
     case 'uri': {
-      const modifier = HIERARCHY_AND_SETS[op];
+      const modifier = Object.hasOwn(HIERARCHY_AND_SETS, op) ? HIERARCHY_AND_SETS[op] : undefined;
       if (kind === 'uri' && (op === 'in' || op === 'ni')) throw refuse();
       if (modifier) return { name: `${path}${modifier}`, value: plain, negate: false };
       if (op === 'eq' || op === 'ne') return { name: path, value: plain, negate: op === 'ne' };
