@@ -252,4 +252,38 @@ describe('hostile input', () => {
     assert.deepEqual(wrong.slice(0, 10), []);
     assert.ok(answered > 150, `${answered} answered 200`);
   });
+
+  test('names of JavaScript\u2019s own properties (constructor, __proto__ …) are unknown names like any other, never a 500', async () => {
+    const wrong: string[] = [];
+    for (const n of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+      for (const path of [
+        `/h1/Patient?${n}=x`,
+        `/h1/Observation?subject.${n}=x`,
+        `/h1/Observation?subject:Patient.${n}=x`,
+        `/h1/Patient?name:${n}=x`,
+        `/h1/Patient?_sort=${n}`,
+        `/h1/Patient?_include=Patient:${n}`,
+        `/h1/Patient?_revinclude=${n}:subject`,
+        `/h1/Patient?_elements=${n}`,
+        `/h1/Patient?_summary=${n}`,
+        `/h1/Patient?_has:${n}:subject:code=1`,
+        `/h1/Patient?_filter=${n} eq x`,
+        `/h1/${n}`,
+        `/h1/${n}/p1`,
+        `/h1/Patient/$${n}`,
+        `/h1/?_type=${n}`,
+        `/h1/?${n}=x`,
+      ]) {
+        const bad = misanswered(await fhir(p, caller, 'GET', path), path);
+        if (bad) wrong.push(bad);
+      }
+      const patch = [{ op: n, path: '/active', value: true }];
+      const r = await fhir(p, caller, 'PATCH', '/h1/Patient/p1', patch, {
+        'content-type': 'application/json-patch+json',
+      });
+      if (r.status !== 400 || !/op must be one of/.test(JSON.stringify(r.json)))
+        wrong.push(`PATCH op ${n}: ${r.status}`);
+    }
+    assert.deepEqual(wrong, []);
+  });
 });

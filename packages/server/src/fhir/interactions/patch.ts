@@ -105,6 +105,8 @@ export async function patchIn(
   return version;
 }
 
+const JSON_PATCH_OPS = new Set(['add', 'remove', 'replace', 'move', 'copy', 'test']);
+
 function applied(content: string, doc: PatchDocument): unknown {
   if (doc.kind === 'fhirpath')
     return applyFhirPathPatch(JSON.parse(content) as Record<string, unknown>, doc.parameters);
@@ -116,6 +118,13 @@ function applied(content: string, doc: PatchDocument): unknown {
   try {
     doc.operations.forEach((op, i) => {
       const o = op as { op?: unknown; from?: unknown };
+      // fast-json-patch looks the name up on an object: `__proto__` got past its own check.
+      if (!JSON_PATCH_OPS.has(o?.op as string))
+        throw new FhirError(
+          400,
+          'invalid',
+          `invalid JSON Patch: operation ${i}: op must be one of ${[...JSON_PATCH_OPS].join(', ')}`,
+        );
       if (o?.op === 'copy' && typeof o.from === 'string') {
         let copied: unknown;
         try {

@@ -30,6 +30,8 @@ export const SEARCH_PARAMETERS: SearchParameterIndex = JSON.parse(
   branches: [{ expression: 'Binary.securityContext' }],
 };
 
+/** Own entries only: a code such as `constructor` (`subject.constructor=x`) must not find Object's members. */
 export function searchParam(type: string, code: string): SearchParamDef | undefined {
-  return SEARCH_PARAMETERS[type]?.[code];
+  const params = Object.hasOwn(SEARCH_PARAMETERS, type) ? SEARCH_PARAMETERS[type] : undefined;
+  return params && Object.hasOwn(params, code) ? params[code] : undefined;
 }
