@@ -202,6 +202,23 @@ describe('import of Bulk Data NDJSON (conditional references resolved after thei
         (err: Error) =>
           err instanceof VaultInputError && /huge\.json: 600 MiB is more than one Bundle file may be/.test(err.message),
       );
+      // What an HTTP body may not hold, a file may not either: a key every JavaScript object has (stored before as an
+      // element of the resource), or nesting past 100 levels (the stack of the code that walks it).
+      const proto = join(dir, 'Patient.proto.ndjson');
+      writeFileSync(
+        proto,
+        `${JSON.stringify({ resourceType: 'Patient', id: 'ok' })}\n{"resourceType":"Patient","toString":{}}\n`,
+      );
+      await assert.rejects(
+        importCommand(p.config, [proto], 'bulk'),
+        /Patient\.proto\.ndjson:2: the line contains the key "toString"/,
+      );
+      const deep = join(dir, 'deep.json');
+      writeFileSync(deep, `{"resourceType":"Bundle","type":"collection","x":${'['.repeat(150)}${']'.repeat(150)}}`);
+      await assert.rejects(
+        importCommand(p.config, [deep], 'bulk'),
+        /deep\.json: the file nests deeper than 100 levels/,
+      );
       // An NDJSON line is refused past 64 MiB (a file without line ends), by its number, before it is held whole.
       const endless = join(dir, 'Patient.endless.ndjson');
       writeFileSync(

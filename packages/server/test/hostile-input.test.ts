@@ -284,6 +284,14 @@ describe('hostile input', () => {
       if (r.status !== 400 || !/op must be one of/.test(JSON.stringify(r.json)))
         wrong.push(`PATCH op ${n}: ${r.status}`);
     }
+    for (const key of ['toString', 'valueOf', 'hasOwnProperty']) {
+      // The R4 validator looked elements up by name and took these for known ones: stored as part of the Patient.
+      const r = await fhir(p, caller, 'POST', '/h1/Patient', {
+        resourceType: 'Patient',
+        name: [{ family: 'F', [key]: {} }],
+      });
+      if (r.status !== 400) wrong.push(`a Patient holding "${key}": ${r.status}`);
+    }
     assert.deepEqual(wrong, []);
   });
 });

@@ -4,6 +4,7 @@ import { type EntryRequest, transactionEntries } from './bundle/entries.ts';
 import { runTransaction } from './bundle/transaction.ts';
 import type { FhirContext } from './context.ts';
 import { FhirError } from './errors.ts';
+import { parseFhirJson } from './json-body.ts';
 import { boundedLines, LineTooLong } from './ndjson-lines.ts';
 
 /** Resources others point to are loaded first, so conditional references resolve (Synthea, Bulk Data). */
@@ -91,8 +92,9 @@ function readBundle(file: string): { bundle: Record<string, unknown>; chars: num
   try {
     const text = readFileSync(file, 'utf8');
     chars = text.length;
-    bundle = JSON.parse(text);
+    bundle = parseFhirJson(text, 'the file');
   } catch (err) {
+    if (err instanceof FhirError) throw new ImportError(`${file}: ${err.diagnostics}`);
     throw new ImportError(`${file}: not valid JSON (${(err as Error).message})`);
   }
   if (!isObject(bundle) || bundle.resourceType !== 'Bundle') {
@@ -178,9 +180,11 @@ async function importNdjson(
       if (line.trim() === '') continue;
       let resource: unknown;
       try {
-        resource = JSON.parse(line);
-      } catch {
-        throw new ImportError(`${src.file}:${lineNo}: not valid JSON`);
+        resource = parseFhirJson(line, 'the line');
+      } catch (err) {
+        throw new ImportError(
+          `${src.file}:${lineNo}: ${err instanceof FhirError ? err.diagnostics : 'not valid JSON'}`,
+        );
       }
       if (!isObject(resource) || typeof resource.resourceType !== 'string' || !resource.resourceType) {
         throw new ImportError(`${src.file}:${lineNo}: not a resource (no resourceType)`);
