@@ -292,6 +292,30 @@ describe('hostile input', () => {
       });
       if (r.status !== 400) wrong.push(`a Patient holding "${key}": ${r.status}`);
     }
+    // A patch names keys by path or by name, not in its body's keys: the patched resource is checked as a body is.
+    const jsonPatch = [{ op: 'add', path: '/toString', value: {} }];
+    const byPath = await fhir(p, caller, 'PATCH', '/h1/Patient/p1', jsonPatch, {
+      'content-type': 'application/json-patch+json',
+    });
+    if (byPath.status !== 400) wrong.push(`JSON Patch adding "toString": ${byPath.status}`);
+    const fhirPathPatch = {
+      resourceType: 'Parameters',
+      parameter: [
+        {
+          name: 'operation',
+          part: [
+            { name: 'type', valueCode: 'add' },
+            { name: 'path', valueString: 'Patient' },
+            { name: 'name', valueString: 'valueOf' },
+            { name: 'value', valueString: 'x' },
+          ],
+        },
+      ],
+    };
+    const byName = await fhir(p, caller, 'PATCH', '/h1/Patient/p1', fhirPathPatch, {
+      'content-type': 'application/fhir+json',
+    });
+    if (byName.status !== 400) wrong.push(`FHIRPath Patch adding "valueOf": ${byName.status}`);
     assert.deepEqual(wrong, []);
   });
 });

@@ -13,6 +13,9 @@ export const MAX_JSON_DEPTH = 100;
  */
 const PROTOTYPE_NAMES = new Set(['prototype', ...Object.getOwnPropertyNames(Object.prototype)]);
 
+/** A name every JavaScript object answers to: never an element of a FHIR type. */
+export const isPrototypeName = (name: string) => PROTOTYPE_NAMES.has(name);
+
 /** JSON.parse plus the checks a FHIR body needs before any code walks it; errors say what was wrong. */
 export function parseFhirJson(text: string, what = 'request body'): unknown {
   let value: unknown;
@@ -23,6 +26,11 @@ export function parseFhirJson(text: string, what = 'request body'): unknown {
   }
   inspect(value, 0, what);
   return value;
+}
+
+/** The same checks on a value built here rather than parsed (a patched resource: a patch names keys by path). */
+export function checkFhirJson(value: unknown, what: string): void {
+  inspect(value, 0, what);
 }
 
 function inspect(value: unknown, depth: number, what: string): void {

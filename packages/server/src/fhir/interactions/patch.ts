@@ -4,6 +4,7 @@ import { FHIR_BODY_LIMIT } from '../body-parsers.ts';
 import { conditionalMatches } from '../conditional.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
+import { checkFhirJson } from '../json-body.ts';
 import { assertResourceBody, prepare } from '../resource-body.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
@@ -97,7 +98,9 @@ export async function patchIn(
       'conflict',
       `If-Match W/"${expected}" does not match the current version of ${type}/${id}`,
     );
-  const resource = assertResourceBody(applied(current.content, doc), type);
+  const patched = applied(current.content, doc);
+  checkFhirJson(patched, 'the patched resource');
+  const resource = assertResourceBody(patched, type);
   if (resource.id !== id)
     throw new FhirError(422, 'invalid', 'a patch may not change the resource id', {}, [`${type}.id`]);
   validate(resource);

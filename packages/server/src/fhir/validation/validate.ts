@@ -8,6 +8,7 @@ import {
   validateResource,
 } from '@medplum/core';
 import { FhirError, type IssueCode } from '../errors.ts';
+import { isPrototypeName } from '../json-body.ts';
 import { conformsFast, largeBase64At } from './structure-fast-path.ts';
 
 let indexed = false;
@@ -45,6 +46,8 @@ export function elementDefinition(
   name: string,
 ): (InternalSchemaElement & { typeName: string; choice: boolean }) | undefined {
   ensureLoaded();
+  // medplum looks the name up on a plain object: `valueOf` would find Object's (a FHIRPath Patch answered 500).
+  if (isPrototypeName(name)) return undefined;
   const d = getElementDefinition(type, name);
   return d && { ...d, typeName: getElementDefinitionTypeName(d), choice: d.path.endsWith('[x]') };
 }
