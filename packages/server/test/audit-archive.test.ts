@@ -309,7 +309,9 @@ describe('audit export, prune and verify --file', () => {
     await rawSql(p.dataDir, 'DROP TABLE audit_index');
     await rawSql(p.dataDir, 'CREATE INDEX audit_refs_value ON audit_refs (kind, value, seq)');
     // Back to before the migration that made audit_index (the later ones are idempotent and run again).
-    const auditIndexMigration = MIGRATIONS.findIndex((m) => m.includes('CREATE TABLE IF NOT EXISTS audit_index'));
+    const auditIndexMigration = MIGRATIONS.findIndex(
+      (m) => typeof m === 'string' && m.includes('CREATE TABLE IF NOT EXISTS audit_index'),
+    );
     if (TEST_STORE === 'sqlite') await rawSql(p.dataDir, `PRAGMA user_version = ${auditIndexMigration}`);
     else {
       const version = PG_MIGRATIONS.find((m) => m.sql.includes('CREATE TABLE audit_index'))?.version;

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { openStore } from '../src/store/index.ts';
+import { MIGRATIONS } from '../src/store/sqlite/schema.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { formOf, LoginDriver, viewerAuthorizeUrl } from './helpers/login-driver.ts';
 import { addPerson } from './helpers/people.ts';
@@ -196,7 +197,10 @@ describe('SQLite: a database from before the rowid resource tables', {
     // The tables as migrations 1–12 made them (clustered on their key), holding what was written above.
     const file = join(p.dataDir, 'carevault.sqlite');
     const old = new Database(file);
-    const version = old.pragma('user_version', { simple: true }) as number;
+    // Set back to before the migration that made them rowid tables: it and every later one run again.
+    const rowidMigration = MIGRATIONS.findIndex(
+      (m) => typeof m === 'string' && m.includes('CREATE TABLE resources_rowid'),
+    );
     old.exec(`
       CREATE TABLE r_old (partition TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
         last_updated TEXT NOT NULL, content TEXT, PRIMARY KEY (partition, type, id)) STRICT, WITHOUT ROWID;
@@ -212,7 +216,7 @@ describe('SQLite: a database from before the rowid resource tables', {
       ALTER TABLE v_old RENAME TO resource_versions;
       CREATE INDEX resource_versions_time ON resource_versions (partition, last_updated);
       CREATE INDEX resource_versions_type_time ON resource_versions (partition, type, last_updated);
-      PRAGMA user_version = ${version - 1};`);
+      PRAGMA user_version = ${rowidMigration};`);
     old.close();
     // The next process to open the file migrates it (here a second store; the server's statements follow).
     await (await openStore({ dataDir: p.dataDir })).close();

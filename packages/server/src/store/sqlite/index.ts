@@ -18,7 +18,7 @@ import { auditStore, auditWriter } from './audit.ts';
 import { type ForeignWrites, foreignWrites } from './foreign-writes.ts';
 import { pageCachePolicy } from './page-cache.ts';
 import { resourceStore } from './resources.ts';
-import { MIGRATIONS } from './schema.ts';
+import { MIGRATIONS, type Migration } from './schema.ts';
 import { searchThreads } from './search-threads.ts';
 import { userStore } from './users.ts';
 import { partitionStore } from './vault.ts';
@@ -208,7 +208,9 @@ export function openSqliteStore(file: string, options: SqliteOptions = {}): Stor
   const version = db.pragma('user_version', { simple: true }) as number;
   for (let v = version; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
-      db.exec(MIGRATIONS[v] as string);
+      const step = MIGRATIONS[v] as Migration;
+      if (typeof step === 'string') db.exec(step);
+      else step(db);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

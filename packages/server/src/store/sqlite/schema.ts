@@ -1,7 +1,20 @@
 /** SQLite schema, applied idempotently at open. Versioned through PRAGMA user_version. */
+import type Database from 'better-sqlite3';
 import { INDEX_OLDER_REFS } from '../sql/audit-index.ts';
 
-export const MIGRATIONS: readonly string[] = [
+/**
+ * A step of the schema: SQL, or code where SQLite's SQL cannot say "only if absent" (ADD COLUMN). Every step must
+ * be repeatable: a database whose user_version was set back runs the later steps again.
+ */
+export type Migration = string | ((db: Database.Database) => void);
+
+/** Adds a column unless the table has it. */
+const addColumn = (table: string, column: string, type: string) => (db: Database.Database) => {
+  const columns = db.prepare(`SELECT name FROM pragma_table_info('${table}')`).pluck().all() as string[];
+  if (!columns.includes(column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+};
+
+export const MIGRATIONS: readonly Migration[] = [
   `
   CREATE TABLE IF NOT EXISTS clients (
     client_id  TEXT PRIMARY KEY,
@@ -264,8 +277,6 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX resource_versions_time ON resource_versions (partition, last_updated);
   CREATE INDEX resource_versions_type_time ON resource_versions (partition, type, last_updated);
   `,
-  `
-  -- Where the community's CRL is published, when it was loaded from there: the server fetches it again.
-  ALTER TABLE trust_communities ADD COLUMN crl_url TEXT;
-  `,
+  // Where the community's CRL is published, when it was loaded from there: the server fetches it again.
+  addColumn('trust_communities', 'crl_url', 'TEXT'),
 ];
