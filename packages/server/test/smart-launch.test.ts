@@ -549,6 +549,69 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, g, 'GET', `/${vault}/Observation/obs-m-lab`)).status, 200);
   });
 
+  test('chains, _has and conditions answer only about what the token may search', async () => {
+    // About the child, observed by the mother: in her compartment, so her app reads it — but not the child.
+    const loader = await secretClient(p, 'loader-chains', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'loader-chains', scope: 'system/*.cruds' });
+    const shared = {
+      resourceType: 'Observation',
+      id: 'obs-chain',
+      status: 'final',
+      code: { text: 'seen by mother' },
+      subject: { reference: 'Patient/child' },
+      performer: [{ reference: 'Patient/mother' }],
+    };
+    assert.equal((await fhir(p, loader, 'PUT', `/${vault}/Observation/obs-chain`, shared)).status, 201);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Observation/obs-chain`)).status, 200);
+    const search = async (caller: Caller, query: string) => {
+      const r = await fhir(p, caller, 'GET', `/${vault}/${query}`);
+      assert.equal(r.status, 200, `${query}: ${r.text}`);
+      return ids(r.json);
+    };
+    // The chain would say the child's given name is Bram.
+    assert.deepEqual(await search(t, 'Observation?subject:Patient.given=Bram'), []);
+    assert.deepEqual(await search(t, 'Observation?subject:Patient.given=Anna'), [
+      'Observation/obs-m-lab',
+      'Observation/obs-m-vital',
+    ]);
+    assert.deepEqual(await search(t, 'Observation?_filter=subject:Patient.given eq Bram'), []);
+    assert.deepEqual(await search(t, 'Observation?performer:Patient._has:Observation:subject:_id=obs-c-lab'), []);
+    // Conditions are a type the token may not search at all: _has into them is refused, not answered.
+    const denied = await fhir(p, t, 'GET', `/${vault}/Patient?_has:Condition:patient:_id=cond-1`);
+    assert.equal(denied.status, 403);
+    assert.match(denied.headers.get('www-authenticate') ?? '', /insufficient_scope/);
+    assert.equal(
+      (await fhir(p, t, 'GET', `/${vault}/Observation?subject:Patient._has:Condition:patient:_id=cond-1`)).status,
+      403,
+    );
+    // Granular: only laboratory Observations, so _has does not tell that she has vital signs.
+    const lab = as(
+      await tokens(
+        {},
+        { scope: `launch/patient patient/Patient.rs patient/Observation.rs?category=${encodeURIComponent(LAB)}` },
+      ),
+    );
+    assert.deepEqual(await search(lab, 'Patient?_has:Observation:patient:category=vital-signs'), []);
+    assert.deepEqual(await search(lab, 'Patient?_has:Observation:patient:category=laboratory'), ['Patient/mother']);
+    // A condition is a search: the child's Observation is no match for her app, so this creates.
+    const w = as(await tokens({}, { scope: 'launch/patient patient/Observation.cruds' }));
+    const own = {
+      resourceType: 'Observation',
+      status: 'final',
+      code: { text: 'x' },
+      subject: { reference: 'Patient/mother' },
+    };
+    const created = await fhir(p, w, 'POST', `/${vault}/Observation`, own, { 'if-none-exist': '_id=obs-c-lab' });
+    assert.equal(created.status, 201, 'a condition matching only what the app may not see matches nothing');
+    const chained = await fhir(p, w, 'POST', `/${vault}/Observation`, own, {
+      'if-none-exist': 'subject:Patient.given=Bram',
+    });
+    assert.equal(chained.status, 403, 'the chain searches Patients, which this token may not');
+    const id = (created.json as { id: string }).id;
+    assert.equal((await fhir(p, loader, 'DELETE', `/${vault}/Observation/${id}`)).status, 204);
+    assert.equal((await fhir(p, loader, 'DELETE', `/${vault}/Observation/obs-chain`)).status, 204);
+  });
+
   test('a Binary is in the compartment of the patient its securityContext names, and in none without one', async () => {
     const loader = await secretClient(p, 'binary-loader', 'system/*.cruds');
     await grant(p, { partition: vault, client: 'binary-loader', scope: 'system/*.cruds' });

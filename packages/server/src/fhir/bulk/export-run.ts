@@ -11,7 +11,7 @@ import { FhirError } from '../errors.ts';
 import { type GroupMember, groupMembers, memberDuring, memberPatient } from '../group-members.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
-import { restrictionFilter } from '../search/restrictions.ts';
+import { chainsInScope, restrictionFilter } from '../search/restrictions.ts';
 import { elementsOnly } from '../search/subset.ts';
 import { changedBetween, type ExportScope, narrowedByQuery, versionAt, wouldExport } from './export-changes.ts';
 import { writeDeleted } from './export-deleted.ts';
@@ -71,7 +71,7 @@ export function typeSearches(
     );
     if (control)
       throw new FhirError(400, 'invalid', `_typeFilter ${type}?${q}: ${control[0]} has no place in an export`);
-    return parsed.query;
+    return { ...parsed.query, filters: chainsInScope(ctx.access, ctx.base, parsed.query.filters) };
   });
 }
 

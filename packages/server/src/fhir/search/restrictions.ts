@@ -1,6 +1,6 @@
 import type { SearchFilter } from '../../store/types.ts';
 import { compartmentFilter } from '../../vault/compartment.ts';
-import type { Restriction } from '../../vault/policy.ts';
+import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { parseSearch } from './parse.ts';
@@ -14,13 +14,15 @@ export function restrictionFilter(
   type: string,
   restrictions: Restriction[] | undefined,
 ): SearchFilter | undefined {
+  return restrictionOf(ctx.base, type, restrictions);
+}
+
+function restrictionOf(base: string, type: string, restrictions: Restriction[] | undefined): SearchFilter | undefined {
   if (!restrictions) return undefined;
   const filters = restrictions.map((r): SearchFilter => {
     const parts: SearchFilter[] = [];
     if (r.query !== undefined) {
-      parts.push(
-        ...parseSearch(type, [...new URLSearchParams(r.query)], { base: ctx.base, strict: true }).query.filters,
-      );
+      parts.push(...parseSearch(type, [...new URLSearchParams(r.query)], { base, strict: true }).query.filters);
     }
     const compartment = r.patient === undefined ? undefined : compartmentFilter(type, [r.patient]);
     if (compartment) parts.push(compartment);
@@ -47,4 +49,43 @@ export async function assertVisible(
     total: false,
   });
   if (matches.length === 0) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
+}
+
+/**
+ * A chain tests the resources a match refers to and `_has` the resources referring to it: each is a search of
+ * its own type and passes that type's scope checks, else a search of a readable type answers yes or no about
+ * what the token may not see (another patient's name through an Observation that names both, a type without a
+ * scope at all). A type the token may not search is 403; a restricted one is narrowed as its own search would be.
+ */
+export function chainsInScope(access: VaultAccess, base: string, filters: SearchFilter[]): SearchFilter[] {
+  const narrowed = (type: string, inner: SearchFilter, what: string): SearchFilter => {
+    const d = decide(access, type, 'search-type');
+    if (!d.allowed) throw insufficientScope(`${what} searches ${type}: ${d.reason}`);
+    const scoped = inScope(inner);
+    const restriction = restrictionOf(base, type, d.restrictions);
+    return restriction ? { kind: 'and', filters: [scoped, restriction] } : scoped;
+  };
+  const inScope = (f: SearchFilter): SearchFilter => {
+    switch (f.kind) {
+      case 'and':
+      case 'or':
+        return { ...f, filters: f.filters.map(inScope) };
+      case 'not':
+        return { ...f, filter: inScope(f.filter) };
+      case 'chain':
+        return {
+          kind: 'or',
+          filters: f.targetTypes.map((t) => ({
+            ...f,
+            targetTypes: [t],
+            filter: narrowed(t, f.filter, `the chain ${f.param}:${t}`),
+          })),
+        };
+      case 'has':
+        return { ...f, filter: narrowed(f.sourceType, f.filter, `_has:${f.sourceType}:${f.param}`) };
+      default:
+        return f;
+    }
+  };
+  return filters.map(inScope);
 }

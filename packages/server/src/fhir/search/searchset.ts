@@ -4,6 +4,7 @@ import { hierarchiesOf } from './code-hierarchy.ts';
 import { filterLeafParams } from './filter-param.ts';
 import { listsOf } from './list-members.ts';
 import { type ParsedSearch, parseSearch } from './parse.ts';
+import { chainsInScope } from './restrictions.ts';
 import { elementsOnly, summarize } from './subset.ts';
 import { valueSetsOf } from './value-set-in.ts';
 
@@ -22,7 +23,8 @@ export async function parseVaultSearch(
   const valueSets = await valueSetsOf(ctx, type, named);
   const lists = await listsOf(ctx, type, params);
   const hierarchies = await hierarchiesOf(ctx, type, named);
-  return parseSearch(type, params, { base: ctx.base, strict, valueSets, lists, hierarchies });
+  const parsed = parseSearch(type, params, { base: ctx.base, strict, valueSets, lists, hierarchies });
+  return { ...parsed, query: { ...parsed.query, filters: chainsInScope(ctx.access, ctx.base, parsed.query.filters) } };
 }
 
 export type EntryMode = 'match' | 'include';

@@ -4,6 +4,7 @@ import { insufficientScope } from '../bearer.ts';
 import { FhirError } from '../errors.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { parseSearch } from '../search/parse.ts';
+import { chainsInScope } from '../search/restrictions.ts';
 
 /** The parts of a Subscription (R4 subscription.html) this server acts on. */
 export interface SubscriptionParts {
@@ -137,8 +138,10 @@ export function criteriaQuery(
   const d = decide(access, parts.type, 'search-type');
   if (!d.allowed) throw insufficientScope(`criteria: ${d.reason}`);
   try {
-    return { query: parseSearch(parts.type, parts.params, { base, strict: true }).query, restrictions: d.restrictions };
+    const { query } = parseSearch(parts.type, parts.params, { base, strict: true });
+    return { query: { ...query, filters: chainsInScope(access, base, query.filters) }, restrictions: d.restrictions };
   } catch (err) {
+    if (err instanceof FhirError && err.status === 403) throw err;
     if (err instanceof FhirError)
       throw new FhirError(422, err.code, `criteria: ${err.diagnostics}`, {}, ['Subscription.criteria']);
     throw err;
