@@ -219,8 +219,9 @@ describe('account page', () => {
     assert.match(await replayed.text(), /action="\/account\/login"/);
   });
 
-  test('a person changes their password: the current one must be right (a counted sign-in), the new one twice and long enough', async () => {
+  test('a person changes their password: the current one must be right (a counted sign-in), the new one twice and long enough; other sessions end', async () => {
     const carla = await signedIn('carla');
+    const onHerOtherPhone = await signedIn('carla');
     const change = (body: Record<string, string>) =>
       carla.d.request(`${p.base}/account/password`, {
         method: 'POST',
@@ -246,9 +247,13 @@ describe('account page', () => {
     assert.equal(done.status, 303);
     const location = new URL(done.headers.get('location') as string, p.base).href;
     assert.match(await (await carla.d.request(location)).text(), /Password changed/);
+    const renewed = (done.headers.getSetCookie().find((c) => c.startsWith('cv_account=')) ?? '').split(';')[0];
+    assert.ok(renewed && renewed !== carla.cookie && renewed !== 'cv_account=', 'this session goes on under a new id');
+    const other = await onHerOtherPhone.d.request(`${p.base}/account`);
+    assert.match(await other.text(), /action="\/account\/login"/, 'her session elsewhere ended with the old password');
     // The old password stops working (one attempt: each failure counts towards the login throttle); the new works.
     await assert.rejects(signedIn('carla'), /carla signs in/);
-    await signedIn('carla', NEW);
+    const later = await signedIn('carla', NEW);
     const { events } = await p.store.audit.search({
       subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|password-changed'],
       agent: ['carla'],
@@ -265,6 +270,10 @@ describe('account page', () => {
       offset: 0,
     });
     assert.ok(logins.some((e) => (JSON.parse(e) as { outcome: string }).outcome === '4'));
+    // A password an administrator sets ends her sessions too.
+    await userPassword(p.config, 'carla', { password: 'set by the help desk' }, async () => '');
+    const after = await later.d.request(`${p.base}/account`);
+    assert.match(await after.text(), /action="\/account\/login"/, 'the administrator\u2019s reset ended it');
   });
 
   test('carevault user disable: sign-ins refused, apps\u2019 tokens and account sessions end; enable and password let them in again', async () => {

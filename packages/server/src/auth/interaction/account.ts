@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { EVENT } from '../../audit/balp.ts';
 import { cookieValue, type StoredSession, StoredSessions } from '../../http/stored-sessions.ts';
@@ -23,7 +23,11 @@ export interface AccountOptions extends LoginDeps {
 
 interface AccountSession extends StoredSession {
   username: string;
+  /** Which password the session was opened with (a digest of its hash): another password ends it. */
+  credential: string;
 }
+
+const credentialOf = (passwordHash: string) => createHash('sha256').update(passwordHash).digest('base64url');
 
 /** The login audit's client: the page itself, not an app. */
 export const ACCOUNT_CLIENT = 'carevault-account';
@@ -47,12 +51,15 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   const fail = (reply: FastifyReply, status: number, error: string, description: string) =>
     sendPage(reply, status, (n) => errorHtml(error, description, n));
 
-  /** The request's session, while its user still exists and is not disabled. */
+  /**
+   * The request's session, while its user still exists, is not disabled and has the password the session was
+   * opened with: a password changed elsewhere (another device, an administrator) signs every other session out.
+   */
   const live = async (req: FastifyRequest): Promise<AccountSession | undefined> => {
     const s = await sessions.of(req.headers.cookie);
     if (!s) return undefined;
     const user = await o.store.users.get(s.username);
-    if (user && !user.disabled) return s;
+    if (user && !user.disabled && s.credential === credentialOf(user.passwordHash)) return s;
     await sessions.end(s.id);
     return undefined;
   };
@@ -127,7 +134,9 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       if (outcome.retryAfterSeconds) void reply.header('retry-after', String(outcome.retryAfterSeconds));
       return loginForm(reply, outcome.status, username, outcome.error);
     }
-    const s = await sessions.create({ username });
+    const user = await o.store.users.get(username);
+    if (!user) return loginForm(reply, 401, username, 'The user name or password is not correct.');
+    const s = await sessions.create({ username: user.username, credential: credentialOf(user.passwordHash) });
     return reply
       .header('set-cookie', [
         sessions.cookie(s),
@@ -181,7 +190,15 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       clientRole: '110150',
     });
     req.log.info({ event: 'password-changed', username: s.username }, 'password changed');
-    return reply.header('cache-control', 'no-store').redirect('/account?done=password', 303);
+    // Every other session of this person ends with the old password; this one goes on under a new id.
+    await sessions.end(s.id);
+    const user = await o.store.users.get(s.username);
+    const renewed =
+      user && (await sessions.create({ username: user.username, credential: credentialOf(user.passwordHash) }));
+    return reply
+      .header('set-cookie', sessions.cookie(renewed))
+      .header('cache-control', 'no-store')
+      .redirect('/account?done=password', 303);
   });
 
   app.post('/account/consents/withdraw', async (req, reply) => {
