@@ -246,6 +246,11 @@ describe('system-level $export', () => {
     );
     const r = await fhir(p, patientsOnly, 'GET', '/bulk/$export?_type=Observation', undefined, KICK_OFF);
     assert.equal(r.status, 403, r.text);
+    // Nor through a _typeFilter: `_has` would select Patients by Observations this token may not search.
+    const has = encodeURIComponent('Patient?_has:Observation:subject:status=final');
+    const filtered = await fhir(p, patientsOnly, 'GET', `/bulk/$export?_typeFilter=${has}`, undefined, KICK_OFF);
+    assert.equal(filtered.status, 403, filtered.text);
+    assert.match(filtered.text, /_has:Observation:subject searches Observation/);
   });
 });
 

@@ -237,6 +237,13 @@ describe('Subscription rest-hook', () => {
     await refused(subscription({ status: 'paused' }), 422, /not a valid code for Subscription.status/);
     // A client may subscribe only to what it may search itself.
     await refused(subscription(), 403, /criteria: .*search-type of Observation/, narrow);
+    // Nor through a chain: notifications would tell which Patients have such Observations.
+    await refused(
+      subscription({ criteria: 'Patient?_has:Observation:subject:status=final' }),
+      403,
+      /_has:Observation:subject searches Observation/,
+      narrow,
+    );
     const patients = await fhir(p, narrow, 'POST', '/subs/Subscription', subscription({ criteria: 'Patient' }));
     assert.equal(patients.status, 201, patients.text);
     await fhir(p, hub, 'DELETE', `/subs/Subscription/${patients.json.id}`);
