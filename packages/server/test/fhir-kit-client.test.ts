@@ -24,6 +24,7 @@ after(() => p.stop());
 test('fhir-kit-client: capabilityStatement, create, read, update, vread, history, search, transaction, delete', async () => {
   const cs = (await client.capabilityStatement()) as unknown as CapabilityStatement;
   assert.equal(cs.fhirVersion, '4.0.1');
+  assert.deepEqual(cs.rest?.[0]?.compartment, ['http://hl7.org/fhir/CompartmentDefinition/patient']);
 
   const created = (await client.create({
     resourceType: 'Patient',
@@ -368,4 +369,50 @@ test('fhir-kit-client: $expand of a ValueSet filtered by is-a, and ConceptMap $t
     },
   })) as unknown as Parameters;
   assert.deepEqual(matches(reverse), ['narrower arm']);
+});
+
+test('fhir-kit-client: compartmentSearch finds the patient’s resources of a type, by GET and by POST _search', async () => {
+  const patient = async (family: string) =>
+    (
+      (await client.create({
+        resourceType: 'Patient',
+        body: { resourceType: 'Patient', name: [{ family }] },
+      })) as unknown as { id: string }
+    ).id;
+  const [ann, ben] = [await patient('Ann'), await patient('Ben')];
+  const observe = async (subject: string, text: string) =>
+    (
+      (await client.create({
+        resourceType: 'Observation',
+        body: {
+          resourceType: 'Observation',
+          status: 'final',
+          code: { text },
+          subject: { reference: `Patient/${subject}` },
+        },
+      })) as unknown as { id: string }
+    ).id;
+  const annWeight = await observe(ann, 'weight');
+  const annPulse = await observe(ann, 'pulse');
+  await observe(ben, 'weight');
+  const compartment = { resourceType: 'Patient', id: ann };
+  const ids = (b: unknown) => ((b as Bundle).entry ?? []).map((e) => e.resource?.id).sort();
+
+  const all = await client.compartmentSearch({ resourceType: 'Observation', compartment, searchParams: {} });
+  assert.deepEqual(ids(all), [annWeight, annPulse].sort());
+  const weight = await client.compartmentSearch({
+    resourceType: 'Observation',
+    compartment,
+    searchParams: { 'code:text': 'weight' },
+    options: { postSearch: true },
+  });
+  assert.deepEqual(ids(weight), [annWeight]);
+  const self = (weight as unknown as Bundle).link?.find((l) => l.relation === 'self')?.url ?? '';
+  assert.ok(self.startsWith(`${p.fhirBase}/kit_1/Patient/${ann}/Observation?`), self);
+  const none = await client.compartmentSearch({
+    resourceType: 'Observation',
+    compartment: { resourceType: 'Patient', id: 'no-such-patient' },
+    searchParams: {},
+  });
+  assert.deepEqual(ids(none), [], 'no patient: an empty searchset, as any search that matches nothing');
 });

@@ -504,6 +504,50 @@ describe('result shaping (J26 J30 J31 J32)', () => {
     assert.equal(circular.status, 200);
   });
 
+  test('Patient compartment search: Patient/[id]/[type] narrows the search, pages under its own path, is audited', async () => {
+    assert.deepEqual(await searchIds('Patient/peter/Observation'), ['o1', 'o2']);
+    assert.deepEqual(await searchIds('Patient/peter/Observation?category=laboratory'), ['o2']);
+    assert.deepEqual(await searchIds('Patient/anna/Observation'), ['o3']);
+    assert.deepEqual(await searchIds('Patient/peter/CarePlan'), ['cp1']);
+    assert.deepEqual(await searchIds('Patient/nobody/Observation'), [], 'an unknown patient: nothing, not 404');
+    // The other vault's peter has Observation x1; this vault's compartment search never reaches it.
+    assert.deepEqual(await searchIds('Patient/peter/Observation', tcu, 'v2'), ['x1']);
+    assert.deepEqual(await searchIds('Patient/peter/Observation', other, 'v2'), ['x1']);
+    assert.equal((await fhir(p, other, 'GET', '/v1/Patient/peter/Observation')).status, 404);
+
+    const first = await fhir(p, tcu, 'GET', '/v1/Patient/peter/Observation?_count=1');
+    const next = (first.json as unknown as Bundle).link.find((l) => l.relation === 'next')?.url ?? '';
+    assert.ok(next.startsWith(`${p.fhirBase}/v1/Patient/peter/Observation?`), next);
+    const second = await fhir(p, tcu, 'GET', next.slice(p.fhirBase.length));
+    const both = [first, second].flatMap((r) => ((r.json as unknown as Bundle).entry ?? []).map((e) => e.resource.id));
+    assert.deepEqual(both.sort(), ['o1', 'o2']);
+    const posted = await fhir(p, tcu, 'POST', '/v1/Patient/peter/Observation/_search', 'code=8867-4', {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
+    assert.deepEqual(
+      ((posted.json as unknown as Bundle).entry ?? []).map((e) => e.resource.id),
+      ['o1'],
+    );
+
+    for (const [path, status, message] of [
+      ['/v1/Patient/peter/Organization', 400, /Organization is not a type of the Patient compartment/],
+      ['/v1/Encounter/e1/Observation', 400, /only the Patient compartment/],
+      ['/v1/Patient/peter/Nope', 404, /Nope is not an R4 resource type/],
+      ['/v1/Patient/pe%20ter/Observation', 400, /id must be/],
+      ['/v1/Patient/peter/$nope', 400, /no such operation/],
+    ] as const) {
+      const r = await fhir(p, tcu, 'GET', path);
+      assert.equal(r.status, status, `${path} → ${r.text}`);
+      assert.match(r.text, message, path);
+    }
+    const { events } = await p.store.audit.search({ patient: ['Patient/peter'], limit: 100, offset: 0 });
+    const queries = events.map((e) => (JSON.parse(e) as { entity?: { description?: string }[] }).entity ?? []);
+    assert.ok(
+      queries.flat().some((e) => e.description?.startsWith('Patient/peter/Observation?category=laboratory')),
+      'the search is audited with its compartment path and the patient as entity',
+    );
+  });
+
   test('POST _search with a form gives the same result as GET (J27)', async () => {
     const r = await p.fetch(`${p.fhirBase}/v1/Observation/_search`, {
       method: 'POST',

@@ -524,6 +524,14 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.deepEqual(ids(included.json), ['Observation/obs-m-lab', 'Observation/obs-m-vital', 'Patient/mother']);
     const rev = await fhir(p, t, 'GET', `/${vault}/Patient?_revinclude=Observation:patient`);
     assert.ok(!ids(rev.json).includes('Observation/obs-c-lab'));
+    // A compartment search of another patient is that search within her own compartment too: nothing.
+    const mine = await fhir(p, t, 'GET', `/${vault}/Patient/mother/Observation`);
+    assert.deepEqual(ids(mine.json), ['Observation/obs-m-lab', 'Observation/obs-m-vital']);
+    const childs = await fhir(p, t, 'GET', `/${vault}/Patient/child/Observation?_total=accurate`);
+    assert.equal(childs.status, 200);
+    assert.deepEqual(ids(childs.json), []);
+    assert.equal(childs.json.total, 0);
+    assert.equal((await fhir(p, t, 'GET', `/${vault}/Patient/mother/Condition`)).status, 403, 'unticked');
   });
 
   test('I08 I09: read scopes do not write', async () => {

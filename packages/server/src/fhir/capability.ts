@@ -155,6 +155,8 @@ export function capabilityStatement(o: CapabilityOptions): CapabilityStatement {
           { name: 'meta-add', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-meta-add' },
           { name: 'meta-delete', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-meta-delete' },
         ],
+        // Patient/[id]/[type] searches (search.html#2.21.1.2).
+        compartment: ['http://hl7.org/fhir/CompartmentDefinition/patient'],
       },
     ],
   };

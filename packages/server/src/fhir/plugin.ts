@@ -60,6 +60,8 @@ export interface FhirPluginOptions {
 }
 
 type Params = VaultParams;
+/** `Patient/[id]/[of]`: `type` and `id` name the compartment, `of` the type searched in it. */
+type CompartmentParams = VaultParams & { type: string; of: string };
 
 /** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
 export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
@@ -215,13 +217,47 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     return q ? [...new URLSearchParams(q)] : [];
   };
   app.get<{ Params: Params }>('/:partition/:type', (req, reply) => runSearch(req, reply, queryParams(req)));
-  app.post<{ Params: Params }>('/:partition/:type/_search', (req, reply) => {
-    const form = Array.isArray(req.body) ? (req.body as [string, string][]) : [];
+
+  /**
+   * Patient compartment search, `Patient/[id]/[type]` (search.html#2.21.1.2; fhir-kit-client's
+   * compartmentSearch): the type's search in that patient's compartment. It answers as a search does whether
+   * or not the patient exists — an empty searchset, not 404, so it is no test of which patients there are.
+   */
+  const compartmentSearch = async (
+    req: FastifyRequest<{ Params: CompartmentParams }>,
+    reply: FastifyReply,
+    params: [string, string][],
+  ) => {
+    const ctx = await context(req);
+    const { type: compartment, of } = req.params;
+    if (of.startsWith('$'))
+      throw new FhirError(400, 'not-supported', `${req.method} ${compartment}/{id}/${of}: no such operation here`);
+    if (!RESOURCE_TYPES.has(compartment))
+      throw new FhirError(404, 'not-supported', `${compartment} is not an R4 resource type`);
+    if (compartment !== 'Patient') {
+      throw new FhirError(400, 'not-supported', `only the Patient compartment is searched here, not ${compartment}'s`);
+    }
+    const patient = idOf(req);
+    if (!RESOURCE_TYPES.has(of)) throw new FhirError(404, 'not-supported', `${of} is not an R4 resource type`);
+    const restrictions = allow(ctx, of, 'search-type');
+    const answer = await search(ctx, of, params, { strict: strictHandling(req), restrictions, compartment: patient });
+    return reply.type(FHIR_JSON).send(answer);
+  };
+  app.get<{ Params: CompartmentParams }>('/:partition/:type/:id/:of', (req, reply) =>
+    compartmentSearch(req, reply, queryParams(req)),
+  );
+  app.post<{ Params: CompartmentParams }>('/:partition/:type/:id/:of/_search', (req, reply) =>
+    compartmentSearch(req, reply, [...queryParams(req), ...searchForm(req)]),
+  );
+  const searchForm = (req: FastifyRequest): [string, string][] => {
     if (req.body !== undefined && !Array.isArray(req.body)) {
       throw new FhirError(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
     }
-    return runSearch(req, reply, [...queryParams(req), ...form]);
-  });
+    return (req.body as [string, string][] | undefined) ?? [];
+  };
+  app.post<{ Params: Params }>('/:partition/:type/_search', (req, reply) =>
+    runSearch(req, reply, [...queryParams(req), ...searchForm(req)]),
+  );
 
   // batch / transaction (http.html#transaction) at the vault base.
   app.post<{ Params: Params }>('/:partition', async (req, reply) => {
