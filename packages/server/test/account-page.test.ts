@@ -326,6 +326,13 @@ describe('account page', () => {
     const tokens = await consent('eve', 'diary');
     assert.equal(await readsPatient(tokens), 200);
     const session = await signedIn('eve');
+    // Her page says whom she acts for, and what she may do there.
+    const acting =
+      /<section aria-label="You act for">([\s\S]*?)<\/section>\s*<\/section>/.exec(session.html)?.[1] ?? '';
+    assert.match(acting, new RegExp(`Patient/child \\(${vault}\\)`));
+    assert.match(acting, /Read, search all kinds of records/);
+    assert.match(acting, /system\/\*\.rs/);
+    assert.doesNotMatch((await signedIn('anna')).html, /You act for/, 'no section for someone who acts for no one');
 
     const removed = await userRemove(p.config, 'eve');
     assert.deepEqual(removed, { username: 'eve', removed: true, consents_withdrawn: 1 });

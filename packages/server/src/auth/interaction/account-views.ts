@@ -32,10 +32,19 @@ export interface ConsentItem {
   until?: string | undefined;
 }
 
+/** One patient the person acts for (a delegation, seed 004), as the account page shows it. */
+export interface DelegationItem {
+  /** `Patient/<id> (<vault>)`, as consents name their record. */
+  patient: string;
+  scopes: { text: string; scope: string }[];
+  since: string;
+}
+
 export interface AccountView {
   username: string;
   csrf: string;
   consents: ConsentItem[];
+  delegations?: DelegationItem[] | undefined;
   notice?: string | undefined;
   /** Why the last password change was refused. */
   passwordError?: string | undefined;
@@ -66,6 +75,7 @@ ${c.patient ? `<p>Record: <strong>${escapeHtml(c.patient)}</strong></p>` : ''}
 ${v.notice ? `<p class="notice" role="status">${escapeHtml(v.notice)}</p>` : ''}
 ${items || '<p>No app has access to your record.</p>'}
 <p class="note">An app whose access you withdraw is signed out at once; it has to ask you again.</p>
+${delegationsSection(v.delegations ?? [])}
 <section class="consent" aria-label="Password">
 <h2>Change your password</h2>
 ${v.passwordError ? `<p class="alert" role="alert" id="password-error">${escapeHtml(v.passwordError)}</p>` : ''}
@@ -87,4 +97,23 @@ ${v.passwordError ? `<p class="alert" role="alert" id="password-error">${escapeH
 </form>`,
     nonce,
   );
+}
+
+/** The records the person may use for someone else; an administrator gives and ends these. */
+function delegationsSection(delegations: DelegationItem[]): string {
+  if (delegations.length === 0) return '';
+  const items = delegations
+    .map(
+      (d) => `<section class="consent" aria-label="${escapeHtml(d.patient)}">
+<h3>${escapeHtml(d.patient)}</h3>
+<ul>${d.scopes.map((s) => `<li>${escapeHtml(s.text)}<small>${escapeHtml(s.scope)}</small></li>`).join('')}</ul>
+<p class="note">Since ${day(d.since)}</p>
+</section>`,
+    )
+    .join('');
+  return `<section aria-label="You act for">
+<h2>You act for</h2>
+<p>You may use these people\u2019s records for them. The care provider who gave you this ends it when it should stop.</p>
+${items}
+</section>`;
 }

@@ -111,6 +111,11 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       username: s.username,
       csrf: sessionCsrf(s),
       consents: await consentsOf(s.username),
+      delegations: (await o.store.users.delegationsOf(s.username)).map((d) => ({
+        patient: `Patient/${d.patient} (${d.partition})`,
+        scopes: splitScope(d.scope).map((scope) => ({ scope, text: describeScope(scope) })),
+        since: new Date(d.createdAt).toISOString(),
+      })),
       ...extra,
     };
     return sendPage(reply, status, (n) => accountPage(view, n));
