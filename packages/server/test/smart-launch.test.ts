@@ -839,6 +839,25 @@ describe('delegates (seed 004 proxies)', () => {
     const values = [...consent.html.matchAll(/name="patient" value="([^"]+)"/g)].map((m) => m[1]);
     assert.deepEqual(values.sort(), [`${bobVault}/mother`, `${vault}/child`].sort());
     assert.match(consent.html, /Bram Jansen/);
+    // Names and birth dates shown are patient data read: audited per vault, with bob as the user.
+    const { events } = await p.store.audit.search({
+      agent: ['bob'],
+      subtype: ['http://hl7.org/fhir/restful-interaction|search-type'],
+      limit: 100,
+      offset: 0,
+    });
+    const shown = events
+      .map((e) => JSON.parse(e) as { outcomeDesc?: string; entity?: { what?: { reference?: string } }[] })
+      .filter((e) => e.outcomeDesc === 'patients offered in the launch patient picker')
+      .map((e) => (e.entity ?? []).map((x) => x.what?.reference).filter((r) => r?.startsWith('Patient/')));
+    assert.ok(
+      shown.some((refs) => refs.includes('Patient/child')),
+      JSON.stringify(shown),
+    );
+    assert.ok(
+      shown.some((refs) => refs.includes('Patient/mother')),
+      JSON.stringify(shown),
+    );
   });
 
   test('acting for the child: read only, child only, that vault only', async () => {

@@ -16,7 +16,7 @@ import { csrfMatches, csrfToken } from './csrf.ts';
 import { acceptForms, formOf, sendPage } from './forms.ts';
 import { checkLogin, credentialsOf, personAt } from './login.ts';
 import { parsePatientChoice, patientChoices } from './patients.ts';
-import { consentPage, loginPage, type ScopeChoice } from './views.ts';
+import { consentPage, loginPage, type PatientChoice, type ScopeChoice } from './views.ts';
 
 export interface InteractionOptions {
   auth: AuthServer;
@@ -100,6 +100,35 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
     return undefined;
   };
 
+  /**
+   * The picker shows the person's patients by name and birth date, read from their vaults: patient data shown,
+   * so audited as a search of Patients in each vault (BALP query event), with the person as the user.
+   */
+  const auditPicker = async (req: FastifyRequest, d: Details, patients: PatientChoice[] | undefined) => {
+    const byVault = new Map<string, string[]>();
+    for (const choice of patients ?? []) {
+      const picked = parsePatientChoice(choice.value);
+      if (!picked) continue;
+      byVault.set(picked.partition, [...(byVault.get(picked.partition) ?? []), `Patient/${picked.patient}`]);
+    }
+    const who = personAt(req, String(d.params.client_id), String(d.session?.accountId));
+    await o.audit.record(
+      ...[...byVault].map(([partition, shown]) => ({
+        type: EVENT.rest,
+        subtype: EVENT.rest_('search-type'),
+        action: 'E' as const,
+        outcome: '0' as const,
+        outcomeDesc: 'patients offered in the launch patient picker',
+        who,
+        clientRole: '110150' as const,
+        partition,
+        patients: shown,
+        query: { raw: 'Patient', description: 'Patient (launch patient picker)' },
+        nen7513: { autorisatieprotocol: 'user-rights' },
+      })),
+    );
+  };
+
   const consentView = async (d: Details, error?: string) => {
     const params = d.params as { scope?: string; client_id: string; launch?: string; resource?: string };
     const policy = await o.clients.policy(params.client_id);
@@ -142,6 +171,7 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
       );
     }
     const view = await consentView(d);
+    await auditPicker(req, d, view.patients);
     return send(reply, 200, (n) => consentPage(view, n));
   });
 
@@ -203,6 +233,7 @@ export async function interactionRoutes(app: FastifyInstance, o: InteractionOpti
       const picked = parsePatientChoice(form.get('patient'));
       if (!picked || !view.patients.some((p) => p.value === `${picked.partition}/${picked.patient}`)) {
         const again = await consentView(d, 'Choose the patient whose record the app may use.');
+        await auditPicker(req, d, again.patients);
         return send(reply, 400, (n) => consentPage(again, n));
       }
       context = { username, partition: picked.partition, patient: picked.patient };
