@@ -8,7 +8,7 @@ import { importCommand } from './admin/import.ts';
 import { launchCreate } from './admin/people.ts';
 import { trustAdd, trustList, trustRemove } from './admin/trust.ts';
 import { userCommands } from './admin/user-commands.ts';
-import { accountAdd, grantAdd, grantList, partitionAdd, partitionList, withStore } from './admin/vault.ts';
+import { accountAdd, grantAdd, grantList, grantRemove, partitionAdd, partitionList, withStore } from './admin/vault.ts';
 import { AuditArchiveError } from './audit/archive.ts';
 import { ClientInputError } from './auth/clients.ts';
 import { KeyRing, SIGNING_ALGS, type SigningAlg } from './auth/keys.ts';
@@ -257,6 +257,16 @@ dataDirOption(
 dataDirOption(trust.command('remove <name>').description('stop trusting a community')).action((name: string, o) =>
   admin(() => trustRemove(adminConfig(o), name)),
 );
+dataDirOption(
+  grant
+    .command('remove')
+    .description("end a grant: the client's or organization's tokens stop reaching the vault at once")
+    .requiredOption('--partition <name>', 'the vault')
+    .option('--client <client_id>', 'the client the grant names')
+    .option('--org-oid <oid>', 'the organization OID the grant names')
+    .option('--org-gln <gln>', 'the organization GLN the grant names')
+    .option('--community <name>', 'the trust community the grant names'),
+).action((o) => admin(() => grantRemove(adminConfig(o), o)));
 dataDirOption(grant.command('list').description('list grants').option('--partition <name>', 'only this vault')).action(
   (o) => admin(() => grantList(adminConfig(o), o.partition)),
 );

@@ -51,6 +51,8 @@ export const EVENT = {
   userEnabled: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-enabled', 'User enabled'),
   userRemoved: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'user-removed', 'User removed'),
   delegationEnded: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'delegation-ended', 'Delegation ended'),
+  grantAdded: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'grant-added', 'Vault grant added'),
+  grantRemoved: code('https://carevault.dev/fhir/CodeSystem/audit-subtype', 'grant-removed', 'Vault grant removed'),
 } as const;
 
 /** Who acted: the caller as the token and the connection describe it. */

@@ -113,6 +113,8 @@ export interface PartitionStore {
   list(): Promise<PartitionRecord[]>;
   /** Creates or replaces the grant of one subject on one partition. */
   putGrant(grant: GrantRecord): Promise<void>;
+  /** Ends the grant of one subject on one partition (every node stops honouring it); false when there was none. */
+  removeGrant(partition: string, subjectKind: GrantSubjectKind, subject: string): Promise<boolean>;
   /** Grants on `partition` of the client itself and of its organizations (`<oid>` or `gln:<gln>` subjects). */
   grantsFor(partition: string, clientId: string, organizations: string[]): Promise<GrantRecord[]>;
   listGrants(partition?: string): Promise<GrantRecord[]>;

@@ -30,10 +30,9 @@ export async function addGrant(
     scope: string;
   },
 ) {
-  if ([input.client, input.orgOid, input.orgGln, input.community].filter(Boolean).length !== 1)
-    throw new VaultInputError('give exactly one of --client, --org-oid, --org-gln or --community');
   if (!(await store.partitions.get(input.partition)))
     throw new VaultInputError(`partition "${input.partition}" not found`);
+  const { subjectKind, subject } = subjectOf(input);
   const scopes = splitScope(input.scope);
   if (scopes.length === 0) throw new VaultInputError('--scope is required, e.g. "system/*.rs"');
   for (const s of scopes) {
@@ -42,22 +41,9 @@ export async function addGrant(
       throw new VaultInputError(`grant scope "${s}" must be a SMART system scope such as system/Observation.cruds`);
     }
   }
-  let subjectKind: GrantSubjectKind = 'client';
-  let subject = input.client as string;
-  if (input.orgOid) {
-    subjectKind = 'org';
-    subject = input.orgOid.replace(/^urn:oid:/, '');
-    if (!OID_RE.test(subject)) throw new VaultInputError(`organization OID "${input.orgOid}" is not a dotted OID`);
-  } else if (input.orgGln) {
-    if (!GLN_RE.test(input.orgGln)) throw new VaultInputError(`GLN "${input.orgGln}" is not 13 digits`);
-    subjectKind = 'org';
-    subject = `gln:${input.orgGln}`;
-  } else if (input.community) {
-    if (!(await store.trust.get(input.community)))
-      throw new VaultInputError(`trust community "${input.community}" not found (see \`carevault trust list\`)`);
-    subjectKind = 'org';
-    subject = `community:${input.community}`;
-  } else if (!(await store.clients.get(subject)) && !FQDN_RE.test(subject)) {
+  if (input.community && !(await store.trust.get(input.community)))
+    throw new VaultInputError(`trust community "${input.community}" not found (see \`carevault trust list\`)`);
+  if (subjectKind === 'client' && !(await store.clients.get(subject)) && !FQDN_RE.test(subject)) {
     // A network client has no record before its first token; its id is the FQDN of its certificate.
     throw new VaultInputError(`client "${subject}" not found (a network client is named by its FQDN)`);
   }
@@ -69,4 +55,42 @@ export async function addGrant(
     createdAt: Math.floor(Date.now() / 1000),
   });
   return { partition: input.partition, ...describeSubject(subjectKind, subject), scope: scopes.join(' ') };
+}
+
+/** Whom a grant names: exactly one of a client, an organization (OID or GLN) or a trust community. */
+interface GrantSubjectInput {
+  client?: string | undefined;
+  orgOid?: string | undefined;
+  orgGln?: string | undefined;
+  community?: string | undefined;
+}
+
+function subjectOf(input: GrantSubjectInput): { subjectKind: GrantSubjectKind; subject: string } {
+  if ([input.client, input.orgOid, input.orgGln, input.community].filter(Boolean).length !== 1)
+    throw new VaultInputError('give exactly one of --client, --org-oid, --org-gln or --community');
+  if (input.orgOid) {
+    const subject = input.orgOid.replace(/^urn:oid:/, '');
+    if (!OID_RE.test(subject)) throw new VaultInputError(`organization OID "${input.orgOid}" is not a dotted OID`);
+    return { subjectKind: 'org', subject };
+  }
+  if (input.orgGln) {
+    if (!GLN_RE.test(input.orgGln)) throw new VaultInputError(`GLN "${input.orgGln}" is not 13 digits`);
+    return { subjectKind: 'org', subject: `gln:${input.orgGln}` };
+  }
+  if (input.community) return { subjectKind: 'org', subject: `community:${input.community}` };
+  return { subjectKind: 'client', subject: input.client as string };
+}
+
+/**
+ * `carevault grant remove`: ends the standing access of a client, organization or community to one vault. The
+ * grant is looked up on every request, so tokens already issued stop reaching the vault at once (404, as any
+ * vault the caller has no grant on), on every node.
+ */
+export async function removeGrant(store: Store, input: GrantSubjectInput & { partition: string }) {
+  const { subjectKind, subject } = subjectOf(input);
+  if (!(await store.partitions.removeGrant(input.partition, subjectKind, subject))) {
+    const who = Object.entries(describeSubject(subjectKind, subject))[0]?.join(' ');
+    throw new VaultInputError(`no grant of ${who} on partition "${input.partition}"`);
+  }
+  return { partition: input.partition, ...describeSubject(subjectKind, subject), removed: true };
 }

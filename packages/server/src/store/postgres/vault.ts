@@ -108,6 +108,16 @@ export function partitionStore(pool: pg.Pool, schema: string, notifications: Lis
       );
       forget();
     },
+    async removeGrant(partition, subjectKind, subject) {
+      const rows = await run<{ removed: string }>(
+        pool,
+        `WITH gone AS (DELETE FROM partition_grants WHERE partition = ? AND subject_kind = ? AND subject = ? RETURNING 1)
+         SELECT count(*) AS removed, pg_notify('${GRANTS_CHANNEL}', ?) FROM gone`,
+        [partition, subjectKind, subject, JSON.stringify([schema])],
+      );
+      forget();
+      return Number(rows[0]?.removed ?? 0) > 0;
+    },
     async grantsFor(partition, clientId, organizations) {
       notifications.start();
       const key = JSON.stringify([partition, clientId, organizations]);

@@ -28,6 +28,9 @@ export function partitionStore(db: Database.Database, foreign: ForeignWrites): P
        AND ((subject_kind = 'client' AND subject = ?)
          OR (subject_kind = 'org' AND subject IN (SELECT value FROM json_each(?))))`,
   );
+  const removeGrant = db.prepare(
+    'DELETE FROM partition_grants WHERE partition = ? AND subject_kind = ? AND subject = ?',
+  );
   const grantsOf = db.prepare('SELECT * FROM partition_grants WHERE partition = ? ORDER BY subject_kind, subject');
   const allGrants = db.prepare('SELECT * FROM partition_grants ORDER BY partition, subject_kind, subject');
   // Asked on every request; changed by `carevault grant` (another process) or putGrant here.
@@ -79,6 +82,11 @@ export function partitionStore(db: Database.Database, foreign: ForeignWrites): P
     async putGrant(g) {
       putGrant.run(g.partition, g.subjectKind, g.subject, g.scope, g.createdAt);
       grantCache.clear();
+    },
+    async removeGrant(partition, subjectKind, subject) {
+      const { changes } = removeGrant.run(partition, subjectKind, subject);
+      grantCache.clear();
+      return changes > 0;
     },
     async grantsFor(partition, clientId, organizations) {
       const orgs = JSON.stringify(organizations);
