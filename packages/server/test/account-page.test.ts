@@ -321,6 +321,41 @@ describe('account page', () => {
       assert.ok(descs.includes(d), d);
   });
 
+  test('a delegate stops acting for someone: the delegation ends, the apps\u2019 tokens for that record stop, audited', async () => {
+    await addPerson(p, 'finn', PASSWORD);
+    await addDelegation(p, 'finn', 'urn:cara:account:jansen', 'child');
+    const tokens = await consent('finn', 'diary');
+    assert.equal(tokens.patient, 'child');
+    assert.equal(await readsPatient(tokens), 200);
+    const finn = await signedIn('finn');
+    const end = (body: Record<string, string>) =>
+      finn.d.request(`${p.base}/account/delegations/end`, {
+        method: 'POST',
+        body: new URLSearchParams(body).toString(),
+      });
+    assert.match(finn.html, /action="\/account\/delegations\/end"/);
+    assert.equal((await end({ vault, patient: 'child' })).status, 403, 'no CSRF token');
+    assert.equal((await end({ csrf: finn.csrf, vault, patient: 'mother' })).status, 404, 'not a record he acts for');
+    assert.equal((await end({ csrf: finn.csrf, vault: '../x', patient: 'child' })).status, 404);
+    assert.equal(await readsPatient(tokens), 200, 'refusals change nothing');
+
+    const done = await end({ csrf: finn.csrf, vault, patient: 'child' });
+    assert.equal(done.status, 303);
+    const page = await (await finn.d.request(new URL(done.headers.get('location') as string, p.base).href)).text();
+    assert.match(page, /You no longer act for that person/);
+    assert.doesNotMatch(page, /You act for/);
+    assert.deepEqual(await p.store.users.delegationsOf('finn'), []);
+    assert.equal(await readsPatient(tokens), 404, 'the app\u2019s token for the child reaches nothing');
+    const { events } = await p.store.audit.search({
+      subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|delegation-ended'],
+      agent: ['finn'],
+      limit: 10,
+      offset: 0,
+    });
+    assert.equal(events.length, 1);
+    assert.match(events[0] as string, /ended by the user \(account page\)/);
+  });
+
   test('carevault user remove: the apps\u2019 tokens and the account session end, delegations go, the vault stays; the name is free again', async () => {
     await addDelegation(p, 'eve', 'urn:cara:account:jansen', 'child');
     const tokens = await consent('eve', 'diary');

@@ -34,6 +34,8 @@ export interface ConsentItem {
 
 /** One patient the person acts for (a delegation, seed 004), as the account page shows it. */
 export interface DelegationItem {
+  vault: string;
+  patientId: string;
   /** `Patient/<id> (<vault>)`, as consents name their record. */
   patient: string;
   scopes: { text: string; scope: string }[];
@@ -75,7 +77,7 @@ ${c.patient ? `<p>Record: <strong>${escapeHtml(c.patient)}</strong></p>` : ''}
 ${v.notice ? `<p class="notice" role="status">${escapeHtml(v.notice)}</p>` : ''}
 ${items || '<p>No app has access to your record.</p>'}
 <p class="note">An app whose access you withdraw is signed out at once; it has to ask you again.</p>
-${delegationsSection(v.delegations ?? [])}
+${delegationsSection(v.delegations ?? [], v.csrf)}
 <section class="consent" aria-label="Password">
 <h2>Change your password</h2>
 ${v.passwordError ? `<p class="alert" role="alert" id="password-error">${escapeHtml(v.passwordError)}</p>` : ''}
@@ -100,7 +102,7 @@ ${v.passwordError ? `<p class="alert" role="alert" id="password-error">${escapeH
 }
 
 /** The records the person may use for someone else; an administrator gives and ends these. */
-function delegationsSection(delegations: DelegationItem[]): string {
+function delegationsSection(delegations: DelegationItem[], csrf: string): string {
   if (delegations.length === 0) return '';
   const items = delegations
     .map(
@@ -108,12 +110,18 @@ function delegationsSection(delegations: DelegationItem[]): string {
 <h3>${escapeHtml(d.patient)}</h3>
 <ul>${d.scopes.map((s) => `<li>${escapeHtml(s.text)}<small>${escapeHtml(s.scope)}</small></li>`).join('')}</ul>
 <p class="note">Since ${day(d.since)}</p>
+<form method="post" action="/account/delegations/end">
+<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">
+<input type="hidden" name="vault" value="${escapeHtml(d.vault)}">
+<input type="hidden" name="patient" value="${escapeHtml(d.patientId)}">
+<div class="actions"><button type="submit" class="secondary">Stop acting for them</button></div>
+</form>
 </section>`,
     )
     .join('');
   return `<section aria-label="You act for">
 <h2>You act for</h2>
-<p>You may use these people\u2019s records for them. The care provider who gave you this ends it when it should stop.</p>
+<p>You may use these people\u2019s records for them. Only the care provider can give this; you can stop it here.</p>
 ${items}
 </section>`;
 }

@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { EVENT } from '../../audit/balp.ts';
+import { ID_RE } from '../../fhir/resource-types.ts';
 import { cookieValue, type StoredSession, StoredSessions } from '../../http/stored-sessions.ts';
 import { withdrawConsents } from '../../people/consent-withdrawal.ts';
 import { checkNewPassword, setPassword } from '../../people/users.ts';
-import { VaultInputError } from '../../vault/partitions.ts';
+import { PARTITION_RE, VaultInputError } from '../../vault/partitions.ts';
 import type { ClientRegistry } from '../clients.ts';
 import { errorHtml } from '../error-page.ts';
 import type { KeyRing } from '../keys.ts';
@@ -105,6 +106,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   const NOTICES = new Map([
     ['withdrawn', 'Access withdrawn. The app has to ask you again.'],
     ['password', 'Password changed. Use the new one from now on.'],
+    ['delegation', 'You no longer act for that person; apps you allowed for their record stop reaching it.'],
   ]);
   const show = async (reply: FastifyReply, s: AccountSession, status: number, extra: Partial<AccountView>) => {
     const view: AccountView = {
@@ -112,6 +114,8 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       csrf: sessionCsrf(s),
       consents: await consentsOf(s.username),
       delegations: (await o.store.users.delegationsOf(s.username)).map((d) => ({
+        vault: d.partition,
+        patientId: d.patient,
         patient: `Patient/${d.patient} (${d.partition})`,
         scopes: splitScope(d.scope).map((scope) => ({ scope, text: describeScope(scope) })),
         since: new Date(d.createdAt).toISOString(),
@@ -234,5 +238,35 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       'consent withdrawn',
     );
     return reply.header('cache-control', 'no-store').redirect('/account?done=withdrawn', 303);
+  });
+
+  // A delegate may stop acting for someone (least privilege); only an administrator can give a delegation.
+  app.post('/account/delegations/end', async (req, reply) => {
+    const s = await live(req);
+    if (!s) return reply.redirect('/account', 303);
+    const form = formOf(req);
+    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
+      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+    }
+    const partition = form.get('vault') ?? '';
+    const patient = form.get('patient') ?? '';
+    const ended =
+      PARTITION_RE.test(partition) &&
+      ID_RE.test(patient) &&
+      (await o.store.users.removeDelegation(partition, s.username, patient));
+    if (!ended) return fail(reply, 404, 'not_found', 'You do not act for that record (any more).');
+    await o.audit.record({
+      type: EVENT.securityAttributesChanged,
+      subtype: EVENT.delegationEnded,
+      action: 'U',
+      outcome: '0',
+      outcomeDesc: `${s.username} no longer acts for Patient/${patient}: ended by the user (account page)`,
+      who: personAt(req, ACCOUNT_CLIENT, s.username),
+      clientRole: '110150',
+      partition,
+      patients: [`Patient/${patient}`],
+    });
+    req.log.info({ event: 'delegation-ended', username: s.username, partition }, 'delegation ended by the user');
+    return reply.header('cache-control', 'no-store').redirect('/account?done=delegation', 303);
   });
 }
