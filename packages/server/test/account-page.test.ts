@@ -345,7 +345,13 @@ describe('account page', () => {
     assert.match(page, /You no longer act for that person/);
     assert.doesNotMatch(page, /You act for/);
     assert.deepEqual(await p.store.users.delegationsOf('finn'), []);
-    assert.equal(await readsPatient(tokens), 404, 'the app\u2019s token for the child reaches nothing');
+    // The consent he gave the app for the child went with it: its access token is dead, its refresh token too.
+    assert.equal(await readsPatient(tokens), 401, 'the app\u2019s access token');
+    await assert.rejects(
+      client.refreshTokenGrant(apps.get('diary') as client.Configuration, tokens.refresh_token as string),
+      (err: client.ResponseBodyError) => err.error === 'invalid_grant',
+    );
+    assert.doesNotMatch(page, /Health Diary/, 'no consent left on his page');
     const { events } = await p.store.audit.search({
       subtype: ['https://carevault.dev/fhir/CodeSystem/audit-subtype|delegation-ended'],
       agent: ['finn'],

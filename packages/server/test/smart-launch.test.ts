@@ -936,7 +936,10 @@ describe('delegates (seed 004 proxies)', () => {
 
     const out = await userUndelegate(p.config, 'cas', { account: 'urn:cara:account:jansen', patient: 'child' });
     assert.equal(out.delegation, 'removed');
-    assert.equal((await fhir(p, forChild, 'GET', `/${vault}/Patient/child`)).status, 404, 'the child’s token');
+    assert.equal(out.consents_withdrawn, 1, 'the consent given for the child goes with the delegation');
+    const child = await fhir(p, forChild, 'GET', `/${vault}/Patient/child`);
+    assert.equal(child.status, 401, 'the child’s token: its consent withdrawn');
+    assert.match(child.headers.get('www-authenticate') ?? '', /invalid_token/);
     assert.equal((await fhir(p, user, 'GET', `/${vault}/Patient/child`)).status, 403);
     assert.equal((await fhir(p, user, 'GET', `/${vault}/Patient/mother`)).status, 200, 'the other delegation stays');
     await assert.rejects(

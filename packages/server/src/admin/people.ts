@@ -31,6 +31,13 @@ export const userDelegate = (
 export const userUndelegate = (config: Config, username: string, o: { account: string; patient: string }) =>
   withStore(config, async (s) => {
     const result = await undelegate(s, { username, ...o });
+    const { revoked } = await withdrawConsents(
+      s,
+      adminAudit(s, config),
+      username,
+      { record: { partition: result.partition, patient: result.patient } },
+      { outcomeDesc: 'consent withdrawn: the delegation for its record ended (carevault user undelegate)' },
+    );
     await adminAudit(s, config).record({
       ...userChanged(
         'carevault user undelegate',
@@ -40,7 +47,7 @@ export const userUndelegate = (config: Config, username: string, o: { account: s
       partition: result.partition,
       patients: [`Patient/${result.patient}`],
     });
-    return result;
+    return { ...result, consents_withdrawn: revoked.length };
   });
 
 export const userRevoke = (config: Config, username: string, o: { client?: string }) =>

@@ -1,7 +1,7 @@
 import { type AuditWho, EVENT } from '../audit/balp.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import type { Store } from '../store/types.ts';
-import { revokeConsents } from './users.ts';
+import { type ConsentSelection, revokeConsents } from './users.ts';
 
 /**
  * Withdraws consents (every one of a user, an app's, or one grant) and audits each withdrawal (NEN 7513
@@ -11,7 +11,7 @@ export async function withdrawConsents(
   store: Store,
   audit: AuditTrail,
   username: string,
-  only: { client?: string | undefined; grant?: string | undefined },
+  only: ConsentSelection,
   how: { outcomeDesc: string; who?: Omit<AuditWho, 'clientId' | 'user'> },
 ) {
   const result = await revokeConsents(store, username, only);

@@ -1,3 +1,4 @@
+import { grantContext } from '../auth/launch-context.ts';
 import { parseSmartScope, splitScope } from '../auth/smart-scopes.ts';
 import type { DelegationRecord, Store, UserRecord } from '../store/types.ts';
 import { PARTITION_RE, VaultInputError } from '../vault/partitions.ts';
@@ -136,20 +137,29 @@ export async function vaultRights(store: Store, username: string): Promise<Vault
   return rights;
 }
 
+/** Which of a person's consents: those given to one app, one grant, or those for one record (a patient in a vault). */
+export interface ConsentSelection {
+  client?: string | undefined;
+  grant?: string | undefined;
+  record?: { partition: string; patient: string } | undefined;
+}
+
 /**
  * Withdraws a user's consents — every one, those given to one app (`client`), or one grant (`grant`): the grants,
  * their refresh tokens and codes go, and access tokens resting on them stop working at the FHIR server at once
  * (vault/policy.ts grantActive).
  */
-export async function revokeConsents(
-  store: Store,
-  username: string,
-  only: { client?: string | undefined; grant?: string | undefined } = {},
-) {
+export async function revokeConsents(store: Store, username: string, only: ConsentSelection = {}) {
   if (!(await store.users.get(username))) throw new VaultInputError(`user "${username}" not found`);
-  const grants = (await store.oidc.grantsOfAccount(username)).filter(
-    (g) => (!only.client || g.clientId === only.client) && (!only.grant || g.grantId === only.grant),
-  );
+  const grants = [];
+  for (const g of await store.oidc.grantsOfAccount(username)) {
+    if ((only.client && g.clientId !== only.client) || (only.grant && g.grantId !== only.grant)) continue;
+    if (only.record) {
+      const context = await grantContext(store, g.grantId);
+      if (context?.partition !== only.record.partition || context.patient !== only.record.patient) continue;
+    }
+    grants.push(g);
+  }
   for (const g of grants) {
     await store.oidc.revokeByGrantId(g.grantId);
     await store.oidc.destroy('Grant', g.grantId);

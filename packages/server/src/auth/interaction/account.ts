@@ -106,7 +106,7 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   const NOTICES = new Map([
     ['withdrawn', 'Access withdrawn. The app has to ask you again.'],
     ['password', 'Password changed. Use the new one from now on.'],
-    ['delegation', 'You no longer act for that person; apps you allowed for their record stop reaching it.'],
+    ['delegation', 'You no longer act for that person; the apps you allowed for their record lost their access.'],
   ]);
   const show = async (reply: FastifyReply, s: AccountSession, status: number, extra: Partial<AccountView>) => {
     const view: AccountView = {
@@ -255,6 +255,17 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
       ID_RE.test(patient) &&
       (await o.store.users.removeDelegation(partition, s.username, patient));
     if (!ended) return fail(reply, 404, 'not_found', 'You do not act for that record (any more).');
+    // The consents he gave apps for that record would reach nothing now: they go with it.
+    await withdrawConsents(
+      o.store,
+      o.audit,
+      s.username,
+      { record: { partition, patient } },
+      {
+        outcomeDesc: 'consent withdrawn: the user stopped acting for the record (account page)',
+        who: personAt(req, ACCOUNT_CLIENT, s.username),
+      },
+    );
     await o.audit.record({
       type: EVENT.securityAttributesChanged,
       subtype: EVENT.delegationEnded,
