@@ -23,6 +23,7 @@ import type { FhirContext } from './context.ts';
 import { fhirErrors } from './error-handler.ts';
 import { FhirError, operationOutcome, vaultNotFound } from './errors.ts';
 import { bodyMediaType, FHIR_JSON } from './format.ts';
+import { compartmentSearchRoutes } from './interactions/compartment-search.ts';
 import { create } from './interactions/create.ts';
 import { remove } from './interactions/delete.ts';
 import { historyRoutes } from './interactions/history.ts';
@@ -36,7 +37,7 @@ import { measureOperations } from './operations/routes.ts';
 import { type SubmissionPolicy, sameOrganization } from './operations/submission-policy.ts';
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
-import { ifMatchOf, strictHandling, type VaultParams } from './route-helpers.ts';
+import { ifMatchOf, queryParams, searchForm, strictHandling, type VaultParams } from './route-helpers.ts';
 import { assertVisible } from './search/restrictions.ts';
 import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
@@ -60,8 +61,6 @@ export interface FhirPluginOptions {
 }
 
 type Params = VaultParams;
-/** `Patient/[id]/[of]`: `type` and `id` name the compartment, `of` the type searched in it. */
-type CompartmentParams = VaultParams & { type: string; of: string };
 
 /** The FHIR REST API of every vault, under /fhir/{partition}. Every answer that is not a resource is an OperationOutcome. */
 export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Promise<void> {
@@ -201,6 +200,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
   historyRoutes(app, { context, allow, typeOf, idOf });
   resourceOperationRoutes(app, { context, allow, typeOf, idOf });
   systemSearchRoutes(app, { context });
+  compartmentSearchRoutes(app, { context, allow, typeOf, idOf });
 
   const runSearch = async (
     req: FastifyRequest<{ Params: Params }>,
@@ -212,49 +212,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const restrictions = allow(ctx, type, 'search-type');
     return reply.type(FHIR_JSON).send(await search(ctx, type, params, { strict: strictHandling(req), restrictions }));
   };
-  const queryParams = (req: FastifyRequest): [string, string][] => {
-    const q = req.raw.url?.split('?')[1];
-    return q ? [...new URLSearchParams(q)] : [];
-  };
   app.get<{ Params: Params }>('/:partition/:type', (req, reply) => runSearch(req, reply, queryParams(req)));
-
-  /**
-   * Patient compartment search, `Patient/[id]/[type]` (search.html#2.21.1.2; fhir-kit-client's
-   * compartmentSearch): the type's search in that patient's compartment. It answers as a search does whether
-   * or not the patient exists — an empty searchset, not 404, so it is no test of which patients there are.
-   */
-  const compartmentSearch = async (
-    req: FastifyRequest<{ Params: CompartmentParams }>,
-    reply: FastifyReply,
-    params: [string, string][],
-  ) => {
-    const ctx = await context(req);
-    const { type: compartment, of } = req.params;
-    if (of.startsWith('$'))
-      throw new FhirError(400, 'not-supported', `${req.method} ${compartment}/{id}/${of}: no such operation here`);
-    if (!RESOURCE_TYPES.has(compartment))
-      throw new FhirError(404, 'not-supported', `${compartment} is not an R4 resource type`);
-    if (compartment !== 'Patient') {
-      throw new FhirError(400, 'not-supported', `only the Patient compartment is searched here, not ${compartment}'s`);
-    }
-    const patient = idOf(req);
-    if (!RESOURCE_TYPES.has(of)) throw new FhirError(404, 'not-supported', `${of} is not an R4 resource type`);
-    const restrictions = allow(ctx, of, 'search-type');
-    const answer = await search(ctx, of, params, { strict: strictHandling(req), restrictions, compartment: patient });
-    return reply.type(FHIR_JSON).send(answer);
-  };
-  app.get<{ Params: CompartmentParams }>('/:partition/:type/:id/:of', (req, reply) =>
-    compartmentSearch(req, reply, queryParams(req)),
-  );
-  app.post<{ Params: CompartmentParams }>('/:partition/:type/:id/:of/_search', (req, reply) =>
-    compartmentSearch(req, reply, [...queryParams(req), ...searchForm(req)]),
-  );
-  const searchForm = (req: FastifyRequest): [string, string][] => {
-    if (req.body !== undefined && !Array.isArray(req.body)) {
-      throw new FhirError(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
-    }
-    return (req.body as [string, string][] | undefined) ?? [];
-  };
   app.post<{ Params: Params }>('/:partition/:type/_search', (req, reply) =>
     runSearch(req, reply, [...queryParams(req), ...searchForm(req)]),
   );

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Interaction, Restriction } from '../vault/policy.ts';
 import type { FhirContext } from './context.ts';
+import { FhirError } from './errors.ts';
 
 export type VaultParams = { partition: string; type?: string; id?: string; vid?: string };
 
@@ -23,4 +24,18 @@ export const strictHandling = (req: FastifyRequest) => /\bhandling=strict\b/.tes
 export const ifMatchOf = (req: FastifyRequest): string | undefined => {
   const value = req.headers['if-match'];
   return typeof value === 'string' ? value : undefined;
+};
+
+/** A search's parameters as the URL gives them, in order and repeated as sent. */
+export const queryParams = (req: FastifyRequest): [string, string][] => {
+  const q = req.raw.url?.split('?')[1];
+  return q ? [...new URLSearchParams(q)] : [];
+};
+
+/** A `POST …/_search` form's parameters (the body parser gives them as pairs); another body is 415. */
+export const searchForm = (req: FastifyRequest): [string, string][] => {
+  if (req.body !== undefined && !Array.isArray(req.body)) {
+    throw new FhirError(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
+  }
+  return (req.body as [string, string][] | undefined) ?? [];
 };
