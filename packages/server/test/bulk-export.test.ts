@@ -903,5 +903,18 @@ describe('an export is as of its transactionTime (export.html: SHOULD NOT includ
     } finally {
       p.store.resources.committedThrough = real;
     }
+    // A client that may read Binaries and Patients but no DocumentReference exports no document's bytes, and
+    // lists no deleted one (its deletions cannot be judged by a document as it was).
+    const bytes = await secretClient(p, 'proxy-bytes', 'system/Binary.rs system/Patient.rs');
+    await grant(p, { partition: 'proxy', client: 'proxy-bytes', scope: 'system/*.rs' });
+    const typeBinary = { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Binary' }] };
+    const theirs = (await runExport('/proxy/$export', bytes, { body: typeBinary })).manifest as Manifest;
+    assert.deepEqual((await lines(theirs, 'Binary', bytes)).map((r) => r.id).sort(), ['bn', 'bp']);
+    const since2 = {
+      ...typeBinary,
+      parameter: [...typeBinary.parameter, { name: '_since', valueInstant: since }],
+    };
+    const theirChanges = (await runExport('/proxy/$export', bytes, { body: since2 })).manifest as Manifest;
+    assert.deepEqual(await deletedIn(theirChanges, bytes), []);
   });
 });

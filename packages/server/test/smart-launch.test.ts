@@ -741,6 +741,72 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/pdf-m`)).status, 200);
   });
 
+  test("a Binary's bytes are read only where its securityContext's resource may be read", async () => {
+    const loader = await secretClient(p, 'scope-proxy-loader', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'scope-proxy-loader', scope: 'system/*.cruds' });
+    const put = async (type: string, id: string, body: Record<string, unknown>) => {
+      const r = await fhir(p, loader, 'PUT', `/${vault}/${type}/${id}`, { resourceType: type, id, ...body });
+      assert.ok(r.status === 200 || r.status === 201, r.text);
+    };
+    const NOTE = 'http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category|clinical-note';
+    const [system, code] = NOTE.split('|');
+    const doc = (category?: string) => ({
+      status: 'current',
+      subject: { reference: 'Patient/mother' },
+      ...(category ? { category: [{ coding: [{ system, code: category }] }] } : {}),
+      content: [{ attachment: { contentType: 'application/pdf' } }],
+    });
+    const letter = (context?: string) => ({
+      contentType: 'application/pdf',
+      data: Buffer.from(`%PDF ${context}`).toString('base64'),
+      ...(context ? { securityContext: { reference: context } } : {}),
+    });
+    await put('DocumentReference', 'sp-note', doc(code));
+    await put('DocumentReference', 'sp-psych', doc('psychiatry'));
+    await put('Binary', 'sp-note-pdf', letter('DocumentReference/sp-note'));
+    await put('Binary', 'sp-psych-pdf', letter('DocumentReference/sp-psych'));
+    await put('Binary', 'sp-gone-pdf', letter('DocumentReference/sp-never-written'));
+    await put('Binary', 'sp-own-pdf', letter('Patient/mother'));
+    const read = async (caller: Caller, id: string) => (await fhir(p, caller, 'GET', `/${vault}/Binary/${id}`)).status;
+    const listed = async (caller: Caller) =>
+      ids((await fhir(p, caller, 'GET', `/${vault}/Binary?_id=sp-note-pdf,sp-psych-pdf,sp-gone-pdf,sp-own-pdf`)).json);
+
+    // Her app may read Binaries of her compartment but no DocumentReference: the documents' bytes stay closed.
+    const noDocs = as(await tokens({}, { scope: 'launch/patient patient/Binary.rs patient/Patient.rs' }));
+    assert.equal(await read(noDocs, 'sp-note-pdf'), 403, 'before, a Binary scope alone read every document');
+    assert.equal(await read(noDocs, 'sp-own-pdf'), 200);
+    assert.deepEqual(await listed(noDocs), ['Binary/sp-own-pdf']);
+    // Granular: the clinical notes only — the psychiatric letter's bytes too stay closed.
+    const granular = `patient/DocumentReference.rs?category=${encodeURIComponent(NOTE)}`;
+    const notes = as(await tokens({}, { scope: `launch/patient patient/Binary.rs patient/Patient.rs ${granular}` }));
+    assert.equal((await fhir(p, notes, 'GET', `/${vault}/DocumentReference/sp-psych`)).status, 403);
+    assert.equal(await read(notes, 'sp-psych-pdf'), 403);
+    assert.equal(await read(notes, 'sp-note-pdf'), 200);
+    assert.deepEqual((await listed(notes)).sort(), ['Binary/sp-note-pdf', 'Binary/sp-own-pdf']);
+    const everything = await fhir(p, notes, 'GET', `/${vault}/Patient/mother/$everything?_type=Binary`);
+    assert.ok(!ids(everything.json).includes('Binary/sp-psych-pdf'), ids(everything.json).join());
+    // With every document type the app reads them all, as before.
+    const all = as(await tokens({}, { scope: 'launch/patient patient/Binary.rs patient/DocumentReference.rs' }));
+    assert.equal(await read(all, 'sp-psych-pdf'), 200);
+
+    // A system client alike: Binary.rs alone reads no document's bytes; a missing document decides nothing more.
+    const bytesOnly = await secretClient(p, 'scope-proxy-bytes', 'system/Binary.rs');
+    await grant(p, { partition: vault, client: 'scope-proxy-bytes', scope: 'system/*.rs' });
+    for (const id of ['sp-note-pdf', 'sp-gone-pdf', 'sp-own-pdf']) assert.equal(await read(bytesOnly, id), 403, id);
+    assert.deepEqual(await listed(bytesOnly), []);
+    // Its history of every Binary would show them: refused like any narrowed type history.
+    assert.equal((await fhir(p, bytesOnly, 'GET', `/${vault}/Binary/_history`)).status, 403);
+    assert.equal((await fhir(p, bytesOnly, 'GET', `/${vault}/Binary/$meta`)).status, 403);
+    const withNotes = await secretClient(
+      p,
+      'scope-proxy-notes',
+      `system/Binary.rs system/Patient.rs system/DocumentReference.rs?category=${encodeURIComponent(NOTE)}`,
+    );
+    await grant(p, { partition: vault, client: 'scope-proxy-notes', scope: 'system/*.rs' });
+    assert.deepEqual((await listed(withNotes)).sort(), ['Binary/sp-note-pdf', 'Binary/sp-own-pdf']);
+    assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/_history?_count=1`)).status, 200);
+  });
+
   test('patient/ write scopes write inside the compartment only', async () => {
     const w = as(await tokens({}, { scope: 'launch/patient patient/Observation.cruds' }));
     const mine = {

@@ -42,6 +42,7 @@ export interface TokenCond {
   system?: string | null;
   code?: string;
 }
+/** A `type` without `id`: any resource of that type (a Binary's proxy type). */
 export interface ReferenceCond {
   type?: string;
   id?: string;

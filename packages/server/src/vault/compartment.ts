@@ -18,7 +18,7 @@ const COMPARTMENT = {
  * Binary whose securityContext names a resource of the compartment (a DocumentReference, a Media…) is in the
  * compartments that resource is in now — one step: neither a Patient (named directly) nor a Binary.
  */
-const PROXY_PARAM = 'security-context';
+export const PROXY_PARAM = 'security-context';
 const PROXY_LINKS: readonly ProxyLink[] = (() => {
   const byParams = new Map<string, { types: string[]; params: string[] }>();
   for (const [type, params] of Object.entries(COMPARTMENT)) {

@@ -10,6 +10,7 @@ import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { type GroupMember, groupMembers, memberDuring, memberPatient } from '../group-members.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
+import { binaryProxyFilter } from '../search/binary-proxy.ts';
 import { parseSearch } from '../search/parse.ts';
 import { chainsInScope, restrictionFilter } from '../search/restrictions.ts';
 import { elementsOnly } from '../search/subset.ts';
@@ -188,7 +189,10 @@ export async function writeExport(
     const d = decide(ctx.access, type, 'search-type');
     const restriction = d.allowed ? restrictionFilter(ctx, type, d.restrictions) : undefined;
     const scope: ExportScope = { patients: patientSet, restrictions: d.allowed ? d.restrictions : undefined };
-    const byQuery = narrowedByQuery(scope.restrictions, request.typeFilters[type] !== undefined);
+    // A Binary narrowed by its proxy's scopes is narrowed by a query on the proxy: judged as it is now too.
+    const byProxy =
+      d.allowed && type === 'Binary' && binaryProxyFilter(ctx.access, ctx.base, d.restrictions) !== undefined;
+    const byQuery = narrowedByQuery(scope.restrictions, request.typeFilters[type] !== undefined || byProxy);
     const until = byQuery ? undefined : asOf;
     const chunks: (SearchFilter | undefined)[] = [];
     if (patients === undefined) chunks.push(undefined);

@@ -8,7 +8,7 @@ import { FHIR_JSON } from '../format.ts';
 import { responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
-import { assertVisible } from '../search/restrictions.ts';
+import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
 import { parseDate } from '../search/value-parsers.ts';
 
 export interface HistoryParams {
@@ -181,7 +181,7 @@ export function historyRoutes(app: FastifyInstance, h: RouteHelpers): void {
   app.get<{ Params: VaultParams }>('/:partition/:type/_history', async (req, reply) => {
     const ctx = await context(req);
     const type = typeOf(req);
-    if (allow(ctx, type, 'history-type'))
+    if (restrictionFilter(ctx, type, allow(ctx, type, 'history-type')))
       throw insufficientScope('history needs scopes not narrowed to a patient or a query');
     const query = req.query as Record<string, unknown>;
     return send(reply, await history(ctx, { type, query, path: `/${type}/_history`, strict: strictHandling(req) }));

@@ -9,7 +9,7 @@ import { read, vread } from '../interactions/read.ts';
 import { parseEtag } from '../interactions/update.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { ifMatchOf, type RouteHelpers, type VaultParams } from '../route-helpers.ts';
-import { assertVisible } from '../search/restrictions.ts';
+import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
 import { type MetaChange, metaChangeOf, writeMeta } from './meta-change.ts';
 
 /** Distinct tags, security labels or profiles a type-level or system-level `$meta` lists at most. */
@@ -42,7 +42,7 @@ export function metaRoutes(app: FastifyInstance, h: RouteHelpers): void {
     const ctx = await h.context(req);
     const type = h.typeOf(req);
     noParameters(req);
-    if (h.allow(ctx, type, 'search-type')?.length) throw narrowed(type);
+    if (restrictionFilter(ctx, type, h.allow(ctx, type, 'search-type'))) throw narrowed(type);
     return answer(reply, await inUse(ctx, [type], `${type}/$meta`));
   };
   const systemMeta = async (req: FastifyRequest<{ Params: VaultParams }>, reply: FastifyReply) => {
@@ -52,7 +52,7 @@ export function metaRoutes(app: FastifyInstance, h: RouteHelpers): void {
     for (const type of RESOURCE_TYPES) {
       const d = decide(ctx.access, type, 'search-type');
       if (!d.allowed) continue;
-      if (d.restrictions?.length) throw narrowed(type);
+      if (restrictionFilter(ctx, type, d.restrictions)) throw narrowed(type);
       types.push(type);
     }
     if (types.length === 0) throw new FhirError(403, 'forbidden', 'the access token allows searching no type here');

@@ -1,34 +1,31 @@
 import type { SearchFilter } from '../../store/types.ts';
-import { compartmentFilter } from '../../vault/compartment.ts';
 import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
-import { parseSearch } from './parse.ts';
+import { binaryProxyFilter } from './binary-proxy.ts';
+import { restrictionOf } from './restriction-filter.ts';
 
 /**
  * Scope restrictions (granular queries, the launch patient's compartment) as one filter every match must
- * also satisfy: the restrictions are OR-ed, the parts of one restriction AND-ed.
+ * also satisfy — for a Binary with its proxy's (`binaryProxyFilter`). Undefined: nothing narrows the type.
  */
 export function restrictionFilter(
   ctx: FhirContext,
   type: string,
   restrictions: Restriction[] | undefined,
 ): SearchFilter | undefined {
-  return restrictionOf(ctx.base, type, restrictions);
+  return scopeFilter(ctx.access, ctx.base, type, restrictions);
 }
 
-function restrictionOf(base: string, type: string, restrictions: Restriction[] | undefined): SearchFilter | undefined {
-  if (!restrictions) return undefined;
-  const filters = restrictions.map((r): SearchFilter => {
-    const parts: SearchFilter[] = [];
-    if (r.query !== undefined) {
-      parts.push(...parseSearch(type, [...new URLSearchParams(r.query)], { base, strict: true }).query.filters);
-    }
-    const compartment = r.patient === undefined ? undefined : compartmentFilter(type, [r.patient]);
-    if (compartment) parts.push(compartment);
-    return { kind: 'and', filters: parts };
-  });
-  return { kind: 'or', filters };
+function scopeFilter(
+  access: VaultAccess,
+  base: string,
+  type: string,
+  restrictions: Restriction[] | undefined,
+): SearchFilter | undefined {
+  const own = restrictionOf(base, type, restrictions);
+  const proxy = type === 'Binary' ? binaryProxyFilter(access, base, restrictions) : undefined;
+  return own && proxy ? { kind: 'and', filters: [own, proxy] } : (own ?? proxy);
 }
 
 /** Under restricted scopes a single resource may be read only if its current version satisfies them (I12, I14). */
@@ -62,7 +59,7 @@ export function chainsInScope(access: VaultAccess, base: string, filters: Search
     const d = decide(access, type, 'search-type');
     if (!d.allowed) throw insufficientScope(`${what} searches ${type}: ${d.reason}`);
     const scoped = inScope(inner);
-    const restriction = restrictionOf(base, type, d.restrictions);
+    const restriction = scopeFilter(access, base, type, d.restrictions);
     return restriction ? { kind: 'and', filters: [scoped, restriction] } : scoped;
   };
   const inScope = (f: SearchFilter): SearchFilter => {

@@ -193,6 +193,7 @@ export function compileFilter(
       const cond = or(
         f.values.map((v) => {
           if (v.url !== undefined) return { sql: 'url = ?', params: [v.url] };
+          if (v.type !== undefined && v.id === undefined) return { sql: 'target_type = ?', params: [v.type] };
           if (v.type !== undefined) return { sql: '(target_id = ? AND target_type = ?)', params: [v.id, v.type] };
           return { sql: 'target_id = ?', params: [v.id] };
         }),
