@@ -805,6 +805,37 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     await grant(p, { partition: vault, client: 'scope-proxy-notes', scope: 'system/*.rs' });
     assert.deepEqual((await listed(withNotes)).sort(), ['Binary/sp-note-pdf', 'Binary/sp-own-pdf']);
     assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/_history?_count=1`)).status, 200);
+
+    // Writes alike: Binary write scopes alone neither replace nor delete a document's bytes, nor attach new ones.
+    const writer = await secretClient(p, 'scope-proxy-writer', 'system/Binary.cruds system/Patient.rs');
+    await grant(p, { partition: vault, client: 'scope-proxy-writer', scope: 'system/*.cruds' });
+    const replaced = await fhir(p, writer, 'PUT', `/${vault}/Binary/sp-note-pdf`, {
+      resourceType: 'Binary',
+      id: 'sp-note-pdf',
+      ...letter('Patient/mother'),
+    });
+    assert.equal(replaced.status, 403, replaced.text);
+    assert.equal((await fhir(p, writer, 'DELETE', `/${vault}/Binary/sp-note-pdf`)).status, 403);
+    const attach = await fhir(p, writer, 'POST', `/${vault}/Binary`, {
+      resourceType: 'Binary',
+      ...letter('DocumentReference/sp-note'),
+    });
+    assert.equal(attach.status, 403);
+    assert.match(attach.text, /securityContext DocumentReference\/sp-note/);
+    for (const context of ['Patient/mother', undefined]) {
+      const r = await fhir(p, writer, 'POST', `/${vault}/Binary`, { resourceType: 'Binary', ...letter(context) });
+      assert.equal(r.status, 201, r.text);
+    }
+    assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/sp-note-pdf`)).status, 200, 'still there');
+    // Her app with clinical notes only: it may replace a note's bytes, not the psychiatric letter's.
+    const noteWriter = as(
+      await tokens({}, { scope: `launch/patient patient/Binary.cruds patient/Patient.rs ${granular}` }),
+    );
+    const again = (id: string, context: string) =>
+      fhir(p, noteWriter, 'PUT', `/${vault}/Binary/${id}`, { resourceType: 'Binary', id, ...letter(context) });
+    assert.equal((await again('sp-note-pdf', 'DocumentReference/sp-note')).status, 200);
+    assert.equal((await again('sp-psych-pdf', 'DocumentReference/sp-psych')).status, 403);
+    assert.equal((await again('sp-note-pdf', 'DocumentReference/sp-psych')).status, 403, 'nor move it there');
   });
 
   test('patient/ write scopes write inside the compartment only', async () => {

@@ -6,6 +6,7 @@ import { insufficientScope } from './bearer.ts';
 import type { FhirContext } from './context.ts';
 import { nextTimestamp, prepare, stamp } from './resource-body.ts';
 import { newResourceId } from './resource-id.ts';
+import { binaryProxyFilter, proxyUnreadable } from './search/binary-proxy.ts';
 import { extractIndex } from './search/extract.ts';
 import { criteriaQuery, subscriptionParts } from './subscription/accept.ts';
 import { recordWriters } from './subscription/records.ts';
@@ -37,6 +38,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
         const v = await tx.current(type, id);
         if (v?.content === undefined) return v;
         before.set(`${type}/${id}`, v.content);
+        if (type === 'Binary') await assertProxyReadable(ctx, tx, `Binary/${id}`, v.content);
         const patient = guarded ? (compartmentOf(type, 'update') ?? compartmentOf(type, 'delete')) : undefined;
         if (patient !== undefined) {
           const index = extractIndex(JSON.parse(v.content) as Record<string, unknown>);
@@ -55,6 +57,10 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
             throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
           const other = await anotherPatient(tx, w.type, w.id, w.index, patient);
           if (other) throw insufficientScope(`the ${w.type} would also be in the record of ${other}`);
+        }
+        if (w.type === 'Binary' && w.index) {
+          const why = await proxyUnreadable(access, ctx.base, w.index, (q) => tx.search(q));
+          if (why) throw insufficientScope(`the Binary cannot be written: ${why}`);
         }
         if (w.type === 'Subscription' && w.content !== undefined && !ctx.subscriptionDispatcher)
           acceptSubscription(ctx, w.content);
@@ -124,6 +130,15 @@ async function inCompartment(
     total: false,
   });
   return matches.length > 0;
+}
+
+/** A Binary about to be changed or deleted stands in by its securityContext for a resource the token may read. */
+async function assertProxyReadable(ctx: FhirContext, tx: ResourceTransaction, ref: string, content: string) {
+  // A token that reads every type as it is passes; the stored Binary (up to 16 MiB) is not parsed for it.
+  if (binaryProxyFilter(ctx.access, ctx.base, undefined) === undefined) return;
+  const index = extractIndex(JSON.parse(content) as Record<string, unknown>);
+  const why = await proxyUnreadable(ctx.access, ctx.base, index, (q) => tx.search(q));
+  if (why) throw insufficientScope(`${ref} cannot be changed or deleted: ${why}`);
 }
 
 /** A patient other than `patient` whose compartment the version is in (directly or through its proxy). */

@@ -1,4 +1,4 @@
-import type { SearchFilter } from '../../store/types.ts';
+import type { IndexRows, SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
 import { PROXY_PARAM } from '../../vault/compartment.ts';
 import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
@@ -64,4 +64,35 @@ function impliedByBinary(proxy: Restriction[], binary: Restriction[] | undefined
   if (!binary?.length || binary.some((r) => r.query !== undefined || r.patient === undefined)) return false;
   const patients = new Set(proxy.filter((r) => r.query === undefined).map((r) => r.patient));
   return binary.every((r) => patients.has(r.patient));
+}
+
+/**
+ * The same rule for a write: a Binary a token changes or deletes, and one it writes, names in its securityContext
+ * a resource the token may read as this transaction sees it — else an app with write scopes for Binary alone
+ * would replace or delete a document's bytes it may not read. Undefined when allowed; otherwise why not.
+ */
+export async function proxyUnreadable(
+  access: VaultAccess,
+  base: string,
+  index: Pick<IndexRows, 'reference'>,
+  search: (q: SearchQuery) => Promise<SearchResult>,
+): Promise<string | undefined> {
+  const r = index.reference.find((x) => x.param === PROXY_PARAM);
+  if (!r?.targetType || !r.targetId || r.targetType === 'Binary') return undefined;
+  const proxy = `${r.targetType}/${r.targetId}`;
+  const d = decide(access, r.targetType, 'read');
+  if (!d.allowed) return `its securityContext ${proxy} stands in for it, and ${d.reason}`;
+  const filter = restrictionOf(base, r.targetType, d.restrictions);
+  if (!filter) return undefined;
+  const { matches } = await search({
+    type: r.targetType,
+    filters: [{ kind: 'id', ids: [r.targetId] }, filter],
+    sort: [],
+    limit: 1,
+    offset: 0,
+    total: false,
+  });
+  return matches.length > 0
+    ? undefined
+    : `its securityContext ${proxy} stands in for it, and the access token's scopes do not cover that resource`;
 }
