@@ -741,6 +741,71 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/pdf-m`)).status, 200);
   });
 
+  test('an older version is shown only if it passes the restrictions itself (vread, history, batch, $meta)', async () => {
+    const loader = await secretClient(p, 'versions-loader', 'system/*.cruds');
+    await grant(p, { partition: vault, client: 'versions-loader', scope: 'system/*.cruds' });
+    const put = async (id: string, body: Record<string, unknown>) => {
+      const r = await fhir(p, loader, 'PUT', `/${vault}/Observation/${id}`, {
+        resourceType: 'Observation',
+        id,
+        ...body,
+      });
+      assert.ok(r.status === 200 || r.status === 201, r.text);
+    };
+    const category = (code: string) => [
+      { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code }] },
+    ];
+    // Filed under the child by mistake, then corrected to the mother: version 1 is the child's record.
+    await put('obs-misfiled', {
+      status: 'final',
+      code: { text: "the child's result" },
+      subject: { reference: 'Patient/child' },
+    });
+    await put('obs-misfiled', {
+      status: 'final',
+      code: { text: 'her result' },
+      subject: { reference: 'Patient/mother' },
+    });
+    // Recorded as a vital sign, then reclassified as laboratory.
+    const obs = { status: 'final', code: { text: 'glucose' }, subject: { reference: 'Patient/mother' } };
+    await put('obs-reclassified', { ...obs, category: category('vital-signs'), note: [{ text: 'first' }] });
+    await put('obs-reclassified', { ...obs, category: category('laboratory') });
+
+    const versions = async (caller: Caller, id: string) => {
+      const r = await fhir(p, caller, 'GET', `/${vault}/Observation/${id}/_history`);
+      assert.equal(r.status, 200, r.text);
+      type Entry = { resource: { meta: { versionId: string } } };
+      return ((r.json.entry ?? []) as Entry[]).map((e) => e.resource.meta.versionId);
+    };
+    const vread = async (caller: Caller, id: string, v: number) =>
+      (await fhir(p, caller, 'GET', `/${vault}/Observation/${id}/_history/${v}`)).status;
+    assert.equal(await vread(t, 'obs-misfiled', 2), 200);
+    assert.equal(await vread(t, 'obs-misfiled', 1), 403, "before, her app read the child's version");
+    assert.deepEqual(await versions(t, 'obs-misfiled'), ['2']);
+    const meta = await fhir(p, t, 'GET', `/${vault}/Observation/obs-misfiled/_history/1/$meta`);
+    assert.equal(meta.status, 403);
+    const batch = await fhir(p, t, 'POST', `/${vault}`, {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [1, 2].map((v) => ({ request: { method: 'GET', url: `Observation/obs-misfiled/_history/${v}` } })),
+    });
+    type BatchEntry = { response: { status: string } };
+    assert.deepEqual(
+      (batch.json.entry as BatchEntry[]).map((e) => e.response.status.slice(0, 3)),
+      ['403', '200'],
+    );
+    // Granular: the laboratory results only — the version recorded as a vital sign stays closed.
+    const lab = as(
+      await tokens({}, { scope: `launch/patient patient/Observation.rs?category=${encodeURIComponent(LAB)}` }),
+    );
+    assert.equal(await vread(lab, 'obs-reclassified', 2), 200);
+    assert.equal(await vread(lab, 'obs-reclassified', 1), 403);
+    assert.deepEqual(await versions(lab, 'obs-reclassified'), ['2']);
+    // Unnarrowed, every version is there.
+    assert.deepEqual(await versions(t, 'obs-reclassified'), ['2', '1']);
+    assert.deepEqual(await versions(loader, 'obs-misfiled'), ['2', '1']);
+  });
+
   test("a Binary's bytes are read only where its securityContext's resource may be read", async () => {
     const loader = await secretClient(p, 'scope-proxy-loader', 'system/*.cruds');
     await grant(p, { partition: vault, client: 'scope-proxy-loader', scope: 'system/*.cruds' });
@@ -836,6 +901,11 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.equal((await again('sp-note-pdf', 'DocumentReference/sp-note')).status, 200);
     assert.equal((await again('sp-psych-pdf', 'DocumentReference/sp-psych')).status, 403);
     assert.equal((await again('sp-note-pdf', 'DocumentReference/sp-psych')).status, 403, 'nor move it there');
+    // Moved to the note by someone who may: its earlier version, the psychiatric letter's, stays closed.
+    await put('Binary', 'sp-psych-pdf', letter('DocumentReference/sp-note'));
+    assert.equal(await read(notes, 'sp-psych-pdf'), 200);
+    const first = await fhir(p, notes, 'GET', `/${vault}/Binary/sp-psych-pdf/_history/1`);
+    assert.equal(first.status, 403);
   });
 
   test('patient/ write scopes write inside the compartment only', async () => {

@@ -38,7 +38,7 @@ import { type SubmissionPolicy, sameOrganization } from './operations/submission
 import { provenanceFor, provenanceHeaderValue } from './provenance-header.ts';
 import { ID_RE, RESOURCE_TYPES } from './resource-types.ts';
 import { ifMatchOf, queryParams, searchForm, strictHandling, type VaultParams } from './route-helpers.ts';
-import { assertVisible } from './search/restrictions.ts';
+import { assertVersionVisible, assertVisible } from './search/restrictions.ts';
 import { readSubset } from './search/subset.ts';
 import { withUserContext } from './user-context.ts';
 import { negotiate, xmlAnswers } from './xml.ts';
@@ -193,6 +193,7 @@ export async function fhirRoutes(app: FastifyInstance, o: FhirPluginOptions): Pr
     const shape = readSubset(req.query as Record<string, unknown>);
     const v = await vread(ctx, type, idOf(req), req.params.vid as string);
     await assertVisible(ctx, type, v.id, restrictions);
+    await assertVersionVisible(ctx, v, restrictions);
     await auditRead(ctx, 'vread', v);
     return sendVersion(reply, notModified(req.headers, v) ? 304 : 200, v, ctx.base, undefined, shape);
   });

@@ -1,5 +1,5 @@
 import type { IndexRows, ResourceTransaction, ResourceWrite } from '../store/types.ts';
-import { compartmentFilter, indexInCompartment, patientsIn, proxyOf } from '../vault/compartment.ts';
+import { patientsIn, proxyOf } from '../vault/compartment.ts';
 import { decide, type Interaction, writeCompartment } from '../vault/policy.ts';
 import { auditOf, proxyPatients } from './audit.ts';
 import { insufficientScope } from './bearer.ts';
@@ -8,6 +8,7 @@ import { nextTimestamp, prepare, stamp } from './resource-body.ts';
 import { newResourceId } from './resource-id.ts';
 import { binaryProxyFilter, proxyUnreadable } from './search/binary-proxy.ts';
 import { extractIndex } from './search/extract.ts';
+import { inCompartment } from './search/version-visible.ts';
 import { criteriaQuery, subscriptionParts } from './subscription/accept.ts';
 import { recordWriters } from './subscription/records.ts';
 import { validate } from './validation/validate.ts';
@@ -42,7 +43,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
         const patient = guarded ? (compartmentOf(type, 'update') ?? compartmentOf(type, 'delete')) : undefined;
         if (patient !== undefined) {
           const index = extractIndex(JSON.parse(v.content) as Record<string, unknown>);
-          if (!(await inCompartment(tx, type, id, index, patient))) {
+          if (!(await inCompartment((q) => tx.search(q), type, id, index, patient))) {
             throw insufficientScope(`${type}/${id} is outside the compartment of the launch patient`);
           }
           const other = await anotherPatient(tx, type, id, index, patient);
@@ -53,7 +54,7 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
       async write(w) {
         const patient = guarded ? compartmentOf(w.type, WRITE[w.method] ?? 'update') : undefined;
         if (patient !== undefined && w.index) {
-          if (!(await inCompartment(tx, w.type, w.id, w.index, patient)))
+          if (!(await inCompartment((q) => tx.search(q), w.type, w.id, w.index, patient)))
             throw insufficientScope(`the ${w.type} would be outside the compartment of the launch patient ${patient}`);
           const other = await anotherPatient(tx, w.type, w.id, w.index, patient);
           if (other) throw insufficientScope(`the ${w.type} would also be in the record of ${other}`);
@@ -104,32 +105,6 @@ export async function transact<T>(ctx: FhirContext, fn: (tx: ResourceTransaction
   });
   if (!ctx.subscriptionDispatcher) await recordWriters(ctx, committed);
   return done;
-}
-
-/**
- * compartment.ts's test inside the transaction: a Binary standing in by proxy is in the compartments its proxy
- * is in as this transaction sees it (written before it in a Bundle, or committed).
- */
-async function inCompartment(
-  tx: ResourceTransaction,
-  type: string,
-  id: string,
-  index: IndexRows,
-  patient: string,
-): Promise<boolean> {
-  if (indexInCompartment(type, id, index, patient)) return true;
-  const proxy = proxyOf(type, index);
-  const filter = proxy && compartmentFilter(proxy.type, [patient]);
-  if (!proxy || !filter) return false;
-  const { matches } = await tx.search({
-    type: proxy.type,
-    filters: [{ kind: 'id', ids: [proxy.id] }, filter],
-    sort: [],
-    limit: 1,
-    offset: 0,
-    total: false,
-  });
-  return matches.length > 0;
 }
 
 /** A Binary about to be changed or deleted stands in by its securityContext for a resource the token may read. */

@@ -15,7 +15,7 @@ import { assertResourceBody, type Prepared, prepare } from '../resource-body.ts'
 import { newResourceId } from '../resource-id.ts';
 import { responseLimit } from '../response-size.ts';
 import { parseSearch } from '../search/parse.ts';
-import { assertVisible } from '../search/restrictions.ts';
+import { assertVersionVisible, assertVisible } from '../search/restrictions.ts';
 import { transact } from '../transact.ts';
 import { validate } from '../validation/validate.ts';
 import { type EntryRequest, rewriteReferences } from './entries.ts';
@@ -311,6 +311,7 @@ async function readEntry(
   }
   const v = e.versionId ? await vread(ctx, e.type, e.id, e.versionId) : await read(ctx, e.type, e.id);
   await assertVisible(ctx, e.type, e.id, restrictions);
+  if (e.versionId) await assertVersionVisible(ctx, v, restrictions);
   await auditRead(ctx, e.versionId ? 'vread' : 'read', v);
   return { status: 200, version: v, resource: v.content };
 }

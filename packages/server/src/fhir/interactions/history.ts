@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { HistoryQuery, StoredVersion } from '../../store/types.ts';
+import type { Restriction } from '../../vault/policy.ts';
 import { auditAccess, patientsOf } from '../audit.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
@@ -8,7 +9,7 @@ import { FHIR_JSON } from '../format.ts';
 import { responseLimit } from '../response-size.ts';
 import { type RouteHelpers, strictHandling, type VaultParams } from '../route-helpers.ts';
 import { badCursor, packCursor, unpackCursor } from '../search/cursor.ts';
-import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
+import { assertVisible, restrictionFilter, versionShown } from '../search/restrictions.ts';
 import { parseDate } from '../search/value-parsers.ts';
 
 export interface HistoryParams {
@@ -20,6 +21,8 @@ export interface HistoryParams {
   path: string;
   /** `Prefer: handling=strict`: an unknown parameter is refused instead of ignored. */
   strict?: boolean | undefined;
+  /** An instance's history under restricted scopes: versions that do not pass them are left out. */
+  restrictions?: Restriction[] | undefined;
 }
 
 const DEFAULT_COUNT = 50;
@@ -136,14 +139,19 @@ export async function history(ctx: FhirContext, params: HistoryParams): Promise<
   // past it with its size); its cursor goes on from there.
   const past = rows.findIndex((v) => v.size !== undefined);
   const taken = Math.min(count, past < 0 ? rows.length : past);
-  const page = rows.slice(0, taken);
+  const read = rows.slice(0, taken);
+  const shown = params.id ? versionShown(ctx, params.restrictions) : undefined;
+  // Left out, not refused: the page's cursor still goes on from the last version read.
+  const page = shown
+    ? (await Promise.all(read.map(async (v) => ((await shown(v)) ? v : undefined)))).filter((v) => v !== undefined)
+    : read;
   const kept = new URLSearchParams();
   if (since) kept.set('_since', since);
   for (const v of [params.query._at ?? []].flat()) kept.append('_at', String(v));
   kept.set('_count', String(count));
   const self = `${ctx.base}${params.path}?${kept}${before ? `&_cursor=${single(params.query, '_cursor')}` : ''}`;
   const links = [{ relation: 'self', url: self }];
-  const last = page[page.length - 1];
+  const last = read[read.length - 1];
   if (rows.length > taken && last) {
     links.push({ relation: 'next', url: `${ctx.base}${params.path}?${kept}&_cursor=${encodeCursor(last)}` });
   }
@@ -171,12 +179,11 @@ export function historyRoutes(app: FastifyInstance, h: RouteHelpers): void {
     const ctx = await context(req);
     const type = typeOf(req);
     const id = idOf(req);
-    await assertVisible(ctx, type, id, allow(ctx, type, 'history-instance'));
+    const restrictions = allow(ctx, type, 'history-instance');
+    await assertVisible(ctx, type, id, restrictions);
     const query = req.query as Record<string, unknown>;
-    return send(
-      reply,
-      await history(ctx, { type, id, query, path: `/${type}/${id}/_history`, strict: strictHandling(req) }),
-    );
+    const path = `/${type}/${id}/_history`;
+    return send(reply, await history(ctx, { type, id, query, path, strict: strictHandling(req), restrictions }));
   });
   app.get<{ Params: VaultParams }>('/:partition/:type/_history', async (req, reply) => {
     const ctx = await context(req);

@@ -9,7 +9,7 @@ import { read, vread } from '../interactions/read.ts';
 import { parseEtag } from '../interactions/update.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { ifMatchOf, type RouteHelpers, type VaultParams } from '../route-helpers.ts';
-import { assertVisible, restrictionFilter } from '../search/restrictions.ts';
+import { assertVersionVisible, assertVisible, restrictionFilter } from '../search/restrictions.ts';
 import { type MetaChange, metaChangeOf, writeMeta } from './meta-change.ts';
 
 /** Distinct tags, security labels or profiles a type-level or system-level `$meta` lists at most. */
@@ -30,6 +30,7 @@ export function metaRoutes(app: FastifyInstance, h: RouteHelpers): void {
     const restrictions = h.allow(ctx, type, vid === undefined ? 'read' : 'vread');
     const v = vid === undefined ? await read(ctx, type, id) : await vread(ctx, type, id, vid);
     await assertVisible(ctx, type, id, restrictions);
+    if (vid !== undefined) await assertVersionVisible(ctx, v, restrictions);
     await auditAccess(ctx, 'operation', {
       objects: [`${type}/${id}/_history/${v.version}`],
       patients: await patientsOfVersion(ctx, v),

@@ -1,9 +1,10 @@
-import type { SearchFilter } from '../../store/types.ts';
+import type { CurrentVersion, SearchFilter } from '../../store/types.ts';
 import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { binaryProxyFilter } from './binary-proxy.ts';
 import { restrictionOf } from './restriction-filter.ts';
+import { versionVisible } from './version-visible.ts';
 
 /**
  * Scope restrictions (granular queries, the launch patient's compartment) as one filter every match must
@@ -46,6 +47,33 @@ export async function assertVisible(
     total: false,
   });
   if (matches.length === 0) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
+}
+
+/**
+ * vread and instance history: a version other than the current one passes the restrictions by its own content
+ * (version-visible.ts); the current one by `assertVisible`, which the caller has asked first.
+ */
+export async function assertVersionVisible(
+  ctx: FhirContext,
+  v: CurrentVersion,
+  restrictions: Restriction[] | undefined,
+): Promise<void> {
+  if (!(await versionShown(ctx, restrictions)(v)))
+    throw insufficientScope(`the access token's scopes for ${v.type} do not cover version ${v.version} of it`);
+}
+
+/** The test of `assertVersionVisible` for the versions of one resource, asked once for what they share. */
+export function versionShown(
+  ctx: FhirContext,
+  restrictions: Restriction[] | undefined,
+): (v: CurrentVersion) => Promise<boolean> {
+  let current: Promise<number | undefined> | undefined;
+  return async (v) => {
+    if (!restrictionFilter(ctx, v.type, restrictions)) return true;
+    current ??= ctx.store.resources.current(ctx.partition, v.type, v.id).then((c) => c?.version);
+    if ((await current) === v.version) return true;
+    return versionVisible(ctx, v, restrictions);
+  };
 }
 
 /**
