@@ -67,9 +67,11 @@ export function versionShown(
   ctx: FhirContext,
   restrictions: Restriction[] | undefined,
 ): (v: CurrentVersion) => Promise<boolean> {
+  let narrowed: boolean | undefined;
   let current: Promise<number | undefined> | undefined;
   return async (v) => {
-    if (!restrictionFilter(ctx, v.type, restrictions)) return true;
+    narrowed ??= restrictionFilter(ctx, v.type, restrictions) !== undefined;
+    if (!narrowed) return true;
     current ??= ctx.store.resources.current(ctx.partition, v.type, v.id).then((c) => c?.version);
     if ((await current) === v.version) return true;
     return versionVisible(ctx, v, restrictions);
