@@ -65,6 +65,27 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
     return undefined;
   };
 
+  /**
+   * A form posted from the page: its live session and fields when its CSRF token is that session's; otherwise
+   * undefined, the answer sent (back to the page without a session, 403 with a wrong token).
+   */
+  const signedForm = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<{ s: AccountSession; form: URLSearchParams } | undefined> => {
+    const s = await live(req);
+    if (!s) {
+      void reply.redirect('/account', 303);
+      return undefined;
+    }
+    const form = formOf(req);
+    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
+      void fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
+      return undefined;
+    }
+    return { s, form };
+  };
+
   const loginForm = (reply: FastifyReply, status: number, username?: string, error?: string) => {
     const form = randomBytes(16).toString('base64url');
     void reply.header(
@@ -167,12 +188,9 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   });
 
   app.post('/account/password', async (req, reply) => {
-    const s = await live(req);
-    if (!s) return reply.redirect('/account', 303);
-    const form = formOf(req);
-    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    const signed = await signedForm(req, reply);
+    if (!signed) return reply;
+    const { s, form } = signed;
     const next = (form.get('new') ?? '').slice(0, 1025);
     if (next !== form.get('again')) return show(reply, s, 400, { passwordError: 'The new passwords differ.' });
     try {
@@ -211,12 +229,9 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
   });
 
   app.post('/account/consents/withdraw', async (req, reply) => {
-    const s = await live(req);
-    if (!s) return reply.redirect('/account', 303);
-    const form = formOf(req);
-    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    const signed = await signedForm(req, reply);
+    if (!signed) return reply;
+    const { s, form } = signed;
     const grant = form.get('grant') ?? '';
     const { revoked } = grant
       ? await withdrawConsents(
@@ -242,12 +257,9 @@ export async function accountRoutes(app: FastifyInstance, o: AccountOptions): Pr
 
   // A delegate may stop acting for someone (least privilege); only an administrator can give a delegation.
   app.post('/account/delegations/end', async (req, reply) => {
-    const s = await live(req);
-    if (!s) return reply.redirect('/account', 303);
-    const form = formOf(req);
-    if (!csrfMatches(key(), `account:${s.id}`, form.get('csrf'))) {
-      return fail(reply, 403, 'invalid_request', 'The form could not be verified (CSRF token missing or wrong).');
-    }
+    const signed = await signedForm(req, reply);
+    if (!signed) return reply;
+    const { s, form } = signed;
     const partition = form.get('vault') ?? '';
     const patient = form.get('patient') ?? '';
     const ended =

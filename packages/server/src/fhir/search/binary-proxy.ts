@@ -2,7 +2,7 @@ import type { IndexRows, SearchFilter, SearchQuery, SearchResult } from '../../s
 import { PROXY_PARAM } from '../../vault/compartment.ts';
 import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
-import { restrictionOf } from './restriction-filter.ts';
+import { matchesById, restrictionOf } from './restriction-filter.ts';
 
 /**
  * R4 Binary.securityContext: the resource named there "stands in as a proxy equivalent" when access to the
@@ -84,15 +84,7 @@ export async function proxyUnreadable(
   if (!d.allowed) return `its securityContext ${proxy} stands in for it, and ${d.reason}`;
   const filter = restrictionOf(base, r.targetType, d.restrictions);
   if (!filter) return undefined;
-  const { matches } = await search({
-    type: r.targetType,
-    filters: [{ kind: 'id', ids: [r.targetId] }, filter],
-    sort: [],
-    limit: 1,
-    offset: 0,
-    total: false,
-  });
-  return matches.length > 0
+  return (await matchesById(search, r.targetType, r.targetId, filter))
     ? undefined
     : `its securityContext ${proxy} stands in for it, and the access token's scopes do not cover that resource`;
 }

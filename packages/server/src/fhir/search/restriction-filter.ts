@@ -1,4 +1,4 @@
-import type { SearchFilter } from '../../store/types.ts';
+import type { SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
 import { compartmentFilter } from '../../vault/compartment.ts';
 import type { Restriction } from '../../vault/policy.ts';
 import { parseSearch } from './parse.ts';
@@ -23,4 +23,22 @@ export function restrictionOf(
     return { kind: 'and', filters: parts };
   });
   return { kind: 'or', filters };
+}
+
+/** Whether the resource `type/id` is current and matches `filter`, as `search` sees the vault. */
+export async function matchesById(
+  search: (q: SearchQuery) => Promise<SearchResult>,
+  type: string,
+  id: string,
+  filter: SearchFilter,
+): Promise<boolean> {
+  const q: SearchQuery = {
+    type,
+    filters: [{ kind: 'id', ids: [id] }, filter],
+    sort: [],
+    limit: 1,
+    offset: 0,
+    total: false,
+  };
+  return (await search(q)).matches.length > 0;
 }

@@ -3,7 +3,7 @@ import { decide, type Restriction, type VaultAccess } from '../../vault/policy.t
 import { insufficientScope } from '../bearer.ts';
 import type { FhirContext } from '../context.ts';
 import { binaryProxyFilter } from './binary-proxy.ts';
-import { restrictionOf } from './restriction-filter.ts';
+import { matchesById, restrictionOf } from './restriction-filter.ts';
 import { versionVisible } from './version-visible.ts';
 
 /**
@@ -38,15 +38,8 @@ export async function assertVisible(
 ): Promise<void> {
   const filter = restrictionFilter(ctx, type, restrictions);
   if (!filter) return;
-  const { matches } = await ctx.store.resources.search(ctx.partition, {
-    type,
-    filters: [{ kind: 'id', ids: [id] }, filter],
-    sort: [],
-    limit: 1,
-    offset: 0,
-    total: false,
-  });
-  if (matches.length === 0) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
+  const visible = await matchesById((q) => ctx.store.resources.search(ctx.partition, q), type, id, filter);
+  if (!visible) throw insufficientScope(`the access token's scopes for ${type} do not cover this resource`);
 }
 
 /**

@@ -5,6 +5,7 @@ import type { FhirContext } from '../context.ts';
 import { proxyUnreadable } from './binary-proxy.ts';
 import { extractIndex } from './extract.ts';
 import { parseSearch } from './parse.ts';
+import { matchesById } from './restriction-filter.ts';
 
 type Search = (q: SearchQuery) => Promise<SearchResult>;
 
@@ -56,15 +57,7 @@ export async function inCompartment(
   const proxy = proxyOf(type, index);
   const filter = proxy && compartmentFilter(proxy.type, [patient]);
   if (!proxy || !filter) return false;
-  const { matches } = await search({
-    type: proxy.type,
-    filters: [{ kind: 'id', ids: [proxy.id] }, filter],
-    sort: [],
-    limit: 1,
-    offset: 0,
-    total: false,
-  });
-  return matches.length > 0;
+  return matchesById(search, proxy.type, proxy.id, filter);
 }
 
 const unlike = (v: string) => v.replace(/\\([\\%_])/g, '$1');
