@@ -869,6 +869,15 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     );
     await grant(p, { partition: vault, client: 'scope-proxy-notes', scope: 'system/*.rs' });
     assert.deepEqual((await listed(withNotes)).sort(), ['Binary/sp-note-pdf', 'Binary/sp-own-pdf']);
+    // A granular query this server does not understand closes that type's Binaries, not every Binary.
+    const odd = await secretClient(
+      p,
+      'scope-proxy-odd',
+      'system/Binary.rs system/Patient.rs system/Observation.rs?x=1',
+    );
+    await grant(p, { partition: vault, client: 'scope-proxy-odd', scope: 'system/*.rs' });
+    assert.equal((await fhir(p, odd, 'GET', `/${vault}/Observation?_count=1`)).status, 400);
+    assert.equal(await read(odd, 'sp-own-pdf'), 200);
     assert.equal((await fhir(p, loader, 'GET', `/${vault}/Binary/_history?_count=1`)).status, 200);
 
     // Writes alike: Binary write scopes alone neither replace nor delete a document's bytes, nor attach new ones.

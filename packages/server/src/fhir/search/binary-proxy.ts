@@ -1,6 +1,7 @@
 import type { IndexRows, SearchFilter, SearchQuery, SearchResult } from '../../store/types.ts';
 import { PROXY_PARAM } from '../../vault/compartment.ts';
 import { decide, type Restriction, type VaultAccess } from '../../vault/policy.ts';
+import { FhirError } from '../errors.ts';
 import { RESOURCE_TYPES } from '../resource-types.ts';
 import { matchesById, restrictionOf } from './restriction-filter.ts';
 
@@ -26,6 +27,12 @@ export function binaryProxyFilter(
     const d = decide(access, type, 'read');
     if (!d.allowed) unreadable.push(type);
     else if (d.restrictions && !impliedByBinary(d.restrictions, binaryRestrictions)) {
+      const restriction = proxyRestriction(base, type, d.restrictions);
+      // A granular query this server cannot parse (400 on that type's own requests) reads none of it here.
+      if (!restriction) {
+        unreadable.push(type);
+        continue;
+      }
       // Names a resource of this type → that resource, current, satisfies the type's restrictions.
       narrowed.push({
         kind: 'or',
@@ -35,7 +42,7 @@ export function binaryProxyFilter(
             kind: 'chain',
             param: PROXY_PARAM,
             targetTypes: [type],
-            filter: restrictionOf(base, type, d.restrictions) as SearchFilter,
+            filter: restriction,
           },
         ],
       });
@@ -47,6 +54,15 @@ export function binaryProxyFilter(
   ];
   if (filters.length === 0) return undefined;
   return filters.length === 1 ? filters[0] : { kind: 'and', filters };
+}
+
+function proxyRestriction(base: string, type: string, restrictions: Restriction[]): SearchFilter | undefined {
+  try {
+    return restrictionOf(base, type, restrictions);
+  } catch (err) {
+    if (err instanceof FhirError) return undefined;
+    throw err;
+  }
 }
 
 /** A Binary's securityContext names a resource of one of `types` (existing or not). */
@@ -82,8 +98,10 @@ export async function proxyUnreadable(
   const proxy = `${r.targetType}/${r.targetId}`;
   const d = decide(access, r.targetType, 'read');
   if (!d.allowed) return `its securityContext ${proxy} stands in for it, and ${d.reason}`;
-  const filter = restrictionOf(base, r.targetType, d.restrictions);
-  if (!filter) return undefined;
+  if (!d.restrictions) return undefined;
+  const filter = proxyRestriction(base, r.targetType, d.restrictions);
+  if (!filter)
+    return `its securityContext ${proxy} stands in for it, and the access token's query for it is not understood`;
   return (await matchesById(search, r.targetType, r.targetId, filter))
     ? undefined
     : `its securityContext ${proxy} stands in for it, and the access token's scopes do not cover that resource`;
