@@ -305,6 +305,12 @@ describe('patient- and group-level $export', () => {
     assert.equal((await lines(manifest, 'Condition')).length, conditions.length);
     const missing = await fhir(p, reader, 'GET', '/bulk/Group/no-such-group/$export', undefined, KICK_OFF);
     assert.equal(missing.status, 404);
+    // A client that may read only device Groups does not learn a person Group's members by exporting it.
+    const devices = await secretClient(p, 'bulk-device-groups', 'system/Patient.rs system/Group.rs?type=device');
+    await grant(p, { partition: 'bulk', client: 'bulk-device-groups', scope: 'system/*.rs' });
+    assert.equal((await fhir(p, devices, 'GET', `/bulk/Group/${group.json.id}`)).status, 403);
+    const kick = await fhir(p, devices, 'GET', `/bulk/Group/${group.json.id}/$export`, undefined, KICK_OFF);
+    assert.equal(kick.status, 403, kick.text);
   });
 
   const named = (...ids: (string | undefined)[]) => ({

@@ -14,6 +14,7 @@ import { FhirError, operationOutcome } from '../errors.ts';
 import { FHIR_JSON } from '../format.ts';
 import { operationParams } from '../operations/operation-params.ts';
 import { ID_RE } from '../resource-types.ts';
+import { assertVisible } from '../search/restrictions.ts';
 import { DELETED_FILE_RE, deletedFile } from './export-deleted.ts';
 import { type ExportRequest, parseExportRequest } from './export-request.ts';
 import { ERROR_FILE, exportTypes, typeSearches, writeExport } from './export-run.ts';
@@ -114,16 +115,19 @@ export function bulkExport(app: FastifyInstance, o: BulkExportOptions): void {
       if (!req.headers.accept)
         throw new FhirError(400, 'invalid', 'send Accept: application/fhir+json with the $export kick-off');
       let group: string | undefined;
+      let groupRestrictions: Restriction[] | undefined;
       if (level === 'group') {
         group = req.params.id as string;
         if (!ID_RE.test(group)) throw new FhirError(400, 'value', 'invalid Group id');
-        o.allow(ctx, 'Group', 'read');
+        groupRestrictions = o.allow(ctx, 'Group', 'read');
       }
       const request = parseExportRequest(level, group, operationParams(req), /\bhandling=lenient\b/.test(prefer));
       // What can be judged now is, so that the client hears of it from the kick-off and not from a failed job.
       for (const type of exportTypes(ctx, request)) typeSearches(ctx, type, request);
       if (group && (await ctx.store.resources.current(ctx.partition, 'Group', group))?.content === undefined)
         throw new FhirError(404, 'not-found', `Group/${group} not found`);
+      // The members come from the Group as a read of it would show it: a Group outside a granular scope is not read.
+      if (group) await assertVisible(ctx, 'Group', group, groupRestrictions);
       await admit(ctx);
       const raw = req.raw.url ?? '';
       // The request as the client made it, from the vault's base on (the manifest's `request`).
