@@ -115,6 +115,27 @@ describe('$data-requirements (computed from the ELM)', () => {
     );
   });
 
+  test('the logic is read as the caller: granular Measure and Library scopes narrow it', async () => {
+    const logic = async (client: string, scope: string) => {
+      const c = await secretClient(p, client, scope);
+      await grant(p, { partition: 'quality', client, scope: 'system/*.rs' });
+      return fhir(p, c, 'GET', `/quality/Measure/${PROPORTION.id}/$data-requirements?${Q}`);
+    };
+    const drafts = await logic('logic-drafts', 'system/Measure.rs?status=draft system/Library.rs system/ValueSet.rs');
+    assert.equal(drafts.status, 200, drafts.text);
+    const active = await logic('logic-active', 'system/Measure.rs?status=active system/Library.rs system/ValueSet.rs');
+    assert.equal(active.status, 403, 'a draft Measure outside the scope');
+    const retired = await logic(
+      'logic-retired',
+      'system/Measure.rs system/Library.rs?status=retired system/ValueSet.rs',
+    );
+    assert.equal(retired.status, 422);
+    assert.match(
+      retired.text,
+      /Library http:\/\/example.com\/Library\/library-ProportionBooleanTest .* is not in this vault/,
+    );
+  });
+
   test('the ratio measure needs Encounters from its ValueSet', async () => {
     const r = await fhir(p, clinic, 'POST', `/quality/Measure/${RATIO.id}/$data-requirements`, {
       resourceType: 'Parameters',

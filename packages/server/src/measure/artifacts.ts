@@ -1,6 +1,9 @@
 import type { Bundle, Library, Measure, ValueSet } from 'fhir/r4.js';
 import type { FhirContext } from '../fhir/context.ts';
 import { FhirError } from '../fhir/errors.ts';
+import { assertVisible, restrictionFilter } from '../fhir/search/restrictions.ts';
+import type { SearchFilter } from '../store/types.ts';
+import { decide } from '../vault/policy.ts';
 import { checkPopulations } from './elm-check.ts';
 
 const ELM_JSON = 'application/elm+json';
@@ -29,15 +32,25 @@ async function byCanonical<T extends { version?: string }>(
   canonical: string,
 ): Promise<T | undefined> {
   const [url, version] = canonical.split('|') as [string, string | undefined];
+  const narrowed = readable(ctx, type);
   const { matches } = await ctx.store.resources.search(ctx.partition, {
     type,
-    filters: [{ kind: 'uri', param: 'url', values: [url], mode: 'exact' }],
+    filters: [{ kind: 'uri', param: 'url', values: [url], mode: 'exact' }, ...(narrowed ? [narrowed] : [])],
     sort: [{ key: { kind: 'lastUpdated' }, descending: true }],
     limit: 50,
     offset: 0,
     total: false,
   });
   return matches.map((m) => JSON.parse(m.content) as T).find((r) => version === undefined || r.version === version);
+}
+
+/**
+ * What of `type` the caller reads here: the logic is read as the caller, so granular scopes on Measure, Library
+ * or ValueSet narrow it too (the routes have refused a caller without read on them).
+ */
+function readable(ctx: FhirContext, type: string): SearchFilter | undefined {
+  const d = decide(ctx.access, type, 'read');
+  return d.allowed ? restrictionFilter(ctx, type, d.restrictions) : undefined;
 }
 
 /** The parts of a Library's compiled ELM that decide what else must be present. */
@@ -82,6 +95,8 @@ export async function loadMeasure(
 ): Promise<MeasureArtifacts> {
   const stored = await ctx.store.resources.current(ctx.partition, 'Measure', measureId);
   if (stored?.content === undefined) throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
+  const d = decide(ctx.access, 'Measure', 'read');
+  await assertVisible(ctx, 'Measure', measureId, d.allowed ? d.restrictions : undefined);
   const measure = JSON.parse(stored.content) as Measure;
   if (!measure.library?.length) {
     throw unusable(`Measure/${measureId} names no Library: there is no logic to evaluate`);
