@@ -99,6 +99,17 @@ async function tokens(person: Partial<Person> = {}, params: Record<string, strin
 
 const as = (t: { access_token: string }): Caller => ({ token: t.access_token });
 
+/** A backend client that may do everything in the test vault, and a PUT through it that must succeed. */
+async function fullAccess(client: string) {
+  const loader = await secretClient(p, client, 'system/*.cruds');
+  await grant(p, { partition: vault, client, scope: 'system/*.cruds' });
+  const put = async (type: string, id: string, body: Record<string, unknown>) => {
+    const r = await fhir(p, loader, 'PUT', `/${vault}/${type}/${id}`, { resourceType: type, id, ...body });
+    assert.ok(r.status === 200 || r.status === 201, r.text);
+  };
+  return { loader, put };
+}
+
 describe('standalone patient launch with openid-client (code + PKCE + refresh)', () => {
   test('B01 C01 C02 C15 C19 C21: code with state, then a token response with patient, id_token and refresh token', async () => {
     const launch = await authorizeUrl();
@@ -559,8 +570,7 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
 
   test('chains, _has and conditions answer only about what the token may search', async () => {
     // About the child, observed by the mother: in her compartment, so her app reads it — but not the child.
-    const loader = await secretClient(p, 'loader-chains', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'loader-chains', scope: 'system/*.cruds' });
+    const { loader } = await fullAccess('loader-chains');
     const shared = {
       resourceType: 'Observation',
       id: 'obs-chain',
@@ -621,8 +631,7 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
   });
 
   test('a Binary is in the compartment of the patient its securityContext names, and in none without one', async () => {
-    const loader = await secretClient(p, 'binary-loader', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'binary-loader', scope: 'system/*.cruds' });
+    const { loader } = await fullAccess('binary-loader');
     const letter = (id: string, context?: string) => ({
       resourceType: 'Binary',
       id,
@@ -653,12 +662,7 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
   test("a Binary whose securityContext names a document is in the compartment of the document's patient", async () => {
     // R4 Binary.securityContext: the resource named there stands in for the Binary's access. US Core and seed
     // 001 (seq-4) reach a letter as DocumentReference → content.attachment.url → Binary.
-    const loader = await secretClient(p, 'proxy-loader', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'proxy-loader', scope: 'system/*.cruds' });
-    const put = async (type: string, id: string, body: Record<string, unknown>) => {
-      const r = await fhir(p, loader, 'PUT', `/${vault}/${type}/${id}`, { resourceType: type, id, ...body });
-      assert.ok(r.status === 200 || r.status === 201, r.text);
-    };
+    const { loader, put } = await fullAccess('proxy-loader');
     const doc = (patient: string, binary: string) => ({
       status: 'current',
       subject: { reference: `Patient/${patient}` },
@@ -742,16 +746,8 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
   });
 
   test('an older version is shown only if it passes the restrictions itself (vread, history, batch, $meta)', async () => {
-    const loader = await secretClient(p, 'versions-loader', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'versions-loader', scope: 'system/*.cruds' });
-    const put = async (id: string, body: Record<string, unknown>) => {
-      const r = await fhir(p, loader, 'PUT', `/${vault}/Observation/${id}`, {
-        resourceType: 'Observation',
-        id,
-        ...body,
-      });
-      assert.ok(r.status === 200 || r.status === 201, r.text);
-    };
+    const { loader, put: putAny } = await fullAccess('versions-loader');
+    const put = (id: string, body: Record<string, unknown>) => putAny('Observation', id, body);
     const category = (code: string) => [
       { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code }] },
     ];
@@ -807,12 +803,7 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
   });
 
   test("a Binary's bytes are read only where its securityContext's resource may be read", async () => {
-    const loader = await secretClient(p, 'scope-proxy-loader', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'scope-proxy-loader', scope: 'system/*.cruds' });
-    const put = async (type: string, id: string, body: Record<string, unknown>) => {
-      const r = await fhir(p, loader, 'PUT', `/${vault}/${type}/${id}`, { resourceType: type, id, ...body });
-      assert.ok(r.status === 200 || r.status === 201, r.text);
-    };
+    const { loader, put } = await fullAccess('scope-proxy-loader');
     const NOTE = 'http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category|clinical-note';
     const [system, code] = NOTE.split('|');
     const doc = (category?: string) => ({
@@ -962,8 +953,7 @@ describe('what a patient token reaches (I09–I14, N22)', () => {
     assert.match(String((created.json.issue as { diagnostics: string }[])[0]?.diagnostics), /Patient\/child/);
     // One such Observation written by the vault's loader: the mother's app may read it (it is in her compartment)
     // but neither change nor delete it, nor take it over by moving its subject.
-    const loader = await secretClient(p, 'loader-shared', 'system/*.cruds');
-    await grant(p, { partition: vault, client: 'loader-shared', scope: 'system/*.cruds' });
+    const { loader } = await fullAccess('loader-shared');
     await fhir(p, loader, 'PUT', `/${vault}/Observation/obs-shared`, { ...aboutChild, id: 'obs-shared' });
     assert.equal((await fhir(p, w, 'GET', `/${vault}/Observation/obs-shared`)).status, 200);
     const takeOver = { ...aboutChild, id: 'obs-shared', subject: { reference: 'Patient/mother' } };
