@@ -614,6 +614,30 @@ describe('bad input: clear OperationOutcomes', () => {
     assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 404);
   });
 
+  test('a submission to a Measure outside a granular Measure scope is refused and stores nothing', async () => {
+    const scoped = (status: string) =>
+      secretClient(p, `submitter-${status}`, `system/Measure.rs?status=${status} system/*.cu`, {
+        orgOid: ORG_OID,
+        orgName: 'UMCG',
+      });
+    const active = await scoped('active');
+    await grant(p, { partition: 'quality', client: 'submitter-active', scope: 'system/*.cruds' });
+    const pt = { ...(patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number]) };
+    pt.resources = pt.resources.map((r) => ({ ...r, id: `scoped-${r.id}` }));
+    pt.patient = `scoped-${pt.patient}`;
+    const body = submission(PROPORTION.url, 'Organization/umcg', pt);
+    const r = await fhir(p, active, 'POST', `/quality/Measure/${PROPORTION.id}/$submit-data`, body);
+    assert.equal(r.status, 403, 'the Measure is a draft: its read under this scope is 403');
+    assert.equal((await fhir(p, active, 'GET', `/quality/Measure/${PROPORTION.id}`)).status, 403);
+    assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 404);
+
+    const draft = await scoped('draft');
+    await grant(p, { partition: 'quality', client: 'submitter-draft', scope: 'system/*.cruds' });
+    const accepted = await fhir(p, draft, 'POST', `/quality/Measure/${PROPORTION.id}/$submit-data`, body);
+    assert.equal(accepted.status, 200, accepted.text);
+    assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 200);
+  });
+
   test('a token limited to one patient compartment may not calculate over the vault', async () => {
     const narrow = await secretClient(
       p,

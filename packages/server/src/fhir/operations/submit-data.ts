@@ -1,9 +1,11 @@
+import { decide } from '../../vault/policy.ts';
 import type { EntryRequest } from '../bundle/entries.ts';
 import type { EntryResult } from '../bundle/results.ts';
 import { runTransaction } from '../bundle/transaction.ts';
 import type { FhirContext } from '../context.ts';
 import { FhirError } from '../errors.ts';
 import { ID_RE, RESOURCE_TYPES } from '../resource-types.ts';
+import { assertVisible } from '../search/restrictions.ts';
 import { JOB_TAG } from './submission-job-outcome.ts';
 import { assertMaySubmit, type SubmissionPolicy } from './submission-policy.ts';
 import { serverProvenance } from './submission-provenance.ts';
@@ -62,6 +64,9 @@ export async function submitData(
   if (measureId !== undefined) {
     const measure = await ctx.store.resources.current(ctx.partition, 'Measure', measureId);
     if (measure?.content === undefined) throw new FhirError(404, 'not-found', `Measure/${measureId} not found`);
+    // Submitting to a Measure is acting on it: a granular Measure scope that does not cover it refuses, as its read.
+    const d = decide(ctx.access, 'Measure', 'read');
+    await assertVisible(ctx, 'Measure', measureId, d.allowed ? d.restrictions : undefined);
     const canonical = (JSON.parse(measure.content) as { url?: string }).url;
     const named = String(report.measure ?? '');
     if (named !== `Measure/${measureId}` && (canonical === undefined || named.split('|')[0] !== canonical)) {
