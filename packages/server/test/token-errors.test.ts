@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac, createPrivateKey, createPublicKey } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -63,6 +64,31 @@ async function post(
     json = JSON.parse(text);
   } catch {}
   return { status: res.status, json, headers: res.headers, text };
+}
+
+/** A form POST through node:https, which sends the Host header it is given (undici's fetch sets its own). */
+function rawPost(
+  path: string,
+  body: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(path, p.base);
+    const req = request(
+      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', ca: p.ca, servername: 'localhost' },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          text += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    for (const [name, value] of Object.entries({ 'content-type': FORM, ...headers })) req.setHeader(name, value);
+    req.end(body);
+  });
 }
 
 const basic = (id: string, s: string) => ({ authorization: `Basic ${Buffer.from(`${id}:${s}`).toString('base64')}` });
@@ -253,6 +279,28 @@ describe('token endpoint: bad client assertions → invalid_client (E02 E04–E1
     assert.ok(r.status === 400 || r.status === 401, r.text);
     assert.ok(['invalid_request', 'invalid_client'].includes(r.json.error as string), r.text);
   });
+});
+
+test('an assertion made for another server is refused, whatever Host or X-Forwarded-Host the request names', async () => {
+  // Audience injection: a server the client also authenticates to replays the client's assertion here, naming its
+  // own host, so that "this server's token endpoint" (as a request URL makes it) is the one the assertion is for.
+  const elsewhere = 'elsewhere.example:8443';
+  const named: Record<string, string>[] = [
+    { host: elsewhere },
+    { 'x-forwarded-host': elsewhere, 'x-forwarded-proto': 'https' },
+  ];
+  for (const headers of named) {
+    for (const aud of [`https://${elsewhere}/oauth/token`, `https://${elsewhere}`]) {
+      const r = await rawPost('/oauth/token', assertionBody(await assertion({ aud })), headers);
+      assert.equal(r.status, 401, r.text);
+      assert.equal(JSON.parse(r.text).error, 'invalid_client');
+    }
+  }
+  // This server's own names still work, as the issuer and as its token endpoint.
+  for (const aud of [p.tokenUrl, p.base]) {
+    const r = await rawPost('/oauth/token', assertionBody(await assertion({ aud })), {});
+    assert.equal(r.status, 200, r.text);
+  }
 });
 
 describe('token endpoint: scope, resource and IUA parameters', () => {

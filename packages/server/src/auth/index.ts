@@ -58,6 +58,7 @@ export class AuthServer {
   private readonly network: NetworkClients;
   private provider: Provider;
   private handler: (req: IncomingMessage, res: ServerResponse) => void;
+  private readonly issuerHost: string;
   private jwks: JWTVerifyGetKey;
   private keyFingerprint: string;
 
@@ -75,6 +76,7 @@ export class AuthServer {
     this.network = new NetworkClients({ ...options, communities: this.communities });
     this.provider = this.build();
     this.handler = this.provider.callback();
+    this.issuerHost = new URL(options.issuer).host;
   }
 
   get clients(): ClientRegistry {
@@ -85,8 +87,16 @@ export class AuthServer {
     return this.provider;
   }
 
-  /** Node request handler for /oauth/* and the discovery documents. */
+  /**
+   * Node request handler for /oauth/* and the discovery documents. The engine derives its own URLs from the
+   * request — the audiences it accepts in a client assertion, a DPoP proof's `htu`, the discovery document — and a
+   * client names any Host (or X-Forwarded-Host) it likes: an assertion another server received could be replayed
+   * here by naming that server's host. So the engine only ever sees its issuer's host.
+   */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    req.headers.host = this.issuerHost;
+    delete req.headers['x-forwarded-host'];
+    delete req.headers['x-forwarded-proto'];
     this.handler(req, res);
   }
 
