@@ -100,6 +100,10 @@ dataDirOption(
       'header carrying the client certificate from a TLS-terminating proxy (off by default)',
     )
     .option(
+      '--trusted-proxies <list>',
+      'addresses/CIDR ranges of the proxies whose X-Forwarded-For and certificate header are believed (env CAREVAULT_TRUSTED_PROXIES; default loopback with --trusted-cert-header, else none)',
+    )
+    .option(
       '--program-server <url>',
       'program server asked before every $submit-data (env CAREVAULT_PROGRAM_SERVER; default: the built-in rule)',
     )

@@ -5,7 +5,9 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connect } from 'node:tls';
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose';
+import { loadConfig } from '../src/config/index.ts';
 import { createCa, issueLeaf } from '../src/pki/x509.ts';
+import { auditEvents, secretClient } from './helpers/fhir.ts';
 import { decodeJwt, readPair, startPlatform, type TestPlatform } from './helpers/platform.ts';
 
 // Edges of the authorization server: proxy-forwarded certificates, jwks_uri clients, TLS versions,
@@ -66,6 +68,71 @@ describe('behind a TLS-terminating proxy (--trusted-cert-header)', () => {
       'x-ssl-client-cert': '%%%not-pem',
     });
     assert.equal(r.json.error, 'invalid_client', r.text);
+  });
+});
+
+/** The network address of the newest token event (ITI-71) of `client`, as the audit trail holds it. */
+async function tokenEventAddress(p: TestPlatform, client: string): Promise<string | undefined> {
+  const auditor = await secretClient(p, `auditor-${client}`, 'system/AuditEvent.rs');
+  const events = await auditEvents<{
+    subtype?: { code?: string }[];
+    agent: { network?: { address?: string } }[];
+  }>(p, auditor, `agent=${client}`);
+  return events.find((e) => e.subtype?.[0]?.code === 'ITI-71')?.agent[0]?.network?.address;
+}
+
+describe('forwarded headers are believed from trusted proxies only (--trusted-proxies)', () => {
+  test("behind the proxy: the address it appended is the client's, not one the client put before it", async () => {
+    const p = await startPlatform({ trustedCertHeader: 'X-SSL-Client-Cert' });
+    try {
+      const { client_secret } = await p.register('forwarded', { auth: 'client_secret_basic', scope: 'system/*.rs' });
+      const r = await post(p, '/oauth/token', 'grant_type=client_credentials', {
+        authorization: `Basic ${Buffer.from(`forwarded:${client_secret}`).toString('base64')}`,
+        'x-forwarded-for': '203.0.113.9, 198.51.100.7',
+      });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(await tokenEventAddress(p, 'forwarded'), '198.51.100.7');
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test("from any other peer, the certificate header and X-Forwarded-For are the client's own word", async () => {
+    // The proxies are elsewhere: this loopback connection is a client that reached the node directly.
+    const p = await startPlatform({ trustedCertHeader: 'X-SSL-Client-Cert', trustedProxies: '10.0.0.0/8, fd00::/8' });
+    try {
+      const pair = readPair(
+        await p.register('direct', { auth: 'tls_client_auth', scope: 'system/*.rs', out: join(p.dataDir, 'o') }),
+      );
+      const copied = await post(p, '/oauth/token', 'grant_type=client_credentials&client_id=direct', {
+        'x-ssl-client-cert': encodeURIComponent(pair.cert),
+        'x-forwarded-for': '198.51.100.7',
+      });
+      assert.equal(copied.json.error, 'invalid_client', 'a copy of the certificate is not its key');
+      const own = await post(p, '/oauth/token', 'grant_type=client_credentials&client_id=direct', {}, pair);
+      assert.equal(own.status, 200, `the connection's own certificate still counts: ${own.text}`);
+      assert.equal(await tokenEventAddress(p, 'direct'), '127.0.0.1');
+    } finally {
+      await p.stop();
+    }
+  });
+
+  test('the list: loopback by default with the header, none without it; a bad entry is a clear error', () => {
+    assert.deepEqual(loadConfig({ trustedCertHeader: 'X-SSL-Client-Cert' }, {}).trustedProxies, [
+      '127.0.0.0/8',
+      '::1/128',
+    ]);
+    assert.equal(loadConfig({}, {}).trustedProxies, undefined);
+    assert.deepEqual(loadConfig({}, { CAREVAULT_TRUSTED_PROXIES: '10.0.0.5, 10.1.0.0/16' }).trustedProxies, [
+      '10.0.0.5',
+      '10.1.0.0/16',
+    ]);
+    for (const bad of ['10.0.0.0/33', 'proxy.internal', '10.0.0.1/8/1', '::1/129', '10.0.0.0/x']) {
+      assert.throws(
+        () => loadConfig({ trustedProxies: bad }, {}),
+        /trusted proxies: .* (is not an IP address or CIDR range|has an invalid prefix length)/,
+      );
+    }
   });
 });
 

@@ -1,6 +1,7 @@
 import type { AuditEventEntity } from 'fhir/r4.js';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { correlationOf } from '../http/correlation.ts';
+import { clientAddressOf } from '../http/trusted-proxies.ts';
 import { type AuditWho, EVENT, type Outcome } from './balp.ts';
 import type { AuditInput } from './trail.ts';
 
@@ -22,7 +23,7 @@ function who(ctx: KoaContextWithOIDC, clientId: string | undefined, userId?: str
   return {
     clientId,
     user: userId ? { id: userId } : undefined,
-    address: ctx.req.socket.remoteAddress,
+    address: clientAddressOf(ctx.req),
     requestId: ids?.requestId,
     correlationId: ids?.correlationId,
   };

@@ -7,6 +7,7 @@ import { EVENT } from '../audit/balp.ts';
 import { introspectionEvent, tokenEvent } from '../audit/oauth-events.ts';
 import type { AuditTrail } from '../audit/trail.ts';
 import { correlationOf } from '../http/correlation.ts';
+import { clientAddressOf } from '../http/trusted-proxies.ts';
 import { ClientKeys } from './client-keys.ts';
 import type { ClientRegistry } from './clients.ts';
 import { introspectJwt } from './introspection.ts';
@@ -111,7 +112,7 @@ export class AuthServer {
       outcomeDesc: answer.status < 300 ? undefined : `${answer.body.error}: ${answer.body.error_description}`,
       who: {
         clientId: answer.clientId,
-        address: req.socket.remoteAddress,
+        address: clientAddressOf(req),
         requestId: ids?.requestId,
         correlationId: ids?.correlationId,
       },

@@ -1,10 +1,11 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { LRUCache } from 'lru-cache';
+import type { TrustedProxies } from '../http/trusted-proxies.ts';
 
 /**
- * Where the client certificate of a request comes from: the TLS socket, or (only when configured)
- * a header set by a TLS-terminating proxy, which must then have been issued by our CA.
+ * Where the client certificate of a request comes from: the TLS socket, or (only when configured, and only on a
+ * connection from a trusted proxy) a header set by a TLS-terminating proxy, which must then have been issued by our CA.
  */
 export interface CertificateSource {
   certificate(req: {
@@ -14,12 +15,20 @@ export interface CertificateSource {
   authorized(req: { socket: unknown; headers: Record<string, string | string[] | undefined> }): boolean;
 }
 
-export function certificateSource(caPem: string, trustedHeader: string | undefined): CertificateSource {
+export function certificateSource(
+  caPem: string,
+  forwarded: { header: string; proxies: TrustedProxies } | undefined,
+): CertificateSource {
   const ca = new X509Certificate(caPem);
   const parsed = new LRUCache<string, { cert: X509Certificate; trusted: boolean } | false>({ max: 1000 });
   // A connection's peer certificate is fixed once its handshake is done (the server refuses renegotiation:
   // http/app.ts), and parsing it again on every request of a keep-alive connection was ≈ 3 % of a token.
   const bySocket = new WeakMap<object, X509Certificate | null>();
+
+  // The header is the proxy's word only on a connection from the proxy; on any other it is the client's own, and
+  // the connection's own certificate counts. Undefined: not from a trusted proxy.
+  const proxyHeader = (req: { socket: unknown }): string | undefined =>
+    forwarded?.proxies.has((req.socket as { remoteAddress?: string }).remoteAddress) ? forwarded.header : undefined;
 
   function fromHeader(value: string | string[] | undefined) {
     if (typeof value !== 'string' || value.length === 0 || value.length > 16_384) return undefined;
@@ -44,7 +53,8 @@ export function certificateSource(caPem: string, trustedHeader: string | undefin
 
   return {
     certificate(req) {
-      if (trustedHeader) return fromHeader(req.headers[trustedHeader])?.cert;
+      const header = proxyHeader(req);
+      if (header !== undefined) return fromHeader(req.headers[header])?.cert;
       const socket = req.socket as Partial<TLSSocket> & object;
       let cert = bySocket.get(socket);
       if (cert === undefined) {
@@ -54,7 +64,8 @@ export function certificateSource(caPem: string, trustedHeader: string | undefin
       return cert ?? undefined;
     },
     authorized(req) {
-      if (trustedHeader) return fromHeader(req.headers[trustedHeader])?.trusted ?? false;
+      const header = proxyHeader(req);
+      if (header !== undefined) return fromHeader(req.headers[header])?.trusted ?? false;
       return (req.socket as Partial<TLSSocket>).authorized === true;
     },
   };

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DEFAULT_MAX_BYTES_PER_SOURCE, DEFAULT_MAX_RESOURCES_PER_SOURCE } from '@carevault/sdk';
+import { LOOPBACK, trustedProxies } from '../http/trusted-proxies.ts';
 
 export interface Config {
   port: number;
@@ -38,6 +39,11 @@ export interface Config {
    * as nginx's $ssl_client_escaped_cert). Off unless set: trusting it without such a proxy lets anyone claim any certificate.
    */
   trustedCertHeader: string | undefined;
+  /**
+   * Addresses and CIDR ranges of the proxies whose X-Forwarded-For and certificate header are believed
+   * (http/trusted-proxies.ts). Default: loopback when `trustedCertHeader` is set, else none.
+   */
+  trustedProxies: string[] | undefined;
   logLevel: string;
   /** Token bucket per client (and per address for unauthenticated calls): `count` requests per `windowMs`. */
   rateLimit: { count: number; windowMs: number };
@@ -82,6 +88,7 @@ export interface ConfigInput {
   baseUrl?: string | undefined;
   accessTokenTtl?: string | number | undefined;
   trustedCertHeader?: string | undefined;
+  trustedProxies?: string | undefined;
   logLevel?: string | undefined;
   rateLimit?: string | undefined;
   programServer?: string | undefined;
@@ -89,6 +96,20 @@ export interface ConfigInput {
 }
 
 class ConfigError extends Error {}
+
+function proxyList(raw: string | undefined, certHeader: boolean): string[] | undefined {
+  const entries = (raw ?? '')
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  if (entries.length === 0) return certHeader ? [...LOOPBACK] : undefined;
+  try {
+    trustedProxies(entries);
+  } catch (err) {
+    throw new ConfigError(`trusted proxies: ${(err as Error).message}`);
+  }
+  return entries;
+}
 
 /** The most a viewer query may be told to take of one source (the CLI's flags are held to the same). */
 export const MAX_RESOURCES_PER_SOURCE = 1_000_000;
@@ -182,6 +203,7 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     redisUrl: env.CAREVAULT_REDIS_URL || undefined,
     accessTokenTtl,
     trustedCertHeader: header ? header.toLowerCase() : undefined,
+    trustedProxies: proxyList(flags.trustedProxies ?? env.CAREVAULT_TRUSTED_PROXIES, Boolean(header)),
     logLevel: logLevel(flags.logLevel ?? env.CAREVAULT_LOG_LEVEL ?? 'info'),
     rateLimit: parseRateLimit(flags.rateLimit ?? env.CAREVAULT_RATE_LIMIT ?? '6000/min'),
     redisPrefix: env.CAREVAULT_REDIS_PREFIX || 'carevault:',

@@ -37,6 +37,7 @@ import { addressLimit, MemoryRateLimiter, type RateLimiter, RedisRateLimiter } f
 import { connectRedis } from './redis.ts';
 import { clientErrorHandler, frameworkErrors, PARSER_MAX_HEADER_BYTES, requestLimits } from './request-limits.ts';
 import { readRequestsThroughStream } from './tls-request-reads.ts';
+import { trustedProxies } from './trusted-proxies.ts';
 
 export interface Platform {
   app: FastifyInstance;
@@ -64,6 +65,9 @@ export async function buildPlatform(
   ];
   // Said once the logger exists: the data directory's warnings and PKI notes.
   const notes: string[] = [];
+  const proxies = config.trustedProxies ? trustedProxies(config.trustedProxies) : undefined;
+  if (proxies)
+    notes.push(`forwarded client addresses and certificates are believed from ${proxies.entries.join(', ')} only`);
   const store = await openStore({
     dataDir: config.dataDir,
     databaseUrl: config.databaseUrl,
@@ -100,7 +104,7 @@ export async function buildPlatform(
     genReqId: requestIdOf,
     // FHIR clients (fhir-kit-client among them) POST batches to the base with a trailing slash.
     routerOptions: { ignoreTrailingSlash: true },
-    trustProxy: config.trustedCertHeader !== undefined,
+    trustProxy: proxies ? (address: string) => proxies.has(address) : false,
     forceCloseConnections: true,
   });
   for (const note of notes) app.log.warn(note);
@@ -123,7 +127,10 @@ export async function buildPlatform(
   app.addHook('onRequest', addressLimit(limiter));
   const audit = new AuditTrail(store, config.audit, issuer, app.log);
   configureEngine(config.measureLimits);
-  const certificates = certificateSource(pki.ca.certPem, config.trustedCertHeader);
+  const certificates = certificateSource(
+    pki.ca.certPem,
+    config.trustedCertHeader && proxies ? { header: config.trustedCertHeader, proxies } : undefined,
+  );
   const outboundCa = [...rootCertificates, pki.ca.certPem, ...config.outboundCa];
   const auth = new AuthServer({
     issuer,
@@ -138,7 +145,6 @@ export async function buildPlatform(
     log: app.log as unknown as Logger,
     audit,
   });
-  if (config.trustedCertHeader) auth.engine.proxy = true;
 
   await app.register(healthRoutes, {
     database: () => store.ping(),
@@ -202,7 +208,7 @@ export async function buildPlatform(
   let sweeping: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
     try {
-      if (auth.refreshKeys() && config.trustedCertHeader) auth.engine.proxy = true;
+      auth.refreshKeys();
       sweeping = store
         .sweep(Math.floor(Date.now() / 1000))
         .catch((err: Error) => app.log.error({ err: { message: err.message } }, 'expired-row sweep failed'));

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthServer } from '../auth/index.ts';
 import { SMART_STYLE } from '../auth/smart-configuration.ts';
 import { REGISTRATION_PATH } from '../auth/trust/udap-registration.ts';
+import { rememberClientAddress } from './trusted-proxies.ts';
 
 /**
  * SMART apps never send `prompt`, and the engine drops `offline_access` without prompt=consent (an OIDC
@@ -29,6 +30,7 @@ export async function oauthRoutes(app: FastifyInstance, opts: { auth: AuthServer
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
   const forward = async (req: FastifyRequest, reply: FastifyReply) => {
     reply.hijack();
+    rememberClientAddress(req.raw, req.ip);
     opts.auth.handle(req.raw, reply.raw);
   };
   app.all('/oauth/*', forward);
@@ -61,6 +63,7 @@ export async function oauthRoutes(app: FastifyInstance, opts: { auth: AuthServer
       done(null, undefined),
     );
     registration.post(REGISTRATION_PATH, async (req, reply) => {
+      rememberClientAddress(req.raw, req.ip);
       const answer = await opts.auth.register(req.body, req.raw);
       return reply.code(answer.status).header('cache-control', 'no-store').send(answer.body);
     });
