@@ -121,6 +121,40 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
     assert.equal(shown.auth, 'private_key_jwt');
   });
 
+  test("another community's certificate for a member's name does not speak for it, until its own community is removed", async () => {
+    assert.equal((await requestToken(await assertion(member, [ca]))).status, 200, 'recorded through carequality');
+    const laxCa = await networkCa('Lax Network CA');
+    await ok(p.dataDir, 'trust', 'add', 'laxnet', '--ca', file('lax.pem', laxCa.certPem), '--scope', 'system/*.rs');
+    const settle = () => new Promise((r) => setTimeout(r, 1100)); // the server re-reads communities every second
+    await settle();
+    const impostor = await issue(laxCa, FQDN, { dns: [FQDN], organization: 'Not the Clinic' });
+    const refused = await requestToken(await assertion(impostor, [laxCa]));
+    assert.equal(refused.status, 401, JSON.stringify(refused.json));
+    assert.match(
+      refused.json.error_description ?? '',
+      /client "clinic.example.org" is a member of community "carequality": only a chain to that community's CA/,
+    );
+    assert.equal((await ok<Record<string, unknown>>(p.dataDir, 'client', 'show', FQDN)).community, 'carequality');
+    assert.equal((await requestToken(await assertion(member, [ca]))).status, 200, "the member's own key still works");
+    // A name no community has recorded yet is anyone's to take, through any trusted community.
+    const fresh = await issue(laxCa, 'fresh.example.org', { dns: ['fresh.example.org'] });
+    const first = await requestToken(await assertion(fresh, [laxCa], 'fresh.example.org'));
+    assert.equal(first.status, 200, JSON.stringify(first.json));
+    assert.equal(decodeJwt(first.json.access_token as string).payload['carevault:community'], 'laxnet');
+
+    // The administrator stops trusting carequality: its members' names are free, and so the member can move.
+    await ok(p.dataDir, 'trust', 'remove', 'carequality');
+    await settle();
+    const moved = await requestToken(await assertion(impostor, [laxCa]));
+    assert.equal(moved.status, 200, JSON.stringify(moved.json));
+    assert.equal((await ok<Record<string, unknown>>(p.dataDir, 'client', 'show', FQDN)).community, 'laxnet');
+    // Back as the other tests expect it.
+    await trustNetwork();
+    await ok(p.dataDir, 'trust', 'remove', 'laxnet');
+    await settle();
+    assert.equal((await requestToken(await assertion(member, [ca]))).status, 200);
+  });
+
   test('a chain through an intermediate CA is accepted, and a narrower scope may be asked for', async () => {
     const viaIntermediate = await issue(intermediate, 'lab.example.net', { dns: ['lab.example.net'] });
     const { status, json } = await requestToken(await assertion(viaIntermediate, [intermediate], 'lab.example.net'), {
@@ -463,6 +497,19 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
 
     test('registration refuses what RFC 7591 and the community rules refuse, and stores nothing', async () => {
       const stranger = await networkCa('Unknown CA');
+      // A second trusted community whose CA certifies the first one's member by name.
+      const otherCa = await networkCa('Other Network CA');
+      await ok(
+        p.dataDir,
+        'trust',
+        'add',
+        'othernet',
+        '--ca',
+        file('other.pem', otherCa.certPem),
+        '--scope',
+        'system/*.rs',
+      );
+      await requestToken(await assertion(member, [ca]));
       const outsider = await issue(stranger, 'out.example.org', { dns: ['out.example.org'] });
       const app = await issue(ca, 'reg.example.org', { dns: ['reg.example.org'] });
       const cases: [string, unknown, string, RegExp, string?][] = [
@@ -528,6 +575,17 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
           /beyond what community "carequality" allows/,
         ],
         [
+          "another community's member",
+          {
+            udap: '1',
+            software_statement: await networkJwt(await issue(otherCa, FQDN, { dns: [FQDN] }), [otherCa], FQDN, {
+              aud: `${p.issuer}/oauth/register`,
+            }),
+          },
+          'unapproved_software_statement',
+          /is a member of community "carequality"/,
+        ],
+        [
           'a registered client id',
           { udap: '1', software_statement: await statement(await issue(ca, 'loader', { dns: ['loader'] }), 'loader') },
           'invalid_client_metadata',
@@ -535,6 +593,7 @@ describe('trust communities: certificate-signed client assertions (seed 003)', (
         ],
       ];
       const before = await clientIds();
+      await new Promise((r) => setTimeout(r, 1100)); // the server re-reads communities every second
       for (const [name, body, error, message, type] of cases) {
         const { status, json } = await register(body, type);
         assert.equal(status, 400, `${name}: ${JSON.stringify(json)}`);

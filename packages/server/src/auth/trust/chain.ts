@@ -8,6 +8,8 @@ export const MAX_CHAIN = 5;
 /** Why a certificate chain or an assertion made with it is refused; the message names the rule. */
 export class TrustError extends Error {}
 
+export const NO_ANCHOR = 'the x5c chain does not lead to the CA of a trusted community';
+
 /** A network CA as the verifier needs it. */
 export interface Anchor {
   community: string;
@@ -77,7 +79,7 @@ export function validateChain(x5c: unknown, anchors: readonly Anchor[], now = Da
   }
   const last = chain[chain.length - 1] as X509Certificate;
   const anchor = anchors.find((a) => last.fingerprint256 === a.ca.fingerprint256 || issuedBy(last, a.ca));
-  if (!anchor) throw new TrustError('the x5c chain does not lead to the CA of a trusted community');
+  if (!anchor) throw new TrustError(NO_ANCHOR);
   const path = last.fingerprint256 === anchor.ca.fingerprint256 ? chain : [...chain, anchor.ca];
   if (path.length > MAX_CHAIN + 1) throw new TrustError(`the certificate path is longer than ${MAX_CHAIN}`);
   path.forEach((cert, i) => {

@@ -2,7 +2,7 @@ import { createHash, type X509Certificate } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { Store } from '../../store/types.ts';
 import { ASYMMETRIC_ALGS } from '../client-keys.ts';
-import { type Anchor, sanIdentities, TrustError, validateChain } from './chain.ts';
+import { type Anchor, NO_ANCHOR, sanIdentities, TrustError, type ValidatedChain, validateChain } from './chain.ts';
 
 /** Same limits as for registered clients' assertions (client-assertion.ts). */
 const MAX_LIFETIME = 300;
@@ -29,6 +29,33 @@ export function hasX5c(jwt: unknown): jwt is string {
 }
 
 /**
+ * The chain of a client id recorded through one community must lead to that community's CA. Every community CA
+ * vouches for the names it certifies, and a client's vault grants (`grant add --client`) follow its id: without
+ * this, a member of a laxer community with a certificate naming another community's member took over that
+ * member's record, key and grants. Once the administrator stops trusting that community (`trust remove`), its
+ * members' ids are free again, as any id no community has presented yet: that is how a member moves.
+ */
+async function memberChain(
+  clientId: string,
+  x5c: unknown,
+  options: { anchors: readonly Anchor[]; recordedCommunity: (clientId: string) => Promise<string | undefined> },
+): Promise<ValidatedChain> {
+  const recorded = await options.recordedCommunity(clientId);
+  if (recorded === undefined) return validateChain(x5c, options.anchors);
+  const own = options.anchors.filter((a) => a.community === recorded);
+  if (own.length === 0) return validateChain(x5c, options.anchors);
+  try {
+    return validateChain(x5c, own);
+  } catch (err) {
+    if (err instanceof TrustError && err.message === NO_ANCHOR)
+      throw new TrustError(
+        `client "${shown(clientId)}" is a member of community "${recorded}": only a chain to that community's CA speaks for it`,
+      );
+    throw err;
+  }
+}
+
+/**
  * A JWT signed by a network member (seed 003): a client assertion (RFC 7523) or a UDAP software statement.
  * Every rule that fails is named — the seed's own script sends a static `jti`, no `iat`, and `iss` ≠ `sub`.
  */
@@ -40,6 +67,8 @@ export async function verifyNetworkJwt(
     store: Store;
     /** What the JWT is, for messages: "client assertion" or "software statement". */
     kind: string;
+    /** The community a client id is already recorded under, if any. */
+    recordedCommunity: (clientId: string) => Promise<string | undefined>;
   },
 ): Promise<VerifiedNetworkJwt> {
   const { kind } = options;
@@ -58,7 +87,7 @@ export async function verifyNetworkJwt(
   if (typeof sub !== 'string' || sub === '') throw new TrustError(`the ${kind} has no sub (the client id)`);
   if (iss !== sub)
     throw new TrustError(`iss "${shown(iss)}" and sub "${shown(sub)}" of the ${kind} must both be the client id`);
-  const { leaf, community } = validateChain(header.x5c, options.anchors);
+  const { leaf, community } = await memberChain(iss, header.x5c, options);
   const names = sanIdentities(leaf);
   if (!names.includes(iss))
     throw new TrustError(

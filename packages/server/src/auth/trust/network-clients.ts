@@ -61,7 +61,7 @@ export class NetworkClients {
   private async authenticate(
     ctx: KoaContextWithOIDC,
     assertion: string,
-    policy: { scopes: string[]; registered?: boolean | undefined } | undefined,
+    policy: { scopes: string[]; registered?: boolean | undefined; community?: string | undefined } | undefined,
   ): Promise<Record<string, unknown>> {
     const { issuer } = this.deps;
     try {
@@ -70,6 +70,7 @@ export class NetworkClients {
         audiences: [`${issuer}/oauth/token`, issuer, `${issuer}${ctx.path}`],
         store: this.deps.store,
         kind: 'client assertion',
+        recordedCommunity: async () => policy?.community,
       });
       const community = await this.deps.communities.get(verified.community);
       if (!community) throw new TrustError(`community "${verified.community}" was just removed`);

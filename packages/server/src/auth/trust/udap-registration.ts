@@ -21,7 +21,7 @@ const refuse = (error: string, description: string): RegistrationAnswer => ({
 });
 
 /** Chain problems mean the statement's issuer is not one we approve; anything else is a malformed statement. */
-const UNAPPROVED = /trusted community|revoked|expired|not valid before/;
+const UNAPPROVED = /trusted community|revoked|expired|not valid before|is a member of community/;
 
 /**
  * UDAP-style dynamic registration (seed 003, the `may_2020` branch; RFC 7591 with a software statement signed
@@ -48,6 +48,7 @@ export async function registerNetworkClient(
       audiences: [`${deps.issuer}${REGISTRATION_PATH}`],
       store: deps.store,
       kind: 'software statement',
+      recordedCommunity: async (id) => (await deps.clients.stored(id))?.carevault.community,
     });
   } catch (err) {
     if (!(err instanceof TrustError)) throw err;
