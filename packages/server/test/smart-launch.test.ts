@@ -1236,6 +1236,17 @@ describe('EHR launch (B12, B13, C16, C17, C20, N21, N30)', () => {
     assert.match(missing.json.error_description as string, /does not exist/);
     assert.equal((await createLaunch({ iss: fhirBase, client_id: 'no-such-app', patient: 'mother' })).status, 400);
     assert.equal((await createLaunch({ iss: fhirBase, client_id: 'viewer', need_patient_banner: 'yes' })).status, 400);
+    // A host names only what its own token reads: granular scopes narrow it, and an Encounter needs Encounter read.
+    const narrow = await secretClient(p, 'narrow-host', 'system/Patient.rs?_id=mother system/Observation.rs');
+    await grant(p, { partition: vault, client: 'narrow-host', scope: 'system/*.rs' });
+    const launchAs = (body: Record<string, unknown>) =>
+      createLaunch({ iss: fhirBase, client_id: 'viewer', ...body }, narrow.token);
+    assert.equal((await launchAs({ patient: 'mother' })).status, 201);
+    for (const body of [{ patient: 'child' }, { patient: 'nobody' }, { patient: 'mother', encounter: 'enc-1' }]) {
+      const refused = await launchAs(body);
+      assert.equal(refused.status, 403, JSON.stringify(body));
+      assert.equal(refused.json.error, 'insufficient_scope');
+    }
     // Stored launches made by an administrator work the same way.
     const { launch } = await launchFor(p, { partition: vault, clientId: 'viewer', patient: 'child', host: 'ehr-host' });
     const { stop, verifier, state } = await launchApp(launch);

@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { matchesById, restrictionOf } from '../fhir/search/restriction-filter.ts';
 import { limiterOf } from '../http/rate-limit.ts';
-import type { Store } from '../store/types.ts';
+import type { SearchFilter, Store } from '../store/types.ts';
 import { PARTITION_RE } from '../vault/partitions.ts';
-import { decide, resolveVaultAccess } from '../vault/policy.ts';
+import { decide, resolveVaultAccess, type VaultAccess } from '../vault/policy.ts';
 import { vaultOf } from './audience.ts';
 import type { AuthServer } from './index.ts';
 import { createLaunch, type LaunchContext } from './launch-context.ts';
@@ -94,6 +95,25 @@ export async function newLaunch(
 }
 
 /**
+ * Whether the host's own token reads `type/id`: a launch hands the app a context, so the host names only what it
+ * may read itself, under its granular scopes too. Narrowed, an id that does not exist is refused alike (403), so
+ * the answer does not tell whether something outside the scopes exists; unnarrowed, newLaunch says it does not.
+ */
+async function hostReads(store: Store, access: VaultAccess, base: string, type: string, id: unknown) {
+  const d = decide(access, type, 'read');
+  if (!d.allowed) return false;
+  if (typeof id !== 'string' || !ID_RE.test(id)) return true;
+  let filter: SearchFilter | undefined;
+  try {
+    filter = restrictionOf(base, type, d.restrictions);
+  } catch {
+    return false; // a granular query the server cannot evaluate reads nothing
+  }
+  if (!filter) return true;
+  return matchesById((q) => store.resources.search(access.partition, q), type, id, filter);
+}
+
+/**
  * `POST /oauth/launch`: an EHR host creates a launch context before opening an app with `?iss=…&launch=…`.
  * The host authenticates with its own access token and must be able to read the patient in that vault;
  * the launched user is later bounded by the host's grants there.
@@ -150,8 +170,13 @@ export async function launchRoutes(
         : undefined;
     // Same answer for a vault the host cannot reach as for one that does not exist.
     if (!access) return error(reply, 404, 'invalid_request', 'the vault is not known here');
-    if (body.patient !== undefined && !decide(access, 'Patient', 'read').allowed) {
-      return error(reply, 403, 'insufficient_scope', 'the host may not read patients in this vault');
+    for (const [type, id] of [
+      ['Patient', body.patient],
+      ['Encounter', body.encounter],
+    ] as const) {
+      if (id !== undefined && !(await hostReads(o.store, access, `${o.fhirBase}/${partition}`, type, id))) {
+        return error(reply, 403, 'insufficient_scope', `the host may not read this ${type} in this vault`);
+      }
     }
     try {
       const created = await newLaunch(o.store, o.clients, o.fhirBase, {
