@@ -9,6 +9,7 @@ import { ATTR } from '../src/saml/mapping.ts';
 import { ViewerSessions } from '../src/viewer/session.ts';
 import { chromiumMissing, launchChromium, SCREENSHOTS } from './helpers/browser.ts';
 import { secretClient } from './helpers/fhir.ts';
+import { LoginDriver } from './helpers/login-driver.ts';
 import { addPerson } from './helpers/people.ts';
 import { createIdp, hl7Role, samlAssertion, samlResponse, type TestIdp } from './helpers/saml-idp.ts';
 import {
@@ -389,6 +390,42 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
       'the AGB of the practitioner',
     );
     await context.close();
+
+    // Login CSRF: someone completes a launch of their own at the EHR and hands the callback URL to a clinician.
+    const again = await ehr.fetch(`${ehr.base}/oauth/launch`, {
+      method: 'POST',
+      dispatcher: ehr.agent(),
+      headers: { authorization: `Bearer ${host.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        partition: 'ehr',
+        client_id: 'zorgviewer-app',
+        patient: 'test-zv',
+        fhirUser: 'Practitioner/larts',
+      }),
+    });
+    const second = (await again.json()) as { launch: string; iss: string };
+    const started = await fetch(`${registered.launchUrl}?${new URLSearchParams(second)}`, {
+      dispatcher: agent,
+      redirect: 'manual',
+    });
+    assert.equal(started.status, 303);
+    assert.match(started.headers.get('set-cookie') ?? '', /^cv_launch=[\w-]+; Path=\/viewer\/launch; HttpOnly; Secure/);
+    const callback = await new LoginDriver(ehr.base, ehr.agent()).authorize(started.headers.get('location') as string, {
+      username: 'larts',
+      password: 'correct horse battery staple',
+    });
+    assert.ok(callback instanceof URL && callback.searchParams.get('code'), 'the EHR redirected back with a code');
+    const victim = await browser.newContext();
+    const victimPage = await victim.newPage();
+    await victimPage.goto(callback.href);
+    await victimPage.waitForSelector('#reason');
+    assert.match((await victimPage.textContent('#reason')) ?? '', /started in another browser/);
+    assert.equal(
+      (await victim.cookies()).filter((c) => c.name === 'cv_viewer' && c.value !== '').length,
+      0,
+      'no viewer session',
+    );
+    await victim.close();
   });
 
   test('an EHR launch from an unregistered EHR is refused', async () => {

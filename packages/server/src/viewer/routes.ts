@@ -19,6 +19,7 @@ import { authenticate, insufficientScope } from '../fhir/bearer.ts';
 import { fhirErrors } from '../fhir/error-handler.ts';
 import { FhirError } from '../fhir/errors.ts';
 import { correlationOf } from '../http/correlation.ts';
+import { cookieValue } from '../http/stored-sessions.ts';
 import { loadIdps } from '../saml/idps.ts';
 import { LaunchRefused } from '../saml/mapping.ts';
 import { samlEndpoint, validateSamlResponse } from '../saml/validate.ts';
@@ -29,8 +30,11 @@ import { NoConsentError, ViewerRuntime } from './runtime.ts';
 import { sessionIdOf, type ViewerSession, ViewerSessions } from './session.ts';
 import { loadSettings, publicJwks, ViewerInputError } from './settings.ts';
 import { appFor } from './smart-apps.ts';
-import { SmartLaunch } from './smart-launch.ts';
+import { PENDING_TTL, SmartLaunch } from './smart-launch.ts';
 import { patientOfWorkflow } from './workflow-task.ts';
+
+/** The SMART launch's browser binding (smart-launch.ts `start`), sent back to the callback only. */
+const LAUNCH_COOKIE = 'cv_launch';
 
 export interface ViewerRouteOptions {
   config: Config;
@@ -132,6 +136,9 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
       }
     });
 
+    // Lax: the EHR's redirect back is a top-level navigation from another site, which Strict would not send it on.
+    const launchCookie = (value: string, maxAge: number) =>
+      `${LAUNCH_COOKIE}=${value}; Path=/viewer/launch; HttpOnly; Secure; SameSite=Lax; Max-Age=${maxAge}`;
     // seq-1-fhir: the EHR opens /viewer/launch?iss=…&launch=… (SMART EHR launch).
     web.get('/viewer/launch', async (req, reply) => {
       const q = req.query as Record<string, unknown>;
@@ -140,16 +147,19 @@ export async function viewerRoutes(app: FastifyInstance, o: ViewerRouteOptions):
         if (!loadSettings(o.config.dataDir)) throw new LaunchRefused('the viewer is not set up here');
         const app = appFor(o.config.dataDir, iss);
         if (!app) throw new LaunchRefused('the viewer is not registered at this EHR (iss)');
-        return reply.redirect(await smart.start(app, typeof q.launch === 'string' ? q.launch : ''), 303);
+        const started = await smart.start(app, typeof q.launch === 'string' ? q.launch : '');
+        return reply.header('set-cookie', launchCookie(started.browser, PENDING_TTL)).redirect(started.url, 303);
       } catch (err) {
         return refuse(req, reply, `smart:${iss.slice(0, 200)}`, err);
       }
     });
 
     web.get('/viewer/launch/callback', async (req, reply) => {
+      const browser = cookieValue(req.headers.cookie, LAUNCH_COOKIE);
+      void reply.header('set-cookie', launchCookie('', 0));
       try {
         const url = new URL(req.raw.url ?? '', `${o.config.baseUrl}/`);
-        const done = await smart.finish((iss) => appFor(o.config.dataDir, iss), url);
+        const done = await smart.finish((iss) => appFor(o.config.dataDir, iss), url, browser);
         const via = `smart:${done.ehr}`;
         const session = await sessions.create({ professional: done.professional, patient: done.patient, via });
         await o.audit.record(

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   BSN_SYSTEM,
   FhirClient,
@@ -22,13 +22,16 @@ const SMALL_ANSWER = 1024 * 1024;
 const RESOURCE_ANSWER = 16 * 1024 * 1024;
 
 const PENDING = 'ViewerSmartLaunch';
-const PENDING_TTL = 600;
+const digest = (value: string) => createHash('sha256').update(value).digest('base64url');
+export const PENDING_TTL = 600;
 /** What the viewer reads at the EHR: the practitioner and the patient of the launch. */
 export const VIEWER_SCOPE_AT_EHR = 'launch user/Patient.rs user/Practitioner.rs';
 const OID_RE = /^[0-2](\.(0|[1-9][0-9]*))+$/;
 
 interface Pending {
   iss: string;
+  /** sha256 of the value the starting browser holds in its launch cookie (RFC 9700 §4.7: CSRF). */
+  browser: string;
   verifier: string;
   authorizationEndpoint: string;
   tokenEndpoint: string;
@@ -80,13 +83,18 @@ export class SmartLaunch {
     await Promise.all([...this.fetches.values()].map((f) => f.close()));
   }
 
-  /** The EHR's authorization URL for this launch. */
-  async start(app: SmartAppRegistration, launch: string): Promise<string> {
+  /**
+   * The EHR's authorization URL for this launch, and the value the browser keeps in a cookie until the callback:
+   * only the browser that started a launch may finish it, so nobody can hand a clinician a callback URL of a
+   * launch they started themselves (login CSRF: the clinician would be signed in as someone else, at their patient).
+   */
+  async start(app: SmartAppRegistration, launch: string): Promise<{ url: string; browser: string }> {
     if (!/^[\w.~-]{1,256}$/.test(launch)) throw new LaunchRefused('the launch parameter is missing or malformed');
     const config = await this.discover(app);
     const verifier = oauth.generateRandomCodeVerifier();
     const state = randomBytes(24).toString('base64url');
-    const pending: Pending = { iss: app.ehr, verifier, ...config };
+    const browser = randomBytes(24).toString('base64url');
+    const pending: Pending = { iss: app.ehr, browser: digest(browser), verifier, ...config };
     await this.store.oidc.upsert(PENDING, state, { ...pending }, Math.floor(Date.now() / 1000) + PENDING_TTL, {});
     const url = new URL(config.authorizationEndpoint);
     url.search = new URLSearchParams({
@@ -100,13 +108,14 @@ export class SmartLaunch {
       code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
     }).toString();
-    return url.href;
+    return { url: url.href, browser };
   }
 
   /** The callback: the code for a token, then who launched the viewer for which patient. */
   async finish(
     apps: (iss: string) => SmartAppRegistration | undefined,
     callback: URL,
+    browser: string | undefined,
   ): Promise<{ professional: Professional; patient: { bsn: string; name?: string; birthDate?: string }; ehr: string }> {
     const state = callback.searchParams.get('state') ?? '';
     if (!/^[\w-]{32}$/.test(state)) throw new LaunchRefused('the callback has no valid state');
@@ -115,6 +124,8 @@ export class SmartLaunch {
     if (!row || (row.expiresAt ?? 0) < Date.now() / 1000)
       throw new LaunchRefused('this launch expired or was already used');
     const pending = row.payload as unknown as Pending;
+    if (browser === undefined || digest(browser) !== pending.browser)
+      throw new LaunchRefused('this launch was started in another browser; open the viewer from the EHR again');
     const app = apps(pending.iss);
     if (!app) throw new LaunchRefused('the EHR is no longer registered');
     const as: oauth.AuthorizationServer = {
