@@ -360,18 +360,22 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
       ...['--client-secret', app.client_secret as string, '--ca', join(ehr.dataDir, 'pki', 'ca.pem')],
     );
     assert.equal(registered.auth, 'client_secret_basic');
-    const res = await ehr.fetch(`${ehr.base}/oauth/launch`, {
-      method: 'POST',
-      dispatcher: ehr.agent(),
-      headers: { authorization: `Bearer ${host.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({
-        partition: 'ehr',
-        client_id: 'zorgviewer-app',
-        patient: 'test-zv',
-        fhirUser: 'Practitioner/larts',
-      }),
-    });
-    const { launch, iss } = (await res.json()) as { launch: string; iss: string };
+    /** The EHR host's launch context for the viewer app (POST /oauth/launch). */
+    const ehrLaunch = async () => {
+      const res = await ehr.fetch(`${ehr.base}/oauth/launch`, {
+        method: 'POST',
+        dispatcher: ehr.agent(),
+        headers: { authorization: `Bearer ${host.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          partition: 'ehr',
+          client_id: 'zorgviewer-app',
+          patient: 'test-zv',
+          fhirUser: 'Practitioner/larts',
+        }),
+      });
+      return (await res.json()) as { launch: string; iss: string };
+    };
+    const { launch, iss } = await ehrLaunch();
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
     await page.goto(`${registered.launchUrl}?${new URLSearchParams({ iss, launch })}`);
@@ -392,18 +396,7 @@ describe('the viewer in Chromium', { skip: chromiumMissing }, () => {
     await context.close();
 
     // Login CSRF: someone completes a launch of their own at the EHR and hands the callback URL to a clinician.
-    const again = await ehr.fetch(`${ehr.base}/oauth/launch`, {
-      method: 'POST',
-      dispatcher: ehr.agent(),
-      headers: { authorization: `Bearer ${host.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({
-        partition: 'ehr',
-        client_id: 'zorgviewer-app',
-        patient: 'test-zv',
-        fhirUser: 'Practitioner/larts',
-      }),
-    });
-    const second = (await again.json()) as { launch: string; iss: string };
+    const second = await ehrLaunch();
     const started = await fetch(`${registered.launchUrl}?${new URLSearchParams(second)}`, {
       dispatcher: agent,
       redirect: 'manual',
