@@ -531,6 +531,19 @@ describe('SAML 2.0 bearer grant (RFC 7522) with the same IdP and mapping', () =>
       subject_role: [{ system: 'http://snomed.info/sct', code: ARTS.role }],
       subject_organization_id: `urn:oid:${VIPLIVE_ORG}`,
     });
+    // The professional's organization is the IdP's word about the user, not the client's: grants to that
+    // organization stay closed to this token (the client has none of its own).
+    assert.equal(claims['carevault:organization'], '');
+    await ok(net.hub.dataDir, 'partition', 'add', 'viplive-org');
+    await ok(
+      net.hub.dataDir,
+      ...['grant', 'add', '--partition', 'viplive-org', '--org-oid', VIPLIVE_ORG, '--scope', 'system/Patient.rs'],
+    );
+    const search = await fetch(`${net.hub.base}/fhir/viplive-org/Patient`, {
+      dispatcher: agent,
+      headers: { authorization: `Bearer ${body.access_token}`, accept: 'application/fhir+json' },
+    });
+    assert.equal(search.status, 404);
   });
 
   test('refused: replay, the ACS audience, an unsigned assertion, a client not registered for the grant', async () => {

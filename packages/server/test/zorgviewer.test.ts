@@ -575,6 +575,43 @@ describe('the source side: user context in assertions and X-ZV-Context', () => {
     );
   });
 
+  test("an aggregator acting for another organization's professional does not get that organization's grants", async () => {
+    // A vault granted to Tjongerschans's own systems: every client registered for that organization.
+    await ok(srcA.dataDir, 'partition', 'add', 'tjs-only');
+    await ok(
+      srcA.dataDir,
+      'grant',
+      'add',
+      '--partition',
+      'tjs-only',
+      '--org-oid',
+      TJONGERSCHANS,
+      '--scope',
+      'system/*.rs',
+    );
+    const { key, jwksFile } = await newKey('tjs', kid);
+    await ok(
+      srcA.dataDir,
+      ...['client', 'add', 'tjs-ehr', '--auth', 'private_key_jwt', '--jwks', jwksFile, '--scope', 'system/*.rs'],
+      ...['--org-oid', TJONGERSCHANS],
+    );
+    const search = (token: string) =>
+      fetchA(`${srcA.base}/fhir/tjs-only/Patient`, {
+        headers: { authorization: `Bearer ${token}`, accept: 'application/fhir+json' },
+      });
+    assert.equal(
+      (await search(await tokenFor('tjs-ehr', {}, key.privateKey))).status,
+      200,
+      "the organization's client",
+    );
+    // The viewer names a Tjongerschans professional: the token says so (for the audit), but the viewer is no client
+    // of Tjongerschans, and naming an organization must not open what is granted to it.
+    const viewer = await tokenFor('rivo-zorgviewer', userContextClaims(professional));
+    const payload = JSON.parse(Buffer.from(viewer.split('.')[1] as string, 'base64url').toString());
+    assert.equal(payload.extensions.ihe_iua.subject_organization_id, `urn:oid:${TJONGERSCHANS}`);
+    assert.equal((await search(viewer)).status, 404);
+  });
+
   test('a forged or mismatching X-ZV-Context is refused with 400 and a Security Alert; the right one is accepted', async () => {
     const token = await tokenFor('rivo-zorgviewer', userContextClaims(professional));
     const signer = { key: viewerKey, kid, clientId: 'rivo-zorgviewer' };

@@ -22,6 +22,7 @@ import { signingKeysForEngine } from './signing-keys.ts';
 import { answerStructuredTokensWithoutThrowing } from './structured-tokens.ts';
 import type { NetworkClients } from './trust/network-clients.ts';
 import { userContextOf } from './user-context-claims.ts';
+import { OWN_ORGANIZATION_CLAIM } from './verifier.ts';
 
 export interface ProviderDeps {
   issuer: string;
@@ -35,6 +36,18 @@ export interface ProviderDeps {
   outboundCa: string[];
   /** SAML IdPs whose assertions the SAML 2.0 bearer grant accepts. */
   samlIdps: () => RegisteredIdp[];
+}
+
+/**
+ * The client's own organization, when the token names a user of another one (an aggregator's professional, a
+ * SAML assertion's): the token says who acts, for the audit; vault grants to an organization are for the clients
+ * registered for it (vault/policy.ts `organizationsOf`), so naming an organization must not open what is granted
+ * to it. '' when the client has none.
+ */
+function ownOrganization(iua: { subject_organization_id?: string } | undefined, orgOid: string | undefined) {
+  const own = orgOid ? `urn:oid:${orgOid}` : '';
+  const named = iua?.subject_organization_id;
+  return named !== undefined && named !== own ? { [OWN_ORGANIZATION_CLAIM]: own } : {};
 }
 
 export const OAUTH_ROUTES = {
@@ -290,6 +303,7 @@ export function createProvider(deps: ProviderDeps, network: NetworkClients): Pro
         return {
           ...cara,
           ...community,
+          ...ownOrganization(iua, policy.orgOid),
           ...person?.top,
           ...(iua || person
             ? { extensions: { ...(iua ? { ihe_iua: iua } : {}), ...(person ? { carevault: person.carevault } : {}) } }

@@ -1,6 +1,6 @@
 import { grantContext } from '../auth/launch-context.ts';
 import { type Permission, parseSmartScope, type SmartScope, splitScope, vaultScopes } from '../auth/smart-scopes.ts';
-import type { AccessTokenClaims } from '../auth/verifier.ts';
+import { type AccessTokenClaims, OWN_ORGANIZATION_CLAIM } from '../auth/verifier.ts';
 import { vaultRights } from '../people/users.ts';
 import type { Store } from '../store/types.ts';
 import { inPatientCompartment } from './compartment.ts';
@@ -145,7 +145,9 @@ export async function grantActive(store: Store, claims: AccessTokenClaims): Prom
  */
 export function organizationsOf(claims: AccessTokenClaims): string[] {
   const out: string[] = [];
-  const org = claims.extensions?.ihe_iua?.subject_organization_id;
+  // A token naming a user of another organization carries the client's own (auth/provider.ts `ownOrganization`).
+  const own = claims[OWN_ORGANIZATION_CLAIM];
+  const org = typeof own === 'string' ? own : claims.extensions?.ihe_iua?.subject_organization_id;
   if (typeof org === 'string' && org.startsWith('urn:oid:')) out.push(org.slice('urn:oid:'.length));
   const gln = (claims as Record<string, unknown>)['cara:gln'];
   if (typeof gln === 'string') out.push(`gln:${gln}`);
