@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { TokenManager, userContextClaims } from '@carevault/sdk';
+import { tlsFetch } from '@carevault/sdk/node';
 import type { Bundle, MeasureReport } from 'fhir/r4.js';
+import { exportJWK, generateKeyPair } from 'jose';
 import { PERIOD, PROPORTION, patientsOf, RATIO, submission } from './helpers/deqm.ts';
 import { type Caller, fhir, grant, partition, secretClient } from './helpers/fhir.ts';
 import { startPlatform, type TestPlatform } from './helpers/platform.ts';
@@ -612,6 +617,51 @@ describe('bad input: clear OperationOutcomes', () => {
     assert.equal(r.status, 400);
     assert.match(diagnostics(r), /does not name Measure/);
     assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 404);
+  });
+
+  test('an aggregator naming a professional of the reporting organization may not submit for that organization', async () => {
+    const key = await generateKeyPair('ES256', { extractable: true });
+    const jwks = join(p.dataDir, 'aggregator-jwks.json');
+    writeFileSync(jwks, JSON.stringify({ keys: [{ ...(await exportJWK(key.publicKey)), kid: 'agg' }] }));
+    await p.register('aggregator', {
+      auth: 'private_key_jwt',
+      jwks,
+      scope: 'system/*.cruds',
+      assertUserContext: true,
+      aggregator: true,
+    });
+    await grant(p, { partition: 'quality', client: 'aggregator', scope: 'system/*.cruds' });
+    const fetchTls = tlsFetch({ ca: p.ca });
+    try {
+      const professional = { id: 'prof-1', role: '62247001', organizationOid: ORG_OID, name: 'A. Professional' };
+      const token = await new TokenManager({
+        issuer: p.base,
+        clientId: 'aggregator',
+        fetch: fetchTls,
+        maxRetries: 0,
+        auth: {
+          method: 'private_key_jwt',
+          privateKey: key.privateKey,
+          kid: 'agg',
+          claims: userContextClaims(professional),
+        },
+      }).getToken();
+      const pt = { ...(patientsOf('proportion-boolean')[0] as ReturnType<typeof patientsOf>[number]) };
+      pt.resources = pt.resources.map((r) => ({ ...r, id: `agg-${r.id}` }));
+      pt.patient = `agg-${pt.patient}`;
+      const r = await fhir(
+        p,
+        { token },
+        'POST',
+        `/quality/Measure/${PROPORTION.id}/$submit-data`,
+        submission(PROPORTION.url, 'Organization/umcg', pt),
+      );
+      assert.equal(r.status, 403, r.text);
+      assert.match(diagnostics(r), /not registered for an organization/);
+      assert.equal((await fhir(p, clinic, 'GET', `/quality/Patient/${pt.patient}`)).status, 404);
+    } finally {
+      await fetchTls.close();
+    }
   });
 
   test('a submission to a Measure outside a granular Measure scope is refused and stores nothing', async () => {

@@ -53,6 +53,8 @@ export interface VaultAccess {
   grant?: string | undefined;
   /** A technical user's organizations as grant subjects (`organizationsOf`): its grants are looked up by them too. */
   organizations?: string[] | undefined;
+  /** The OID of the organization a technical user is registered for (`clientOrganization`). */
+  organizationOid?: string | undefined;
 }
 
 /**
@@ -119,6 +121,7 @@ export async function resolveVaultAccess(
     partition,
     clientId,
     organizations,
+    organizationOid: clientOrganization(claims),
     tokenScopes: cached(`t ${claims.scope ?? ''}`, () =>
       vaultScopes(claims.scope)
         .map(parseSmartScope)
@@ -145,15 +148,24 @@ export async function grantActive(store: Store, claims: AccessTokenClaims): Prom
  */
 export function organizationsOf(claims: AccessTokenClaims): string[] {
   const out: string[] = [];
-  // A token naming a user of another organization carries the client's own (auth/provider.ts `ownOrganization`).
-  const own = claims[OWN_ORGANIZATION_CLAIM];
-  const org = typeof own === 'string' ? own : claims.extensions?.ihe_iua?.subject_organization_id;
-  if (typeof org === 'string' && org.startsWith('urn:oid:')) out.push(org.slice('urn:oid:'.length));
+  const org = clientOrganization(claims);
+  if (org) out.push(org);
   const gln = (claims as Record<string, unknown>)['cara:gln'];
   if (typeof gln === 'string') out.push(`gln:${gln}`);
   const community = (claims as Record<string, unknown>)['carevault:community'];
   if (typeof community === 'string') out.push(`community:${community}`);
   return out;
+}
+
+/**
+ * The OID of the organization the client is registered for. A token naming a user of another organization (an
+ * aggregator's, a SAML bearer assertion's) carries the client's own beside it (auth/provider.ts
+ * `ownOrganization`): grants and the quality-data submission rule follow the client's, the audit the user's.
+ */
+export function clientOrganization(claims: AccessTokenClaims): string | undefined {
+  const own = claims[OWN_ORGANIZATION_CLAIM];
+  const org = typeof own === 'string' ? own : claims.extensions?.ihe_iua?.subject_organization_id;
+  return typeof org === 'string' && org.startsWith('urn:oid:') ? org.slice('urn:oid:'.length) : undefined;
 }
 
 export function scopesOf(scope: string | undefined): SmartScope[] {

@@ -20,7 +20,7 @@ export function programServer(url: string, fetchImpl: typeof fetch): SubmissionP
     async decide(ctx, s): Promise<SubmissionDecision> {
       const body = {
         client_id: ctx.who.clientId ?? null,
-        client_organization: ctx.who.orgOid ?? null,
+        client_organization: ctx.access.organizationOid ?? null,
         user: ctx.who.user?.id ?? null,
         vault: ctx.partition,
         measure: s.measure ?? null,

@@ -38,7 +38,8 @@ export const oidsOf = (org: Record<string, unknown> | undefined): string[] =>
 export const sameOrganization: SubmissionPolicy = {
   name: 'built-in',
   async decide(ctx, { reporter }) {
-    const own = ctx.who.orgOid;
+    // The client's registered organization: not one its token names for its user (an aggregator's professional).
+    const own = ctx.access.organizationOid;
     if (!own) return { allowed: false, reason: 'the client is not registered for an organization (--org-oid)' };
     if (!reporter) return { allowed: false, reason: 'MeasureReport.reporter must name the submitting Organization' };
     if (!oidsOf(reporter).includes(own)) {
