@@ -227,7 +227,7 @@ dataDirOption(
     .description('grant a client, or every client of an organization, access to a vault')
     .requiredOption('--partition <name>', 'the vault')
     .option('--client <client_id>', 'a registered client')
-    .option('--org-oid <oid>', 'an organization OID (matches the IUA subject_organization_id of tokens)')
+    .option('--org-oid <oid>', 'an organization OID: every client registered for it (client add --org-oid)')
     .option('--org-gln <gln>', 'an organization GLN (matches clients registered with --org-gln)')
     .option('--community <name>', 'every member of a trust community (see `carevault trust`)')
     .requiredOption('--scope <scopes>', 'SMART system scopes, e.g. "system/Observation.cruds system/Patient.rs"'),
