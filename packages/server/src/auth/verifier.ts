@@ -3,10 +3,10 @@ import { type JWTPayload, type JWTVerifyGetKey, errors as joseErrors, jwtVerify 
 import { LRUCache } from 'lru-cache';
 import { x5tS256 } from './mtls.ts';
 
-/** Claims of a verified access token (RFC 9068 + IUA + RFC 8705). */
 /** The client's own organization in a token that names a user of another one (auth/provider.ts). */
 export const OWN_ORGANIZATION_CLAIM = 'carevault:organization';
 
+/** Claims of a verified access token (RFC 9068 + IUA + RFC 8705). */
 export interface AccessTokenClaims extends JWTPayload {
   client_id?: string;
   [OWN_ORGANIZATION_CLAIM]?: string;
