@@ -117,6 +117,20 @@ describe('forwarded headers are believed from trusted proxies only (--trusted-pr
     }
   });
 
+  test('the server says at start which proxies it believes', async () => {
+    const logs = new PassThrough();
+    let text = '';
+    logs.on('data', (d) => {
+      text += d;
+    });
+    const p = await startPlatform(
+      { trustedCertHeader: 'X-SSL-Client-Cert', trustedProxies: '10.0.4.0/24', logLevel: 'warn' },
+      { logStream: logs },
+    );
+    await p.stop();
+    assert.match(text, /forwarded client addresses and certificates are believed from 10\.0\.4\.0\/24 only/);
+  });
+
   test('the list: loopback by default with the header, none without it; a bad entry is a clear error', () => {
     assert.deepEqual(loadConfig({ trustedCertHeader: 'X-SSL-Client-Cert' }, {}).trustedProxies, [
       '127.0.0.0/8',
